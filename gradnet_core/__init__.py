@@ -1,0 +1,19 @@
+"""gradnet_core: optimal transport maps learned with monotone gradient networks (GradNetOT).
+
+Densities, mGradNets with closed-form log-determinants, Monge–Ampère training, ground truth and
+metrics. See ``gradnet_core.ground_truth`` and ``gradnet_core.metrics`` for the evaluation tools.
+"""
+
+from .densities import Density, Gaussian, GaussianMixture, ImageDensity
+from .files import load_map, save_map
+from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map
+from .training import Progress, TrainConfig, TrainResult, train
+
+__all__ = [
+    "Density", "Gaussian", "GaussianMixture", "ImageDensity",
+    "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map",
+    "TrainConfig", "TrainResult", "Progress", "train",
+    "save_map", "load_map",
+]
+
+__version__ = "0.1.0"

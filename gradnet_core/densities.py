@@ -1,0 +1,351 @@
+"""Probability densities on R^d: Gaussians, Gaussian mixtures and image KDEs (reference §4).
+
+Every density has ``dim``, ``log_prob(x)`` for ``x: (n, d)`` returning ``(n,)``, and
+``sample(n, generator=None)`` returning ``(n, d)``. Public methods validate; subclasses
+implement the private hooks ``_log_prob`` and ``_sample``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Density", "Gaussian", "GaussianMixture", "ImageDensity", "as_tensor"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def as_tensor(value: Any, name: str, dtype: torch.dtype | None = None,
+              device: torch.device | str | None = None) -> Tensor:
+    """Convert a number, list, numpy array or tensor to a floating tensor.
+
+    Floating tensors and numpy arrays keep their precision unless ``dtype`` is given; lists,
+    numbers and integer arrays become torch's default float type.
+    """
+    if isinstance(value, Tensor):
+        t = value.detach()
+    else:
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be numeric, got {type(value).__name__}") from err
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"{name} must be numeric, got values of type {arr.dtype}")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"{name} must be real, got complex values")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if dtype is None:
+        keeps_precision = isinstance(value, (Tensor, np.ndarray))
+        dtype = (t.dtype if keeps_precision and t.dtype in (torch.float32, torch.float64)
+                 else torch.get_default_dtype())
+    return t.to(device=device, dtype=dtype)
+
+
+def _check_finite(t: Tensor, name: str) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite numbers; it contains NaN or infinity")
+
+
+def _check_covariance(cov: Tensor, name: str = "covariance") -> None:
+    """Raise ValueError unless ``cov: (..., d, d)`` is symmetric positive definite."""
+    _check_finite(cov, name)
+    c64 = cov.detach().to("cpu", torch.float64)
+    scale = c64.abs().amax().clamp_min(1e-300)
+    asym = (c64 - c64.transpose(-1, -2)).abs().amax()
+    if asym > 1e-6 * scale:
+        raise ValueError(f"{name} must be symmetric; entries (i, j) and (j, i) differ by up to "
+                         f"{asym.item():.3g}")
+    eig = torch.linalg.eigvalsh(c64)
+    smallest, largest = eig.amin().item(), eig.amax().item()
+    if smallest <= 0:
+        raise ValueError(f"{name} must be symmetric positive definite; smallest eigenvalue is "
+                         f"{smallest:.3g}" + (" (it is singular)" if smallest == 0 else ""))
+    # float32 Cholesky loses the small eigenvalues of badly conditioned matrices.
+    limit = 1e6 if cov.dtype == torch.float32 else 1e13
+    if largest / smallest > limit:
+        raise ValueError(f"{name} is too close to singular: its eigenvalues range from "
+                         f"{smallest:.3g} to {largest:.3g}; make the spread less extreme")
+
+
+class Density(ABC):
+    """A probability density on R^d that can be evaluated (log) and sampled."""
+
+    dim: int
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) for ``x: (n, d)``; returns ``(n,)``."""
+        x = self._check_points(x)
+        return self._log_prob(x)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` independent samples; returns ``(n, d)`` on the density's device."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of samples must be a positive integer, got {n!r}")
+        return self._sample(int(n), generator)
+
+    def score(self, x: Tensor) -> Tensor:
+        """grad_x log p(x) for ``x: (n, d)``; returns ``(n, d)``."""
+        x = self._check_points(x)
+        return self._score(x)
+
+    @property
+    def is_log_concave(self) -> bool:
+        """True when log p is concave everywhere (needed by the constrained gradient flow)."""
+        return False
+
+    @property
+    def device(self) -> torch.device:
+        return self._reference_tensor().device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._reference_tensor().dtype
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> "Density":
+        """A copy with every tensor moved to ``device`` and cast to ``dtype``."""
+        new = copy.copy(self)
+        for key, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(new, key, value.to(device=device, dtype=dtype if value.is_floating_point()
+                                           else value.dtype))
+        return new
+
+    # hooks -----------------------------------------------------------------------------------
+    @abstractmethod
+    def _log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) for validated ``x: (n, d)``."""
+
+    @abstractmethod
+    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` samples, ``(n, d)``."""
+
+    def _score(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self._log_prob(x).sum(), x)
+        return grad
+
+    @abstractmethod
+    def _reference_tensor(self) -> Tensor:
+        """Any tensor of the density's, to read its device and dtype from."""
+
+    def _check_points(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            x = as_tensor(x, "points", dtype=self.dtype, device=self.device)
+        if x.ndim == 1 and self.dim == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"points must have shape (n, {self.dim}); got {tuple(x.shape)}")
+        return x
+
+
+class Gaussian(Density):
+    """N(mean, cov) with ``mean: (d,)`` and ``cov: (d, d)`` symmetric positive definite."""
+
+    def __init__(self, mean: Any, cov: Any):
+        mean_t = as_tensor(mean, "mean")
+        if mean_t.ndim == 0:
+            mean_t = mean_t[None]
+        if mean_t.ndim != 1:
+            raise ValueError(f"mean must be a vector of shape (d,); got shape {tuple(mean_t.shape)}")
+        cov_t = as_tensor(cov, "covariance", dtype=mean_t.dtype, device=mean_t.device)
+        d = mean_t.shape[0]
+        if cov_t.ndim == 0 and d == 1:
+            cov_t = cov_t.reshape(1, 1)
+        if cov_t.shape != (d, d):
+            raise ValueError(f"covariance must have shape ({d}, {d}) to match the mean; "
+                             f"got {tuple(cov_t.shape)}")
+        _check_finite(mean_t, "mean")
+        _check_covariance(cov_t)
+        self.dim = d
+        self.mean = mean_t
+        self.cov = cov_t
+        self._set_constants()
+
+    def _set_constants(self) -> None:
+        c64 = self.cov.to(torch.float64)
+        chol = torch.linalg.cholesky(c64)
+        self.chol = chol.to(self.cov.dtype)
+        self.chol_inv = torch.linalg.inv(chol).to(self.cov.dtype)
+        self.precision = torch.cholesky_inverse(chol).to(self.cov.dtype)
+        self.log_norm = -0.5 * (self.dim * _LOG_2PI + 2.0 * torch.log(torch.diagonal(chol)).sum().item())
+
+    @property
+    def is_log_concave(self) -> bool:
+        return True
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        z = (x - self.mean) @ self.chol_inv.T
+        return self.log_norm - 0.5 * z.square().sum(-1)
+
+    def _score(self, x: Tensor) -> Tensor:
+        return -(x - self.mean) @ self.precision
+
+    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        eps = torch.randn(n, self.dim, generator=generator, device=self.device, dtype=self.dtype)
+        return self.mean + eps @ self.chol.T
+
+    def _reference_tensor(self) -> Tensor:
+        return self.mean
+
+    def __repr__(self) -> str:
+        return f"Gaussian(mean={self.mean.tolist()}, cov={self.cov.tolist()})"
+
+
+class GaussianMixture(Density):
+    """sum_i w_i N(m_i, S_i): ``weights: (k,)``, ``means: (k, d)``, ``covs: (k, d, d)``."""
+
+    def __init__(self, weights: Any, means: Any, covs: Any):
+        means_t = as_tensor(means, "means")
+        if means_t.ndim == 1:
+            means_t = means_t[:, None]
+        if means_t.ndim != 2:
+            raise ValueError(f"means must have shape (k, d); got {tuple(means_t.shape)}")
+        k, d = means_t.shape
+        if k == 0:
+            raise ValueError("a mixture needs at least one component")
+        w = as_tensor(weights, "weights", dtype=means_t.dtype, device=means_t.device).reshape(-1)
+        covs_t = as_tensor(covs, "covariances", dtype=means_t.dtype, device=means_t.device)
+        if d == 1 and covs_t.ndim == 1:
+            covs_t = covs_t[:, None, None]
+        if w.shape != (k,):
+            raise ValueError(f"there are {k} means but {w.numel()} weights; give one weight per component")
+        if covs_t.shape != (k, d, d):
+            raise ValueError(f"covariances must have shape ({k}, {d}, {d}) to match {k} means in "
+                             f"{d} dimensions; got {tuple(covs_t.shape)}")
+        _check_finite(w, "weights")
+        _check_finite(means_t, "means")
+        if (w < 0).any():
+            raise ValueError(f"mixture weights must be non-negative; got {w.tolist()}")
+        total = w.sum().item()
+        if abs(total - 1.0) > 1e-5:
+            raise ValueError(f"mixture weights must sum to 1; they sum to {total:.6g}")
+        for i in range(k):
+            _check_covariance(covs_t[i], f"covariance of component {i + 1}")
+        self.dim = d
+        self.weights = w / w.sum()
+        self.means = means_t
+        self.covs = covs_t
+        self._set_constants()
+
+    def _set_constants(self) -> None:
+        chol = torch.linalg.cholesky(self.covs.to(torch.float64))
+        self.chol = chol.to(self.covs.dtype)
+        self.chol_inv = torch.linalg.inv(chol).to(self.covs.dtype)
+        log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        with np.errstate(divide="ignore"):
+            log_w = torch.log(self.weights.to(torch.float64))
+        self.log_coef = (log_w - 0.5 * (self.dim * _LOG_2PI + log_det)).to(self.covs.dtype)
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        diff = x[:, None, :] - self.means                       # (n, k, d)
+        z = torch.einsum("kij,nkj->nki", self.chol_inv, diff)
+        return torch.logsumexp(self.log_coef - 0.5 * z.square().sum(-1), dim=1)
+
+    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.dim, generator=generator, device=self.device, dtype=self.dtype)
+        return self.means[comp] + torch.einsum("nij,nj->ni", self.chol[comp], eps)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.weights @ self.means
+
+    @property
+    def cov(self) -> Tensor:
+        m = self.mean
+        second = torch.einsum("k,kij->ij", self.weights, self.covs + self.means[:, :, None] * self.means[:, None, :])
+        return second - torch.outer(m, m)
+
+    def _reference_tensor(self) -> Tensor:
+        return self.means
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(k={self.means.shape[0]}, d={self.dim})"
+
+
+class ImageDensity(Density):
+    """Kernel density of an image on [0, 1]^2 (paper eq. 9, reference §4).
+
+    Pixel (row r, col c) of an ``(H, W)`` image sits at ((c / (W-1), (H-1-r) / (H-1)), y up.
+    Weights are intensity / total; pixels with weight <= ``threshold`` are dropped and the rest
+    renormalised. p(x) = sum_i w_i N(x; g_i, s I) with ``bandwidth`` s a variance, settable.
+    """
+
+    dim = 2
+
+    def __init__(self, image: Any, bandwidth: float = 1e-4, threshold: float = 1e-3):
+        img = as_tensor(image, "image")
+        if img.ndim != 2:
+            raise ValueError(f"image must be 2-D (grayscale, height x width); got shape {tuple(img.shape)}")
+        h, w = img.shape
+        if h < 2 or w < 2:
+            raise ValueError(f"image must be at least 2 x 2 pixels; got {h} x {w}")
+        _check_finite(img, "image")
+        if (img < 0).any():
+            raise ValueError("image intensities must be non-negative; found negative pixels")
+        total = img.sum()
+        if not total > 0:
+            raise ValueError("image has no mass: every pixel is zero, so there is nothing to transport")
+        weights = (img / total).reshape(-1)
+        keep = weights > threshold
+        if not keep.any():
+            # A large, evenly lit image has every weight under the threshold; keep what is lit.
+            keep = weights > 0
+        rows, cols = torch.meshgrid(torch.arange(h, device=img.device), torch.arange(w, device=img.device),
+                                    indexing="ij")
+        grid = torch.stack([cols.reshape(-1) / (w - 1), (h - 1 - rows.reshape(-1)) / (h - 1)], dim=1)
+        self.image = img
+        self.points = grid[keep].to(img.dtype)
+        self.weights = weights[keep] / weights[keep].sum()
+        self.log_weights = torch.log(self.weights)
+        self.threshold = threshold
+        self.bandwidth = bandwidth
+
+    @property
+    def bandwidth(self) -> float:
+        """Kernel variance s (not a standard deviation)."""
+        return self._bandwidth
+
+    @bandwidth.setter
+    def bandwidth(self, value: float) -> None:
+        value = float(value)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"bandwidth must be a positive variance; got {value}")
+        self._bandwidth = value
+        self._log_norm = -math.log(2.0 * math.pi * value)
+        self._half_precision = 0.5 / value
+        self._std = math.sqrt(value)
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        sq = (x[:, None, :] - self.points).square().sum(-1)     # (n, m)
+        return torch.logsumexp(self.log_weights - self._half_precision * sq, dim=1) + self._log_norm
+
+    def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, 2, generator=generator, device=self.device, dtype=self.dtype)
+        return self.points[idx] + self._std * eps
+
+    @property
+    def mean(self) -> Tensor:
+        return self.weights @ self.points
+
+    @property
+    def cov(self) -> Tensor:
+        centred = self.points - self.mean
+        return (self.weights[:, None] * centred).T @ centred + self._bandwidth * torch.eye(
+            2, dtype=self.dtype, device=self.device)
+
+    def _reference_tensor(self) -> Tensor:
+        return self.points
+
+    def __repr__(self) -> str:
+        return (f"ImageDensity({tuple(self.image.shape)} image, {self.points.shape[0]} pixels, "
+                f"bandwidth={self._bandwidth:g})")

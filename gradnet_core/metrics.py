@@ -1,0 +1,84 @@
+"""How close a learned map is to the truth (reference §6).
+
+``pred`` and ``true`` are mapped points ``(n, d)`` (tensors or arrays) at the same source points.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .densities import Density, as_tensor
+from .losses import monge_ampere_residual_values
+from .networks import TransportMap
+
+__all__ = ["map_mse", "l2_uvp", "cosine_similarity", "monotonicity", "monge_ampere_residual"]
+
+
+def _pair(pred: Any, true: Any) -> tuple[Tensor, Tensor]:
+    p = as_tensor(pred, "predicted points", dtype=torch.float64, device="cpu")
+    t = as_tensor(true, "true points", dtype=torch.float64, device="cpu")
+    if p.shape != t.shape or p.ndim != 2:
+        raise ValueError(f"predicted and true points must both be (n, d); got {tuple(p.shape)} and {tuple(t.shape)}")
+    return p, t
+
+
+def map_mse(pred: Any, true: Any) -> float:
+    """The paper's MSE: mean over samples and coordinates of (T_hat(x) - T*(x))^2."""
+    p, t = _pair(pred, true)
+    return (p - t).square().mean().item()
+
+
+def l2_uvp(pred: Any, true: Any, target_variance: float) -> float:
+    """L2-UVP (Korotin et al. 2021) in percent: 100 E||T_hat - T*||^2 / Var(q), Var(q) = trace Cov(q)."""
+    if not target_variance > 0:
+        raise ValueError(f"target variance must be positive; got {target_variance}")
+    p, t = _pair(pred, true)
+    return 100.0 * (p - t).square().sum(-1).mean().item() / float(target_variance)
+
+
+def cosine_similarity(x: Any, pred: Any, true: Any) -> float:
+    """<T* - id, T_hat - id>_p / (||T* - id||_p ||T_hat - id||_p) (Korotin et al. 2021)."""
+    p, t = _pair(pred, true)
+    x_t = as_tensor(x, "source points", dtype=torch.float64, device="cpu")
+    dp, dt = p - x_t, t - x_t
+    denom = (dp.square().sum().sqrt() * dt.square().sum().sqrt()).item()
+    return (dp * dt).sum().item() / denom if denom > 0 else float("nan")
+
+
+@torch.no_grad()
+def monotonicity(model: TransportMap, x: Tensor) -> dict[str, float]:
+    """Smallest eigenvalue of sym(J_T) over ``x`` (>= 0 for a monotone map) and max ||J - J^T||_F."""
+    x = _model_input(model, x)
+    jac = model.jacobian(x) if model.monotone else _autograd_jacobian(model, x)
+    sym = 0.5 * (jac + jac.transpose(-1, -2))
+    return {
+        "min_eigenvalue": torch.linalg.eigvalsh(sym).amin().item(),
+        "max_asymmetry": torch.linalg.matrix_norm(jac - jac.transpose(-1, -2)).amax().item(),
+    }
+
+
+@torch.no_grad()
+def monge_ampere_residual(model: TransportMap, source: Density, target: Density, x: Tensor) -> float:
+    """Mean |log det J_T(x) - log p(x) + log q(T(x))| over ``x`` (zero for the exact OT map)."""
+    x = _model_input(model, x)
+    source = source.to(x.device, x.dtype)
+    target = target.to(x.device, x.dtype)
+    if model.monotone:
+        r = monge_ampere_residual_values(model.map_and_logdet, x, source.log_prob(x), target)
+    else:
+        with torch.enable_grad():
+            r = monge_ampere_residual_values(model.map_and_logdet, x, source.log_prob(x), target)
+    return r.abs().mean().item()
+
+
+def _autograd_jacobian(model: TransportMap, x: Tensor) -> Tensor:
+    with torch.enable_grad():
+        return model.jacobian(x).detach()
+
+
+def _model_input(model: TransportMap, x: Any) -> Tensor:
+    param = next(model.parameters())
+    return as_tensor(x, "points", dtype=param.dtype, device=param.device)
