@@ -14,7 +14,7 @@ from .densities import Density, as_tensor
 from .losses import monge_ampere_residual_values
 from .networks import TransportMap
 
-__all__ = ["map_mse", "l2_uvp", "cosine_similarity", "monotonicity", "monge_ampere_residual"]
+__all__ = ["map_mse", "l2_uvp", "cosine_similarity", "monotonicity", "monge_ampere_residual", "evaluate_map"]
 
 
 def _pair(pred: Any, true: Any) -> tuple[Tensor, Tensor]:
@@ -82,3 +82,29 @@ def _autograd_jacobian(model: TransportMap, x: Tensor) -> Tensor:
 def _model_input(model: TransportMap, x: Any) -> Tensor:
     param = next(model.parameters())
     return as_tensor(x, "points", dtype=param.dtype, device=param.device)
+
+
+def evaluate_map(model: TransportMap, source: Density, target: Density, x: Any, truth: Any,
+                 target_variance: float | None = None) -> dict[str, float]:
+    """Every metric of a learned map at source points ``x: (n, d)`` against true images ``truth: (n, d)``.
+
+    Returns mse, l2_uvp (percent; Var(q) from ``target.cov`` unless given), cosine,
+    ma_residual, min_eigenvalue, max_asymmetry.
+    """
+    xt = _model_input(model, x)
+    if model.monotone:
+        with torch.no_grad():
+            pred = model(xt)
+    else:
+        pred = model(xt).detach()
+    if target_variance is None:
+        target_variance = float(torch.trace(target.cov.to(torch.float64)))
+    mono = monotonicity(model, xt)
+    return {
+        "mse": map_mse(pred, truth),
+        "l2_uvp": l2_uvp(pred, truth, target_variance),
+        "cosine": cosine_similarity(xt, pred, truth),
+        "ma_residual": monge_ampere_residual(model, source, target, xt),
+        "min_eigenvalue": mono["min_eigenvalue"],
+        "max_asymmetry": mono["max_asymmetry"],
+    }

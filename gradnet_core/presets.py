@@ -1,0 +1,92 @@
+"""Named problem and training presets shared by the app, the experiments and the benchmarks.
+
+One place for the numbers, so the app's defaults, the CLI and the benchmarks never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .densities import Gaussian, GaussianMixture
+from .training import TrainConfig
+
+__all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
+           "train_preset", "mixture_from_rows"]
+
+#: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
+PAPER_GAUSSIAN = {
+    "source": {"mean": [1.0, -1.0], "cov": [[1.0, 0.7], [0.7, 1.0]]},
+    "target": {"mean": [0.0, 0.0], "cov": [[1.0, 0.0], [0.0, 1.0]]},
+}
+
+
+def gaussian_presets() -> dict[str, tuple[Gaussian, Gaussian]]:
+    """Named 2-D Gaussian pairs (source, target)."""
+    p = PAPER_GAUSSIAN
+    return {
+        "Paper: N([1,-1], [[1,.7],[.7,1]]) -> N(0, I)": (
+            Gaussian(p["source"]["mean"], p["source"]["cov"]), Gaussian(p["target"]["mean"], p["target"]["cov"])),
+        "Stretch and rotate": (
+            Gaussian([0.0, 0.0], [[2.0, 0.0], [0.0, 0.5]]), Gaussian([1.0, 1.0], [[0.6, -0.4], [-0.4, 1.2]])),
+    }
+
+
+def mixture_from_rows(rows: list[dict[str, float]]) -> GaussianMixture:
+    """A 2-D mixture from table rows with keys weight, mean_x, mean_y, std_x, std_y, corr."""
+    weights, means, covs = [], [], []
+    for row in rows:
+        sx, sy, r = float(row["std_x"]), float(row["std_y"]), float(row["corr"])
+        weights.append(float(row["weight"]))
+        means.append([float(row["mean_x"]), float(row["mean_y"])])
+        covs.append([[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
+    return GaussianMixture(weights, means, covs)
+
+
+def _row(w: float, mx: float, my: float, sx: float = 0.5, sy: float = 0.5, r: float = 0.0) -> dict[str, float]:
+    return {"weight": w, "mean_x": mx, "mean_y": my, "std_x": sx, "std_y": sy, "corr": r}
+
+
+#: Named mixture pairs as table rows (source rows, target rows).
+MIXTURE_ROWS: dict[str, tuple[list[dict[str, float]], list[dict[str, float]]]] = {
+    "Seed slides: 2 -> 3 components": (
+        [_row(0.5, -2.0, 0.0), _row(0.5, 2.0, 0.0)],
+        [_row(1 / 3, -3.0, 1.0), _row(1 / 3, 0.0, -1.0), _row(1 / 3, 3.0, 1.0)],
+    ),
+    "Four corners -> N(0, I)": (
+        [_row(0.25, -2.0, -2.0), _row(0.25, 2.0, -2.0), _row(0.25, -2.0, 2.0), _row(0.25, 2.0, 2.0)],
+        [_row(1.0, 0.0, 0.0, 1.0, 1.0)],
+    ),
+}
+
+
+def mixture_presets() -> dict[str, tuple[GaussianMixture, GaussianMixture]]:
+    """Named 2-D mixture pairs (source, target)."""
+    return {name: (mixture_from_rows(s), mixture_from_rows(t)) for name, (s, t) in MIXTURE_ROWS.items()}
+
+
+#: Model architecture per preset: registry name and constructor arguments (dim added by the caller).
+MODEL_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "gaussian": ("mGradNet-M", {"width": 32, "modules": 4}),
+    "mixture": ("mGradNet-M", {"width": 32, "modules": 8}),
+    "digits": ("mGradNet-M", {"width": 64, "modules": 8}),
+    "digits-paper": ("mGradNet-M", {"width": 128, "modules": 32}),
+}
+
+#: Training settings per preset.
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "gaussian": TrainConfig(steps=1000, lr=1e-2),
+    "mixture": TrainConfig(steps=2000, lr=1e-2),
+    "digits": TrainConfig(steps=2000, lr=0.1, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
+                          lr_step_size=500, lr_gamma=0.5, clip_grad=10.0),
+    # The authors' MNIST settings (reference §7).
+    "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
+                                lr_step_size=1000, lr_gamma=0.5, clip_grad=10.0),
+}
+
+
+def train_preset(name: str, **overrides: Any) -> TrainConfig:
+    """A copy of a training preset with some fields replaced."""
+    if name not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
+    return replace(TRAIN_PRESETS[name], **overrides)
