@@ -1,0 +1,434 @@
+"""Digit images in MNIST form: uploads, canvas drawings, bundled examples and MNIST IDX files.
+
+Every loader returns a float64 array of shape ``(28, 28)`` with values in [0, 1], the digit bright
+on a dark background, as in MNIST: the content is cropped to its bounding box, resized so that its
+longer side is 20 px (aspect kept), and placed in the 28 x 28 frame with its centre of mass at the
+centre. Bad input of any kind raises ``ValueError`` with a sentence meant for a student.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import re
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR",
+    "load_image", "canvas_to_image", "mnist_frame",
+    "bundled_digits", "load_bundled",
+    "read_idx", "mnist_pair",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+IMAGE_SIZE = 28             # side of the MNIST frame, px
+DIGIT_BOX = 20              # longer side of the digit inside the frame, px (as in MNIST)
+MAX_PIXELS = 40_000_000     # largest decoded image accepted (width x height); guards decompression bombs
+MIN_SIDE = 8                # smallest image side accepted, px (scikit-learn's digits are 8 x 8)
+SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+DIGITS_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits"
+
+_WORK_SIDE = 1024           # large images are box-averaged down to this before any float maths
+_MIN_CONTRAST = 0.05        # peak above background (fraction of full scale) that counts as content
+_INK_LEVEL = 0.1            # fraction of the peak that counts as ink when finding the bounding box
+_CANVAS_LIT = 0.25          # canvas pixel counts as lit at this ink level, after shrinking to 28 px
+_CANVAS_MIN_LIT = 10        # fewer lit pixels than this is a dot or a scribble, not a digit
+_CANVAS_MIN_EXTENT = 4      # ... and so is a drawing whose longer side is under this many px
+_IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_BUNDLED_NAME = re.compile(r"^([0-9])_([0-9]+)\.png$")
+
+_NOT_AN_IMAGE = ("This file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP "
+                 "file.")
+_BOMB = (f"The image is too large: it declares more than {MAX_PIXELS // 1_000_000} megapixels "
+         "(a decompression bomb, or simply a huge picture). Shrink it before uploading.")
+_BLANK_IMAGE = ("The image is blank: no part of it stands out from the background, so there is "
+                "no digit to find.")
+_EMPTY_CANVAS = "Draw a digit first: the canvas is empty."
+_SMALL_CANVAS = ("The drawing is too small: it looks like a dot or a tiny scribble. Draw a digit "
+                 "that fills most of the canvas.")
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+def load_image(data: bytes | PathLike, max_bytes: int = 10_000_000) -> np.ndarray:
+    """Decode an image file (bytes or path) into an MNIST-style ``(28, 28)`` float64 array in [0, 1].
+
+    Accepts PNG, JPEG, GIF (first frame), BMP and WebP in any mode; transparency is composited on
+    the backdrop that contrasts with the drawing, and a light background is inverted.
+    """
+    raw = _read_bytes(data, max_bytes)
+    image = _decode(raw)
+    gray = _grayscale(image)
+    return _centre(_foreground(gray, _BLANK_IMAGE))
+
+
+def canvas_to_image(rgba: np.ndarray) -> np.ndarray:
+    """A drawing canvas's ``(H, W, 4)`` RGBA uint8 array -> MNIST-style ``(28, 28)`` float64 in [0, 1].
+
+    Made for streamlit-drawable-canvas (black background, white stroke); ``(H, W, 3)`` RGB and
+    ``(H, W)`` gray arrays with values in 0..255 are accepted too. An empty canvas or a drawing too
+    small to be a digit (fewer than 10 lit pixels, or under 4 px across, at 28 px scale) is refused.
+    """
+    image = _canvas_image(rgba)
+    fg = _foreground(_grayscale(image), _EMPTY_CANVAS)
+    h, w = fg.shape
+    scale = IMAGE_SIZE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = _resize(fg, size, Image.Resampling.BOX)
+    lit = small >= _CANVAS_LIT
+    if lit.sum() < _CANVAS_MIN_LIT:
+        raise ValueError(_SMALL_CANVAS)
+    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 < _CANVAS_MIN_EXTENT:
+        raise ValueError(_SMALL_CANVAS)
+    return _centre(fg)
+
+
+def mnist_frame(gray: np.ndarray) -> np.ndarray:
+    """A grayscale ``(H, W)`` array with values in [0, 1] -> MNIST-style ``(28, 28)`` float64.
+
+    The background is taken from the border pixels (inverted when light) and subtracted; the
+    content is cropped, resized to a 20 px box and centred by centre of mass.
+    """
+    arr = _numeric_array(gray, "the grayscale image")
+    if arr.ndim != 2:
+        raise ValueError(f"the grayscale image must be 2-D (height x width); got shape {arr.shape}")
+    if min(arr.shape) < 1:
+        raise ValueError(f"the grayscale image is empty: shape {arr.shape}")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"grayscale values must lie in [0, 1]; got {arr.min():.3g} to {arr.max():.3g}")
+    return _centre(_foreground(arr, _BLANK_IMAGE))
+
+
+def bundled_digits() -> dict[int, list[Path]]:
+    """The bundled example PNGs in ``assets/digits/``: digit 0..9 -> paths sorted by example index."""
+    found: dict[int, list[tuple[int, Path]]] = {d: [] for d in range(10)}
+    if DIGITS_DIR.is_dir():
+        for path in DIGITS_DIR.iterdir():
+            match = _BUNDLED_NAME.match(path.name)
+            if match and path.is_file():
+                found[int(match.group(1))].append((int(match.group(2)), path))
+    return {d: [p for _, p in sorted(items)] for d, items in found.items()}
+
+
+def load_bundled(digit: int, index: int = 0) -> np.ndarray:
+    """Bundled example ``index`` of ``digit`` as an MNIST-style ``(28, 28)`` float64 array."""
+    digit = _check_digit(digit, "digit")
+    paths = bundled_digits()[digit]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(paths):
+        raise ValueError(f"there are {len(paths)} bundled examples of the digit {digit}; "
+                         f"index must be 0 to {len(paths) - 1}, got {index!r}")
+    return load_image(paths[int(index)])
+
+
+def read_idx(path: PathLike, max_bytes: int = 1_000_000_000) -> np.ndarray:
+    """Read an IDX file (MNIST's format; plain or gzip) into a native-endian array of its shape.
+
+    Images come back as ``(n, rows, cols)`` uint8, labels as ``(n,)`` uint8. The magic number,
+    dimensions and data length are checked; a damaged file raises ``ValueError``.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as raw:
+            is_gzip = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            if is_gzip:
+                with gzip.GzipFile(fileobj=raw) as stream:
+                    return _parse_idx(stream, path.name, max_bytes)
+            return _parse_idx(raw, path.name, max_bytes)
+    except FileNotFoundError as err:
+        raise ValueError(f"There is no file at {path}.") from err
+    except (OSError, EOFError, zlib.error) as err:
+        # gzip.BadGzipFile is an OSError; a corrupt stream also raises EOFError or zlib.error
+        raise ValueError(f"{path.name} could not be read as an IDX file: {err}") from err
+
+
+def mnist_pair(directory: PathLike, source_digit: int, target_digit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The GradNetOT authors' MNIST pair: the first training image of ``source_digit`` and the
+    second training image of ``target_digit``, each ``(28, 28)`` float64 in [0, 1].
+
+    ``directory`` holds ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte`` (optionally
+    ``.gz``), directly or in torchvision's ``MNIST/raw`` layout. Nothing is downloaded.
+    """
+    source_digit = _check_digit(source_digit, "source digit")
+    target_digit = _check_digit(target_digit, "target digit")
+    images = read_idx(_find_mnist_file(Path(directory), "train-images", "idx3-ubyte"))
+    labels = read_idx(_find_mnist_file(Path(directory), "train-labels", "idx1-ubyte"))
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"the MNIST image file must hold uint8 images of shape (n, rows, cols); "
+                         f"it holds {images.dtype} of shape {images.shape}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"the MNIST label file must hold one label per image ({images.shape[0]}); "
+                         f"it holds shape {labels.shape}")
+    source_idx = np.flatnonzero(labels == source_digit)
+    target_idx = np.flatnonzero(labels == target_digit)
+    if source_idx.size < 1:
+        raise ValueError(f"the MNIST training set has no image of the digit {source_digit}")
+    if target_idx.size < 2:
+        raise ValueError(f"the MNIST training set needs two images of the digit {target_digit}; "
+                         f"it has {target_idx.size}")
+    return (images[source_idx[0]].astype(np.float64) / 255.0,
+            images[target_idx[1]].astype(np.float64) / 255.0)
+
+
+# --- reading and decoding ------------------------------------------------------------------------
+
+def _read_bytes(data: bytes | PathLike, max_bytes: int) -> bytes:
+    """The file's bytes from ``data`` (bytes-like or a path), refusing more than ``max_bytes``."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive whole number of bytes; got {max_bytes!r}")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        if len(raw) > max_bytes:
+            raise ValueError(f"The file is {_size_text(len(raw))}; the limit is {_size_text(max_bytes)}. "
+                             "Upload a smaller image.")
+    elif isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                raise ValueError(f"{path} is not a file.")
+            if size > max_bytes:
+                raise ValueError(f"The file is {_size_text(size)}; the limit is {_size_text(max_bytes)}. "
+                                 "Use a smaller image.")
+            with path.open("rb") as f:
+                raw = f.read(max_bytes + 1)
+        except FileNotFoundError as err:
+            raise ValueError(f"There is no file at {path}.") from err
+        except OSError as err:
+            raise ValueError(f"Could not read {path}: {err.strerror or err}.") from err
+        if len(raw) > max_bytes:
+            raise ValueError(f"The file is larger than the limit of {_size_text(max_bytes)}.")
+    else:
+        raise ValueError(f"load_image needs the file's bytes or a path to it; got {type(data).__name__}")
+    if not raw:
+        raise ValueError("The file is empty.")
+    return raw
+
+
+def _decode(raw: bytes) -> Image.Image:
+    """Open and fully decode the first frame, with the size checks done before any pixel is read."""
+    try:
+        image = Image.open(io.BytesIO(raw), formats=SUPPORTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(_BOMB) from err
+    except Exception as err:  # PIL's plugins raise many exception types on malformed headers
+        raise ValueError(_NOT_AN_IMAGE) from err
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
+                         f"the limit is {MAX_PIXELS // 1_000_000} megapixels. Shrink it before uploading.")
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(f"The image is only {width} x {height} pixels; it must be at least "
+                         f"{MIN_SIDE} x {MIN_SIDE} to show a digit.")
+    try:
+        image.draft(None, (_WORK_SIDE, _WORK_SIDE))  # JPEG only: decode directly at a reduced scale
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(_BOMB) from err
+    except Exception as err:  # truncated or corrupt data surfaces here, with varied types
+        raise ValueError(f"The image file is damaged or incomplete ({err}); save it again and "
+                         "re-upload it.") from err
+    try:
+        return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+    except Exception:  # a broken EXIF block should not reject pixels that decoded fine
+        return image
+
+
+def _canvas_image(rgba: np.ndarray) -> Image.Image:
+    """Validate a canvas array (values 0..255) and wrap it as a PIL image (RGBA, RGB or L)."""
+    arr = _numeric_array(rgba, "the canvas")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ValueError(f"the canvas must be an (H, W, 4) RGBA array; got shape {arr.shape}")
+    height, width = arr.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"the canvas is only {width} x {height} pixels; it must be at least "
+                         f"{MIN_SIDE} x {MIN_SIDE}")
+    if height * width > MAX_PIXELS:
+        raise ValueError(f"the canvas is {width} x {height} pixels; the limit is "
+                         f"{MAX_PIXELS // 1_000_000} megapixels")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError(f"canvas values must lie in 0..255; got {arr.min():.3g} to {arr.max():.3g}")
+    return Image.fromarray(np.ascontiguousarray(np.rint(arr).astype(np.uint8)))
+
+
+def _grayscale(image: Image.Image) -> np.ndarray:
+    """Any decoded image -> ``(h, w)`` float64 luminance in [0, 1], at most ``_WORK_SIDE`` per side."""
+    mode = image.mode
+    if mode == "I" or mode.startswith("I;16"):
+        # 16-bit gray: PIL's conversion to "L" clips at 255 instead of scaling, so scale here
+        return np.clip(_shrink(image.convert("F")) / 65535.0, 0.0, 1.0)
+    if image.has_transparency_data:
+        pair = _shrink(image if mode == "LA" else image.convert("RGBA").convert("LA"))
+        return _composite(pair[..., 0] / 255.0, pair[..., 1] / 255.0)
+    return _shrink(image.convert("L")) / 255.0
+
+
+def _shrink(image: Image.Image) -> np.ndarray:
+    """Box-average ``image`` to fit in ``_WORK_SIDE`` (no-op when smaller); float64 array."""
+    width, height = image.size
+    scale = _WORK_SIDE / max(width, height)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BOX)  # LA is resized with premultiplied alpha
+    return np.asarray(image, dtype=np.float64)
+
+
+def _composite(luminance: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Flatten gray + alpha, both ``(h, w)`` in [0, 1], onto the backdrop that contrasts with the
+    opaque content: dark content goes on white, light content on black."""
+    if alpha.min() >= 1.0:
+        return luminance
+    if alpha.max() <= 0.0:
+        raise ValueError("The image is blank: it is fully transparent.")
+    content = float((alpha * luminance).sum() / alpha.sum())
+    backdrop = 1.0 if content < 0.5 else 0.0
+    return alpha * luminance + (1.0 - alpha) * backdrop
+
+
+# --- normalisation -------------------------------------------------------------------------------
+
+def _foreground(gray: np.ndarray, blank_message: str) -> np.ndarray:
+    """Ink in [0, 1] (peak 1) from ``(h, w)`` luminance: invert a light background, subtract it.
+
+    The background level is the median of the border pixels plus three robust standard deviations,
+    so paper texture and JPEG noise fall below it; a digit touching under half the border is fine.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    if np.median(border) > 0.5:
+        gray, border = 1.0 - gray, 1.0 - border
+    centre = float(np.median(border))
+    level = centre + 3.0 * 1.4826 * float(np.median(np.abs(border - centre)))
+    contrast = float(gray.max()) - level
+    if not contrast >= _MIN_CONTRAST:
+        raise ValueError(blank_message)
+    return np.clip((gray - level) / contrast, 0.0, 1.0)
+
+
+def _centre(ink: np.ndarray) -> np.ndarray:
+    """Crop ``ink: (h, w)`` (peak 1) to its bounding box, fit it in a 20 px box, centre by centre of
+    mass in 28 x 28. The shift is clipped so that no ink leaves the frame; returns ``(28, 28)``."""
+    mask = ink >= _INK_LEVEL
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    height, width = crop.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Lanczos antialiases when shrinking; bicubic upsamples small crops without Lanczos' ringing
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC
+    digit = np.clip(_resize(crop, size, resample), 0.0, None)
+    peak = float(digit.max())
+    if not peak > 0:
+        raise ValueError(_BLANK_IMAGE)
+    digit /= peak
+    total = digit.sum()
+    h, w = digit.shape
+    row_com = float(digit.sum(axis=1) @ np.arange(h)) / total
+    col_com = float(digit.sum(axis=0) @ np.arange(w)) / total
+    middle = (IMAGE_SIZE - 1) / 2.0
+    top = int(np.clip(round(middle - row_com), 0, IMAGE_SIZE - h))
+    left = int(np.clip(round(middle - col_com), 0, IMAGE_SIZE - w))
+    frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float64)
+    frame[top:top + h, left:left + w] = digit
+    return frame
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize a float ``(h, w)`` array to ``size = (width, height)`` with PIL; float64 result."""
+    image = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32))
+    return np.asarray(image.resize(size, resample), dtype=np.float64)
+
+
+# --- IDX files -----------------------------------------------------------------------------------
+
+def _parse_idx(stream: BinaryIO, name: str, max_bytes: int) -> np.ndarray:
+    """Parse an open IDX stream: magic (0, 0, type, ndim), ndim big-endian int32 sizes, data."""
+    magic = _read_upto(stream, 4)
+    if len(magic) < 4:
+        raise ValueError(f"{name} is too short to be an IDX file ({len(magic)} bytes)")
+    zero0, zero1, code, ndim = magic
+    if zero0 != 0 or zero1 != 0 or code not in _IDX_DTYPES or ndim < 1:
+        raise ValueError(f"{name} is not an IDX file: its magic number is 0x{magic.hex()}, expected "
+                         "0x0000TTNN with a known type TT and at least one dimension NN")
+    dims_raw = _read_upto(stream, 4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise ValueError(f"{name} is truncated inside its header")
+    dims = [int(v) for v in np.frombuffer(dims_raw, dtype=">i4")]
+    if any(v < 0 for v in dims):
+        raise ValueError(f"{name} declares a negative dimension: {dims}")
+    dtype = _IDX_DTYPES[code]
+    expected = math.prod(dims) * dtype.itemsize
+    if expected > max_bytes:
+        raise ValueError(f"{name} declares {_size_text(expected)} of data, more than the limit of "
+                         f"{_size_text(max_bytes)}")
+    data = _read_upto(stream, expected + 1)
+    if len(data) < expected:
+        raise ValueError(f"{name} is truncated: its header declares shape {tuple(dims)} "
+                         f"({expected} bytes of data) but only {len(data)} bytes follow")
+    if len(data) > expected:
+        raise ValueError(f"{name} has more data than its header's shape {tuple(dims)} declares")
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _read_upto(stream: BinaryIO, n: int) -> bytearray:
+    """Read at most ``n`` bytes in chunks, so memory follows the data present, not a header's claim."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = stream.read(min(n - len(out), 1 << 20))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _find_mnist_file(directory: Path, stem: str, kind: str) -> Path:
+    """``directory``'s MNIST file ``{stem}-{kind}`` (or ``{stem}.{kind}``), plain or ``.gz``."""
+    names = [f"{stem}-{kind}", f"{stem}.{kind}"]
+    for folder in (directory, directory / "MNIST" / "raw", directory / "raw"):
+        for name in names:
+            for candidate in (folder / name, folder / f"{name}.gz"):
+                if candidate.is_file():
+                    return candidate
+    raise ValueError(f"Could not find {stem}-{kind} (or {stem}-{kind}.gz) in {directory}; put the MNIST "
+                     "training files there (this library downloads nothing).")
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+def _numeric_array(value: object, what: str) -> np.ndarray:
+    """``value`` as a finite float64 array, or ValueError naming ``what``."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be a numeric array; got {type(value).__name__}") from err
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{what} must be a numeric array; got values of type {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{what} must be real; got complex values")
+    arr = arr.astype(np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return arr
+
+
+def _check_digit(digit: object, what: str) -> int:
+    if isinstance(digit, bool) or not isinstance(digit, (int, np.integer)) or not 0 <= digit <= 9:
+        raise ValueError(f"the {what} must be a whole number from 0 to 9; got {digit!r}")
+    return int(digit)
+
+
+def _size_text(n: int) -> str:
+    if n < 1_000:
+        return f"{n} bytes"
+    if n < 1_000_000:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n / 1e6:.1f} MB"
