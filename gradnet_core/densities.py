@@ -143,7 +143,7 @@ class Density(ABC):
             x = x[:, None]
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"points must have shape (n, {self.dim}); got {tuple(x.shape)}")
-        return x
+        return x.to(self.dtype)
 
 
 class Gaussian(Density):

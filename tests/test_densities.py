@@ -1,0 +1,206 @@
+"""Densities: log_prob against scipy, normalisation, sampling moments, validation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from scipy import stats
+
+from gradnet_core import Gaussian, GaussianMixture, ImageDensity
+
+
+def random_spd(rng, d):
+    a = rng.normal(size=(d, d))
+    return a @ a.T + 0.5 * np.eye(d)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_gaussian_log_prob_matches_scipy(rng, d):
+    mean, cov = rng.normal(size=d), random_spd(rng, d)
+    x = rng.normal(size=(50, d))
+    ours = Gaussian(mean, cov).log_prob(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, stats.multivariate_normal(mean, cov).logpdf(x), rtol=1e-10)
+
+
+def test_gaussian_score_is_gradient_of_log_prob(rng):
+    g = Gaussian(rng.normal(size=3), random_spd(rng, 3))
+    x = torch.from_numpy(rng.normal(size=(10, 3))).requires_grad_(True)
+    (auto,) = torch.autograd.grad(g.log_prob(x).sum(), x)
+    torch.testing.assert_close(g.score(x.detach()), auto)
+
+
+def test_mixture_log_prob_matches_scipy(rng):
+    w = np.array([0.2, 0.5, 0.3])
+    means = rng.normal(size=(3, 2)) * 2
+    covs = np.stack([random_spd(rng, 2) for _ in range(3)])
+    x = rng.normal(size=(40, 2)) * 2
+    expected = np.log(sum(w[i] * stats.multivariate_normal(means[i], covs[i]).pdf(x) for i in range(3)))
+    np.testing.assert_allclose(GaussianMixture(w, means, covs).log_prob(torch.from_numpy(x)).numpy(),
+                               expected, rtol=1e-10)
+
+
+def test_mixture_samples_match_moments(gen):
+    mix = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]],
+                          [[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 0.9]]])
+    x = mix.sample(200_000, gen)
+    torch.testing.assert_close(x.mean(0), mix.mean, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), mix.cov, atol=0.03, rtol=0)
+
+
+def test_gaussian_samples_match_moments(gen):
+    g = Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]])
+    x = g.sample(200_000, gen)
+    torch.testing.assert_close(x.mean(0), g.mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), g.cov, atol=0.02, rtol=0)
+
+
+def _grid_integral(density, lo, hi, n):
+    xs = torch.linspace(lo, hi, n, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, xs, indexing="xy")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    cell = ((hi - lo) / (n - 1)) ** 2
+    return density.log_prob(pts).exp().sum().item() * cell
+
+
+def test_mixture_integrates_to_one():
+    mix = GaussianMixture(np.array([0.5, 0.5]), np.array([[-2.0, 0.0], [2.0, 0.0]]), np.stack([np.eye(2) * 0.25] * 2))
+    assert _grid_integral(mix, -6, 6, 601) == pytest.approx(1.0, abs=1e-6)
+
+
+def digit_like_image():
+    img = np.zeros((28, 28))
+    img[6:22, 10:13] = 1.0
+    img[6:9, 8:18] = 0.6
+    return img
+
+
+@pytest.mark.parametrize("bandwidth", [1e-2, 1e-3])
+def test_image_density_integrates_to_one(bandwidth):
+    dens = ImageDensity(digit_like_image(), bandwidth=bandwidth).to(dtype=torch.float64)
+    # Kernels of pixels at the border spill out of [0,1]^2, so integrate over a margin.
+    assert _grid_integral(dens, -0.5, 1.5, 801) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_image_density_grid_convention():
+    img = np.zeros((5, 4))
+    img[0, 3] = 1.0          # top-right pixel
+    img[4, 0] = 3.0          # bottom-left pixel, three times as bright
+    dens = ImageDensity(img, bandwidth=1e-4)
+    pts = {tuple(p) for p in dens.points.tolist()}
+    assert pts == {(1.0, 1.0), (0.0, 0.0)}
+    order = dens.points[:, 0].argsort()
+    torch.testing.assert_close(dens.weights[order], torch.tensor([0.75, 0.25], dtype=dens.weights.dtype))
+
+
+def test_image_density_drops_faint_pixels():
+    img = digit_like_image()
+    img[0, 0] = 1e-6
+    dens = ImageDensity(img)
+    assert not any(p == [0.0, 1.0] for p in dens.points.tolist())
+    assert dens.weights.sum().item() == pytest.approx(1.0)
+
+
+def test_image_density_samples_match_moments(gen):
+    dens = ImageDensity(digit_like_image(), bandwidth=1e-3).to(dtype=torch.float64)
+    x = dens.sample(200_000, gen)
+    torch.testing.assert_close(x.mean(0), dens.mean, atol=3e-3, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), dens.cov, atol=2e-3, rtol=0)
+
+
+def test_bandwidth_is_a_variance_and_settable(gen):
+    dens = ImageDensity(np.pad(np.ones((1, 1)), 1), bandwidth=1e-2)   # one lit pixel at (0.5, 0.5)
+    assert dens.sample(100_000, gen).var(0).mean().item() == pytest.approx(1e-2, rel=0.03)
+    dens.bandwidth = 1e-4
+    assert dens.sample(100_000, gen).var(0).mean().item() == pytest.approx(1e-4, rel=0.03)
+    expected = -math.log(2 * math.pi * 1e-4)
+    assert dens.log_prob(torch.tensor([[0.5, 0.5]])).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_float64_and_float32_inputs_keep_precision():
+    g64 = Gaussian(np.zeros(2), np.eye(2))
+    g32 = Gaussian(torch.zeros(2), torch.eye(2))
+    assert g64.dtype == torch.float64 and g32.dtype == torch.float32
+    assert g32.to(dtype=torch.float64).log_prob(torch.zeros(1, 2, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("cov, fragment", [
+    ([[1.0, 2.0], [2.0, 1.0]], "smallest eigenvalue is -1"),
+    ([[1.0, 1.0], [1.0, 1.0]], "positive definite"),
+    ([[1.0, 0.5], [0.0, 1.0]], "symmetric"),
+    ([[1.0, float("nan")], [float("nan"), 1.0]], "finite"),
+    ([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "shape (2, 2)"),
+])
+def test_gaussian_rejects_bad_covariance(cov, fragment):
+    with pytest.raises(ValueError, match=None) as err:
+        Gaussian([0.0, 0.0], cov)
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("weights, fragment", [
+    ([0.5, 0.6], "sum to 1"),
+    ([-0.5, 1.5], "non-negative"),
+    ([1.0], "one weight per component"),
+])
+def test_mixture_rejects_bad_weights(weights, fragment):
+    with pytest.raises(ValueError) as err:
+        GaussianMixture(weights, [[0.0, 0.0], [1.0, 1.0]], [np.eye(2), np.eye(2)])
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("image, fragment", [
+    (np.zeros((8, 8)), "no mass"),
+    (np.ones(8), "2-D"),
+    (-np.ones((8, 8)), "non-negative"),
+    (np.full((8, 8), np.nan), "finite"),
+    (np.ones((1, 8)), "at least 2 x 2"),
+])
+def test_image_density_rejects_bad_images(image, fragment):
+    with pytest.raises(ValueError) as err:
+        ImageDensity(image)
+    assert fragment in str(err.value)
+
+
+def test_points_of_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        Gaussian([0.0, 0.0], np.eye(2)).log_prob(torch.zeros(4, 3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=4, max_size=4),
+       st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=2, max_size=2))
+def test_gaussian_constructor_fuzz(cov_entries, mean):
+    """Every outcome is a valid density (finite log_prob at its mean) or a ValueError."""
+    try:
+        g = Gaussian(mean, np.array(cov_entries).reshape(2, 2))
+    except ValueError:
+        return
+    assert math.isfinite(g.log_prob(g.mean[None]).item())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-1, max_value=2, allow_nan=False), min_size=2, max_size=3),
+       st.floats(min_value=-3, max_value=3), st.floats(min_value=-1, max_value=4))
+def test_mixture_constructor_fuzz(weights, shift, scale):
+    k = len(weights)
+    means = np.arange(2 * k, dtype=float).reshape(k, 2) + shift
+    covs = np.stack([np.eye(2) * scale] * k)
+    try:
+        mix = GaussianMixture(weights, means, covs)
+    except ValueError:
+        return
+    assert mix.weights.sum().item() == pytest.approx(1.0)
+    assert torch.isfinite(mix.log_prob(torch.zeros(3, 2, dtype=mix.dtype))).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 6), st.integers(2, 6), st.data())
+def test_image_density_constructor_fuzz(h, w, data):
+    values = data.draw(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=h * w, max_size=h * w))
+    try:
+        dens = ImageDensity(np.array(values).reshape(h, w))
+    except ValueError:
+        return
+    assert dens.weights.sum().item() == pytest.approx(1.0)
+    assert (dens.points >= 0).all() and (dens.points <= 1).all()

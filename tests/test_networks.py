@@ -1,0 +1,124 @@
+"""Networks: closed-form Jacobian and log det == autograd, symmetric PSD Jacobians, validation."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from gradnet_core import NETWORKS, MGradNetC, MGradNetM, MLPMap, build_map
+from gradnet_core.networks import ACTIVATIONS, autograd_jacobian, autograd_map_and_logdet
+
+
+def perturbed(model, scale=0.5, seed=0):
+    """Random parameters (not just the initialisation) in float64."""
+    g = torch.Generator().manual_seed(seed)
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def closed_form_models(d):
+    return [
+        MGradNetC(d, width=max(d, 8), depth=3),
+        MGradNetC(d, width=6, depth=2, activation="tanh", strict=True),
+        MGradNetC(d, width=max(d, 4), depth=2, activation="softplus"),
+        MGradNetM(d, width=8, modules=max(2, d // 4 + 1)),
+        MGradNetM(d, width=5, modules=2, strict=True),
+    ]
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 8, 32])
+def test_closed_form_matches_autograd(d):
+    x = torch.randn(7, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    for i, model in enumerate(closed_form_models(d)):
+        model = perturbed(model, seed=i)
+        out, logdet = model.map_and_logdet(x)
+        ref_out, ref_logdet = autograd_map_and_logdet(model, x)
+        torch.testing.assert_close(out, model(x), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+        jac, ref_jac = model.jacobian(x), autograd_jacobian(model, x)
+        torch.testing.assert_close(jac, ref_jac, rtol=1e-6, atol=1e-9 * ref_jac.abs().max().item())
+        finite = torch.isfinite(ref_logdet)
+        assert finite.any(), f"{type(model).__name__} d={d}: reference log det is singular everywhere"
+        torch.testing.assert_close(logdet[finite], ref_logdet[finite], rtol=1e-6, atol=1e-8)
+
+
+def test_logdet_gradients_match_autograd():
+    """The closed form is also right to first order in the parameters (it is what training uses)."""
+    x = torch.randn(5, 3, dtype=torch.float64)
+    for model in (perturbed(MGradNetM(3, width=6, modules=3)), perturbed(MGradNetC(3, width=6, depth=3))):
+        params = list(model.parameters())
+        g_closed = torch.autograd.grad(model.map_and_logdet(x)[1].sum(), params, allow_unused=True)
+        g_auto = torch.autograd.grad(autograd_map_and_logdet(model, x)[1].sum(), params, allow_unused=True)
+        for p, a, b in zip(params, g_closed, g_auto):
+            a = torch.zeros_like(p) if a is None else a
+            b = torch.zeros_like(p) if b is None else b
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 10_000), st.sampled_from(["C", "M"]), st.floats(0.1, 3.0),
+       st.booleans())
+def test_jacobian_symmetric_psd_for_random_parameters(d, seed, kind, scale, strict):
+    torch.manual_seed(seed)
+    model = (MGradNetC(d, width=5, depth=3, activation=list(ACTIVATIONS)[seed % 3], strict=strict)
+             if kind == "C" else MGradNetM(d, width=5, modules=3, strict=strict))
+    model = perturbed(model, scale=scale, seed=seed)
+    x = 3.0 * torch.randn(20, d, dtype=torch.float64)
+    jac = autograd_jacobian(model, x)       # independent of the closed form
+    torch.testing.assert_close(jac, jac.transpose(1, 2), rtol=0, atol=1e-10 * (1 + jac.abs().max().item()))
+    eig = torch.linalg.eigvalsh(jac)
+    assert eig.min().item() >= -1e-9 * (1 + eig.abs().max().item())
+    if strict:
+        assert eig.min().item() >= model.eps * (1 - 1e-6)
+
+
+def test_strict_term_keeps_logdet_finite_when_width_below_dim():
+    x = torch.randn(10, 16)
+    narrow = MGradNetC(16, width=4)
+    assert torch.isinf(narrow.map_and_logdet(x)[1]).all()
+    strict = MGradNetC(16, width=4, strict=True)
+    assert torch.isfinite(strict.map_and_logdet(x)[1]).all()
+
+
+def test_mlp_baseline_is_not_monotone_but_has_a_logdet():
+    model = MLPMap(2)
+    assert not model.monotone and MGradNetM.monotone and MGradNetC.monotone
+    x = torch.randn(4, 2)
+    out, logdet = model.map_and_logdet(x)
+    assert out.shape == (4, 2) and logdet.shape == (4,)
+    torch.testing.assert_close(logdet, torch.linalg.slogdet(model.jacobian(x))[1])
+
+
+def test_registry_builds_every_network():
+    for name in NETWORKS:
+        model = build_map(name, dim=2)
+        assert model(torch.zeros(3, 2)).shape == (3, 2)
+    with pytest.raises(ValueError, match="unknown map"):
+        build_map("ResNet", dim=2)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(dim=0), "dimension"), (dict(dim=2, width=0), "width"), (dict(dim=2, depth=-1), "depth"),
+    (dict(dim=2, activation="relu6"), "activation"),
+])
+def test_bad_architecture_is_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        MGradNetC(**kwargs)
+
+
+def test_modular_network_computes_the_gradient_of_its_potential():
+    """T = grad u with u(x) = sum_k sp(alpha_k)/sp(beta_k) [sp(a_k) LSE(u_k) + sp(b_k) LSE(-u_k)] + c.x."""
+    model = perturbed(MGradNetM(3, width=4, modules=2))
+    sp = torch.nn.functional.softplus
+
+    def potential(x):
+        u = (torch.einsum("nd,khd->nkh", x, model.W) + model.bias) * sp(model.beta)[:, None]
+        terms = sp(model.softmax_a) * torch.logsumexp(u, -1) + sp(model.softmax_b) * torch.logsumexp(-u, -1)
+        return (sp(model.alpha) / sp(model.beta) * terms).sum(-1) + x @ model.out_bias
+
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(potential(x).sum(), x)
+    torch.testing.assert_close(model(x), grad)

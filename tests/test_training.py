@@ -1,0 +1,157 @@
+"""Training: analytic maps are learned, callbacks stop, divergence is caught, configs validate."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradnet_core import Gaussian, ImageDensity, MGradNetC, MGradNetM, MLPMap, TrainConfig, train
+from gradnet_core.ground_truth import gaussian_map
+from gradnet_core.metrics import map_mse
+from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
+from gradnet_core.training import bandwidth_schedule
+
+
+def paper_pair():
+    p = PAPER_GAUSSIAN
+    return (Gaussian(p["source"]["mean"], p["source"]["cov"]), Gaussian(p["target"]["mean"], p["target"]["cov"]))
+
+
+def test_one_dimensional_gaussian_map_is_affine():
+    """N(0, 1) -> N(1, 4): the OT map is 2x + 1."""
+    source, target = Gaussian([0.0], [[1.0]]), Gaussian([1.0], [[4.0]])
+    model = MGradNetC(1, width=16, depth=2)
+    result = train(model, source, target, TrainConfig(steps=600, batch_size=500, lr=2e-2))
+    assert result.stopped == "completed"
+    x = torch.linspace(-2, 2, 41)[:, None]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), 2 * x + 1, atol=0.08, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [MGradNetC, MGradNetM])
+def test_paper_gaussian_map_is_learned(cls):
+    source, target = paper_pair()
+    model = cls(2)
+    result = train(model, source, target, train_preset("gaussian"))
+    x = source.sample(1000, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        mse = map_mse(model(x), gaussian_map(source, target)(x))
+    assert result.history["loss"][-1] < 0.2 * result.history["loss"][0]
+    assert mse <= 1e-3
+
+
+def test_kl_objective_falls():
+    source, target = paper_pair()
+    result = train(MGradNetM(2), source, target, TrainConfig(steps=150, loss="kl", batch_size=500))
+    losses = result.history["loss"]
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.3
+
+
+def test_autograd_and_closed_form_paths_agree():
+    source, target = paper_pair()
+    runs = []
+    for jac in ("closed-form", "autograd"):
+        torch.manual_seed(3)
+        model = MGradNetM(2, width=8, modules=2)
+        runs.append(train(model, source, target, TrainConfig(steps=5, batch_size=64, jacobian=jac)))
+    np.testing.assert_allclose(runs[0].history["loss"], runs[1].history["loss"], rtol=1e-4)
+
+
+def test_baseline_trains_through_the_autograd_fallback():
+    source, target = paper_pair()
+    result = train(MLPMap(2, width=32, depth=2), source, target, TrainConfig(steps=60, batch_size=256))
+    assert result.stopped == "completed"
+    assert np.mean(result.history["loss"][-10:]) < np.mean(result.history["loss"][:10])
+
+
+def test_callback_receives_progress_and_can_stop():
+    source, target = paper_pair()
+    model = MGradNetM(2, width=8, modules=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    seen = []
+
+    def callback(progress):
+        seen.append(progress)
+        return progress.step >= 3
+
+    result = train(model, source, target, TrainConfig(steps=500, batch_size=64, report_seconds=0.0), callback)
+    assert result.stopped == "stopped" and result.steps == 3
+    assert [p.step for p in seen] == [1, 2, 3]
+    assert seen[-1].total == 500 and seen[-1].steps_per_second > 0 and math.isfinite(seen[-1].eta)
+    assert len(result.history["loss"]) == 3 == len(result.history["lr"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "partial model kept"
+
+
+def test_divergence_restores_last_good_model():
+    source, target = paper_pair()
+    model = MGradNetM(2, width=8, modules=2)
+
+    def poison(progress):
+        if progress.step == 4:
+            with torch.no_grad():
+                progress.model.W.fill_(float("nan"))
+
+    result = train(model, source, target, TrainConfig(steps=50, batch_size=64, report_seconds=0.0), poison)
+    assert result.stopped == "diverged" and "diverged" in result.message
+    assert result.steps == 4 and len(result.history["loss"]) == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.zeros(2, 2))).all()
+
+
+def test_singular_jacobian_is_reported_as_divergence_with_a_hint():
+    source = Gaussian(torch.zeros(4), torch.eye(4))
+    result = train(MGradNetC(4, width=2), source, source, TrainConfig(steps=10, batch_size=32))
+    assert result.stopped == "diverged" and "singular" in result.message
+
+
+def test_image_bandwidth_is_annealed_without_touching_callers_density():
+    img = np.zeros((8, 8))
+    img[2:6, 3:5] = 1.0
+    source, target = ImageDensity(img, bandwidth=5e-3), ImageDensity(img.T.copy(), bandwidth=5e-3)
+    config = TrainConfig(steps=20, batch_size=128, bandwidth_start=1e-2, bandwidth_end=1e-3)
+    result = train(MGradNetM(2, width=8, modules=2), source, target, config)
+    bw = result.history["bandwidth"]
+    assert bw[0] == pytest.approx(1e-2) and bw[-1] == pytest.approx(1e-3) and len(bw) == 20
+    assert all(a > b for a, b in zip(bw, bw[1:]))
+    assert source.bandwidth == 5e-3 and target.bandwidth == 5e-3
+
+
+def test_bandwidth_schedule_is_geometric():
+    values = [bandwidth_schedule(i, 5, 1e-2, 1e-4) for i in range(5)]
+    np.testing.assert_allclose(values, [1e-2, 10 ** -2.5, 1e-3, 10 ** -3.5, 1e-4])
+
+
+def test_training_is_reproducible_with_a_seed():
+    source, target = paper_pair()
+    histories = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        histories.append(train(MGradNetM(2, width=8, modules=2), source, target,
+                               TrainConfig(steps=10, batch_size=64, seed=5)).history["loss"])
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"),
+    (dict(optimizer="adagrad"), "optimizer"), (dict(loss="mse"), "loss"), (dict(clip_grad=0.0), "clip_grad"),
+    (dict(batch_size=2.5), "batch_size"),
+])
+def test_bad_config_is_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TrainConfig(**kwargs)
+
+
+def test_dimension_mismatch_is_refused():
+    source, target = paper_pair()
+    with pytest.raises(ValueError, match="3-dimensional"):
+        train(MGradNetM(3), source, target, TrainConfig(steps=1))
+
+
+def test_cuda_request_without_gpu_is_explained():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    source, target = paper_pair()
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        train(MGradNetM(2), source, target, TrainConfig(steps=1, device="cuda"))
