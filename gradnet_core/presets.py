@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from .densities import Gaussian, GaussianMixture
 from .training import TrainConfig
 
 __all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
-           "train_preset", "mixture_from_rows"]
+           "train_preset", "mixture_from_rows", "random_gaussian_pair"]
 
 #: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
 PAPER_GAUSSIAN = {
@@ -30,6 +32,18 @@ def gaussian_presets() -> dict[str, tuple[Gaussian, Gaussian]]:
         "Stretch and rotate": (
             Gaussian([0.0, 0.0], [[2.0, 0.0], [0.0, 0.5]]), Gaussian([1.0, 1.0], [[0.6, -0.4], [-0.4, 1.2]])),
     }
+
+
+def random_gaussian_pair(seed: int) -> tuple[Gaussian, Gaussian]:
+    """A random 2-D pair (source, target): means in [-2, 2]^2, standard deviations in [0.4, 1.6],
+    correlations in [-0.8, 0.8], reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+
+    def one() -> Gaussian:
+        (mx, my), (sx, sy), r = rng.uniform(-2, 2, 2), rng.uniform(0.4, 1.6, 2), rng.uniform(-0.8, 0.8)
+        return Gaussian([mx, my], [[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
+
+    return one(), one()
 
 
 def mixture_from_rows(rows: list[dict[str, float]]) -> GaussianMixture:
