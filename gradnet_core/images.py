@@ -39,9 +39,9 @@ DIGITS_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits"
 _WORK_SIDE = 1024           # large images are box-averaged down to this before any float maths
 _MIN_CONTRAST = 0.05        # peak above background (fraction of full scale) that counts as content
 _INK_LEVEL = 0.1            # fraction of the peak that counts as ink when finding the bounding box
-_CANVAS_LIT = 0.25          # canvas pixel counts as lit at this ink level, after shrinking to 28 px
-_CANVAS_MIN_LIT = 10        # fewer lit pixels than this is a dot or a scribble, not a digit
-_CANVAS_MIN_EXTENT = 4      # ... and so is a drawing whose longer side is under this many px
+_CANVAS_INK = 0.25          # canvas pixel counts as drawn at this fraction of the stroke's peak
+_CANVAS_MIN_CELLS = 10      # drawn 28-scale cells below this: a dot or a scribble, not a digit
+_CANVAS_MIN_EXTENT = 4.0    # ... and so is a drawing spanning under 4/28 (1/7) of the canvas
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _BUNDLED_NAME = re.compile(r"^([0-9])_([0-9]+)\.png$")
@@ -52,6 +52,7 @@ _BOMB = (f"The image is too large: it declares more than {MAX_PIXELS // 1_000_00
          "(a decompression bomb, or simply a huge picture). Shrink it before uploading.")
 _BLANK_IMAGE = ("The image is blank: no part of it stands out from the background, so there is "
                 "no digit to find.")
+_TRANSPARENT = "The image is blank: it is fully transparent, so there is no digit to find."
 _EMPTY_CANVAS = "Draw a digit first: the canvas is empty."
 _SMALL_CANVAS = ("The drawing is too small: it looks like a dot or a tiny scribble. Draw a digit "
                  "that fills most of the canvas.")
@@ -67,7 +68,7 @@ def load_image(data: bytes | PathLike, max_bytes: int = 10_000_000) -> np.ndarra
     """
     raw = _read_bytes(data, max_bytes)
     image = _decode(raw)
-    gray = _grayscale(image)
+    gray = _grayscale(image, _TRANSPARENT)
     return _centre(_foreground(gray, _BLANK_IMAGE))
 
 
@@ -75,20 +76,19 @@ def canvas_to_image(rgba: np.ndarray) -> np.ndarray:
     """A drawing canvas's ``(H, W, 4)`` RGBA uint8 array -> MNIST-style ``(28, 28)`` float64 in [0, 1].
 
     Made for streamlit-drawable-canvas (black background, white stroke); ``(H, W, 3)`` RGB and
-    ``(H, W)`` gray arrays with values in 0..255 are accepted too. An empty canvas or a drawing too
-    small to be a digit (fewer than 10 lit pixels, or under 4 px across, at 28 px scale) is refused.
+    ``(H, W)`` gray arrays with values in 0..255 are accepted too. An empty canvas, or a drawing too
+    small to be a digit (touching fewer than 10 cells of a 28 x 28 grid laid over the canvas, or
+    spanning less than 1/7 of the canvas's longer side), is refused.
     """
     image = _canvas_image(rgba)
-    fg = _foreground(_grayscale(image), _EMPTY_CANVAS)
-    h, w = fg.shape
-    scale = IMAGE_SIZE / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = _resize(fg, size, Image.Resampling.BOX)
-    lit = small >= _CANVAS_LIT
-    if lit.sum() < _CANVAS_MIN_LIT:
-        raise ValueError(_SMALL_CANVAS)
-    rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
-    if max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 < _CANVAS_MIN_EXTENT:
+    fg = _foreground(_grayscale(image, _EMPTY_CANVAS), _EMPTY_CANVAS)
+    # Measure the drawing's footprint at 28 px scale, whatever the pen width: a thin stroke across
+    # the canvas is a digit, a fat dot is not.
+    rows, cols = np.nonzero(fg >= _CANVAS_INK)
+    cell = IMAGE_SIZE / max(fg.shape)
+    cells = np.unique((rows * cell).astype(np.int64) * IMAGE_SIZE + (cols * cell).astype(np.int64))
+    extent = (max(np.ptp(rows), np.ptp(cols)) + 1) * cell
+    if cells.size < _CANVAS_MIN_CELLS or extent < _CANVAS_MIN_EXTENT:
         raise ValueError(_SMALL_CANVAS)
     return _centre(fg)
 
@@ -261,7 +261,7 @@ def _canvas_image(rgba: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(np.rint(arr).astype(np.uint8)))
 
 
-def _grayscale(image: Image.Image) -> np.ndarray:
+def _grayscale(image: Image.Image, blank_message: str) -> np.ndarray:
     """Any decoded image -> ``(h, w)`` float64 luminance in [0, 1], at most ``_WORK_SIDE`` per side."""
     mode = image.mode
     if mode == "I" or mode.startswith("I;16"):
@@ -269,7 +269,7 @@ def _grayscale(image: Image.Image) -> np.ndarray:
         return np.clip(_shrink(image.convert("F")) / 65535.0, 0.0, 1.0)
     if image.has_transparency_data:
         pair = _shrink(image if mode == "LA" else image.convert("RGBA").convert("LA"))
-        return _composite(pair[..., 0] / 255.0, pair[..., 1] / 255.0)
+        return _composite(pair[..., 0] / 255.0, pair[..., 1] / 255.0, blank_message)
     return _shrink(image.convert("L")) / 255.0
 
 
@@ -283,13 +283,13 @@ def _shrink(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64)
 
 
-def _composite(luminance: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _composite(luminance: np.ndarray, alpha: np.ndarray, blank_message: str) -> np.ndarray:
     """Flatten gray + alpha, both ``(h, w)`` in [0, 1], onto the backdrop that contrasts with the
     opaque content: dark content goes on white, light content on black."""
     if alpha.min() >= 1.0:
         return luminance
     if alpha.max() <= 0.0:
-        raise ValueError("The image is blank: it is fully transparent.")
+        raise ValueError(blank_message)
     content = float((alpha * luminance).sum() / alpha.sum())
     backdrop = 1.0 if content < 0.5 else 0.0
     return alpha * luminance + (1.0 - alpha) * backdrop
