@@ -246,19 +246,25 @@ def _decode(raw: bytes) -> Image.Image:
 
 def _canvas_image(rgba: np.ndarray) -> Image.Image:
     """Validate a canvas array (values 0..255) and wrap it as a PIL image (RGBA, RGB or L)."""
-    arr = _numeric_array(rgba, "the canvas")
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ValueError(f"the canvas must be an (H, W, 4) RGBA array; got shape {arr.shape}")
-    height, width = arr.shape[:2]
+    try:
+        shape = np.shape(rgba)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the canvas must be a numeric array; got {type(rgba).__name__}") from err
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (3, 4))):
+        raise ValueError(f"the canvas must be an (H, W, 4) RGBA array; got shape {shape}")
+    height, width = shape[:2]
     if min(height, width) < MIN_SIDE:
         raise ValueError(f"the canvas is only {width} x {height} pixels; it must be at least "
                          f"{MIN_SIDE} x {MIN_SIDE}")
     if height * width > MAX_PIXELS:
         raise ValueError(f"the canvas is {width} x {height} pixels; the limit is "
                          f"{MAX_PIXELS // 1_000_000} megapixels")
+    if isinstance(rgba, np.ndarray) and rgba.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(rgba))       # the usual case: no copy to float
+    arr = _numeric_array(rgba, "the canvas")
     if arr.min() < 0 or arr.max() > 255:
         raise ValueError(f"canvas values must lie in 0..255; got {arr.min():.3g} to {arr.max():.3g}")
-    return Image.fromarray(np.ascontiguousarray(np.rint(arr).astype(np.uint8)))
+    return Image.fromarray(np.rint(arr).astype(np.uint8))
 
 
 def _grayscale(image: Image.Image, blank_message: str) -> np.ndarray:
