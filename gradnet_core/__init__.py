@@ -6,6 +6,7 @@ metrics. See ``gradnet_core.ground_truth`` and ``gradnet_core.metrics`` for the 
 
 from .densities import Density, Gaussian, GaussianMixture, ImageDensity
 from .files import load_map, save_map
+from .images import bundled_digits, canvas_to_image, load_bundled, load_image
 from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map
 from .training import Progress, TrainConfig, TrainResult, train
 
@@ -14,6 +15,7 @@ __all__ = [
     "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map",
     "TrainConfig", "TrainResult", "Progress", "train",
     "save_map", "load_map",
+    "load_image", "canvas_to_image", "load_bundled", "bundled_digits",
 ]
 
 __version__ = "0.1.0"
