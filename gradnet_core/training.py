@@ -21,10 +21,13 @@ from .losses import LOSSES, RESIDUALS
 from .networks import TransportMap, autograd_map_and_logdet
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "train", "bandwidth_schedule", "resolve_device",
-           "OPTIMIZERS", "LR_SCHEDULES"]
+           "OPTIMIZERS", "LR_SCHEDULES", "SCHEMES", "FLOW_VARIANTS", "FLOW_SCORES"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
+SCHEMES = ("direct", "constrained-flow")
+FLOW_VARIANTS = ("explicit", "implicit")
+FLOW_SCORES = ("exact", "entropic")
 
 
 @dataclass
@@ -48,13 +51,23 @@ class TrainConfig:
     seed: int = 0                     # seeds the batches (seed the model with torch.manual_seed)
     device: str = "auto"              # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     report_seconds: float = 0.25      # wall time between progress reports (and divergence checks)
+    # Training scheme. "direct": `steps` optimiser steps on `loss`. "constrained-flow": the constrained
+    # Wasserstein gradient flow of KL(T#p || q) (reference §3, gradnet_core.flow), log-concave targets only;
+    # it runs flow_outer_steps x flow_inner_steps Adam steps and ignores steps, lr, optimizer, schedule.
+    scheme: str = "direct"            # "direct" or "constrained-flow"
+    flow_variant: str = "explicit"    # "explicit" (regress onto T_n + tau v_n) or "implicit" (proximal; stable for large tau)
+    flow_score: str = "exact"         # explicit flow's score of T_n#p: "exact" (mGradNets) or "entropic" (Sinkhorn estimate)
+    flow_outer_steps: int = 10        # outer steps N; the flow runs to time N * tau
+    flow_tau: float = 0.4             # outer step size tau
+    flow_inner_steps: int = 100       # Adam steps per outer step
+    flow_inner_lr: float = 1e-2       # Adam learning rate of the inner steps
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "lr_step_size"):
+        for name in ("steps", "batch_size", "lr_step_size", "flow_outer_steps", "flow_inner_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        for name in ("lr", "bandwidth_start", "bandwidth_end", "lr_gamma"):
+        for name in ("lr", "bandwidth_start", "bandwidth_end", "lr_gamma", "flow_tau", "flow_inner_lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number; got {value!r}")
@@ -63,7 +76,8 @@ class TrainConfig:
         if self.clip_grad is not None and not (math.isfinite(self.clip_grad) and self.clip_grad > 0):
             raise ValueError(f"clip_grad must be a positive number or None; got {self.clip_grad!r}")
         choices = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "loss": tuple(LOSSES),
-                   "residual": tuple(RESIDUALS), "jacobian": ("closed-form", "autograd")}
+                   "residual": tuple(RESIDUALS), "jacobian": ("closed-form", "autograd"),
+                   "scheme": SCHEMES, "flow_variant": FLOW_VARIANTS, "flow_score": FLOW_SCORES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -85,6 +99,12 @@ class Progress:
     bandwidth: float | None            # current image-density bandwidth, None without images
     device: str                        # where the model trains
     model: TransportMap                # the model, live (evaluate it under torch.no_grad())
+    scheme: str = "direct"             # TrainConfig.scheme; the fields below are set by "constrained-flow"
+    outer_step: int | None = None      # outer step in progress, 1-based
+    outer_total: int | None = None     # outer steps planned
+    inner_step: int | None = None      # inner steps done in this outer step
+    inner_total: int | None = None     # inner steps per outer step
+    kl: float | None = None            # estimate of KL(T_n#p || q) at the start of this outer step
 
     @property
     def fraction(self) -> float:
@@ -176,6 +196,9 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
     densities are copied and their bandwidth annealed; the caller's densities are not changed.
     """
     config = config or TrainConfig()
+    if config.scheme == "constrained-flow":
+        from .flow import train_constrained_flow  # imported here: flow imports this module
+        return train_constrained_flow(model, source, target, config, callback)
     if not isinstance(model, TransportMap):
         raise ValueError(f"model must be a gradnet_core map (TransportMap); got {type(model).__name__}")
     for name, dens in (("source", source), ("target", target)):
