@@ -9,10 +9,16 @@ from .files import load_map, save_map
 from .images import bundled_digits, canvas_to_image, load_bundled, load_image
 from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map
 from .training import Progress, TrainConfig, TrainResult, train
+from .baselines import BASELINES, CMGN, MMGN, ICNNMap
+
+# The baselines subclass the networks module's base classes, so they join its registry here rather
+# than in networks.py (which would import them circularly).
+NETWORKS.update(BASELINES)
 
 __all__ = [
     "Density", "Gaussian", "GaussianMixture", "ImageDensity",
     "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map",
+    "CMGN", "MMGN", "ICNNMap",
     "TrainConfig", "TrainResult", "Progress", "train",
     "save_map", "load_map",
     "load_image", "canvas_to_image", "load_bundled", "bundled_digits",

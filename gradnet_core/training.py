@@ -19,6 +19,7 @@ from torch import Tensor
 from .densities import Density, ImageDensity
 from .losses import LOSSES, RESIDUALS
 from .networks import TransportMap, autograd_map_and_logdet
+from .sample_losses import SAMPLE_LOSSES
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "train", "bandwidth_schedule", "resolve_device",
            "OPTIMIZERS", "LR_SCHEDULES", "SCHEMES", "FLOW_VARIANTS", "FLOW_SCORES"]
@@ -42,7 +43,7 @@ class TrainConfig:
     lr_schedule: str = "constant"     # "constant", "step" (x lr_gamma every lr_step_size steps) or "cosine"
     lr_step_size: int = 1000          # steps between decays of the "step" schedule
     lr_gamma: float = 0.5             # decay factor of the "step" schedule
-    loss: str = "monge-ampere"        # "monge-ampere" (reference §3) or "kl"
+    loss: str = "monge-ampere"        # "monge-ampere" (reference §3), "kl", or a sample-only loss (SAMPLE_LOSSES)
     residual: str = "l1"              # Monge–Ampère residual penalty: "l1" (the authors') or "l2"
     clip_grad: float | None = None    # max gradient norm, None for no clipping
     bandwidth_start: float = 1e-2     # image-density kernel variance at the first step ...
@@ -61,13 +62,20 @@ class TrainConfig:
     flow_tau: float = 0.4             # outer step size tau
     flow_inner_steps: int = 100       # Adam steps per outer step
     flow_inner_lr: float = 1e-2       # Adam learning rate of the inner steps
+    # Sample-only losses (reference §3, gradnet_core.sample_training): "gaussian-kl", "wasserstein", "sinkhorn".
+    critic_steps: int = 5             # "wasserstein": critic updates per map update
+    critic_lr: float = 1e-4           # "wasserstein": the critic's Adam learning rate (reference §3)
+    gradient_penalty: float = 10.0    # "wasserstein": weight of the critic's gradient penalty
+    sinkhorn_epsilon: float = 0.01    # "sinkhorn": entropic regularisation of the cost ||x - y||^2 (squared data units)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "lr_step_size", "flow_outer_steps", "flow_inner_steps"):
+        for name in ("steps", "batch_size", "lr_step_size", "flow_outer_steps", "flow_inner_steps",
+                     "critic_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        for name in ("lr", "bandwidth_start", "bandwidth_end", "lr_gamma", "flow_tau", "flow_inner_lr"):
+        for name in ("lr", "bandwidth_start", "bandwidth_end", "lr_gamma", "flow_tau", "flow_inner_lr",
+                     "critic_lr", "gradient_penalty", "sinkhorn_epsilon"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number; got {value!r}")
@@ -75,7 +83,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be zero or positive; got {self.weight_decay!r}")
         if self.clip_grad is not None and not (math.isfinite(self.clip_grad) and self.clip_grad > 0):
             raise ValueError(f"clip_grad must be a positive number or None; got {self.clip_grad!r}")
-        choices = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "loss": tuple(LOSSES),
+        choices = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "loss": tuple(LOSSES) + SAMPLE_LOSSES,
                    "residual": tuple(RESIDUALS), "jacobian": ("closed-form", "autograd"),
                    "scheme": SCHEMES, "flow_variant": FLOW_VARIANTS, "flow_score": FLOW_SCORES}
         for name, allowed in choices.items():
@@ -194,11 +202,16 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
 
     The model trains on ``config.device`` and is returned to the device it came on. Image
     densities are copied and their bandwidth annealed; the caller's densities are not changed.
+    ``source`` and ``target`` may also be ``(m, d)`` points (array or tensor) for the sample-only
+    losses (``SAMPLE_LOSSES``, trained by ``gradnet_core.sample_training.train_on_samples``).
     """
     config = config or TrainConfig()
     if config.scheme == "constrained-flow":
         from .flow import train_constrained_flow  # imported here: flow imports this module
         return train_constrained_flow(model, source, target, config, callback)
+    if config.loss in SAMPLE_LOSSES or not isinstance(target, Density):
+        from .sample_training import train_on_samples  # imported here: it imports this module
+        return train_on_samples(model, source, target, config, callback)
     if not isinstance(model, TransportMap):
         raise ValueError(f"model must be a gradnet_core map (TransportMap); got {type(model).__name__}")
     for name, dens in (("source", source), ("target", target)):
