@@ -1,0 +1,360 @@
+"""Figures for the app: the displacement-interpolation animation, loss curves, density heatmaps,
+a live preview, and the animation as a GIF drawn with Pillow (no browser).
+
+Points move along x_t = (1 - t) x + t T(x), t in [0, 1] (McCann's displacement interpolation); each
+point keeps the colour of its source position (hue from its angle about the source mean, saturation
+from its distance), so a monotone map keeps the colour wheel in order and paths never cross.
+Plotly is imported here only; nothing else in gradnet_core needs it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+from PIL import Image, ImageDraw, ImageFont
+
+from .densities import Density
+
+__all__ = ["Panel", "Bounds", "COLOURSCALE", "position_colours", "interpolate", "square_bounds", "grid_points",
+           "animation_figure", "animation_gif", "loss_figure", "density_heatmap", "preview_figure"]
+
+#: Axis box (x0, x1, y0, y1).
+Bounds = tuple[float, float, float, float]
+
+_TARGET_COLOUR = "rgba(90, 90, 90, 0.35)"
+_PATH_COLOUR = "rgba(60, 60, 60, 0.35)"
+_ARROW_COLOUR = "rgba(20, 20, 20, 0.9)"
+_DECIMALS = 4   # frame coordinates are rounded to this many decimals: a third of the JSON, same picture
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One side of the comparison: a title and the images T(x) of the shared source points."""
+
+    title: str
+    mapped: np.ndarray                                  # T(x): (n, 2)
+    arrows: tuple[np.ndarray, np.ndarray] | None = None  # displacement arrows: starts (g, 2), ends (g, 2)
+
+
+def _as_points(a: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    arr = arr.astype(np.float64, copy=False)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must be 2-D points of shape (n, 2); got shape {arr.shape}")
+    return arr
+
+
+def _hue_and_alpha(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hue in [0, 1) from the angle about the mean; opacity from the distance rank (centre pale)."""
+    x = _as_points(x, "source points")
+    centred = x - x.mean(axis=0)
+    hue = (np.arctan2(centred[:, 1], centred[:, 0]) / (2 * math.pi)) % 1.0
+    rank = np.linalg.norm(centred, axis=1).argsort().argsort() / max(len(x) - 1, 1)
+    return hue, 0.3 + 0.7 * rank
+
+
+def _wheel_anchors(n: int = 12) -> np.ndarray:
+    """RGB in [0, 1] of ``n + 1`` equally spaced hues around the colour wheel (first = last)."""
+    hues = np.arange(n + 1) / n % 1.0
+    sector = np.floor(hues * 6).astype(int) % 6
+    f = hues * 6 - np.floor(hues * 6)
+    one, zero = np.ones_like(f), np.zeros_like(f)
+    table = np.stack([np.stack(c, axis=1) for c in ((one, f, zero), (1 - f, one, zero), (zero, one, f),
+                                                    (zero, 1 - f, one), (f, zero, one), (one, zero, 1 - f))])
+    return 0.9 * table[sector, np.arange(n + 1)]
+
+
+_ANCHORS = _wheel_anchors()
+#: The cyclic colour scale of source positions (Plotly interpolates it linearly, as the GIF does).
+COLOURSCALE = [[i / (len(_ANCHORS) - 1), "rgb({},{},{})".format(*np.round(c * 255).astype(int))]
+               for i, c in enumerate(_ANCHORS)]
+
+
+def position_colours(x: np.ndarray) -> np.ndarray:
+    """RGB colours ``(n, 3)`` uint8 of source points ``x: (n, 2)`` on a white background: hue from
+    the angle about the mean, paler towards the centre (the GIF's version of ``_marker``)."""
+    hue, alpha = _hue_and_alpha(x)
+    pos = np.linspace(0.0, 1.0, len(_ANCHORS))
+    rgb = np.stack([np.interp(hue, pos, _ANCHORS[:, c]) for c in range(3)], axis=1)
+    blended = alpha[:, None] * rgb + (1 - alpha[:, None])
+    return np.clip(np.round(blended * 255), 0, 255).astype(np.uint8)
+
+
+def _marker(x: np.ndarray, size: float) -> dict:
+    """Plotly marker colouring each point by its source position. Numbers and a colour scale, not
+    one colour string per point: Plotly validates strings one by one, which is slow."""
+    hue, alpha = _hue_and_alpha(x)
+    return {"size": size, "color": hue, "colorscale": COLOURSCALE, "cmin": 0.0, "cmax": 1.0,
+            "opacity": alpha, "line": {"width": 0}}
+
+
+def interpolate(x: np.ndarray, mapped: np.ndarray, t: float) -> np.ndarray:
+    """x_t = (1 - t) x + t T(x) for ``x, mapped: (n, d)``."""
+    return (1.0 - t) * x + t * mapped
+
+
+def square_bounds(*arrays: np.ndarray, margin: float = 0.08, quantile: float = 0.002) -> Bounds:
+    """A square box holding (almost) all points of every ``(n, 2)`` array; the extreme ``quantile``
+    on each side is ignored so that a few far-flung points do not shrink the picture."""
+    pts = np.concatenate([_as_points(a, "points") for a in arrays if a is not None and len(a)])
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if not len(pts):
+        return (-1.0, 1.0, -1.0, 1.0)
+    lo = np.quantile(pts, quantile, axis=0)
+    hi = np.quantile(pts, 1.0 - quantile, axis=0)
+    centre = (lo + hi) / 2
+    half = max(float((hi - lo).max()) / 2, 1e-6) * (1 + margin)
+    return (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+
+
+def grid_points(bounds: Bounds, per_side: int = 12) -> np.ndarray:
+    """A regular ``per_side`` x ``per_side`` grid inside ``bounds`` (cell centres): ``(per_side**2, 2)``."""
+    x0, x1, y0, y1 = bounds
+    xs = x0 + (np.arange(per_side) + 0.5) * (x1 - x0) / per_side
+    ys = y0 + (np.arange(per_side) + 0.5) * (y1 - y0) / per_side
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[list, list]:
+    """Line segments as one trace: x0, x1, None, ..."""
+    n = len(starts)
+    xs = np.full(3 * n, np.nan)
+    ys = np.full(3 * n, np.nan)
+    xs[0::3], xs[1::3] = starts[:, 0], ends[:, 0]
+    ys[0::3], ys[1::3] = starts[:, 1], ends[:, 1]
+    to_list = lambda a: [None if math.isnan(v) else float(v) for v in a]  # noqa: E731
+    return to_list(xs), to_list(ys)
+
+
+def _subsample(n: int, m: int) -> np.ndarray:
+    return np.arange(n) if n <= m else np.linspace(0, n - 1, m).round().astype(int)
+
+
+def _shared_points(points: np.ndarray, panels: Sequence[Panel], max_points: int
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The source points and every panel's T(x), validated and thinned to ``max_points``."""
+    x = _as_points(points, "source points")
+    maps = [_as_points(p.mapped, f"mapped points of {p.title!r}") for p in panels]
+    if any(m.shape != x.shape for m in maps):
+        raise ValueError("every panel must map the same source points")
+    idx = _subsample(len(x), max_points)
+    return x[idx], [m[idx] for m in maps]
+
+
+def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,
+                     *, frames: int = 30, arrows: bool = False, trajectories: bool = False,
+                     show_target: bool = False, max_points: int = 2000, max_paths: int = 300,
+                     bounds: Bounds | None = None, frame_ms: int = 60) -> go.Figure:
+    """Side-by-side animation of x_t for every panel, driven by one play/pause and one t slider.
+
+    ``points: (n, 2)`` source samples shared by all panels; each panel's ``mapped`` is T(points).
+    Toggles: ``arrows`` (each panel's displacement arrows), ``trajectories`` (straight paths x -> T(x)
+    for up to ``max_paths`` points), ``show_target`` (``target_samples`` in grey). Axes are fixed and
+    equal in every panel.
+    """
+    if not 2 <= frames <= 200:
+        raise ValueError(f"frames must be between 2 and 200; got {frames}")
+    if not panels:
+        raise ValueError("the animation needs at least one panel")
+    x, maps = _shared_points(points, panels, max_points)
+    target = None if target_samples is None else _as_points(target_samples, "target samples")
+    if bounds is None:
+        bounds = square_bounds(x, *maps, target)
+    marker = _marker(x, 4)
+    ts = np.linspace(0.0, 1.0, frames)
+
+    n_panels = len(panels)
+    fig = make_subplots(rows=1, cols=n_panels, subplot_titles=[p.title for p in panels],
+                        horizontal_spacing=0.04)
+    point_traces: list[int] = []
+    paths = _subsample(len(x), max_paths)
+    for col, (panel, mapped) in enumerate(zip(panels, maps), start=1):
+        if show_target and target is not None:
+            fig.add_trace(go.Scatter(x=target[:, 0], y=target[:, 1], mode="markers", hoverinfo="skip",
+                                     marker={"size": 3, "color": _TARGET_COLOUR}, name="target samples",
+                                     showlegend=False), row=1, col=col)
+        if trajectories:
+            sx, sy = _segments(x[paths], mapped[paths])
+            fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", hoverinfo="skip", name="paths",
+                                     line={"width": 0.8, "color": _PATH_COLOUR}, showlegend=False),
+                          row=1, col=col)
+        point_traces.append(len(fig.data))
+        fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", name=panel.title, hoverinfo="skip",
+                                 marker=marker,
+                                 showlegend=False), row=1, col=col)
+        if arrows and panel.arrows is not None:
+            starts = _as_points(panel.arrows[0], "arrow starts")
+            ends = _as_points(panel.arrows[1], "arrow ends")
+            ax, ay = _segments(starts, ends)
+            sizes = [0, 7, 0] * len(starts)
+            fig.add_trace(go.Scatter(x=ax, y=ay, mode="lines+markers", hoverinfo="skip", name="arrows",
+                                     line={"width": 1.2, "color": _ARROW_COLOUR}, showlegend=False,
+                                     marker={"symbol": "arrow", "angleref": "previous", "size": sizes,
+                                             "color": _ARROW_COLOUR}),
+                          row=1, col=col)
+
+    fig.frames = [
+        go.Frame(name=f"{k}", traces=point_traces,
+                 data=[go.Scatter(x=xt[:, 0], y=xt[:, 1])
+                       for xt in (np.round(interpolate(x, m, t), _DECIMALS) for m in maps)])
+        for k, t in enumerate(ts)
+    ]
+    x0, x1, y0, y1 = bounds
+    for col in range(1, n_panels + 1):
+        suffix = "" if col == 1 else str(col)
+        fig.update_xaxes(range=[x0, x1], autorange=False, row=1, col=col, showgrid=False, zeroline=False,
+                         constrain="domain")
+        fig.update_yaxes(range=[y0, y1], autorange=False, row=1, col=col, showgrid=False, zeroline=False,
+                         scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain")
+    animate = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
+               "mode": "immediate", "fromcurrent": True}
+    fig.update_layout(
+        height=490, margin={"l": 10, "r": 10, "t": 40, "b": 110}, plot_bgcolor="white",
+        updatemenus=[{
+            "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": -0.1,
+            "xanchor": "left", "yanchor": "top", "pad": {"t": 0, "r": 10},
+            "buttons": [
+                {"label": "▶ Play", "method": "animate", "args": [None, animate]},
+                {"label": "❚❚ Pause", "method": "animate",
+                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                   "transition": {"duration": 0}}]},
+            ],
+        }],
+        sliders=[{
+            "active": 0, "x": 0.17, "len": 0.83, "y": -0.06, "yanchor": "top", "pad": {"t": 0},
+            "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right"},
+            "font": {"size": 10},
+            "steps": [{"label": f"{t:.2f}", "method": "animate",
+                       "args": [[f"{k}"], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                           "transition": {"duration": 0}}]}
+                      for k, t in enumerate(ts)],
+        }],
+    )
+    return fig
+
+
+def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,
+                  *, frames: int = 30, size: int = 300, frame_ms: int = 80, show_target: bool = False,
+                  max_points: int = 2000, bounds: Bounds | None = None) -> bytes:
+    """The same animation as ``animation_figure`` as an animated GIF (``frames`` frames, looping),
+    drawn point by point with Pillow; returns the file's bytes."""
+    if not 2 <= frames <= 200:
+        raise ValueError(f"frames must be between 2 and 200; got {frames}")
+    if not panels:
+        raise ValueError("the animation needs at least one panel")
+    x, maps = _shared_points(points, panels, max_points)
+    target = None if target_samples is None else _as_points(target_samples, "target samples")
+    if bounds is None:
+        bounds = square_bounds(x, *maps, target)
+    colours = position_colours(x)
+    font = ImageFont.load_default()
+    title_h = 22
+    width, height = size * len(panels), size + title_h
+
+    def to_pixels(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x0, x1, y0, y1 = bounds
+        col = np.round((pts[:, 0] - x0) / (x1 - x0) * (size - 3)).astype(int)
+        row = np.round((y1 - pts[:, 1]) / (y1 - y0) * (size - 3)).astype(int) + title_h
+        inside = (col >= 0) & (col < size - 2) & (row >= title_h) & (row < height - 2)
+        return row, col, inside
+
+    background = np.full((height, width, 3), 255, dtype=np.uint8)
+    if show_target and target is not None:
+        for p in range(len(panels)):
+            row, col, inside = to_pixels(target)
+            background[row[inside], col[inside] + p * size] = (200, 200, 200)
+    images = []
+    for t in np.linspace(0.0, 1.0, frames):
+        canvas = background.copy()
+        for p, mapped in enumerate(maps):
+            row, col, inside = to_pixels(interpolate(x, mapped, t))
+            for dr in (0, 1):
+                for dc in (0, 1):
+                    canvas[row[inside] + dr, col[inside] + dc + p * size] = colours[inside]
+        image = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(image)
+        for p, panel in enumerate(panels):
+            draw.text((p * size + 6, 4), f"{panel.title}   t = {t:.2f}", fill=(0, 0, 0), font=font)
+            if p:
+                draw.line([(p * size, 0), (p * size, height)], fill=(210, 210, 210))
+        images.append(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms,
+                   loop=0, optimize=False, disposal=1)
+    return buffer.getvalue()
+
+
+def loss_figure(steps: Sequence[float], losses: Sequence[float], *, height: int = 260,
+                title: str = "Training loss", figure: go.Figure | None = None) -> go.Figure:
+    """Loss against step; logarithmic when every loss is positive.
+
+    Given a ``figure`` made by this function, its curve is replaced in place and it is returned:
+    about ten times cheaper than a new figure, which matters for a live curve redrawn twice a second.
+    """
+    steps_a = np.asarray(steps, dtype=float)
+    loss_a = np.asarray(losses, dtype=float)
+    finite = np.isfinite(loss_a)
+    log = bool(finite.any() and (loss_a[finite] > 0).all())
+    # Over a decade or more, label decades only: Plotly's 2-and-5 labels crowd a small chart.
+    decades = log and np.log10(loss_a[finite].max() / loss_a[finite].min()) >= 1
+    yaxis = {"type": "log" if log else "linear", "dtick": 1 if decades else None}
+    if figure is not None:
+        figure.data[0].update(x=steps_a[finite], y=loss_a[finite])
+        figure.layout.yaxis.update(yaxis)
+        return figure
+    fig = go.Figure(go.Scatter(x=steps_a[finite], y=loss_a[finite], mode="lines",
+                               line={"width": 1.5, "color": "#1f77b4"}, name="loss"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
+                      xaxis_title="step", yaxis_title="loss", yaxis=yaxis)
+    return fig
+
+
+def density_heatmap(density: Density, bounds: Bounds, *, resolution: int = 90, height: int = 300,
+                    title: str = "Density") -> go.Figure:
+    """p(x) of a 2-D density on a ``resolution`` x ``resolution`` grid over ``bounds``, y up."""
+    if density.dim != 2:
+        raise ValueError(f"a density heatmap needs a 2-D density; got {density.dim}-D")
+    x0, x1, y0, y1 = bounds
+    xs = np.linspace(x0, x1, resolution)
+    ys = np.linspace(y0, y1, resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], axis=1), dtype=density.dtype,
+                           device=density.device)
+    with torch.no_grad():
+        p = density.log_prob(grid).exp().cpu().numpy().reshape(resolution, resolution)
+    fig = go.Figure(go.Heatmap(x=xs, y=ys, z=p, colorscale="Viridis", showscale=False,
+                               hovertemplate="x=%{x:.2f}, y=%{y:.2f}<br>p=%{z:.3g}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title)
+    fig.update_xaxes(range=[x0, x1], constrain="domain")
+    fig.update_yaxes(range=[y0, y1], scaleanchor="x", scaleratio=1, constrain="domain")
+    return fig
+
+
+def preview_figure(points: np.ndarray, mapped: np.ndarray, bounds: Bounds,
+                   target_samples: np.ndarray | None = None, *, height: int = 300,
+                   title: str = "Mapped points") -> go.Figure:
+    """A small scatter of T(x) for a live preview, coloured by source position, on fixed axes."""
+    x = _as_points(points, "source points")
+    mapped = _as_points(mapped, "mapped points")
+    fig = go.Figure()
+    if target_samples is not None:
+        target = _as_points(target_samples, "target samples")
+        fig.add_trace(go.Scatter(x=target[:, 0], y=target[:, 1], mode="markers", hoverinfo="skip",
+                                 marker={"size": 3, "color": _TARGET_COLOUR}, name="target"))
+    fig.add_trace(go.Scatter(x=mapped[:, 0], y=mapped[:, 1], mode="markers", hoverinfo="skip",
+                             marker=_marker(x, 4), name="T(x)"))
+    x0, x1, y0, y1 = bounds
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
+                      showlegend=False, plot_bgcolor="white")
+    fig.update_xaxes(range=[x0, x1], autorange=False, showgrid=False, constrain="domain")
+    fig.update_yaxes(range=[y0, y1], autorange=False, showgrid=False, scaleanchor="x", scaleratio=1,
+                     constrain="domain")
+    return fig

@@ -1,0 +1,19 @@
+"""Gaussians: a 2-D source and target from sliders or presets, ground truth in closed form."""
+
+import streamlit as st
+
+from gradnet_core import ui
+
+PAGE = "gaussians"
+
+st.title("Gaussians")
+st.markdown(
+    "Transport one 2-D Gaussian onto another. The exact optimal map is affine, "
+    "$T^*(x) = m_t + A(x - m_s)$ with $A = \\Sigma_s^{-1/2}(\\Sigma_s^{1/2}\\Sigma_t\\Sigma_s^{1/2})^{1/2}"
+    "\\Sigma_s^{-1/2}$ (whitening when the target is $N(0, I)$), so the learned map can be checked exactly."
+)
+locked = ui.is_training(PAGE)
+rows = ui.gaussian_inputs(PAGE, disabled=locked)
+problem = ui.gaussian_problem(PAGE, rows)
+ui.training_panel(PAGE, problem)
+ui.results_panel(PAGE, problem)

@@ -1,0 +1,62 @@
+"""Home: what the app does, the few equations behind it, and where training runs."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+import streamlit as st
+
+import gradnet_core
+from gradnet_core import ui
+
+st.title("GradNetOT Studio")
+st.markdown(
+    "Learn **optimal transport maps** with **monotone gradient networks** and watch them move mass, "
+    "next to the exact answer."
+)
+
+st.subheader("The idea in four equations")
+st.markdown("**Optimal transport (Monge).** Among all maps $T$ that push the source density $p$ onto the "
+            "target $q$ ($T_\\# p = q$), find the one that moves mass least:")
+st.latex(r"T^\star = \arg\min_{T_\# p = q} \; \mathbb{E}_{x \sim p} \, \lVert x - T(x) \rVert^2 .")
+st.markdown("**Brenier's theorem.** That map exists, is unique, and is the gradient of a convex function:")
+st.latex(r"T^\star = \nabla u, \qquad u \text{ convex} \quad\Longleftrightarrow\quad "
+         r"J_{T^\star}(x) \text{ symmetric positive semi-definite}.")
+st.markdown("**Monotone gradient networks (mGradNets)** are built so that their Jacobian is symmetric "
+            "positive semi-definite for every input and every weight, e.g. the modular mGradNet-M:")
+st.latex(r"T_\theta(x) = \sum_{k=1}^{K} \operatorname{sp}(\alpha_k)\, W_k^\top "
+         r"\big[\operatorname{sp}(a_k)\,\mathrm{softmax}(u_k) - \operatorname{sp}(b_k)\,"
+         r"\mathrm{softmax}(-u_k)\big] + c, \qquad u_k = \operatorname{sp}(\beta_k)(W_k x + b_k).")
+st.markdown("**The Monge–Ampère loss.** A gradient of a convex function is the OT map exactly when it "
+            "satisfies the change-of-variables equation; training penalises its residual on samples "
+            "$x \\sim p$:")
+st.latex(r"\log\det J_{T_\theta}(x) = \log p(x) - \log q\big(T_\theta(x)\big), \qquad "
+         r"\mathcal{L}(\theta) = \mathbb{E}_{x\sim p} \big| \log\det J_{T_\theta}(x) - \log p(x) "
+         r"+ \log q(T_\theta(x)) \big| .")
+
+st.subheader("The pages")
+st.markdown(
+    "- **Gaussians**: source and target from sliders or presets (the paper's "
+    "$N([1,-1], [[1,.7],[.7,1]]) \\to N(0, I)$, random pairs); the ground truth is the closed-form "
+    "Gaussian map.\n"
+    "- **Gaussian mixtures**: components in editable tables; the ground truth is the barycentric "
+    "projection of the exact discrete OT plan (POT).\n"
+    "- **Digits**: draw, upload or pick two handwritten digits and morph one into the other.\n\n"
+    "Every page trains live: a progress bar, the loss curve and a preview of the mapped points while it "
+    "runs, then an animation of $x_t = (1-t)\\,x + t\\,T(x)$ beside the ground truth (and the "
+    "unconstrained MLP baseline, if you train it), a metrics table and downloads."
+)
+
+st.subheader("This machine")
+st.markdown(f"Training runs on the **{ui.device_label()}**.")
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+packages = {"gradnet_core": gradnet_core.__version__, "torch": _version("torch"), "streamlit": _version("streamlit"),
+            "plotly": _version("plotly"), "POT": _version("pot"), "numpy": _version("numpy"),
+            "streamlit-drawable-canvas": _version("streamlit-drawable-canvas"), "Pillow": _version("pillow")}
+st.dataframe([{"library": k, "version": v} for k, v in packages.items()], hide_index=True, width="content")

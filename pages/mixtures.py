@@ -1,0 +1,21 @@
+"""Gaussian mixtures: source and target as editable tables, ground truth by barycentric projection."""
+
+import streamlit as st
+
+from gradnet_core import ui
+
+PAGE = "mixtures"
+
+st.title("Gaussian mixtures")
+st.markdown(
+    "Each row is a component: weight, mean, standard deviations and correlation. Weights that do not "
+    "sum to 1 are rescaled. There is no closed form here, so the ground truth is the barycentric "
+    "projection of the exact discrete OT plan between $n$ source and $n$ target samples, "
+    "$\\hat T(x_i) = \\sum_j G_{ij} y_j / \\sum_j G_{ij}$."
+)
+locked = ui.is_training(PAGE)
+rows = ui.mixture_inputs(PAGE, disabled=locked)
+samples = ui.truth_samples_input(PAGE, disabled=locked)
+problem = ui.mixture_problem(PAGE, rows, samples)
+ui.training_panel(PAGE, problem)
+ui.results_panel(PAGE, problem)

@@ -1,0 +1,157 @@
+"""TrainingJob: background training with thread-safe progress, stop, errors and concurrency."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from gradnet_core import Gaussian, TrainConfig
+from gradnet_core.jobs import GPU_LOCK, TrainingJob, seeded_map
+
+TIMEOUT = 120
+
+
+def _problem(target_mean=(0.0, 0.0)):
+    return Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]), Gaussian(list(target_mean), np.eye(2))
+
+
+def _params(model):
+    return torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+
+
+def test_job_finishes_and_reports_progress():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    preview = source.sample(50)
+    job = TrainingJob(model, source, target, TrainConfig(steps=40, batch_size=200, report_seconds=0.0),
+                      preview_points=preview, preview_every=10, cpu_threads=1).start()
+    assert job.wait(TIMEOUT), "the job did not finish"
+    assert job.done and job.error is None
+    assert job.result.stopped == "completed" and job.result.steps == 40
+    snap = job.snapshot()
+    assert snap.phase == "done" and snap.step == snap.total == 40 and snap.fraction == 1.0
+    assert snap.loss_steps[-1] == 40 and len(snap.losses) == len(snap.loss_steps) >= 4
+    assert snap.steps_per_second > 0 and snap.eta == 0.0
+    assert snap.preview.shape == (50, 2) and snap.preview_step == 40
+    with torch.no_grad():
+        np.testing.assert_allclose(snap.preview, model(preview).double().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_loss_falls_while_training():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    job = TrainingJob(model, source, target, TrainConfig(steps=150, report_seconds=0.0)).start()
+    assert job.wait(TIMEOUT) and job.error is None
+    losses = job.snapshot().losses
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_stop_keeps_the_partial_model():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    before = _params(model)
+    job = TrainingJob(model, source, target, TrainConfig(steps=100_000, batch_size=100, report_seconds=0.01))
+    job.start()
+    while job.snapshot().step < 5 and not job.done:
+        job.wait(0.01)
+    job.stop()
+    assert job.wait(TIMEOUT)
+    assert job.error is None and job.result.stopped == "stopped"
+    assert 5 <= job.result.steps < 100_000
+    assert job.result.steps == job.snapshot().step == len(job.result.history["loss"])
+    assert not torch.equal(before, _params(model)), "the partially trained model was not kept"
+
+
+def test_two_jobs_at_once_keep_their_own_results():
+    jobs = []
+    for steps, mean in ((30, (0.0, 0.0)), (50, (3.0, 3.0))):
+        source, target = _problem(mean)
+        model = seeded_map("mGradNet-M", steps, dim=2, width=8, modules=2)
+        jobs.append(TrainingJob(model, source, target, TrainConfig(steps=steps, batch_size=200),
+                                finish=lambda m, r, mean=mean: (mean, r.steps), cpu_threads=1))
+    for job in jobs:
+        job.start()
+    assert all(job.wait(TIMEOUT) for job in jobs)
+    assert [job.error for job in jobs] == [None, None]
+    assert [job.result.steps for job in jobs] == [30, 50]
+    assert [len(job.result.history["loss"]) for job in jobs] == [30, 50]
+    assert [job.evaluation for job in jobs] == [((0.0, 0.0), 30), ((3.0, 3.0), 50)]
+    assert jobs[0].model is not jobs[1].model
+
+
+def test_cpu_jobs_do_not_wait_for_the_gpu_lock():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    with GPU_LOCK:  # another session "training on the GPU"
+        job = TrainingJob(model, source, target, TrainConfig(steps=10, batch_size=100, device="cpu")).start()
+        assert job.wait(TIMEOUT) and job.error is None
+
+
+def test_a_training_exception_becomes_the_error_message():
+    source = Gaussian([0.0, 0.0, 0.0], np.eye(3))
+    _, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    job = TrainingJob(model, source, target, TrainConfig(steps=10)).start()
+    assert job.wait(TIMEOUT)
+    assert job.result is None and "3-dimensional" in job.error
+    assert job.snapshot().phase == "done"
+
+
+def test_an_exception_in_finish_becomes_the_error_message():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+
+    def finish(model, result):
+        raise RuntimeError("ground truth failed")
+
+    job = TrainingJob(model, source, target, TrainConfig(steps=5, batch_size=100), finish=finish).start()
+    assert job.wait(TIMEOUT)
+    assert job.error == "RuntimeError: ground truth failed"
+    assert job.result is not None and job.result.steps == 5
+
+
+def test_snapshots_are_safe_to_read_while_training():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    job = TrainingJob(model, source, target, TrainConfig(steps=200, batch_size=100, report_seconds=0.0),
+                      preview_points=source.sample(20), preview_every=20).start()
+    seen = []
+    while not job.done:
+        snap = job.snapshot()
+        assert len(snap.losses) == len(snap.loss_steps)
+        seen.append(snap.step)
+    assert seen == sorted(seen)
+    assert job.error is None
+
+
+def test_seeded_map_is_reproducible_and_leaves_the_global_generator_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    a = seeded_map("mGradNet-C", 7, dim=2, width=8, depth=2)
+    after = torch.rand(3)
+    b = seeded_map("mGradNet-C", 7, dim=2, width=8, depth=2)
+    assert torch.equal(_params(a), _params(b))
+    assert torch.equal(expected, after)
+
+
+def test_bad_arguments_and_double_start_are_refused():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    with pytest.raises(ValueError, match="preview_every"):
+        TrainingJob(model, source, target, TrainConfig(steps=5), preview_every=0)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        TrainingJob(model, source, target, TrainConfig(steps=5), cpu_threads=0)
+    job = TrainingJob(model, source, target, TrainConfig(steps=5, batch_size=50)).start()
+    with pytest.raises(RuntimeError, match="already been started"):
+        job.start()
+    assert job.wait(TIMEOUT)
+
+
+def test_the_job_thread_is_a_daemon():
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    job = TrainingJob(model, source, target, TrainConfig(steps=5, batch_size=50)).start()
+    assert job._thread.daemon and isinstance(job._thread, threading.Thread)
+    assert job.wait(TIMEOUT)

@@ -1,0 +1,163 @@
+"""Figures: the displacement-interpolation animation, its GIF, loss curves, heatmaps and previews."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gradnet_core import Gaussian, GaussianMixture
+from gradnet_core.plotting import (
+    Panel, animation_figure, animation_gif, density_heatmap, grid_points, interpolate, loss_figure,
+    position_colours, preview_figure, square_bounds,
+)
+
+
+@pytest.fixture
+def scene(rng):
+    x = rng.normal(size=(1200, 2)) * [1.0, 0.5] + [1.0, -1.0]
+    learned = 0.5 * x + [0.2, 0.1]
+    truth = 0.5 * x + [0.2, 0.0]
+    baseline = -0.5 * x
+    grid = x[:20]
+    panels = [Panel("learned", learned, (grid, learned[:20])), Panel("truth", truth, (grid, truth[:20])),
+              Panel("baseline", baseline, (grid, baseline[:20]))]
+    target = rng.normal(size=(500, 2)) * 0.5
+    return x, panels, target
+
+
+def _point_frames(fig, panels):
+    return [[np.column_stack([d.x, d.y]) for d in frame.data] for frame in fig.frames]
+
+
+def test_animation_has_one_frame_per_t_and_moves_from_x_to_T(scene):
+    x, panels, target = scene
+    fig = animation_figure(x, panels, target, frames=25)
+    assert len(fig.frames) == 25
+    frames = _point_frames(fig, panels)
+    for k, panel in enumerate(panels):
+        np.testing.assert_allclose(frames[0][k], x, atol=1e-4)               # t = 0: the source points
+        np.testing.assert_allclose(frames[-1][k], panel.mapped, atol=1e-4)   # t = 1: T(x)
+        np.testing.assert_allclose(frames[12][k], interpolate(x, panel.mapped, 0.5), atol=1e-4)
+
+
+def test_every_frame_updates_every_panel_and_one_control_drives_them(scene):
+    x, panels, target = scene
+    fig = animation_figure(x, panels, target, frames=20)
+    point_traces = [i for i, t in enumerate(fig.data) if t.mode == "markers"]
+    assert all(list(frame.traces) == point_traces for frame in fig.frames)
+    assert len(point_traces) == len(panels)
+    assert len(fig.layout.updatemenus) == 1 and len(fig.layout.sliders) == 1
+    labels = [b.label for b in fig.layout.updatemenus[0].buttons]
+    assert any("Play" in label for label in labels) and any("Pause" in label for label in labels)
+    assert len(fig.layout.sliders[0].steps) == 20
+    assert [list(s.args[0]) for s in fig.layout.sliders[0].steps] == [[f.name] for f in fig.frames]
+
+
+def test_axes_are_fixed_and_equal_in_every_panel(scene):
+    x, panels, target = scene
+    fig = animation_figure(x, panels, target)
+    xaxes = [fig.layout[f"xaxis{'' if i == 1 else i}"] for i in range(1, 4)]
+    yaxes = [fig.layout[f"yaxis{'' if i == 1 else i}"] for i in range(1, 4)]
+    assert all(ax.autorange is False for ax in xaxes + yaxes)
+    assert len({tuple(ax.range) for ax in xaxes}) == 1 and len({tuple(ax.range) for ax in yaxes}) == 1
+    (x0, x1), (y0, y1) = xaxes[0].range, yaxes[0].range
+    assert x1 - x0 == pytest.approx(y1 - y0)                              # square box
+    everything = np.concatenate([x, *[p.mapped for p in panels]])
+    inside = (everything[:, 0] >= x0) & (everything[:, 0] <= x1) & (everything[:, 1] >= y0) & (everything[:, 1] <= y1)
+    assert inside.mean() > 0.99
+
+
+def test_points_are_capped_and_coloured_by_source_position(rng):
+    x = rng.normal(size=(5000, 2))
+    fig = animation_figure(x, [Panel("id", x)], frames=20, max_points=2000)
+    points = fig.data[0]
+    assert len(points.x) == 2000
+    assert len(points.marker.color) == 2000 and len(points.marker.opacity) == 2000
+
+
+def test_toggles_add_target_paths_and_arrows(scene):
+    x, panels, target = scene
+    plain = animation_figure(x, panels, target)
+    full = animation_figure(x, panels, target, arrows=True, trajectories=True, show_target=True, max_paths=100)
+    assert len(plain.data) == 3 and len(full.data) == 12
+    names = [t.name for t in full.data]
+    assert names.count("target samples") == names.count("paths") == names.count("arrows") == 3
+    paths = next(t for t in full.data if t.name == "paths")
+    assert len(paths.x) == 3 * 100                                        # start, end, gap per path
+    arrows = next(t for t in full.data if t.name == "arrows")
+    assert arrows.marker.symbol == "arrow" and len(arrows.x) == 3 * 20
+    # Frames still move only the point traces.
+    assert all(len(f.data) == 3 for f in full.frames)
+
+
+def test_animation_refuses_bad_input(scene):
+    x, panels, _ = scene
+    with pytest.raises(ValueError, match="frames"):
+        animation_figure(x, panels, frames=1)
+    with pytest.raises(ValueError, match="at least one panel"):
+        animation_figure(x, [])
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        animation_figure(x[:, :1], panels)
+    with pytest.raises(ValueError, match="same source points"):
+        animation_figure(x, [Panel("short", x[:10])])
+
+
+def test_gif_decodes_to_the_right_number_of_frames(scene):
+    x, panels, target = scene
+    data = animation_gif(x, panels, target, frames=24, size=160, show_target=True)
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "GIF" and image.n_frames == 24
+    assert image.size == (3 * 160, 160 + 22)
+    image.seek(0)
+    first = np.asarray(image.convert("RGB")).copy()
+    image.seek(23)
+    last = np.asarray(image.convert("RGB"))
+    assert not np.array_equal(first, last)                                # the points moved
+
+
+def test_colours_follow_the_position_relative_to_the_mean(rng):
+    x = rng.normal(size=(300, 2))
+    colours = position_colours(x)
+    assert colours.shape == (300, 3) and colours.dtype == np.uint8
+    np.testing.assert_array_equal(colours, position_colours(3 * x + 10))   # shift and scale invariant
+    ring = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.0, 0.0]])
+    assert len({tuple(c) for c in position_colours(ring)[:4]}) == 4         # every direction its own colour
+    assert position_colours(ring)[4].min() > 170                           # the centre is pale
+
+
+def test_square_bounds_and_grid():
+    pts = np.array([[0.0, 0.0], [4.0, 1.0]])
+    x0, x1, y0, y1 = square_bounds(pts, margin=0.0, quantile=0.0)
+    assert (x0, x1) == pytest.approx((0.0, 4.0)) and (y0 + y1) / 2 == pytest.approx(0.5)
+    assert y1 - y0 == pytest.approx(4.0)
+    grid = grid_points((0.0, 1.0, 0.0, 1.0), 4)
+    assert grid.shape == (16, 2) and grid.min() == pytest.approx(0.125) and grid.max() == pytest.approx(0.875)
+
+
+def test_loss_figure_is_logarithmic_for_positive_losses_and_updates_in_place():
+    fig = loss_figure([1, 2, 3], [1.0, 0.1, 0.01])
+    assert fig.layout.yaxis.type == "log"
+    same = loss_figure([1, 2, 3, 4], [1.0, -0.5, 0.1, float("nan")], figure=fig)
+    assert same is fig and fig.layout.yaxis.type == "linear"
+    assert list(fig.data[0].x) == [1, 2, 3]                                # the NaN loss is left out
+
+
+def test_density_heatmap_integrates_to_one():
+    mixture = GaussianMixture([0.3, 0.7], [[-1.0, 0.0], [1.5, 0.5]], [np.eye(2) * 0.3, np.eye(2) * 0.5])
+    bounds = (-6.0, 6.0, -6.0, 6.0)
+    fig = density_heatmap(mixture, bounds, resolution=121)
+    z = np.asarray(fig.data[0].z)
+    cell = (12.0 / 120) ** 2
+    assert z.shape == (121, 121)
+    assert z.sum() * cell == pytest.approx(1.0, abs=0.02)
+    with pytest.raises(ValueError, match="2-D"):
+        density_heatmap(Gaussian([0.0], [[1.0]]), bounds)
+
+
+def test_preview_has_fixed_axes(rng):
+    x = rng.normal(size=(100, 2))
+    fig = preview_figure(x, 2 * x, (-5.0, 5.0, -4.0, 6.0), target_samples=x)
+    assert tuple(fig.layout.xaxis.range) == (-5.0, 5.0) and tuple(fig.layout.yaxis.range) == (-4.0, 6.0)
+    assert fig.layout.xaxis.autorange is False
+    np.testing.assert_allclose(np.column_stack([fig.data[-1].x, fig.data[-1].y]), 2 * x)
