@@ -13,5 +13,6 @@ pages = [
     st.Page("pages/gaussians.py", title="Gaussians"),
     st.Page("pages/mixtures.py", title="Gaussian mixtures"),
     st.Page("pages/digits.py", title="Digits"),
+    st.Page("pages/color_transfer.py", title="Colour transfer"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,148 @@
+"""Colour transfer: loading and validating images, recolouring, POT's EMD transfer, the bundled assets,
+and the page under AppTest (renders, trains a few steps, recolours)."""
+
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gradnet_core import MMGN, color
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def small_pair(side: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    bundled = color.bundled_color_images()
+    return color.load_rgb(bundled["daytime"], max_side=side), color.load_rgb(bundled["sunset"], max_side=side)
+
+
+def identity_map() -> MMGN:
+    """M-MGN with W = 0, V = I, a = 0: T(x) = x."""
+    model = MMGN(3, width=4, modules=1)
+    with torch.no_grad():
+        model.W.zero_()
+        model.V.copy_(torch.eye(3))
+    return model
+
+
+def test_bundled_images_load_as_rgb_in_the_unit_cube():
+    bundled = color.bundled_color_images()
+    assert set(bundled) == {"daytime", "sunset"}
+    for path in bundled.values():
+        image = color.load_rgb(path)
+        assert image.shape == (120, 160, 3) and image.dtype == np.float64
+        assert 0.0 <= image.min() and image.max() <= 1.0
+    assert color.load_rgb(bundled["daytime"], max_side=40).shape == (30, 40, 3)
+
+
+def test_assets_are_what_the_script_renders():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_color_assets
+    finally:
+        sys.path.pop(0)
+    for name, scene in make_color_assets.SCENES.items():
+        rendered = make_color_assets.render(scene, 160, 120)
+        committed = np.asarray(Image.open(color.COLOR_DIR / f"{name}.png").convert("RGB"))
+        np.testing.assert_array_equal(rendered, committed)
+
+
+def test_load_rgb_modes_and_arrays():
+    rgb = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    np.testing.assert_allclose(color.load_rgb(png(rgb)), rgb / 255.0)
+    gray = color.load_rgb(png(rgb[..., 0], "L"))
+    np.testing.assert_allclose(gray[..., 0], gray[..., 2])
+    rgba = np.zeros((10, 12, 4), dtype=np.uint8)             # fully transparent: white after compositing
+    np.testing.assert_allclose(color.load_rgb(png(rgba, "RGBA")), 1.0)
+    np.testing.assert_allclose(color.load_rgb(rgb / 255.0), rgb / 255.0)
+    assert color.load_rgb(np.zeros((300, 1200, 3), dtype=np.uint8)).shape == (128, 512, 3)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"definitely not an image", "not an image"),
+    (png(np.zeros((40, 40, 3), dtype=np.uint8))[:60], "damaged|not an image"),
+    (np.zeros((5, 5), dtype=np.uint8), "shape"),
+    (np.full((4, 4, 3), 1.5), r"\[0, 1\]"),
+    (np.zeros((1, 9, 3), dtype=np.uint8), "at least"),
+    (12, "bytes, a path or an array"),
+])
+def test_bad_images_raise_value_error(data, message):
+    with pytest.raises(ValueError, match=message):
+        color.load_rgb(data)
+
+
+def test_recolor_is_batched_and_the_identity_map_keeps_the_image():
+    source, _ = small_pair()
+    np.testing.assert_allclose(color.recolor(identity_map(), source), source, atol=1e-6)
+    torch.manual_seed(0)
+    model = MMGN(3)
+    np.testing.assert_allclose(color.recolor(model, source, batch_size=7), color.recolor(model, source))
+
+
+def test_emd_transfer_of_an_image_onto_itself_is_the_identity():
+    source, target = small_pair(12)             # 12 x 9 = 108 pixels, all of them in the plan
+    same = color.emd_color_transfer(source, source, samples=1000)
+    np.testing.assert_allclose(same.image, source, atol=1e-9)
+    other = color.emd_color_transfer(source, target, samples=50)
+    assert other.image.shape == source.shape and other.samples == 50 and other.seconds >= 0
+    assert color.color_distance(other.image, target) < color.color_distance(source, target)
+
+
+def test_fit_color_map_moves_the_colours_towards_the_target():
+    source, target = small_pair()
+    model, result = color.fit_color_map(source, target, "C-MGN", color.color_config(loss="gaussian-kl", steps=60,
+                                                                                     lr=2e-2))
+    assert result.stopped == "completed" and model.monotone
+    comparison = color.compare_with_emd(model, result, source, target, samples=200)
+    assert comparison.distances["learned"] < 0.3 * comparison.distances["source"]
+    assert comparison.recoloured.shape == source.shape
+    with pytest.raises(ValueError, match="monotone"):
+        color.fit_color_map(source, target, "MLP baseline")
+
+
+def test_png_bytes_and_pixel_cloud_figure():
+    source, target = small_pair()
+    back = np.asarray(Image.open(io.BytesIO(color.to_png_bytes(source))), dtype=np.float64) / 255.0
+    np.testing.assert_allclose(back, np.round(source * 255) / 255)
+    figure = color.pixel_cloud_figure({"source": source, "target": color.image_pixels(target)}, points=100)
+    assert [len(trace.x) for trace in figure.data] == [100, 100]
+
+
+def test_color_page_renders_trains_and_recolours():
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/color_transfer.py").run()
+    assert not at.exception and not at.error
+    assert len(at.get("image")) == 2                          # source and target
+    at.selectbox(key="color.loss").set_value("gaussian-kl")
+    at.number_input(key="color.steps").set_value(5)
+    at.run()
+    at.button(key="color.train").click().run()
+    deadline = time.monotonic() + 120
+    while at.session_state["color.state"]["job"] is not None:
+        assert time.monotonic() < deadline, "training did not finish in time"
+        time.sleep(0.2)
+        at.run()
+        assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Trained 5 steps" in s.value for s in at.success)
+    assert len(at.get("image")) == 6                          # inputs, then source, target, learned, EMD
+    assert len(at.get("plotly_chart")) == 2                   # pixel clouds before and after
+    assert [b.label for b in at.get("download_button")] == ["Download the recoloured image (.png)"]
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["source as it is", "M-MGN (gaussian-kl)", "POT EMD transfer"]
+    assert np.isfinite(table["colour distance to the target"].to_numpy()).all()
