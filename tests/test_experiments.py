@@ -1,0 +1,212 @@
+"""The experiments' command line on tiny budgets, and the geometry they measure.
+
+Each subcommand must run, write its CSV, PNG and HTML, and print a JSON summary as the last line of
+stdout. The pair counts of Fig. 1 are checked exactly on hand-made segments and maps.
+"""
+
+import csv
+import gzip
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gradnet_core.experiments.__main__ import main
+from gradnet_core.experiments.gaussian2d import crossing_share, order_reversal_share, segment_crossings
+from gradnet_core.experiments.highdim import highdim_problem
+from gradnet_core.experiments.paper import PAPER_TABLE_I, paper_table_median, paper_table_value
+from gradnet_core.files import load_map
+
+
+def _run(capsys, *argv: str) -> dict:
+    assert main([*argv, "--json", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    return json.loads(lines[-1])
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_files(summary: dict, folder: Path, names: list[str]) -> None:
+    written = {Path(p).name for p in summary["files"]}
+    for name in names:
+        assert name in written
+        assert (folder / name).stat().st_size > 0
+    for png in folder.glob("*.png"):
+        with Image.open(png) as image:
+            assert image.size[0] > 100 and image.size[1] > 100
+    for html in folder.glob("*.html"):
+        assert "plotly" in html.read_text(encoding="utf-8")
+
+
+# --- geometry of Fig. 1 -------------------------------------------------------------------------
+
+def test_segment_crossings_on_hand_made_segments():
+    # An X crosses; parallel, touching-at-an-endpoint and far-apart segments do not.
+    starts = np.array([[0.0, 0.0], [0.0, 2.0], [3.0, 0.0], [3.0, 1.0], [2.0, 2.0], [10.0, 10.0]])
+    ends = np.array([[2.0, 2.0], [2.0, 0.0], [4.0, 0.0], [4.0, 1.0], [5.0, 5.0], [11.0, 11.0]])
+    crossing, pairs = segment_crossings(starts, ends)
+    assert pairs == 15
+    # only the X: segment 4 starts where segment 0 ends (touching), 2 and 3 are parallel
+    assert crossing == 1
+    assert crossing_share(starts, ends) == pytest.approx(1 / 15)
+
+
+def test_segment_crossings_counts_every_crossing_pair():
+    # Three segments through a common interior region, pairwise crossing: a star of 3 lines.
+    angles = np.array([0.0, np.pi / 3, 2 * np.pi / 3])
+    starts = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    crossing, pairs = segment_crossings(starts, -starts + 0.01)
+    assert (crossing, pairs) == (3, 3)
+    # a monotone pair whose segments still cross (the exact OT map can have these)
+    crossing, _ = segment_crossings(np.array([[0.0, 0.0], [1.0, -1.0]]), np.array([[4.0, 0.0], [6.0, 1.0]]))
+    assert crossing == 1
+    assert order_reversal_share(np.array([[0.0, 0.0], [1.0, -1.0]]), np.array([[4.0, 0.0], [6.0, 1.0]])) == 0.0
+
+
+def test_segment_crossings_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        segment_crossings(np.zeros((3, 3)), np.zeros((3, 3)))
+
+
+def test_order_reversal_share_is_zero_for_monotone_and_one_for_point_reflection(rng):
+    x = rng.normal(size=(60, 2))
+    spd = np.array([[2.0, 0.5], [0.5, 1.0]])
+    assert order_reversal_share(x, x @ spd + 3.0) == 0.0
+    assert order_reversal_share(x, -x) == 1.0
+    # a 90-degree rotation is orthogonal: <dx, R dx> = 0 for every pair, not a reversal
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    assert order_reversal_share(x, x @ rot.T) == 0.0
+
+
+def test_highdim_problem_is_seeded_and_valid():
+    a, _ = highdim_problem(5, seed=1234)
+    b, target = highdim_problem(5, seed=1234)
+    c, _ = highdim_problem(5, seed=1)
+    assert np.allclose(a.cov.numpy(), b.cov.numpy()) and not np.allclose(a.cov.numpy(), c.cov.numpy())
+    assert np.allclose(target.cov.numpy(), np.eye(5)) and np.allclose(target.mean.numpy(), 0.0)
+    assert np.linalg.eigvalsh(a.cov.numpy()).min() > 0
+
+
+def test_paper_table_values():
+    assert paper_table_value(0, 4) == 0.00145
+    assert math.isnan(paper_table_value(7, 1))
+    assert paper_table_median() == pytest.approx(np.median(PAPER_TABLE_I))
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def test_gaussian2d_cli(tmp_path, capsys):
+    out = tmp_path / "g"
+    summary = _run(capsys, "gaussian2d", "--steps", "5", "--n-test", "80", "--n-paths", "25", "--out", str(out))
+    assert summary["experiment"] == "gaussian2d"
+    _check_files(summary, out, ["gaussian2d.csv", "loss.csv", "snapshots.png", "animation.html", "summary.json"])
+    rows = {r["model"]: r for r in _rows(out / "gaussian2d.csv")}
+    assert set(rows) == {"MLP baseline", "mGradNet-C", "mGradNet-M", "whitening (exact)"}
+    # Monotone maps never reverse the order of a pair, whatever their training.
+    for name in ("mGradNet-C", "mGradNet-M", "whitening (exact)"):
+        assert float(rows[name]["order_reversal_share"]) == 0.0
+    assert float(rows["whitening (exact)"]["mse"]) == 0.0
+    assert summary["pairs"] == 25 * 24 // 2
+    with Image.open(out / "snapshots.png") as image:
+        assert image.size[0] > image.size[1]          # 5 columns of t, 4 rows of models
+
+
+def test_highdim_cli_reports_divergence_of_rank_deficient_networks(tmp_path, capsys):
+    out = tmp_path / "h"
+    # d = 33 > width 32: the authors' mGradNet-C has a singular Jacobian; ours adds eps I + V^T V.
+    summary = _run(capsys, "highdim", "--dims", "2", "33", "--steps", "3", "--n-test", "50", "--out", str(out))
+    _check_files(summary, out, ["highdim.csv", "mse.png", "mse.html", "summary.json"])
+    rows = _rows(out / "highdim.csv")
+    assert len(rows) == 2 * 2 * 2
+    by_key = {(r["dim"], r["setting"], r["model"]): r for r in rows}
+    assert by_key[("33", "authors", "mGradNet-C")]["stopped"] == "diverged"
+    assert summary["mse"]["mGradNet-C authors"]["33"] is None
+    for model in ("mGradNet-C", "mGradNet-M"):
+        assert by_key[("33", "ours", model)]["stopped"] == "completed"
+        assert summary["mse"][f"{model} ours"]["33"] > 0
+        assert by_key[("2", "authors", model)]["stopped"] == "completed"
+
+
+def test_highdim_steps_per_dimension(tmp_path, capsys):
+    summary = _run(capsys, "highdim", "--dims", "2", "3", "--steps", "2", "4", "--settings", "ours",
+                   "--n-test", "20", "--out", str(tmp_path))
+    assert summary["steps"] == {"2": 2, "3": 4}
+    assert main(["highdim", "--dims", "2", "3", "--steps", "1", "2", "3", "--no-progress",
+                 "--out", str(tmp_path)]) == 2
+    assert "one per dimension" in capsys.readouterr().err
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (MNIST's format), gzip-compressed: magic 0x0000 08 ndim, big-endian sizes, uint8 data."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def _tiny_mnist(folder: Path) -> None:
+    """Five 28 x 28 images: a ring labelled 0, bars labelled 1 (two of each needed as targets)."""
+    yy, xx = np.mgrid[0:28, 0:28]
+    ring = (np.abs(np.hypot(yy - 14, xx - 14) - 7) < 2) * 255
+    bar = ((np.abs(xx - 14) < 2) & (yy > 4) & (yy < 24)) * 255
+    slanted = ((np.abs(xx - 14 - (yy - 14) // 3) < 2) & (yy > 4) & (yy < 24)) * 255
+    images = np.stack([bar, ring, slanted, ring[::-1], bar])
+    labels = np.array([1, 0, 1, 0, 1])
+    _write_idx(folder / "train-images-idx3-ubyte.gz", images)
+    _write_idx(folder / "train-labels-idx1-ubyte.gz", labels)
+
+
+def test_digits_table_cli_with_tiny_mnist(tmp_path, capsys):
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    _tiny_mnist(mnist)
+    out = tmp_path / "t"
+    summary = _run(capsys, "digits-table", "--digits", "0", "1", "--steps", "3", "--n-test", "60",
+                   "--mnist", str(mnist), "--out", str(out))
+    _check_files(summary, out, ["digits_table.csv", "heatmap.png", "heatmap.html", "summary.json"])
+    rows = _rows(out / "digits_table.csv")
+    assert [(r["source"], r["target"]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert all(float(r["mse"]) > 0 and float(r["min_eigenvalue"]) >= 0 for r in rows)
+    assert float(rows[1]["paper_mse"]) == paper_table_value(0, 1)
+    assert summary["pairs"] == 4 and "MNIST" in summary["images"]
+
+
+def test_digits_table_cli_bundled_pairs_subset(tmp_path, capsys):
+    summary = _run(capsys, "digits-table", "--digits", "0", "1", "--pairs", "1-0", "--steps", "2", "--n-test", "40",
+                   "--out", str(tmp_path))
+    assert list(summary["mse"]) == ["1->0"] and "bundled" in summary["images"]
+    assert main(["digits-table", "--digits", "0", "1", "--pairs", "0-7", "--no-progress",
+                 "--out", str(tmp_path)]) == 2
+    assert "outside --digits" in capsys.readouterr().err
+
+
+def test_morph_cli_saves_map_and_gif(tmp_path, capsys):
+    out = tmp_path / "m"
+    saved = tmp_path / "maps" / "zero_to_one.safetensors"
+    summary = _run(capsys, "morph", "--source", "0", "--target", "1", "--steps", "3", "--n-test", "50",
+                   "--out", str(out), "--save", str(saved))
+    _check_files(summary, out, ["morph.csv", "morph.gif", "snapshots.png", "animation.html", "summary.json"])
+    with Image.open(out / "morph.gif") as gif:
+        assert gif.n_frames > 2
+    model = load_map(saved)
+    assert model.dim == 2 and summary["saved_map"] == str(saved)
+    assert summary["mse"] > 0 and summary["min_eigenvalue"] >= 0
+
+
+def test_morph_cli_reads_an_image_path(tmp_path, capsys):
+    yy, xx = np.mgrid[0:40, 0:40]
+    Image.fromarray(((np.abs(np.hypot(yy - 20, xx - 20) - 10) < 3) * 255).astype(np.uint8)).save(tmp_path / "o.png")
+    summary = _run(capsys, "morph", "--source", str(tmp_path / "o.png"), "--target", "7", "--steps", "2",
+                   "--n-test", "30", "--out", str(tmp_path / "m"))
+    assert summary["target"] == "7" and summary["stopped"] == "completed"
+
+
+def test_morph_cli_refuses_a_missing_file(tmp_path, capsys):
+    assert main(["morph", "--source", str(tmp_path / "missing.png"), "--no-progress", "--out", str(tmp_path)]) == 2
+    assert "neither a digit" in capsys.readouterr().err
