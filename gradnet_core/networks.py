@@ -8,6 +8,7 @@ form (reference §2) alongside the forward pass; any other map uses the shared a
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable
@@ -73,19 +74,28 @@ def _triu(d: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
     return rows, cols
 
 
+@functools.lru_cache(maxsize=64)
+def _index_maps(d: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Flat positions i * d + j of the packed upper triangle, and for every (i, j) of a d x d matrix
+    the packed index of (min(i, j), max(i, j)); cached, built once per (d, device)."""
+    rows, cols = torch.triu_indices(d, d, device=device)
+    flat = rows * d + cols
+    full = torch.empty(d, d, dtype=torch.long, device=device)
+    position = torch.arange(flat.numel(), device=device)
+    full[rows, cols] = position
+    full[cols, rows] = position
+    return flat, full.reshape(-1)
+
+
 def _pack(matrix: Tensor) -> Tensor:
     """Upper triangle (row-major, i <= j) of ``(..., d, d)`` as ``(..., d(d+1)/2)``."""
-    rows, cols = _triu(matrix.shape[-1], matrix.device)
-    return matrix[..., rows, cols]
+    d = matrix.shape[-1]
+    return matrix.flatten(-2).index_select(-1, _index_maps(d, matrix.device)[0])
 
 
 def _unpack(packed: Tensor, d: int) -> Tensor:
     """Symmetric ``(n, d, d)`` from its packed upper triangle ``(n, d(d+1)/2)``."""
-    rows, cols = _triu(d, packed.device)
-    out = packed.new_zeros(packed.shape[0], d, d)
-    out[:, rows, cols] = packed
-    out[:, cols, rows] = packed
-    return out
+    return packed.index_select(-1, _index_maps(d, packed.device)[1]).unflatten(-1, (d, d))
 
 
 def logdet_packed(packed: Tensor, d: int) -> Tensor:
@@ -102,6 +112,11 @@ def logdet_packed(packed: Tensor, d: int) -> Tensor:
     chol, info = torch.linalg.cholesky_ex(_unpack(packed, d))
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return torch.where(info == 0, logdet, torch.full_like(logdet, -math.inf))
+
+
+#: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains
+#: through ``_SoftmaxAverage``; above it the packed Jacobian (d(d+1)/2 columns) dominates the cost.
+_SMALL_DIM = 2
 
 
 class GradientNetwork(TransportMap, ABC):
@@ -125,6 +140,11 @@ class GradientNetwork(TransportMap, ABC):
         rows, cols = _triu(dim)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
+        # One-hot (d, d(d+1)/2) selectors: in low dimension a tiny matmul gathers columns (and
+        # scatters their gradients) much faster than advanced indexing.
+        eye = torch.eye(dim)
+        self.register_buffer("_select_rows", eye[:, rows], persistent=False)
+        self.register_buffer("_select_cols", eye[:, cols], persistent=False)
 
     @abstractmethod
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
@@ -132,6 +152,8 @@ class GradientNetwork(TransportMap, ABC):
 
     def _square_products(self, W: Tensor) -> Tensor:
         """W[..., i] * W[..., j] for i <= j: the rows of W's contribution to a packed J."""
+        if self.dim <= _SMALL_DIM:
+            return (W @ self._select_rows) * (W @ self._select_cols)
         return W[..., self._rows] * W[..., self._cols]
 
     def _with_strict(self, x: Tensor, out: Tensor, packed: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -176,10 +198,10 @@ def _softplus(z: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
 def _weighted_tanh(z: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     # sp(a) tanh z + sp(b) (z - tanh z): bounded slope near 0, linear growth far out, so the map
-    # is not confined to a box. Slope sp(a)(1 - tanh^2) + sp(b) tanh^2 > 0.
+    # is not confined to a box. Slope sp(a)(1 - tanh^2) + sp(b) tanh^2 > 0. Written as
+    # (a - b) t + b z and a + (b - a) t^2: two fused kernels each instead of four.
     t = torch.tanh(z)
-    t2 = t * t
-    return a * t + b * (z - t), a * (1.0 - t2) + b * t2
+    return torch.addcmul(b * z, a - b, t), torch.addcmul(a, b - a, t * t)
 
 
 #: Nondecreasing activations for mGradNet-C: name -> (value, derivative) given learnable scales a, b.
@@ -224,15 +246,17 @@ class MGradNetC(GradientNetwork):
         sa, sb = F.softplus(self.alpha), F.softplus(self.beta)
         aa, ab = F.softplus(self.act_a), F.softplus(self.act_b)
         wx = x @ self.W.T                                              # (n, h)
-        z = sb[0] * (wx + self.bias[0])
+        # sp(b_l)(Wx + c_l) for every layer at once: (L, n, h)
+        base = torch.addcmul((sb * self.bias)[:, None, :], wx, sb[:, None, :])
+        z = base[0]
         chain = sb[0]                                                  # d z_l / d(Wx), per unit
         for layer in range(1, self.depth):
             s, ds = self._act(z, aa[layer - 1], ab[layer - 1])
             if jacobian:
-                chain = sb[layer] + sa[layer - 1] * ds * chain
-            z = sb[layer] * (wx + self.bias[layer]) + sa[layer - 1] * s
+                chain = torch.addcmul(sb[layer], sa[layer - 1] * ds, chain)
+            z = torch.addcmul(base[layer], sa[layer - 1], s)
         s, ds = self._act(z, aa[-1], ab[-1])
-        out = (sa[-1] * s) @ self.W + self.out_bias
+        out = torch.addmm(self.out_bias, sa[-1] * s, self.W)
         if not jacobian:
             return out, None
         delta = sa[-1] * ds * chain                                    # (n, h), >= 0
@@ -245,6 +269,56 @@ class MGradNetC(GradientNetwork):
 # --------------------------------------------------------------------------------------------
 # mGradNet-M
 # --------------------------------------------------------------------------------------------
+class _SoftmaxAverage(torch.autograd.Function):
+    """M[b] = softmax(x A[b]^T) @ R[b] for every block b: the hot loop of mGradNet-M in low dimension.
+
+    ``x: (n, k)`` (inputs with a column of ones last, so the last column of A is the bias),
+    ``A: (B, h, k)``, ``R: (B, h, C)``; returns ``(B, n, C)``. Only P = softmax(x A^T) is kept, and
+    the backward pass reads it once: with g' = (dM, -<dM, M>), dL/du = P * (g' [R 1]^T), so every
+    parameter gradient is a slice of the single contraction P^T [g' (x) x] and dL/du is never formed.
+    Exact, first order only; the inputs ``x`` get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, A: Tensor, R: Tensor) -> Tensor:
+        u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (B, n, h)
+        floor = _EXP_FLOOR.get(u.dtype) if u.device.type == "cpu" else None
+        if floor is not None and 2.0 * _bound_abs(x, A) > -floor:
+            # CPU exp takes a slow path for results below the smallest normal float. Terms this far
+            # below the row maximum weigh < 1e-37 of it, so clamping them changes nothing.
+            u.sub_(u.amax(-1, keepdim=True)).clamp_min_(floor).exp_()
+            p = u.div_(u.sum(-1, keepdim=True))
+        else:
+            p = torch.softmax(u, dim=-1)
+        out = torch.bmm(p, R)
+        ctx.save_for_backward(x, R, p, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, Tensor]:
+        x, R, p, out = ctx.saved_tensors
+        blocks, n, c = grad.shape
+        k = x.shape[1]
+        g = torch.cat([grad, -(grad * out).sum(-1, keepdim=True)], -1)             # (B, n, C+1)
+        rhs = g.new_empty(blocks, n, k, c + 1)
+        for j in range(k):
+            torch.mul(g, x[:, j, None], out=rhs[:, :, j])
+        t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(blocks, -1, k, c + 1)
+        grad_a = torch.einsum("bhc,bhkc->bhk", R, t[..., :c]) + t[..., c]
+        grad_r = t[:, :, -1, :c]                                                   # the ones column of x
+        return None, grad_a, grad_r
+
+
+#: Where CPU exp leaves its fast path (just above the log of the smallest normal number).
+_EXP_FLOOR = {torch.float32: -87.0, torch.float64: -700.0}
+
+
+def _bound_abs(x: Tensor, A: Tensor) -> float:
+    """An upper bound on |x_i . A[b, j]| over all i, b, j (Cauchy-Schwarz), cheap to compute."""
+    return (torch.linalg.vector_norm(x, dim=-1).amax() * torch.linalg.vector_norm(A, dim=-1).amax()).item()
+
+
 class MGradNetM(GradientNetwork):
     """Modular monotone gradient network (reference §2) with weighted-softmax modules.
 
@@ -268,24 +342,41 @@ class MGradNetM(GradientNetwork):
 
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         k, h, d = self.W.shape
+        n = x.shape[0]
         scale = F.softplus(self.beta)                                  # (K,)
-        ga = F.softplus(self.alpha) * F.softplus(self.softmax_a)       # (K,)
-        gb = F.softplus(self.alpha) * F.softplus(self.softmax_b)
-        w_flat = self.W.reshape(k * h, d)
-        u = ((x @ w_flat.T).view(-1, k, h) + self.bias) * scale[:, None]
-        p = torch.softmax(u, dim=-1)
-        q = torch.softmax(-u, dim=-1)
-        vp = torch.einsum("nkh,khd->nkd", p, self.W)                   # W_k^T p_k
-        vq = torch.einsum("nkh,khd->nkd", q, self.W)
-        out = torch.einsum("k,nkd->nd", ga, vp) - torch.einsum("k,nkd->nd", gb, vq) + self.out_bias
+        sa = F.softplus(self.alpha)
+        ga, gb = sa * F.softplus(self.softmax_a), sa * F.softplus(self.softmax_b)
+        # softmax(-u_k) is the softmax of a module with weights -W_k, -b_k: 2K blocks in one pass.
+        a = scale[:, None, None] * torch.cat([self.W, self.bias[..., None]], -1)     # (K, h, d+1)
+        a2 = torch.cat([a, -a])
+        w2 = torch.cat([self.W, self.W])                               # (2K, h, d)
+        signed = torch.cat([ga, -gb])                                  # output weight of each block
+        # J = sum_k sp(beta_k) [ga_k (W^T diag p W - vp vp^T) + gb_k (W^T diag q W - vq vq^T)]
+        weight = torch.cat([scale * ga, scale * gb])                   # (2K,), > 0
+        if d <= _SMALL_DIM and not (x.requires_grad and torch.is_grad_enabled()):
+            if jacobian:
+                sq = self._square_products(self.W)
+                w2 = torch.cat([w2, torch.cat([sq, sq])], -1)          # (2K, h, d + d(d+1)/2)
+            m = _SoftmaxAverage.apply(torch.cat([x, x.new_ones(n, 1)], -1), a2, w2)    # (2K, n, C)
+            c = m.shape[-1]
+            if not jacobian:
+                return (signed @ m.view(2 * k, -1)).view(n, d) + self.out_bias, None
+            sums = (torch.stack([signed, weight]) @ m.view(2 * k, -1)).view(2, n, c)
+            v = m[..., :d]                                             # W_k^T softmax(+-u_k)
+            outer = weight @ self._square_products(v).view(2 * k, -1)
+            return sums[0, :, :d] + self.out_bias, sums[1, :, d:] - outer.view(n, -1)
+        u = torch.addmm(a2[..., -1].reshape(-1), x, a2[..., :-1].reshape(-1, d).T)
+        p = torch.softmax(u.view(n, 2 * k, h), dim=-1)                 # (n, 2K, h)
+        v = torch.einsum("nbh,bhd->bnd", p, w2)
+        out = torch.einsum("b,bnd->nd", signed, v) + self.out_bias
         if not jacobian:
             return out, None
-        # sum_k sp(beta_k) [ga_k (W^T diag p W - vp vp^T) + gb_k (W^T diag q W - vq vq^T)]
-        weights = (scale * ga)[:, None] * p + (scale * gb)[:, None] * q        # (n, K, h)
-        diag_part = weights.reshape(-1, k * h) @ self._square_products(w_flat)
-        outer_part = torch.einsum("k,nkp->np", scale * ga, self._square_products(vp)) \
-            + torch.einsum("k,nkp->np", scale * gb, self._square_products(vq))
-        return out, diag_part - outer_part
+        sq = self._square_products(w2).reshape(2 * k * h, -1)
+        diag = (p * weight[:, None]).reshape(n, -1) @ sq
+        if d <= _SMALL_DIM:
+            return out, diag - (weight @ self._square_products(v).view(2 * k, -1)).view(n, -1)
+        outer = torch.einsum("bni,bnj->nij", v * weight[:, None, None], v)
+        return out, diag - _pack(outer)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "modules": self.n_modules}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from torch import Tensor
@@ -166,14 +166,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def _make_optimizer(model: TransportMap, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    # fused kernels avoid one launch per parameter on the GPU; the CPU path uses foreach.
-    extra: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    # One fused kernel for all parameters where torch has one (about 3x faster than foreach on the
+    # CPU for the small parameter lists of these maps); foreach elsewhere.
+    extra: dict[str, Any] = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **extra)
-    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9,
-                           foreach=True)
+    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9, **extra)
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -182,6 +182,26 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     return None
+
+
+#: Batches of a fixed source are drawn this many numbers at a time (up to 64 steps per call).
+_SAMPLES_PER_CALL = 1 << 18
+
+
+def _source_batches(source: Density, batch_size: int, steps: int, generator: torch.Generator,
+                    fixed: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x, log p(x))`` for each step. A ``fixed`` source (one whose parameters do not change during
+    training) is sampled and evaluated for many steps in one call, which saves a few small kernel
+    launches per step; an image source is drawn step by step, at the bandwidth of that step."""
+    per_call = max(1, min(64, _SAMPLES_PER_CALL // (batch_size * source.dim))) if fixed else 1
+    done = 0
+    while done < steps:
+        k = min(per_call, steps - done)
+        x = source.sample(k * batch_size, generator)
+        log_p = source.log_prob(x)
+        for i in range(k):
+            yield x[i * batch_size:(i + 1) * batch_size], log_p[i * batch_size:(i + 1) * batch_size]
+        done += k
 
 
 def _snapshot(model: TransportMap) -> dict[str, Tensor]:
@@ -237,7 +257,9 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
     history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
     if images:
         history["bandwidth"] = []
-    losses = torch.empty(config.steps, device=device, dtype=dtype)
+    losses: list[Tensor] = []                      # per-step losses since the last report, on the device
+    batches = _source_batches(source, config.batch_size, config.steps, generator,
+                              fixed=not isinstance(source, ImageDensity))
     good_state, good_step = _snapshot(model), 0
     reported = 0
     stopped: str = "completed"
@@ -247,7 +269,8 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
 
     def flush(upto: int) -> tuple[bool, float]:
         """Read back losses of steps [reported, upto); True when all are finite."""
-        chunk = losses[reported:upto].tolist()
+        chunk = torch.stack(losses).tolist() if losses else []
+        losses.clear()
         history["step"].extend(range(reported + 1, upto + 1))
         history["loss"].extend(chunk)
         finite = all(math.isfinite(v) for v in chunk)
@@ -264,8 +287,7 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
                 history["bandwidth"].append(bw)
             history["lr"].append(optimizer.param_groups[0]["lr"])
 
-            x = source.sample(config.batch_size, generator)
-            log_p = source.log_prob(x)
+            x, log_p = next(batches)
             loss = loss_fn(map_and_logdet, x, log_p, target, residual=config.residual)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -274,7 +296,7 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            losses[step] = loss.detach()
+            losses.append(loss.detach())
 
             now = time.perf_counter()
             last = step + 1 == config.steps
