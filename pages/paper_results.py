@@ -1,0 +1,145 @@
+"""Paper results: run the paper's 2-D Gaussian figure and a small high-dimensional sweep live, and show
+the last saved results of the long experiments beside the authors' figures."""
+
+import pandas as pd
+import streamlit as st
+
+from gradnet_core.experiments.gaussian2d import run_gaussian2d
+from gradnet_core.experiments.highdim import HIGHDIM_DIMS, run_highdim
+from gradnet_core.experiments.paper import PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAPER_HIGHDIM, paper_table_median
+from gradnet_core.experiments.saved import load_saved
+
+PAGE = "paper"
+
+st.title("Paper results")
+st.markdown(
+    "GradNetOT's experiments, reproduced with `gradnet_core`. The two small ones run here, live; the long "
+    "ones (every digit pair, dimensions up to 128) run from the command line, "
+    "`python -m gradnet_core.experiments SUBCOMMAND`, and their last saved results are shown below."
+)
+
+
+def _progress_bar(label: str):
+    bar = st.progress(0.0, text=label)
+
+    def update(report) -> None:
+        loss = f", loss {report.loss:.4g}" if report.loss is not None else ""
+        bar.progress(min(report.fraction, 1.0), text=f"{label}: {report.label} ({report.run + 1}/{report.runs}){loss}")
+
+    return bar, update
+
+
+def _table(rows, columns) -> pd.DataFrame:
+    return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows])
+
+
+# --- Fig. 1 --------------------------------------------------------------------------------------
+st.header("Fig. 1: a 2-D Gaussian, live")
+st.markdown(
+    f"{PAPER_GAUSSIAN_2D['problem']}. The MLP baseline, mGradNet-C and mGradNet-M are trained with the "
+    f"authors' settings ({PAPER_GAUSSIAN_2D['optimiser']}) and compared with the exact map, whitening. "
+    "*Order reversals* are pairs with ⟨x_i − x_j, T(x_i) − T(x_j)⟩ < 0: never for a monotone map. "
+    "*Crossing paths* are pairs whose straight paths x → T(x) intersect; the exact map has some too, "
+    "so compare the baseline with whitening, not with zero."
+)
+with st.form(f"{PAGE}.fig1"):
+    steps_2d = st.number_input("Training steps per model (authors: 1000)", 10, 5000, 1000, step=100,
+                               key=f"{PAGE}.steps_2d")
+    run_2d = st.form_submit_button("Run Fig. 1", type="primary")
+if run_2d:
+    bar, update = _progress_bar("Fig. 1")
+    try:
+        st.session_state[f"{PAGE}.fig1_result"] = run_gaussian2d(steps=int(steps_2d), on_progress=update,
+                                                                 write_files=False)
+    except ValueError as err:
+        st.error(str(err))
+    bar.empty()
+fig1 = st.session_state.get(f"{PAGE}.fig1_result")
+if fig1 is not None:
+    st.dataframe(_table(fig1.rows, ["model", "mse", "order_reversal_share", "crossing_share", "final_loss",
+                                    "train_s", "stopped"]), hide_index=True)
+    m_loss = fig1.summary["final_loss"].get("mGradNet-M")
+    if m_loss is not None:
+        st.caption(f"Final loss of mGradNet-M: ours {m_loss:.4g}, paper {PAPER_GAUSSIAN_2D['final_loss_mgradnet_m']} "
+                   f"(paper's time: {PAPER_GAUSSIAN_2D['time']}; ours: {fig1.elapsed:.0f} s here, on this machine).")
+    st.plotly_chart(fig1.figures["animation"], key=f"{PAGE}.fig1_chart")
+
+# --- Fig. 2 --------------------------------------------------------------------------------------
+st.header("Fig. 2: higher dimensions, a small sweep live")
+st.markdown(
+    f"{PAPER_HIGHDIM['problem']}. *Authors*: {PAPER_HIGHDIM['models']}; for d > 32 the C network's Jacobian "
+    "is singular and training diverges. *Ours*: the same networks plus the strict-convexity term "
+    "(εI + VᵀV)x, finite log det at every d."
+)
+with st.form(f"{PAGE}.fig2"):
+    dims = st.multiselect("Dimensions", list(HIGHDIM_DIMS), default=[2, 4, 8], key=f"{PAGE}.dims")
+    steps_hd = st.number_input("Training steps per run (authors: 1000)", 10, 5000, 200, step=50,
+                               key=f"{PAGE}.steps_hd")
+    run_hd = st.form_submit_button("Run the sweep", type="primary")
+if run_hd:
+    if not dims:
+        st.error("Pick at least one dimension.")
+    else:
+        bar, update = _progress_bar("Fig. 2")
+        try:
+            st.session_state[f"{PAGE}.fig2_result"] = run_highdim(dims=sorted(dims), steps=int(steps_hd),
+                                                                  on_progress=update, write_files=False)
+        except ValueError as err:
+            st.error(str(err))
+        bar.empty()
+fig2 = st.session_state.get(f"{PAGE}.fig2_result")
+if fig2 is not None:
+    st.dataframe(_table(fig2.rows, ["dim", "setting", "model", "mse", "stopped", "steps", "train_s"]),
+                 hide_index=True)
+    st.plotly_chart(fig2.figures["mse"], key=f"{PAGE}.fig2_chart")
+
+# --- saved results -------------------------------------------------------------------------------
+st.header("Saved results of the full runs")
+try:
+    saved = load_saved()
+except ValueError as err:
+    saved = {}
+    st.error(str(err))
+if not saved:
+    st.info("No saved results yet: run `python -m gradnet_core.experiments SUBCOMMAND` to write them to results/.")
+
+if "digits-table" in saved:
+    res = saved["digits-table"]
+    s = res.summary
+    st.subheader("Table I: digit pairs")
+    ours_median = s.get("median_mse")
+    st.markdown(
+        f"Ours: {s.get('images')}, {s.get('preset')} preset, {s.get('steps')} steps; paper: MNIST, "
+        f"{PAPER_DIGITS['model']}, {PAPER_DIGITS['optimiser']}. MSE against the barycentric projection "
+        f"(1000 samples). Median: paper {paper_table_median():.2e} over 25 pairs, ours "
+        + (f"{ours_median:.2e} over {s.get('pairs')} pairs." if ours_median is not None else "not available."))
+    st.dataframe(pd.DataFrame([{"source": r["source"], "target": r["target"], "ours": float(r["mse"]),
+                                "paper": float(r["paper_mse"]), "train s": float(r["train_s"])}
+                               for r in res.rows]), hide_index=True)
+    for path in res.figures:
+        st.image(str(path))
+
+if "highdim" in saved:
+    res = saved["highdim"]
+    st.subheader("Fig. 2: every dimension")
+    st.caption(f"Steps per dimension: {res.summary.get('steps')}; machine: {res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
+    st.dataframe(pd.DataFrame([{k: r[k] for k in ("dim", "setting", "model", "mse", "stopped", "steps", "train_s")}
+                               for r in res.rows]), hide_index=True)
+    for path in res.figures:
+        st.image(str(path))
+
+if "gaussian2d" in saved:
+    res = saved["gaussian2d"]
+    st.subheader("Fig. 1: saved run")
+    st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "mse", "order_reversal_share", "crossing_share",
+                                                       "final_loss", "train_s")} for r in res.rows]), hide_index=True)
+    for path in res.figures:
+        st.image(str(path))
+
+if "morph" in saved:
+    res = saved["morph"]
+    st.subheader(f"One morph: {res.summary.get('source')} → {res.summary.get('target')}")
+    st.caption(f"MSE {res.summary.get('mse'):.2e} against the barycentric projection; "
+               f"paper's 0 → 4 (MNIST, notebook): {PAPER_DIGITS['pair_0_to_4_notebook']}.")
+    for path in res.figures:
+        st.image(str(path))

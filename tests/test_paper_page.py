@@ -1,0 +1,75 @@
+"""The Paper results page under streamlit.testing.v1.AppTest: it renders, runs Fig. 1 and a small
+high-dimensional sweep live on tiny budgets, and shows saved results when a results folder has them."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from gradnet_core.experiments import saved as saved_module  # noqa: E402
+from gradnet_core.experiments.saved import load_saved  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAGE = "paper"
+
+
+def _open() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at.switch_page("pages/paper_results.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _frames(at: AppTest) -> list:
+    return [df.value for df in at.dataframe]
+
+
+def test_page_renders_with_both_forms():
+    at = _open()
+    assert at.title[0].value == "Paper results"
+    labels = [b.label for b in at.button]
+    assert "Run Fig. 1" in labels and "Run the sweep" in labels
+
+
+def test_page_runs_fig1_live():
+    at = _open()
+    at.number_input(key=f"{PAGE}.steps_2d").set_value(10)
+    next(b for b in at.button if b.label == "Run Fig. 1").click().run()
+    assert not at.exception, at.exception
+    result = at.session_state[f"{PAGE}.fig1_result"]
+    table = next(df for df in _frames(at) if "order_reversal_share" in df.columns)
+    assert set(table["model"]) == {"MLP baseline", "mGradNet-C", "mGradNet-M", "whitening (exact)"}
+    monotone = table[table["model"] != "MLP baseline"]
+    assert (monotone["order_reversal_share"] == 0).all()
+    assert result.files == []                      # the live run writes nothing to results/
+    assert any("0.0115" in c.value for c in at.caption)
+
+
+def test_page_runs_a_small_highdim_sweep_and_refuses_no_dimensions():
+    at = _open()
+    at.multiselect(key=f"{PAGE}.dims").set_value([2])
+    at.number_input(key=f"{PAGE}.steps_hd").set_value(10)
+    next(b for b in at.button if b.label == "Run the sweep").click().run()
+    assert not at.exception, at.exception
+    table = next(df for df in _frames(at) if "setting" in df.columns and "dim" in df.columns)
+    assert sorted(set(table["setting"])) == ["authors", "ours"] and set(table["dim"]) == {2}
+    at.multiselect(key=f"{PAGE}.dims").set_value([])
+    next(b for b in at.button if b.label == "Run the sweep").click().run()
+    assert any("at least one dimension" in e.value for e in at.error)
+
+
+def test_page_shows_saved_results(tmp_path, monkeypatch):
+    folder = tmp_path / "results" / "digits-table"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"images": "bundled digits", "preset": "fast", "steps": 2000,
+                                                      "median_mse": 8e-4, "pairs": 1}))
+    (folder / "digits_table.csv").write_text("source,target,mse,paper_mse,train_s\n0,4,0.0008,0.00145,12.5\n")
+    monkeypatch.setattr(saved_module, "RESULTS_DIR", tmp_path / "results")
+    assert list(load_saved(tmp_path / "results")) == ["digits-table"]
+    at = _open()
+    table = next(df for df in _frames(at) if "paper" in df.columns)
+    assert table.iloc[0]["ours"] == pytest.approx(8e-4) and table.iloc[0]["paper"] == pytest.approx(0.00145)
+    assert any("8.00e-04" in m.value for m in at.markdown)
