@@ -14,5 +14,6 @@ pages = [
     st.Page("pages/mixtures.py", title="Gaussian mixtures"),
     st.Page("pages/digits.py", title="Digits"),
     st.Page("pages/color_transfer.py", title="Colour transfer"),
+    st.Page("pages/paper_results.py", title="Paper results"),
 ]
 st.navigation(pages).run()
