@@ -14,6 +14,7 @@ from .densities import Gaussian, GaussianMixture
 from .training import TrainConfig
 
 __all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
+           "SAMPLE_LOSS_SETTINGS",
            "train_preset", "mixture_from_rows", "random_gaussian_pair"]
 
 #: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
@@ -96,6 +97,17 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # The authors' MNIST settings (reference §7).
     "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
                                 lr_step_size=1000, lr_gamma=0.5, clip_grad=10.0),
+}
+
+
+#: TrainConfig overrides per sample-only loss (gradnet_core.sample_training), on top of a problem's
+#: preset. The adversarial loss uses the reference's critic (Adam 1e-4, gradient penalty 10, 5 critic
+#: steps per map step) and needs a smaller map learning rate than the density losses.
+SAMPLE_LOSS_SETTINGS: dict[str, dict[str, Any]] = {
+    "gaussian-kl": {"loss": "gaussian-kl", "steps": 1000, "batch_size": 1000, "lr": 1e-2},
+    "wasserstein": {"loss": "wasserstein", "steps": 1500, "batch_size": 256, "lr": 1e-3, "critic_lr": 1e-4,
+                    "critic_steps": 5},
+    "sinkhorn": {"loss": "sinkhorn", "steps": 500, "batch_size": 500, "lr": 1e-2},
 }
 
 

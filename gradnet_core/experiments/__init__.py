@@ -17,6 +17,7 @@ __all__ = [
     "run_highdim", "highdim_problem",
     "run_digits_table", "digit_pair_images", "digit_pair_metrics",
     "run_morph",
+    "run_gmm", "run_generate",
     "PAPER_TABLE_I", "paper_table_value", "paper_table_median",
 ]
 
@@ -27,6 +28,7 @@ _HOME = {
     "run_highdim": "highdim", "highdim_problem": "highdim",
     "run_digits_table": "digits_table", "digit_pair_images": "digits_table", "digit_pair_metrics": "digits_table",
     "run_morph": "morph",
+    "run_gmm": "gmm", "run_generate": "generate",
     "PAPER_TABLE_I": "paper", "paper_table_value": "paper", "paper_table_median": "paper",
 }
 

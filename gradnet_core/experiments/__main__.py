@@ -1,6 +1,7 @@
 """``python -m gradnet_core.experiments SUBCOMMAND``: reproduce the GradNetOT paper's figures and tables.
 
-Subcommands: gaussian2d (Fig. 1), highdim (Fig. 2), digits-table (Table I), morph (one digit pair).
+Subcommands: gaussian2d (Fig. 1), highdim (Fig. 2), digits-table (Table I), morph (one digit pair),
+gmm (the seed slides' 2 -> 3 mixture with sample-only losses), generate (digits from N(0, I_64)).
 Each writes CSV, PNG and HTML to ``--out`` (default ``results/SUBCOMMAND/``), shows a progress bar
 on stderr, prints a short summary, and with ``--json`` prints one JSON line last on stdout.
 """
@@ -68,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, metavar="PATH", help="save the trained map (safetensors) here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
+    p = sub.add_parser("gmm", help="seed slides: 2 -> 3 Gaussian mixture, C-MGN/M-MGN/ICNN, KL-moment and adversarial losses")
+    common(p)
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: 1000 KL, 1500 adversarial)")
+    p.add_argument("--losses", nargs="+", default=["gaussian-kl", "wasserstein"],
+                   choices=["gaussian-kl", "wasserstein", "sinkhorn"], help="sample-only losses to compare")
+    p.add_argument("--networks", nargs="+", default=["C-MGN", "M-MGN", "ICNN"], choices=["C-MGN", "M-MGN", "ICNN"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
+    p.add_argument("--n-test", type=int, default=1000, help="test and target samples for W2 and the OT map")
+
+    p = sub.add_parser("generate", help="seed slides: monotone maps from N(0, I_64) to 8 x 8 digits, adversarial loss")
+    common(p)
+    p.add_argument("--steps", type=int, default=None, help="training steps per network (default: 1000)")
+    p.add_argument("--networks", nargs="+", default=["C-MGN", "M-MGN", "ICNN"], choices=["C-MGN", "M-MGN", "ICNN"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and the held-out split")
+    p.add_argument("--n-test", type=int, default=300, help="held-out digits (and generated digits) for the metrics")
     return parser
 
 
@@ -123,6 +139,14 @@ def _run(args: argparse.Namespace, bar: _Bar):
         return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps,
                                 mnist=args.mnist, pairs=_parse_pairs(args.pairs), seed=args.seed,
                                 n_test=args.n_test, on_progress=bar)
+    if args.command == "gmm":
+        from .gmm import run_gmm
+        return run_gmm(args.out, steps=args.steps, losses=args.losses, networks=args.networks, seed=args.seed,
+                       n_test=args.n_test, on_progress=bar)
+    if args.command == "generate":
+        from .generate import run_generate
+        return run_generate(args.out, steps=args.steps, networks=args.networks, seed=args.seed, n_test=args.n_test,
+                            on_progress=bar)
     from .morph import run_morph
     return run_morph(args.source, args.target, args.out, preset=args.preset, steps=args.steps, mnist=args.mnist,
                      save=args.save, seed=args.seed, n_test=args.n_test, on_progress=bar)
@@ -144,6 +168,8 @@ _COLUMNS = {
     "highdim": ["dim", "setting", "model", "stopped", "steps", "mse", "train_s"],
     "digits-table": ["source", "target", "mse", "paper_mse", "stopped", "train_s"],
     "morph": ["source", "target", "mse", "l2_uvp", "cosine", "stopped", "train_s"],
+    "gmm": ["loss", "network", "stopped", "w2_to_target", "mse_vs_ot", "min_eigenvalue", "train_s"],
+    "generate": ["network", "stopped", "w2_to_test", "energy_to_test", "nn_to_train", "train_s"],
 }
 
 
