@@ -1,7 +1,8 @@
 """``python -m gradnet_core.experiments SUBCOMMAND``: reproduce the GradNetOT paper's figures and tables.
 
 Subcommands: gaussian2d (Fig. 1), highdim (Fig. 2), digits-table (Table I), morph (one digit pair),
-gmm (the seed slides' 2 -> 3 mixture with sample-only losses), generate (digits from N(0, I_64)).
+gmm (the seed slides' 2 -> 3 mixture with sample-only losses), generate (digits from N(0, I_64)),
+flow (the constrained gradient flow against Adam at equal time, issue 8).
 Each writes CSV, PNG and HTML to ``--out`` (default ``results/SUBCOMMAND/``), shows a progress bar
 on stderr, prints a short summary, and with ``--json`` prints one JSON line last on stdout.
 """
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--networks", nargs="+", default=["C-MGN", "M-MGN", "ICNN"], choices=["C-MGN", "M-MGN", "ICNN"])
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and the held-out split")
     p.add_argument("--n-test", type=int, default=300, help="held-out digits (and generated digits) for the metrics")
+
+    p = sub.add_parser("flow", help="constrained gradient flow vs Adam (KL, Monge-Ampere), four corners -> N(0, I)")
+    common(p)
+    from .flow import add_arguments as flow_arguments
+    flow_arguments(p)
     return parser
 
 
@@ -147,6 +153,9 @@ def _run(args: argparse.Namespace, bar: _Bar):
         from .generate import run_generate
         return run_generate(args.out, steps=args.steps, networks=args.networks, seed=args.seed, n_test=args.n_test,
                             on_progress=bar)
+    if args.command == "flow":
+        from .flow import run as run_flow_command
+        return run_flow_command(args, on_progress=bar)
     from .morph import run_morph
     return run_morph(args.source, args.target, args.out, preset=args.preset, steps=args.steps, mnist=args.mnist,
                      save=args.save, seed=args.seed, n_test=args.n_test, on_progress=bar)
@@ -170,6 +179,7 @@ _COLUMNS = {
     "morph": ["source", "target", "mse", "l2_uvp", "cosine", "stopped", "train_s"],
     "gmm": ["loss", "network", "stopped", "w2_to_target", "mse_vs_ot", "min_eigenvalue", "train_s"],
     "generate": ["network", "stopped", "w2_to_test", "energy_to_test", "nn_to_train", "train_s"],
+    "flow": ["method", "variant", "tau", "seed", "status", "energy_distance", "mse", "kl", "steps", "outer_steps"],
 }
 
 

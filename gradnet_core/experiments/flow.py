@@ -1,0 +1,367 @@
+"""The constrained gradient flow against Adam at equal wall time (issue 8; reference §3).
+
+Setting (the authors' example): source = the four-corner mixture, components N((±2, ±2), 0.25 I) with
+weight 1/4 each (the app's "Four corners -> N(0, I)" preset); target N(0, I), the log-concave target the
+flow needs. Model: the app's mixture preset, mGradNet-M with 8 modules of width 32. Every method gets
+the same time budget per seed, on one CPU thread, and is stopped when it runs out. The budget is
+counted in CPU seconds of the process (equal to wall seconds on an idle core), so that other jobs on a
+shared machine do not tilt the comparison:
+
+* flow, explicit (exact score): tau 0.05, 10 inner Adam steps (lr 1e-2) per outer step, pool of 1000;
+  tau 0.4 and 0.2 diverge on this problem (see results/flow/README.md);
+* flow, implicit: tau 1, 50 inner steps per outer step, batch 1000;
+* flow, explicit (entropic score): the authors' inner settings, tau 0.4, 100 inner steps, lr 0.1,
+  batch 100, with the score estimated by entropic self-transport;
+* Adam on the KL objective and Adam on the Monge–Ampère (L1) loss: lr 1e-2, batch 1000.
+
+The flows run as many outer steps as the budget allows. Metrics per seed: energy distance between
+10 000 mapped source samples and 10 000 target samples; MSE against the barycentric projection of an
+exact plan between 4000 source and 4000 target points (one reference for all seeds); and the KL
+estimate E_p[log p - log det J - log q(T)] on the same 10 000 points. Results: CSV per run, a
+mean ± std table (CSV and markdown), JSON summary and a PNG of the seed-0 maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..densities import Gaussian
+from ..ground_truth import barycentric_projection
+from ..metrics import energy_distance, map_mse
+from ..networks import TransportMap, build_map
+from ..presets import MODEL_PRESETS, mixture_presets
+from ..training import Progress, TrainConfig, train
+from .common import (ExperimentResult, ProgressFn, RunProgress, machine_description, output_dir, write_csv,
+                     write_json)
+from .figures import snapshot_grid_png
+
+__all__ = ["FLOW_METHODS", "TAU_SWEEP", "flow_problem", "run_flow", "run_tau_sweep", "add_arguments", "run"]
+
+_MANY = 1_000_000          # steps / outer steps "until the budget runs out"
+
+#: Method label -> its training configuration (the wall budget stops each run).
+FLOW_METHODS: dict[str, TrainConfig] = {
+    "flow, explicit (exact score)": TrainConfig(
+        scheme="constrained-flow", flow_variant="explicit", flow_score="exact", flow_tau=0.05,
+        flow_outer_steps=_MANY, flow_inner_steps=10, flow_inner_lr=1e-2, batch_size=1000),
+    "flow, implicit": TrainConfig(
+        scheme="constrained-flow", flow_variant="implicit", flow_tau=1.0, flow_outer_steps=_MANY,
+        flow_inner_steps=50, flow_inner_lr=1e-2, batch_size=1000),
+    "flow, explicit (entropic score)": TrainConfig(
+        scheme="constrained-flow", flow_variant="explicit", flow_score="entropic", flow_tau=0.4,
+        flow_outer_steps=_MANY, flow_inner_steps=100, flow_inner_lr=0.1, batch_size=100),
+    "Adam, KL": TrainConfig(steps=_MANY, loss="kl", lr=1e-2, batch_size=1000),
+    "Adam, Monge–Ampère": TrainConfig(steps=_MANY, loss="monge-ampere", residual="l1", lr=1e-2, batch_size=1000),
+}
+
+_PRESET = "Four corners -> N(0, I)"
+
+
+def flow_problem() -> tuple[Any, Gaussian]:
+    """The four-corner mixture source (app preset) and the N(0, I) target."""
+    source, _ = mixture_presets()[_PRESET]
+    return source, Gaussian([0.0, 0.0], np.eye(2))
+
+
+def _build_model(seed: int) -> TransportMap:
+    name, kwargs = MODEL_PRESETS["mixture"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_map(name, dim=2, **kwargs)
+
+
+@torch.no_grad()
+def _kl(model: TransportMap, source: Any, target: Gaussian, x: torch.Tensor) -> float:
+    y, logdet = model.map_and_logdet(x)
+    return (source.log_prob(x) - logdet - target.log_prob(y)).mean().item()
+
+
+def _summary_rows(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
+    out = []
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        entry: dict[str, Any] = {"method": method, "seeds": len(mine),
+                                 "diverged": sum(r["status"] == "diverged" for r in mine)}
+        for key in ("energy_distance", "mse", "kl", "steps", "outer_steps", "cpu_seconds"):
+            values = np.array([r[key] for r in mine if r[key] is not None], dtype=float)
+            entry[f"{key}_mean"] = float(values.mean()) if len(values) else None
+            entry[f"{key}_std"] = float(values.std()) if len(values) else None
+        out.append(entry)
+    return out
+
+
+def _markdown(summary: list[dict[str, Any]], budget: float, floors: dict[str, float], n_eval: int) -> str:
+    def pm(row: dict[str, Any], key: str, fmt: str) -> str:
+        m, s = row[f"{key}_mean"], row[f"{key}_std"]
+        return "–" if m is None else f"{format(m, fmt)} ± {format(s, fmt)}"
+
+    lines = [f"Four-corner mixture -> N(0, I), mGradNet-M 8 x 32, {budget:g} CPU seconds (one thread) per method "
+             f"per seed; mean ± std over {summary[0]['seeds']} seeds.", "",
+             "| method | energy distance | MSE vs barycentric projection | KL(T#p ‖ q) | inner steps | outer steps | diverged |",
+             "|---|---|---|---|---|---|---|"]
+    for row in summary:
+        lines.append(f"| {row['method']} | {pm(row, 'energy_distance', '.5f')} | {pm(row, 'mse', '.4f')} | "
+                     f"{pm(row, 'kl', '.4f')} | {pm(row, 'steps', '.0f')} | {pm(row, 'outer_steps', '.0f')} | "
+                     f"{row['diverged']} |")
+    lines += ["", f"Floors: energy distance between two independent {n_eval}-point samples of N(0, I): "
+              f"{floors['energy_distance']:.5f}; MSE between two barycentric projections with independent "
+              f"target samples, halved (the reference's own error): {floors['mse']:.4f}.", ""]
+    return "\n".join(lines)
+
+
+def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.0, n_eval: int = 10_000,
+             n_reference: int = 4000, methods: Sequence[str] = tuple(FLOW_METHODS), threads: int = 1,
+             on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
+    """Train every method in ``methods`` for ``budget`` seconds on each of ``seeds`` seeds and
+    compare them; write the tables and the figure to ``out`` (default ``results/flow/``).
+
+    The budget is CPU time of this process (``time.process_time``), which on one thread is the wall
+    time the method would take on an idle core: other load on a shared machine does not change
+    which method gets how much compute. ``on_progress`` counts in milliseconds of budget: ``done``
+    of ``total`` = seeds x methods x budget. Training runs on the CPU with ``threads`` torch threads
+    (restored afterwards).
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
+    for count, name in ((n_eval, "n_eval"), (n_reference, "n_reference"), (threads, "threads")):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{name} must be a positive integer; got {count!r}")
+    unknown = [m for m in methods if m not in FLOW_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(FLOW_METHODS)}")
+
+    started = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        source, target = flow_problem()
+        g = torch.Generator().manual_seed(12345)
+        x_ref, y_ref = source.sample(n_reference, g), target.sample(n_reference, g)
+        reference = barycentric_projection(x_ref, y_ref).float()
+        second = barycentric_projection(x_ref, target.sample(n_reference, g)).float()
+        floors = {"mse": map_mse(reference, second) / 2,
+                  "energy_distance": energy_distance(target.sample(n_eval, g), target.sample(n_eval, g))}
+
+        # One-time costs (lazy imports inside torch on the first optimiser step and the first
+        # autograd.grad) would otherwise land in the budget of whichever run comes first.
+        for method in methods:
+            train(_build_model(0), source, target, replace(FLOW_METHODS[method], steps=2, flow_outer_steps=1,
+                                                           flow_inner_steps=2, batch_size=100, device="cpu"))
+
+        budget_ms = round(budget * 1000)
+        runs = seeds * len(methods)
+        rows: list[dict[str, Any]] = []
+        seed0_maps: dict[str, TransportMap] = {}
+        for seed in range(seeds):
+            ge = torch.Generator().manual_seed(1000 + seed)
+            x_eval, y_eval = source.sample(n_eval, ge), target.sample(n_eval, ge)
+            for m_index, method in enumerate(methods):
+                run_index = seed * len(methods) + m_index
+                label = f"{method}, seed {seed}"
+                offset = run_index * budget_ms
+                model = _build_model(seed)
+                config = replace(FLOW_METHODS[method], seed=seed, device="cpu")
+                outer_seen = [0]
+                t0 = time.process_time()
+
+                def callback(p: Progress, t0: float = t0, offset: int = offset, label: str = label,
+                             run_index: int = run_index, outer_seen: list[int] = outer_seen) -> bool:
+                    elapsed = time.process_time() - t0
+                    if p.outer_step is not None:
+                        complete = p.outer_step if p.inner_step == p.inner_total else p.outer_step - 1
+                        outer_seen[0] = max(outer_seen[0], complete)
+                    if on_progress is not None:
+                        on_progress(RunProgress(label=label, run=run_index, runs=runs,
+                                                done=offset + min(budget_ms, round(elapsed * 1000)),
+                                                total=runs * budget_ms, loss=p.loss))
+                    return elapsed >= budget
+
+                result = train(model, source, target, config, callback)
+                seconds = time.process_time() - t0
+                with torch.no_grad():
+                    mapped = model(x_eval)
+                    ref_pred = model(x_ref)
+                finite = bool(torch.isfinite(mapped).all())
+                rows.append({
+                    "method": method, "seed": seed, "status": result.stopped,
+                    "energy_distance": energy_distance(mapped, y_eval) if finite else None,
+                    "mse": map_mse(ref_pred, reference) if finite else None,
+                    "kl": _kl(model, source, target, x_eval) if finite else None,
+                    "steps": result.steps,
+                    "outer_steps": outer_seen[0] if config.scheme == "constrained-flow" else None,
+                    "cpu_seconds": seconds,
+                })
+                if seed == 0:
+                    seed0_maps[method] = model
+        if on_progress is not None:
+            on_progress(RunProgress(label="done", run=runs - 1, runs=runs, done=runs * budget_ms,
+                                    total=runs * budget_ms, loss=None))
+
+        summary = _summary_rows(rows, methods)
+        result = ExperimentResult(name="flow", rows=rows, summary={
+            "budget_s": budget, "seeds": seeds, "n_eval": n_eval, "n_reference": n_reference,
+            "floors": floors, "methods": summary, "machine": machine_description()})
+        if write_files:
+            folder = output_dir(out, "flow")
+            result.files.append(write_csv(folder / "flow_runs.csv", rows))
+            result.files.append(write_csv(folder / "flow_summary.csv", summary))
+            table = folder / "flow_table.md"
+            table.write_text(_markdown(summary, budget, floors, n_eval), encoding="utf-8")
+            result.files.append(table)
+            result.files.append(write_json(folder / "flow.json", result.summary))
+            result.files.append(_figure(folder / "flow_maps.png", seed0_maps, x_ref, reference, target))
+    finally:
+        torch.set_num_threads(threads_before)
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
+#: (variant, tau) pairs of the step-size sweep: the explicit scheme's stability limit, and the implicit
+#: scheme at and beyond it.
+TAU_SWEEP: tuple[tuple[str, float], ...] = (
+    ("explicit", 0.4), ("explicit", 0.2), ("explicit", 0.1), ("explicit", 0.05),
+    ("implicit", 0.4), ("implicit", 1.0), ("implicit", 4.0),
+)
+
+
+def run_tau_sweep(out: str | Path | None = None, seeds: int = 3, budget: float = 15.0, n_eval: int = 10_000,
+                  sweep: Sequence[tuple[str, float]] = TAU_SWEEP, threads: int = 1,
+                  on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
+    """The constrained flow (exact score) on the same problem for each (variant, tau) in ``sweep``,
+    ``budget`` CPU seconds per run: final energy distance and KL, and the largest KL estimate seen
+    during the run (a flow that blows up and recovers shows there). Writes ``flow_tau_sweep.csv``
+    and ``flow_tau_sweep.md``.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
+    started = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        source, target = flow_problem()
+        base = {"explicit": FLOW_METHODS["flow, explicit (exact score)"], "implicit": FLOW_METHODS["flow, implicit"]}
+        train(_build_model(0), source, target, replace(base["explicit"], flow_outer_steps=1, flow_inner_steps=2,
+                                                       device="cpu"))
+        budget_ms = round(budget * 1000)
+        runs = seeds * len(sweep)
+        rows: list[dict[str, Any]] = []
+        for seed in range(seeds):
+            ge = torch.Generator().manual_seed(1000 + seed)
+            x_eval, y_eval = source.sample(n_eval, ge), target.sample(n_eval, ge)
+            for k, (variant, tau) in enumerate(sweep):
+                run_index = seed * len(sweep) + k
+                config = replace(base[variant], flow_tau=tau, seed=seed, device="cpu")
+                model = _build_model(seed)
+                t0 = time.process_time()
+
+                def callback(p: Progress, t0: float = t0, run_index: int = run_index,
+                             label: str = f"{variant}, tau {tau:g}, seed {seed}") -> bool:
+                    elapsed = time.process_time() - t0
+                    if on_progress is not None:
+                        on_progress(RunProgress(label=label, run=run_index, runs=runs,
+                                                done=run_index * budget_ms + min(budget_ms, round(elapsed * 1000)),
+                                                total=runs * budget_ms, loss=p.loss))
+                    return elapsed >= budget
+
+                result = train(model, source, target, config, callback)
+                with torch.no_grad():
+                    mapped = model(x_eval)
+                finite = bool(torch.isfinite(mapped).all())
+                kls = [v for v in result.history["kl"] if math.isfinite(v)]
+                rows.append({
+                    "variant": variant, "tau": tau, "seed": seed, "status": result.stopped,
+                    "outer_steps": result.history["outer_step"][-1] if result.history["outer_step"] else 0,
+                    "energy_distance": energy_distance(mapped, y_eval) if finite else None,
+                    "kl": _kl(model, source, target, x_eval) if finite else None,
+                    "kl_max_during_run": max(kls) if kls else None,
+                })
+        summary = []
+        for variant, tau in sweep:
+            mine = [r for r in rows if r["variant"] == variant and r["tau"] == tau]
+            entry: dict[str, Any] = {"variant": variant, "tau": tau, "diverged": sum(r["status"] == "diverged" for r in mine)}
+            for key in ("energy_distance", "kl", "kl_max_during_run", "outer_steps"):
+                values = np.array([r[key] for r in mine if r[key] is not None], dtype=float)
+                entry[f"{key}_median"] = float(np.median(values)) if len(values) else None
+                entry[f"{key}_max"] = float(values.max()) if len(values) else None
+            summary.append(entry)
+        result = ExperimentResult(name="flow-tau-sweep", rows=rows, summary={
+            "budget_s": budget, "seeds": seeds, "n_eval": n_eval, "sweep": summary, "machine": machine_description()})
+        if write_files:
+            folder = output_dir(out, "flow")
+            result.files.append(write_csv(folder / "flow_tau_sweep.csv", rows))
+            lines = [f"Constrained flow (exact score) on the four-corner mixture -> N(0, I), {budget:g} CPU seconds "
+                     f"per run; median (worst) over {seeds} seeds.", "",
+                     "| variant | tau | energy distance | final KL | largest KL during the run | outer steps | diverged |",
+                     "|---|---|---|---|---|---|---|"]
+
+            def cell(entry: dict[str, Any], key: str, fmt: str) -> str:
+                med, worst = entry[f"{key}_median"], entry[f"{key}_max"]
+                return "–" if med is None else f"{format(med, fmt)} ({format(worst, fmt)})"
+
+            for e in summary:
+                lines.append(f"| {e['variant']} | {e['tau']:g} | {cell(e, 'energy_distance', '.4f')} | "
+                             f"{cell(e, 'kl', '.3f')} | {cell(e, 'kl_max_during_run', '.3g')} | "
+                             f"{cell(e, 'outer_steps', '.0f')} | {e['diverged']} |")
+            table = folder / "flow_tau_sweep.md"
+            table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            result.files.append(table)
+    finally:
+        torch.set_num_threads(threads_before)
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
+def _figure(path: Path, maps: dict[str, TransportMap], x_ref: torch.Tensor, reference: torch.Tensor,
+            target: Gaussian, n: int = 1500) -> Path:
+    """Displacement interpolation (1 - t) x + t T(x) of each seed-0 map and of the reference."""
+    x = x_ref[:n]
+    ends = {f"reference (barycentric\nprojection, {len(reference)} pts)": reference[:n]}
+    with torch.no_grad():
+        # Pillow's default font has no glyphs beyond ASCII.
+        ends.update({label.replace(" (", "\n(").replace("–", "-").replace("è", "e"): model(x)
+                     for label, model in maps.items()})
+    quadrant = (x[:, 0] > 0).long() * 2 + (x[:, 1] > 0).long()
+    palette = np.array([(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167)], dtype=np.uint8)
+    times = (0.0, 0.5, 1.0)
+    frames = [[((1 - t) * x + t * end).numpy() for t in times] for end in ends.values()]
+    background = target.sample(n, torch.Generator().manual_seed(7)).numpy()
+    return snapshot_grid_png(path, frames, palette[quadrant.numpy()], list(ends), [f"t = {t:g}" for t in times],
+                             bounds=(-4.0, 4.0, -4.0, 4.0), cell=180, background=background)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``flow`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per method (default 10; 3 with --tau-sweep)")
+    parser.add_argument("--budget", type=float, default=15.0,
+                        help="CPU seconds (one thread: wall seconds on an idle core) per method per seed (default 15)")
+    parser.add_argument("--n-eval", type=int, default=10_000, help="samples for the energy distance")
+    parser.add_argument("--n-reference", type=int, default=4000,
+                        help="points of the barycentric-projection reference map")
+    parser.add_argument("--methods", nargs="+", default=list(FLOW_METHODS), choices=list(FLOW_METHODS),
+                        metavar="METHOD", help=f"subset of: {'; '.join(FLOW_METHODS)}")
+    parser.add_argument("--tau-sweep", action="store_true",
+                        help="instead of the comparison, run the step-size sweep of the flow (TAU_SWEEP)")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``flow`` subcommand from parsed arguments; ``args.threads`` None means one thread."""
+    threads = getattr(args, "threads", None) or 1
+    if args.tau_sweep:
+        return run_tau_sweep(out=args.out, seeds=3 if args.seeds is None else args.seeds, budget=args.budget,
+                             n_eval=args.n_eval, threads=threads, on_progress=on_progress)
+    return run_flow(out=args.out, seeds=10 if args.seeds is None else args.seeds, budget=args.budget,
+                    n_eval=args.n_eval, n_reference=args.n_reference, methods=args.methods, threads=threads,
+                    on_progress=on_progress)
