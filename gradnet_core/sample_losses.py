@@ -37,13 +37,16 @@ def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) ->
     """KL(N(m_p, S_p) || N(m_q, S_q)) = 1/2 [tr(S_q^-1 S_p) + (m_q - m_p)^T S_q^-1 (m_q - m_p) - d
     + log det S_q - log det S_p], in nats; covariances symmetric positive definite."""
     d = mean_p.shape[-1]
-    chol_p = torch.linalg.cholesky(cov_p)
-    chol_q = torch.linalg.cholesky(cov_q)
+    # cholesky_ex: a covariance that is not positive definite (a collapsed or NaN batch) gives a NaN
+    # loss, which training reports as divergence, instead of an exception.
+    chol_p, info_p = torch.linalg.cholesky_ex(cov_p)
+    chol_q, info_q = torch.linalg.cholesky_ex(cov_q)
     whitened = torch.linalg.solve_triangular(chol_q, chol_p, upper=False)        # L_q^-1 L_p
     shift = torch.linalg.solve_triangular(chol_q, (mean_q - mean_p)[:, None], upper=False)
     logdet_p = 2.0 * torch.log(torch.diagonal(chol_p)).sum()
     logdet_q = 2.0 * torch.log(torch.diagonal(chol_q)).sum()
-    return 0.5 * (whitened.square().sum() + shift.square().sum() - d + logdet_q - logdet_p)
+    value = 0.5 * (whitened.square().sum() + shift.square().sum() - d + logdet_q - logdet_p)
+    return torch.where((info_p == 0) & (info_q == 0), value, torch.full_like(value, math.nan))
 
 
 def gaussian_moment_kl(y: Tensor, target_mean: Tensor, target_cov: Tensor, ridge: float = 1e-4) -> Tensor:

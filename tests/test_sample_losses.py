@@ -38,6 +38,22 @@ def test_gaussian_kl_equals_the_analytic_value():
         assert gaussian_kl(m_p, cov_p, m_q, cov_q).item() == pytest.approx(ref.item(), rel=1e-10)
 
 
+def test_gaussian_kl_of_a_covariance_that_is_not_positive_definite_is_nan():
+    eye = torch.eye(2, dtype=torch.float64)
+    bad = torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)
+    assert torch.isnan(gaussian_kl(torch.zeros(2, dtype=torch.float64), bad, torch.zeros(2, dtype=torch.float64), eye))
+
+
+def test_divergence_restores_the_last_good_model():
+    source, target = _problem(500)
+    model = MGradNetM(2, width=4, modules=2)
+    result = train(model, source, target, TrainConfig(loss="gaussian-kl", steps=20, lr=1e9, device="cpu",
+                                                      report_seconds=0.0))
+    assert result.stopped == "diverged" and "diverged" in result.message
+    assert result.steps == len(result.history["loss"]) < 20
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_moment_kl_of_gaussian_samples_is_the_closed_form():
     mean_p, cov_p = [1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]
     mean_q, cov_q = [0.5, 2.0], [[2.0, -0.3], [-0.3, 0.5]]
