@@ -109,9 +109,42 @@ def logdet_packed(packed: Tensor, d: int) -> Tensor:
     if d == 2:
         a, b, c = packed.unbind(-1)
         return torch.log(a * c - b * b)
-    chol, info = torch.linalg.cholesky_ex(_unpack(packed, d))
-    logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    return torch.where(info == 0, logdet, torch.full_like(logdet, -math.inf))
+    return _PackedCholeskyLogdet.apply(packed, d)
+
+
+class _PackedCholeskyLogdet(torch.autograd.Function):
+    """log det J from the packed upper triangle of SPD J via Cholesky; -inf where J is not PD.
+
+    The gradient is d log det / dJ = J^{-1}, read straight from the factor (one cholesky_inverse)
+    and packed, off-diagonal entries counted twice; autograd through the factorisation would
+    form it from triangular solves, several times slower. First order only.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, packed: Tensor, d: int) -> Tensor:
+        chol, info = torch.linalg.cholesky_ex(_unpack(packed, d))
+        ok = info == 0
+        logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        ctx.save_for_backward(chol, ok)
+        ctx.d = d
+        return torch.where(ok, logdet, torch.full_like(logdet, -math.inf))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        chol, ok = ctx.saved_tensors
+        d = ctx.d
+        if chol.device.type != "cpu" or not bool(ok.all()):      # (no host sync on a GPU)
+            # Rows that are not positive definite have log det -inf and, as through torch.where,
+            # no gradient; an identity factor keeps the inverse defined.
+            eye = torch.eye(d, dtype=chol.dtype, device=chol.device)
+            chol = torch.where(ok[:, None, None], chol, eye)
+            grad = torch.where(ok, grad, torch.zeros_like(grad))
+        flat, _ = _index_maps(d, chol.device)
+        inverse = torch.cholesky_inverse(chol).flatten(-2).index_select(-1, flat)      # packed J^{-1}
+        rows, cols = _triu(d, chol.device)
+        twice = torch.where(rows == cols, 1.0, 2.0).to(inverse.dtype)
+        return grad[:, None] * inverse * twice, None
 
 
 #: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains
