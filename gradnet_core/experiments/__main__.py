@@ -70,10 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default=None, metavar="PATH", help="save the trained map (safetensors) here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
-    p = sub.add_parser("gmm", help="seed slides: 2 -> 3 Gaussian mixture, C-MGN/M-MGN/ICNN, KL-moment and adversarial losses")
+
+    p = sub.add_parser("gmm", help="seed slides: 2 -> 3 Gaussian mixture, C-MGN/M-MGN/ICNN, KL-moment, adversarial and Sinkhorn losses")
     common(p)
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: 1000 KL, 1500 adversarial)")
-    p.add_argument("--losses", nargs="+", default=["gaussian-kl", "wasserstein"],
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps per run (default: 1000 KL, 1500 adversarial, 500 Sinkhorn)")
+    p.add_argument("--losses", nargs="+", default=["gaussian-kl", "wasserstein", "sinkhorn"],
                    choices=["gaussian-kl", "wasserstein", "sinkhorn"], help="sample-only losses to compare")
     p.add_argument("--networks", nargs="+", default=["C-MGN", "M-MGN", "ICNN"], choices=["C-MGN", "M-MGN", "ICNN"])
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")

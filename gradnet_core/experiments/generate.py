@@ -48,8 +48,8 @@ GENERATE_NETWORKS: dict[str, dict[str, Any]] = {
 GENERATE_CONFIG = TrainConfig(loss="wasserstein", steps=1000, batch_size=256, lr=1e-3, critic_lr=1e-3,
                               critic_steps=5, device="cpu")
 
-GRID_COLUMNS = 10          # generated digits per row of the PNG
-GRID_ROWS = 4
+GRID_COLUMNS = 6           # generated digits per row of each panel of the PNG
+GRID_ROWS = 5
 TILE = 4                   # pixels per digit pixel in the PNG
 
 

@@ -63,7 +63,8 @@ def exact_w2(x: np.ndarray, y: np.ndarray) -> float:
                                  numItermax=10_000_000)))
 
 
-def run_gmm(out: str | Path | None = None, steps: int | None = None, losses: Sequence[str] = ("gaussian-kl", "wasserstein"),
+def run_gmm(out: str | Path | None = None, steps: int | None = None,
+            losses: Sequence[str] = ("gaussian-kl", "wasserstein", "sinkhorn"),
             networks: Sequence[str] = tuple(GMM_NETWORKS), seed: int = 0, n_test: int = 1000,
             on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
     """Train every network with every loss on the 2 -> 3 mixture problem and compare them with the
