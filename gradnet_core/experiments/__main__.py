@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-seed", type=int, default=0, help="seed of the weights and batches")
     p.add_argument("--n-test", type=int, default=1000, help="test samples for the MSE")
     p.add_argument("--settings", nargs="+", default=["authors", "ours"], choices=["authors", "ours"])
+    p.add_argument("--jobs", type=int, default=1, help="trainings to run at once, in worker processes")
 
     p = sub.add_parser("digits-table", help="paper Table I: MSE against the barycentric projection for digit pairs")
     common(p)
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these ordered pairs, e.g. 0-4 3-1 (default: all pairs of --digits)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
     p.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
+    p.add_argument("--jobs", type=int, default=1, help="pairs to train at once, in worker processes")
 
     p = sub.add_parser("morph", help="one digit pair: train, metrics, GIF of the morph, optionally save the map")
     common(p)
@@ -141,12 +143,12 @@ def _run(args: argparse.Namespace, bar: _Bar):
         from .highdim import run_highdim
         steps = args.steps[0] if len(args.steps) == 1 else args.steps
         return run_highdim(args.out, dims=args.dims, steps=steps, seed=args.seed, model_seed=args.model_seed,
-                           n_test=args.n_test, settings=args.settings, on_progress=bar)
+                           n_test=args.n_test, settings=args.settings, on_progress=bar, jobs=args.jobs)
     if args.command == "digits-table":
         from .digits_table import run_digits_table
         return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps,
                                 mnist=args.mnist, pairs=_parse_pairs(args.pairs), seed=args.seed,
-                                n_test=args.n_test, on_progress=bar)
+                                n_test=args.n_test, on_progress=bar, jobs=args.jobs)
     if args.command == "gmm":
         from .gmm import run_gmm
         return run_gmm(args.out, steps=args.steps, losses=args.losses, networks=args.networks, seed=args.seed,

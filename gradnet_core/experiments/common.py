@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import queue
 import math
 import os
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from ..training import Progress
 
-__all__ = ["RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "output_dir", "write_csv",
-           "write_json", "write_html", "machine_description", "finite_or_none"]
+__all__ = ["RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "run_tasks", "output_dir",
+           "write_csv", "write_json", "write_html", "machine_description", "finite_or_none"]
 
 
 @dataclass(frozen=True)
@@ -51,30 +54,93 @@ class ProgressTracker:
     """Turns ``train()``'s per-run callbacks into ``RunProgress`` reports for the whole experiment.
 
     ``steps`` lists the planned steps of every run in order. Call ``callback(i, label)`` to get the
-    ``train`` callback of run ``i``, and ``finish(i)`` when that run ends (it may stop early).
+    ``train`` callback of run ``i``, and ``finish(i)`` when that run ends (it may stop early). Runs
+    may overlap (``run_tasks`` with several jobs): ``done`` is the sum of every run's steps so far.
     """
 
     def __init__(self, steps: Sequence[int], on_progress: ProgressFn | None):
         self.steps = list(steps)
         self.total = int(sum(self.steps))
         self.on_progress = on_progress
-        self._offsets = [int(sum(self.steps[:i])) for i in range(len(self.steps))]
+        self._done = [0] * len(self.steps)
 
     def callback(self, run: int, label: str) -> Callable[[Progress], None]:
-        self._report(run, label, self._offsets[run], None)
+        self.report(run, label, 0, None)
 
         def report(progress: Progress) -> None:
-            self._report(run, label, self._offsets[run] + progress.step, progress.loss)
+            self.report(run, label, progress.step, progress.loss)
 
         return report
 
     def finish(self, run: int, label: str) -> None:
-        self._report(run, label, self._offsets[run] + self.steps[run], None)
+        self.report(run, label, self.steps[run], None)
 
-    def _report(self, run: int, label: str, done: int, loss: float | None) -> None:
+    def report(self, run: int, label: str, step: int, loss: float | None) -> None:
+        """Run ``run`` has completed ``step`` of its steps."""
+        self._done[run] = min(int(step), self.steps[run])
         if self.on_progress is not None:
-            self.on_progress(RunProgress(label=label, run=run, runs=len(self.steps), done=done,
+            self.on_progress(RunProgress(label=label, run=run, runs=len(self.steps), done=sum(self._done),
                                          total=self.total, loss=loss))
+
+
+Task = TypeVar("Task")
+
+
+def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Sequence[Any], labels: Sequence[str],
+              tracker: ProgressTracker, jobs: int = 1, cost: Sequence[float] | None = None) -> list[Task]:
+    """``[run(task, callback) for task in tasks]``, in order, on ``jobs`` worker processes.
+
+    ``run`` must be a module-level function (workers import it) and ``tasks`` picklable. Workers
+    use as many torch threads as this process and send their progress back through a queue, so the
+    tracker sees every run's steps as they happen. ``cost`` (a guess per task) starts the costliest
+    first, so that no long run is left alone at the end. ``jobs=1`` runs everything here, in turn.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1; got {jobs}")
+    if jobs == 1 or len(tasks) <= 1:
+        results = []
+        for k, task in enumerate(tasks):
+            results.append(run(task, tracker.callback(k, labels[k])))
+            tracker.finish(k, labels[k])
+        return results
+    # spawn, not fork: a forked child of a process whose OpenMP pool has started can hang.
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        reports = manager.Queue()
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
+                                 initializer=_init_worker, initargs=(torch.get_num_threads(),)) as pool:
+            order = sorted(range(len(tasks)), key=lambda k: -cost[k]) if cost is not None else range(len(tasks))
+            futures = {pool.submit(_run_reporting, run, tasks[k], k, reports): k for k in order}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                _drain(reports, tracker, labels)
+                for future in done:
+                    k = futures[future]
+                    future.result()              # re-raise a worker's error here
+                    tracker.finish(k, labels[k])
+            _drain(reports, tracker, labels)
+            return [future.result() for future in sorted(futures, key=futures.get)]
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _run_reporting(run: Callable[[Any, Callable[[Progress], None]], Task], task: Any, index: int, reports) -> Task:
+    def callback(progress: Progress) -> None:
+        reports.put((index, progress.step, progress.loss))
+
+    return run(task, callback)
+
+
+def _drain(reports, tracker: ProgressTracker, labels: Sequence[str]) -> None:
+    while True:
+        try:
+            index, step, loss = reports.get_nowait()
+        except queue.Empty:
+            return
+        tracker.report(index, labels[index], step, loss)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..networks import TransportMap
 from ..presets import MODEL_PRESETS, train_preset
 from ..training import Progress, TrainConfig, TrainResult, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description,
-                     output_dir, write_csv, write_html, write_json)
+                     output_dir, run_tasks, write_csv, write_html, write_json)
 from .figures import heatmap_png
 from .paper import PAPER_DIGITS, paper_table_median, paper_table_value
 
@@ -112,8 +112,9 @@ def digit_pair_metrics(model: TransportMap, source: np.ndarray, target: np.ndarr
 def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 1, 2, 3, 4), preset: str = "fast",
                      steps: int | None = None, mnist: str | Path | None = None,
                      pairs: Sequence[tuple[int, int]] | None = None, seed: int = 0, n_test: int = 1000,
-                     on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
-    """Train and evaluate every ordered pair of ``digits`` (or just ``pairs``); write CSV, heatmaps."""
+                     on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1) -> ExperimentResult:
+    """Train and evaluate every ordered pair of ``digits`` (or just ``pairs``); write CSV, heatmaps.
+    ``jobs`` trains that many pairs at once in worker processes."""
     digits = [int(d) for d in digits]
     if not digits or any(not 0 <= d <= 9 for d in digits) or len(set(digits)) != len(digits):
         raise ValueError(f"digits must be distinct numbers from 0 to 9; got {digits}")
@@ -124,18 +125,9 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     _, _, config = _preset_config(preset, steps, seed)
     images = {p: digit_pair_images(p[0], p[1], mnist) for p in todo}   # fail on a bad file before training
     started = time.perf_counter()
+    tasks = [(a, b, *images[(a, b)], preset, steps, seed, n_test) for a, b in todo]
     tracker = ProgressTracker([config.steps] * len(todo), on_progress)
-    rows: list[dict[str, Any]] = []
-    for k, (a, b) in enumerate(todo):
-        label = f"{a} -> {b}"
-        src_img, tgt_img = images[(a, b)]
-        model, result, config = train_digit_pair(src_img, tgt_img, preset, steps, seed, tracker.callback(k, label))
-        tracker.finish(k, label)
-        metrics, _ = digit_pair_metrics(model, src_img, tgt_img, config.bandwidth_end, n_test, seed)
-        rows.append({"source": a, "target": b, "mse": metrics["mse"], "paper_mse": paper_table_value(a, b),
-                     **{k2: v for k2, v in metrics.items() if k2 != "mse"},
-                     "stopped": result.stopped, "steps": result.steps, "final_loss": result.final_loss,
-                     "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1)})
+    rows = run_tasks(_digit_pair_run, tasks, [f"{a} -> {b}" for a, b in todo], tracker, jobs)
     ours = _matrix(rows, digits, "mse")
     paper = _matrix(rows, digits, "paper_mse")
     mses = np.array([r["mse"] for r in rows], float)
@@ -145,7 +137,7 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
         "model": {"name": MODEL_PRESETS[DIGIT_PRESETS[preset]][0], **MODEL_PRESETS[DIGIT_PRESETS[preset]][1]},
         "train_config": config.to_dict(),
         "images": f"MNIST IDX files in {mnist}" if mnist is not None else "bundled digits (example 0 -> example 1)",
-        "digits": digits, "n_test": n_test, "seed": seed,
+        "digits": digits, "n_test": n_test, "seed": seed, "jobs": jobs,
         "mse": {f"{r['source']}->{r['target']}": r["mse"] for r in rows},
         "median_mse": float(np.nanmedian(mses)) if mses.size else None,
         "max_mse": float(np.nanmax(mses)) if mses.size else None,
@@ -167,6 +159,17 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
         files.append(write_html(folder / "heatmap.html", figures["heatmap"]))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("digits-table", rows, summary, files, time.perf_counter() - started, figures)
+
+
+def _digit_pair_run(task: tuple, callback) -> dict[str, Any]:
+    """Train and evaluate one pair; a table row. Module level: worker processes run it."""
+    a, b, src_img, tgt_img, preset, steps, seed, n_test = task
+    model, result, config = train_digit_pair(src_img, tgt_img, preset, steps, seed, callback)
+    metrics, _ = digit_pair_metrics(model, src_img, tgt_img, config.bandwidth_end, n_test, seed)
+    return {"source": a, "target": b, "mse": metrics["mse"], "paper_mse": paper_table_value(a, b),
+            **{k: v for k, v in metrics.items() if k != "mse"},
+            "stopped": result.stopped, "steps": result.steps, "final_loss": result.final_loss,
+            "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1)}
 
 
 def _matrix(rows: list[dict[str, Any]], digits: list[int], key: str) -> np.ndarray:

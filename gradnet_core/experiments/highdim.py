@@ -31,7 +31,7 @@ from ..metrics import map_mse
 from ..presets import train_preset
 from ..training import train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, finite_or_none, machine_description,
-                     output_dir, write_csv, write_html, write_json)
+                     output_dir, run_tasks, write_csv, write_html, write_json)
 from .figures import line_chart_png
 from .paper import PAPER_HIGHDIM
 
@@ -79,11 +79,12 @@ def highdim_model(model: str, setting: str, dim: int, seed: int = 0):
 def run_highdim(out: str | Path | None = None, dims: Sequence[int] = HIGHDIM_DIMS, steps: int | Sequence[int] = 1000,
                 seed: int = 1234, model_seed: int = 0, n_test: int = 1000,
                 settings: Sequence[str] = tuple(HIGHDIM_SETTINGS), models: Sequence[str] = tuple(HIGHDIM_MODELS),
-                on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
+                on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1) -> ExperimentResult:
     """Train every (d, setting, model) and measure MSE against whitening; write CSV, PNG and HTML.
 
     ``steps``: one number for every d, or one per entry of ``dims``. ``seed`` draws the problems
-    (paper: 1234), ``model_seed`` the initial weights and batches.
+    (paper: 1234), ``model_seed`` the initial weights and batches. ``jobs`` runs that many trainings
+    at once in worker processes.
     """
     dims = [int(d) for d in dims]
     if not dims or any(d < 1 for d in dims):
@@ -97,38 +98,14 @@ def run_highdim(out: str | Path | None = None, dims: Sequence[int] = HIGHDIM_DIM
         if bad or not chosen:
             raise ValueError(f"unknown {name} {bad[0] if bad else '(none)'!r}; choose from {', '.join(allowed)}")
     started = time.perf_counter()
-    configs = {d: train_preset("gaussian", steps=steps_of[d], seed=model_seed, device="cpu") for d in dims}
-    runs = [(d, s, m) for d in dims for s in settings for m in models]
-    tracker = ProgressTracker([steps_of[d] for d, _, _ in runs], on_progress)
-    rows: list[dict[str, Any]] = []
-    problem_dim = None
-    for k, (d, setting, model_name) in enumerate(runs):
-        if d != problem_dim:  # runs are grouped by d: draw each problem once
-            source, target = highdim_problem(d, seed)
-            x = source.sample(n_test, torch.Generator().manual_seed(seed + d))
-            truth = gaussian_map(source, target)(x)
-            problem_dim = d
-        config = configs[d]
-        label = f"{model_name}, d = {d}, {setting}"
-        model = highdim_model(model_name, setting, d, model_seed)
-        result = train(model, source, target, config, callback=tracker.callback(k, label))
-        tracker.finish(k, label)
-        with torch.no_grad():
-            pred = model(x.to(torch.float32))
-        finite = bool(torch.isfinite(pred).all())
-        # A run that diverged at its first report keeps its untrained weights: no MSE to speak of.
-        mse = map_mse(pred, truth) if finite and result.steps > 0 else float("nan")
-        rows.append({
-            "dim": d, "setting": setting, "model": model_name, "width": model.width,
-            "strict": model.strict, "max_rank": _max_rank(model), "stopped": result.stopped,
-            "steps": result.steps, "planned_steps": config.steps, "mse": mse,
-            "final_loss": result.final_loss if result.steps else float("nan"),
-            "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1),
-            "message": result.message,
-        })
+    runs = [(d, s, m, steps_of[d], seed, model_seed, n_test) for d in dims for s in settings for m in models]
+    labels = [f"{m}, d = {d}, {s}" for d, s, m, *_ in runs]
+    tracker = ProgressTracker([r[3] for r in runs], on_progress)
+    # a step costs about d^3 (the Cholesky factorisations of the log det)
+    rows = run_tasks(_highdim_run, runs, labels, tracker, jobs, cost=[r[0] ** 3 * r[3] for r in runs])
     figures = {"mse": _mse_figure(rows, dims, settings, models)}
     summary = {
-        "dims": dims, "steps": {str(d): steps_of[d] for d in dims}, "seed": seed, "n_test": n_test,
+        "dims": dims, "steps": {str(d): steps_of[d] for d in dims}, "seed": seed, "n_test": n_test, "jobs": jobs,
         "mse": {f"{r['model']} {r['setting']}": {} for r in rows},
         "stopped": {f"{r['model']} {r['setting']}": {} for r in rows},
         "train_s": {f"{r['model']} {r['setting']}": {} for r in rows},
@@ -155,6 +132,30 @@ def run_highdim(out: str | Path | None = None, dims: Sequence[int] = HIGHDIM_DIM
         files.append(write_html(folder / "mse.html", figures["mse"]))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("highdim", rows, summary, files, time.perf_counter() - started, figures)
+
+
+def _highdim_run(task: tuple, callback) -> dict[str, Any]:
+    """Train one (d, setting, model) of the sweep and measure it; a table row. Module level: workers run it."""
+    d, setting, model_name, steps, seed, model_seed, n_test = task
+    source, target = highdim_problem(d, seed)
+    x = source.sample(n_test, torch.Generator().manual_seed(seed + d))
+    truth = gaussian_map(source, target)(x)
+    config = train_preset("gaussian", steps=steps, seed=model_seed, device="cpu")
+    model = highdim_model(model_name, setting, d, model_seed)
+    result = train(model, source, target, config, callback=callback)
+    with torch.no_grad():
+        pred = model(x.to(torch.float32))
+    finite = bool(torch.isfinite(pred).all())
+    # A run that diverged at its first report keeps its untrained weights: no MSE to speak of.
+    mse = map_mse(pred, truth) if finite and result.steps > 0 else float("nan")
+    return {
+        "dim": d, "setting": setting, "model": model_name, "width": model.width,
+        "strict": model.strict, "max_rank": _max_rank(model), "stopped": result.stopped,
+        "steps": result.steps, "planned_steps": config.steps, "mse": mse,
+        "final_loss": result.final_loss if result.steps else float("nan"),
+        "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1),
+        "message": result.message,
+    }
 
 
 def _chart_title(steps_of: dict[int, int], n_test: int) -> str:
