@@ -230,7 +230,7 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
         }],
         sliders=[{
             "active": 0, "x": 0.17, "len": 0.83, "y": -0.06, "yanchor": "top", "pad": {"t": 0},
-            "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right"},
+            "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right", "font": {"size": 14}},
             "font": {"size": 10},
             "steps": [{"label": f"{t:.2f}", "method": "animate",
                        "args": [[f"{k}"], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",

@@ -17,9 +17,14 @@ import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+# POT and pandas are imported here, in the script thread, before any training thread exists: POT
+# imports pandas, and a training thread importing it for the first ground truth while Plotly peeks
+# at the half-imported pandas in the live panel breaks that panel ("partially initialized module").
+import ot  # noqa: F401
+import pandas as pd
 import torch
 
 from . import presets
@@ -31,20 +36,17 @@ from .metrics import evaluate_map
 from .networks import NETWORKS, TransportMap
 from .training import TrainResult, resolve_device
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 __all__ = [
     "Problem", "Reference", "Run", "PageState", "compute_reference", "evaluate_run", "metrics_table",
-    "device_label", "page_state", "is_training", "gaussian_row", "gaussian_from_row", "mixture_from_table",
-    "gaussian_inputs", "gaussian_problem", "mixture_inputs", "mixture_problem", "truth_samples_input",
-    "digit_input", "digit_problem", "training_panel", "results_panel",
+    "gaussian_row", "gaussian_from_row", "mixture_from_table", "device_label",
+    "page_header", "page_state", "is_training", "gaussian_inputs", "gaussian_problem", "mixture_inputs",
+    "mixture_problem", "truth_samples_input", "digit_input", "digit_problem", "training_panel", "results_panel",
 ]
 
 GAUSSIAN_SAMPLES = 1000          # test samples for the Gaussian metrics (the paper's 1000)
 TRUTH_SAMPLES = (200, 1000, 4000)  # barycentric projection samples: min, default, max (EMD is ~n^2)
 PREVIEW_POINTS = 400             # points in the live preview
-PREVIEW_EVERY = 200              # steps between live previews
+PREVIEW_EVERY = (20, 200)        # steps between live previews: a tenth of the run, within these bounds
 POLL_SECONDS = 0.5               # live panel refresh while training
 CPU_THREADS = 1                  # torch threads per training job: sessions share the cores (see jobs)
 ANIMATION_FRAMES = 30
@@ -101,7 +103,6 @@ class Problem:
     target: Density
     truth: str                 # "gaussian" (closed form) or "barycentric" (exact EMD on samples)
     samples: int               # source (and target) samples for ground truth, metrics and animation
-    preset: str                # key of presets.MODEL_PRESETS / TRAIN_PRESETS
     seed: int = 0              # seeds those samples
 
     def __post_init__(self) -> None:
@@ -154,43 +155,47 @@ def _to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().to(torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, float)
 
 
-def _arrow_starts(source: Density, x: np.ndarray, snap: bool) -> np.ndarray:
-    """Grid nodes where the source has mass (log p above its 5% quantile over the samples); with
-    ``snap``, the nearest samples to those nodes instead (for maps known only at the samples)."""
+def _arrow_grid(source: Density, x: np.ndarray) -> np.ndarray:
+    """Nodes of an ``ARROW_GRID``-square grid over the samples ``x: (n, 2)`` where the source has
+    mass (log p at least its 5% quantile over the samples): ``(g, 2)``."""
     from .plotting import grid_points, square_bounds
 
-    x0, x1, y0, y1 = square_bounds(x, margin=0.0, quantile=0.01)
-    grid = grid_points((x0, x1, y0, y1), ARROW_GRID)
-    dtype = source.dtype
+    grid = grid_points(square_bounds(x, margin=0.0, quantile=0.01), ARROW_GRID)
     with torch.no_grad():
-        floor = torch.quantile(source.log_prob(torch.as_tensor(x, dtype=dtype)).double(), 0.05).item()
-        keep = source.log_prob(torch.as_tensor(grid, dtype=dtype)).double().numpy() >= floor
-    grid = grid[keep]
-    if not snap or not len(grid):
-        return grid
+        log_p = source.log_prob(torch.as_tensor(x, dtype=source.dtype)).double()
+        keep = source.log_prob(torch.as_tensor(grid, dtype=source.dtype)).double() >= torch.quantile(log_p, 0.05)
+    return grid[keep.numpy()]
+
+
+def _nearest_samples(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Indices of the samples nearest to the grid nodes (within a third of a cell), without repeats:
+    arrow starts for a map known only at the samples."""
+    if not len(grid):
+        return np.zeros(0, dtype=int)
+    cell = np.abs(np.diff(np.unique(grid[:, 0]))).min() if len(np.unique(grid[:, 0])) > 1 else np.inf
     dist = np.linalg.norm(grid[:, None, :] - x[None, :, :], axis=-1)
     nearest = dist.argmin(axis=1)
-    close = dist[np.arange(len(grid)), nearest] < 0.35 * (x1 - x0) / ARROW_GRID
-    return x[np.unique(nearest[close])]
+    close = dist[np.arange(len(grid)), nearest] < cell / 3
+    return np.unique(nearest[close])
 
 
 def compute_reference(problem: Problem) -> Reference:
-    """Sample the source and target and compute the ground-truth map at the source samples."""
+    """Sample the source and target and compute the ground-truth map at the source samples (and
+    at the arrow starts: grid nodes for the closed form, the samples nearest to them otherwise)."""
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(problem.seed)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
     x = _to_numpy(source.sample(problem.samples, gen))
     y = _to_numpy(target.sample(problem.samples, gen))
+    grid = _arrow_grid(source, x)
     if problem.truth == "gaussian":
         truth = gaussian_map(source, target)
-        grid = _arrow_starts(source, x, snap=False)
-        mapped, grid_mapped = truth(x), truth(grid) if len(grid) else grid
+        mapped, grid_mapped = truth(x), truth(grid)
         name = "Ground truth (closed form)"
     else:
         mapped = _to_numpy(barycentric_projection(x, y))
-        grid = _arrow_starts(source, x, snap=True)
-        index = {tuple(p): i for i, p in enumerate(map(tuple, x))}
-        grid_mapped = mapped[[index[tuple(p)] for p in grid]] if len(grid) else grid
+        index = _nearest_samples(grid, x)
+        grid, grid_mapped = x[index], mapped[index]
         name = f"Ground truth (barycentric, n={problem.samples})"
     return Reference(signature=problem.signature, name=name, points=x, mapped=np.asarray(mapped),
                      target_samples=y, grid=grid, grid_mapped=np.asarray(grid_mapped),
@@ -214,10 +219,8 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
                grid_mapped=grid_mapped, metrics=metrics)
 
 
-def metrics_table(runs: Sequence[Run]) -> "pd.DataFrame":
+def metrics_table(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per run, the columns of ``METRIC_COLUMNS``."""
-    import pandas as pd
-
     rows = [{"map": run.network, **{label: run.metrics.get(key, math.nan) for key, label in METRIC_COLUMNS.items()}}
             for run in runs]
     table = pd.DataFrame(rows, columns=["map", *METRIC_COLUMNS.values()])
@@ -344,6 +347,32 @@ def is_training(page: str) -> bool:
 # =============================================================================================
 # Inputs
 # =============================================================================================
+def page_header(title: str) -> None:
+    """Route through app.py if needed, then set the wide layout, the tab's title and the heading.
+
+    Every page calls this first. Until some session has run app.py's ``st.navigation``, Streamlit
+    treats ``pages/`` as a legacy auto-discovered page folder (documented: st.navigation switches
+    the app over "as soon as any session" calls it). A student who opens a link to a page on a
+    freshly started server would get that page run without app.py: the folder's file names as
+    navigation and no wide layout. Switching the flag and rerunning routes the session through
+    app.py to the same page (the URL names it); it happens once per server process, in a new
+    session's first run. (AppTest resets the flag before every run; rerunning a later run would
+    drop its button clicks.)
+    """
+    import streamlit as st
+
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode
+        PagesManager = None
+    if (PagesManager is not None and getattr(PagesManager, "uses_pages_directory", False)
+            and not len(st.session_state)):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    st.set_page_config(page_title=f"{title} · GradNetOT Studio", layout="wide")
+    st.title(title)
+
+
 def _key(page: str, *parts: Any) -> str:
     return ".".join([page, *map(str, parts)])
 
@@ -422,7 +451,7 @@ def gaussian_problem(page: str, rows: dict[str, dict[str, float]]) -> Problem | 
     try:
         source = _side("source", gaussian_from_row, rows["source"])
         target = _side("target", gaussian_from_row, rows["target"])
-        return Problem(page, source, target, truth="gaussian", samples=GAUSSIAN_SAMPLES, preset="gaussian")
+        return Problem(page, source, target, truth="gaussian", samples=GAUSSIAN_SAMPLES)
     except ValueError as err:
         st.error(str(err))
         return None
@@ -435,9 +464,7 @@ def _side(side: str, build: Callable[[Any], Density], value: Any) -> Density:
         raise ValueError(f"{side.capitalize()}: {err}") from err
 
 
-def _mixture_frame(rows: Sequence[dict[str, float]]) -> "pd.DataFrame":
-    import pandas as pd
-
+def _mixture_frame(rows: Sequence[dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame([{c: float(r[c]) for c in MIXTURE_COLUMNS} for r in rows], columns=list(MIXTURE_COLUMNS))
 
 
@@ -466,12 +493,13 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
     st.selectbox("Preset", [*names, "Custom"], key=_key(page, "preset"), on_change=_on_mixture_preset,
                  args=(page,), disabled=disabled, persist_state="session")
     column_config = {
-        "weight": st.column_config.NumberColumn("weight", min_value=0.0, format="%.3f"),
-        "mean_x": st.column_config.NumberColumn("mean x", format="%.2f"),
-        "mean_y": st.column_config.NumberColumn("mean y", format="%.2f"),
-        "std_x": st.column_config.NumberColumn("std x", min_value=0.0, format="%.2f"),
-        "std_y": st.column_config.NumberColumn("std y", min_value=0.0, format="%.2f"),
-        "corr": st.column_config.NumberColumn("correlation", min_value=-1.0, max_value=1.0, format="%.2f"),
+        "weight": st.column_config.NumberColumn("weight", min_value=0.0, format="%.3f", width="small"),
+        "mean_x": st.column_config.NumberColumn("mean x", format="%.2f", width="small"),
+        "mean_y": st.column_config.NumberColumn("mean y", format="%.2f", width="small"),
+        "std_x": st.column_config.NumberColumn("std x", min_value=0.0, format="%.2f", width="small"),
+        "std_y": st.column_config.NumberColumn("std y", min_value=0.0, format="%.2f", width="small"),
+        "corr": st.column_config.NumberColumn("corr.", min_value=-1.0, max_value=1.0, format="%.2f",
+                                              width="small", help="correlation"),
     }
     rows: dict[str, list[dict[str, Any]]] = {}
     for side, col in zip(("source", "target"), st.columns(2)):
@@ -504,7 +532,21 @@ def mixture_problem(page: str, rows: dict[str, list[dict[str, Any]]], samples: i
     for note in (note_s, note_t):
         if note:
             st.info(note)
-    return Problem(page, source, target, truth="barycentric", samples=samples, preset="mixture")
+    _density_pair(page, source, target)
+    return Problem(page, source, target, truth="barycentric", samples=samples)
+
+
+def _density_pair(page: str, source: Density, target: Density) -> None:
+    """Heatmaps of the source and the target density on one shared box."""
+    import streamlit as st
+
+    from .plotting import density_heatmap, square_bounds
+
+    gen = torch.Generator().manual_seed(0)
+    bounds = square_bounds(_to_numpy(source.sample(2000, gen)), _to_numpy(target.sample(2000, gen)), margin=0.15)
+    for side, density, col in zip(("source", "target"), (source, target), st.columns(2)):
+        col.plotly_chart(density_heatmap(density, bounds, height=260, title=f"{side.capitalize()} density"),
+                         key=_key(page, side, "heatmap"), config={"displayModeBar": False})
 
 
 def truth_samples_input(page: str, disabled: bool) -> int:
@@ -646,7 +688,7 @@ def digit_problem(page: str, source: np.ndarray | None, target: np.ndarray | Non
     try:
         return Problem(page, _side("source", lambda im: ImageDensity(im, bandwidth=bandwidth), source),
                        _side("target", lambda im: ImageDensity(im, bandwidth=bandwidth), target),
-                       truth="barycentric", samples=samples, preset="digits")
+                       truth="barycentric", samples=samples)
     except ValueError as err:
         st.error(str(err))
         return None
@@ -691,9 +733,10 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
     return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed)}
 
 
-def _start(page: str, problem: Problem, network: str, arch: dict[str, int], overrides: dict[str, Any]) -> None:
+def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[str, int],
+           overrides: dict[str, Any]) -> None:
     state = page_state(page)
-    config = presets.train_preset(problem.preset, **overrides)
+    config = presets.train_preset(preset, **overrides)
     model = seeded_map(network, overrides["seed"], dim=2, **arch)
     gen = torch.Generator().manual_seed(problem.seed + 1)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
@@ -708,19 +751,20 @@ def _start(page: str, problem: Problem, network: str, arch: dict[str, int], over
         return evaluate_run(problem, reference, trained, result, network, settings), reference
 
     state.job = TrainingJob(model, problem.source, problem.target, config, preview_points=preview,
-                            preview_every=PREVIEW_EVERY, finish=finish, cpu_threads=CPU_THREADS).start()
+                            preview_every=min(max(config.steps // 10, PREVIEW_EVERY[0]), PREVIEW_EVERY[1]),
+                            finish=finish, cpu_threads=CPU_THREADS).start()
     state.job_network, state.notices = network, []
     state.cache.pop("live", None)
 
 
-def training_panel(page: str, problem: Problem | None, networks: Sequence[str] = tuple(NETWORKS)) -> None:
-    """Settings, the Train button and, while training, the live panel (refreshed every 0.5 s)."""
+def training_panel(page: str, problem: Problem | None, preset: str,
+                   networks: Sequence[str] = tuple(NETWORKS)) -> None:
+    """Settings (defaults from ``presets``' ``preset``), the Train button and, while training, the
+    live panel, refreshed every ``POLL_SECONDS``."""
     import streamlit as st
 
     state = page_state(page)
     training = is_training(page)
-    preset = problem.preset if problem is not None else {"gaussians": "gaussian", "mixtures": "mixture",
-                                                         "digits": "digits"}.get(page, "gaussian")
     network, arch, overrides = _network_settings(page, preset, networks, disabled=training)
     left, right = st.columns([1, 4], vertical_alignment="center")
     clicked = left.button("Train", type="primary", key=_key(page, "train"),
@@ -729,7 +773,7 @@ def training_panel(page: str, problem: Problem | None, networks: Sequence[str] =
                   + ("" if problem is not None or training else " Fix the input above to train."))
     if clicked and problem is not None:
         try:
-            _start(page, problem, network, arch, overrides)
+            _start(page, problem, preset, network, arch, overrides)
         except ValueError as err:
             st.error(str(err))
         else:
@@ -829,7 +873,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
     figure = _cached(state, ("animation", arrows, paths, show_target), lambda: animation_figure(
         ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES, arrows=arrows,
         trajectories=paths, show_target=show_target))
-    st.plotly_chart(figure, key=_key(page, "animation"), config={"displaylogo": False})
+    st.plotly_chart(figure, key=_key(page, "animation"), config={"displayModeBar": False})
     st.caption("Points move along x_t = (1 − t) x + t T(x); colours mark where each point started.")
 
     st.markdown("**Metrics** against the ground truth on the "

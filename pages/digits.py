@@ -6,7 +6,7 @@ from gradnet_core import ui
 
 PAGE = "digits"
 
-st.title("Digits")
+ui.page_header("Digits")
 st.markdown(
     "Each image becomes a density on the unit square: a small Gaussian on every lit pixel, weighted by "
     "its brightness. Training anneals the Gaussians' width from blurry to sharp. Draw a digit, upload "
@@ -19,5 +19,5 @@ for side, col in zip(("source", "target"), st.columns(2)):
         images[side] = ui.digit_input(PAGE, side, disabled=locked)
 samples = ui.truth_samples_input(PAGE, disabled=locked)
 problem = ui.digit_problem(PAGE, images["source"], images["target"], samples)
-ui.training_panel(PAGE, problem)
+ui.training_panel(PAGE, problem, preset="digits")
 ui.results_panel(PAGE, problem)

@@ -6,7 +6,7 @@ from gradnet_core import ui
 
 PAGE = "gaussians"
 
-st.title("Gaussians")
+ui.page_header("Gaussians")
 st.markdown(
     "Transport one 2-D Gaussian onto another. The exact optimal map is affine, "
     "$T^*(x) = m_t + A(x - m_s)$ with $A = \\Sigma_s^{-1/2}(\\Sigma_s^{1/2}\\Sigma_t\\Sigma_s^{1/2})^{1/2}"
@@ -15,5 +15,5 @@ st.markdown(
 locked = ui.is_training(PAGE)
 rows = ui.gaussian_inputs(PAGE, disabled=locked)
 problem = ui.gaussian_problem(PAGE, rows)
-ui.training_panel(PAGE, problem)
+ui.training_panel(PAGE, problem, preset="gaussian")
 ui.results_panel(PAGE, problem)

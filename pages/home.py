@@ -7,7 +7,7 @@ import streamlit as st
 import gradnet_core
 from gradnet_core import ui
 
-st.title("GradNetOT Studio")
+ui.page_header("GradNetOT Studio")
 st.markdown(
     "Learn **optimal transport maps** with **monotone gradient networks** and watch them move mass, "
     "next to the exact answer."

@@ -6,7 +6,7 @@ from gradnet_core import ui
 
 PAGE = "mixtures"
 
-st.title("Gaussian mixtures")
+ui.page_header("Gaussian mixtures")
 st.markdown(
     "Each row is a component: weight, mean, standard deviations and correlation. Weights that do not "
     "sum to 1 are rescaled. There is no closed form here, so the ground truth is the barycentric "
@@ -17,5 +17,5 @@ locked = ui.is_training(PAGE)
 rows = ui.mixture_inputs(PAGE, disabled=locked)
 samples = ui.truth_samples_input(PAGE, disabled=locked)
 problem = ui.mixture_problem(PAGE, rows, samples)
-ui.training_panel(PAGE, problem)
+ui.training_panel(PAGE, problem, preset="mixture")
 ui.results_panel(PAGE, problem)

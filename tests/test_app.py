@@ -53,6 +53,12 @@ def _charts(at: AppTest) -> list:
     return list(at.get("plotly_chart"))
 
 
+def _animation(at: AppTest, page: str):
+    charts = [c for c in _charts(at) if c.key == f"{page}.animation"]
+    assert len(charts) == 1, "no animation"
+    return charts[0]
+
+
 def _metrics(at: AppTest) -> pd.DataFrame:
     tables = [df.value for df in at.dataframe if "MSE" in df.value.columns]
     assert len(tables) == 1, "no metrics table"
@@ -74,6 +80,13 @@ def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
     return table
 
 
+@pytest.mark.parametrize("page", sorted(p.stem for p in (APP.parent / "pages").glob("*.py")))
+def test_every_page_renders_without_exception(page):
+    at = _open(page)
+    assert not at.exception
+    assert len(at.title) == 1
+
+
 def test_home_renders_with_device_and_versions():
     at = _open()
     assert not at.error
@@ -92,11 +105,11 @@ def test_gaussians_trains_and_changing_a_view_never_retrains():
     table = _assert_results(at)
     assert table["map"].tolist() == ["mGradNet-M"]
     run = _state(at, "gaussians").runs["learned"]
-    before = len(_charts(at)[0].proto.spec)
+    before = len(_animation(at, "gaussians").proto.spec)
     at.toggle(key="gaussians.arrows").set_value(True).run()
     at.toggle(key="gaussians.paths").set_value(True).run()
     assert _state(at, "gaussians").job is None and _state(at, "gaussians").runs["learned"] is run
-    assert len(_charts(at)[0].proto.spec) > before                # arrows and paths drawn, no new training
+    assert len(_animation(at, "gaussians").proto.spec) > before                # arrows and paths drawn, no new training
 
 
 def test_gaussians_baseline_joins_the_comparison():
@@ -106,7 +119,7 @@ def test_gaussians_baseline_joins_the_comparison():
     _train(at, "gaussians", steps=20)
     table = _assert_results(at, rows=2)
     assert table["map"].tolist() == ["mGradNet-M", "MLP baseline"]
-    assert "(not monotone)" in _charts(at)[0].proto.spec           # third panel
+    assert "(not monotone)" in _animation(at, "gaussians").proto.spec           # third panel
 
 
 def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
@@ -152,7 +165,7 @@ def test_mixtures_train_against_the_barycentric_projection():
     at.slider(key="mixtures.samples").set_value(300).run()
     _train(at, "mixtures")
     _assert_results(at)
-    assert "barycentric, n=300" in _charts(at)[0].proto.spec
+    assert "barycentric, n=300" in _animation(at, "mixtures").proto.spec
 
 
 def test_mixtures_bad_rows_show_an_error_and_weights_are_normalised():

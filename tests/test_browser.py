@@ -1,0 +1,170 @@
+"""The whole app in a real browser: `streamlit run app.py` on a loopback port, driven by Playwright
+with Debian's Chromium. Opens every page, trains the Gaussian preset with a small step count, waits
+for the animation, presses play, and saves screenshots to docs/screenshots/ (the README shows two)."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TRAIN_STEPS = "300"
+PAGES = (("gaussians", "Gaussians"), ("mixtures", "Gaussian mixtures"), ("digits", "Digits"),
+         ("color_transfer", "Colour transfer"))
+VIEWPORT = {"width": 1400, "height": 1300}
+
+if not CHROMIUM.exists():
+    pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"streamlit exited before it served the app:\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, "streamlit did not start within 60 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    errors, outside = [], []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.on("request", lambda req: None if req.url.startswith((server, "data:", "blob:")) else outside.append(req.url))
+    page.base_url = server
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+    assert not outside, f"the app fetched from outside the machine: {outside}"
+
+
+def _open(page, path: str = "") -> None:
+    page.goto(f"{page.base_url}/{path}")
+    page.locator("[data-testid=stApp]").wait_for()
+    page.get_by_role("heading", level=1).first.wait_for()
+
+
+def _no_exception(page) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0
+
+
+def test_a_link_to_a_page_works_on_a_fresh_server(page):
+    # Runs first: no session has run app.py yet, so Streamlit still treats pages/ as legacy pages.
+    _open(page, "mixtures")
+    page.get_by_role("heading", name="Gaussian mixtures", level=1).wait_for()
+    nav = page.locator("[data-testid=stSidebarNav]")
+    nav.get_by_text("Home", exact=True).wait_for()
+    assert "Gaussian mixtures" in nav.inner_text() and "app" not in nav.inner_text().split()
+    width = page.locator("[data-testid=stMainBlockContainer]").first.bounding_box()["width"]
+    assert width > 0.7 * (VIEWPORT["width"] - 400)                        # wide layout
+    _no_exception(page)
+
+
+def test_every_page_opens(page):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _open(page)
+    page.get_by_text("The idea in four equations").wait_for()
+    page.get_by_text("Training runs on the").wait_for()
+    _no_exception(page)
+    page.screenshot(path=SHOTS / "home.png")
+    for path, title in PAGES:
+        _open(page, path)
+        page.get_by_role("heading", name=title, level=1).wait_for()
+        page.get_by_role("button", name=re.compile("Train")).first.wait_for()
+        if path == "digits":
+            page.locator("[data-testid=stImage]").nth(1).wait_for()
+        time.sleep(1.0)
+        _no_exception(page)
+        page.screenshot(path=SHOTS / f"{path}.png")
+
+
+def test_train_the_gaussian_preset_and_play_the_animation(page):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _open(page, "gaussians")
+    page.get_by_text("Network and training settings").click()
+    steps = page.get_by_label("Steps")
+    steps.fill(TRAIN_STEPS)
+    steps.press("Enter")
+    time.sleep(1.5)
+    page.get_by_text("Network and training settings").click()              # fold it again
+    page.get_by_role("button", name="Train").click()
+
+    progress = page.locator("[data-testid=stProgress]")
+    progress.wait_for()
+    page.get_by_text(re.compile(r"T\(x\) at step [1-9]")).first.wait_for()    # a preview after training began
+    assert "steps/s" in progress.inner_text() and "ETA" in progress.inner_text()
+    progress.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.screenshot(path=SHOTS / "gaussians-training.png")
+
+    page.get_by_role("heading", name="Results").wait_for(timeout=600_000)
+    page.get_by_text("▶ Play").first.wait_for()
+    page.get_by_text("Trained " + TRAIN_STEPS + " steps").wait_for()
+    _no_exception(page)
+    page.locator("[data-testid=stDataFrame]").first.wait_for()                # the metrics table
+
+    page.get_by_text("Trajectories").click()
+    page.get_by_text("▶ Play").first.wait_for()
+    time.sleep(1.0)
+    page.get_by_text("▶ Play").first.click()
+    page.wait_for_function("() => [...document.querySelectorAll('.slider-label')]"
+                           ".some(e => /t = 0\\.[1-9]/.test(e.textContent))", timeout=60_000)
+    time.sleep(0.5)
+    page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=SHOTS / "gaussians-results.png")
+    _no_exception(page)

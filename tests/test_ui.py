@@ -1,0 +1,113 @@
+"""The app's computing half (gradnet_core.ui without a running app): problems, ground truth, metrics,
+table and slider conversions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradnet_core import Gaussian, GaussianMixture, TrainConfig
+from gradnet_core.ground_truth import gaussian_map
+from gradnet_core.jobs import seeded_map
+from gradnet_core.training import train
+from gradnet_core.ui import (
+    METRIC_COLUMNS, Problem, compute_reference, evaluate_run, gaussian_from_row, gaussian_row, metrics_table,
+    mixture_from_table,
+)
+
+PAPER = (Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]), Gaussian([0.0, 0.0], np.eye(2)))
+
+
+def _row(w, mx, my, sx=0.5, sy=0.5, r=0.0):
+    return {"weight": w, "mean_x": mx, "mean_y": my, "std_x": sx, "std_y": sy, "corr": r}
+
+
+def test_closed_form_reference_is_the_gaussian_map_on_the_samples_and_the_grid():
+    problem = Problem("t", *PAPER, truth="gaussian", samples=500)
+    ref = compute_reference(problem)
+    truth = gaussian_map(*PAPER)
+    assert ref.points.shape == ref.mapped.shape == ref.target_samples.shape == (500, 2)
+    np.testing.assert_allclose(ref.mapped, truth(ref.points), atol=1e-10)
+    assert 20 <= len(ref.grid) <= 144
+    np.testing.assert_allclose(ref.grid_mapped, truth(ref.grid), atol=1e-10)
+    # Whitening: the mapped samples are close to N(0, I).
+    np.testing.assert_allclose(np.cov(ref.mapped.T), np.eye(2), atol=0.2)
+    # Same problem, same samples.
+    np.testing.assert_array_equal(compute_reference(problem).points, ref.points)
+
+
+def test_barycentric_reference_arrows_start_at_samples():
+    source = GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [np.eye(2) * 0.25] * 2)
+    target = GaussianMixture([1.0], [[0.0, 3.0]], [np.eye(2) * 0.25])
+    ref = compute_reference(Problem("t", source, target, truth="barycentric", samples=300))
+    assert ref.mapped.shape == (300, 2) and len(ref.grid) > 5
+    rows = [np.flatnonzero((ref.points == g).all(axis=1)) for g in ref.grid]
+    assert all(len(r) == 1 for r in rows)
+    np.testing.assert_array_equal(ref.grid_mapped, ref.mapped[[r[0] for r in rows]])
+    # A uniform plan between equal-size samples maps each point onto one target sample.
+    dist = np.linalg.norm(ref.mapped[:, None] - ref.target_samples[None], axis=-1).min(axis=1)
+    assert dist.max() < 1e-9
+
+
+def test_problem_signature_and_validation():
+    a = Problem("t", *PAPER, truth="gaussian", samples=100)
+    assert a.signature == Problem("t", *PAPER, truth="gaussian", samples=100).signature
+    assert a.signature != Problem("t", *PAPER, truth="gaussian", samples=200).signature
+    assert a.signature != Problem("t", PAPER[1], PAPER[0], truth="gaussian", samples=100).signature
+    with pytest.raises(ValueError, match="closed-form"):
+        Problem("t", GaussianMixture([1.0], [[0.0, 0.0]], [np.eye(2)]), PAPER[1], truth="gaussian", samples=10)
+    with pytest.raises(ValueError, match="ground truth"):
+        Problem("t", *PAPER, truth="guess", samples=10)
+    assert a.describe()["source"]["mean"] == pytest.approx([1.0, -1.0])
+
+
+def test_evaluate_run_and_metrics_table():
+    problem = Problem("t", *PAPER, truth="gaussian", samples=300)
+    ref = compute_reference(problem)
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    result = train(model, *PAPER, TrainConfig(steps=150, batch_size=500))
+    run = evaluate_run(problem, ref, model, result, "mGradNet-M", {"width": 16})
+    assert run.role == "learned" and run.signature == problem.signature
+    with torch.no_grad():
+        np.testing.assert_allclose(run.mapped, model(torch.as_tensor(ref.points, dtype=torch.float32)).double(),
+                                   rtol=1e-5, atol=1e-6)
+    assert run.metrics["mse"] == pytest.approx(((run.mapped - ref.mapped) ** 2).mean(), rel=1e-4)
+    assert run.metrics["min_eigenvalue"] > 0 and run.metrics["steps"] == 150
+    baseline = seeded_map("MLP baseline", 0, dim=2, width=16, depth=2)
+    result_b = train(baseline, *PAPER, TrainConfig(steps=5, batch_size=100))
+    run_b = evaluate_run(problem, ref, baseline, result_b, "MLP baseline", {})
+    assert run_b.role == "baseline"
+    table = metrics_table([run, run_b])
+    assert list(table.columns) == ["map", *METRIC_COLUMNS.values()]
+    assert table["map"].tolist() == ["mGradNet-M", "MLP baseline"] and table["steps"].tolist() == [150, 5]
+
+
+def test_gaussian_rows_round_trip():
+    row = {"mean_x": 1.0, "mean_y": -1.0, "std_x": 2.0, "std_y": 0.5, "corr": -0.3}
+    g = gaussian_from_row(row)
+    np.testing.assert_allclose(g.cov.numpy(), [[4.0, -0.3], [-0.3, 0.25]], rtol=1e-6)
+    assert gaussian_row(g) == pytest.approx(row, rel=1e-5)
+    with pytest.raises(ValueError, match="positive definite"):
+        gaussian_from_row({**row, "corr": 1.0})
+    with pytest.raises(ValueError, match="positive definite"):
+        gaussian_from_row({**row, "std_x": 0.0})
+
+
+def test_mixture_table_validation_and_normalisation():
+    mixture, note = mixture_from_table([_row(0.5, -2, 0), _row(0.5, 2, 0)], "source")
+    assert note is None and mixture.weights.tolist() == pytest.approx([0.5, 0.5])
+    mixture, note = mixture_from_table([_row(1.0, -2, 0), _row(3.0, 2, 0)], "target")
+    assert mixture.weights.tolist() == pytest.approx([0.25, 0.75]) and "summed to 4" in note
+    with pytest.raises(ValueError, match="no rows"):
+        mixture_from_table([], "source")
+    with pytest.raises(ValueError, match="row 2: the weight must not be negative"):
+        mixture_from_table([_row(1.0, 0, 0), _row(-0.5, 1, 1)], "Source")
+    with pytest.raises(ValueError, match="row 1: mean_y is empty"):
+        mixture_from_table([{**_row(1.0, 0, 0), "mean_y": None}], "source")
+    with pytest.raises(ValueError, match="row 1: std_x is empty"):
+        mixture_from_table([{**_row(1.0, 0, 0), "std_x": math.nan}], "source")
+    with pytest.raises(ValueError, match="all zero"):
+        mixture_from_table([_row(0.0, 0, 0)], "source")
+    with pytest.raises(ValueError, match="^Target: covariance of component 1"):
+        mixture_from_table([_row(1.0, 0, 0, r=1.0)], "target")
