@@ -204,6 +204,33 @@ def _source_batches(source: Density, batch_size: int, steps: int, generator: tor
         done += k
 
 
+def _backward_in_chunks(loss_of: Callable[[Tensor, Tensor], Tensor], x: Tensor, log_p: Tensor, chunks: int,
+                        optimizer: torch.optim.Optimizer) -> tuple[Tensor, int]:
+    """Backpropagate the batch loss, split into ``chunks`` parts whose gradients add up to the
+    full batch's (the losses are batch means). On an out-of-memory error the split doubles and the
+    step is retried; one sample at a time that still does not fit is reported as an error."""
+    while True:
+        try:
+            if chunks == 1:
+                loss = loss_of(x, log_p)
+                loss.backward()
+                return loss.detach(), chunks
+            total = x.new_zeros(())
+            for xc, lc in zip(x.chunk(chunks), log_p.chunk(chunks)):
+                part = loss_of(xc, lc) * (xc.shape[0] / x.shape[0])
+                part.backward()
+                total += part.detach()
+            return total, chunks
+        except torch.OutOfMemoryError as err:
+            optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if chunks >= x.shape[0]:
+                raise RuntimeError("the device ran out of memory even with one sample at a time; "
+                                   "use a smaller network or train on the CPU") from err
+            chunks = min(2 * chunks, x.shape[0])
+
+
 def _snapshot(model: TransportMap) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -261,6 +288,7 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
     batches = _source_batches(source, config.batch_size, config.steps, generator,
                               fixed=not isinstance(source, ImageDensity))
     good_state, good_step = _snapshot(model), 0
+    chunks = 1                                     # batch split for GPU memory; grows on out-of-memory
     reported = 0
     stopped: str = "completed"
     message = ""
@@ -288,9 +316,10 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
             history["lr"].append(optimizer.param_groups[0]["lr"])
 
             x, log_p = next(batches)
-            loss = loss_fn(map_and_logdet, x, log_p, target, residual=config.residual)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, chunks = _backward_in_chunks(
+                lambda xc, lc: loss_fn(map_and_logdet, xc, lc, target, residual=config.residual),
+                x, log_p, chunks, optimizer)
             if config.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.clip_grad, foreach=True)
             optimizer.step()
@@ -334,6 +363,9 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
             del history[key][good_step:]
     if stopped == "completed":
         message = f"Trained {config.steps} steps; final loss {history['loss'][-1]:.4g}."
+    if chunks > 1:
+        message += (f" The device ran out of memory, so each batch of {config.batch_size} was processed "
+                    f"in {chunks} parts (same gradients, slower).")
     return TrainResult(history=history, stopped=stopped, message=message, steps=kept,
                        elapsed=time.perf_counter() - start, device=str(device))
 
