@@ -31,7 +31,7 @@ from ..metrics import energy_distance
 from ..training import TrainConfig, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, write_csv,
                      write_json)
-from .gmm import exact_w2
+from .gmm import binned_history, exact_w2
 
 __all__ = ["GENERATE_NETWORKS", "GENERATE_CONFIG", "load_digit_vectors", "digit_grid_png", "run_generate"]
 
@@ -99,8 +99,8 @@ def _scores(generated: np.ndarray, test: np.ndarray, train_digits: np.ndarray) -
 def run_generate(out: str | Path | None = None, steps: int | None = None,
                  networks: Sequence[str] = tuple(GENERATE_NETWORKS), seed: int = 0, n_test: int = 300,
                  on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
-    """Train each network to generate digits from N(0, I_64); write generate.csv, loss.csv, digits.png and
-    summary.json to ``out``.
+    """Train each network to generate digits from N(0, I_64); write generate.csv, loss.csv (means over
+    ``LOSS_BIN`` steps), digits.png and summary.json to ``out``.
 
     ``steps`` overrides ``GENERATE_CONFIG.steps``; ``n_test`` digits are held out for the metrics and
     as many are generated.
@@ -133,8 +133,7 @@ def run_generate(out: str | Path | None = None, steps: int | None = None,
                      "final_w1_estimate": result.final_loss, "train_s": result.elapsed,
                      **_scores(generated[net], test, train_digits),
                      "parameters": sum(p.numel() for p in model.parameters())})
-        history += [{"network": net, "step": s, "w1_estimate": v}
-                    for s, v in zip(result.history["step"], result.history["loss"])]
+        history += [{"network": net, "step": s, "w1_estimate": v} for s, v in binned_history(result.history)]
     rng = np.random.default_rng(seed + 2)
     real = train_digits[rng.choice(len(train_digits), n_test, replace=False)]
     # Real digits: distances from training digits to the held-out ones, nearest-neighbour distance of
