@@ -67,6 +67,8 @@ def test_icnn_hessian_is_symmetric_psd_for_random_parameters(seed, d, depth, sca
     assert eig.min() >= -1e-9 * max(1.0, eig.abs().max().item())
 
 
+# torch.func.hessian's forward-mode AD loads decompositions that torch itself scripts with torch.jit
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_icnn_map_is_gradient_of_its_potential_and_hessian_matches_functorch():
     model = perturbed(ICNNMap(3, width=8, depth=3), seed=5)
     x = torch.randn(4, 3, dtype=torch.float64)
