@@ -77,8 +77,9 @@ st.title("Colour transfer")
 st.markdown(
     "Every pixel is a point in the RGB cube. A monotone gradient network $T$ learns to move the source "
     "image's cloud of colours onto the target's from **samples only** (no densities), then recolours every "
-    "source pixel. Because $T$ is the gradient of a convex function, colour order is kept: smooth "
-    "gradients stay smooth. POT's exact-OT (EMD) colour transfer on a subsample of pixels runs beside it."
+    "source pixel. Because $T$ is the gradient of a convex function, colour order is kept, and because it "
+    "is continuous, smooth gradients stay smooth. POT's exact-OT (EMD) colour transfer on a subsample of "
+    "pixels runs beside it."
 )
 training = collect()
 images = {}
