@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .networks import GradientNetwork, TransportMap, _check_positive_int
+from .networks import GradientNetwork, TransportMap, _check_positive_int, _xavier
 
 __all__ = ["CMGN", "MMGN", "ICNNMap", "BASELINES", "CMGN_ACTIVATIONS"]
 
@@ -92,8 +92,7 @@ class CMGN(_QuadraticTerm):
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(CMGN_ACTIVATIONS)}")
         self.width, self.depth, self.activation = width, depth, activation
         self._act = CMGN_ACTIVATIONS[activation]
-        bound = math.sqrt(6.0 / (width + dim))
-        self.W = nn.Parameter((2.0 * torch.rand(width, dim) - 1.0) * bound)
+        self.W = nn.Parameter(_xavier(width, dim))
         self.bias = nn.Parameter(torch.zeros(depth, width))
         self.out_bias = nn.Parameter(torch.zeros(dim))
 
