@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-# POT and pandas are imported here, in the script thread, before any training thread exists: POT
-# imports pandas, and a training thread importing it for the first ground truth while Plotly peeks
-# at the half-imported pandas in the live panel breaks that panel ("partially initialized module").
+# Imported here, in the script thread, before any training thread exists. POT imports pandas, and a
+# training thread importing it for the first ground truth while Plotly peeks at the half-imported
+# pandas in the live panel breaks that panel ("partially initialized module"). torch.optim imports
+# torch._dynamo when the first optimiser is made: 3-5 s here that would delay the first training.
 import ot  # noqa: F401
 import pandas as pd
 import torch
+import torch._dynamo  # noqa: F401
 
 from . import presets
 from .densities import Density, Gaussian, GaussianMixture, ImageDensity
@@ -355,18 +357,18 @@ def page_header(title: str) -> None:
     the app over "as soon as any session" calls it). A student who opens a link to a page on a
     freshly started server would get that page run without app.py: the folder's file names as
     navigation and no wide layout. Switching the flag and rerunning routes the session through
-    app.py to the same page (the URL names it); it happens once per server process, in a new
-    session's first run. (AppTest resets the flag before every run; rerunning a later run would
-    drop its button clicks.)
+    app.py to the same page (the URL names it); it happens once per server process. Not under
+    AppTest: it resets the flag before every run, and a rerun would drop that run's button clicks.
     """
     import streamlit as st
+    from streamlit import config
 
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # a Streamlit without the legacy mode
         PagesManager = None
     if (PagesManager is not None and getattr(PagesManager, "uses_pages_directory", False)
-            and not len(st.session_state)):
+            and not config.get_option("global.appTest")):
         PagesManager.uses_pages_directory = False
         st.rerun()
     st.set_page_config(page_title=f"{title} · GradNetOT Studio", layout="wide")

@@ -73,7 +73,7 @@ def live_panel() -> None:
                         config={"displayModeBar": False})
 
 
-st.title("Colour transfer")
+ui.page_header("Colour transfer")
 st.markdown(
     "Every pixel is a point in the RGB cube. A monotone gradient network $T$ learns to move the source "
     "image's cloud of colours onto the target's from **samples only** (no densities), then recolours every "

@@ -4,6 +4,7 @@ the last saved results of the long experiments beside the authors' figures."""
 import pandas as pd
 import streamlit as st
 
+from gradnet_core import ui
 from gradnet_core.experiments.gaussian2d import run_gaussian2d
 from gradnet_core.experiments.highdim import HIGHDIM_DIMS, run_highdim
 from gradnet_core.experiments.paper import PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAPER_HIGHDIM, paper_table_median
@@ -11,7 +12,7 @@ from gradnet_core.experiments.saved import load_saved
 
 PAGE = "paper"
 
-st.title("Paper results")
+ui.page_header("Paper results")
 st.markdown(
     "GradNetOT's experiments, reproduced with `gradnet_core`. The two small ones run here, live; the long "
     "ones (every digit pair, dimensions up to 128) run from the command line, "
