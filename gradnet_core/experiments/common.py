@@ -112,13 +112,18 @@ def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Seq
             order = sorted(range(len(tasks)), key=lambda k: -cost[k]) if cost is not None else range(len(tasks))
             futures = {pool.submit(_run_reporting, run, tasks[k], k, reports): k for k in order}
             pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(reports, tracker, labels)
-                for future in done:
-                    k = futures[future]
-                    future.result()              # re-raise a worker's error here
-                    tracker.finish(k, labels[k])
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(reports, tracker, labels)
+                    for future in done:
+                        k = futures[future]
+                        future.result()              # re-raise a worker's error here
+                        tracker.finish(k, labels[k])
+            except BaseException:
+                for future in pending:               # fail now, not after every queued run
+                    future.cancel()
+                raise
             _drain(reports, tracker, labels)
             return [future.result() for future in sorted(futures, key=futures.get)]
 
