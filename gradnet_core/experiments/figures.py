@@ -132,7 +132,8 @@ def heatmap_png(path: Path, panels: Sequence[tuple[str, np.ndarray]], row_labels
                 draw.text((box[0] + cell / 2 - _text_width(draw, text, small) / 2, box[1] + cell / 2 - 7), text,
                           fill=ink, font=small)
         if p == 0:
-            draw.text((6, top + rows * cell / 2 - 7), row_title, fill=_TEXT, font=small)
+            draw.text((ox - 22 - _text_width(draw, row_title, small) / 2, top - 16), row_title, fill=_TEXT,
+                      font=small)
     legend = f"colour: {'log10 ' if log else ''}scale from {lo:.2g} (light) to {hi:.2g} (dark)"
     draw.text((left, top + rows * cell + 18), legend, fill=_TEXT, font=small)
     image.save(path, optimize=True)
