@@ -250,3 +250,19 @@ def test_energy_distance_matches_the_formula_and_is_chunk_independent():
 def test_energy_distance_refuses_mismatched_samples():
     with pytest.raises(ValueError, match="same d"):
         energy_distance(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+# ---------------------------------------------------------------------------------------------
+def test_flow_experiment_runs_from_the_command_line_parser(tmp_path):
+    from gradnet_core.experiments.__main__ import build_parser
+    from gradnet_core.experiments.flow import run
+
+    args = build_parser().parse_args(["flow", "--out", str(tmp_path), "--seeds", "1", "--budget", "0.2",
+                                      "--n-eval", "200", "--n-reference", "100",
+                                      "--methods", "flow, implicit", "Adam, KL"])
+    result = run(args)
+    assert [r["method"] for r in result.rows] == ["flow, implicit", "Adam, KL"]
+    assert all(r["energy_distance"] is not None and r["energy_distance"] >= 0 for r in result.rows)
+    assert {p.name for p in result.files} >= {"flow_runs.csv", "flow_table.md", "flow_maps.png"}
