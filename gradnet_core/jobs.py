@@ -58,6 +58,8 @@ class JobSnapshot:
     preview: np.ndarray | None          # mapped preview points (m, d), None without preview points
     preview_step: int                   # the step the preview was computed at
     device: str                         # where the model trains
+    outer_step: int = 0                 # constrained gradient flow: outer steps done ...
+    outer_total: int = 0                # ... of this many (0 for the other schemes)
 
     @property
     def fraction(self) -> float:
@@ -76,6 +78,8 @@ class _State:
     preview: np.ndarray | None = None
     preview_step: int = 0
     device: str = ""
+    outer_step: int = 0
+    outer_total: int = 0
 
 
 class TrainingJob:
@@ -142,7 +146,8 @@ class TrainingJob:
             return JobSnapshot(phase=s.phase, step=s.step, total=self.config.steps,
                                loss_steps=tuple(s.loss_steps), losses=tuple(s.losses),
                                steps_per_second=s.steps_per_second, eta=s.eta, elapsed=s.elapsed,
-                               preview=s.preview, preview_step=s.preview_step, device=s.device)
+                               preview=s.preview, preview_step=s.preview_step, device=s.device,
+                               outer_step=s.outer_step, outer_total=s.outer_total)
 
     # worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,6 +194,7 @@ class TrainingJob:
             s.eta = progress.eta
             s.elapsed = progress.elapsed
             s.device = progress.device
+            s.outer_step, s.outer_total = progress.outer_step or 0, progress.outer_total or 0
         return self._stop.is_set()
 
     def _update_preview(self, model: TransportMap, step: int) -> None:

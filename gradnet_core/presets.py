@@ -14,7 +14,7 @@ from .densities import Gaussian, GaussianMixture
 from .training import TrainConfig
 
 __all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
-           "SAMPLE_LOSS_SETTINGS",
+           "SAMPLE_LOSS_SETTINGS", "OBJECTIVES", "DEFAULT_OBJECTIVE",
            "train_preset", "mixture_from_rows", "random_gaussian_pair"]
 
 #: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
@@ -110,6 +110,26 @@ SAMPLE_LOSS_SETTINGS: dict[str, dict[str, Any]] = {
     "wasserstein": {"loss": "wasserstein", "steps": 1500, "batch_size": 256, "lr": 1e-3, "critic_lr": 1e-3,
                     "critic_steps": 5},
     "sinkhorn": {"loss": "sinkhorn", "steps": 500, "batch_size": 500, "lr": 1e-2},
+}
+
+
+DEFAULT_OBJECTIVE = "Monge–Ampère loss (Adam)"
+
+#: Training objectives a user can pick -> TrainConfig overrides (steps and lr come from the inputs,
+#: except for the flow, whose step count is outer x inner steps).
+OBJECTIVES: dict[str, dict[str, Any]] = {
+    DEFAULT_OBJECTIVE: {},
+    "KL divergence (Adam)": {"loss": "kl"},
+    "Constrained gradient flow, explicit": {"scheme": "constrained-flow", "flow_variant": "explicit"},
+    # Stable for large steps (results/flow): the implicit scheme with tau = 1.
+    "Constrained gradient flow, implicit": {"scheme": "constrained-flow", "flow_variant": "implicit",
+                                            "flow_tau": 1.0, "flow_outer_steps": 20, "flow_inner_steps": 50},
+    "Gaussian-moment KL (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["gaussian-kl"].items()
+                                                 if k not in ("steps", "lr")},
+    "Adversarial W1 (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["wasserstein"].items()
+                                             if k not in ("steps", "lr")},
+    "Sinkhorn divergence (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["sinkhorn"].items()
+                                                  if k not in ("steps", "lr")},
 }
 
 

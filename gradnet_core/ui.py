@@ -699,7 +699,38 @@ def digit_problem(page: str, source: np.ndarray | None, target: np.ndarray | Non
 # =============================================================================================
 # Training panel
 # =============================================================================================
-def _network_settings(page: str, preset: str, networks: Sequence[str], disabled: bool
+def _objective_settings(page: str, objectives: Sequence[str], disabled: bool) -> dict[str, Any]:
+    """The objective select box (when there is a choice) and, for the constrained flow, its steps."""
+    import streamlit as st
+
+    if len(objectives) < 2:
+        return dict(presets.OBJECTIVES[objectives[0]])
+    key = _key(page, "objective")
+    st.session_state.setdefault(key, objectives[0])
+    label = st.selectbox("Training objective", list(objectives), key=key, disabled=disabled,
+                         persist_state="session",
+                         help="Monge–Ampère and KL use the target density; the constrained gradient flow "
+                              "(Dumont et al. 2026) needs a log-concave target such as a Gaussian; the "
+                              "sample-only losses see target samples, not its density.")
+    overrides = dict(presets.OBJECTIVES[label])
+    if overrides.get("scheme") == "constrained-flow":
+        a, b, c = st.columns(3)
+        for name, col, title in (("flow_outer_steps", a, "Outer steps"), ("flow_inner_steps", b, "Inner steps")):
+            fkey = _key(page, label, name)
+            st.session_state.setdefault(fkey, int(overrides.get(name, getattr(presets.TrainConfig, name))))
+            overrides[name] = int(col.number_input(title, min_value=1, max_value=1000, step=1, key=fkey,
+                                                   disabled=disabled, persist_state="session"))
+        tkey = _key(page, label, "flow_tau")
+        st.session_state.setdefault(tkey, float(overrides.get("flow_tau", presets.TrainConfig.flow_tau)))
+        overrides["flow_tau"] = float(c.number_input("Step size tau", min_value=1e-3, max_value=10.0, format="%g",
+                                                     key=tkey, disabled=disabled, persist_state="session"))
+        overrides["steps"] = overrides["flow_outer_steps"] * overrides["flow_inner_steps"]
+        st.caption("The flow ignores Steps and Learning rate below: it runs outer x inner Adam steps.")
+    return overrides
+
+
+def _network_settings(page: str, preset: str, networks: Sequence[str], disabled: bool,
+                      objectives: Sequence[str] = (presets.DEFAULT_OBJECTIVE,)
                       ) -> tuple[str, dict[str, int], dict[str, Any]]:
     import streamlit as st
 
@@ -710,6 +741,7 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         st.session_state.setdefault(net_key, preset_network if preset_network in networks else networks[0])
         network = st.selectbox("Map", list(networks), key=net_key, disabled=disabled, persist_state="session",
                                help="The mGradNets are monotone by construction; the MLP baseline is not.")
+        objective = _objective_settings(page, objectives, disabled)
         params = inspect.signature(NETWORKS[network].__init__).parameters
         arch = {}
         sizes = [name for name in ("width", "depth", "modules") if name in params]
@@ -730,15 +762,22 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
                             key=_key(page, "lr"), disabled=disabled, persist_state="session")
         seed = c.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=_key(page, "seed"),
                               disabled=disabled, persist_state="session")
-        st.caption(f"Optimiser {config.optimizer}, batch {config.batch_size}, learning-rate schedule "
-                   f"{config.lr_schedule}; {config.loss} loss ({config.residual}).")
-    return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed)}
+        shown = presets.train_preset(preset, **objective)
+        loss = (f"{shown.flow_variant} constrained gradient flow" if shown.scheme == "constrained-flow"
+                else f"{shown.loss} loss" + (f" ({shown.residual})" if shown.loss == "monge-ampere" else ""))
+        st.caption(f"Optimiser {shown.optimizer}, batch {shown.batch_size}, learning-rate schedule "
+                   f"{shown.lr_schedule}; {loss}.")
+    return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed), **objective}
 
 
 def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[str, int],
            overrides: dict[str, Any]) -> None:
     state = page_state(page)
     config = presets.train_preset(preset, **overrides)
+    if config.scheme == "constrained-flow":
+        from .flow import log_concave_target
+
+        log_concave_target(problem.target)      # refuses a target the flow cannot use, with a message
     model = seeded_map(network, overrides["seed"], dim=2, **arch)
     gen = torch.Generator().manual_seed(problem.seed + 1)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
@@ -760,14 +799,16 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
 
 
 def training_panel(page: str, problem: Problem | None, preset: str,
-                   networks: Sequence[str] = tuple(NETWORKS)) -> None:
+                   networks: Sequence[str] = tuple(NETWORKS),
+                   objectives: Sequence[str] = (presets.DEFAULT_OBJECTIVE,)) -> None:
     """Settings (defaults from ``presets``' ``preset``), the Train button and, while training, the
     live panel, refreshed every ``POLL_SECONDS``."""
     import streamlit as st
 
     state = page_state(page)
     training = is_training(page)
-    network, arch, overrides = _network_settings(page, preset, networks, disabled=training)
+    network, arch, overrides = _network_settings(page, preset, networks, disabled=training,
+                                                 objectives=objectives)
     left, right = st.columns([1, 4], vertical_alignment="center")
     clicked = left.button("Train", type="primary", key=_key(page, "train"),
                           disabled=training or problem is None)
@@ -802,7 +843,8 @@ def _live_panel(page: str) -> None:
     elif snap.phase == "finishing":
         text = "Training finished; computing the ground truth and the metrics…"
     else:
-        text = (f"Step {snap.step:,} / {snap.total:,} · {snap.steps_per_second:,.0f} steps/s · "
+        outer = (f"outer step {snap.outer_step} / {snap.outer_total} · " if snap.outer_total else "")
+        text = (f"{outer}Step {snap.step:,} / {snap.total:,} · {snap.steps_per_second:,.0f} steps/s · "
                 f"ETA {_duration(snap.eta)} · {state.job_network} on {snap.device}")
     bar, stop = st.columns([5, 1], vertical_alignment="bottom")
     bar.progress(snap.fraction, text=text)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gradnet_core import ui
+from gradnet_core import presets, ui
 
 PAGE = "gaussians"
 
@@ -15,5 +15,5 @@ st.markdown(
 locked = ui.is_training(PAGE)
 rows = ui.gaussian_inputs(PAGE, disabled=locked)
 problem = ui.gaussian_problem(PAGE, rows)
-ui.training_panel(PAGE, problem, preset="gaussian")
+ui.training_panel(PAGE, problem, preset="gaussian", objectives=tuple(presets.OBJECTIVES)[:4])
 ui.results_panel(PAGE, problem)

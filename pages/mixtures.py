@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from gradnet_core import ui
+from gradnet_core import presets, ui
 
 PAGE = "mixtures"
 
@@ -17,5 +17,5 @@ locked = ui.is_training(PAGE)
 rows = ui.mixture_inputs(PAGE, disabled=locked)
 samples = ui.truth_samples_input(PAGE, disabled=locked)
 problem = ui.mixture_problem(PAGE, rows, samples)
-ui.training_panel(PAGE, problem, preset="mixture")
+ui.training_panel(PAGE, problem, preset="mixture", objectives=tuple(presets.OBJECTIVES))
 ui.results_panel(PAGE, problem)

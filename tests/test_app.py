@@ -242,3 +242,38 @@ def test_results_survive_a_trip_to_another_page():
     assert not at.exception
     assert len(_metrics(at)) == 1
     assert at.slider(key="gaussians.target.mean_x").value == 1.0
+
+
+
+def test_gaussians_constrained_flow_is_selectable_and_trains():
+    """Issue 8: the scheme is picked on the page and its outer steps drive the run."""
+    at = _open("gaussians")
+    label = "Constrained gradient flow, implicit"
+    at.selectbox(key="gaussians.objective").set_value(label).run()
+    at.number_input(key=f"gaussians.{label}.flow_outer_steps").set_value(2)
+    at.number_input(key=f"gaussians.{label}.flow_inner_steps").set_value(5)
+    at.run()
+    at.button(key="gaussians.train").click().run()
+    assert not at.exception, at.exception
+    _wait(at, "gaussians")
+    assert not at.error, [e.value for e in at.error]
+    run = _state(at, "gaussians").runs["learned"]
+    assert run.result.steps == 10
+    assert "outer_step" in run.result.history and max(run.result.history["outer_step"]) == 2
+
+
+def test_mixtures_flow_refuses_a_target_that_is_not_log_concave():
+    at = _open("mixtures")
+    at.selectbox(key="mixtures.objective").set_value("Constrained gradient flow, explicit").run()
+    at.button(key="mixtures.train").click().run()
+    assert any("log-concave" in e.value for e in at.error), [e.value for e in at.error]
+    assert _state(at, "mixtures").job is None
+
+
+def test_mixtures_sample_only_loss_trains():
+    """Issue 7: a sample-only loss is selectable on the mixtures page."""
+    at = _open("mixtures")
+    at.selectbox(key="mixtures.objective").set_value("Sinkhorn divergence (target samples only)").run()
+    _train(at, "mixtures", steps=10)
+    assert not at.error, [e.value for e in at.error]
+    assert _state(at, "mixtures").runs["learned"].result.stopped == "completed"
