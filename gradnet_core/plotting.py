@@ -130,8 +130,11 @@ def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[list, list]:
     ys = np.full(3 * n, np.nan)
     xs[0::3], xs[1::3] = starts[:, 0], ends[:, 0]
     ys[0::3], ys[1::3] = starts[:, 1], ends[:, 1]
-    to_list = lambda a: [None if math.isnan(v) else float(v) for v in a]  # noqa: E731
-    return to_list(xs), to_list(ys)
+
+    def gaps(a: np.ndarray) -> list[float | None]:  # Plotly breaks a line at None
+        return [None if math.isnan(v) else float(v) for v in a]
+
+    return gaps(xs), gaps(ys)
 
 
 def _subsample(n: int, m: int) -> np.ndarray:
@@ -188,8 +191,7 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
                           row=1, col=col)
         point_traces.append(len(fig.data))
         fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", name=panel.title, hoverinfo="skip",
-                                 marker=marker,
-                                 showlegend=False), row=1, col=col)
+                                 marker=marker, showlegend=False), row=1, col=col)
         if arrows and panel.arrows is not None:
             starts = _as_points(panel.arrows[0], "arrow starts")
             ends = _as_points(panel.arrows[1], "arrow ends")

@@ -806,7 +806,9 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     import streamlit as st
 
     state = page_state(page)
-    training = is_training(page)
+    # Not is_training(): a job that ended after the page drew its (locked) inputs is collected by
+    # the live panel's rerun, so the inputs are drawn unlocked again.
+    training = state.job is not None
     network, arch, overrides = _network_settings(page, preset, networks, disabled=training,
                                                  objectives=objectives)
     left, right = st.columns([1, 4], vertical_alignment="center")

@@ -20,7 +20,7 @@ SHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TRAIN_STEPS = "300"
+TRAIN_STEPS = "500"
 PAGES = (("gaussians", "Gaussians"), ("mixtures", "Gaussian mixtures"), ("digits", "Digits"),
          ("color_transfer", "Colour transfer"))
 VIEWPORT = {"width": 1400, "height": 1300}
@@ -145,10 +145,12 @@ def test_train_the_gaussian_preset_and_play_the_animation(page):
     page.get_by_text("Network and training settings").click()              # fold it again
     page.get_by_role("button", name="Train").click()
 
+    # The live panel: progress with speed and ETA, and a preview taken after training began.
     progress = page.locator("[data-testid=stProgress]")
     progress.wait_for()
-    page.get_by_text(re.compile(r"T\(x\) at step [1-9]")).first.wait_for()    # a preview after training began
-    assert "steps/s" in progress.inner_text() and "ETA" in progress.inner_text()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stProgress]')].some(e => /steps\\/s.*ETA/.test(e.innerText))"
+        " && [...document.querySelectorAll('.gtitle')].some(e => /T\\(x\\) at step [1-9]/.test(e.textContent))")
     progress.evaluate("e => e.scrollIntoView({block: 'center'})")
     page.screenshot(path=SHOTS / "gaussians-training.png")
 
