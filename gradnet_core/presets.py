@@ -81,19 +81,29 @@ def mixture_presets() -> dict[str, tuple[GaussianMixture, GaussianMixture]]:
 
 
 #: Model architecture per preset: registry name and constructor arguments (dim added by the caller).
+#: The app's presets are the fastest settings measured to reach MSE <= 1e-3 (benchmarks/README.md);
+#: the "-paper" presets are the GradNetOT authors' settings (reference §7).
 MODEL_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gaussian": ("mGradNet-M", {"width": 32, "modules": 4}),
+    "gaussian-paper": ("mGradNet-M", {"width": 32, "modules": 4}),
     "mixture": ("mGradNet-M", {"width": 32, "modules": 8}),
-    "digits": ("mGradNet-M", {"width": 64, "modules": 8}),
+    "digits": ("mGradNet-M", {"width": 32, "modules": 4}),
     "digits-paper": ("mGradNet-M", {"width": 128, "modules": 32}),
 }
 
 #: Training settings per preset.
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "gaussian": TrainConfig(steps=1000, lr=1e-2),
-    "mixture": TrainConfig(steps=2000, lr=1e-2),
-    "digits": TrainConfig(steps=2000, lr=0.1, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
-                          lr_step_size=500, lr_gamma=0.5, clip_grad=10.0),
+    # 200 steps at 3e-2 with a cosine decay end within 2-4e-4 of whitening (the paper's 1000 steps at
+    # 1e-2 end within 1e-4): about 1 s on one CPU core.
+    "gaussian": TrainConfig(steps=200, lr=3e-2, lr_schedule="cosine"),
+    "gaussian-paper": TrainConfig(steps=1000, lr=1e-2),
+    # 500 steps at 3e-2 match 2000 at 1e-2 on the mixture presets (MSE to the barycentric projection).
+    "mixture": TrainConfig(steps=500, lr=3e-2),
+    # A small network, a large cosine-decayed learning rate, half batches and a schedule that stops at
+    # bandwidth 1e-3: MSE 4-5e-4 against the barycentric projection at bandwidth 1e-4 after 600 steps.
+    # Ending at 1e-4 as the authors do needs their 10000 steps: in 600 it leaves the map noisier.
+    "digits": TrainConfig(steps=600, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
+                          lr_schedule="cosine", clip_grad=10.0, bandwidth_end=1e-3),
     # The authors' MNIST settings (reference §7).
     "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
                                 lr_step_size=1000, lr_gamma=0.5, clip_grad=10.0),
