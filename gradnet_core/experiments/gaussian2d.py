@@ -40,7 +40,7 @@ __all__ = ["GAUSSIAN2D_MODELS", "SNAPSHOT_TIMES", "segment_crossings", "crossing
 GAUSSIAN2D_MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "MLP baseline": ("MLP baseline", {"width": 128, "depth": 3}, "autograd"),
     "mGradNet-C": ("mGradNet-C", {"width": 32, "depth": 4, "activation": "tanh"}, "closed-form"),
-    "mGradNet-M": (MODEL_PRESETS["gaussian"][0], dict(MODEL_PRESETS["gaussian"][1]), "closed-form"),
+    "mGradNet-M": (MODEL_PRESETS["gaussian-paper"][0], dict(MODEL_PRESETS["gaussian-paper"][1]), "closed-form"),
 }
 
 #: Times of the displacement-interpolation snapshots x_t = (1 - t) x + t T(x).
@@ -135,7 +135,7 @@ def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed
     overrides: dict[str, Any] = {"seed": seed, "device": "cpu"}
     if steps is not None:
         overrides["steps"] = steps
-    configs = {m: train_preset("gaussian", jacobian=GAUSSIAN2D_MODELS[m][2], **overrides) for m in models}
+    configs = {m: train_preset("gaussian-paper", jacobian=GAUSSIAN2D_MODELS[m][2], **overrides) for m in models}
     tracker = ProgressTracker([configs[m].steps for m in models], on_progress)
 
     rows: list[dict[str, Any]] = []

@@ -140,7 +140,7 @@ def _highdim_run(task: tuple, callback) -> dict[str, Any]:
     source, target = highdim_problem(d, seed)
     x = source.sample(n_test, torch.Generator().manual_seed(seed + d))
     truth = gaussian_map(source, target)(x)
-    config = train_preset("gaussian", steps=steps, seed=model_seed, device="cpu")
+    config = train_preset("gaussian-paper", steps=steps, seed=model_seed, device="cpu")
     model = highdim_model(model_name, setting, d, model_seed)
     result = train(model, source, target, config, callback=callback)
     with torch.no_grad():

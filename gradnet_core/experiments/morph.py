@@ -15,7 +15,7 @@ from typing import Any
 from ..files import save_map
 from .common import ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, write_csv, \
     write_html, write_json
-from .digits_table import DIGIT_PRESETS, digit_pair_images, digit_pair_metrics, train_digit_pair, _preset_config
+from .digits_table import DIGIT_PRESETS, EVAL_BANDWIDTH, digit_pair_images, digit_pair_metrics, train_digit_pair, _preset_config
 from .figures import snapshot_grid_png
 from .paper import paper_table_value
 
@@ -38,7 +38,7 @@ def run_morph(source: str | int = "0", target: str | int = "4", out: str | Path 
     tracker = ProgressTracker([config.steps], on_progress)
     model, result, config = train_digit_pair(src_img, tgt_img, preset, steps, seed, tracker.callback(0, label))
     tracker.finish(0, label)
-    metrics, pts = digit_pair_metrics(model, src_img, tgt_img, config.bandwidth_end, n_test, seed)
+    metrics, pts = digit_pair_metrics(model, src_img, tgt_img, EVAL_BANDWIDTH, n_test, seed)
     digits = [int(s) if str(s).strip().isdigit() and len(str(s).strip()) == 1 else None for s in (source, target)]
     paper = paper_table_value(*digits) if None not in digits and mnist is not None else float("nan")
     row = {"source": str(source), "target": str(target), **metrics, "paper_mse": paper,
