@@ -1,0 +1,114 @@
+"""GPU timings: the closed-form/autograd step table, and steps per second of the paper and app presets.
+
+    python benchmarks/gpu.py                     # needs CUDA; prints a note and exits without one
+    python benchmarks/gpu.py --full              # also train the paper preset's 10000 steps end to end
+    python benchmarks/gpu.py --device cpu --steps 20   # exercise the same code paths on the CPU
+
+Three variants of the digit presets are timed: eager (what ``train`` does), and the map's
+``map_and_logdet`` under ``torch.compile`` in its default mode and in "reduce-overhead" mode (CUDA
+graphs). The compile time is the first step's extra seconds. The densities, the loss and the fused
+optimiser stay eager: the image densities' bandwidth is a Python number that changes every step,
+which a captured graph would freeze. ``train`` itself never synchronises with the GPU between
+progress reports (every 0.25 s), so each timing below covers queued work up to the last step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import torch
+
+from _common import digit_densities, machine, seeded_model, table
+from gradnet_core import train
+from gradnet_core.presets import MODEL_PRESETS, train_preset
+from step_speed import RATIO_CASES, STEP_BANDWIDTH, problem
+
+VARIANTS = {"eager": None, "compile": "default", "compile + CUDA graphs": "reduce-overhead"}
+
+
+def timed_train(model, source, target, config) -> float:
+    """Wall seconds of one ``train`` call (it reads its losses back at the end, so the queue is drained)."""
+    if config.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = train(model, source, target, config)
+    if result.stopped != "completed":
+        raise RuntimeError(f"benchmark run did not complete: {result.message}")
+    return time.perf_counter() - start
+
+
+def ratio_rows(device: str, steps: int, cases: int) -> list[list]:
+    rows = []
+    for label, network, kwargs, problem_name, preset in RATIO_CASES[:cases]:
+        source, target = problem(problem_name)
+        model = seeded_model(network, 0, **kwargs).to(device)
+        base = train_preset(preset, device=device, report_seconds=3600.0,
+                            bandwidth_start=STEP_BANDWIDTH, bandwidth_end=STEP_BANDWIDTH)
+        per_step = {}
+        for jac in ("closed-form", "autograd"):
+            config = replace(base, jacobian=jac)
+            timed_train(model, source, target, replace(config, steps=3))                 # warm-up
+            per_step[jac] = timed_train(model, source, target, replace(config, steps=steps)) / steps
+        rows.append([label, 1e3 * per_step["closed-form"], 1e3 * per_step["autograd"],
+                     f"{per_step['autograd'] / per_step['closed-form']:.1f}x"])
+        print(f"  {label}: {rows[-1][1]:.2f} ms vs {rows[-1][2]:.2f} ms", flush=True)
+    return rows
+
+
+def preset_rows(device: str, steps: int, full: bool) -> list[list]:
+    rows = []
+    source, target = digit_densities()
+    for preset in ("digits", "digits-paper"):
+        network, kwargs = MODEL_PRESETS[preset]
+        config = train_preset(preset, device=device, report_seconds=3600.0)
+        for variant, mode in VARIANTS.items():
+            if mode is not None and not hasattr(torch, "compile"):
+                continue
+            model = seeded_model(network, 0, dim=2, **kwargs).to(device)    # no moves inside train()
+            if mode is not None:
+                # train() calls model.map_and_logdet; the compiled version replaces it on this instance.
+                model.map_and_logdet = torch.compile(model.map_and_logdet, mode=mode)
+            try:
+                first = timed_train(model, source, target, replace(config, steps=1))
+                seconds = timed_train(model, source, target, replace(config, steps=steps))
+            except Exception as err:                                       # compile unavailable here
+                print(f"  {preset}, {variant}: failed ({type(err).__name__}: {err})", flush=True)
+                continue
+            rate = steps / seconds
+            row = [preset, variant, first, rate, config.steps / rate]
+            if full and variant == "eager" and preset == "digits-paper":
+                model = seeded_model(network, 0, dim=2, **kwargs).to(device)
+                row[-1] = timed_train(model, source, target, config)
+            rows.append(row)
+            print(f"  {preset}, {variant}: {rate:.1f} steps/s, first step {first:.1f} s", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, ... or cpu for a dry run")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
+    parser.add_argument("--full", action="store_true", help="train the paper preset's 10000 steps (eager)")
+    parser.add_argument("--cases", type=int, default=len(RATIO_CASES), help="first N rows of the step table")
+    parser.add_argument("--only", choices=("ratio", "presets"), help="print one table only")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("No CUDA device here: nothing measured. Run this on a machine with a GPU.")
+        return
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False      # full float32 matmuls, as on the CPU
+    print(f"Machine: {machine()}; device {args.device}\n", flush=True)
+    if args.only != "presets":
+        print("Closed-form vs autograd, one training step:", flush=True)
+        print(table(["configuration (batch 1000)", "closed-form ms", "autograd ms", "ratio"],
+                    ratio_rows(args.device, args.steps, args.cases)) + "\n", flush=True)
+    if args.only != "ratio":
+        print("Digit presets, eager and compiled:", flush=True)
+        print(table(["preset", "variant", "first step s", "steps/s", "preset wall s"],
+                    preset_rows(args.device, args.steps, args.full)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
