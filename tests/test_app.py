@@ -3,7 +3,9 @@ bad input with st.error."""
 
 import base64
 import io
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,126 @@ def test_digits_drawing_is_used_as_the_source():
     assert not at.error and not at.exception
     assert len(at.get("image")) == 2
     assert not at.button(key="digits.train").disabled
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _declared_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height pixels, followed by a few bytes of pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)              # 8-bit grayscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def _stroke(transpose: bool = False) -> np.ndarray:
+    """A 64 x 64 uint8 image of a '1': a bright bar 44 px tall and 8 px wide on black."""
+    pixels = np.zeros((64, 64), dtype=np.uint8)
+    pixels[10:54, 28:36] = 255
+    return pixels.T.copy() if transpose else pixels
+
+
+def _upload(at: AppTest, name: str, content: bytes) -> None:
+    at.file_uploader(key="digits.source.upload").set_value((name, content, "image/png")).run()
+    assert not at.exception, f"{name}: {at.exception}"
+
+
+def _captions(at: AppTest) -> list[str]:
+    return [image.proto.imgs[0].caption for image in at.get("image")]
+
+
+def _is_upright_bar(image: np.ndarray) -> bool:
+    """The '1' of _stroke() after MNIST framing: 20 px tall (the digit box), a few px wide."""
+    rows, cols = np.nonzero(image > 0.5)
+    return np.ptp(rows) + 1 == 20 and np.ptp(cols) + 1 <= 5
+
+
+BAD_UPLOADS = {  # file name -> (content, the sentence the page must show)
+    "notes.png": (b"shopping list: milk, eggs", "This file is not an image PIL can read; upload a PNG, JPEG, "
+                                                "GIF, BMP or WebP file."),
+    "empty.png": (b"", "The file is empty."),
+    "cut.png": (_png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))[:300],
+                "The image file is damaged or incomplete"),
+    "bomb.png": (_declared_png(100_000, 100_000), "The image is too large: it declares more than 40 megapixels "
+                                                  "(a decompression bomb"),
+    "huge.png": (_declared_png(9000, 9000), "The image is 9000 x 9000 pixels (81 megapixels); the limit is "
+                                            "40 megapixels."),
+    "black.png": (_png(np.zeros((64, 64), dtype=np.uint8)), "The image is blank: no part of it stands out"),
+    "white.png": (_png(np.full((64, 64), 255, dtype=np.uint8)), "The image is blank: no part of it stands out"),
+    "dot.png": (_png(np.zeros((1, 1), dtype=np.uint8)), "The image is only 1 x 1 pixels; it must be at least "
+                                                        "8 x 8"),
+    "clear.png": (_png(np.zeros((64, 64, 4), dtype=np.uint8)), "The image is blank: it is fully transparent"),
+}
+
+
+def test_digits_bad_uploads_show_an_error_and_keep_the_rest_of_the_page():
+    at = _open("digits")
+    at.selectbox(key="digits.target.digit").set_value(7)
+    at.selectbox(key="digits.target.index").set_value(1)
+    at.number_input(key="digits.steps").set_value(123)
+    at.radio(key="digits.source.mode").set_value("Upload").run()
+    _upload(at, "one.png", _png(_stroke()))
+    assert not at.error and _captions(at) == ["Uploaded: one.png", "Bundled example: digit 7, #2"]
+    for name, (content, message) in BAD_UPLOADS.items():
+        _upload(at, name, content)
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith(message), f"{name}: the page showed {errors}"
+        assert "Traceback" not in errors[0] and "Error" not in errors[0], f"{name}: {errors[0]}"
+        assert _captions(at) == ["Bundled example: digit 7, #2"], f"{name}: {_captions(at)}"   # target kept
+        assert at.button(key="digits.train").disabled, name
+        assert at.number_input(key="digits.steps").value == 123, name
+        assert at.selectbox(key="digits.target.digit").value == 7, name
+        assert _state(at, "digits").uploads["source"][0] == "one.png", name     # the last good upload is kept
+    # Back to the good upload: leaving Upload and returning brings it back, ready to train.
+    at.radio(key="digits.source.mode").set_value("Example").run()
+    at.radio(key="digits.source.mode").set_value("Upload").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert _captions(at) == ["Uploaded earlier: one.png", "Bundled example: digit 7, #2"]
+    assert not at.button(key="digits.train").disabled
+
+
+def _animated_gif() -> bytes:
+    buffer = io.BytesIO()
+    first, second = Image.fromarray(_stroke()), Image.fromarray(_stroke(transpose=True))
+    first.save(buffer, format="GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _black_ink_on_transparent() -> bytes:
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., 3] = _stroke()                                     # opaque black bar, the rest see-through
+    return _png(rgba)
+
+
+def _sixteen_bit() -> np.ndarray:
+    """The '1' as 16-bit gray: bar 60000 on 8000. PIL's own conversion to 8 bits clips both to white."""
+    return np.where(_stroke() > 0, 60000, 8000).astype(np.uint16)
+
+
+ODD_UPLOADS = {  # file name -> content; each is a '1' that must come out as an upright bar
+    "sixteen-bit.png": _png(_sixteen_bit()),
+    "ink-on-transparent.png": _black_ink_on_transparent(),
+    "animated.gif": _animated_gif(),                               # first frame upright, second lying down
+}
+
+
+def test_digits_odd_but_valid_uploads_become_digits():
+    at = _open("digits")
+    at.radio(key="digits.source.mode").set_value("Upload").run()
+    for name, content in ODD_UPLOADS.items():
+        _upload(at, name, content)
+        assert not at.error, f"{name}: {[e.value for e in at.error]}"
+        assert _captions(at)[0] == f"Uploaded: {name}"
+        assert "digits.source.heatmap" in [c.key for c in _charts(at)], f"{name}: no density shown"
+        assert not at.button(key="digits.train").disabled, name
+        image = _state(at, "digits").uploads["source"][1]
+        assert image.shape == (28, 28) and image.max() == 1.0, name
+        assert _is_upright_bar(image), f"{name}: the digit came out as {np.ptp(np.argwhere(image > 0.5), axis=0) + 1}"
 
 
 def test_results_survive_a_trip_to_another_page():
