@@ -1,7 +1,9 @@
 """The whole app in a real browser: `streamlit run app.py` on a loopback port, driven by Playwright
 with Debian's Chromium. Opens every page, trains the Gaussian preset with a small step count, waits
-for the animation, presses play, and saves screenshots to docs/screenshots/ (the README shows two)."""
+for the animation, presses play, and saves screenshots to docs/screenshots/ (the README shows two).
+Uploads bad files to the Digits page: a message, never a traceback."""
 
+import io
 import os
 import socket
 import subprocess
@@ -10,7 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.browser
 
@@ -179,4 +183,55 @@ def test_train_the_gaussian_preset_and_play_the_animation(page):
     time.sleep(0.5)
     page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=SHOTS / "gaussians-results.png")
+    _no_exception(page)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _shows_only(text: str, gone: str) -> str:
+    """A JavaScript condition: the main area shows ``text`` and no longer shows ``gone``."""
+    return (f"() => {{ const t = document.querySelector('[data-testid=stMain]')?.innerText || ''; "
+            f"return t.includes({text!r}) && !t.includes({gone!r}); }}")
+
+
+def _error_box_says(page, text: str) -> None:
+    """``text`` is in an st.error box (an escaped exception prints it too, in a traceback box)."""
+    _no_exception(page)
+    assert page.locator("[data-testid=stAlertContainer]", has_text=text).count() == 1
+    assert "Traceback" not in page.locator("[data-testid=stMain]").inner_text()
+
+
+def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page):
+    _open(page, "digits")
+    page.get_by_role("heading", name="Digits", level=1).wait_for()
+    page.locator("[data-testid=stRadio]").first.get_by_text("Upload", exact=True).click()
+    upload = page.locator("[data-testid=stFileUploaderDropzoneInput]").first
+    upload.wait_for(state="attached")
+    main = page.locator("[data-testid=stMain]")
+
+    upload.set_input_files({"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping list: milk"})
+    _wait_until(page, "the not-an-image message", _shows_only("This file is not an image PIL can read", "Uploaded:"))
+    _error_box_says(page, "This file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP file.")
+    black = np.zeros((64, 64), dtype=np.uint8)
+    upload.set_input_files({"name": "black.png", "mimeType": "image/png", "buffer": _png(black)})
+    _wait_until(page, "the blank-image message",
+                _shows_only("The image is blank: no part of it stands out", "not an image PIL can read"))
+    _error_box_says(page, "The image is blank: no part of it stands out from the background")
+
+    one = black.copy()
+    one[10:54, 28:36] = 255
+    upload.set_input_files({"name": "one.png", "mimeType": "image/png", "buffer": _png(one)})
+    _wait_until(page, "the good upload replacing the error", _shows_only("Uploaded: one.png", "The image is blank"))
+    page.locator("[data-testid=stRadio]").first.get_by_text("Example", exact=True).click()
+    _wait_until(page, "the bundled example", _shows_only("Bundled example: digit 0", "Uploaded: one.png"))
+    _wait_until(page, "the Train button enabled again",
+                "() => [...document.querySelectorAll('[data-testid=stMain] button')]"
+                ".some(b => b.innerText.trim() === 'Train' && !b.disabled)")
+    shown = main.inner_text()
+    assert "not an image PIL can read" not in shown and "The image is blank" not in shown, shown[-3000:]
+    assert "Traceback" not in main.inner_text()
     _no_exception(page)
