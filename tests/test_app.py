@@ -355,6 +355,30 @@ def test_digits_odd_but_valid_uploads_become_digits():
         assert _is_upright_bar(image), f"{name}: the digit came out as {np.ptp(np.argwhere(image > 0.5), axis=0) + 1}"
 
 
+def test_color_transfer_bad_uploads_show_an_error_and_keep_the_target():
+    at = _open("color_transfer")
+    at.selectbox(key="color.target.bundled").set_value("daytime")
+    at.number_input(key="color.steps").set_value(77)
+    at.radio(key="color.source.mode").set_value("Upload").run()
+    messages = {"notes.png": "This file is not an image PIL can read",
+                "cut.png": "The image file is damaged or incomplete",
+                "bomb.png": "The image declares an enormous size (a decompression bomb?)",
+                "dot.png": "The image is only 1 x 1 pixels; it needs at least 2 x 2."}
+    for name, message in messages.items():
+        at.file_uploader(key="color.source.upload").set_value((name, BAD_UPLOADS[name][0], "image/png")).run()
+        assert not at.exception, f"{name}: {at.exception}"
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith(message), f"{name}: the page showed {errors}"
+        assert at.button(key="color.train").disabled, name
+        assert at.selectbox(key="color.target.bundled").value == "daytime", name
+        assert at.number_input(key="color.steps").value == 77, name
+        assert len(at.get("image")) == 1, name                        # the target is still shown
+    at.file_uploader(key="color.source.upload").set_value(("sixteen-bit.png", ODD_UPLOADS["sixteen-bit.png"],
+                                                           "image/png")).run()
+    assert not at.error and not at.exception
+    assert _captions(at)[0] == "64 x 64 px" and not at.button(key="color.train").disabled
+
+
 def test_results_survive_a_trip_to_another_page():
     at = _open("gaussians")
     at.slider(key="gaussians.target.mean_x").set_value(1.0).run()
