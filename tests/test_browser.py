@@ -1,6 +1,7 @@
 """The whole app in a real browser: `streamlit run app.py` on a loopback port, driven by Playwright
 with Debian's Chromium. Opens every page, trains the Gaussian preset with a small step count, waits
-for the animation, presses play, and saves screenshots to docs/screenshots/ (the README shows two).
+for the animation, presses play, and saves screenshots: to a temporary folder, or to docs/screenshots/
+(the README shows two) with GRADNET_SCREENSHOTS=1, so that a test run leaves the checkout as it was.
 Uploads bad files to the Digits page: a message, never a traceback."""
 
 import io
@@ -19,7 +20,7 @@ from PIL import Image
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "docs" / "screenshots"
+KEEP_SHOTS = os.environ.get("GRADNET_SCREENSHOTS") == "1"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -37,6 +38,12 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where screenshots go: docs/screenshots/ with GRADNET_SCREENSHOTS=1, a temporary folder otherwise."""
+    return ROOT / "docs" / "screenshots" if KEEP_SHOTS else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +135,12 @@ def test_a_link_to_a_page_works_on_a_fresh_server(page):
     _no_exception(page)
 
 
-def test_every_page_opens(page):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_every_page_opens(page, shots):
     _open(page)
     page.get_by_text("The idea in four equations").wait_for()
     page.get_by_text("Training runs on the").wait_for()
     _no_exception(page)
-    page.screenshot(path=SHOTS / "home.png")
+    page.screenshot(path=shots / "home.png")
     for path, title in PAGES:
         _open(page, path)
         page.get_by_role("heading", name=title, level=1).wait_for()
@@ -144,11 +150,10 @@ def test_every_page_opens(page):
             page.locator("[data-testid=stImage]").nth(1).wait_for()
         time.sleep(1.0)
         _no_exception(page)
-        page.screenshot(path=SHOTS / f"{path}.png")
+        page.screenshot(path=shots / f"{path}.png")
 
 
-def test_train_the_gaussian_preset_and_play_the_animation(page):
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_train_the_gaussian_preset_and_play_the_animation(page, shots):
     _open(page, "gaussians")
     page.get_by_text("Network and training settings").click()
     steps = page.get_by_label("Steps")
@@ -166,7 +171,7 @@ def test_train_the_gaussian_preset_and_play_the_animation(page):
                 ".some(e => /steps\\/s.*ETA/.test(e.innerText)) && [...document.querySelectorAll('.gtitle')]"
                 ".some(e => /T\\(x\\) at step [1-9]/.test(e.textContent))")
     page.evaluate("() => document.querySelector('[data-testid=stProgress]')?.scrollIntoView({block: 'center'})")
-    page.screenshot(path=SHOTS / "gaussians-training.png")
+    page.screenshot(path=shots / "gaussians-training.png")
 
     page.get_by_role("heading", name="Results").wait_for(timeout=600_000)
     page.get_by_text("▶ Play").first.wait_for()
@@ -182,7 +187,7 @@ def test_train_the_gaussian_preset_and_play_the_animation(page):
                 "() => [...document.querySelectorAll('.slider-label')].some(e => /t = 0\\.[1-9]/.test(e.textContent))")
     time.sleep(0.5)
     page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
-    page.screenshot(path=SHOTS / "gaussians-results.png")
+    page.screenshot(path=shots / "gaussians-results.png")
     _no_exception(page)
 
 
@@ -205,7 +210,7 @@ def _error_box_says(page, text: str) -> None:
     assert "Traceback" not in page.locator("[data-testid=stMain]").inner_text()
 
 
-def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page):
+def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, shots):
     _open(page, "digits")
     page.get_by_role("heading", name="Digits", level=1).wait_for()
     page.locator("[data-testid=stRadio]").first.get_by_text("Upload", exact=True).click()
@@ -221,6 +226,11 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page):
     _wait_until(page, "the blank-image message",
                 _shows_only("The image is blank: no part of it stands out", "not an image PIL can read"))
     _error_box_says(page, "The image is blank: no part of it stands out from the background")
+    page.screenshot(path=shots / "digits-bad-upload.png", full_page=True)
+    # Over load_image's 10 MB (and under the server's maxUploadSize of 50 MB): a message on the page.
+    upload.set_input_files({"name": "huge.png", "mimeType": "image/png", "buffer": bytes(11 * 1024 * 1024)})
+    _wait_until(page, "the size-limit message", _shows_only("The file is 11.5 MB; the limit is 10.0 MB", "blank"))
+    _error_box_says(page, "The file is 11.5 MB; the limit is 10.0 MB")
 
     one = black.copy()
     one[10:54, 28:36] = 255
