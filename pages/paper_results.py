@@ -70,7 +70,7 @@ st.header("Fig. 2: higher dimensions, a small sweep live")
 st.markdown(
     f"{PAPER_HIGHDIM['problem']}. *Authors*: {PAPER_HIGHDIM['models']}; for d > 32 the C network's Jacobian "
     "is singular and training diverges. *Ours*: the same networks plus the strict-convexity term "
-    "(εI + VᵀV)x, finite log det at every d."
+    "(εI + VᵀV)x, so log det is finite at every d, and the same learning rate decayed to zero along a cosine."
 )
 with st.form(f"{PAGE}.fig2"):
     dims = st.multiselect("Dimensions", list(HIGHDIM_DIMS), default=[2, 4, 8], key=f"{PAGE}.dims")
@@ -90,7 +90,7 @@ if run_hd:
         bar.empty()
 fig2 = st.session_state.get(f"{PAGE}.fig2_result")
 if fig2 is not None:
-    st.dataframe(_table(fig2.rows, ["dim", "setting", "model", "mse", "stopped", "steps", "train_s"]),
+    st.dataframe(_table(fig2.rows, ["dim", "setting", "model", "seed", "mse", "stopped", "steps", "train_s"]),
                  hide_index=True)
     st.plotly_chart(fig2.figures["mse"], key=f"{PAGE}.fig2_chart")
 
@@ -104,10 +104,12 @@ except ValueError as err:
 if not saved:
     st.info("No saved results yet: run `python -m gradnet_core.experiments SUBCOMMAND` to write them to results/.")
 
-if "digits-table" in saved:
-    res = saved["digits-table"]
+for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mnist", "Table I: digit pairs, real MNIST")):
+    if name not in saved:
+        continue
+    res = saved[name]
     s = res.summary
-    st.subheader("Table I: digit pairs")
+    st.subheader(title)
     ours_median = s.get("median_mse")
     st.markdown(
         f"Ours: {s.get('images')}, {s.get('preset')} preset, {s.get('steps')} steps; paper: MNIST, "
@@ -123,9 +125,10 @@ if "digits-table" in saved:
 if "highdim" in saved:
     res = saved["highdim"]
     st.subheader("Fig. 2: every dimension")
-    st.caption(f"Steps per dimension: {res.summary.get('steps')}; machine: {res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
-    st.dataframe(pd.DataFrame([{k: r[k] for k in ("dim", "setting", "model", "mse", "stopped", "steps", "train_s")}
-                               for r in res.rows]), hide_index=True)
+    st.caption(f"Steps per dimension: {res.summary.get('steps')}; seeds per dimension: "
+               f"{res.summary.get('seeds', 1)}; machine: {res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
+    st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("dim", "setting", "model", "seed", "mse", "stopped", "steps",
+                                                      "train_s")} for r in res.rows]), hide_index=True)
     for path in res.figures:
         st.image(str(path))
 

@@ -42,7 +42,11 @@ def _check_files(summary: dict, folder: Path, names: list[str]) -> None:
         with Image.open(png) as image:
             assert image.size[0] > 100 and image.size[1] > 100
     for html in folder.glob("*.html"):
-        assert "plotly" in html.read_text(encoding="utf-8")
+        # Offline: the page loads the plotly.js written beside it (the CDN only as a fallback).
+        assert '<script charset="utf-8" src="plotly.min.js"></script><script>window.Plotly ||' in \
+            html.read_text(encoding="utf-8")
+    if any(folder.glob("*.html")):
+        assert (folder / "plotly.min.js").read_text(encoding="utf-8").lstrip().startswith("/**")
 
 
 # --- geometry of Fig. 1 -------------------------------------------------------------------------
@@ -132,6 +136,27 @@ def test_highdim_cli_reports_divergence_of_rank_deficient_networks(tmp_path, cap
         assert by_key[("33", "ours", model)]["stopped"] == "completed"
         assert summary["mse"][f"{model} ours"]["33"] > 0
         assert by_key[("2", "authors", model)]["stopped"] == "completed"
+
+
+def test_highdim_seeds_give_one_row_each_and_a_median(tmp_path, capsys):
+    summary = _run(capsys, "highdim", "--dims", "2", "3", "--steps", "3", "--seeds", "3", "1", "--settings", "ours",
+                   "--models", "mGradNet-M", "--n-test", "20", "--out", str(tmp_path))
+    rows = _rows(tmp_path / "highdim.csv")
+    assert [(r["dim"], r["seed"]) for r in rows] == [("2", "0"), ("2", "1"), ("2", "2"), ("3", "0")]
+    mses = sorted(float(r["mse"]) for r in rows if r["dim"] == "2")
+    assert len(set(mses)) == 3                      # the seeds differ
+    assert summary["mse"]["mGradNet-M ours"]["2"] == pytest.approx(mses[1])
+    assert summary["completed"]["mGradNet-M ours"] == {"2": "3/3", "3": "1/1"}
+    assert summary["seeds"] == {"2": 3, "3": 1}
+    medians = _rows(tmp_path / "medians.csv")
+    assert float(medians[0]["min_mse"]) == pytest.approx(mses[0])
+
+
+def test_highdim_ours_decays_the_learning_rate_and_adds_the_strict_term(tmp_path, capsys):
+    _run(capsys, "highdim", "--dims", "2", "--steps", "2", "--n-test", "20", "--out", str(tmp_path))
+    for r in _rows(tmp_path / "highdim.csv"):
+        ours = r["setting"] == "ours"
+        assert (r["strict"], r["lr_schedule"]) == (("True", "cosine") if ours else ("False", "constant"))
 
 
 def test_highdim_steps_per_dimension(tmp_path, capsys):

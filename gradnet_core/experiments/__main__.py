@@ -43,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=[1000],
                    help="training steps: one number, or one per dimension (default: the authors' 1000)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the random problems (paper: 1234)")
-    p.add_argument("--model-seed", type=int, default=0, help="seed of the weights and batches")
+    p.add_argument("--model-seed", type=int, default=0, help="seed of the weights and batches of the first run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1],
+                   help="initial weights to train from per network and d (median reported): one number, or "
+                        "one per dimension")
     p.add_argument("--n-test", type=int, default=1000, help="test samples for the MSE")
     p.add_argument("--settings", nargs="+", default=["authors", "ours"], choices=["authors", "ours"])
+    p.add_argument("--models", nargs="+", default=["mGradNet-C", "mGradNet-M"], choices=["mGradNet-C", "mGradNet-M"])
     p.add_argument("--jobs", type=int, default=1, help="trainings to run at once, in worker processes")
 
     p = sub.add_parser("digits-table", help="paper Table I: MSE against the barycentric projection for digit pairs")
@@ -141,9 +145,9 @@ def _run(args: argparse.Namespace, bar: _Bar):
                               n_paths=args.n_paths, on_progress=bar)
     if args.command == "highdim":
         from .highdim import run_highdim
-        steps = args.steps[0] if len(args.steps) == 1 else args.steps
-        return run_highdim(args.out, dims=args.dims, steps=steps, seed=args.seed, model_seed=args.model_seed,
-                           n_test=args.n_test, settings=args.settings, on_progress=bar, jobs=args.jobs)
+        return run_highdim(args.out, dims=args.dims, steps=args.steps, seed=args.seed, model_seed=args.model_seed,
+                           n_test=args.n_test, settings=args.settings, on_progress=bar, jobs=args.jobs,
+                           seeds=args.seeds, models=args.models)
     if args.command == "digits-table":
         from .digits_table import run_digits_table
         return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps,
@@ -178,7 +182,7 @@ def _print_rows(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 _COLUMNS = {
     "gaussian2d": ["model", "stopped", "mse", "crossing_share", "order_reversal_share", "final_loss", "train_s"],
-    "highdim": ["dim", "setting", "model", "stopped", "steps", "mse", "train_s"],
+    "highdim": ["dim", "setting", "model", "seed", "stopped", "steps", "mse", "train_s"],
     "digits-table": ["source", "target", "mse", "paper_mse", "stopped", "train_s"],
     "morph": ["source", "target", "mse", "l2_uvp", "cosine", "stopped", "train_s"],
     "gmm": ["loss", "network", "stopped", "w2_to_target", "mse_vs_ot", "min_eigenvalue", "train_s"],

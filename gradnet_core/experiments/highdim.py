@@ -2,17 +2,19 @@
 
 The source of dimension d has mean m ~ N(0, I) and covariance S ~ Wishart(d + 1, I), drawn from a
 generator seeded with (seed, d), so each d's problem does not depend on which other d are run.
-Two settings run in the same sweep:
+Two settings run in the same sweep, on the same problems, initial weights and batches:
 
-* authors: mGradNet-C 4 x 32 (tanh) and mGradNet-M 4 modules x 32, width 32 at every d. The
-  C network's Jacobian W^T diag(delta) W has rank <= 32, so for d > 32 its log det is -inf and
-  training diverges at once; M's rank is <= 4 x 31 = 124, so it is singular at d = 128.
-* ours: the same networks plus the strict-convexity term (eps I + V^T V) x (reference §2). The
-  Jacobian is then positive definite for every d, and the linear term holds the affine part of the
-  map (whitening is affine), leaving the network the curvature.
+* authors: mGradNet-C 4 x 32 (tanh) and mGradNet-M 4 modules x 32, width 32 at every d, Adam at a
+  constant 1e-2. The C network's Jacobian W^T diag(delta) W has rank <= 32, so for d > 32 its
+  log det is -inf and training diverges at once; M's rank is <= 4 x 31 = 124, singular at d = 128.
+* ours: the same networks plus the strict-convexity term (eps I + V^T V) x (reference §2), and the
+  same learning rate decayed to zero along a cosine. The Jacobian is positive definite at every d,
+  so log det is always finite; the linear term holds the affine part of the map (whitening is
+  affine), leaving the network the curvature; the decay removes the noise of the last steps.
 
-Both use Adam 1e-2, batch 1000 and 1000 steps (``steps`` to shrink). MSE against whitening on
-``n_test`` source samples (1000 as in the paper).
+Both use batch 1000 and 1000 steps (``steps`` to shrink). Each (d, setting, model) trains from
+``seeds`` initial weights; the MSE against whitening on ``n_test`` source samples (1000 as in the
+paper) is reported per seed and as the median over seeds.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ HIGHDIM_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "mGradNet-M": ("mGradNet-M", {"width": 32, "modules": 4}),
 }
 
-#: Extra constructor arguments of each setting.
-HIGHDIM_SETTINGS: dict[str, dict[str, Any]] = {
-    "authors": {},
-    "ours": {"strict": True},
+#: Each setting: extra constructor arguments of the networks, and changes to the authors' training
+#: settings (preset "gaussian-paper": Adam 1e-2, batch 1000, 1000 steps).
+HIGHDIM_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "authors": {"network": {}, "training": {}},
+    "ours": {"network": {"strict": True}, "training": {"lr_schedule": "cosine"}},
 }
 
 
@@ -73,74 +76,97 @@ def highdim_model(model: str, setting: str, dim: int, seed: int = 0):
     if setting not in HIGHDIM_SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(HIGHDIM_SETTINGS)}")
     name, kwargs = HIGHDIM_MODELS[model]
-    return seeded_map(name, seed, dim=int(dim), **kwargs, **HIGHDIM_SETTINGS[setting])
+    return seeded_map(name, seed, dim=int(dim), **kwargs, **HIGHDIM_SETTINGS[setting]["network"])
 
 
 def run_highdim(out: str | Path | None = None, dims: Sequence[int] = HIGHDIM_DIMS, steps: int | Sequence[int] = 1000,
                 seed: int = 1234, model_seed: int = 0, n_test: int = 1000,
                 settings: Sequence[str] = tuple(HIGHDIM_SETTINGS), models: Sequence[str] = tuple(HIGHDIM_MODELS),
-                on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1) -> ExperimentResult:
-    """Train every (d, setting, model) and measure MSE against whitening; write CSV, PNG and HTML.
+                on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1,
+                seeds: int | Sequence[int] = 1) -> ExperimentResult:
+    """Train every (d, setting, model, seed) and measure MSE against whitening; write CSV, PNG and HTML.
 
-    ``steps``: one number for every d, or one per entry of ``dims``. ``seed`` draws the problems
-    (paper: 1234), ``model_seed`` the initial weights and batches. ``jobs`` runs that many trainings
-    at once in worker processes.
+    ``steps`` and ``seeds`` (how many initial weights to train from): one number for every d, or one
+    per entry of ``dims``. ``seed`` draws the problems (paper: 1234); run k of a (d, setting, model)
+    uses weight and batch seed ``model_seed + k``, the same for both settings. ``jobs`` runs that
+    many trainings at once in worker processes.
     """
     dims = [int(d) for d in dims]
     if not dims or any(d < 1 for d in dims):
         raise ValueError(f"dimensions must be positive integers; got {dims}")
-    steps_list = [int(steps)] * len(dims) if isinstance(steps, (int, np.integer)) else [int(s) for s in steps]
-    if len(steps_list) != len(dims):
-        raise ValueError(f"give one number of steps, or one per dimension ({len(dims)}); got {len(steps_list)}")
-    steps_of = dict(zip(dims, steps_list))
+    steps_of = dict(zip(dims, _per_dim(steps, dims, "number of steps")))
+    seeds_of = dict(zip(dims, _per_dim(seeds, dims, "number of seeds")))
+    if any(n < 1 for n in [*steps_of.values(), *seeds_of.values()]):
+        raise ValueError("steps and seeds must be at least 1")
     for name, chosen, allowed in (("setting", settings, HIGHDIM_SETTINGS), ("model", models, HIGHDIM_MODELS)):
         bad = [c for c in chosen if c not in allowed]
         if bad or not chosen:
             raise ValueError(f"unknown {name} {bad[0] if bad else '(none)'!r}; choose from {', '.join(allowed)}")
     started = time.perf_counter()
-    runs = [(d, s, m, steps_of[d], seed, model_seed, n_test) for d in dims for s in settings for m in models]
-    labels = [f"{m}, d = {d}, {s}" for d, s, m, *_ in runs]
+    runs = [(d, s, m, steps_of[d], seed, model_seed + k, n_test)
+            for d in dims for s in settings for m in models for k in range(seeds_of[d])]
+    labels = [f"{m}, d = {d}, {s}, seed {k}" for d, s, m, _, _, k, _ in runs]
     tracker = ProgressTracker([r[3] for r in runs], on_progress)
-    # a step costs about d^3 (the Cholesky factorisations of the log det)
-    rows = run_tasks(_highdim_run, runs, labels, tracker, jobs, cost=[r[0] ** 3 * r[3] for r in runs])
-    figures = {"mse": _mse_figure(rows, dims, settings, models)}
-    summary = {
-        "dims": dims, "steps": {str(d): steps_of[d] for d in dims}, "seed": seed, "n_test": n_test, "jobs": jobs,
-        "mse": {f"{r['model']} {r['setting']}": {} for r in rows},
-        "stopped": {f"{r['model']} {r['setting']}": {} for r in rows},
-        "train_s": {f"{r['model']} {r['setting']}": {} for r in rows},
-        "paper": PAPER_HIGHDIM, "machine": machine_description(),
+    rows = run_tasks(_highdim_run, runs, labels, tracker, jobs, cost=[_cost(*r[:4]) for r in runs])
+    table = _medians(rows, dims, settings, models)
+    figures = {"mse": _mse_figure(rows, table, dims, settings, models)}
+    summary: dict[str, Any] = {
+        "dims": dims, "steps": {str(d): steps_of[d] for d in dims}, "seeds": {str(d): seeds_of[d] for d in dims},
+        "seed": seed, "model_seed": model_seed, "n_test": n_test, "jobs": jobs,
+        "settings": {s: HIGHDIM_SETTINGS[s] for s in settings},
+        "mse": {}, "completed": {}, "train_s": {}, "paper": PAPER_HIGHDIM, "machine": machine_description(),
     }
-    for r in rows:
-        key = f"{r['model']} {r['setting']}"
-        summary["mse"][key][str(r["dim"])] = finite_or_none(r["mse"])
-        summary["stopped"][key][str(r["dim"])] = r["stopped"]
-        summary["train_s"][key][str(r["dim"])] = r["train_s"]
-    summary["ours_at_or_below_authors"] = _ours_vs_authors(rows)
+    for t in table:
+        key = f"{t['model']} {t['setting']}"
+        summary["mse"].setdefault(key, {})[str(t["dim"])] = t["median_mse"]
+        summary["completed"].setdefault(key, {})[str(t["dim"])] = f"{t['completed']}/{t['runs']}"
+        summary["train_s"].setdefault(key, {})[str(t["dim"])] = t["median_train_s"]
+    summary["ours_at_or_below_authors"] = _ours_vs_authors(table)
     files: list[Path] = []
     if write_files:
         folder = output_dir(out, "highdim")
         files.append(write_csv(folder / "highdim.csv", rows))
+        files.append(write_csv(folder / "medians.csv", table))
         series, dashed = [], []
         for m in models:
             for s in settings:
-                series.append((f"{m} ({s})", [_lookup(rows, d, s, m) for d in dims]))
+                series.append((f"{m} ({s})", [_lookup(table, d, s, m) for d in dims]))
                 dashed.append(s == "authors")
         files.append(line_chart_png(folder / "mse.png", dims, series,
-                                    _chart_title(steps_of, n_test),
+                                    _chart_title(steps_of, seeds_of, n_test),
                                     "dimension d", "MSE", dashed=dashed))
         files.append(write_html(folder / "mse.html", figures["mse"]))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("highdim", rows, summary, files, time.perf_counter() - started, figures)
 
 
+def _per_dim(value: int | Sequence[int], dims: list[int], what: str) -> list[int]:
+    """One number for every d, or one per d."""
+    if isinstance(value, (int, np.integer)):
+        return [int(value)] * len(dims)
+    values = [int(v) for v in value]
+    if len(values) == 1:
+        return values * len(dims)
+    if len(values) != len(dims):
+        raise ValueError(f"give one {what}, or one per dimension ({len(dims)}); got {len(values)}")
+    return values
+
+
+def _cost(d: int, setting: str, model: str, steps: int) -> float:
+    """A guess at a run's cost: a step costs about d^3 (the Cholesky factorisations of the log det),
+    and the authors' networks whose rank is below d stop at their first step."""
+    singular = not HIGHDIM_SETTINGS[setting]["network"].get("strict") and _rank_bound(model, d) < d
+    return float(d) ** 3 * (1 if singular else steps)
+
+
 def _highdim_run(task: tuple, callback) -> dict[str, Any]:
-    """Train one (d, setting, model) of the sweep and measure it; a table row. Module level: workers run it."""
+    """Train one (d, setting, model, seed) of the sweep and measure it; a table row. Module level: workers run it."""
     d, setting, model_name, steps, seed, model_seed, n_test = task
     source, target = highdim_problem(d, seed)
     x = source.sample(n_test, torch.Generator().manual_seed(seed + d))
     truth = gaussian_map(source, target)(x)
-    config = train_preset("gaussian-paper", steps=steps, seed=model_seed, device="cpu")
+    config = train_preset("gaussian-paper", steps=steps, seed=model_seed, device="cpu",
+                          **HIGHDIM_SETTINGS[setting]["training"])
     model = highdim_model(model_name, setting, d, model_seed)
     result = train(model, source, target, config, callback=callback)
     with torch.no_grad():
@@ -149,28 +175,60 @@ def _highdim_run(task: tuple, callback) -> dict[str, Any]:
     # A run that diverged at its first report keeps its untrained weights: no MSE to speak of.
     mse = map_mse(pred, truth) if finite and result.steps > 0 else float("nan")
     return {
-        "dim": d, "setting": setting, "model": model_name, "width": model.width,
-        "strict": model.strict, "max_rank": _max_rank(model), "stopped": result.stopped,
-        "steps": result.steps, "planned_steps": config.steps, "mse": mse,
+        "dim": d, "setting": setting, "model": model_name, "seed": model_seed, "width": model.width,
+        "strict": model.strict, "lr_schedule": config.lr_schedule, "max_rank": _max_rank(model),
+        "stopped": result.stopped, "steps": result.steps, "planned_steps": config.steps, "mse": mse,
         "final_loss": result.final_loss if result.steps else float("nan"),
         "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1),
         "message": result.message,
     }
 
 
-def _chart_title(steps_of: dict[int, int], n_test: int) -> str:
-    groups: list[tuple[int, list[int]]] = []          # runs of consecutive dims with equal steps
-    for d, s in steps_of.items():
-        if groups and groups[-1][0] == s:
+def _medians(rows: list[dict[str, Any]], dims: list[int], settings: Sequence[str],
+             models: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (d, setting, model): median MSE over the seeds whose run completed with a finite map."""
+    table = []
+    for d in dims:
+        for s in settings:
+            for m in models:
+                runs = [r for r in rows if (r["dim"], r["setting"], r["model"]) == (d, s, m)]
+                good = [r for r in runs if r["stopped"] == "completed" and np.isfinite(r["mse"])]
+                table.append({
+                    "dim": d, "setting": s, "model": m, "runs": len(runs), "completed": len(good),
+                    "median_mse": float(np.median([r["mse"] for r in good])) if good else None,
+                    "min_mse": min(r["mse"] for r in good) if good else None,
+                    "max_mse": max(r["mse"] for r in good) if good else None,
+                    "steps": runs[0]["planned_steps"],
+                    "median_train_s": float(np.median([r["train_s"] for r in runs])),
+                    "stopped": ", ".join(sorted({r["stopped"] for r in runs})),
+                })
+    return table
+
+
+def _chart_title(steps_of: dict[int, int], seeds_of: dict[int, int], n_test: int) -> str:
+    return (f"MSE against whitening (median over seeds); {_grouped(steps_of, 'steps')}; "
+            f"{_grouped(seeds_of, 'seeds')}; {n_test} test samples")
+
+
+def _grouped(value_of: dict[int, int], what: str) -> str:
+    """"1000 steps", or "steps: 1000 (d = 2-32), 300 (d = 64)" for runs of consecutive dims."""
+    groups: list[tuple[int, list[int]]] = []
+    for d, v in value_of.items():
+        if groups and groups[-1][0] == v:
             groups[-1][1].append(d)
         else:
-            groups.append((s, [d]))
+            groups.append((v, [d]))
     if len(groups) == 1:
-        steps = f"{groups[0][0]} steps"
-    else:
-        steps = "steps: " + ", ".join(f"{s} (d = {ds[0]}" + (f"-{ds[-1]})" if len(ds) > 1 else ")")
-                                      for s, ds in groups)
-    return f"MSE against whitening; {steps}; {n_test} test samples"
+        return f"{groups[0][0]} {what}"
+    return f"{what}: " + ", ".join(f"{v} (d = {ds[0]}" + (f"-{ds[-1]})" if len(ds) > 1 else ")") for v, ds in groups)
+
+
+def _rank_bound(model: str, dim: int) -> int:
+    """Largest rank the Jacobian of the sweep's network ``model`` can reach without the strict term."""
+    kwargs = HIGHDIM_MODELS[model][1]
+    if "modules" in kwargs:
+        return min(dim, kwargs["modules"] * (kwargs["width"] - 1))
+    return min(dim, kwargs["width"])
 
 
 def _max_rank(model) -> int:
@@ -180,41 +238,49 @@ def _max_rank(model) -> int:
     return min(model.dim, model.width)
 
 
-def _lookup(rows: list[dict[str, Any]], d: int, setting: str, model: str) -> float | None:
-    for r in rows:
-        if (r["dim"], r["setting"], r["model"]) == (d, setting, model):
-            return finite_or_none(r["mse"])
+def _lookup(table: list[dict[str, Any]], d: int, setting: str, model: str) -> float | None:
+    for t in table:
+        if (t["dim"], t["setting"], t["model"]) == (d, setting, model):
+            return finite_or_none(t["median_mse"])
     return None
 
 
-def _ours_vs_authors(rows: list[dict[str, Any]]) -> dict[str, dict[str, bool | None]]:
-    """Per model and d: is our MSE at or below the authors' (True also where theirs has no number)?"""
+def _ours_vs_authors(table: list[dict[str, Any]]) -> dict[str, dict[str, bool | None]]:
+    """Per model and d: is our median MSE at or below the authors' (True also where theirs has no number)?"""
     verdict: dict[str, dict[str, bool | None]] = {}
-    for r in rows:
-        if r["setting"] != "ours":
+    for t in table:
+        if t["setting"] != "ours":
             continue
-        ours = finite_or_none(r["mse"])
-        theirs = _lookup(rows, r["dim"], "authors", r["model"])
-        verdict.setdefault(r["model"], {})[str(r["dim"])] = (
+        ours = finite_or_none(t["median_mse"])
+        theirs = _lookup(table, t["dim"], "authors", t["model"])
+        verdict.setdefault(t["model"], {})[str(t["dim"])] = (
             None if ours is None else (True if theirs is None else ours <= theirs))
     return verdict
 
 
-def _mse_figure(rows: list[dict[str, Any]], dims: list[int], settings: Sequence[str], models: Sequence[str]):
+def _mse_figure(rows: list[dict[str, Any]], table: list[dict[str, Any]], dims: list[int], settings: Sequence[str],
+                models: Sequence[str]):
+    """Median MSE per d as lines, every seed's MSE as faint points."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for m in models:
-        for s in settings:
-            ys = [_lookup(rows, d, s, m) for d in dims]
-            info = [next(r for r in rows if (r["dim"], r["setting"], r["model"]) == (d, s, m)) for d in dims]
-            fig.add_trace(go.Scatter(
-                x=dims, y=ys, mode="lines+markers", name=f"{m} ({s})",
-                line={"dash": "dash" if s == "authors" else "solid"},
-                customdata=[[r["stopped"], r["train_s"], r["steps"]] for r in info],
-                hovertemplate="d = %{x}<br>MSE %{y:.3e}<br>%{customdata[0]} after %{customdata[2]} steps"
-                              "<br>%{customdata[1]:.1f} s<extra></extra>"))
-    fig.update_layout(title="MSE against whitening (gaps: diverged, no finite map)",
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    for k, (m, s) in enumerate((m, s) for m in models for s in settings):
+        color = palette[k % len(palette)]
+        info = [next(t for t in table if (t["dim"], t["setting"], t["model"]) == (d, s, m)) for d in dims]
+        fig.add_trace(go.Scatter(
+            x=dims, y=[finite_or_none(t["median_mse"]) for t in info], mode="lines+markers", name=f"{m} ({s})",
+            legendgroup=f"{m} ({s})", line={"dash": "dash" if s == "authors" else "solid", "color": color},
+            customdata=[[t["completed"], t["runs"], t["steps"], t["median_train_s"]] for t in info],
+            hovertemplate="d = %{x}<br>median MSE %{y:.3e}<br>%{customdata[0]} of %{customdata[1]} seeds completed"
+                          " %{customdata[2]} steps<br>%{customdata[3]:.1f} s per run<extra></extra>"))
+        seeds = [r for r in rows if (r["setting"], r["model"]) == (s, m) and np.isfinite(r["mse"])]
+        fig.add_trace(go.Scatter(
+            x=[r["dim"] for r in seeds], y=[r["mse"] for r in seeds], mode="markers", legendgroup=f"{m} ({s})",
+            showlegend=False, marker={"color": color, "opacity": 0.35, "size": 6},
+            customdata=[r["seed"] for r in seeds],
+            hovertemplate="d = %{x}<br>seed %{customdata}: MSE %{y:.3e}<extra></extra>"))
+    fig.update_layout(title="MSE against whitening, median over seeds (gaps: diverged, no finite map)",
                       xaxis={"title": "dimension d", "type": "log", "tickvals": dims},
                       yaxis={"title": "MSE", "type": "log", "exponentformat": "e"},
                       template="plotly_white", height=450)

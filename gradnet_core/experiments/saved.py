@@ -16,6 +16,8 @@ EXPERIMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gaussian2d": ("gaussian2d.csv", ("snapshots.png",)),
     "highdim": ("highdim.csv", ("mse.png",)),
     "digits-table": ("digits_table.csv", ("heatmap.png",)),
+    # the same command on the real MNIST files (--mnist DIR --out results/digits-table-mnist)
+    "digits-table-mnist": ("digits_table.csv", ("heatmap.png",)),
     "morph": ("morph.csv", ("morph.gif", "snapshots.png")),
 }
 
