@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from gradnet_core.experiments.__main__ import main
+from gradnet_core.experiments.digits_table import digit_pair_images, reference_noise
 from gradnet_core.experiments.gaussian2d import crossing_share, order_reversal_share, segment_crossings
 from gradnet_core.experiments.highdim import highdim_problem
 from gradnet_core.experiments.paper import PAPER_TABLE_I, paper_table_median, paper_table_value
@@ -200,6 +201,16 @@ def test_digits_table_cli_with_tiny_mnist(tmp_path, capsys):
     assert all(float(r["mse"]) > 0 and float(r["min_eigenvalue"]) >= 0 for r in rows)
     assert float(rows[1]["paper_mse"]) == paper_table_value(0, 1)
     assert summary["pairs"] == 4 and "MNIST" in summary["images"]
+    assert all(float(r["reference_noise"]) > 0 for r in rows)
+    assert summary["median_reference_noise"] == pytest.approx(np.median([float(r["reference_noise"]) for r in rows]))
+
+
+def test_reference_noise_of_the_barycentric_projection_shrinks_with_the_samples():
+    # The projection averages target samples, so its noise falls roughly like 1/n.
+    source, target = digit_pair_images(0, 4)
+    coarse = reference_noise(source, target, 1e-4, n=100)
+    fine = reference_noise(source, target, 1e-4, n=800)
+    assert 0 < fine < coarse / 3
 
 
 def test_digits_table_cli_bundled_pairs_subset(tmp_path, capsys):
