@@ -104,7 +104,8 @@ except ValueError as err:
 if not saved:
     st.info("No saved results yet: run `python -m gradnet_core.experiments SUBCOMMAND` to write them to results/.")
 
-for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mnist", "Table I: digit pairs, real MNIST")):
+for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mnist", "Table I: digit pairs, real MNIST"),
+                    ("digits-table-paper-mnist", "Table I with the authors' settings, real MNIST")):
     if name not in saved:
         continue
     res = saved[name]

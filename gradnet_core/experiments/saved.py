@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "digits-table": ("digits_table.csv", ("heatmap.png",)),
     # the same command on the real MNIST files (--mnist DIR --out results/digits-table-mnist)
     "digits-table-mnist": ("digits_table.csv", ("heatmap.png",)),
+    "digits-table-paper-mnist": ("digits_table.csv", ("heatmap.png",)),   # --preset paper, real MNIST
     "morph": ("morph.csv", ("morph.gif", "snapshots.png")),
 }
 
