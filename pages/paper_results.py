@@ -131,8 +131,13 @@ if "highdim" in saved:
     st.subheader("Fig. 2: every dimension")
     st.caption(f"Steps per dimension: {res.summary.get('steps')}; seeds per dimension: "
                f"{res.summary.get('seeds', 1)}; machine: {res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
-    st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("dim", "setting", "model", "seed", "mse", "stopped", "steps",
-                                                      "train_s")} for r in res.rows]), hide_index=True)
+    medians = res.folder / "medians.csv" if res.folder is not None else None
+    if medians is not None and medians.is_file():
+        st.dataframe(pd.read_csv(medians)[["dim", "setting", "model", "completed", "runs", "median_mse", "min_mse",
+                                           "max_mse", "median_train_s"]], hide_index=True)
+    with st.expander(f"Every run ({len(res.rows)})", expanded=medians is None or not medians.is_file()):
+        st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("dim", "setting", "model", "seed", "mse", "stopped", "steps",
+                                                          "train_s")} for r in res.rows]), hide_index=True)
     for path in res.figures:
         st.image(str(path))
 

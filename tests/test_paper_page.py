@@ -73,3 +73,22 @@ def test_page_shows_saved_results(tmp_path, monkeypatch):
     table = next(df for df in _frames(at) if "paper" in df.columns)
     assert table.iloc[0]["ours"] == pytest.approx(8e-4) and table.iloc[0]["paper"] == pytest.approx(0.00145)
     assert any("8.00e-04" in m.value for m in at.markdown)
+
+
+def test_page_shows_the_saved_sweep_as_medians_with_every_run_below(tmp_path, monkeypatch):
+    folder = tmp_path / "results" / "highdim"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"steps": {"2": 5}, "seeds": {"2": 2}}))
+    (folder / "highdim.csv").write_text("dim,setting,model,seed,mse,stopped,steps,train_s\n"
+                                        "2,ours,mGradNet-M,0,1e-4,completed,5,0.1\n"
+                                        "2,ours,mGradNet-M,1,3e-4,completed,5,0.1\n")
+    (folder / "medians.csv").write_text("dim,setting,model,runs,completed,median_mse,min_mse,max_mse,steps,"
+                                        "median_train_s,stopped\n2,ours,mGradNet-M,2,2,2e-4,1e-4,3e-4,5,0.1,completed\n")
+    monkeypatch.setattr(saved_module, "RESULTS_DIR", tmp_path / "results")
+    at = _open()
+    assert not at.exception
+    medians = next(df for df in _frames(at) if "median_mse" in df.columns)
+    assert medians.iloc[0]["median_mse"] == pytest.approx(2e-4) and medians.iloc[0]["completed"] == 2
+    runs = next(df for df in _frames(at) if "seed" in df.columns and "mse" in df.columns)
+    assert sorted(runs["seed"].astype(int)) == [0, 1]
+    assert any(e.label == "Every run (2)" for e in at.expander)

@@ -35,6 +35,7 @@ class SavedResult:
     rows: list[dict[str, str]]
     figures: list[Path] = field(default_factory=list)
     html: list[Path] = field(default_factory=list)
+    folder: Path | None = None          # where the files are, for the experiment's other tables
 
 
 def load_saved(results_dir: str | Path | None = None) -> dict[str, SavedResult]:
@@ -59,5 +60,5 @@ def load_saved(results_dir: str | Path | None = None) -> dict[str, SavedResult]:
         found[name] = SavedResult(
             name=name, summary=summary, rows=rows,
             figures=[folder / name / f for f in figures if (folder / name / f).is_file()],
-            html=sorted((folder / name).glob("*.html")))
+            html=sorted((folder / name).glob("*.html")), folder=folder / name)
     return found
