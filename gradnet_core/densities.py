@@ -291,10 +291,11 @@ class ImageDensity(Density):
         _check_finite(img, "image")
         if (img < 0).any():
             raise ValueError("image intensities must be non-negative; found negative pixels")
-        total = img.sum()
-        if not total > 0:
+        peak = img.max()
+        if not peak > 0:
             raise ValueError("image has no mass: every pixel is zero, so there is nothing to transport")
-        weights = (img / total).reshape(-1)
+        scaled = img / peak                  # in [0, 1] first: the sum of huge intensities would overflow
+        weights = (scaled / scaled.sum()).reshape(-1)
         keep = weights > threshold
         if not keep.any():
             # A large, evenly lit image has every weight under the threshold; keep what is lit.

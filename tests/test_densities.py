@@ -194,6 +194,15 @@ def test_mixture_constructor_fuzz(weights, shift, scale):
     assert torch.isfinite(mix.log_prob(torch.zeros(3, 2, dtype=mix.dtype))).all()
 
 
+def test_image_density_of_huge_intensities_still_has_unit_mass():
+    # Found by the fuzz test: the sum of intensities near the float64 maximum overflowed to inf and
+    # every weight became 0.
+    image = np.array([[0.0, 0.0], [1e308, 1e308]])
+    dens = ImageDensity(image)
+    assert dens.weights.sum().item() == pytest.approx(1.0)
+    assert torch.allclose(dens.weights, torch.full((2,), 0.5, dtype=dens.weights.dtype))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(2, 6), st.integers(2, 6), st.data())
 def test_image_density_constructor_fuzz(h, w, data):
