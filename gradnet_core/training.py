@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Literal
 
 import torch
+# torch.optim imports torch._dynamo (thousands of modules) when the first optimizer is built. Done
+# here, in the importing thread: in a training thread, while other threads hold the GIL (a Streamlit
+# server, a loop reading progress), that import took minutes instead of seconds.
+import torch._dynamo  # noqa: F401
 from torch import Tensor
 
 from .densities import Density, ImageDensity

@@ -1,6 +1,7 @@
 """TrainingJob: background training with thread-safe progress, stop, errors and concurrency."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -121,6 +122,9 @@ def test_snapshots_are_safe_to_read_while_training():
         snap = job.snapshot()
         assert len(snap.losses) == len(snap.loss_steps)
         seen.append(snap.step)
+        # A reader polls (the app's live panel every 0.25 s). A loop that never sleeps keeps the GIL
+        # from the training thread at each of its hand-overs, and 200 steps take minutes.
+        time.sleep(0.001)
     assert seen == sorted(seen)
     assert job.error is None
 
