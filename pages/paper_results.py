@@ -34,6 +34,33 @@ def _table(rows, columns) -> pd.DataFrame:
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows])
 
 
+def _per_dim_text(value) -> str:
+    """{"2": 1000, "4": 1000, "128": 300} -> "1000 (d = 2, 4), 300 (d = 128)"; a plain value as is."""
+    if not isinstance(value, dict):
+        return str(value)
+    groups: dict[str, list[str]] = {}
+    for d, v in value.items():
+        groups.setdefault(str(v), []).append(str(d))
+    if len(groups) == 1:
+        return next(iter(groups))
+    return ", ".join(f"{v} (d = {', '.join(ds)})" for v, ds in groups.items())
+
+
+#: Columns shown in scientific notation (errors span 1e-6 to 1), and in seconds.
+_SCIENTIFIC = ("mse", "ours", "paper", "reference noise", "final_loss")
+_SECONDS = ("train_s", "train s", "median_train_s")
+
+
+def _dataframe(frame: pd.DataFrame) -> None:
+    """st.dataframe with MSE-like columns as 1.23e-04 and times as 12.3, whatever their magnitude."""
+    config = {}
+    for column in frame.columns:
+        if column in _SECONDS or any(key in column for key in _SCIENTIFIC):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+            config[column] = st.column_config.NumberColumn(column, format="%.1f" if column in _SECONDS else "%.2e")
+    st.dataframe(frame, hide_index=True, column_config=config)
+
+
 # --- Fig. 1 --------------------------------------------------------------------------------------
 st.header("Fig. 1: a 2-D Gaussian, live")
 st.markdown(
@@ -57,8 +84,8 @@ if run_2d:
     bar.empty()
 fig1 = st.session_state.get(f"{PAGE}.fig1_result")
 if fig1 is not None:
-    st.dataframe(_table(fig1.rows, ["model", "mse", "order_reversal_share", "crossing_share", "final_loss",
-                                    "train_s", "stopped"]), hide_index=True)
+    _dataframe(_table(fig1.rows, ["model", "mse", "order_reversal_share", "crossing_share", "final_loss",
+                                  "train_s", "stopped"]))
     m_loss = fig1.summary["final_loss"].get("mGradNet-M")
     if m_loss is not None:
         st.caption(f"Final loss of mGradNet-M: ours {m_loss:.4g}, paper {PAPER_GAUSSIAN_2D['final_loss_mgradnet_m']} "
@@ -90,8 +117,7 @@ if run_hd:
         bar.empty()
 fig2 = st.session_state.get(f"{PAGE}.fig2_result")
 if fig2 is not None:
-    st.dataframe(_table(fig2.rows, ["dim", "setting", "model", "seed", "mse", "stopped", "steps", "train_s"]),
-                 hide_index=True)
+    _dataframe(_table(fig2.rows, ["dim", "setting", "model", "seed", "mse", "stopped", "steps", "train_s"]))
     st.plotly_chart(fig2.figures["mse"], key=f"{PAGE}.fig2_chart")
 
 # --- saved results -------------------------------------------------------------------------------
@@ -117,10 +143,10 @@ for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mni
         f"{PAPER_DIGITS['model']}, {PAPER_DIGITS['optimiser']}. MSE against the barycentric projection "
         f"(1000 samples). Median: paper {paper_table_median():.2e} over 25 pairs, ours "
         + (f"{ours_median:.2e} over {s.get('pairs')} pairs." if ours_median is not None else "not available."))
-    st.dataframe(pd.DataFrame([{"source": r["source"], "target": r["target"], "ours": float(r["mse"]),
-                                "paper": float(r["paper_mse"]),
-                                "reference noise": float(r.get("reference_noise") or "nan"),
-                                "train s": float(r["train_s"])} for r in res.rows]), hide_index=True)
+    _dataframe(pd.DataFrame([{"source": r["source"], "target": r["target"], "ours": float(r["mse"]),
+                              "paper": float(r["paper_mse"]),
+                              "reference noise": float(r.get("reference_noise") or "nan"),
+                              "train s": float(r["train_s"])} for r in res.rows]))
     st.caption("Reference noise: the MSE even the exact map would score, because the barycentric projection "
                "is built from 1000 random target samples.")
     for path in res.figures:
@@ -129,23 +155,24 @@ for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mni
 if "highdim" in saved:
     res = saved["highdim"]
     st.subheader("Fig. 2: every dimension")
-    st.caption(f"Steps per dimension: {res.summary.get('steps')}; seeds per dimension: "
-               f"{res.summary.get('seeds', 1)}; machine: {res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
+    st.caption(f"Steps per dimension: {_per_dim_text(res.summary.get('steps'))}; seeds per dimension: "
+               f"{_per_dim_text(res.summary.get('seeds', 1))}; machine: "
+               f"{res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
     medians = res.folder / "medians.csv" if res.folder is not None else None
     if medians is not None and medians.is_file():
-        st.dataframe(pd.read_csv(medians)[["dim", "setting", "model", "completed", "runs", "median_mse", "min_mse",
-                                           "max_mse", "median_train_s"]], hide_index=True)
+        _dataframe(pd.read_csv(medians)[["dim", "setting", "model", "completed", "runs", "median_mse", "min_mse",
+                                         "max_mse", "median_train_s"]])
     with st.expander(f"Every run ({len(res.rows)})", expanded=medians is None or not medians.is_file()):
-        st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("dim", "setting", "model", "seed", "mse", "stopped", "steps",
-                                                          "train_s")} for r in res.rows]), hide_index=True)
+        _dataframe(pd.DataFrame([{k: r.get(k) for k in ("dim", "setting", "model", "seed", "mse", "stopped", "steps",
+                                                        "train_s")} for r in res.rows]))
     for path in res.figures:
         st.image(str(path))
 
 if "gaussian2d" in saved:
     res = saved["gaussian2d"]
     st.subheader("Fig. 1: saved run")
-    st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "mse", "order_reversal_share", "crossing_share",
-                                                       "final_loss", "train_s")} for r in res.rows]), hide_index=True)
+    _dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "mse", "order_reversal_share", "crossing_share",
+                                                     "final_loss", "train_s")} for r in res.rows]))
     for path in res.figures:
         st.image(str(path))
 
