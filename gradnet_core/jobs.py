@@ -20,6 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+# torch.optim imports torch._dynamo (thousands of modules) when the first optimizer is built. Imported
+# here, by the thread that imports this module, before any training thread exists: inside a training
+# thread, while other threads hold the GIL (a Streamlit server, a loop reading progress), that import
+# took minutes instead of seconds.
+import torch._dynamo  # noqa: F401
 from torch import Tensor
 
 from .densities import Density

@@ -87,6 +87,14 @@ def _index_maps(d: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return flat, full.reshape(-1)
 
 
+@functools.lru_cache(maxsize=64)
+def _off_diagonal_twice(d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Per packed entry, 1 on the diagonal and 2 off it (an off-diagonal entry stands for two of the
+    matrix); cached, built once per (d, device, dtype)."""
+    rows, cols = torch.triu_indices(d, d, device=device)
+    return torch.where(rows == cols, 1.0, 2.0).to(dtype)
+
+
 def _pack(matrix: Tensor) -> Tensor:
     """Upper triangle (row-major, i <= j) of ``(..., d, d)`` as ``(..., d(d+1)/2)``."""
     d = matrix.shape[-1]
@@ -142,9 +150,7 @@ class _PackedCholeskyLogdet(torch.autograd.Function):
             grad = torch.where(ok, grad, torch.zeros_like(grad))
         flat, _ = _index_maps(d, chol.device)
         inverse = torch.cholesky_inverse(chol).flatten(-2).index_select(-1, flat)      # packed J^{-1}
-        rows, cols = _triu(d, chol.device)
-        twice = torch.where(rows == cols, 1.0, 2.0).to(inverse.dtype)
-        return grad[:, None] * inverse * twice, None
+        return grad[:, None] * inverse * _off_diagonal_twice(d, chol.device, inverse.dtype), None
 
 
 #: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains

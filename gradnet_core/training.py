@@ -14,10 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Literal
 
 import torch
-# torch.optim imports torch._dynamo (thousands of modules) when the first optimizer is built. Done
-# here, in the importing thread: in a training thread, while other threads hold the GIL (a Streamlit
-# server, a loop reading progress), that import took minutes instead of seconds.
-import torch._dynamo  # noqa: F401
 from torch import Tensor
 
 from .densities import Density, ImageDensity
@@ -299,6 +295,9 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
     start = time.perf_counter()
     last_report = start
 
+    def batch_loss(x: Tensor, log_p: Tensor) -> Tensor:
+        return loss_fn(map_and_logdet, x, log_p, target, residual=config.residual)
+
     def flush(upto: int) -> tuple[bool, float]:
         """Read back losses of steps [reported, upto); True when all are finite."""
         chunk = torch.stack(losses).tolist() if losses else []
@@ -321,9 +320,7 @@ def train(model: TransportMap, source: Density, target: Density, config: TrainCo
 
             x, log_p = next(batches)
             optimizer.zero_grad(set_to_none=True)
-            loss, chunks = _backward_in_chunks(
-                lambda xc, lc: loss_fn(map_and_logdet, xc, lc, target, residual=config.residual),
-                x, log_p, chunks, optimizer)
+            loss, chunks = _backward_in_chunks(batch_loss, x, log_p, chunks, optimizer)
             if config.clip_grad is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.clip_grad, foreach=True)
             optimizer.step()

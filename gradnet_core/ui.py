@@ -22,12 +22,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 # Imported here, in the script thread, before any training thread exists. POT imports pandas, and a
 # training thread importing it for the first ground truth while Plotly peeks at the half-imported
-# pandas in the live panel breaks that panel ("partially initialized module"). torch.optim imports
-# torch._dynamo when the first optimiser is made: 3-5 s here that would delay the first training.
+# pandas in the live panel breaks that panel ("partially initialized module"). (torch._dynamo, for
+# the same reason, is imported by .jobs.)
 import ot  # noqa: F401
 import pandas as pd
 import torch
-import torch._dynamo  # noqa: F401
 
 from . import presets
 from .densities import Density, Gaussian, GaussianMixture, ImageDensity
