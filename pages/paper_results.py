@@ -6,7 +6,7 @@ import streamlit as st
 
 from gradnet_core import ui
 from gradnet_core.experiments.gaussian2d import run_gaussian2d
-from gradnet_core.experiments.highdim import HIGHDIM_DIMS, run_highdim
+from gradnet_core.experiments.highdim import HIGHDIM_DIMS, grouped_by_dim, run_highdim
 from gradnet_core.experiments.paper import PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAPER_HIGHDIM, paper_table_median
 from gradnet_core.experiments.saved import load_saved
 
@@ -32,18 +32,6 @@ def _progress_bar(label: str):
 
 def _table(rows, columns) -> pd.DataFrame:
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in rows])
-
-
-def _per_dim_text(value) -> str:
-    """{"2": 1000, "4": 1000, "128": 300} -> "1000 (d = 2, 4), 300 (d = 128)"; a plain value as is."""
-    if not isinstance(value, dict):
-        return str(value)
-    groups: dict[str, list[str]] = {}
-    for d, v in value.items():
-        groups.setdefault(str(v), []).append(str(d))
-    if len(groups) == 1:
-        return next(iter(groups))
-    return ", ".join(f"{v} (d = {', '.join(ds)})" for v, ds in groups.items())
 
 
 #: Columns shown in scientific notation (errors span 1e-6 to 1), and in seconds.
@@ -155,14 +143,16 @@ for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mni
 if "highdim" in saved:
     res = saved["highdim"]
     st.subheader("Fig. 2: every dimension")
-    st.caption(f"Steps per dimension: {_per_dim_text(res.summary.get('steps'))}; seeds per dimension: "
-               f"{_per_dim_text(res.summary.get('seeds', 1))}; machine: "
-               f"{res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
+    steps_of = res.summary.get("steps") or {}
+    seeds_of = res.summary.get("seeds") or {d: 1 for d in steps_of}
+    st.caption(f"{grouped_by_dim(steps_of, 'steps')}; {grouped_by_dim(seeds_of, 'seeds')} per network and d; "
+               f"machine: {res.summary.get('machine', {}).get('cpu_count')} CPU cores.")
     medians = res.folder / "medians.csv" if res.folder is not None else None
-    if medians is not None and medians.is_file():
+    has_medians = medians is not None and medians.is_file()
+    if has_medians:
         _dataframe(pd.read_csv(medians)[["dim", "setting", "model", "completed", "runs", "median_mse", "min_mse",
                                          "max_mse", "median_train_s"]])
-    with st.expander(f"Every run ({len(res.rows)})", expanded=medians is None or not medians.is_file()):
+    with st.expander(f"Every run ({len(res.rows)})", expanded=not has_medians):
         _dataframe(pd.DataFrame([{k: r.get(k) for k in ("dim", "setting", "model", "seed", "mse", "stopped", "steps",
                                                         "train_s")} for r in res.rows]))
     for path in res.figures:

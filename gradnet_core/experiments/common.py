@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
-import queue
 import math
+import multiprocessing
 import os
 import platform
+import queue
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np

@@ -38,7 +38,7 @@ from .figures import line_chart_png
 from .paper import PAPER_HIGHDIM
 
 __all__ = ["HIGHDIM_DIMS", "HIGHDIM_SETTINGS", "HIGHDIM_MODELS", "highdim_problem", "highdim_model",
-           "run_highdim"]
+           "run_highdim", "grouped_by_dim"]
 
 HIGHDIM_DIMS = (2, 4, 8, 16, 32, 64, 128)
 
@@ -176,7 +176,7 @@ def _highdim_run(task: tuple, callback) -> dict[str, Any]:
     mse = map_mse(pred, truth) if finite and result.steps > 0 else float("nan")
     return {
         "dim": d, "setting": setting, "model": model_name, "seed": model_seed, "width": model.width,
-        "strict": model.strict, "lr_schedule": config.lr_schedule, "max_rank": _max_rank(model),
+        "strict": model.strict, "lr_schedule": config.lr_schedule, "max_rank": _rank_bound(model_name, d),
         "stopped": result.stopped, "steps": result.steps, "planned_steps": config.steps, "mse": mse,
         "final_loss": result.final_loss if result.steps else float("nan"),
         "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1),
@@ -206,12 +206,15 @@ def _medians(rows: list[dict[str, Any]], dims: list[int], settings: Sequence[str
 
 
 def _chart_title(steps_of: dict[int, int], seeds_of: dict[int, int], n_test: int) -> str:
-    return (f"MSE against whitening (median over seeds); {_grouped(steps_of, 'steps')}; "
-            f"{_grouped(seeds_of, 'seeds')}; {n_test} test samples")
+    return (f"MSE against whitening (median over seeds); {grouped_by_dim(steps_of, 'steps')}; "
+            f"{grouped_by_dim(seeds_of, 'seeds')}; {n_test} test samples")
 
 
-def _grouped(value_of: dict[int, int], what: str) -> str:
-    """"1000 steps", or "steps: 1000 (d = 2-32), 300 (d = 64)" for runs of consecutive dims."""
+def grouped_by_dim(value_of: dict[Any, int], what: str) -> str:
+    """A per-dimension setting as text: "1000 steps", or "seeds: 3 (d = 2-64), 1 (d = 128)", grouping
+    runs of consecutive dimensions with the same value."""
+    if not value_of:
+        return f"{what}: not recorded"
     groups: list[tuple[int, list[int]]] = []
     for d, v in value_of.items():
         if groups and groups[-1][0] == v:
@@ -224,18 +227,12 @@ def _grouped(value_of: dict[int, int], what: str) -> str:
 
 
 def _rank_bound(model: str, dim: int) -> int:
-    """Largest rank the Jacobian of the sweep's network ``model`` can reach without the strict term."""
+    """Largest rank the Jacobian of the sweep's network ``model`` can reach (the strict term, where a
+    setting adds it, adds full rank)."""
     kwargs = HIGHDIM_MODELS[model][1]
     if "modules" in kwargs:
         return min(dim, kwargs["modules"] * (kwargs["width"] - 1))
     return min(dim, kwargs["width"])
-
-
-def _max_rank(model) -> int:
-    """Largest rank the network's own Jacobian can reach (the strict term adds full rank)."""
-    if hasattr(model, "n_modules"):
-        return min(model.dim, model.n_modules * (model.width - 1))
-    return min(model.dim, model.width)
 
 
 def _lookup(table: list[dict[str, Any]], d: int, setting: str, model: str) -> float | None:
