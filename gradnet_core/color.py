@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ._resources import data_path
 from .images import MAX_PIXELS, SUPPORTED_FORMATS
 from .jobs import seeded_map
 from .metrics import energy_distance
@@ -36,7 +37,7 @@ __all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransf
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-COLOR_DIR = Path(__file__).resolve().parent.parent / "assets" / "color"
+COLOR_DIR = data_path("color")   # package data: gradnet_core/data/color/
 MAX_SIDE = 512            # longer side of an image after loading, px: larger ones are shrunk (box filter)
 MIN_SIDE = 2              # smallest side accepted, px
 EMD_SAMPLES = 1000        # pixels per image for POT's EMD transfer (exact EMD is ~n^2; reference §5)
@@ -71,7 +72,7 @@ class ColorComparison:
 
 
 def bundled_color_images() -> dict[str, Path]:
-    """The bundled example images in ``assets/color/``: name ("daytime", "sunset") -> path."""
+    """The bundled example images in ``gradnet_core/data/color/``: name ("daytime", "sunset") -> path."""
     if not COLOR_DIR.is_dir():
         return {}
     return {p.stem: p for p in sorted(COLOR_DIR.glob("*.png")) if p.is_file()}

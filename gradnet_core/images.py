@@ -20,6 +20,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from ._resources import data_path
+
 __all__ = [
     "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR",
     "load_image", "canvas_to_image", "mnist_frame",
@@ -34,7 +36,7 @@ DIGIT_BOX = 20              # longer side of the digit inside the frame, px (as 
 MAX_PIXELS = 40_000_000     # largest decoded image accepted (width x height); guards decompression bombs
 MIN_SIDE = 8                # smallest image side accepted, px (scikit-learn's digits are 8 x 8)
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
-DIGITS_DIR = Path(__file__).resolve().parent.parent / "assets" / "digits"
+DIGITS_DIR = data_path("digits")   # package data: gradnet_core/data/digits/
 
 _WORK_SIDE = 1024           # large images are box-averaged down to this before any float maths
 _MIN_CONTRAST = 0.05        # peak above background (fraction of full scale) that counts as content
@@ -110,7 +112,7 @@ def mnist_frame(gray: np.ndarray) -> np.ndarray:
 
 
 def bundled_digits() -> dict[int, list[Path]]:
-    """The bundled example PNGs in ``assets/digits/``: digit 0..9 -> paths sorted by example index."""
+    """The bundled example PNGs in ``gradnet_core/data/digits/``: digit 0..9 -> paths sorted by example index."""
     found: dict[int, list[tuple[int, Path]]] = {d: [] for d in range(10)}
     if DIGITS_DIR.is_dir():
         for path in DIGITS_DIR.iterdir():

@@ -5,7 +5,7 @@ hills, a lake that reflects the sky, a little deterministic grain) at 4x the out
 with Pillow's box filter, so edges are anti-aliased. Nothing is downloaded; rerunning the script
 rewrites identical files.
 
-    python scripts/make_color_assets.py            # --out assets/color --width 160 --height 120
+    python scripts/make_color_assets.py            # --out gradnet_core/data/color --width 160 --height 120
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import numpy as np
 from PIL import Image
 
 SUPERSAMPLE = 4
+
+#: The package's bundled colour images, in this repository.
+COLOR_DIR = Path(__file__).resolve().parents[1] / "gradnet_core" / "data" / "color"
 
 #: Per scene: sky colours from the top to the horizon, the sun (centre x, y as fractions of the
 #: frame, radius as a fraction of the height, colour, glow colour), hill colours from the farthest
@@ -94,7 +97,7 @@ def render(scene: dict, width: int, height: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("assets/color"), help="output folder")
+    parser.add_argument("--out", type=Path, default=COLOR_DIR, help="output folder (default: gradnet_core/data/color)")
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=120)
     args = parser.parse_args()

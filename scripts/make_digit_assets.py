@@ -1,4 +1,4 @@
-"""Build ``assets/digits/``: MNIST-style 28 x 28 PNGs of handwritten digits from scikit-learn.
+"""Build ``gradnet_core/data/digits/`` (package data): MNIST-style 28 x 28 PNGs of handwritten digits from scikit-learn.
 
 Source: scikit-learn's ``load_digits`` (its bundled copy of the UCI "Optical Recognition of
 Handwritten Digits" test set; 1797 images of 8 x 8 pixels with 17 gray levels, 0..16). For each
@@ -20,7 +20,10 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from gradnet_core.images import DIGITS_DIR, mnist_frame
+from gradnet_core.images import mnist_frame
+
+#: The package's bundled digits, in this repository (not in whatever copy of gradnet_core is installed).
+DIGITS_DIR = Path(__file__).resolve().parents[1] / "gradnet_core" / "data" / "digits"
 
 
 def representative_indices(images: np.ndarray, labels: np.ndarray, digit: int, count: int) -> list[int]:
@@ -51,7 +54,7 @@ def build(out_dir: Path, per_digit: int) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DIGITS_DIR, help="output folder (default: assets/digits)")
+    parser.add_argument("--out", type=Path, default=DIGITS_DIR, help="output folder (default: gradnet_core/data/digits)")
     parser.add_argument("--per-digit", type=int, default=3, help="examples per digit (default: 3)")
     args = parser.parse_args()
     if args.per_digit < 1:
