@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .networks import GradientNetwork, TransportMap, _check_positive_int, _xavier
+from .networks import GradientNetwork, TransportMap, check_positive_int, xavier_uniform
 
 __all__ = ["CMGN", "MMGN", "ICNNMap", "BASELINES", "CMGN_ACTIVATIONS"]
 
@@ -53,25 +53,14 @@ def _check_eps(eps: Any) -> float:
 
 
 class _QuadraticTerm(GradientNetwork):
-    """Shared V^T V x (+ eps x) term of the ICASSP networks, V: (d, d), initialised to I / sqrt(2).
-
-    The term is part of the architecture (reference §2), so the base class's optional strict term is
-    not used: ``eps`` >= 0 plays its role (eps = 0 is the paper's network).
+    """Base of the ICASSP networks: the V^T V x (+ eps x) term is part of their architecture
+    (reference §2), so they always carry the base class's quadratic term, V initialised to I / sqrt(2);
+    ``eps`` >= 0 (eps = 0 is the paper's network).
     """
 
     def __init__(self, dim: int, eps: float):
         super().__init__(dim)
-        self.eps = _check_eps(eps)
-        self.V = nn.Parameter(torch.eye(dim) / math.sqrt(2.0))
-
-    def _quadratic(self, x: Tensor, out: Tensor, packed: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        quad = self.V.T @ self.V
-        if self.eps:
-            quad = quad + self.eps * torch.eye(self.dim, dtype=x.dtype, device=x.device)
-        out = out + x @ quad
-        if packed is not None:
-            packed = packed + quad[self._rows, self._cols]
-        return out, packed
+        self._add_quadratic_term(_check_eps(eps), v_init=1.0 / math.sqrt(2.0))
 
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim, "eps": self.eps}
@@ -86,13 +75,13 @@ class CMGN(_QuadraticTerm):
 
     def __init__(self, dim: int, width: int = 32, depth: int = 4, activation: str = "tanh", eps: float = 0.0):
         super().__init__(dim, eps)
-        _check_positive_int(width, "width")
-        _check_positive_int(depth, "depth")
+        check_positive_int(width, "width")
+        check_positive_int(depth, "depth")
         if activation not in CMGN_ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(CMGN_ACTIVATIONS)}")
         self.width, self.depth, self.activation = width, depth, activation
         self._act = CMGN_ACTIVATIONS[activation]
-        self.W = nn.Parameter(_xavier(width, dim))
+        self.W = nn.Parameter(xavier_uniform(width, dim))
         self.bias = nn.Parameter(torch.zeros(depth, width))
         self.out_bias = nn.Parameter(torch.zeros(dim))
 
@@ -108,7 +97,7 @@ class CMGN(_QuadraticTerm):
         s, ds = self._act(z)
         out = s @ self.W + self.out_bias
         packed = (ds * chain) @ self._square_products(self.W) if jacobian else None
-        return self._quadratic(x, out, packed)
+        return out, packed
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "depth": self.depth, "activation": self.activation}
@@ -124,8 +113,8 @@ class MMGN(_QuadraticTerm):
 
     def __init__(self, dim: int, width: int = 32, modules: int = 4, eps: float = 0.0):
         super().__init__(dim, eps)
-        _check_positive_int(width, "width")
-        _check_positive_int(modules, "modules")
+        check_positive_int(width, "width")
+        check_positive_int(modules, "modules")
         self.width, self.n_modules = width, modules
         # Each module is quartic near 0 (about (1/2) h^2 c^4 d |x| for weights of size c), so weights of
         # size (2 / (h^2 d K))^(1/4) start the whole map at about the identity's scale.
@@ -147,7 +136,7 @@ class MMGN(_QuadraticTerm):
         if jacobian:
             diag_weights = (s[..., None] * (1.0 - t * t)).reshape(-1, k * h)
             packed = diag_weights @ self._square_products(w_flat) + self._square_products(v).sum(1)
-        return self._quadratic(x, out, packed)
+        return out, packed
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "modules": self.n_modules}
@@ -167,8 +156,8 @@ class ICNNMap(TransportMap):
 
     def __init__(self, dim: int, width: int = 64, depth: int = 3, strict: bool = True, eps: float = 1e-3):
         super().__init__(dim)
-        _check_positive_int(width, "width")
-        _check_positive_int(depth, "depth")
+        check_positive_int(width, "width")
+        check_positive_int(depth, "depth")
         self.width, self.depth, self.strict = width, depth, bool(strict)
         self.eps = _check_eps(eps)
         self.input_layers = nn.ModuleList([nn.Linear(dim, width) for _ in range(depth)])

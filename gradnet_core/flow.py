@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .densities import Density, Gaussian, GaussianMixture
-from .networks import GradientNetwork, TransportMap, _unpack, logdet_packed
+from .networks import GradientNetwork, TransportMap, logdet_packed, unpack_jacobian
 from .training import (Callback, Progress, TrainConfig, TrainResult, _parameters_finite, _snapshot,
                        resolve_device)
 
@@ -72,7 +72,7 @@ def pushforward_score(model: GradientNetwork, source: Density, x: Tensor) -> tup
         y, packed = model.map_and_packed_jacobian(x)
         log_rho = source.log_prob(x) - logdet_packed(packed, model.dim)
         (grad_x,) = torch.autograd.grad(log_rho.sum(), x)
-    jac = _unpack(packed.detach(), model.dim)
+    jac = unpack_jacobian(packed.detach(), model.dim)
     score = torch.linalg.solve(jac, grad_x.unsqueeze(-1)).squeeze(-1)
     return y.detach(), score, log_rho.detach()
 

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
-    "autograd_jacobian", "autograd_map_and_logdet", "build_map",
+    "autograd_jacobian", "autograd_map_and_logdet", "build_map", "unpack_jacobian", "logdet_packed",
+    "check_positive_int", "xavier_uniform",
 ]
 
 
@@ -101,8 +102,9 @@ def _pack(matrix: Tensor) -> Tensor:
     return matrix.flatten(-2).index_select(-1, _index_maps(d, matrix.device)[0])
 
 
-def _unpack(packed: Tensor, d: int) -> Tensor:
-    """Symmetric ``(n, d, d)`` from its packed upper triangle ``(n, d(d+1)/2)``."""
+def unpack_jacobian(packed: Tensor, d: int) -> Tensor:
+    """Symmetric ``(n, d, d)`` matrices (Jacobians of gradient networks) from their packed upper
+    triangles ``(n, d(d+1)/2)``, row-major with i <= j."""
     return packed.index_select(-1, _index_maps(d, packed.device)[1]).unflatten(-1, (d, d))
 
 
@@ -130,7 +132,7 @@ class _PackedCholeskyLogdet(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, packed: Tensor, d: int) -> Tensor:
-        chol, info = torch.linalg.cholesky_ex(_unpack(packed, d))
+        chol, info = torch.linalg.cholesky_ex(unpack_jacobian(packed, d))
         ok = info == 0
         logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         ctx.save_for_backward(chol, ok)
@@ -162,8 +164,9 @@ class GradientNetwork(TransportMap, ABC):
     """A map T = grad(u), u convex, with a closed-form symmetric PSD Jacobian.
 
     Subclasses implement ``_evaluate(x, jacobian) -> (T, packed J or None)``. The optional
-    strict-convexity term adds (eps I + V^T V) x, which keeps J positive definite even when the
-    network's own rank is below d.
+    strict-convexity term adds (eps I + V^T V) x (V: (d, d), a parameter), which keeps J positive
+    definite even when the network's own rank is below d; ``strict`` says whether the map has it.
+    Subclasses that always carry the term (the ICASSP baselines) call ``_add_quadratic_term``.
     """
 
     monotone = True
@@ -172,10 +175,10 @@ class GradientNetwork(TransportMap, ABC):
         super().__init__(dim)
         if strict and not eps > 0:
             raise ValueError(f"eps of the strict-convexity term must be positive; got {eps}")
-        self.strict = bool(strict)
+        self.strict = False
         self.eps = float(eps)
-        if self.strict:
-            self.V = nn.Parameter(0.1 * torch.eye(dim))
+        if strict:
+            self._add_quadratic_term(eps, v_init=0.1)
         rows, cols = _triu(dim)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
@@ -187,7 +190,7 @@ class GradientNetwork(TransportMap, ABC):
 
     @abstractmethod
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
-        """T(x) without the strict term, and its packed Jacobian when ``jacobian`` is true."""
+        """T(x) without the quadratic term, and its packed Jacobian when ``jacobian`` is true."""
 
     def _square_products(self, W: Tensor) -> Tensor:
         """W[..., i] * W[..., j] for i <= j: the rows of W's contribution to a packed J."""
@@ -195,29 +198,39 @@ class GradientNetwork(TransportMap, ABC):
             return (W @ self._select_rows) * (W @ self._select_cols)
         return W[..., self._rows] * W[..., self._cols]
 
-    def _with_strict(self, x: Tensor, out: Tensor, packed: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _add_quadratic_term(self, eps: float, v_init: float) -> None:
+        """Give the map the term (eps I + V^T V) x, the gradient of (1/2) x^T (eps I + V^T V) x, with
+        V = v_init * I to start; ``eps`` >= 0 (checked by the caller)."""
+        self.strict, self.eps = True, float(eps)
+        self.V = nn.Parameter(v_init * torch.eye(self.dim))
+
+    def _with_quadratic_term(self, x: Tensor, out: Tensor,
+                             packed: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Add (eps I + V^T V) x to ``out`` and its constant Jacobian to ``packed`` (when given)."""
         if not self.strict:
             return out, packed
-        quad = self.V.T @ self.V + self.eps * torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        quad = self.V.T @ self.V
+        if self.eps:
+            quad = quad + self.eps * torch.eye(self.dim, dtype=x.dtype, device=x.device)
         out = out + x @ quad
         if packed is not None:
             packed = packed + quad[self._rows, self._cols]
         return out, packed
 
     def forward(self, x: Tensor) -> Tensor:
-        out, _ = self._with_strict(x, *self._evaluate(x, jacobian=False))
+        out, _ = self._with_quadratic_term(x, *self._evaluate(x, jacobian=False))
         return out
 
     def map_and_packed_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """T(x): (n, d) and the upper triangle of J_T(x): (n, d(d+1)/2), in one pass."""
-        return self._with_strict(x, *self._evaluate(x, jacobian=True))
+        return self._with_quadratic_term(x, *self._evaluate(x, jacobian=True))
 
     def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out, packed = self.map_and_packed_jacobian(x)
         return out, logdet_packed(packed, self.dim)
 
     def jacobian(self, x: Tensor) -> Tensor:
-        return _unpack(self.map_and_packed_jacobian(x)[1], self.dim)
+        return unpack_jacobian(self.map_and_packed_jacobian(x)[1], self.dim)
 
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim, "strict": self.strict, "eps": self.eps}
@@ -251,7 +264,9 @@ ACTIVATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 }
 
 
-def _xavier(*shape: int) -> Tensor:
+def xavier_uniform(*shape: int) -> Tensor:
+    """Glorot-uniform weights of ``shape`` (..., fan_out, fan_in); leading axes are separate layers,
+    which is where this differs from ``torch.nn.init.xavier_uniform_`` (it counts them in the fans)."""
     fan_out, fan_in = shape[-2], shape[-1]
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     return (2.0 * torch.rand(*shape) - 1.0) * bound
@@ -267,13 +282,13 @@ class MGradNetC(GradientNetwork):
     def __init__(self, dim: int, width: int = 32, depth: int = 4, activation: str = "weighted-tanh",
                  strict: bool = False, eps: float = 1e-3):
         super().__init__(dim, strict=strict, eps=eps)
-        _check_positive_int(width, "width")
-        _check_positive_int(depth, "depth")
+        check_positive_int(width, "width")
+        check_positive_int(depth, "depth")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.width, self.depth, self.activation = width, depth, activation
         self._act = ACTIVATIONS[activation]
-        self.W = nn.Parameter(_xavier(width, dim))
+        self.W = nn.Parameter(xavier_uniform(width, dim))
         self.bias = nn.Parameter(torch.zeros(depth, width))
         self.out_bias = nn.Parameter(torch.zeros(dim))
         self.alpha = nn.Parameter(torch.rand(depth, width))
@@ -366,12 +381,12 @@ class MGradNetM(GradientNetwork):
 
     def __init__(self, dim: int, width: int = 32, modules: int = 4, strict: bool = False, eps: float = 1e-3):
         super().__init__(dim, strict=strict, eps=eps)
-        _check_positive_int(width, "width")
-        _check_positive_int(modules, "modules")
+        check_positive_int(width, "width")
+        check_positive_int(modules, "modules")
         if width < 2:
             raise ValueError("width of an mGradNet-M module must be at least 2 (softmax over one unit is constant)")
         self.width, self.n_modules = width, modules
-        self.W = nn.Parameter(_xavier(modules, width, dim))
+        self.W = nn.Parameter(xavier_uniform(modules, width, dim))
         self.bias = nn.Parameter(torch.zeros(modules, width))
         self.alpha = nn.Parameter(torch.rand(modules))
         self.beta = nn.Parameter(torch.rand(modules))
@@ -431,8 +446,8 @@ class MLPMap(TransportMap):
 
     def __init__(self, dim: int, width: int = 128, depth: int = 3):
         super().__init__(dim)
-        _check_positive_int(width, "width")
-        _check_positive_int(depth, "depth")
+        check_positive_int(width, "width")
+        check_positive_int(depth, "depth")
         self.width, self.depth = width, depth
         layers: list[nn.Module] = []
         sizes = [dim] + [width] * depth
@@ -448,7 +463,8 @@ class MLPMap(TransportMap):
         return {"dim": self.dim, "width": self.width, "depth": self.depth}
 
 
-def _check_positive_int(value: Any, name: str) -> None:
+def check_positive_int(value: Any, name: str) -> None:
+    """Raise ValueError unless ``value`` is an int >= 1 (bool refused); ``name`` is the argument's name."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
