@@ -1,6 +1,7 @@
 """Ground-truth OT maps: the closed-form Gaussian map and the barycentric projection of an exact plan.
 
-POT is imported only inside ``barycentric_projection`` so that importing gradnet_core stays light.
+Both come from POT, imported only inside ``gaussian_map`` and ``barycentric_projection`` so that
+importing gradnet_core stays light.
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from torch import Tensor
 
 from .densities import Gaussian, as_tensor
 
-__all__ = ["GaussianMap", "gaussian_map", "barycentric_projection", "sqrtm_psd"]
-
-
-def sqrtm_psd(matrix: Tensor) -> Tensor:
-    """Symmetric square root of a symmetric positive semi-definite ``(d, d)`` matrix (eigh)."""
-    eigval, eigvec = torch.linalg.eigh(matrix)
-    return (eigvec * eigval.clamp_min(0).sqrt()) @ eigvec.T
+__all__ = ["GaussianMap", "gaussian_map", "barycentric_projection"]
 
 
 class GaussianMap:
@@ -40,24 +35,23 @@ class GaussianMap:
 
 
 def gaussian_map(source: Gaussian, target: Gaussian) -> GaussianMap:
-    """Closed-form OT map between Gaussians (reference §5), computed in float64.
+    """Closed-form OT map between Gaussians N(m_s, S_s) -> N(m_t, S_t) (reference §5), in float64.
 
-    A = S_s^{-1/2} (S_s^{1/2} S_t S_s^{1/2})^{1/2} S_s^{-1/2}; T(x) = m_t + A (x - m_s).
-    With target N(0, I) this is whitening, T(x) = S_s^{-1/2} (x - m_s). Same map as POT's
-    ``ot.gaussian.bures_wasserstein_mapping`` (Peyré & Cuturi, Computational OT, Remark 2.31).
+    T(x) = m_t + A (x - m_s),  A = S_s^{-1/2} (S_s^{1/2} S_t S_s^{1/2})^{1/2} S_s^{-1/2}
+    (Knott & Smith 1984; Peyré & Cuturi, Computational Optimal Transport, Remark 2.31). A comes from
+    POT's ``ot.gaussian.bures_wasserstein_mapping`` (torch backend, on the CPU) and is symmetrised
+    against rounding. With target N(0, I) this is whitening, T(x) = S_s^{-1/2} (x - m_s).
     """
+    import ot  # POT: heavy import, only here
+
     if not (isinstance(source, Gaussian) and isinstance(target, Gaussian)):
         raise ValueError("gaussian_map needs two Gaussian densities")
     if source.dim != target.dim:
         raise ValueError(f"source is {source.dim}-dimensional but target is {target.dim}-dimensional")
-    cs = source.cov.detach().to("cpu", torch.float64)
-    ct = target.cov.detach().to("cpu", torch.float64)
-    cs_half = sqrtm_psd(cs)
-    cs_half_inv = torch.linalg.inv(cs_half)
-    A = cs_half_inv @ sqrtm_psd(cs_half @ ct @ cs_half) @ cs_half_inv
-    A = 0.5 * (A + A.T)
-    return GaussianMap(A, source.mean.detach().to("cpu", torch.float64),
-                       target.mean.detach().to("cpu", torch.float64))
+    ms, mt, cs, ct = (t.detach().to("cpu", torch.float64)
+                      for t in (source.mean, target.mean, source.cov, target.cov))
+    A, _ = ot.gaussian.bures_wasserstein_mapping(ms, mt, cs, ct)
+    return GaussianMap(0.5 * (A + A.T), ms, mt)
 
 
 def barycentric_projection(xs: Any, xt: Any, weights: Any = None, target_weights: Any = None,
