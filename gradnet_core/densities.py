@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Density", "Gaussian", "GaussianMixture", "ImageDensity", "as_tensor"]
+__all__ = ["Density", "Gaussian", "GaussianMixture", "ImageDensity", "as_tensor", "covariance_2d"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -45,6 +45,22 @@ def as_tensor(value: Any, name: str, dtype: torch.dtype | None = None,
         dtype = (t.dtype if keeps_precision and t.dtype in (torch.float32, torch.float64)
                  else torch.get_default_dtype())
     return t.to(device=device, dtype=dtype)
+
+
+def covariance_2d(std_x: float, std_y: float, corr: float) -> list[list[float]]:
+    """The 2-D covariance [[sx^2, r sx sy], [r sx sy, sy^2]] from standard deviations and a correlation.
+
+    Returned as nested lists, so the density it goes into picks its own dtype. Raises ValueError
+    unless both standard deviations are positive and -1 < corr < 1 (the matrix is then positive definite).
+    """
+    sx, sy, r = float(std_x), float(std_y), float(corr)
+    for value, name in ((sx, "std_x"), (sy, "std_y")):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"standard deviations must be positive numbers; {name} is {value:g}")
+    if not (math.isfinite(r) and -1.0 < r < 1.0):
+        raise ValueError(f"the correlation must lie strictly between -1 and 1, or the covariance is not "
+                         f"positive definite; got {r:g}")
+    return [[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]]
 
 
 def _check_finite(t: Tensor, name: str) -> None:

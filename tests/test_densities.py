@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from gradnet_core import Gaussian, GaussianMixture, ImageDensity
+from gradnet_core.densities import covariance_2d
 
 
 def random_spd(rng, d):
@@ -213,3 +214,24 @@ def test_image_density_constructor_fuzz(h, w, data):
         return
     assert dens.weights.sum().item() == pytest.approx(1.0)
     assert (dens.points >= 0).all() and (dens.points <= 1).all()
+
+
+def test_covariance_2d_has_the_given_standard_deviations_and_correlation():
+    cov = np.array(covariance_2d(2.0, 0.5, -0.3))
+    np.testing.assert_allclose(cov, [[4.0, -0.3], [-0.3, 0.25]])
+    std = np.sqrt(np.diag(cov))
+    np.testing.assert_allclose(cov / np.outer(std, std), [[1.0, -0.3], [-0.3, 1.0]])
+    assert Gaussian([0.0, 0.0], covariance_2d(1.0, 1.0, 0.7)).dtype == torch.get_default_dtype()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ((0.0, 1.0, 0.0), "std_x is 0"),
+    ((1.0, -2.0, 0.0), "std_y is -2"),
+    ((float("nan"), 1.0, 0.0), "std_x is nan"),
+    ((1.0, 1.0, 1.0), "positive definite"),
+    ((1.0, 1.0, -1.5), "between -1 and 1"),
+])
+def test_covariance_2d_refuses_bad_values(args, fragment):
+    with pytest.raises(ValueError) as err:
+        covariance_2d(*args)
+    assert fragment in str(err.value)
