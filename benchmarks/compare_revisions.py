@@ -80,6 +80,20 @@ def problem(lib, name: str):
     return lib.Gaussian(rng.standard_normal(d), a @ a.T / (d + 1) + 0.1 * np.eye(d)), lib.Gaussian(np.zeros(d), np.eye(d))
 
 
+#: Settings that belong to the objective (``MongeAmpere``) since the single training loop; older
+#: revisions took them as ``TrainConfig`` fields.
+OBJECTIVE_SETTINGS = ("jacobian", "bandwidth_start", "bandwidth_end", "residual")
+
+
+def make_config(lib, steps: int, settings: dict[str, Any]):
+    """The same training settings as a TrainConfig of ``lib``, whichever API that revision has."""
+    if not hasattr(lib, "MongeAmpere"):
+        return lib.TrainConfig(steps=steps, device="cpu", report_seconds=3600.0, **settings)
+    loop = {k: v for k, v in settings.items() if k not in OBJECTIVE_SETTINGS}
+    objective = lib.MongeAmpere(**{k: v for k, v in settings.items() if k in OBJECTIVE_SETTINGS})
+    return lib.TrainConfig(steps=steps, device="cpu", report_seconds=3600.0, objective=objective, **loop)
+
+
 def runner(lib, network: str, kwargs: dict[str, Any], problem_name: str, settings: dict[str, Any],
            weights: dict[str, torch.Tensor]):
     model = lib.build_map(network, **kwargs)
@@ -88,7 +102,7 @@ def runner(lib, network: str, kwargs: dict[str, Any], problem_name: str, setting
     extra = {"bandwidth_start": BANDWIDTH, "bandwidth_end": BANDWIDTH} if problem_name == "digits" else {}
 
     def run(steps: int) -> tuple[float, float]:
-        config = lib.TrainConfig(steps=steps, device="cpu", report_seconds=3600.0, **settings, **extra)
+        config = make_config(lib, steps, {**settings, **extra})
         wall, cpu = time.perf_counter(), time.thread_time()
         result = lib.train(model, source, target, config)
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu

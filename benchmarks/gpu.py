@@ -44,11 +44,11 @@ def ratio_rows(device: str, steps: int, cases: int) -> list[list]:
     for label, network, kwargs, problem_name, preset in RATIO_CASES[:cases]:
         source, target = problem(problem_name)
         model = seeded_model(network, 0, **kwargs).to(device)
-        base = train_preset(preset, device=device, report_seconds=3600.0,
-                            bandwidth_start=STEP_BANDWIDTH, bandwidth_end=STEP_BANDWIDTH)
+        base = train_preset(preset, device=device, report_seconds=3600.0).with_objective(
+            bandwidth_start=STEP_BANDWIDTH, bandwidth_end=STEP_BANDWIDTH)
         per_step = {}
         for jac in ("closed-form", "autograd"):
-            config = replace(base, jacobian=jac)
+            config = base.with_objective(jacobian=jac)
             timed_train(model, source, target, replace(config, steps=3))                 # warm-up
             per_step[jac] = timed_train(model, source, target, replace(config, steps=steps)) / steps
         rows.append([label, 1e3 * per_step["closed-form"], 1e3 * per_step["autograd"],

@@ -6,7 +6,7 @@
 
 One step is everything ``train`` does per step: draw the batch, log p, the map and its log det,
 log q(T(x)), the loss, backward, gradient clipping where the preset has it, the optimiser step.
-The closed-form and autograd paths (``TrainConfig(jacobian="autograd")``: vmap of jacrev, then
+The closed-form and autograd paths (``MongeAmpere(jacobian="autograd")``: vmap of jacrev, then
 slogdet, the GradNetOT authors' way) train the same model, interleaved round by round; each figure
 is the median over rounds, in wall and CPU seconds per step.
 """
@@ -51,9 +51,11 @@ def ratio_table(rounds: int, budget: float) -> str:
     for label, network, kwargs, problem_name, preset in RATIO_CASES:
         source, target = problem(problem_name)
         model = seeded_model(network, 0, **kwargs)
-        base = train_preset(preset, device="cpu", bandwidth_start=STEP_BANDWIDTH, bandwidth_end=STEP_BANDWIDTH)
-        runs = {jac: (lambda steps, jac=jac: time_train(model, source, target, with_steps(base, steps, jacobian=jac)))
-                for jac in ("closed-form", "autograd")}
+        base = train_preset(preset, device="cpu").with_objective(bandwidth_start=STEP_BANDWIDTH,
+                                                                 bandwidth_end=STEP_BANDWIDTH)
+        configs = {jac: base.with_objective(jacobian=jac) for jac in ("closed-form", "autograd")}
+        runs = {jac: (lambda steps, c=c: time_train(model, source, target, with_steps(c, steps)))
+                for jac, c in configs.items()}
         t = interleaved(runs, rounds, budget)
         closed, auto = t["closed-form"], t["autograd"]
         rows.append([label, 1e3 * closed.wall, 1e3 * auto.wall, f"{auto.wall / closed.wall:.1f}x",

@@ -107,7 +107,8 @@ def describe(preset: str) -> str:
     size = ", ".join(f"{k} {v}" for k, v in kwargs.items())
     return (f"{network} ({size}); {c.optimizer} lr {c.lr:g} ({c.lr_schedule}), batch {c.batch_size}, {c.steps} steps"
             + (f", clip {c.clip_grad:g}" if c.clip_grad else "")
-            + (f", bandwidth {c.bandwidth_start:g} -> {c.bandwidth_end:g}" if preset.startswith("digits") else ""))
+            + (f", bandwidth {c.objective.bandwidth_start:g} -> {c.objective.bandwidth_end:g}"
+               if preset.startswith("digits") else ""))
 
 
 def report(name: str, preset: str, runs: list[dict[str, Any]]) -> str:

@@ -8,6 +8,8 @@ from .densities import Density, Gaussian, GaussianMixture, ImageDensity
 from .files import load_map, save_map
 from .images import bundled_digits, canvas_to_image, load_bundled, load_image
 from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map
+from .objectives import (OBJECTIVES, AdversarialW1, ConstrainedFlow, GaussianMomentKL, MongeAmpere, Objective,
+                         ReverseKL, SinkhornLoss)
 from .training import Progress, TrainConfig, TrainResult, train
 from .baselines import BASELINES, CMGN, MMGN, ICNNMap
 
@@ -20,6 +22,8 @@ __all__ = [
     "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map",
     "CMGN", "MMGN", "ICNNMap",
     "TrainConfig", "TrainResult", "Progress", "train",
+    "Objective", "OBJECTIVES", "MongeAmpere", "ReverseKL", "GaussianMomentKL", "SinkhornLoss", "AdversarialW1",
+    "ConstrainedFlow",
     "save_map", "load_map",
     "load_image", "canvas_to_image", "load_bundled", "bundled_digits",
 ]

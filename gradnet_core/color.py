@@ -21,16 +21,17 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ._resources import data_path
-from .images import MAX_PIXELS, SUPPORTED_FORMATS
+from .images import ImageLimits, read_image
 from .jobs import seeded_map
 from .metrics import energy_distance
 from .networks import NETWORKS, TransportMap
+from .objectives import AdversarialW1, GaussianMomentKL, Objective, SinkhornLoss
 from .training import Callback, TrainConfig, TrainResult, train
 
-__all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransfer", "ColorComparison",
+__all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_LIMITS", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransfer", "ColorComparison",
            "bundled_color_images", "load_rgb", "image_pixels", "subsample", "color_config", "fit_color_map",
            "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "to_png_bytes",
            "pixel_cloud_figure"]
@@ -39,8 +40,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 COLOR_DIR = data_path("color")   # package data: gradnet_core/data/color/
 MAX_SIDE = 512            # longer side of an image after loading, px: larger ones are shrunk (box filter)
-MIN_SIDE = 2              # smallest side accepted, px
 EMD_SAMPLES = 1000        # pixels per image for POT's EMD transfer (exact EMD is ~n^2; reference §5)
+
+#: Colour transfer reads pictures with ``images.read_image``; any picture of 2 x 2 pixels or more has colours.
+COLOR_LIMITS = ImageLimits(
+    min_side=2, decode_side=MAX_SIDE,
+    too_small="The image is only {width} x {height} pixels; it needs at least {min_side} x {min_side}.",
+    bomb="The image declares an enormous size (a decompression bomb?); shrink it first.")
 
 #: Maps that suit colour transfer: every monotone map in the registry (MLP excluded).
 COLOR_NETWORKS: tuple[str, ...] = tuple(name for name, cls in NETWORKS.items() if cls.monotone)
@@ -48,8 +54,11 @@ COLOR_NETWORKS: tuple[str, ...] = tuple(name for name, cls in NETWORKS.items() i
 #: Default training for colour transfer: Sinkhorn divergence with blur sqrt(1e-2) = 10 % of the
 #: colour range on 256 pixels per step; 200 steps take a few seconds on one CPU core, and a blur of
 #: sqrt(1e-3) or 500 pixels per step gave no closer colours on the bundled pair at 3x the time.
-COLOR_CONFIG = TrainConfig(loss="sinkhorn", steps=200, batch_size=256, lr=1e-2, sinkhorn_epsilon=1e-2,
-                           device="cpu")
+COLOR_CONFIG = TrainConfig(steps=200, batch_size=256, lr=1e-2, device="cpu", objective=SinkhornLoss(epsilon=1e-2))
+
+#: The sample-only objectives colour transfer offers, by name, with their colour-transfer settings.
+COLOR_OBJECTIVES: dict[str, Objective] = {"sinkhorn": COLOR_CONFIG.objective, "gaussian-kl": GaussianMomentKL(),
+                                          "wasserstein": AdversarialW1()}
 
 
 @dataclass(frozen=True)
@@ -81,14 +90,17 @@ def bundled_color_images() -> dict[str, Path]:
 def load_rgb(data: bytes | PathLike | np.ndarray, max_side: int = MAX_SIDE, max_bytes: int = 20_000_000) -> np.ndarray:
     """An image file (bytes or path) or array -> ``(H, W, 3)`` float64 RGB in [0, 1].
 
-    Files: PNG, JPEG, GIF (first frame), BMP or WebP in any mode; transparency is composited on white,
-    EXIF rotation applied. Arrays: ``(H, W, 3)`` or ``(H, W, 4)`` uint8, or floats in [0, 1]. Images
-    whose longer side exceeds ``max_side`` are shrunk (aspect kept). Bad input raises ``ValueError``.
+    Files (read by ``images.read_image`` with ``COLOR_LIMITS``): PNG, JPEG, GIF (first frame), BMP or
+    WebP in any mode; transparency is composited on white, EXIF rotation applied. Arrays: ``(H, W, 3)``
+    or ``(H, W, 4)`` uint8, or floats in [0, 1]. Images whose longer side exceeds ``max_side`` are
+    shrunk (aspect kept). Bad input raises ``ValueError``.
     """
     if isinstance(data, np.ndarray):
         image = _array_image(data)
+    elif isinstance(data, (bytes, bytearray, memoryview, str, os.PathLike)):
+        image = _flatten(read_image(data, max_bytes, COLOR_LIMITS))
     else:
-        image = _decode(_read(data, max_bytes))
+        raise ValueError(f"an image must be given as file bytes, a path or an array; got {type(data).__name__}")
     if max(image.size) > max_side:
         scale = max_side / max(image.size)
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -111,8 +123,13 @@ def subsample(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return points[np.random.default_rng(seed).choice(len(points), n, replace=False)]
 
 
-def color_config(**overrides: Any) -> TrainConfig:
-    """``COLOR_CONFIG`` with some fields replaced (for example steps, loss, lr, seed)."""
+def color_config(loss: str | None = None, **overrides: Any) -> TrainConfig:
+    """``COLOR_CONFIG`` with the objective named ``loss`` (a key of ``COLOR_OBJECTIVES``) and some
+    fields replaced (for example steps, lr, seed)."""
+    if loss is not None:
+        if loss not in COLOR_OBJECTIVES:
+            raise ValueError(f"colour transfer trains on one of {', '.join(COLOR_OBJECTIVES)}; got {loss!r}")
+        overrides["objective"] = COLOR_OBJECTIVES[loss]
     return replace(COLOR_CONFIG, **overrides)
 
 
@@ -212,53 +229,6 @@ def pixel_cloud_figure(clouds: dict[str, np.ndarray], points: int = 2000, seed: 
 
 # --- loading ---------------------------------------------------------------------------------------
 
-def _read(data: bytes | PathLike, max_bytes: int) -> bytes:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-    elif isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise ValueError(f"There is no image file at {path}.")
-        if path.stat().st_size > max_bytes:
-            raise ValueError(f"The file is larger than {max_bytes // 1_000_000} MB; use a smaller image.")
-        raw = path.read_bytes()
-    else:
-        raise ValueError(f"an image must be given as file bytes, a path or an array; got {type(data).__name__}")
-    if not raw:
-        raise ValueError("The file is empty.")
-    if len(raw) > max_bytes:
-        raise ValueError(f"The file is larger than {max_bytes // 1_000_000} MB; upload a smaller image.")
-    return raw
-
-
-def _decode(raw: bytes) -> Image.Image:
-    """Decode the first frame to RGB, checking the declared size before any pixel is read."""
-    try:
-        image = Image.open(io.BytesIO(raw), formats=SUPPORTED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError("The image declares an enormous size (a decompression bomb?); shrink it first.") from err
-    except Exception as err:  # PIL's plugins raise many exception types on malformed headers
-        raise ValueError("This file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP file.") from err
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ValueError(f"The image is {width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} "
-                         "megapixels. Shrink it before uploading.")
-    if min(width, height) < MIN_SIDE:
-        raise ValueError(f"The image is only {width} x {height} pixels; it needs at least {MIN_SIDE} x {MIN_SIDE}.")
-    try:
-        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG only: decode directly at a reduced scale
-        image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError("The image declares an enormous size (a decompression bomb?); shrink it first.") from err
-    except Exception as err:  # truncated or corrupt data surfaces here, with varied types
-        raise ValueError(f"The image file is damaged or incomplete ({err}); save it again and re-upload it.") from err
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block should not reject pixels that decoded fine
-        pass
-    return _flatten(image)
-
-
 def _flatten(image: Image.Image) -> Image.Image:
     """Any mode -> RGB, transparency composited on white."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
@@ -275,9 +245,9 @@ def _flatten(image: Image.Image) -> Image.Image:
 def _array_image(array: np.ndarray) -> Image.Image:
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ValueError(f"an image array must have shape (H, W, 3) or (H, W, 4); got {array.shape}")
-    if min(array.shape[:2]) < MIN_SIDE:
-        raise ValueError(f"the image is only {array.shape[1]} x {array.shape[0]} pixels; it needs at least "
-                         f"{MIN_SIDE} x {MIN_SIDE}")
+    height, width = array.shape[:2]
+    if min(height, width) < COLOR_LIMITS.min_side:
+        raise ValueError(COLOR_LIMITS.too_small.format(width=width, height=height, min_side=COLOR_LIMITS.min_side))
     if array.dtype != np.uint8:
         arr = np.asarray(array, dtype=np.float64)
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:

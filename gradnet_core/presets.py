@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 from .densities import Gaussian, GaussianMixture
+from .objectives import AdversarialW1, ConstrainedFlow, GaussianMomentKL, MongeAmpere, ReverseKL, SinkhornLoss
 from .training import TrainConfig
 
 __all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
-           "SAMPLE_LOSS_SETTINGS", "OBJECTIVES", "DEFAULT_OBJECTIVE",
+           "SAMPLE_LOSS_SETTINGS", "OBJECTIVE_CHOICES", "DEFAULT_OBJECTIVE",
            "train_preset", "mixture_from_rows", "random_gaussian_pair"]
 
 #: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
@@ -103,37 +104,37 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # bandwidth 1e-3: MSE 4-5e-4 against the barycentric projection at bandwidth 1e-4 after 600 steps.
     # Ending at 1e-4 as the authors do needs their 10000 steps: in 600 it leaves the map noisier.
     "digits": TrainConfig(steps=600, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
-                          lr_schedule="cosine", clip_grad=10.0, bandwidth_end=1e-3),
+                          lr_schedule="cosine", clip_grad=10.0, objective=MongeAmpere(bandwidth_end=1e-3)),
     # The authors' MNIST settings (reference §7).
     "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
                                 lr_step_size=1000, lr_gamma=0.5, clip_grad=10.0),
 }
 
 
-#: TrainConfig overrides per sample-only loss (gradnet_core.sample_training), on top of a problem's
-#: preset. The adversarial loss uses the reference's critic (3 x 64, gradient penalty 10, 5 critic steps
-#: per map step) and a smaller map learning rate than the density losses. Its critic learns at 1e-3,
-#: not the reference's 1e-4: at 1e-4, 1500 steps left the seed slides' 2 -> 3 mixture maps at W2 1.7
-#: to 2.5 from the target, further than no map at all (1.2).
+#: TrainConfig overrides per sample-only objective, on top of a problem's preset. The adversarial
+#: loss uses the critic of docs/method.md §3 (3 x 64, gradient penalty 10, 5 critic steps per map step)
+#: and a smaller map learning rate than the density losses. Its critic learns at 1e-3, not 1e-4: at
+#: 1e-4, 1500 steps left the 2 -> 3 mixture's maps (docs/method.md §8) at W2 1.7 to 2.5 from the
+#: target, further than no map at all (1.2).
 SAMPLE_LOSS_SETTINGS: dict[str, dict[str, Any]] = {
-    "gaussian-kl": {"loss": "gaussian-kl", "steps": 1000, "batch_size": 1000, "lr": 1e-2},
-    "wasserstein": {"loss": "wasserstein", "steps": 1500, "batch_size": 256, "lr": 1e-3, "critic_lr": 1e-3,
-                    "critic_steps": 5},
-    "sinkhorn": {"loss": "sinkhorn", "steps": 500, "batch_size": 500, "lr": 1e-2},
+    "gaussian-kl": {"objective": GaussianMomentKL(), "steps": 1000, "batch_size": 1000, "lr": 1e-2},
+    "wasserstein": {"objective": AdversarialW1(critic_lr=1e-3, critic_steps=5), "steps": 1500, "batch_size": 256,
+                    "lr": 1e-3},
+    "sinkhorn": {"objective": SinkhornLoss(), "steps": 500, "batch_size": 500, "lr": 1e-2},
 }
 
 
 DEFAULT_OBJECTIVE = "Monge–Ampère loss (Adam)"
 
-#: Training objectives a user can pick -> TrainConfig overrides (steps and lr come from the inputs,
-#: except for the flow, whose step count is outer x inner steps).
-OBJECTIVES: dict[str, dict[str, Any]] = {
-    DEFAULT_OBJECTIVE: {},
-    "KL divergence (Adam)": {"loss": "kl"},
-    "Constrained gradient flow, explicit": {"scheme": "constrained-flow", "flow_variant": "explicit"},
+#: Training objectives a user can pick -> TrainConfig overrides on top of the problem's preset (the
+#: inputs then set steps and lr; a flow's steps are its outer x inner steps).
+OBJECTIVE_CHOICES: dict[str, dict[str, Any]] = {
+    DEFAULT_OBJECTIVE: {"objective": MongeAmpere()},
+    "KL divergence (Adam)": {"objective": ReverseKL()},
+    "Constrained gradient flow, explicit": {"objective": ConstrainedFlow(variant="explicit"), "steps": 1000},
     # Stable for large steps (results/flow): the implicit scheme with tau = 1.
-    "Constrained gradient flow, implicit": {"scheme": "constrained-flow", "flow_variant": "implicit",
-                                            "flow_tau": 1.0, "flow_outer_steps": 20, "flow_inner_steps": 50},
+    "Constrained gradient flow, implicit": {"objective": ConstrainedFlow(variant="implicit", tau=1.0, outer_steps=20),
+                                            "steps": 1000},
     "Gaussian-moment KL (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["gaussian-kl"].items()
                                                  if k not in ("steps", "lr")},
     "Adversarial W1 (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["wasserstein"].items()

@@ -16,12 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SAMPLE_LOSSES", "gaussian_moments", "gaussian_kl", "gaussian_moment_kl", "sinkhorn_divergence",
+__all__ = ["gaussian_moments", "gaussian_kl", "gaussian_moment_kl", "sinkhorn_divergence",
            "entropic_ot", "Critic", "gradient_penalty"]
-
-#: Loss names (``TrainConfig.loss``) that need only samples of the target.
-SAMPLE_LOSSES = ("gaussian-kl", "wasserstein", "sinkhorn")
-
 
 # --------------------------------------------------------------------------------------------
 # Gaussian-moment KL

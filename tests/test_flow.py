@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from gradnet_core import Gaussian, GaussianMixture, ImageDensity, MGradNetC, MGradNetM, MLPMap, TrainConfig, train
+from gradnet_core import (ConstrainedFlow, Gaussian, GaussianMixture, ImageDensity, MGradNetC, MGradNetM, MLPMap,
+                          TrainConfig, train)
 from gradnet_core.flow import entropic_score, log_concave_target, pushforward_score, sinkhorn_plan
 from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.metrics import energy_distance, map_mse
@@ -31,11 +32,11 @@ def paper_pair() -> tuple[Gaussian, Gaussian]:
     return Gaussian(*SOURCE), Gaussian([0.0, 0.0], np.eye(2))
 
 
-def flow_config(**overrides) -> TrainConfig:
-    fields = dict(scheme="constrained-flow", flow_outer_steps=10, flow_tau=0.4, flow_inner_steps=40,
-                  flow_inner_lr=0.02, batch_size=500, device="cpu")
-    fields.update(overrides)
-    return TrainConfig(**fields)
+def flow_config(inner_steps: int = 40, report_seconds: float = 0.25, **flow) -> TrainConfig:
+    """``ConstrainedFlow(**flow)`` with ``inner_steps`` Adam steps (lr 0.02) per outer step."""
+    objective = ConstrainedFlow(**{"outer_steps": 10, "tau": 0.4, **flow})
+    return TrainConfig(steps=objective.outer_steps * inner_steps, lr=0.02, batch_size=500, device="cpu",
+                       report_seconds=report_seconds, objective=objective)
 
 
 def seeded(cls, seed: int = 0, **kwargs):
@@ -134,12 +135,12 @@ def test_sinkhorn_plan_has_uniform_marginals(outlier):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant, overrides", [
     ("explicit", {}),
-    ("implicit", {"flow_tau": 1.0, "flow_outer_steps": 6}),
+    ("implicit", {"tau": 1.0, "outer_steps": 6}),
 ])
 def test_flow_converges_to_the_gaussian_map(variant, overrides):
     source, target = paper_pair()
     model = seeded(MGradNetM, dim=2, width=16, modules=4)
-    result = train(model, source, target, flow_config(flow_variant=variant, **overrides))
+    result = train(model, source, target, flow_config(variant=variant, **overrides))
     assert result.stopped == "completed", result.message
     x = source.sample(2000, torch.Generator().manual_seed(7))
     with torch.no_grad():
@@ -174,13 +175,13 @@ def test_exact_score_needs_a_gradient_network():
 def test_progress_reports_every_outer_step():
     source, target = paper_pair()
     reports = []
-    cfg = flow_config(flow_outer_steps=4, flow_inner_steps=5, report_seconds=1e9)
+    cfg = flow_config(outer_steps=4, inner_steps=5, report_seconds=1e9)
     result = train(seeded(MGradNetM, dim=2, width=8, modules=2), source, target, cfg, callback=reports.append)
-    assert [(p.outer_step, p.inner_step) for p in reports] == [(n, 5) for n in range(1, 5)]
-    assert all(p.scheme == "constrained-flow" and p.outer_total == 4 and p.inner_total == 5 and p.total == 20
-               for p in reports)
+    assert [(p.info["outer_step"], p.info["inner_step"]) for p in reports] == [(n, 5) for n in range(1, 5)]
+    assert all(p.objective == "constrained-flow" and p.info["outer_total"] == 4 and p.info["inner_total"] == 5
+               and p.total == 20 for p in reports)
     assert [p.step for p in reports] == [5, 10, 15, 20]
-    assert all(math.isfinite(p.kl) for p in reports)
+    assert all(math.isfinite(p.info["kl"]) for p in reports)
     assert result.history["outer_step"] == [n for n in range(1, 5) for _ in range(5)]
     assert result.history["step"] == list(range(1, 21))
     assert len(result.history["kl"]) == 5
@@ -191,14 +192,14 @@ def test_direct_training_reports_no_outer_steps():
     reports = []
     train(seeded(MGradNetM, dim=2, width=8, modules=2), source, target, TrainConfig(steps=3, device="cpu"),
           callback=reports.append)
-    assert reports and all(p.scheme == "direct" and p.outer_step is None for p in reports)
+    assert reports and all(p.objective == "monge-ampere" and "outer_step" not in p.info for p in reports)
 
 
 def test_callback_stops_the_flow():
     source, target = paper_pair()
     model = seeded(MGradNetM, dim=2, width=8, modules=2)
-    cfg = flow_config(flow_outer_steps=5, flow_inner_steps=4, report_seconds=1e9)
-    result = train(model, source, target, cfg, callback=lambda p: p.outer_step == 2)
+    cfg = flow_config(outer_steps=5, inner_steps=4, report_seconds=1e9)
+    result = train(model, source, target, cfg, callback=lambda p: p.info["outer_step"] == 2)
     assert result.stopped == "stopped"
     assert result.steps == 8 and len(result.history["loss"]) == 8
     assert "outer step 2 of 5" in result.message
@@ -214,7 +215,7 @@ def test_divergence_restores_the_last_good_model():
     broken = NaNScoreGaussian(target.mean, target.cov)
     model = seeded(MGradNetM, dim=2, width=8, modules=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train(model, source, broken, flow_config(flow_outer_steps=2, flow_inner_steps=3))
+    result = train(model, source, broken, flow_config(outer_steps=2, inner_steps=3))
     assert result.stopped == "diverged" and result.steps == 0
     assert "outer step 1" in result.message
     for key, value in model.state_dict().items():
@@ -222,12 +223,18 @@ def test_divergence_restores_the_last_good_model():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("scheme", "natural-gradient"), ("flow_variant", "semi-implicit"), ("flow_score", "kde"),
-    ("flow_outer_steps", 0), ("flow_inner_steps", 2.5), ("flow_tau", 0.0), ("flow_inner_lr", -1.0),
+    ("variant", "semi-implicit"), ("score", "kde"), ("outer_steps", 0), ("outer_steps", 2.5), ("tau", 0.0),
 ])
 def test_bad_flow_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
-        TrainConfig(**{field: value})
+        ConstrainedFlow(**{field: value})
+
+
+def test_steps_must_split_into_outer_steps():
+    source, target = paper_pair()
+    config = TrainConfig(steps=25, device="cpu", objective=ConstrainedFlow(outer_steps=10))
+    with pytest.raises(ValueError, match="multiple of 10"):
+        train(MGradNetM(2, width=8, modules=2), source, target, config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ import ot
 import pytest
 import torch
 
-from gradnet_core import Gaussian, MGradNetM, TrainConfig, build_map, train
+from gradnet_core import (AdversarialW1, Gaussian, GaussianMomentKL, MGradNetM, MongeAmpere, SinkhornLoss,
+                          TrainConfig, build_map, train)
+from gradnet_core.objectives import SAMPLE_OBJECTIVES
 from gradnet_core.metrics import energy_distance
-from gradnet_core.sample_losses import (SAMPLE_LOSSES, Critic, entropic_ot, gaussian_kl, gaussian_moment_kl,
+from gradnet_core.sample_losses import (Critic, entropic_ot, gaussian_kl, gaussian_moment_kl,
                                         gradient_penalty, sinkhorn_divergence)
 
 
@@ -47,7 +49,7 @@ def test_gaussian_kl_of_a_covariance_that_is_not_positive_definite_is_nan():
 def test_divergence_restores_the_last_good_model():
     source, target = _problem(500)
     model = MGradNetM(2, width=4, modules=2)
-    result = train(model, source, target, TrainConfig(loss="gaussian-kl", steps=20, lr=1e9, device="cpu",
+    result = train(model, source, target, TrainConfig(objective=GaussianMomentKL(), steps=20, lr=1e9, device="cpu",
                                                       report_seconds=0.0))
     assert result.stopped == "diverged" and "diverged" in result.message
     assert result.steps == len(result.history["loss"]) < 20
@@ -124,24 +126,24 @@ def _problem(n=4000):
     return source, target
 
 
-@pytest.mark.parametrize("loss, steps, extra", [
-    ("gaussian-kl", 120, {}),
-    ("sinkhorn", 60, {"batch_size": 200}),
-    ("wasserstein", 120, {"batch_size": 200, "critic_lr": 2e-3, "critic_steps": 2, "lr": 3e-2}),
+@pytest.mark.parametrize("objective, steps, extra", [
+    (GaussianMomentKL(), 120, {}),
+    (SinkhornLoss(), 60, {"batch_size": 200}),
+    (AdversarialW1(critic_lr=2e-3, critic_steps=2), 120, {"batch_size": 200, "lr": 3e-2}),
 ])
-def test_each_sample_loss_falls_and_the_map_moves_towards_the_target(loss, steps, extra):
+def test_each_sample_loss_falls_and_the_map_moves_towards_the_target(objective, steps, extra):
     source, target = _problem()
     model = MGradNetM(2, width=8, modules=2)
     with torch.no_grad():
         before = energy_distance(model(source[:500]), target[:500])
-    config = TrainConfig(loss=loss, steps=steps, device="cpu", report_seconds=0.0, **{"lr": 2e-2, **extra})
+    config = TrainConfig(objective=objective, steps=steps, device="cpu", report_seconds=0.0, **{"lr": 2e-2, **extra})
     result = train(model, source, target.numpy(), config)          # samples as an array and a tensor
     assert result.stopped == "completed" and result.steps == steps
     assert len(result.history["loss"]) == steps
     with torch.no_grad():
         after = energy_distance(model(source[:500]), target[:500])
     assert after < 0.3 * before
-    if loss != "wasserstein":       # the critic's W1 estimate first rises as the critic learns
+    if objective.name != "wasserstein":       # the critic's W1 estimate first rises as the critic learns
         head, tail = np.mean(result.history["loss"][:5]), np.mean(result.history["loss"][-5:])
         assert tail < 0.3 * head
 
@@ -151,11 +153,11 @@ def test_sample_losses_accept_densities_and_report_progress():
     target = Gaussian([1.0, -1.0], [[0.5, 0.1], [0.1, 0.3]])
     reports = []
     model = build_map("ICNN", dim=2, width=16, depth=2)
-    result = train(model, source, target, TrainConfig(loss="gaussian-kl", steps=40, batch_size=256, lr=2e-2,
+    result = train(model, source, target, TrainConfig(objective=GaussianMomentKL(), steps=40, batch_size=256, lr=2e-2,
                                                       device="cpu", report_seconds=0.0),
                    callback=lambda p: reports.append(p) or p.step >= 10)
     assert result.stopped == "stopped" and result.steps == 10
-    assert [p.step for p in reports] == list(range(1, 11)) and reports[-1].bandwidth is None
+    assert [p.step for p in reports] == list(range(1, 11)) and reports[-1].info == {}
     assert result.history["loss"][-1] < result.history["loss"][0]
 
 
@@ -163,15 +165,16 @@ def test_train_validates_sample_inputs():
     model = MGradNetM(2, width=4, modules=2)
     good = np.random.default_rng(0).normal(size=(50, 2))
     source = Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]])
-    with pytest.raises(ValueError, match="sample-only|gaussian-kl"):
-        train(model, source, good, TrainConfig(loss="monge-ampere", steps=1))
+    with pytest.raises(ValueError, match="need only samples.*gaussian-kl"):
+        train(model, source, good, TrainConfig(objective=MongeAmpere(), steps=1))
     with pytest.raises(ValueError, match="3-dimensional"):
-        train(model, source, np.zeros((50, 3)), TrainConfig(loss="sinkhorn", steps=1))
+        train(model, source, np.zeros((50, 3)), TrainConfig(objective=SinkhornLoss(), steps=1))
     with pytest.raises(ValueError, match="NaN"):
-        train(model, source, np.full((50, 2), np.nan), TrainConfig(loss="sinkhorn", steps=1))
+        train(model, source, np.full((50, 2), np.nan), TrainConfig(objective=SinkhornLoss(), steps=1))
     with pytest.raises(ValueError, match="at least 2"):
-        train(model, good[:1], good, TrainConfig(loss="sinkhorn", steps=1))
-    for field, value in (("critic_steps", 0), ("sinkhorn_epsilon", -1.0), ("critic_lr", 0.0)):
+        train(model, good[:1], good, TrainConfig(objective=SinkhornLoss(), steps=1))
+    for cls, field, value in ((AdversarialW1, "critic_steps", 0), (SinkhornLoss, "epsilon", -1.0),
+                              (AdversarialW1, "critic_lr", 0.0)):
         with pytest.raises(ValueError, match=field):
-            TrainConfig(loss="wasserstein", **{field: value})
-    assert set(SAMPLE_LOSSES) == {"gaussian-kl", "wasserstein", "sinkhorn"}
+            cls(**{field: value})
+    assert set(SAMPLE_OBJECTIVES) == {"gaussian-kl", "wasserstein", "sinkhorn"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradnet_core import Gaussian, ImageDensity, MGradNetC, MGradNetM, MLPMap, TrainConfig, train
+from gradnet_core import Gaussian, ImageDensity, MGradNetC, MGradNetM, MLPMap, MongeAmpere, ReverseKL, TrainConfig, train
 from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.metrics import map_mse
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
@@ -43,7 +43,7 @@ def test_paper_gaussian_map_is_learned(cls):
 
 def test_kl_objective_falls():
     source, target = paper_pair()
-    result = train(MGradNetM(2), source, target, TrainConfig(steps=150, loss="kl", batch_size=500))
+    result = train(MGradNetM(2), source, target, TrainConfig(steps=150, objective=ReverseKL(), batch_size=500))
     losses = result.history["loss"]
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.3
 
@@ -54,7 +54,8 @@ def test_autograd_and_closed_form_paths_agree():
     for jac in ("closed-form", "autograd"):
         torch.manual_seed(3)
         model = MGradNetM(2, width=8, modules=2)
-        runs.append(train(model, source, target, TrainConfig(steps=5, batch_size=64, jacobian=jac)))
+        config = TrainConfig(steps=5, batch_size=64, objective=MongeAmpere(jacobian=jac))
+        runs.append(train(model, source, target, config))
     np.testing.assert_allclose(runs[0].history["loss"], runs[1].history["loss"], rtol=1e-4)
 
 
@@ -110,7 +111,7 @@ def test_image_bandwidth_is_annealed_without_touching_callers_density():
     img = np.zeros((8, 8))
     img[2:6, 3:5] = 1.0
     source, target = ImageDensity(img, bandwidth=5e-3), ImageDensity(img.T.copy(), bandwidth=5e-3)
-    config = TrainConfig(steps=20, batch_size=128, bandwidth_start=1e-2, bandwidth_end=1e-3)
+    config = TrainConfig(steps=20, batch_size=128, objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=1e-3))
     result = train(MGradNetM(2, width=8, modules=2), source, target, config)
     bw = result.history["bandwidth"]
     assert bw[0] == pytest.approx(1e-2) and bw[-1] == pytest.approx(1e-3) and len(bw) == 20
@@ -135,12 +136,33 @@ def test_training_is_reproducible_with_a_seed():
 
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"),
-    (dict(optimizer="adagrad"), "optimizer"), (dict(loss="mse"), "loss"), (dict(clip_grad=0.0), "clip_grad"),
+    (dict(optimizer="adagrad"), "optimizer"), (dict(objective="mse"), "objective"), (dict(clip_grad=0.0), "clip_grad"),
     (dict(batch_size=2.5), "batch_size"),
 ])
 def test_bad_config_is_refused(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda: MongeAmpere(residual="l3"), "residual"), (lambda: MongeAmpere(jacobian="numeric"), "jacobian"),
+    (lambda: ReverseKL(bandwidth_end=0.0), "bandwidth_end"),
+])
+def test_bad_objective_settings_are_refused(make, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        make()
+
+
+def test_config_round_trips_through_a_dict():
+    config = TrainConfig(steps=30, lr=0.5, objective=ReverseKL(bandwidth_end=1e-3))
+    values = config.to_dict()
+    assert values["objective"] == {"name": "kl", "jacobian": "closed-form", "bandwidth_start": 1e-2,
+                                   "bandwidth_end": 1e-3}
+    assert TrainConfig.from_dict(values) == config
+    with pytest.raises(ValueError, match="no setting critic_lr"):
+        TrainConfig.from_dict({**values, "objective": {"name": "kl", "critic_lr": 1.0}})
+    with pytest.raises(ValueError, match="unknown objective"):
+        TrainConfig.from_dict({**values, "objective": {"name": "mse"}})
 
 
 def test_dimension_mismatch_is_refused():

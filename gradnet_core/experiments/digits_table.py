@@ -91,7 +91,7 @@ def train_digit_pair(source: np.ndarray, target: np.ndarray, preset: str = "fast
                      ) -> tuple[TransportMap, TrainResult, TrainConfig]:
     """Train the preset's network to push image ``source`` onto image ``target`` (both ``(H, W)``)."""
     model_name, kwargs, config = _preset_config(preset, steps, seed)
-    src, tgt = digit_densities(source, target, config.bandwidth_start)
+    src, tgt = digit_densities(source, target, config.objective.bandwidth_start)
     model = seeded_map(model_name, seed, dim=2, **kwargs)
     result = train(model, src, tgt, config, callback=callback)
     return model, result, config

@@ -38,6 +38,7 @@ from ..ground_truth import barycentric_projection
 from ..metrics import energy_distance, map_mse
 from ..networks import TransportMap, build_map
 from ..presets import MODEL_PRESETS, mixture_presets
+from ..objectives import ConstrainedFlow, MongeAmpere, ReverseKL
 from ..training import Progress, TrainConfig, train
 from .common import (ExperimentResult, ProgressFn, RunProgress, machine_description, output_dir, write_csv,
                      write_json)
@@ -47,19 +48,34 @@ __all__ = ["FLOW_METHODS", "TAU_SWEEP", "flow_problem", "run_flow", "run_tau_swe
 
 _MANY = 1_000_000          # steps / outer steps "until the budget runs out"
 
+def _flow_config(inner_steps: int, outer_steps: int = _MANY, **settings: Any) -> TrainConfig:
+    """The flow's TrainConfig: ``outer_steps`` outer steps of ``inner_steps`` Adam steps each; ``settings``
+    are TrainConfig fields (lr, batch_size) and ConstrainedFlow fields (variant, score, tau)."""
+    flow = {k: settings.pop(k) for k in ("variant", "score", "tau") if k in settings}
+    return TrainConfig(steps=outer_steps * inner_steps, **settings,
+                       objective=ConstrainedFlow(outer_steps=outer_steps, **flow))
+
+
+def _inner_steps(config: TrainConfig) -> int:
+    return config.steps // config.objective.outer_steps if isinstance(config.objective, ConstrainedFlow) else 1
+
+
+def _shortened(config: TrainConfig, inner_steps: int = 2, **overrides: Any) -> TrainConfig:
+    """The same method with one outer step of ``inner_steps`` (a warm-up run)."""
+    if isinstance(config.objective, ConstrainedFlow):
+        return replace(config, steps=inner_steps, **overrides).with_objective(outer_steps=1)
+    return replace(config, steps=inner_steps, **overrides)
+
+
 #: Method label -> its training configuration (the wall budget stops each run).
 FLOW_METHODS: dict[str, TrainConfig] = {
-    "flow, explicit (exact score)": TrainConfig(
-        scheme="constrained-flow", flow_variant="explicit", flow_score="exact", flow_tau=0.05,
-        flow_outer_steps=_MANY, flow_inner_steps=10, flow_inner_lr=1e-2, batch_size=1000),
-    "flow, implicit": TrainConfig(
-        scheme="constrained-flow", flow_variant="implicit", flow_tau=1.0, flow_outer_steps=_MANY,
-        flow_inner_steps=50, flow_inner_lr=1e-2, batch_size=1000),
-    "flow, explicit (entropic score)": TrainConfig(
-        scheme="constrained-flow", flow_variant="explicit", flow_score="entropic", flow_tau=0.4,
-        flow_outer_steps=_MANY, flow_inner_steps=100, flow_inner_lr=0.1, batch_size=100),
-    "Adam, KL": TrainConfig(steps=_MANY, loss="kl", lr=1e-2, batch_size=1000),
-    "Adam, Monge–Ampère": TrainConfig(steps=_MANY, loss="monge-ampere", residual="l1", lr=1e-2, batch_size=1000),
+    "flow, explicit (exact score)": _flow_config(10, variant="explicit", score="exact", tau=0.05, lr=1e-2,
+                                                 batch_size=1000),
+    "flow, implicit": _flow_config(50, variant="implicit", tau=1.0, lr=1e-2, batch_size=1000),
+    "flow, explicit (entropic score)": _flow_config(100, variant="explicit", score="entropic", tau=0.4, lr=0.1,
+                                                    batch_size=100),
+    "Adam, KL": TrainConfig(steps=_MANY, objective=ReverseKL(), lr=1e-2, batch_size=1000),
+    "Adam, Monge–Ampère": TrainConfig(steps=_MANY, objective=MongeAmpere(residual="l1"), lr=1e-2, batch_size=1000),
 }
 
 _PRESET = "Four corners -> N(0, I)"
@@ -155,8 +171,7 @@ def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.
         # One-time costs (lazy imports inside torch on the first optimiser step and the first
         # autograd.grad) would otherwise land in the budget of whichever run comes first.
         for method in methods:
-            train(_build_model(0), source, target, replace(FLOW_METHODS[method], steps=2, flow_outer_steps=1,
-                                                           flow_inner_steps=2, batch_size=100, device="cpu"))
+            train(_build_model(0), source, target, _shortened(FLOW_METHODS[method], batch_size=100, device="cpu"))
 
         budget_ms = round(budget * 1000)
         runs = seeds * len(methods)
@@ -177,8 +192,9 @@ def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.
                 def callback(p: Progress, t0: float = t0, offset: int = offset, label: str = label,
                              run_index: int = run_index, outer_seen: list[int] = outer_seen) -> bool:
                     elapsed = time.process_time() - t0
-                    if p.outer_step is not None:
-                        complete = p.outer_step if p.inner_step == p.inner_total else p.outer_step - 1
+                    if "outer_step" in p.info:
+                        i = p.info
+                        complete = i["outer_step"] if i["inner_step"] == i["inner_total"] else i["outer_step"] - 1
                         outer_seen[0] = max(outer_seen[0], complete)
                     if on_progress is not None:
                         on_progress(RunProgress(label=label, run=run_index, runs=runs,
@@ -198,7 +214,7 @@ def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.
                     "mse": map_mse(ref_pred, reference) if finite else None,
                     "kl": _kl(model, source, target, x_eval) if finite else None,
                     "steps": result.steps,
-                    "outer_steps": outer_seen[0] if config.scheme == "constrained-flow" else None,
+                    "outer_steps": outer_seen[0] if isinstance(config.objective, ConstrainedFlow) else None,
                     "cpu_seconds": seconds,
                 })
                 if seed == 0:
@@ -265,8 +281,7 @@ def run_tau_sweep(out: str | Path | None = None, seeds: int = 3, budget: float =
     try:
         source, target = flow_problem()
         base = {"explicit": FLOW_METHODS["flow, explicit (exact score)"], "implicit": FLOW_METHODS["flow, implicit"]}
-        train(_build_model(0), source, target, replace(base["explicit"], flow_outer_steps=1, flow_inner_steps=2,
-                                                       device="cpu"))
+        train(_build_model(0), source, target, _shortened(base["explicit"], device="cpu"))
         budget_ms = round(budget * 1000)
         runs = seeds * len(sweep)
         rows: list[dict[str, Any]] = []
@@ -275,7 +290,7 @@ def run_tau_sweep(out: str | Path | None = None, seeds: int = 3, budget: float =
             x_eval, y_eval = source.sample(n_eval, ge), target.sample(n_eval, ge)
             for k, (variant, tau, inner) in enumerate(sweep):
                 run_index = seed * len(sweep) + k
-                config = replace(base[variant], flow_tau=tau, flow_inner_steps=inner, seed=seed, device="cpu")
+                config = replace(base[variant], steps=_MANY * inner, seed=seed, device="cpu").with_objective(tau=tau)
                 model = _build_model(seed)
                 t0 = time.process_time()
 
