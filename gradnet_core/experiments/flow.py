@@ -87,6 +87,13 @@ def flow_problem() -> tuple[Any, Gaussian]:
     return source, Gaussian([0.0, 0.0], np.eye(2))
 
 
+def _check_seeds_and_budget(seeds: Any, budget: Any) -> None:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
+
+
 def _build_model(seed: int) -> TransportMap:
     name, kwargs = MODEL_PRESETS["mixture"]
     with torch.random.fork_rng(devices=[]):
@@ -145,10 +152,7 @@ def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.
     of ``total`` = seeds x methods x budget. Training runs on the CPU with ``threads`` torch threads
     (restored afterwards).
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
-    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
-        raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
+    _check_seeds_and_budget(seeds, budget)
     for count, name in ((n_eval, "n_eval"), (n_reference, "n_reference"), (threads, "threads")):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"{name} must be a positive integer; got {count!r}")
@@ -271,10 +275,7 @@ def run_tau_sweep(out: str | Path | None = None, seeds: int = 3, budget: float =
     1000 points; a flow that blows up and recovers shows a large rebound). Writes
     ``flow_tau_sweep.csv`` and ``flow_tau_sweep.md``.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
-    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
-        raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
+    _check_seeds_and_budget(seeds, budget)
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)
