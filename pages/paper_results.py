@@ -1,16 +1,21 @@
 """Paper results: run the paper's 2-D Gaussian figure and a small high-dimensional sweep live, and show
 the last saved results of the long experiments beside the authors' figures."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from gradnet_core import ui
+from gradnet_core.experiments import EXPERIMENTS
 from gradnet_core.experiments.gaussian2d import run_gaussian2d
 from gradnet_core.experiments.highdim import HIGHDIM_DIMS, grouped_by_dim, run_highdim
 from gradnet_core.experiments.paper import PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAPER_HIGHDIM, paper_table_median
 from gradnet_core.experiments.saved import load_saved
 
 PAGE = "paper"
+#: The repository's saved results: the folder beside app.py, wherever the app is started from.
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 ui.page_header("Paper results")
 st.markdown(
@@ -111,15 +116,14 @@ if fig2 is not None:
 # --- saved results -------------------------------------------------------------------------------
 st.header("Saved results of the full runs")
 try:
-    saved = load_saved()
+    saved = load_saved(RESULTS)
 except ValueError as err:
     saved = {}
     st.error(str(err))
 if not saved:
     st.info("No saved results yet: run `python -m gradnet_core.experiments SUBCOMMAND` to write them to results/.")
 
-for name, title in (("digits-table", "Table I: digit pairs"), ("digits-table-mnist", "Table I: digit pairs, real MNIST"),
-                    ("digits-table-paper-mnist", "Table I with the authors' settings, real MNIST")):
+for name, title in EXPERIMENTS["digits-table"].folders:
     if name not in saved:
         continue
     res = saved[name]

@@ -11,6 +11,7 @@ lr 1, 10000 steps).
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,7 +33,7 @@ from .figures import heatmap_png
 from .paper import PAPER_DIGITS, paper_table_median, paper_table_value
 
 __all__ = ["DIGIT_PRESETS", "EVAL_BANDWIDTH", "digit_image", "digit_pair_images", "digit_densities", "train_digit_pair",
-           "digit_pair_metrics", "reference_noise", "run_digits_table"]
+           "digit_pair_metrics", "reference_noise", "run_digits_table", "add_arguments", "run"]
 
 #: Kernel variance at which maps are measured: the authors' final bandwidth, whatever a preset ends at.
 EVAL_BANDWIDTH = 1e-4
@@ -230,3 +231,38 @@ def _heatmap_figure(ours: np.ndarray, paper: np.ndarray, digits: list[int]):
     fig.update_layout(title="MSE of the learned map against the barycentric projection (1000 samples)",
                       template="plotly_white", height=430)
     return fig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``digits-table`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--digits", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="digits; all ordered pairs run")
+    parser.add_argument("--preset", choices=["fast", "paper"], default="fast",
+                        help='"fast": the app\'s digits preset; "paper": 32 modules x 128, 10000 steps, AdamW lr 1')
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    parser.add_argument("--mnist", default=None, metavar="DIR",
+                        help="folder with MNIST's train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]")
+    parser.add_argument("--pairs", nargs="+", default=None, metavar="A-B",
+                        help="run only these ordered pairs, e.g. 0-4 3-1 (default: all pairs of --digits)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
+    parser.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
+    parser.add_argument("--jobs", type=int, default=1, help="pairs to train at once, in worker processes")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``digits-table`` subcommand from parsed arguments."""
+    return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps, mnist=args.mnist,
+                            pairs=_parse_pairs(args.pairs), seed=args.seed, n_test=args.n_test,
+                            on_progress=on_progress, jobs=args.jobs)
+
+
+def _parse_pairs(pairs: Sequence[str] | None) -> list[tuple[int, int]] | None:
+    if pairs is None:
+        return None
+    parsed = []
+    for text in pairs:
+        try:
+            a, b = text.split("-")
+            parsed.append((int(a), int(b)))
+        except ValueError:
+            raise ValueError(f"a pair is written SOURCE-TARGET, e.g. 0-4; got {text!r}") from None
+    return parsed

@@ -15,6 +15,7 @@ x -> T(x):
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +35,7 @@ from .figures import snapshot_grid_png
 from .paper import PAPER_GAUSSIAN_2D
 
 __all__ = ["GAUSSIAN2D_MODELS", "SNAPSHOT_TIMES", "segment_crossings", "crossing_share", "order_reversal_share",
-           "paper_gaussian_pair", "run_gaussian2d"]
+           "paper_gaussian_pair", "run_gaussian2d", "add_arguments", "run"]
 
 #: The paper's Fig. 1 models: label -> (registry name, constructor arguments, Jacobian method).
 GAUSSIAN2D_MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -199,3 +200,17 @@ def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed
         files.append(write_html(folder / "animation.html", figures["animation"]))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("gaussian2d", rows, summary, files, time.perf_counter() - started, figures)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``gaussian2d`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: the authors' 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
+    parser.add_argument("--n-test", type=int, default=1000, help="test samples for the MSE")
+    parser.add_argument("--n-paths", type=int, default=300, help="trajectories for the crossing counts")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``gaussian2d`` subcommand from parsed arguments."""
+    return run_gaussian2d(args.out, steps=args.steps, seed=args.seed, n_test=args.n_test, n_paths=args.n_paths,
+                          on_progress=on_progress)

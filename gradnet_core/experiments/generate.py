@@ -16,6 +16,7 @@ would reach at best.
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +35,8 @@ from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_desc
                      write_json)
 from .gmm import binned_history, exact_w2
 
-__all__ = ["GENERATE_NETWORKS", "GENERATE_CONFIG", "load_digit_vectors", "digit_grid_png", "run_generate"]
+__all__ = ["GENERATE_NETWORKS", "GENERATE_CONFIG", "load_digit_vectors", "digit_grid_png", "run_generate",
+           "add_arguments", "run"]
 
 #: The maps compared: registry name -> constructor arguments (dim 64 added).
 GENERATE_NETWORKS: dict[str, dict[str, Any]] = {
@@ -162,3 +164,17 @@ def run_generate(out: str | Path | None = None, steps: int | None = None,
         files.append(digit_grid_png(folder / "digits.png", panels))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("generate", rows, summary, files, time.perf_counter() - started)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``generate`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--steps", type=int, default=None, help="training steps per network (default: 1000)")
+    parser.add_argument("--networks", nargs="+", default=["C-MGN", "M-MGN", "ICNN"], choices=["C-MGN", "M-MGN", "ICNN"])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and the held-out split")
+    parser.add_argument("--n-test", type=int, default=300, help="held-out digits (and generated digits) for the metrics")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``generate`` subcommand from parsed arguments."""
+    return run_generate(args.out, steps=args.steps, networks=args.networks, seed=args.seed, n_test=args.n_test,
+                        on_progress=on_progress)

@@ -13,6 +13,7 @@ Each map is judged on test samples x ~ p against target samples y ~ q (same numb
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_desc
 from .figures import snapshot_grid_png
 
 __all__ = ["GMM_PRESET", "GMM_NETWORKS", "GMM_LOSSES", "LOSS_BIN", "gmm_pair", "exact_w2", "binned_history",
-           "run_gmm"]
+           "run_gmm", "add_arguments", "run"]
 
 GMM_PRESET = "Seed slides: 2 -> 3 components"
 
@@ -156,3 +157,20 @@ def run_gmm(out: str | Path | None = None, steps: int | None = None,
                                        square_bounds(x_np, y, ot_map), background=y))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("gmm", rows, summary, files, time.perf_counter() - started)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``gmm`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per run (default: 1000 KL, 1500 adversarial, 500 Sinkhorn)")
+    parser.add_argument("--losses", nargs="+", default=["gaussian-kl", "wasserstein", "sinkhorn"],
+                        choices=["gaussian-kl", "wasserstein", "sinkhorn"], help="sample-only losses to compare")
+    parser.add_argument("--networks", nargs="+", default=["C-MGN", "M-MGN", "ICNN"], choices=["C-MGN", "M-MGN", "ICNN"])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
+    parser.add_argument("--n-test", type=int, default=1000, help="test and target samples for W2 and the OT map")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``gmm`` subcommand from parsed arguments."""
+    return run_gmm(args.out, steps=args.steps, losses=args.losses, networks=args.networks, seed=args.seed,
+                   n_test=args.n_test, on_progress=on_progress)

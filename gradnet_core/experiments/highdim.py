@@ -19,6 +19,7 @@ paper) is reported per seed and as the median over seeds.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,7 +39,7 @@ from .figures import line_chart_png
 from .paper import PAPER_HIGHDIM
 
 __all__ = ["HIGHDIM_DIMS", "HIGHDIM_SETTINGS", "HIGHDIM_MODELS", "highdim_problem", "highdim_model",
-           "run_highdim", "grouped_by_dim"]
+           "run_highdim", "grouped_by_dim", "add_arguments", "run"]
 
 HIGHDIM_DIMS = (2, 4, 8, 16, 32, 64, 128)
 
@@ -282,3 +283,27 @@ def _mse_figure(rows: list[dict[str, Any]], table: list[dict[str, Any]], dims: l
                       yaxis={"title": "MSE", "type": "log", "exponentformat": "e"},
                       template="plotly_white", height=450)
     return fig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``highdim`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--dims", type=int, nargs="+", default=list(HIGHDIM_DIMS), help="dimensions")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1000],
+                        help="training steps: one number, or one per dimension (default: the authors' 1000)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the random problems (paper: 1234)")
+    parser.add_argument("--model-seed", type=int, default=0, help="seed of the weights and batches of the first run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1],
+                        help="initial weights to train from per network and d (median reported): one number, or "
+                             "one per dimension")
+    parser.add_argument("--n-test", type=int, default=1000, help="test samples for the MSE")
+    parser.add_argument("--settings", nargs="+", default=["authors", "ours"], choices=["authors", "ours"])
+    parser.add_argument("--models", nargs="+", default=["mGradNet-C", "mGradNet-M"],
+                        choices=["mGradNet-C", "mGradNet-M"])
+    parser.add_argument("--jobs", type=int, default=1, help="trainings to run at once, in worker processes")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``highdim`` subcommand from parsed arguments."""
+    return run_highdim(args.out, dims=args.dims, steps=args.steps, seed=args.seed, model_seed=args.model_seed,
+                       n_test=args.n_test, settings=args.settings, on_progress=on_progress, jobs=args.jobs,
+                       seeds=args.seeds, models=args.models)

@@ -7,6 +7,7 @@ projection, and write the morph as a GIF, an interactive animation and PNG snaps
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from .digits_table import DIGIT_PRESETS, EVAL_BANDWIDTH, digit_pair_images, digi
 from .figures import snapshot_grid_png
 from .paper import paper_table_value
 
-__all__ = ["run_morph"]
+__all__ = ["run_morph", "add_arguments", "run"]
 
 _TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -82,3 +83,23 @@ def run_morph(source: str | int = "0", target: str | int = "4", out: str | Path 
         files.append(write_html(folder / "animation.html", figures["animation"]))
         files.append(write_json(folder / "summary.json", summary))
     return ExperimentResult("morph", [row], summary, files, time.perf_counter() - started, figures)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``morph`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--source", default="0",
+                        help="a digit 0-9 (bundled example 0, or MNIST with --mnist) or an image path")
+    parser.add_argument("--target", default="4",
+                        help="a digit 0-9 (bundled example 1, or MNIST with --mnist) or an image path")
+    parser.add_argument("--preset", choices=["fast", "paper"], default="fast")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    parser.add_argument("--mnist", default=None, metavar="DIR", help="read digits from MNIST IDX files in DIR")
+    parser.add_argument("--save", default=None, metavar="PATH", help="save the trained map (safetensors) here")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``morph`` subcommand from parsed arguments."""
+    return run_morph(args.source, args.target, args.out, preset=args.preset, steps=args.steps, mnist=args.mnist,
+                     save=args.save, seed=args.seed, n_test=args.n_test, on_progress=on_progress)
