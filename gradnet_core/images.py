@@ -1,6 +1,7 @@
 """Digit images in MNIST form: uploads, canvas drawings, bundled examples and MNIST IDX files.
 
-Every loader returns a float64 array of shape ``(28, 28)`` with values in [0, 1], the digit bright
+``read_image`` is the one image-file reader of the package (digits here, pictures in ``color``): size,
+format and pixel-count checks before decoding, first frame, EXIF rotation. Every digit loader returns a float64 array of shape ``(28, 28)`` with values in [0, 1], the digit bright
 on a dark background, as in MNIST: the content is cropped to its bounding box, resized so that its
 longer side is 20 px (aspect kept), and placed in the 28 x 28 frame with its centre of mass at the
 centre. Bad input of any kind raises ``ValueError`` with a sentence meant for a student.
@@ -14,6 +15,7 @@ import math
 import os
 import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -24,7 +26,7 @@ from ._resources import data_path
 
 __all__ = [
     "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR",
-    "load_image", "canvas_to_image", "mnist_frame",
+    "ImageLimits", "DIGIT_LIMITS", "read_image", "load_image", "canvas_to_image", "mnist_frame",
     "bundled_digits", "load_bundled",
     "read_idx", "mnist_pair",
 ]
@@ -50,8 +52,6 @@ _BUNDLED_NAME = re.compile(r"^([0-9])_([0-9]+)\.png$")
 
 _NOT_AN_IMAGE = ("This file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP "
                  "file.")
-_BOMB = (f"The image is too large: it declares more than {MAX_PIXELS // 1_000_000} megapixels "
-         "(a decompression bomb, or simply a huge picture). Shrink it before uploading.")
 _BLANK_IMAGE = ("The image is blank: no part of it stands out from the background, so there is "
                 "no digit to find.")
 _TRANSPARENT = "The image is blank: it is fully transparent, so there is no digit to find."
@@ -60,7 +60,51 @@ _SMALL_CANVAS = ("The drawing is too small: it looks like a dot or a tiny scribb
                  "that fills most of the canvas.")
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """What ``read_image`` asks of an image beyond the shared checks, and how it words two refusals.
+
+    Digits use ``DIGIT_LIMITS``, colour transfer ``color.COLOR_LIMITS``.
+    """
+
+    min_side: int       # smallest side accepted, px
+    decode_side: int    # JPEGs are decoded straight at a reduced scale, no smaller than this, px
+    too_small: str      # refusal below min_side; {width}, {height} and {min_side} are filled in
+    bomb: str           # refusal of a file PIL flags as a decompression bomb
+
+
+DIGIT_LIMITS = ImageLimits(
+    min_side=MIN_SIDE, decode_side=_WORK_SIDE,
+    too_small="The image is only {width} x {height} pixels; it must be at least {min_side} x {min_side} "
+              "to show a digit.",
+    bomb=f"The image is too large: it declares more than {MAX_PIXELS // 1_000_000} megapixels (a "
+         "decompression bomb, or simply a huge picture). Shrink it before uploading.")
+
+
 # --- public API ---------------------------------------------------------------------------------
+
+def read_image(data: bytes | PathLike, max_bytes: int = 10_000_000,
+               limits: ImageLimits = DIGIT_LIMITS) -> Image.Image:
+    """Read and decode an image file (bytes or path) into a PIL image, in the file's own mode.
+
+    PNG, JPEG, GIF (first frame), BMP and WebP; at most ``max_bytes`` bytes and ``MAX_PIXELS``
+    pixels (checked from the header, before decoding), at least ``limits.min_side`` px a side; EXIF
+    rotation applied. Bad input of any kind raises ``ValueError`` with a sentence for the user.
+    """
+    image = _open_checked(_read_bytes(data, max_bytes), limits)
+    try:
+        image.draft(None, (limits.decode_side, limits.decode_side))  # JPEG only: decode at a reduced scale
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(limits.bomb) from err
+    except Exception as err:  # truncated or corrupt data surfaces here, with varied types
+        raise ValueError(f"The image file is damaged or incomplete ({err}); save it again and "
+                         "re-upload it.") from err
+    try:
+        return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+    except Exception:  # a broken EXIF block should not reject pixels that decoded fine
+        return image
+
 
 def load_image(data: bytes | PathLike, max_bytes: int = 10_000_000) -> np.ndarray:
     """Decode an image file (bytes or path) into an MNIST-style ``(28, 28)`` float64 array in [0, 1].
@@ -68,9 +112,7 @@ def load_image(data: bytes | PathLike, max_bytes: int = 10_000_000) -> np.ndarra
     Accepts PNG, JPEG, GIF (first frame), BMP and WebP in any mode; transparency is composited on
     the backdrop that contrasts with the drawing, and a light background is inverted.
     """
-    raw = _read_bytes(data, max_bytes)
-    image = _decode(raw)
-    gray = _grayscale(image, _TRANSPARENT)
+    gray = _grayscale(read_image(data, max_bytes), _TRANSPARENT)
     return _centre(_foreground(gray, _BLANK_IMAGE))
 
 
@@ -211,39 +253,27 @@ def _read_bytes(data: bytes | PathLike, max_bytes: int) -> bytes:
         if len(raw) > max_bytes:
             raise ValueError(f"The file is larger than the limit of {_size_text(max_bytes)}.")
     else:
-        raise ValueError(f"load_image needs the file's bytes or a path to it; got {type(data).__name__}")
+        raise ValueError(f"an image file must be given as its bytes or a path to it; got {type(data).__name__}")
     if not raw:
         raise ValueError("The file is empty.")
     return raw
 
 
-def _decode(raw: bytes) -> Image.Image:
-    """Open and fully decode the first frame, with the size checks done before any pixel is read."""
+def _open_checked(raw: bytes, limits: ImageLimits) -> Image.Image:
+    """Open the file (header only) and check its declared size before any pixel is decoded."""
     try:
         image = Image.open(io.BytesIO(raw), formats=SUPPORTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError(_BOMB) from err
+        raise ValueError(limits.bomb) from err
     except Exception as err:  # PIL's plugins raise many exception types on malformed headers
         raise ValueError(_NOT_AN_IMAGE) from err
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ValueError(f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
                          f"the limit is {MAX_PIXELS // 1_000_000} megapixels. Shrink it before uploading.")
-    if min(width, height) < MIN_SIDE:
-        raise ValueError(f"The image is only {width} x {height} pixels; it must be at least "
-                         f"{MIN_SIDE} x {MIN_SIDE} to show a digit.")
-    try:
-        image.draft(None, (_WORK_SIDE, _WORK_SIDE))  # JPEG only: decode directly at a reduced scale
-        image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ValueError(_BOMB) from err
-    except Exception as err:  # truncated or corrupt data surfaces here, with varied types
-        raise ValueError(f"The image file is damaged or incomplete ({err}); save it again and "
-                         "re-upload it.") from err
-    try:
-        return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-    except Exception:  # a broken EXIF block should not reject pixels that decoded fine
-        return image
+    if min(width, height) < limits.min_side:
+        raise ValueError(limits.too_small.format(width=width, height=height, min_side=limits.min_side))
+    return image
 
 
 def _canvas_image(rgba: np.ndarray) -> Image.Image:
