@@ -6,6 +6,7 @@ import gzip
 import io
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageDraw
 
 from gradnet_core.densities import ImageDensity
-from gradnet_core.images import (DIGIT_BOX, IMAGE_SIZE, MAX_PIXELS, bundled_digits, canvas_to_image,
-                                 load_bundled, load_image, mnist_frame, mnist_pair, read_idx)
+from gradnet_core.images import (DIGIT_BOX, DIGIT_LIMITS, IMAGE_SIZE, MAX_PIXELS, bundled_digits, canvas_to_image,
+                                 load_bundled, load_image, mnist_frame, mnist_pair, read_idx, read_image)
 
 CENTRE = (IMAGE_SIZE - 1) / 2.0
 
@@ -246,6 +247,17 @@ def test_bad_input_raises_a_clear_value_error(name):
     data, message = BAD_INPUTS[name]
     with pytest.raises(ValueError, match=message):
         load_image(data)
+
+
+def test_read_image_applies_the_callers_limits():
+    small = encode(Image.new("RGB", (4, 5), (200, 10, 10)))
+    with pytest.raises(ValueError, match="at least 8 x 8"):
+        read_image(small)
+    relaxed = replace(DIGIT_LIMITS, min_side=2, too_small="{width} x {height} is under {min_side} px")
+    image = read_image(small, limits=relaxed)
+    assert image.size == (4, 5) and image.getpixel((0, 0)) == (200, 10, 10)
+    with pytest.raises(ValueError, match="1 x 1 is under 2 px"):
+        read_image(encode(Image.new("L", (1, 1))), limits=relaxed)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
