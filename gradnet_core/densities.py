@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Density", "Gaussian", "GaussianMixture", "ImageDensity", "as_tensor", "covariance_2d"]
+__all__ = ["Density", "Gaussian", "GaussianMixture", "ImageDensity", "as_tensor", "as_point_sets",
+           "covariance_2d"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -45,6 +46,21 @@ def as_tensor(value: Any, name: str, dtype: torch.dtype | None = None,
         dtype = (t.dtype if keeps_precision and t.dtype in (torch.float32, torch.float64)
                  else torch.get_default_dtype())
     return t.to(device=device, dtype=dtype)
+
+
+def as_point_sets(x: Any, y: Any, names: tuple[str, str], task: str) -> tuple[Tensor, Tensor]:
+    """Two point sets ``x: (n, d)`` and ``y: (m, d)`` as float64 CPU tensors, for ``task`` (a name
+    such as "energy distance"). Different d, an empty set or NaN/inf raise ValueError naming them."""
+    a = as_tensor(x, names[0], dtype=torch.float64, device="cpu")
+    b = as_tensor(y, names[1], dtype=torch.float64, device="cpu")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[0]} and {names[1]} must be (n, d) and (m, d) with the same d; got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        raise ValueError(f"{task} needs at least one point in each set ({names[0]}, {names[1]})")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError(f"{names[0]} and {names[1]} must be finite; found NaN or infinity")
+    return a, b
 
 
 def covariance_2d(std_x: float, std_y: float, corr: float) -> list[list[float]]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .densities import Gaussian, as_tensor
+from .densities import Gaussian, as_point_sets, as_tensor
 
 __all__ = ["GaussianMap", "gaussian_map", "barycentric_projection"]
 
@@ -65,15 +65,7 @@ def barycentric_projection(xs: Any, xt: Any, weights: Any = None, target_weights
     """
     import ot  # POT: heavy import, only here
 
-    xs_t = as_tensor(xs, "source points", dtype=torch.float64, device="cpu")
-    xt_t = as_tensor(xt, "target points", dtype=torch.float64, device="cpu")
-    if xs_t.ndim != 2 or xt_t.ndim != 2 or xs_t.shape[1] != xt_t.shape[1]:
-        raise ValueError(f"points must be (n, d) and (m, d) with the same d; got {tuple(xs_t.shape)} "
-                         f"and {tuple(xt_t.shape)}")
-    if xs_t.shape[0] == 0 or xt_t.shape[0] == 0:
-        raise ValueError("barycentric projection needs at least one source and one target point")
-    if not (torch.isfinite(xs_t).all() and torch.isfinite(xt_t).all()):
-        raise ValueError("points must be finite; found NaN or infinity")
+    xs_t, xt_t = as_point_sets(xs, xt, ("source points", "target points"), "barycentric projection")
     n, m = xs_t.shape[0], xt_t.shape[0]
     a = _weights(weights, n, "source weights")
     b = _weights(target_weights, m, "target weights")

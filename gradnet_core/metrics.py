@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .densities import Density, as_tensor
+from .densities import Density, as_point_sets, as_tensor
 from .losses import monge_ampere_residual_values
 from .networks import TransportMap
 
@@ -129,15 +129,7 @@ def energy_distance(x: Any, y: Any, chunk_elements: int = 4_000_000) -> float:
     distribution give D^2 of order 1/n rather than 0). Computed in float64 on the CPU, at most
     ``chunk_elements`` pairwise distances (8 bytes each) in memory at once.
     """
-    a = as_tensor(x, "first sample", dtype=torch.float64, device="cpu")
-    b = as_tensor(y, "second sample", dtype=torch.float64, device="cpu")
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"samples must be (n, d) and (m, d) with the same d; got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        raise ValueError("energy distance needs at least one point in each sample")
-    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-        raise ValueError("samples must be finite; found NaN or infinity")
+    a, b = as_point_sets(x, y, ("first sample", "second sample"), "energy distance")
     if not (isinstance(chunk_elements, int) and chunk_elements >= 1):
         raise ValueError(f"chunk_elements must be a positive integer; got {chunk_elements!r}")
     return (2.0 * _mean_distance(a, b, chunk_elements) - _mean_distance(a, a, chunk_elements)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from gradnet_core import Gaussian, GaussianMixture, ImageDensity
-from gradnet_core.densities import covariance_2d
+from gradnet_core.densities import as_point_sets, covariance_2d
 
 
 def random_spd(rng, d):
@@ -235,3 +235,15 @@ def test_covariance_2d_refuses_bad_values(args, fragment):
     with pytest.raises(ValueError) as err:
         covariance_2d(*args)
     assert fragment in str(err.value)
+
+
+def test_as_point_sets_gives_float64_cpu_tensors_and_refuses_bad_sets():
+    a, b = as_point_sets([[0, 1], [2, 3]], np.zeros((1, 2), dtype=np.float32), ("xs", "ys"), "a test")
+    assert a.dtype == b.dtype == torch.float64 and a.shape == (2, 2) and b.shape == (1, 2)
+    for x, y, fragment in [(np.zeros((3, 2)), np.zeros((3, 3)), "same d"),
+                           (np.zeros(3), np.zeros((3, 1)), "same d"),
+                           (np.zeros((0, 2)), np.zeros((3, 2)), "a test needs at least one point in each set"),
+                           (np.zeros((3, 2)), np.full((3, 2), np.inf), "xs and ys must be finite")]:
+        with pytest.raises(ValueError) as err:
+            as_point_sets(x, y, ("xs", "ys"), "a test")
+        assert fragment in str(err.value)
