@@ -141,15 +141,23 @@ def _subsample(n: int, m: int) -> np.ndarray:
     return np.arange(n) if n <= m else np.linspace(0, n - 1, m).round().astype(int)
 
 
-def _shared_points(points: np.ndarray, panels: Sequence[Panel], max_points: int
-                   ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The source points and every panel's T(x), validated and thinned to ``max_points``."""
+def _animation_inputs(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None,
+                      frames: int, max_points: int, bounds: Bounds | None
+                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None, Bounds]:
+    """What both animations draw, validated: the source points and every panel's T(x) thinned to
+    ``max_points``, the target samples (or None) and the axis bounds (fitted to all of them if None)."""
+    if not 2 <= frames <= 200:
+        raise ValueError(f"frames must be between 2 and 200; got {frames}")
+    if not panels:
+        raise ValueError("the animation needs at least one panel")
     x = _as_points(points, "source points")
     maps = [_as_points(p.mapped, f"mapped points of {p.title!r}") for p in panels]
     if any(m.shape != x.shape for m in maps):
         raise ValueError("every panel must map the same source points")
     idx = _subsample(len(x), max_points)
-    return x[idx], [m[idx] for m in maps]
+    x, maps = x[idx], [m[idx] for m in maps]
+    target = None if target_samples is None else _as_points(target_samples, "target samples")
+    return x, maps, target, square_bounds(x, *maps, target) if bounds is None else bounds
 
 
 def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,
@@ -163,14 +171,7 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
     for up to ``max_paths`` points), ``show_target`` (``target_samples`` in grey). Axes are fixed and
     equal in every panel.
     """
-    if not 2 <= frames <= 200:
-        raise ValueError(f"frames must be between 2 and 200; got {frames}")
-    if not panels:
-        raise ValueError("the animation needs at least one panel")
-    x, maps = _shared_points(points, panels, max_points)
-    target = None if target_samples is None else _as_points(target_samples, "target samples")
-    if bounds is None:
-        bounds = square_bounds(x, *maps, target)
+    x, maps, target, bounds = _animation_inputs(points, panels, target_samples, frames, max_points, bounds)
     marker = _marker(x, 4)
     ts = np.linspace(0.0, 1.0, frames)
 
@@ -248,14 +249,7 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
                   max_points: int = 2000, bounds: Bounds | None = None) -> bytes:
     """The same animation as ``animation_figure`` as an animated GIF (``frames`` frames, looping),
     drawn point by point with Pillow; returns the file's bytes."""
-    if not 2 <= frames <= 200:
-        raise ValueError(f"frames must be between 2 and 200; got {frames}")
-    if not panels:
-        raise ValueError("the animation needs at least one panel")
-    x, maps = _shared_points(points, panels, max_points)
-    target = None if target_samples is None else _as_points(target_samples, "target samples")
-    if bounds is None:
-        bounds = square_bounds(x, *maps, target)
+    x, maps, target, bounds = _animation_inputs(points, panels, target_samples, frames, max_points, bounds)
     colours = position_colours(x)
     font = ImageFont.load_default()
     title_h = 22
