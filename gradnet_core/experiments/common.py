@@ -194,31 +194,17 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def write_html(path: Path, figure: Any) -> Path:
-    """A plotly figure as an HTML page that works offline.
-
-    plotly.js is written once per folder, as ``plotly.min.js`` beside the page (about 4.6 MB, so
-    several pages share it); a page whose folder lacks it (copied alone, or from a repository that
-    does not keep the library) loads it from plotly's CDN instead. Coordinates and colour values are
-    stored as float32 (the figure is changed in place), so that files stay small.
+    """A plotly figure as an HTML page that works offline: plotly.js is written once per folder, as
+    ``plotly.min.js`` beside the page (about 4.6 MB, so several pages share it), by plotly's own
+    ``write_html(include_plotlyjs="directory")``. Coordinates and colour values are stored as float32
+    (the figure is changed in place), so that files stay small.
     """
-    from plotly.offline import get_plotlyjs, get_plotlyjs_version
-
     for trace in [*figure.data, *(t for frame in (figure.frames or ()) for t in frame.data)]:
         for axis in ("x", "y"):
             _to_float32(trace, axis)
         if getattr(trace, "marker", None) is not None:
             _to_float32(trace.marker, "color")
-    library = path.parent / "plotly.min.js"
-    if not library.exists() or library.stat().st_size == 0:
-        library.write_text(get_plotlyjs(), encoding="utf-8")
-    cdn = f"https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js"
-    fallback = ("<script>window.Plotly || document.write("
-                f"'<script src=\"{cdn}\" charset=\"utf-8\"><\\/script>')</script>")
-    html = figure.to_html(include_plotlyjs="plotly.min.js", full_html=True)
-    local = '<script charset="utf-8" src="plotly.min.js"></script>'
-    if local not in html:
-        raise RuntimeError("plotly's HTML no longer loads plotly.min.js the way write_html expects")
-    path.write_text(html.replace(local, local + fallback, 1), encoding="utf-8")
+    figure.write_html(path, include_plotlyjs="directory", full_html=True)
     return path
 
 
