@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from ._resources import data_path
+from .densities import as_tensor
 
 __all__ = [
     "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR",
@@ -444,15 +446,7 @@ def _find_mnist_file(directory: Path, stem: str, kind: str) -> Path:
 
 def _numeric_array(value: object, what: str) -> np.ndarray:
     """``value`` as a finite float64 array, or ValueError naming ``what``."""
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{what} must be a numeric array; got {type(value).__name__}") from err
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{what} must be a numeric array; got values of type {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{what} must be real; got complex values")
-    arr = arr.astype(np.float64)
+    arr = as_tensor(value, what, dtype=torch.float64, device="cpu").numpy()
     if arr.size and not np.isfinite(arr).all():
         raise ValueError(f"{what} contains NaN or infinite values")
     return arr
