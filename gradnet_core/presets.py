@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .densities import Gaussian, GaussianMixture
+from .densities import Gaussian, GaussianMixture, covariance_2d
 from .objectives import AdversarialW1, ConstrainedFlow, GaussianMomentKL, MongeAmpere, ReverseKL, SinkhornLoss
 from .training import TrainConfig
 
@@ -43,7 +43,7 @@ def random_gaussian_pair(seed: int) -> tuple[Gaussian, Gaussian]:
 
     def one() -> Gaussian:
         (mx, my), (sx, sy), r = rng.uniform(-2, 2, 2), rng.uniform(0.4, 1.6, 2), rng.uniform(-0.8, 0.8)
-        return Gaussian([mx, my], [[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
+        return Gaussian([mx, my], covariance_2d(sx, sy, r))
 
     return one(), one()
 
@@ -52,10 +52,9 @@ def mixture_from_rows(rows: list[dict[str, float]]) -> GaussianMixture:
     """A 2-D mixture from table rows with keys weight, mean_x, mean_y, std_x, std_y, corr."""
     weights, means, covs = [], [], []
     for row in rows:
-        sx, sy, r = float(row["std_x"]), float(row["std_y"]), float(row["corr"])
         weights.append(float(row["weight"]))
         means.append([float(row["mean_x"]), float(row["mean_y"])])
-        covs.append([[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
+        covs.append(covariance_2d(row["std_x"], row["std_y"], row["corr"]))
     return GaussianMixture(weights, means, covs)
 
 
