@@ -136,7 +136,8 @@ def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed
     overrides: dict[str, Any] = {"seed": seed, "device": "cpu"}
     if steps is not None:
         overrides["steps"] = steps
-    configs = {m: train_preset("gaussian-paper", jacobian=GAUSSIAN2D_MODELS[m][2], **overrides) for m in models}
+    configs = {m: train_preset("gaussian-paper", **overrides).with_objective(jacobian=GAUSSIAN2D_MODELS[m][2])
+               for m in models}
     tracker = ProgressTracker([configs[m].steps for m in models], on_progress)
 
     rows: list[dict[str, Any]] = []
