@@ -1,4 +1,4 @@
-"""Training in a background thread, observed through thread-safe snapshots (for the app).
+"""Training in a background thread, observed through thread-safe snapshots (the app's job runner).
 
 A ``TrainingJob`` runs ``train()`` in a daemon thread. The training callback only copies a few
 numbers (and, every ``preview_every`` steps, a small preview of mapped points) into a snapshot under
@@ -19,33 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+# Both imported here, by the script thread, before any training thread exists. torch.optim imports
+# torch._dynamo (thousands of modules) with the first optimizer, which inside a training thread under
+# GIL contention took minutes; and a training thread importing POT (which imports pandas) while Plotly
+# peeks at the half-imported pandas in a live panel breaks that panel ("partially initialized module").
+import ot  # noqa: F401
 import torch
-# torch.optim imports torch._dynamo (thousands of modules) when the first optimizer is built. Imported
-# here, by the thread that imports this module, before any training thread exists: inside a training
-# thread, while other threads hold the GIL (a Streamlit server, a loop reading progress), that import
-# took minutes instead of seconds.
 import torch._dynamo  # noqa: F401
 from torch import Tensor
 
-from .densities import Density
-from .networks import TransportMap, build_map
-from .training import Progress, TrainConfig, TrainResult, resolve_device, train
+from gradnet_core.densities import Density
+from gradnet_core.networks import TransportMap
+from gradnet_core.training import Progress, TrainConfig, TrainResult, resolve_device, train
 
-__all__ = ["TrainingJob", "JobSnapshot", "GPU_LOCK", "seeded_map"]
+__all__ = ["TrainingJob", "JobSnapshot", "GPU_LOCK"]
 
 #: Held by a job while it trains on a GPU, so sessions of one server take turns on the device.
 GPU_LOCK = threading.Lock()
-
-# torch's global generator is shared by every thread; seeding and building under a lock keeps one
-# session's initialisation from being interleaved with another's.
-_SEED_LOCK = threading.Lock()
-
-
-def seeded_map(name: str, seed: int, **kwargs: Any) -> TransportMap:
-    """``build_map(name, **kwargs)`` with parameters initialised from ``seed``, thread-safely."""
-    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_map(name, **kwargs)
 
 
 @dataclass(frozen=True)

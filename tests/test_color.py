@@ -133,7 +133,7 @@ def test_color_page_renders_trains_and_recolours():
     at.run()
     at.button(key="color.train").click().run()
     deadline = time.monotonic() + 120
-    while at.session_state["color.state"]["job"] is not None:
+    while at.session_state["color.state"].job is not None:
         assert time.monotonic() < deadline, "training did not finish in time"
         time.sleep(0.2)
         at.run()

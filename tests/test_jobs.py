@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from gradnet_core import Gaussian, TrainConfig
-from gradnet_core.jobs import GPU_LOCK, TrainingJob, seeded_map
+from gradnet_core.jobs import seeded_map
+from studio.jobs import GPU_LOCK, TrainingJob
 
 TIMEOUT = 120
 

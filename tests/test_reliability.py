@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gradnet_core import Gaussian, MGradNetM, TrainConfig, train
-from gradnet_core.jobs import TrainingJob, seeded_map
+from gradnet_core.jobs import seeded_map
+from studio.jobs import TrainingJob
 
 
 def paper_pair(shift=0.0):

@@ -1,4 +1,4 @@
-"""The app's computing half (gradnet_core.ui without a running app): problems, ground truth, metrics,
+"""The app's computing half (studio.problems, no running app): problems, ground truth, metrics,
 table and slider conversions."""
 
 import math
@@ -11,7 +11,7 @@ from gradnet_core import Gaussian, GaussianMixture, TrainConfig
 from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.jobs import seeded_map
 from gradnet_core.training import train
-from gradnet_core.ui import (
+from studio.problems import (
     METRIC_COLUMNS, Problem, compute_reference, evaluate_run, gaussian_from_row, gaussian_row, metrics_table,
     mixture_from_table,
 )

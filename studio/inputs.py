@@ -1,0 +1,367 @@
+"""Problem inputs: the widgets a page draws to set up its problem, and the problems they make.
+
+Gaussians (preset picker and sliders), Gaussian mixtures (editable tables), digits (bundled examples,
+a drawing canvas or an upload) and colour images (bundled or uploaded). Each ``*_problem`` returns a
+``Problem`` or None after showing, with ``st.error``, why the input is unusable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+from PIL import Image
+
+from gradnet_core import color, presets
+from gradnet_core.densities import Density, ImageDensity
+from gradnet_core.images import bundled_digits, canvas_to_image, load_bundled, load_image
+from gradnet_core.plotting import density_heatmap, square_bounds
+
+from .problems import MIXTURE_COLUMNS, Problem, gaussian_from_row, gaussian_row, mixture_from_table, to_numpy
+from .state import key, page_state
+
+__all__ = [
+    "gaussian_inputs", "gaussian_problem", "mixture_inputs", "mixture_problem", "truth_samples_input",
+    "digit_input", "digit_problem", "color_image_input", "side_by_side",
+]
+
+GAUSSIAN_SAMPLES = 1000          # test samples for the Gaussian metrics (the paper's 1000)
+TRUTH_SAMPLES = (200, 1000, 4000)  # barycentric projection samples: min, default, max (EMD is ~n^2)
+DIGIT_DEFAULTS = {"source": (0, 0), "target": (4, 1)}  # (digit, example): the authors' 0 -> 4 notebook
+COLOR_DEFAULTS = {"source": "daytime", "target": "sunset"}  # bundled pictures
+CANVAS_SIZE = 224
+GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, max, step
+    "mean_x": ("mean x", -3.0, 3.0, 0.05),
+    "mean_y": ("mean y", -3.0, 3.0, 0.05),
+    "std_x": ("std x", 0.0, 3.0, 0.05),
+    "std_y": ("std y", 0.0, 3.0, 0.05),
+    "corr": ("correlation", -1.0, 1.0, 0.05),
+}
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp"]
+UPLOAD_LABEL = "Image file (PNG, JPEG, GIF, BMP or WebP)"
+
+T = TypeVar("T")
+
+
+def side_by_side(draw: Callable[[str], T]) -> dict[str, T]:
+    """``draw("source")`` and ``draw("target")`` in two columns; their results by side."""
+    drawn = {}
+    for side, column in zip(("source", "target"), st.columns(2)):
+        with column:
+            drawn[side] = draw(side)
+    return drawn
+
+
+# =============================================================================================
+# Gaussians and mixtures
+# =============================================================================================
+def _set_gaussian_rows(page: str, rows: dict[str, dict[str, float]]) -> None:
+    for side, row in rows.items():
+        for name, (_, lo, hi, step) in GAUSSIAN_FIELDS.items():
+            value = min(max(round(row[name] / step) * step, lo), hi)
+            st.session_state[key(page, side, name)] = round(value, 6)
+
+
+def _gaussian_preset_rows(name: str, page: str) -> dict[str, dict[str, float]] | None:
+    if name in presets.gaussian_presets():
+        source, target = presets.gaussian_presets()[name]
+    elif name == "Random pair":
+        state = page_state(page)
+        state.counter += 1
+        source, target = presets.random_gaussian_pair(state.counter)
+    else:
+        return None
+    return {"source": gaussian_row(source), "target": gaussian_row(target)}
+
+
+def _on_gaussian_preset(page: str) -> None:
+    rows = _gaussian_preset_rows(st.session_state[key(page, "preset")], page)
+    if rows is not None:
+        _set_gaussian_rows(page, rows)
+
+
+def _on_random_pair(page: str) -> None:
+    st.session_state[key(page, "preset")] = "Random pair"
+    _on_gaussian_preset(page)
+
+
+def _on_custom(page: str) -> None:
+    st.session_state[key(page, "preset")] = "Custom"
+
+
+def gaussian_inputs(page: str, disabled: bool) -> dict[str, dict[str, float]]:
+    """Preset picker and sliders for a source and a target Gaussian; returns their slider rows."""
+    options = [*presets.gaussian_presets(), "Random pair", "Custom"]
+    if key(page, "preset") not in st.session_state:
+        st.session_state[key(page, "preset")] = options[0]
+        _set_gaussian_rows(page, _gaussian_preset_rows(options[0], page))
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    left.selectbox("Preset", options, key=key(page, "preset"), on_change=_on_gaussian_preset, args=(page,),
+                   disabled=disabled, persist_state="session")
+    right.button("New random pair", on_click=_on_random_pair, args=(page,), disabled=disabled,
+                 key=key(page, "random"))
+    rows: dict[str, dict[str, float]] = {}
+    for side, col in zip(("source", "target"), st.columns(2)):
+        with col:
+            st.markdown(f"**{side.capitalize()}**")
+            rows[side] = {}
+            for name, (label, lo, hi, step) in GAUSSIAN_FIELDS.items():
+                rows[side][name] = st.slider(label, lo, hi, step=step, key=key(page, side, name),
+                                             disabled=disabled, on_change=_on_custom, args=(page,),
+                                             persist_state="session")
+    return rows
+
+
+def gaussian_problem(page: str, rows: dict[str, dict[str, float]]) -> Problem | None:
+    """The Gaussian problem from slider rows, or None after showing why the input is invalid."""
+    try:
+        source = _side("source", gaussian_from_row, rows["source"])
+        target = _side("target", gaussian_from_row, rows["target"])
+        return Problem(page, source, target, truth="gaussian", samples=GAUSSIAN_SAMPLES)
+    except ValueError as err:
+        st.error(str(err))
+        return None
+
+
+def _side(side: str, build: Callable[[Any], Density], value: Any) -> Density:
+    try:
+        return build(value)
+    except ValueError as err:
+        raise ValueError(f"{side.capitalize()}: {err}") from err
+
+
+def _mixture_frame(rows: Sequence[dict[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{c: float(r[c]) for c in MIXTURE_COLUMNS} for r in rows], columns=list(MIXTURE_COLUMNS))
+
+
+def _on_mixture_preset(page: str) -> None:
+    name = st.session_state[key(page, "preset")]
+    if name not in presets.MIXTURE_ROWS:
+        return
+    state = page_state(page)
+    for side, rows in zip(("source", "target"), presets.MIXTURE_ROWS[name]):
+        state.tables[side] = {"base": _mixture_frame(rows), "edited": _mixture_frame(rows),
+                              "version": state.tables.get(side, {}).get("version", 0) + 1}
+
+
+def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]:
+    """Preset picker and one editable table per side; returns the edited rows."""
+    names = list(presets.MIXTURE_ROWS)
+    if key(page, "preset") not in st.session_state:
+        st.session_state[key(page, "preset")] = names[0]
+    state = page_state(page)
+    if not state.tables:
+        _on_mixture_preset(page)
+    st.selectbox("Preset", [*names, "Custom"], key=key(page, "preset"), on_change=_on_mixture_preset,
+                 args=(page,), disabled=disabled, persist_state="session")
+    column_config = {
+        "weight": st.column_config.NumberColumn("weight", min_value=0.0, format="%.3f", width="small"),
+        "mean_x": st.column_config.NumberColumn("mean x", format="%.2f", width="small"),
+        "mean_y": st.column_config.NumberColumn("mean y", format="%.2f", width="small"),
+        "std_x": st.column_config.NumberColumn("std x", min_value=0.0, format="%.2f", width="small"),
+        "std_y": st.column_config.NumberColumn("std y", min_value=0.0, format="%.2f", width="small"),
+        "corr": st.column_config.NumberColumn("corr.", min_value=-1.0, max_value=1.0, format="%.2f",
+                                              width="small", help="correlation"),
+    }
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for side, col in zip(("source", "target"), st.columns(2)):
+        table = state.tables[side]
+        table_key = key(page, side, "table", table["version"])
+        if table_key not in st.session_state:
+            # A fresh editor (first visit, or back from another page): start from the last edits,
+            # because the editor's own state holds edits relative to its base table.
+            table["base"] = table["edited"]
+        with col:
+            st.markdown(f"**{side.capitalize()} components**")
+            edited = st.data_editor(table["base"], key=table_key, num_rows="dynamic", disabled=disabled,
+                                    column_config=column_config, hide_index=True,
+                                    on_change=_on_custom, args=(page,))
+        table["edited"] = edited
+        rows[side] = edited.to_dict("records")
+    return rows
+
+
+def mixture_problem(page: str, rows: dict[str, list[dict[str, Any]]], samples: int) -> Problem | None:
+    """The mixture problem from table rows, or None after showing why the input is invalid."""
+    try:
+        source, note_s = mixture_from_table(rows["source"], "source")
+        target, note_t = mixture_from_table(rows["target"], "target")
+    except ValueError as err:
+        st.error(str(err))
+        return None
+    for note in (note_s, note_t):
+        if note:
+            st.info(note)
+    _density_pair(page, source, target)
+    return Problem(page, source, target, truth="barycentric", samples=samples)
+
+
+def _density_pair(page: str, source: Density, target: Density) -> None:
+    """Heatmaps of the source and the target density on one shared box."""
+    gen = torch.Generator().manual_seed(0)
+    bounds = square_bounds(to_numpy(source.sample(2000, gen)), to_numpy(target.sample(2000, gen)), margin=0.15)
+    for side, density, col in zip(("source", "target"), (source, target), st.columns(2)):
+        col.plotly_chart(density_heatmap(density, bounds, height=260, title=f"{side.capitalize()} density"),
+                         key=key(page, side, "heatmap"), config={"displayModeBar": False})
+
+
+def truth_samples_input(page: str, disabled: bool) -> int:
+    """How many samples the barycentric-projection ground truth uses."""
+    lo, default, hi = TRUTH_SAMPLES
+    st.session_state.setdefault(key(page, "samples"), default)
+    return int(st.slider("Ground-truth samples n (exact EMD; time grows like n²)", lo, hi, step=100,
+                         key=key(page, "samples"), disabled=disabled, persist_state="session"))
+
+
+# =============================================================================================
+# Digits
+# =============================================================================================
+def _bandwidth(preset: str) -> float:
+    return presets.TRAIN_PRESETS[preset].bandwidth_end
+
+
+def _show_digit(image: np.ndarray, caption: str, heatmap_key: str) -> None:
+    big = Image.fromarray(np.uint8(np.clip(image, 0, 1) * 255)).resize((168, 168), Image.Resampling.NEAREST)
+    left, right = st.columns(2)
+    left.image(big, caption=caption)
+    density = ImageDensity(image, bandwidth=_bandwidth("digits"))
+    right.plotly_chart(density_heatmap(density, (-0.05, 1.05, -0.05, 1.05), height=220, title="Density"),
+                       key=heatmap_key, config={"displayModeBar": False})
+
+
+def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
+    """A digit image for one side from a drawing, an upload or a bundled example, shown with its
+    density; None (after a message) when there is none or it is unusable."""
+    st.markdown(f"**{side.capitalize()}**")
+    mode_key = key(page, side, "mode")
+    st.session_state.setdefault(mode_key, "Example")
+    mode = st.radio("Image from", ["Example", "Draw", "Upload"], key=mode_key, horizontal=True,
+                    disabled=disabled, persist_state="session", label_visibility="collapsed")
+    image: np.ndarray | None = None
+    caption = ""
+    try:
+        if mode == "Example":
+            bundled = bundled_digits()
+            digits = [d for d, paths in bundled.items() if paths]
+            if not digits:
+                st.error("No bundled example digits were found in assets/digits/.")
+                return None
+            digit_default, index_default = DIGIT_DEFAULTS[side]
+            st.session_state.setdefault(key(page, side, "digit"), digit_default)
+            st.session_state.setdefault(key(page, side, "index"), index_default)
+            a, b = st.columns(2)
+            digit = a.selectbox("Digit", digits, key=key(page, side, "digit"), disabled=disabled,
+                                persist_state="session")
+            count = len(bundled[digit])
+            index = b.selectbox("Example", list(range(count)), key=key(page, side, "index"),
+                                disabled=disabled, persist_state="session",
+                                format_func=lambda i: f"#{i + 1}")
+            image = load_bundled(digit, min(index, count - 1))
+            caption = f"Bundled example: digit {digit}, #{index + 1}"
+        elif mode == "Draw":
+            image = _canvas(page, side, disabled)
+            caption = "Your drawing, as a 28 x 28 digit"
+        else:
+            image, caption = _upload(page, side, disabled)
+    except ValueError as err:
+        st.error(str(err))
+        return None
+    if image is not None:
+        _show_digit(image, caption, key(page, side, "heatmap"))
+    return image
+
+
+def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
+    # Imported here: the component registers itself with a running app when imported, and fails
+    # outside one, so a top-level import would break importing this module (tests, scripts).
+    from streamlit_drawable_canvas import st_canvas
+
+    state = page_state(page)
+    canvas_key = key(page, side, "canvas")
+    saved = state.drawings.setdefault(side, {"mount": None, "json": None, "rgba": None})
+    if canvas_key not in st.session_state:
+        # Newly mounted (first visit or back from another page): redraw the last drawing. Kept
+        # fixed while mounted: a changing initial_drawing would redraw the canvas.
+        saved["mount"] = saved["json"]
+    result = st_canvas(fill_color="rgba(0, 0, 0, 0)", stroke_width=18, stroke_color="#FFFFFF",
+                       background_color="#000000", width=CANVAS_SIZE, height=CANVAS_SIZE,
+                       drawing_mode="freedraw", initial_drawing=saved["mount"], return_image_data=True,
+                       key=canvas_key, disabled=disabled)
+    objects = (result.json_data or {}).get("objects") or []
+    rgba = result.image_data if objects else None
+    if objects and rgba is not None:
+        saved["json"], saved["rgba"] = result.json_data, rgba
+    elif objects and saved["rgba"] is not None:
+        rgba = saved["rgba"]
+    if not objects:
+        saved["json"], saved["rgba"] = None, None
+        st.info("Draw a digit on the black canvas (white ink); it is centred and scaled like MNIST.")
+        return None
+    if rgba is None:
+        return None
+    return canvas_to_image(np.asarray(rgba))
+
+
+def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, str]:
+    state = page_state(page)
+    upload_key = key(page, side, "upload")
+    fresh = upload_key not in st.session_state
+    file = st.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, key=upload_key,
+                            disabled=disabled)
+    if file is None:
+        if fresh and side in state.uploads:
+            name, image = state.uploads[side]
+            return image, f"Uploaded earlier: {name}"
+        state.uploads.pop(side, None)
+        st.info("Upload a picture of a digit: any size, dark ink on light paper or light on dark.")
+        return None, ""
+    image = load_image(file.getvalue())
+    state.uploads[side] = (file.name, image)
+    return image, f"Uploaded: {file.name}"
+
+
+def digit_problem(page: str, source: np.ndarray | None, target: np.ndarray | None,
+                  samples: int) -> Problem | None:
+    """The digit-morph problem, or None when an image is missing or unusable (shown)."""
+    if source is None or target is None:
+        return None
+    bandwidth = _bandwidth("digits")
+    try:
+        return Problem(page, _side("source", lambda im: ImageDensity(im, bandwidth=bandwidth), source),
+                       _side("target", lambda im: ImageDensity(im, bandwidth=bandwidth), target),
+                       truth="barycentric", samples=samples)
+    except ValueError as err:
+        st.error(str(err))
+        return None
+
+
+# =============================================================================================
+# Colour images
+# =============================================================================================
+def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
+    """The RGB image for one side, bundled or uploaded, shown with its size; None (after a message)
+    when there is none or it is unusable."""
+    st.subheader(side.capitalize())
+    mode = st.radio("Image", ["Bundled", "Upload"], key=key(page, side, "mode"), horizontal=True,
+                    disabled=disabled, persist_state="session", label_visibility="collapsed")
+    if mode == "Bundled":
+        bundled = color.bundled_color_images()
+        st.session_state.setdefault(key(page, side, "bundled"), COLOR_DEFAULTS[side])
+        name = st.selectbox("Example", list(bundled), key=key(page, side, "bundled"), disabled=disabled,
+                            persist_state="session")
+        image = color.load_rgb(bundled[name])
+    else:
+        file = st.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, key=key(page, side, "upload"), disabled=disabled)
+        if file is None:
+            st.info("Upload a photo; it is shrunk to at most 512 px on its longer side.")
+            return None
+        try:
+            image = color.load_rgb(file.getvalue())
+        except ValueError as err:
+            st.error(str(err))
+            return None
+    st.image(image, caption=f"{image.shape[1]} x {image.shape[0]} px")
+    return image

@@ -1,0 +1,242 @@
+"""2-D transport problems as the pages set them up: the problem, its ground truth, the evaluated runs.
+
+No Streamlit here: pages build a ``Problem`` from their widgets (``studio.inputs``), the training panel
+trains on it, and ``compute_reference`` / ``evaluate_run`` give the results panel what it draws.
+``gaussian_row``, ``gaussian_from_row`` and ``mixture_from_table`` turn widget values into densities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gradnet_core import presets
+from gradnet_core.densities import Density, Gaussian, GaussianMixture, ImageDensity
+from gradnet_core.ground_truth import barycentric_projection, gaussian_map
+from gradnet_core.metrics import evaluate_map
+from gradnet_core.networks import TransportMap
+from gradnet_core.plotting import grid_points, square_bounds
+from gradnet_core.training import TrainResult
+
+__all__ = [
+    "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "metrics_table", "to_numpy",
+    "gaussian_row", "gaussian_from_row", "mixture_from_table", "MIXTURE_COLUMNS", "METRIC_COLUMNS",
+]
+
+ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the source has mass
+MIXTURE_COLUMNS = ("weight", "mean_x", "mean_y", "std_x", "std_y", "corr")
+METRIC_COLUMNS = {                # metrics key -> table column
+    "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine", "ma_residual": "Monge–Ampère residual",
+    "min_eigenvalue": "smallest Jacobian eigenvalue", "training_time": "training time (s)", "steps": "steps",
+}
+
+
+def _describe(density: Density) -> dict[str, Any]:
+    """A JSON description of a density (saved beside a trained map)."""
+    if isinstance(density, Gaussian):
+        return {"type": "Gaussian", "mean": density.mean.tolist(), "cov": density.cov.tolist()}
+    if isinstance(density, GaussianMixture):
+        return {"type": "GaussianMixture", "weights": density.weights.tolist(),
+                "means": density.means.tolist(), "covs": density.covs.tolist()}
+    if isinstance(density, ImageDensity):
+        return {"type": "ImageDensity", "image": density.image.tolist(), "bandwidth": density.bandwidth}
+    return {"type": type(density).__name__}
+
+
+def _fingerprint(density: Density) -> str:
+    digest = hashlib.sha256(type(density).__name__.encode())
+    for key, value in sorted(vars(density).items()):
+        if isinstance(value, torch.Tensor):
+            digest.update(key.encode() + value.detach().cpu().numpy().tobytes())
+        elif isinstance(value, (int, float, str)):
+            digest.update(f"{key}={value}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A 2-D transport problem as a page sets it up."""
+
+    page: str                  # the page's state key
+    source: Density
+    target: Density
+    truth: str                 # "gaussian" (closed form) or "barycentric" (exact EMD on samples)
+    samples: int               # source (and target) samples for ground truth, metrics and animation
+    seed: int = 0              # seeds those samples
+
+    def __post_init__(self) -> None:
+        if self.truth not in ("gaussian", "barycentric"):
+            raise ValueError(f"ground truth must be 'gaussian' or 'barycentric'; got {self.truth!r}")
+        if self.truth == "gaussian" and not (isinstance(self.source, Gaussian) and isinstance(self.target, Gaussian)):
+            raise ValueError("the closed-form ground truth needs a Gaussian source and target")
+
+    @property
+    def signature(self) -> str:
+        """Equal for equal problems: densities, ground truth and samples."""
+        return hashlib.sha256(f"{_fingerprint(self.source)}{_fingerprint(self.target)}{self.truth}"
+                              f"{self.samples}{self.seed}".encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": _describe(self.source), "target": _describe(self.target),
+                "ground_truth": self.truth, "samples": self.samples}
+
+
+@dataclass
+class Reference:
+    """Ground truth at the shared source samples, and the samples themselves."""
+
+    signature: str
+    name: str                  # panel title
+    points: np.ndarray         # source samples x: (n, 2)
+    mapped: np.ndarray         # T*(x): (n, 2)
+    target_samples: np.ndarray  # (n, 2)
+    grid: np.ndarray           # arrow starts: (g, 2)
+    grid_mapped: np.ndarray    # T* at the arrow starts: (g, 2)
+    seconds: float             # time to compute it
+
+
+@dataclass
+class Run:
+    """A trained map and what the results panel shows about it."""
+
+    role: str                  # "learned" (a monotone network) or "baseline"
+    network: str               # registry name
+    model: TransportMap
+    result: TrainResult
+    signature: str             # the problem it was trained on
+    settings: dict[str, Any]   # network arguments and training configuration
+    mapped: np.ndarray         # T(x) at the reference's source samples
+    grid_mapped: np.ndarray    # T at the reference's arrow starts
+    metrics: dict[str, float]
+
+
+def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A float64 NumPy copy of a tensor (or array), on the CPU."""
+    return t.detach().cpu().to(torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, float)
+
+
+def _arrow_grid(source: Density, x: np.ndarray) -> np.ndarray:
+    """Nodes of an ``ARROW_GRID``-square grid over the samples ``x: (n, 2)`` where the source has
+    mass (log p at least its 5% quantile over the samples): ``(g, 2)``."""
+    grid = grid_points(square_bounds(x, margin=0.0, quantile=0.01), ARROW_GRID)
+    with torch.no_grad():
+        log_p = source.log_prob(torch.as_tensor(x, dtype=source.dtype)).double()
+        keep = source.log_prob(torch.as_tensor(grid, dtype=source.dtype)).double() >= torch.quantile(log_p, 0.05)
+    return grid[keep.numpy()]
+
+
+def _nearest_samples(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Indices of the samples nearest to the grid nodes (within a third of a cell), without repeats:
+    arrow starts for a map known only at the samples."""
+    if not len(grid):
+        return np.zeros(0, dtype=int)
+    cell = np.abs(np.diff(np.unique(grid[:, 0]))).min() if len(np.unique(grid[:, 0])) > 1 else np.inf
+    dist = np.linalg.norm(grid[:, None, :] - x[None, :, :], axis=-1)
+    nearest = dist.argmin(axis=1)
+    close = dist[np.arange(len(grid)), nearest] < cell / 3
+    return np.unique(nearest[close])
+
+
+def compute_reference(problem: Problem) -> Reference:
+    """Sample the source and target and compute the ground-truth map at the source samples (and
+    at the arrow starts: grid nodes for the closed form, the samples nearest to them otherwise)."""
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(problem.seed)
+    source, target = problem.source.to("cpu"), problem.target.to("cpu")
+    x = to_numpy(source.sample(problem.samples, gen))
+    y = to_numpy(target.sample(problem.samples, gen))
+    grid = _arrow_grid(source, x)
+    if problem.truth == "gaussian":
+        truth = gaussian_map(source, target)
+        mapped, grid_mapped = truth(x), truth(grid)
+        name = "Ground truth (closed form)"
+    else:
+        mapped = to_numpy(barycentric_projection(x, y))
+        index = _nearest_samples(grid, x)
+        grid, grid_mapped = x[index], mapped[index]
+        name = f"Ground truth (barycentric, n={problem.samples})"
+    return Reference(signature=problem.signature, name=name, points=x, mapped=np.asarray(mapped),
+                     target_samples=y, grid=grid, grid_mapped=np.asarray(grid_mapped),
+                     seconds=time.perf_counter() - start)
+
+
+def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult,
+                 network: str, settings: dict[str, Any]) -> Run:
+    """Map the reference's samples and arrow starts and compute every metric of the trained map."""
+    source, target = problem.source.to("cpu"), problem.target.to("cpu")
+    metrics = evaluate_map(model, source, target, reference.points, reference.mapped)
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        mapped = to_numpy(model(torch.as_tensor(reference.points, dtype=dtype)))
+        grid_mapped = (to_numpy(model(torch.as_tensor(reference.grid, dtype=dtype)))
+                       if len(reference.grid) else reference.grid)
+    metrics["training_time"] = result.elapsed
+    metrics["steps"] = float(result.steps)
+    return Run(role="learned" if model.monotone else "baseline", network=network, model=model,
+               result=result, signature=problem.signature, settings=settings, mapped=mapped,
+               grid_mapped=grid_mapped, metrics=metrics)
+
+
+def metrics_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run, the columns of ``METRIC_COLUMNS``."""
+    rows = [{"map": run.network, **{label: run.metrics.get(key, math.nan) for key, label in METRIC_COLUMNS.items()}}
+            for run in runs]
+    table = pd.DataFrame(rows, columns=["map", *METRIC_COLUMNS.values()])
+    return table.astype({"steps": "int64"}) if len(table) else table
+
+
+def gaussian_row(g: Gaussian) -> dict[str, float]:
+    """Slider values (mean_x, mean_y, std_x, std_y, corr) of a 2-D Gaussian."""
+    (mx, my), cov = g.mean.tolist(), g.cov.to(torch.float64)
+    sx, sy = math.sqrt(cov[0, 0].item()), math.sqrt(cov[1, 1].item())
+    return {"mean_x": mx, "mean_y": my, "std_x": sx, "std_y": sy, "corr": cov[0, 1].item() / (sx * sy)}
+
+
+def gaussian_from_row(row: dict[str, float]) -> Gaussian:
+    """The 2-D Gaussian with the given means, standard deviations and correlation."""
+    sx, sy, r = float(row["std_x"]), float(row["std_y"]), float(row["corr"])
+    return Gaussian([float(row["mean_x"]), float(row["mean_y"])],
+                    [[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
+
+
+def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[GaussianMixture, str | None]:
+    """A mixture from editor rows; weights not summing to 1 are normalised, with a note saying so.
+
+    Raises ValueError naming the row for an empty table, a blank or non-numeric cell, or a
+    negative weight.
+    """
+    if not rows:
+        raise ValueError(f"The {side} table has no rows: add at least one component.")
+    clean = []
+    for i, row in enumerate(rows, start=1):
+        values = {}
+        for col in MIXTURE_COLUMNS:
+            try:
+                value = float(row.get(col))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value):
+                raise ValueError(f"{side.capitalize()} row {i}: {col} is empty or not a finite number.")
+            values[col] = value
+        if values["weight"] < 0:
+            raise ValueError(f"{side.capitalize()} row {i}: the weight must not be negative "
+                             f"(got {values['weight']:g}).")
+        clean.append(values)
+    total = sum(r["weight"] for r in clean)
+    if total <= 0:
+        raise ValueError(f"The {side} weights are all zero: give at least one component a positive weight.")
+    note = None
+    if abs(total - 1.0) > 1e-6:
+        note = f"The {side} weights summed to {total:.4g}; they were divided by that so they sum to 1."
+        clean = [{**r, "weight": r["weight"] / total} for r in clean]
+    try:
+        return presets.mixture_from_rows(clean), note
+    except ValueError as err:
+        raise ValueError(f"{side.capitalize()}: {err}") from err

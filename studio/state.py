@@ -1,0 +1,90 @@
+"""What a page keeps in the session, and the life of its training job.
+
+Per page, everything lives in ``st.session_state[f"{page}.state"]`` (a ``PageState``): the running
+job, what the finished jobs produced and the inputs worth keeping across pages. Views (toggles,
+downloads) only read it, so changing a view never retrains.
+
+A job is started with ``start_job`` and collected by ``is_training``, which every page calls before
+drawing its inputs: a finished job's ``store`` files its result in the state and its message becomes
+a notice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import streamlit as st
+
+from .jobs import TrainingJob
+from .problems import Reference, Run
+
+__all__ = ["PageState", "page_state", "key", "start_job", "is_training"]
+
+#: How a finished job's result is filed in the page state: ``store(state, job)``.
+Store = Callable[["PageState", TrainingJob], None]
+
+
+@dataclass
+class PageState:
+    """What one page keeps in the session."""
+
+    job: TrainingJob | None = None
+    job_label: str = ""                    # what trains, for the live panel ("mGradNet-M")
+    job_finishing: str = ""                # what the live panel says while the job's finish hook runs
+    job_store: Store | None = None         # files the job's result in this state when it ends
+    preview_points: np.ndarray | None = None  # source points the live preview maps, if any
+    preview_target: np.ndarray | None = None  # target samples drawn beside them
+    runs: dict[str, Run] = field(default_factory=dict)   # transport pages: role -> run
+    reference: Reference | None = None                    # transport pages: the ground truth
+    outcome: Any = None                                   # other pages: their last result
+    notices: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) from the last job
+    cache: dict[Any, Any] = field(default_factory=dict)  # figures and files of the current results
+    tables: dict[str, Any] = field(default_factory=dict)  # mixture tables: base and edited
+    drawings: dict[str, Any] = field(default_factory=dict)  # canvas drawings, kept across pages
+    uploads: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # side -> (file name, image)
+    counter: int = 0                                      # random presets drawn so far
+
+
+def page_state(page: str) -> PageState:
+    """The page's state in this session, created on first use."""
+    return st.session_state.setdefault(f"{page}.state", PageState())
+
+
+def key(page: str, *parts: Any) -> str:
+    """A widget key of the page: ``"page.part.part"``."""
+    return ".".join([page, *map(str, parts)])
+
+
+def start_job(page: str, job: TrainingJob, *, label: str, finishing: str, store: Store,
+              preview: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Start ``job`` for the page. The live panel names it ``label`` and shows ``finishing`` while its
+    finish hook runs; ``preview`` is (source points, target samples) for the live preview, if any."""
+    state = page_state(page)
+    state.preview_points, state.preview_target = preview if preview is not None else (None, None)
+    state.job = job.start()
+    state.job_label, state.job_finishing, state.job_store = label, finishing, store
+    state.notices = []
+    state.cache.pop("live", None)
+
+
+def _collect(state: PageState) -> None:
+    """Move a finished job's outcome into the page state."""
+    job = state.job
+    if job is None or not job.done:
+        return
+    state.job = None
+    if job.error is not None:
+        state.notices = [("error", job.error)]
+        return
+    state.job_store(state, job)
+    kind = {"completed": "success", "stopped": "warning", "diverged": "error"}[job.result.stopped]
+    state.notices = [(kind, job.result.message)]
+
+
+def is_training(page: str) -> bool:
+    """True while a job of this page runs; collects a finished one first."""
+    state = page_state(page)
+    _collect(state)
+    return state.job is not None
