@@ -1,0 +1,36 @@
+"""gradnet_core is a pure library: importing it loads no app or plotting code (Streamlit, pandas, plotly).
+
+Checked in a fresh interpreter, because this test process has long imported all three."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_ONLY = ("streamlit", "pandas", "plotly")
+
+
+def _loaded_after(statement: str, cwd: Path = ROOT) -> list[str]:
+    """The APP_ONLY modules in sys.modules after running ``statement`` in a new interpreter."""
+    probe = f"import sys\n{statement}\nprint(' '.join(m for m in {APP_ONLY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_importing_the_library_loads_no_app_code():
+    assert _loaded_after("import gradnet_core") == []
+
+
+def test_the_check_sees_an_app_import_in_the_library(tmp_path):
+    # A copy of the package whose __init__ imports Streamlit must be caught: the test above can fail.
+    pytest.importorskip("streamlit")
+    package = tmp_path / "gradnet_core"
+    shutil.copytree(ROOT / "gradnet_core", package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "__init__.py").write_text("import streamlit\n" + (package / "__init__.py").read_text())
+    loaded = _loaded_after(f"import gradnet_core; assert gradnet_core.__file__ == {str(package / '__init__.py')!r}",
+                           cwd=tmp_path)
+    assert "streamlit" in loaded
