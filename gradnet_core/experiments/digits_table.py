@@ -32,8 +32,8 @@ from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_desc
 from .figures import heatmap_png
 from .paper import PAPER_DIGITS, paper_table_median, paper_table_value
 
-__all__ = ["DIGIT_PRESETS", "EVAL_BANDWIDTH", "digit_image", "digit_pair_images", "digit_densities", "train_digit_pair",
-           "digit_pair_metrics", "reference_noise", "run_digits_table", "add_arguments", "run"]
+__all__ = ["DIGIT_PRESETS", "EVAL_BANDWIDTH", "digit_image", "digit_pair_images", "digit_densities", "preset_config",
+           "train_digit_pair", "digit_pair_metrics", "reference_noise", "run_digits_table", "add_arguments", "run"]
 
 #: Kernel variance at which maps are measured: the authors' final bandwidth, whatever a preset ends at.
 EVAL_BANDWIDTH = 1e-4
@@ -76,7 +76,8 @@ def digit_densities(source: np.ndarray, target: np.ndarray, bandwidth: float) ->
             ImageDensity(np.asarray(target, np.float32), bandwidth=bandwidth))
 
 
-def _preset_config(preset: str, steps: int | None, seed: int) -> tuple[str, dict[str, Any], TrainConfig]:
+def preset_config(preset: str, steps: int | None, seed: int) -> tuple[str, dict[str, Any], TrainConfig]:
+    """(network name, network arguments, training config) of a digit preset ("fast" or "paper")."""
     if preset not in DIGIT_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(DIGIT_PRESETS)}")
     name = DIGIT_PRESETS[preset]
@@ -91,7 +92,7 @@ def train_digit_pair(source: np.ndarray, target: np.ndarray, preset: str = "fast
                      seed: int = 0, callback: Callable[[Progress], Any] | None = None
                      ) -> tuple[TransportMap, TrainResult, TrainConfig]:
     """Train the preset's network to push image ``source`` onto image ``target`` (both ``(H, W)``)."""
-    model_name, kwargs, config = _preset_config(preset, steps, seed)
+    model_name, kwargs, config = preset_config(preset, steps, seed)
     src, tgt = digit_densities(source, target, config.objective.bandwidth_start)
     model = seeded_map(model_name, seed, dim=2, **kwargs)
     result = train(model, src, tgt, config, callback=callback)
@@ -147,7 +148,7 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     stray = [p for p in todo if p[0] not in digits or p[1] not in digits]
     if stray:
         raise ValueError(f"pair {stray[0][0]}-{stray[0][1]} uses a digit outside --digits {digits}")
-    _, _, config = _preset_config(preset, steps, seed)
+    _, _, config = preset_config(preset, steps, seed)
     images = {p: digit_pair_images(p[0], p[1], mnist) for p in todo}   # fail on a bad file before training
     started = time.perf_counter()
     tasks = [(a, b, *images[(a, b)], preset, steps, seed, n_test) for a, b in todo]

@@ -16,7 +16,8 @@ from typing import Any
 from ..files import save_map
 from .common import ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, write_csv, \
     write_html, write_json
-from .digits_table import DIGIT_PRESETS, EVAL_BANDWIDTH, digit_pair_images, digit_pair_metrics, train_digit_pair, _preset_config
+from .digits_table import (DIGIT_PRESETS, EVAL_BANDWIDTH, digit_pair_images, digit_pair_metrics, preset_config,
+                           train_digit_pair)
 from .figures import snapshot_grid_png
 from .paper import paper_table_value
 
@@ -32,7 +33,7 @@ def run_morph(source: str | int = "0", target: str | int = "4", out: str | Path 
     """Train ``source`` -> ``target`` with the preset, evaluate it and write the morph's figures."""
     from ..plotting import Panel, animation_figure, animation_gif, position_colours, square_bounds
 
-    _, _, config = _preset_config(preset, steps, seed)
+    _, _, config = preset_config(preset, steps, seed)
     src_img, tgt_img = digit_pair_images(source, target, mnist)
     started = time.perf_counter()
     label = f"{source} -> {target}"
