@@ -1,19 +1,14 @@
 """GradNetOT Studio: learn optimal transport maps with monotone gradient networks, live.
 
-Run with ``streamlit run app.py``. The pages live in ``pages/``; their shared pieces in
-``gradnet_core.ui``.
+Run with ``streamlit run app.py``. The pages live in ``pages/``; their shared pieces in ``studio/``
+(``studio.navigation`` says why every page's URL is its file name and why the pages draw the menu).
 """
 
 import streamlit as st
 
+from studio.navigation import PAGES
+
 st.set_page_config(page_title="GradNetOT Studio", layout="wide")
 
-pages = [
-    st.Page("pages/home.py", title="Home", default=True),
-    st.Page("pages/gaussians.py", title="Gaussians"),
-    st.Page("pages/mixtures.py", title="Gaussian mixtures"),
-    st.Page("pages/digits.py", title="Digits"),
-    st.Page("pages/color_transfer.py", title="Colour transfer"),
-    st.Page("pages/paper_results.py", title="Paper results"),
-]
-st.navigation(pages).run()
+pages = [st.Page(page.script, title=page.title, url_path=page.url_path, default=page is PAGES[0]) for page in PAGES]
+st.navigation(pages, position="hidden").run()

@@ -2,18 +2,20 @@
 
 import streamlit as st
 
-from gradnet_core import presets, ui
+from gradnet_core import presets
+from studio import inputs, panels, state
+from studio.navigation import page_header
 
 PAGE = "gaussians"
 
-ui.page_header("Gaussians")
+page_header("Gaussians")
 st.markdown(
     "Transport one 2-D Gaussian onto another. The exact optimal map is affine, "
     "$T^*(x) = m_t + A(x - m_s)$ with $A = \\Sigma_s^{-1/2}(\\Sigma_s^{1/2}\\Sigma_t\\Sigma_s^{1/2})^{1/2}"
     "\\Sigma_s^{-1/2}$ (whitening when the target is $N(0, I)$), so the learned map can be checked exactly."
 )
-locked = ui.is_training(PAGE)
-rows = ui.gaussian_inputs(PAGE, disabled=locked)
-problem = ui.gaussian_problem(PAGE, rows)
-ui.training_panel(PAGE, problem, preset="gaussian", objectives=tuple(presets.OBJECTIVES)[:4])
-ui.results_panel(PAGE, problem)
+locked = state.is_training(PAGE)
+rows = inputs.gaussian_inputs(PAGE, disabled=locked)
+problem = inputs.gaussian_problem(PAGE, rows)
+panels.training_panel(PAGE, problem, preset="gaussian", objectives=tuple(presets.OBJECTIVES)[:4])
+panels.results_panel(PAGE, problem)

@@ -5,9 +5,10 @@ from importlib.metadata import PackageNotFoundError, version
 import streamlit as st
 
 import gradnet_core
-from gradnet_core import ui
+from studio.navigation import page_header
+from studio.panels import device_label
 
-ui.page_header("GradNetOT Studio")
+page_header("GradNetOT Studio")
 st.markdown(
     "Learn **optimal transport maps** with **monotone gradient networks** and watch them move mass, "
     "next to the exact answer."
@@ -53,7 +54,7 @@ st.markdown(
 )
 
 st.subheader("This machine")
-st.markdown(f"Training runs on the **{ui.device_label()}**.")
+st.markdown(f"Training runs on the **{device_label()}**.")
 
 
 def _version(name: str) -> str:

@@ -6,18 +6,18 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from gradnet_core import ui
 from gradnet_core.experiments import EXPERIMENTS
 from gradnet_core.experiments.gaussian2d import run_gaussian2d
 from gradnet_core.experiments.highdim import HIGHDIM_DIMS, grouped_by_dim, run_highdim
 from gradnet_core.experiments.paper import PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAPER_HIGHDIM, paper_table_median
 from gradnet_core.experiments.saved import load_saved
+from studio.navigation import page_header
 
 PAGE = "paper"
 #: The repository's saved results: the folder beside app.py, wherever the app is started from.
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
-ui.page_header("Paper results")
+page_header("Paper results")
 st.markdown(
     "GradNetOT's experiments, reproduced with `gradnet_core`. The two small ones run here, live; the long "
     "ones (every digit pair, dimensions up to 128) run from the command line, "

@@ -2,8 +2,10 @@
 with Debian's Chromium. Opens every page, trains the Gaussian preset with a small step count, waits
 for the animation, presses play, and saves screenshots: to a temporary folder, or to docs/screenshots/
 (the README shows two) with GRADNET_SCREENSHOTS=1, so that a test run leaves the checkout as it was.
-Uploads bad files to the Digits page: a message, never a traceback."""
+Uploads bad files to the Digits page: a message, never a traceback. Opens a link to every page on a
+freshly started server."""
 
+import contextlib
 import io
 import os
 import socket
@@ -46,10 +48,10 @@ def shots(tmp_path_factory) -> Path:
     return ROOT / "docs" / "screenshots" if KEEP_SHOTS else tmp_path_factory.mktemp("screenshots")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def _streamlit(log_path: Path):
+    """A freshly started `streamlit run app.py` on a free loopback port; yields its URL once healthy."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -80,6 +82,12 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with _streamlit(tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -89,19 +97,26 @@ def browser():
             chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
+@contextlib.contextmanager
+def _tab(browser, base_url: str):
+    """A new browser tab on ``base_url`` that fails the test on JavaScript errors or outside requests."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(180_000)
     errors, outside = [], []
     page.on("pageerror", lambda err: errors.append(str(err)))
-    page.on("request", lambda req: None if req.url.startswith((server, "data:", "blob:")) else outside.append(req.url))
-    page.base_url = server
+    page.on("request", lambda req: None if req.url.startswith((base_url, "data:", "blob:")) else outside.append(req.url))
+    page.base_url = base_url
     yield page
     context.close()
     assert not errors, f"JavaScript errors: {errors}"
     assert not outside, f"the app fetched from outside the machine: {outside}"
+
+
+@pytest.fixture
+def page(browser, server):
+    with _tab(browser, server) as page:
+        yield page
 
 
 def _open(page, path: str = "") -> None:
@@ -123,16 +138,23 @@ def _no_exception(page) -> None:
     assert page.locator("[data-testid=stException]").count() == 0
 
 
-def test_a_link_to_a_page_works_on_a_fresh_server(page):
-    # Runs first: no session has run app.py yet, so Streamlit still treats pages/ as legacy pages.
-    _open(page, "mixtures")
-    page.get_by_role("heading", name="Gaussian mixtures", level=1).wait_for()
-    nav = page.locator("[data-testid=stSidebarNav]")
-    nav.get_by_text("Home", exact=True).wait_for()
-    assert "Gaussian mixtures" in nav.inner_text() and "app" not in nav.inner_text().split()
-    width = page.locator("[data-testid=stMainBlockContainer]").first.bounding_box()["width"]
-    assert width > 0.7 * (VIEWPORT["width"] - 400)                        # wide layout
-    _no_exception(page)
+@pytest.mark.parametrize("path, title", PAGES)
+def test_a_link_to_a_page_works_on_a_fresh_server(browser, tmp_path, path, title):
+    # Its own server, opened first at this page: no session has run app.py yet, so Streamlit still
+    # treats pages/ as legacy pages and runs the page without app.py (see studio.navigation).
+    with _streamlit(tmp_path / "server.log") as url, _tab(browser, url) as page:
+        _open(page, path)
+        page.get_by_role("heading", name=title, level=1).wait_for()
+        _wait_until(page, "the page's tab title", f"() => document.title === {title + ' · GradNetOT Studio'!r}")
+        menu = page.locator("[data-testid=stSidebar]")
+        menu.get_by_text("Home", exact=True).wait_for()
+        assert title in menu.inner_text() and "app" not in menu.inner_text().split()
+        width = page.locator("[data-testid=stMainBlockContainer]").first.bounding_box()["width"]
+        assert width > 0.7 * (VIEWPORT["width"] - 400)                    # wide layout
+        _no_exception(page)
+        menu.get_by_text("Home", exact=True).click()                      # the menu works in this mode too
+        page.get_by_role("heading", name="GradNetOT Studio", level=1).wait_for()
+        _no_exception(page)
 
 
 def test_every_page_opens(page, shots):
