@@ -4,10 +4,10 @@ Densities, mGradNets with closed-form log-determinants, Monge–Ampère training
 metrics. See ``gradnet_core.ground_truth`` and ``gradnet_core.metrics`` for the evaluation tools.
 """
 
-from .densities import Density, Gaussian, GaussianMixture, ImageDensity
+from .densities import Density, Gaussian, GaussianMixture, ImageDensity, covariance_2d
 from .files import load_map, save_map
 from .images import bundled_digits, canvas_to_image, load_bundled, load_image
-from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map
+from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map, seeded_map
 from .objectives import (OBJECTIVES, AdversarialW1, ConstrainedFlow, GaussianMomentKL, MongeAmpere, Objective,
                          ReverseKL, SinkhornLoss)
 from .training import Progress, TrainConfig, TrainResult, train
@@ -18,8 +18,8 @@ from .baselines import BASELINES, CMGN, MMGN, ICNNMap
 NETWORKS.update(BASELINES)
 
 __all__ = [
-    "Density", "Gaussian", "GaussianMixture", "ImageDensity",
-    "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map",
+    "Density", "Gaussian", "GaussianMixture", "ImageDensity", "covariance_2d",
+    "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map", "seeded_map",
     "CMGN", "MMGN", "ICNNMap",
     "TrainConfig", "TrainResult", "Progress", "train",
     "Objective", "OBJECTIVES", "MongeAmpere", "ReverseKL", "GaussianMomentKL", "SinkhornLoss", "AdversarialW1",

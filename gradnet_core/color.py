@@ -25,9 +25,8 @@ from PIL import Image
 
 from ._resources import data_path
 from .images import ImageLimits, read_image
-from .jobs import seeded_map
 from .metrics import energy_distance
-from .networks import NETWORKS, TransportMap
+from .networks import NETWORKS, TransportMap, seeded_map
 from .objectives import AdversarialW1, GaussianMomentKL, Objective, SinkhornLoss
 from .training import Callback, TrainConfig, TrainResult, train
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
-    "autograd_jacobian", "autograd_map_and_logdet", "build_map", "unpack_jacobian", "logdet_packed",
+    "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
     "check_positive_int", "xavier_uniform",
 ]
 
@@ -483,3 +484,16 @@ def build_map(name: str, **kwargs: Any) -> TransportMap:
         if name in (label, cls.__name__):
             return cls(**kwargs)
     raise ValueError(f"unknown map {name!r}; choose one of {sorted(NETWORKS)}")
+
+
+# torch's global generator is shared by every thread; seeding and building under a lock keeps one
+# session's initialisation from being interleaved with another's.
+_SEED_LOCK = threading.Lock()
+
+
+def seeded_map(name: str, seed: int, **kwargs: Any) -> TransportMap:
+    """``build_map(name, **kwargs)`` with parameters initialised from ``seed``, thread-safely, without
+    changing torch's global random state."""
+    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_map(name, **kwargs)

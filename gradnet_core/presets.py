@@ -51,10 +51,13 @@ def random_gaussian_pair(seed: int) -> tuple[Gaussian, Gaussian]:
 def mixture_from_rows(rows: list[dict[str, float]]) -> GaussianMixture:
     """A 2-D mixture from table rows with keys weight, mean_x, mean_y, std_x, std_y, corr."""
     weights, means, covs = [], [], []
-    for row in rows:
+    for i, row in enumerate(rows, start=1):
         weights.append(float(row["weight"]))
         means.append([float(row["mean_x"]), float(row["mean_y"])])
-        covs.append(covariance_2d(row["std_x"], row["std_y"], row["corr"]))
+        try:
+            covs.append(covariance_2d(row["std_x"], row["std_y"], row["corr"]))
+        except ValueError as err:
+            raise ValueError(f"covariance of component {i}: {err}") from None
     return GaussianMixture(weights, means, covs)
 
 
@@ -130,10 +133,12 @@ DEFAULT_OBJECTIVE = "Monge–Ampère loss (Adam)"
 OBJECTIVE_CHOICES: dict[str, dict[str, Any]] = {
     DEFAULT_OBJECTIVE: {"objective": MongeAmpere()},
     "KL divergence (Adam)": {"objective": ReverseKL()},
-    "Constrained gradient flow, explicit": {"objective": ConstrainedFlow(variant="explicit"), "steps": 1000},
+    # The flows run outer x inner Adam steps at a constant 1e-2, whatever the problem's preset.
+    "Constrained gradient flow, explicit": {"objective": ConstrainedFlow(variant="explicit"), "steps": 1000,
+                                            "lr": 1e-2, "lr_schedule": "constant"},
     # Stable for large steps (results/flow): the implicit scheme with tau = 1.
     "Constrained gradient flow, implicit": {"objective": ConstrainedFlow(variant="implicit", tau=1.0, outer_steps=20),
-                                            "steps": 1000},
+                                            "steps": 1000, "lr": 1e-2, "lr_schedule": "constant"},
     "Gaussian-moment KL (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["gaussian-kl"].items()
                                                  if k not in ("steps", "lr")},
     "Adversarial W1 (target samples only)": {k: v for k, v in SAMPLE_LOSS_SETTINGS["wasserstein"].items()

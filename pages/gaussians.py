@@ -17,5 +17,5 @@ st.markdown(
 locked = state.is_training(PAGE)
 rows = inputs.gaussian_inputs(PAGE, disabled=locked)
 problem = inputs.gaussian_problem(PAGE, rows)
-panels.training_panel(PAGE, problem, preset="gaussian", objectives=tuple(presets.OBJECTIVES)[:4])
+panels.training_panel(PAGE, problem, preset="gaussian", objectives=tuple(presets.OBJECTIVE_CHOICES)[:4])
 panels.results_panel(PAGE, problem)

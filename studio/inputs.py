@@ -220,7 +220,7 @@ def truth_samples_input(page: str, disabled: bool) -> int:
 # Digits
 # =============================================================================================
 def _bandwidth(preset: str) -> float:
-    return presets.TRAIN_PRESETS[preset].bandwidth_end
+    return presets.TRAIN_PRESETS[preset].objective.bandwidth_end
 
 
 def _show_digit(image: np.ndarray, caption: str, heatmap_key: str) -> None:

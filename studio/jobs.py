@@ -53,8 +53,7 @@ class JobSnapshot:
     preview: np.ndarray | None          # mapped preview points (m, d), None without preview points
     preview_step: int                   # the step the preview was computed at
     device: str                         # where the model trains
-    outer_step: int = 0                 # constrained gradient flow: outer steps done ...
-    outer_total: int = 0                # ... of this many (0 for the other schemes)
+    info: dict[str, float] = field(default_factory=dict)   # the objective's numbers (Progress.info)
 
     @property
     def fraction(self) -> float:
@@ -73,8 +72,7 @@ class _State:
     preview: np.ndarray | None = None
     preview_step: int = 0
     device: str = ""
-    outer_step: int = 0
-    outer_total: int = 0
+    info: dict[str, float] = field(default_factory=dict)
 
 
 class TrainingJob:
@@ -142,7 +140,7 @@ class TrainingJob:
                                loss_steps=tuple(s.loss_steps), losses=tuple(s.losses),
                                steps_per_second=s.steps_per_second, eta=s.eta, elapsed=s.elapsed,
                                preview=s.preview, preview_step=s.preview_step, device=s.device,
-                               outer_step=s.outer_step, outer_total=s.outer_total)
+                               info=dict(s.info))
 
     # worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -189,7 +187,7 @@ class TrainingJob:
             s.eta = progress.eta
             s.elapsed = progress.elapsed
             s.device = progress.device
-            s.outer_step, s.outer_total = progress.outer_step or 0, progress.outer_total or 0
+            s.info = dict(progress.info)
         return self._stop.is_set()
 
     def _update_preview(self, model: TransportMap, step: int) -> None:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import streamlit as st
 import torch
 
-from gradnet_core import color, presets
+from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
 from gradnet_core.files import map_to_bytes
 from gradnet_core.flow import log_concave_target
-from gradnet_core.jobs import seeded_map
-from gradnet_core.networks import NETWORKS, TransportMap
+from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
 from gradnet_core.plotting import Panel, animation_figure, animation_gif, loss_figure, preview_figure, square_bounds
 from gradnet_core.training import TrainResult, resolve_device
 
@@ -94,7 +93,8 @@ def _live_panel(page: str) -> None:
     elif snap.phase == "finishing":
         text = state.job_finishing
     else:
-        outer = (f"outer step {snap.outer_step} / {snap.outer_total} · " if snap.outer_total else "")
+        info = snap.info
+        outer = f"outer step {info['outer_step']} / {info['outer_total']} · " if "outer_total" in info else ""
         # Colour maps train at a few steps a second: a decimal there, none at hundreds.
         speed = f"{snap.steps_per_second:,.1f}" if snap.steps_per_second < 10 else f"{snap.steps_per_second:,.0f}"
         text = (f"{outer}Step {snap.step:,} / {snap.total:,} · {speed} steps/s · "
@@ -128,7 +128,7 @@ def _live_panel(page: str) -> None:
 def _objective_settings(page: str, objectives: Sequence[str], disabled: bool) -> dict[str, Any]:
     """The objective select box (when there is a choice) and, for the constrained flow, its steps."""
     if len(objectives) < 2:
-        return dict(presets.OBJECTIVES[objectives[0]])
+        return dict(presets.OBJECTIVE_CHOICES[objectives[0]])
     objective_key = key(page, "objective")
     st.session_state.setdefault(objective_key, objectives[0])
     label = st.selectbox("Training objective", list(objectives), key=objective_key, disabled=disabled,
@@ -136,20 +136,25 @@ def _objective_settings(page: str, objectives: Sequence[str], disabled: bool) ->
                          help="Monge–Ampère and KL use the target density; the constrained gradient flow "
                               "(Dumont et al. 2026) needs a log-concave target such as a Gaussian; the "
                               "sample-only losses see target samples, not its density.")
-    overrides = dict(presets.OBJECTIVES[label])
-    if overrides.get("scheme") == "constrained-flow":
+    overrides = dict(presets.OBJECTIVE_CHOICES[label])
+    flow = overrides["objective"]
+    if isinstance(flow, ConstrainedFlow):
         a, b, c = st.columns(3)
+        defaults = {"flow_outer_steps": flow.outer_steps, "flow_inner_steps": overrides["steps"] // flow.outer_steps}
+        counts = {}
         for name, col, title in (("flow_outer_steps", a, "Outer steps"), ("flow_inner_steps", b, "Inner steps")):
             fkey = key(page, label, name)
-            st.session_state.setdefault(fkey, int(overrides.get(name, getattr(presets.TrainConfig, name))))
-            overrides[name] = int(col.number_input(title, min_value=1, max_value=1000, step=1, key=fkey,
-                                                   disabled=disabled, persist_state="session"))
+            st.session_state.setdefault(fkey, defaults[name])
+            counts[name] = int(col.number_input(title, min_value=1, max_value=1000, step=1, key=fkey,
+                                                disabled=disabled, persist_state="session"))
         tkey = key(page, label, "flow_tau")
-        st.session_state.setdefault(tkey, float(overrides.get("flow_tau", presets.TrainConfig.flow_tau)))
-        overrides["flow_tau"] = float(c.number_input("Step size tau", min_value=1e-3, max_value=10.0, format="%g",
-                                                     key=tkey, disabled=disabled, persist_state="session"))
-        overrides["steps"] = overrides["flow_outer_steps"] * overrides["flow_inner_steps"]
-        st.caption("The flow ignores Steps and Learning rate below: it runs outer x inner Adam steps.")
+        st.session_state.setdefault(tkey, float(flow.tau))
+        tau = float(c.number_input("Step size tau", min_value=1e-3, max_value=10.0, format="%g", key=tkey,
+                                   disabled=disabled, persist_state="session"))
+        overrides["objective"] = replace(flow, outer_steps=counts["flow_outer_steps"], tau=tau)
+        overrides["steps"] = counts["flow_outer_steps"] * counts["flow_inner_steps"]
+        st.caption(f"The flow ignores Steps and Learning rate below: it runs outer x inner Adam steps at "
+                   f"learning rate {overrides['lr']:g}.")
     return overrides
 
 
@@ -185,11 +190,18 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         seed = c.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=key(page, "seed"),
                               disabled=disabled, persist_state="session")
         shown = presets.train_preset(preset, **objective)
-        loss = (f"{shown.flow_variant} constrained gradient flow" if shown.scheme == "constrained-flow"
-                else f"{shown.loss} loss" + (f" ({shown.residual})" if shown.loss == "monge-ampere" else ""))
         st.caption(f"Optimiser {shown.optimizer}, batch {shown.batch_size}, learning-rate schedule "
-                   f"{shown.lr_schedule}; {loss}.")
+                   f"{shown.lr_schedule}; {_describe(shown.objective)}.")
     return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed), **objective}
+
+
+def _describe(objective: Objective) -> str:
+    """The objective in a few words, for the settings caption."""
+    if isinstance(objective, ConstrainedFlow):
+        return f"{objective.variant} constrained gradient flow"
+    if isinstance(objective, MongeAmpere):
+        return f"{objective.name} loss ({objective.residual})"
+    return f"{objective.name} loss"
 
 
 def _store_run(state: PageState, job: TrainingJob) -> None:
@@ -206,7 +218,7 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
            overrides: dict[str, Any]) -> None:
     state = page_state(page)
     config = presets.train_preset(preset, **overrides)
-    if config.scheme == "constrained-flow":
+    if isinstance(config.objective, ConstrainedFlow):
         log_concave_target(problem.target)      # refuses a target the flow cannot use, with a message
     model = seeded_map(network, overrides["seed"], dim=2, **arch)
     gen = torch.Generator().manual_seed(problem.seed + 1)
@@ -351,8 +363,10 @@ def _color_settings(page: str, disabled: bool) -> tuple[str, str, dict[str, Any]
                             disabled=disabled, persist_state="session")
         seed = e.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=key(page, "seed"),
                               disabled=disabled, persist_state="session")
+        objectives = color.COLOR_OBJECTIVES
         st.caption(f"{defaults.batch_size} pixels of each image per step; Sinkhorn blur "
-                   f"√{defaults.sinkhorn_epsilon:g}; the critic takes {defaults.critic_steps} steps per map step.")
+                   f"√{objectives['sinkhorn'].epsilon:g}; the critic takes {objectives['wasserstein'].critic_steps} "
+                   f"steps per map step.")
     return network, loss, {"steps": int(steps), "lr": float(lr), "seed": int(seed)}
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gradnet_core import Gaussian, TrainConfig
-from gradnet_core.jobs import seeded_map
+from gradnet_core.networks import seeded_map
 from studio.jobs import GPU_LOCK, TrainingJob
 
 TIMEOUT = 120

@@ -61,13 +61,19 @@ def test_page_runs_a_small_highdim_sweep_and_refuses_no_dimensions():
     assert any("at least one dimension" in e.value for e in at.error)
 
 
+def _read_saved_from(monkeypatch, folder):
+    """The page reads the results folder beside app.py; point its reader at ``folder`` instead."""
+    real = saved_module.load_saved
+    monkeypatch.setattr(saved_module, "load_saved", lambda _folder: real(folder))
+
+
 def test_page_shows_saved_results(tmp_path, monkeypatch):
     folder = tmp_path / "results" / "digits-table"
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps({"images": "bundled digits", "preset": "fast", "steps": 2000,
                                                       "median_mse": 8e-4, "pairs": 1}))
     (folder / "digits_table.csv").write_text("source,target,mse,paper_mse,train_s\n0,4,0.0008,0.00145,12.5\n")
-    monkeypatch.setattr(saved_module, "RESULTS_DIR", tmp_path / "results")
+    _read_saved_from(monkeypatch, tmp_path / "results")
     assert list(load_saved(tmp_path / "results")) == ["digits-table"]
     at = _open()
     table = next(df for df in _frames(at) if "paper" in df.columns)
@@ -84,7 +90,7 @@ def test_page_shows_the_saved_sweep_as_medians_with_every_run_below(tmp_path, mo
                                         "2,ours,mGradNet-M,1,3e-4,completed,5,0.1\n")
     (folder / "medians.csv").write_text("dim,setting,model,runs,completed,median_mse,min_mse,max_mse,steps,"
                                         "median_train_s,stopped\n2,ours,mGradNet-M,2,2,2e-4,1e-4,3e-4,5,0.1,completed\n")
-    monkeypatch.setattr(saved_module, "RESULTS_DIR", tmp_path / "results")
+    _read_saved_from(monkeypatch, tmp_path / "results")
     at = _open()
     assert not at.exception
     medians = next(df for df in _frames(at) if "median_mse" in df.columns)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gradnet_core import Gaussian, MGradNetM, TrainConfig, train
-from gradnet_core.jobs import seeded_map
+from gradnet_core.networks import seeded_map
 from studio.jobs import TrainingJob
 
 

@@ -9,7 +9,7 @@ import torch
 
 from gradnet_core import Gaussian, GaussianMixture, TrainConfig
 from gradnet_core.ground_truth import gaussian_map
-from gradnet_core.jobs import seeded_map
+from gradnet_core.networks import seeded_map
 from gradnet_core.training import train
 from studio.problems import (
     METRIC_COLUMNS, Problem, compute_reference, evaluate_run, gaussian_from_row, gaussian_row, metrics_table,

@@ -22,9 +22,8 @@ import torch
 from ..densities import ImageDensity
 from ..ground_truth import barycentric_projection
 from ..images import load_bundled, load_image, mnist_pair
-from ..jobs import seeded_map
 from ..metrics import evaluate_map, map_mse
-from ..networks import TransportMap
+from ..networks import TransportMap, seeded_map
 from ..presets import MODEL_PRESETS, train_preset
 from ..training import Progress, TrainConfig, TrainResult, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description,

@@ -25,8 +25,8 @@ import torch
 
 from ..densities import Gaussian
 from ..ground_truth import gaussian_map
-from ..jobs import seeded_map
 from ..metrics import evaluate_map
+from ..networks import seeded_map
 from ..presets import MODEL_PRESETS, PAPER_GAUSSIAN, train_preset
 from ..training import train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir,

@@ -27,8 +27,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..densities import Gaussian
-from ..jobs import seeded_map
 from ..metrics import energy_distance
+from ..networks import seeded_map
 from ..objectives import AdversarialW1
 from ..training import TrainConfig, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, write_csv,

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..ground_truth import barycentric_projection
-from ..jobs import seeded_map
 from ..metrics import l2_uvp, map_mse, monotonicity
+from ..networks import seeded_map
 from ..presets import SAMPLE_LOSS_SETTINGS, mixture_presets, train_preset
 from ..training import TrainConfig, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, write_csv,

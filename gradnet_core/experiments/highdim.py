@@ -29,8 +29,8 @@ import torch
 
 from ..densities import Gaussian
 from ..ground_truth import gaussian_map
-from ..jobs import seeded_map
 from ..metrics import map_mse
+from ..networks import seeded_map
 from ..presets import train_preset
 from ..training import train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, finite_or_none, machine_description,
