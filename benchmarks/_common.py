@@ -22,7 +22,7 @@ from gradnet_core.densities import Density
 from gradnet_core.networks import TransportMap
 
 #: The fixed digit pair of the benchmarks, as the authors pair MNIST images: the first bundled
-#: example of the source digit and the second of the target digit (reference §7).
+#: example of the source digit and the second of the target digit (docs/method.md §7).
 DIGIT_PAIR = ((0, 0), (4, 1))
 
 

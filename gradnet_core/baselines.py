@@ -1,7 +1,7 @@
 """Baseline monotone maps: the ICASSP 2023 gradient networks (C-MGN, M-MGN) and an input-convex network.
 
 ``CMGN`` and ``MMGN`` are the predecessors of the mGradNets (Chaudhari, Pranav and Moura, "Learning
-gradients of convex functions with monotone gradient networks", ICASSP 2023; reference §2). Both carry
+gradients of convex functions with monotone gradient networks", ICASSP 2023; docs/method.md §2). Both carry
 a V^T V x term and compute their Jacobian in closed form, packed like the mGradNets'. ``ICNNMap`` is the
 gradient of an input-convex neural network (Amos, Xu and Kolter, ICML 2017; as an OT map, Makkuva et
 al., ICML 2020): the map is the autograd gradient of the potential and its Jacobian the potential's
@@ -54,7 +54,7 @@ def _check_eps(eps: Any) -> float:
 
 class _QuadraticTerm(GradientNetwork):
     """Base of the ICASSP networks: the V^T V x (+ eps x) term is part of their architecture
-    (reference §2), so they always carry the base class's quadratic term, V initialised to I / sqrt(2);
+    (docs/method.md §2), so they always carry the base class's quadratic term, V initialised to I / sqrt(2);
     ``eps`` >= 0 (eps = 0 is the paper's network).
     """
 

@@ -1,4 +1,4 @@
-"""Colour transfer (reference §8): a monotone map between the RGB pixel distributions of two images.
+"""Colour transfer (docs/method.md §8): a monotone map between the RGB pixel distributions of two images.
 
 An image's pixels are points in [0, 1]^3. A monotone gradient network T is trained with a sample-only
 loss (``gradnet_core.sample_training``) so that T(source pixels) is distributed like the target
@@ -39,7 +39,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 COLOR_DIR = data_path("color")   # package data: gradnet_core/data/color/
 MAX_SIDE = 512            # longer side of an image after loading, px: larger ones are shrunk (box filter)
-EMD_SAMPLES = 1000        # pixels per image for POT's EMD transfer (exact EMD is ~n^2; reference §5)
+EMD_SAMPLES = 1000        # pixels per image for POT's EMD transfer (exact EMD is ~n^2; docs/method.md §5)
 
 #: Colour transfer reads pictures with ``images.read_image``; any picture of 2 x 2 pixels or more has colours.
 COLOR_LIMITS = ImageLimits(

@@ -1,4 +1,4 @@
-"""Probability densities on R^d: Gaussians, Gaussian mixtures and image KDEs (reference §4).
+"""Probability densities on R^d: Gaussians, Gaussian mixtures and image KDEs (docs/method.md §4).
 
 Every density has ``dim``, ``log_prob(x)`` for ``x: (n, d)`` returning ``(n,)``, and
 ``sample(n, generator=None)`` returning ``(n, d)``. Public methods validate; subclasses
@@ -304,7 +304,7 @@ class GaussianMixture(Density):
 
 
 class ImageDensity(Density):
-    """Kernel density of an image on [0, 1]^2 (paper eq. 9, reference §4).
+    """Kernel density of an image on [0, 1]^2 (paper eq. 9; docs/method.md §4.3).
 
     Pixel (row r, col c) of an ``(H, W)`` image sits at ((c / (W-1), (H-1-r) / (H-1)), y up.
     Weights are intensity / total; pixels with weight <= ``threshold`` are dropped and the rest

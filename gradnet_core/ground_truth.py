@@ -35,7 +35,7 @@ class GaussianMap:
 
 
 def gaussian_map(source: Gaussian, target: Gaussian) -> GaussianMap:
-    """Closed-form OT map between Gaussians N(m_s, S_s) -> N(m_t, S_t) (reference §5), in float64.
+    """Closed-form OT map between Gaussians N(m_s, S_s) -> N(m_t, S_t) (docs/method.md §5), in float64.
 
     T(x) = m_t + A (x - m_s),  A = S_s^{-1/2} (S_s^{1/2} S_t S_s^{1/2})^{1/2} S_s^{-1/2}
     (Knott & Smith 1984; Peyré & Cuturi, Computational Optimal Transport, Remark 2.31). A comes from
@@ -56,7 +56,7 @@ def gaussian_map(source: Gaussian, target: Gaussian) -> GaussianMap:
 
 def barycentric_projection(xs: Any, xt: Any, weights: Any = None, target_weights: Any = None,
                            max_iter: int = 10_000_000) -> Tensor:
-    """T_hat(x_i) = sum_j G_ij y_j / sum_j G_ij for the exact OT plan G between samples (reference §5).
+    """T_hat(x_i) = sum_j G_ij y_j / sum_j G_ij for the exact OT plan G between samples (docs/method.md §5).
 
     ``xs: (n, d)`` source points, ``xt: (m, d)`` target points, optional weights (uniform by
     default). G = ot.emd(a, b, ||x_i - y_j||^2): O(nm) memory, about n^2 time. Returns

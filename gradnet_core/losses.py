@@ -1,4 +1,4 @@
-"""Training objectives for a map T pushing a source density p onto a target density q (reference §3).
+"""Training objectives for a map T pushing a source density p onto a target density q (docs/method.md §3).
 
 Each loss takes the map, a batch ``x: (n, d)`` drawn from p, ``log_p: (n,)`` = log p(x), the
 target density and how to get log det J_T (``map_and_logdet``), and returns a scalar tensor.

@@ -1,4 +1,4 @@
-"""How close a learned map is to the truth (reference §6).
+"""How close a learned map is to the truth (docs/method.md §6).
 
 ``pred`` and ``true`` are mapped points ``(n, d)`` (tensors or arrays) at the same source points.
 """

@@ -2,7 +2,7 @@
 
 Every map is an ``nn.Module`` with ``forward(x) -> T(x)``, ``map_and_logdet(x) -> (T(x), log det J_T(x))``
 and ``jacobian(x) -> (n, d, d)`` for ``x: (n, d)``. The mGradNets compute their Jacobian in closed
-form (reference §2) alongside the forward pass; any other map uses the shared autograd fallback
+form (docs/method.md §2) alongside the forward pass; any other map uses the shared autograd fallback
 (vmap of jacrev, then slogdet), which is also how the GradNetOT authors compute it.
 """
 
@@ -274,7 +274,7 @@ def xavier_uniform(*shape: int) -> Tensor:
 
 
 class MGradNetC(GradientNetwork):
-    """Cascaded monotone gradient network (reference §2), ``depth`` layers of ``width`` units.
+    """Cascaded monotone gradient network (docs/method.md §2), ``depth`` layers of ``width`` units.
 
     z_0 = sp(b_0)(Wx + c_0);  z_l = sp(b_l)(Wx + c_l) + sp(a_{l-1}) s(z_{l-1});
     T(x) = W^T [sp(a_{L-1}) s(z_{L-1})] + c_L;   J = W^T diag(delta) W, delta >= 0.
@@ -375,7 +375,7 @@ def _bound_abs(x: Tensor, A: Tensor) -> float:
 
 
 class MGradNetM(GradientNetwork):
-    """Modular monotone gradient network (reference §2) with weighted-softmax modules.
+    """Modular monotone gradient network (docs/method.md §2) with weighted-softmax modules.
 
     u_k = sp(beta_k)(W_k x + b_k);  T(x) = sum_k sp(alpha_k) W_k^T [sp(a_k) softmax(u_k) - sp(b_k) softmax(-u_k)] + c.
     """

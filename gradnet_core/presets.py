@@ -67,7 +67,7 @@ def _row(w: float, mx: float, my: float, sx: float = 0.5, sy: float = 0.5, r: fl
 
 #: Named mixture pairs as table rows (source rows, target rows).
 MIXTURE_ROWS: dict[str, tuple[list[dict[str, float]], list[dict[str, float]]]] = {
-    "Seed slides: 2 -> 3 components": (
+    "ICASSP 2023 example: 2 -> 3 components": (
         [_row(0.5, -2.0, 0.0), _row(0.5, 2.0, 0.0)],
         [_row(1 / 3, -3.0, 1.0), _row(1 / 3, 0.0, -1.0), _row(1 / 3, 3.0, 1.0)],
     ),
@@ -85,7 +85,7 @@ def mixture_presets() -> dict[str, tuple[GaussianMixture, GaussianMixture]]:
 
 #: Model architecture per preset: registry name and constructor arguments (dim added by the caller).
 #: The app's presets are the fastest settings measured to reach MSE <= 1e-3 (benchmarks/README.md);
-#: the "-paper" presets are the GradNetOT authors' settings (reference §7).
+#: the "-paper" presets are the GradNetOT authors' settings (docs/method.md §7).
 MODEL_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gaussian": ("mGradNet-M", {"width": 32, "modules": 4}),
     "gaussian-paper": ("mGradNet-M", {"width": 32, "modules": 4}),
@@ -107,7 +107,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # Ending at 1e-4 as the authors do needs their 10000 steps: in 600 it leaves the map noisier.
     "digits": TrainConfig(steps=600, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
                           lr_schedule="cosine", clip_grad=10.0, objective=MongeAmpere(bandwidth_end=1e-3)),
-    # The authors' MNIST settings (reference §7).
+    # The authors' MNIST settings (docs/method.md §7).
     "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
                                 lr_step_size=1000, lr_gamma=0.5, clip_grad=10.0),
 }

@@ -1,4 +1,4 @@
-"""Sample-only objectives (reference §3): they compare mapped points T(x) with target samples y and need
+"""Sample-only objectives (docs/method.md §3): they compare mapped points T(x) with target samples y and need
 no density.
 
 - ``gaussian_moment_kl``: closed-form KL between the Gaussians fitted to T(x) and to y (matches mean and
@@ -159,7 +159,7 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float = 0.01, scaling: fl
 # Adversarial Wasserstein-1
 # --------------------------------------------------------------------------------------------
 class Critic(nn.Module):
-    """The dual W1 critic of reference §3: d -> hidden -> hidden -> 1, leaky ReLU (slope 0.2).
+    """The dual W1 critic of docs/method.md §3: d -> hidden -> hidden -> 1, leaky ReLU (slope 0.2).
 
     ``generator`` makes the initialisation reproducible without touching torch's global seed.
     """

@@ -38,7 +38,7 @@ def test_icassp_closed_form_jacobian_matches_autograd(d):
 
 
 def test_icassp_formulas_by_hand():
-    """T(x) written out from reference §2 for one input, against the networks."""
+    """T(x) written out from docs/method.md §2 for one input, against the networks."""
     torch.manual_seed(3)
     d = 3
     x = torch.randn(1, d, dtype=torch.float64)

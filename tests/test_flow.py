@@ -1,4 +1,4 @@
-"""The constrained Wasserstein gradient flow (gradnet_core.flow, reference §3) and energy_distance."""
+"""The constrained Wasserstein gradient flow (gradnet_core.flow, docs/method.md §3) and energy_distance."""
 
 from __future__ import annotations
 

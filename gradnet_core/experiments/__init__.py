@@ -1,4 +1,4 @@
-"""Reproductions of the GradNetOT paper's experiments (reference sheet §7), one module each.
+"""Reproductions of the GradNetOT paper's experiments (docs/method.md §7), one module each.
 
 ``EXPERIMENTS`` (``registry.py``) lists them: the command line ``python -m gradnet_core.experiments
 SUBCOMMAND``, the saved-results reader (``saved.load_saved``) and the app's Paper results page read it.

@@ -1,7 +1,7 @@
 """``python -m gradnet_core.experiments SUBCOMMAND``: reproduce the GradNetOT paper's figures and tables.
 
 Subcommands: the entries of ``EXPERIMENTS`` (``registry.py``): gaussian2d (Fig. 1), highdim (Fig. 2),
-digits-table (Table I), morph (one digit pair), gmm (the seed slides' 2 -> 3 mixture with sample-only
+digits-table (Table I), morph (one digit pair), gmm (the ICASSP 2023 2 -> 3 mixture with sample-only
 losses), generate (digits from N(0, I_64)), flow (the constrained gradient flow against Adam, issue 8).
 Each writes CSV, PNG and HTML to ``--out`` (default ``results/SUBCOMMAND/``), shows a progress bar
 on stderr, prints a short summary, and with ``--json`` prints one JSON line last on stdout.
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     """One subcommand per entry of ``EXPERIMENTS``; each experiment's module adds its own options."""
     parser = argparse.ArgumentParser(
         prog="python -m gradnet_core.experiments",
-        description="Reproduce the GradNetOT paper's figures and tables (reference sheet §7).")
+        description="Reproduce the GradNetOT paper's figures and tables (docs/method.md §7).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for experiment in EXPERIMENTS.values():
         p = sub.add_parser(experiment.name, help=experiment.description)

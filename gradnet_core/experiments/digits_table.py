@@ -3,7 +3,7 @@ against the barycentric projection of the exact OT plan between 1000 samples of 
 
 Images: by default the bundled digits (source: example 0 of digit a, target: example 1 of digit b);
 with ``mnist`` a folder of MNIST IDX files, as the authors chose them (first training image of a,
-second of b). Both densities are image KDEs; training anneals the bandwidth (reference §4) and the
+second of b). Both densities are image KDEs; training anneals the bandwidth (docs/method.md §4) and the
 evaluation uses the authors' final bandwidth, 1e-4, whatever the preset ends at. Presets: "fast" =
 the app's ``digits`` preset, "paper" = the authors' ``digits-paper`` (mGradNet-M 32 x 128, AdamW
 lr 1, 10000 steps).

@@ -1,4 +1,4 @@
-"""The constrained gradient flow against Adam at equal compute time (issue 8; reference §3).
+"""The constrained gradient flow against Adam at equal compute time (issue 8; docs/method.md §3).
 
 Setting (the authors' example): source = the four-corner mixture, components N((±2, ±2), 0.25 I) with
 weight 1/4 each (the app's "Four corners -> N(0, I)" preset); target N(0, I), the log-concave target the

@@ -1,4 +1,4 @@
-"""Digit generation (seed slides, reference §8): a monotone map from N(0, I_64) onto scikit-learn's 8 x 8
+"""Digit generation (ICASSP 2023 example, docs/method.md §8.4): a monotone map from N(0, I_64) onto scikit-learn's 8 x 8
 handwritten digits (pixel values scaled to [0, 1]), trained from samples with the adversarial
 Wasserstein-1 loss, for C-MGN, M-MGN and an ICNN.
 

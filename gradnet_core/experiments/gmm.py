@@ -1,4 +1,4 @@
-"""The seed slides' mixture experiment (reference §8): a 2-component Gaussian mixture (means (-2, 0),
+"""The ICASSP 2023 mixture experiment (docs/method.md §8.2): a 2-component Gaussian mixture (means (-2, 0),
 (2, 0)) mapped onto a 3-component one (means (-3, 1), (0, -1), (3, 1)), all components with standard
 deviation 0.5, by the ICASSP baselines C-MGN, M-MGN and an ICNN, trained from samples with the
 Gaussian-moment KL and the adversarial Wasserstein-1 losses.
@@ -7,7 +7,7 @@ Each map is judged on test samples x ~ p against target samples y ~ q (same numb
 * ``w2_to_target``: exact W2 between the mapped points T(x) and y (POT's EMD); the noise floor is W2
   between two independent target samples.
 * ``mse_vs_ot``: the paper's MSE between T(x) and the barycentric projection of the exact plan between
-  x and y (the discrete OT map, reference §5); ``l2_uvp`` the same in percent of Var(q).
+  x and y (the discrete OT map, docs/method.md §5); ``l2_uvp`` the same in percent of Var(q).
 * ``min_eigenvalue``: smallest eigenvalue of sym(J_T) over x (>= 0: monotone).
 """
 
@@ -34,7 +34,7 @@ from .figures import snapshot_grid_png
 __all__ = ["GMM_PRESET", "GMM_NETWORKS", "GMM_LOSSES", "LOSS_BIN", "gmm_pair", "exact_w2", "binned_history",
            "run_gmm", "add_arguments", "run"]
 
-GMM_PRESET = "Seed slides: 2 -> 3 components"
+GMM_PRESET = "ICASSP 2023 example: 2 -> 3 components"
 
 #: The maps compared: registry name -> constructor arguments (dim added).
 GMM_NETWORKS: dict[str, dict[str, Any]] = {
@@ -52,7 +52,7 @@ LOSS_BIN = 10              # steps averaged per row of loss.csv (keeps the file 
 
 
 def gmm_pair():
-    """The seed slides' source (2 components) and target (3 components) mixtures, float64."""
+    """The ICASSP 2023 example's source (2 components) and target (3 components) mixtures, float64."""
     source, target = mixture_presets()[GMM_PRESET]
     return source.to(dtype=torch.float64), target.to(dtype=torch.float64)
 

@@ -7,7 +7,7 @@ Two settings run in the same sweep, on the same problems, initial weights and ba
 * authors: mGradNet-C 4 x 32 (tanh) and mGradNet-M 4 modules x 32, width 32 at every d, Adam at a
   constant 1e-2. The C network's Jacobian W^T diag(delta) W has rank <= 32, so for d > 32 its
   log det is -inf and training diverges at once; M's rank is <= 4 x 31 = 124, singular at d = 128.
-* ours: the same networks plus the strict-convexity term (eps I + V^T V) x (reference §2), and the
+* ours: the same networks plus the strict-convexity term (eps I + V^T V) x (docs/method.md §2), and the
   same learning rate decayed to zero along a cosine. The Jacobian is positive definite at every d,
   so log det is always finite; the linear term holds the affine part of the map (whitening is
   affine), leaving the network the curvature; the decay removes the noise of the last steps.

@@ -1,4 +1,4 @@
-"""The GradNetOT authors' settings and reported figures (reference sheet §7), to print beside ours."""
+"""The GradNetOT authors' settings and reported figures (docs/method.md §7), to print beside ours."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ PAPER_GAUSSIAN_2D = {
 }
 
 #: The high-dimensional sweep (paper Fig. 2). The paper reports it as a figure only; no numbers are
-#: given in the reference sheet, so the authors' settings are re-run here as their stand-in.
+#: given in docs/method.md §7.2, so the authors' settings are re-run here as their stand-in.
 PAPER_HIGHDIM = {
     "dims": (2, 4, 8, 16, 32, 64, 128),
     "problem": "m ~ N(0, I), S ~ Wishart(d + 1, I), seed 1234 -> N(0, I)",

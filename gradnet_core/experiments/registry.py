@@ -64,13 +64,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         ("source", "target", "mse", "l2_uvp", "cosine", "stopped", "train_s")),
     Experiment(
         "gmm", "gmm", "run_gmm",
-        "seed slides: 2 -> 3 Gaussian mixture, C-MGN/M-MGN/ICNN, KL-moment, adversarial and Sinkhorn losses",
+        "ICASSP 2023 example (docs/method.md §8.2): 2 -> 3 Gaussian mixture, C-MGN/M-MGN/ICNN, KL-moment, adversarial and Sinkhorn losses",
         "Gaussian mixture 2 -> 3, sample-only losses",
         "gmm.csv", ("gmm.png",),
         ("loss", "network", "stopped", "w2_to_target", "mse_vs_ot", "min_eigenvalue", "train_s")),
     Experiment(
         "generate", "generate", "run_generate",
-        "seed slides: monotone maps from N(0, I_64) to 8 x 8 digits, adversarial loss",
+        "ICASSP 2023 example (docs/method.md §8.4): monotone maps from N(0, I_64) to 8 x 8 digits, adversarial loss",
         "Digits generated from N(0, I_64)",
         "generate.csv", ("digits.png",),
         ("network", "stopped", "w2_to_test", "energy_to_test", "nn_to_train", "train_s")),
