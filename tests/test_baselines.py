@@ -9,15 +9,12 @@ from gradnet_core.baselines import CMGN_ACTIVATIONS
 from gradnet_core.files import map_from_bytes, map_to_bytes
 from gradnet_core.networks import autograd_jacobian
 
+from helpers import random_parameters
+
 
 def perturbed(model, scale=0.3, seed=0):
     """float64 copy with random parameters, not just the initialisation."""
-    g = torch.Generator().manual_seed(seed)
-    model = model.double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
+    return random_parameters(model, scale, seed)
 
 
 def icassp_models(d):

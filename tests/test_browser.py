@@ -8,16 +8,15 @@ freshly started server."""
 import contextlib
 import io
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from servers import streamlit_server
 
 pytestmark = pytest.mark.browser
 
@@ -36,12 +35,6 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     """Where screenshots go: docs/screenshots/ with GRADNET_SCREENSHOTS=1, a temporary folder otherwise."""
@@ -51,34 +44,8 @@ def shots(tmp_path_factory) -> Path:
 @contextlib.contextmanager
 def _streamlit(log_path: Path):
     """A freshly started `streamlit run app.py` on a free loopback port; yields its URL once healthy."""
-    port = _free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"streamlit exited before it served the app:\n{log_path.read_text()}"
-            assert time.monotonic() < deadline, "streamlit did not start within 60 s"
-            time.sleep(0.5)
+    with streamlit_server(sys.executable, ROOT / "app.py", ROOT, log_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from servers import streamlit_server
 
 pytestmark = pytest.mark.slow
 
@@ -113,31 +113,6 @@ print(gradnet_core.__file__)
 
 def test_streamlit_serves_the_app_started_from_another_directory(installed):
     python, work = installed
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [str(python), "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    assert response.read().decode() == "ok"
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "the app did not become healthy within 60 s"
-                time.sleep(0.5)
+    with streamlit_server(python, ROOT / "app.py", work, work / "streamlit.log", env=_env()) as url:
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.status == 200 and "<title>" in response.read().decode()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

@@ -8,15 +8,12 @@ from hypothesis import given, settings, strategies as st
 from gradnet_core import NETWORKS, MGradNetC, MGradNetM, MLPMap, build_map
 from gradnet_core.networks import ACTIVATIONS, autograd_jacobian, autograd_map_and_logdet
 
+from helpers import random_parameters
+
 
 def perturbed(model, scale=0.5, seed=0):
-    """Random parameters (not just the initialisation) in float64."""
-    g = torch.Generator().manual_seed(seed)
-    model = model.double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
+    """float64 copy with random parameters, not just the initialisation."""
+    return random_parameters(model, scale, seed)
 
 
 def closed_form_models(d):
