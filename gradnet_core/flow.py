@@ -37,9 +37,9 @@ def log_concave_target(target: Density) -> Density:
         kind = type(target).__name__
         extra = (f" (this one has {int((target.weights > 0).sum())} components, so it is multimodal)"
                  if isinstance(target, GaussianMixture) else "")
-        raise ValueError(f"the constrained gradient flow needs a target with a log-concave density "
+        raise ValueError(f"The constrained gradient flow needs a target with a log-concave density "
                          f"(q ∝ exp(-V), V convex), such as a Gaussian; a {kind} is not log-concave"
-                         f"{extra}. Train it with scheme='direct' instead.")
+                         f"{extra}. Train it with another objective, such as the Monge–Ampère loss.")
     return target
 
 
