@@ -87,13 +87,16 @@ Task = TypeVar("Task")
 
 
 def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Sequence[Any], labels: Sequence[str],
-              tracker: ProgressTracker, jobs: int = 1, cost: Sequence[float] | None = None) -> list[Task]:
+              tracker: ProgressTracker, jobs: int = 1, cost: Sequence[float] | None = None,
+              on_result: Callable[[int, Task], None] | None = None) -> list[Task]:
     """``[run(task, callback) for task in tasks]``, in order, on ``jobs`` worker processes.
 
     ``run`` must be a module-level function (workers import it) and ``tasks`` picklable. Workers
     use as many torch threads as this process and send their progress back through a queue, so the
     tracker sees every run's steps as they happen. ``cost`` (a guess per task) starts the costliest
     first, so that no long run is left alone at the end. ``jobs=1`` runs everything here, in turn.
+    ``on_result(k, result)`` is called here as each task ends (in the order they end), so a long
+    experiment can write what it has so far.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1; got {jobs}")
@@ -102,6 +105,8 @@ def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Seq
         for k, task in enumerate(tasks):
             results.append(run(task, tracker.callback(k, labels[k])))
             tracker.finish(k, labels[k])
+            if on_result is not None:
+                on_result(k, results[-1])
         return results
     # spawn, not fork: a forked child of a process whose OpenMP pool has started can hang.
     context = multiprocessing.get_context("spawn")
@@ -118,8 +123,10 @@ def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Seq
                     _drain(reports, tracker, labels)
                     for future in done:
                         k = futures[future]
-                        future.result()              # re-raise a worker's error here
+                        result = future.result()     # re-raise a worker's error here
                         tracker.finish(k, labels[k])
+                        if on_result is not None:
+                            on_result(k, result)
             except BaseException:
                 for future in pending:               # fail now, not after every queued run
                     future.cancel()

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["snapshot_grid_png", "heatmap_png", "line_chart_png", "SERIES_COLOURS"]
+__all__ = ["snapshot_grid_png", "heatmap_png", "line_chart_png", "strip_panels_png", "SERIES_COLOURS"]
 
 #: Colours of successive series in line charts (colour-blind safe, Okabe–Ito), as 0-255 RGB.
 SERIES_COLOURS = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
@@ -178,4 +178,65 @@ def line_chart_png(path: Path, x: Sequence[float], series: Sequence[tuple[str, S
     handles.append(Line2D([], [], color=(0.35, 0.35, 0.35), marker="x", linestyle="none", markersize=7,
                           label="x on the axis: no finite\nvalue (diverged)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
+    return _save(figure, path, tight=True)
+
+
+def strip_panels_png(path: Path, panels: Sequence[dict[str, Any]], title: str, size_per_panel: int = 230,
+                     height: int = 430) -> Path:
+    """Score distributions against a threshold, one panel per family with its own log y axis.
+
+    Each panel is a dict: ``title``, ``y_label``, ``threshold`` (a red line), ``groups``: a list of
+    (label, {series name: values}) drawn as jittered points side by side at one x position each, and
+    optionally ``lines``: {name: value} drawn dashed in grey (e.g. "no map", "noise"). Non-finite
+    and non-positive values are left out; a panel with no group is drawn empty with "not run".
+    """
+    from matplotlib.lines import Line2D
+
+    figure = _figure(max(1, len(panels)) * size_per_panel + 200, height)
+    axes = figure.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    rng = np.random.default_rng(0)
+    series_colours: dict[str, tuple[float, float, float]] = {}
+    for ax, panel in zip(axes, panels):
+        groups = panel.get("groups", [])
+        names = [name for _, series in groups for name in series]
+        offsets = {name: 0.0 for name in names}
+        distinct = list(dict.fromkeys(names))
+        for k, name in enumerate(distinct):
+            offsets[name] = (k - (len(distinct) - 1) / 2) * 0.28
+            series_colours.setdefault(name, _rgb(SERIES_COLOURS[len(series_colours) % len(SERIES_COLOURS)]))
+        drawn = False
+        for g, (_, series) in enumerate(groups):
+            for name, values in series.items():
+                v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+                v = v[np.isfinite(v) & (v > 0)]
+                if v.size:
+                    drawn = True
+                    xs = g + offsets[name] + rng.uniform(-0.09, 0.09, v.size)
+                    ax.scatter(xs, v, s=9, color=series_colours[name], alpha=0.55, linewidths=0)
+                    ax.plot([g + offsets[name] - 0.12, g + offsets[name] + 0.12], [np.median(v)] * 2,
+                            color=series_colours[name], linewidth=2.2)
+        for k, (name, value) in enumerate((panel.get("lines") or {}).items()):
+            if value is not None and math.isfinite(value) and value > 0:
+                ax.axhline(value, color=(0.45, 0.45, 0.45), linestyle=(0, (2, 2 + 2 * k)), linewidth=1)
+                ax.annotate(name, (1.0, value), xycoords=("axes fraction", "data"), fontsize=7, ha="right",
+                            va="bottom", color=(0.35, 0.35, 0.35))
+        threshold = panel.get("threshold")
+        if threshold:
+            ax.axhline(threshold, color=(0.8, 0.1, 0.1), linewidth=1.2)
+        if drawn or threshold:
+            ax.set_yscale("log")
+        if not drawn:
+            ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color=(0.4, 0.4, 0.4))
+        ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+        ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.set_ylabel(panel.get("y_label", ""), fontsize=9)
+        ax.grid(True, axis="y", which="major", color=(0.9, 0.9, 0.9), linewidth=0.8)
+        ax.set_axisbelow(True)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="-", markersize=5, label=n)
+               for n, c in series_colours.items()]
+    handles.append(Line2D([], [], color=(0.8, 0.1, 0.1), linewidth=1.2, label="pass threshold"))
+    axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    figure.suptitle(title, fontsize=11, x=0.02, ha="left")
+    figure.subplots_adjust(wspace=0.45)
     return _save(figure, path, tight=True)

@@ -81,4 +81,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "flow_summary.csv", ("flow_maps.png",),
         ("method", "variant", "tau", "seed", "status", "energy_distance", "mse", "kl", "steps", "outer_steps"),
         summary="flow.json"),
+    Experiment(
+        "robustness", "robustness", "run_robustness",
+        "issue 13: the app's defaults on untuned digits, drawings, mixtures and sample-only losses vs the exact OT map",
+        "Robustness: untuned inputs against the exact OT map",
+        "robustness.csv", ("robustness.png",),
+        ("family", "metric", "threshold", "cases", "runs", "pass_share", "run_pass_share", "no_map", "noise",
+         "train_cpu_s")),
 )}

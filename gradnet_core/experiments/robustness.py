@@ -1,0 +1,618 @@
+"""Robustness benchmark (issue 13): the app's default settings on inputs nobody tuned for, scored
+against an exact answer computed independently of training.
+
+Families of cases:
+
+* ``mnist``: every ordered pair of ten real MNIST digits, the first training image of each class
+  (needs ``mnist``, a folder of MNIST IDX files; skipped without it).
+* ``bundled``: the same protocol on the bundled digits (example 0 of each digit).
+* ``drawings``: stroke drawings made by a seeded generator the way a mouse draws on the app's canvas
+  (polylines and arcs, 20-30 px strokes on a 280 x 280 black RGBA canvas, i.e. 2-3 px at 28 x 28),
+  passed through ``images.canvas_to_image`` as the app does, and paired at random.
+* ``mixtures``: seeded random 2-D Gaussian mixture pairs (1-5 components a side, splits and merges,
+  unequal weights, anisotropic covariances) and the app's mixture presets, trained on both densities
+  (the app's default objective); POT's out-of-sample EMD map (``ot.da.EMDTransport``) beside them.
+* ``sample-only``: the mixture cases again with the sample-only objectives (Gaussian-moment KL,
+  adversarial W1, Sinkhorn; ``presets.SAMPLE_LOSS_SETTINGS``), the target given as 20 000 samples.
+
+Training uses the app's presets ("digits" as ``digits_table.train_digit_pair``, "mixture") with
+``seeds`` seeds. Each of ``draws`` evaluation draws takes ``n_test`` fresh source and target samples;
+the truth is the barycentric projection of POT's exact EMD plan between them (digits at kernel
+variance 1e-4, as ``digits_table``). Beside each score: the identity map's ("no map") and the
+reference noise, half the score of one projection against a second one onto an independent target
+draw (what an exact map would score). Scores: MSE for digits, L2-UVP (percent) for mixtures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..densities import Density
+from ..ground_truth import barycentric_projection
+from ..images import canvas_to_image, load_bundled, mnist_pair
+from ..metrics import l2_uvp, map_mse
+from ..networks import TransportMap, seeded_map
+from ..presets import MIXTURE_ROWS, MODEL_PRESETS, SAMPLE_LOSS_SETTINGS, mixture_from_rows, train_preset
+from ..training import TrainResult, train
+from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, run_tasks,
+                     write_csv, write_json)
+from .digits_table import EVAL_BANDWIDTH, digit_densities, preset_config, train_digit_pair
+
+__all__ = ["FAMILIES", "THRESHOLDS", "DRAWING_SHAPES", "draw_canvas", "drawing_image", "random_mixture_rows",
+           "robustness_cases", "run_robustness", "add_arguments", "run"]
+
+FAMILIES = ("mnist", "bundled", "drawings", "mixtures", "sample-only")
+
+#: family -> (score, pass threshold): a run passes when its score is at or below the threshold.
+THRESHOLDS: dict[str, tuple[str, float]] = {
+    "mnist": ("mse", 2e-3), "bundled": ("mse", 2e-3), "drawings": ("mse", 2e-3),
+    "mixtures": ("l2_uvp", 5.0), "sample-only": ("l2_uvp", 10.0),
+}
+
+DENSITY_OBJECTIVE = "monge-ampere"   # what the digit and mixture families train with (the presets' default)
+SAMPLE_TARGET_SIZE = 20_000          # target samples a sample-only objective trains on (as experiments.gmm)
+POT_TRAIN_SIZE = 4000                # samples per side POT's out-of-sample map is fitted on
+CANVAS_SIDE = 280                    # the drawing canvas, px (the app's is 224; canvas_to_image takes any)
+
+
+# --- drawings -------------------------------------------------------------------------------------
+
+def _arc(cx: float, cy: float, rx: float, ry: float, t0: float, t1: float, n: int = 48) -> np.ndarray:
+    """Points of an elliptic arc from angle ``t0`` to ``t1`` (degrees; y points down, as on a canvas)."""
+    t = np.radians(np.linspace(t0, t1, n))
+    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def _poly(*points: tuple[float, float]) -> np.ndarray:
+    return np.asarray(points, dtype=np.float64)
+
+
+#: Shapes as strokes in the unit square (x right, y down): ten digit-like ones and others.
+DRAWING_SHAPES: dict[str, Callable[[], list[np.ndarray]]] = {
+    "0": lambda: [_arc(.5, .5, .28, .42, -90, 275)],
+    "1": lambda: [_poly((.38, .25), (.55, .08), (.55, .92))],
+    "2": lambda: [np.concatenate([_arc(.5, .3, .26, .2, 180, 390), _poly((.22, .9), (.82, .9))])],
+    "3": lambda: [np.concatenate([_arc(.48, .28, .24, .19, 200, 450), _arc(.48, .7, .28, .22, -90, 160)])],
+    "4": lambda: [_poly((.62, .92), (.62, .08), (.18, .65), (.85, .65))],
+    "5": lambda: [np.concatenate([_poly((.78, .1), (.3, .1), (.27, .45)), _arc(.48, .66, .28, .24, -125, 150)])],
+    "6": lambda: [np.concatenate([_poly((.68, .08)), _arc(.5, .66, .25, .24, 190, 550)])],
+    "7": lambda: [_poly((.18, .12), (.82, .12), (.42, .92))],
+    "8": lambda: [_arc(.5, .28, .2, .19, 90, 450), _arc(.5, .7, .26, .21, -90, 270)],
+    "9": lambda: [_arc(.5, .3, .23, .21, 0, 360), _poly((.73, .3), (.66, .92))],
+    "triangle": lambda: [_poly((.5, .1), (.9, .85), (.1, .85), (.5, .1))],
+    "square": lambda: [_poly((.15, .15), (.85, .15), (.85, .85), (.15, .85), (.15, .17))],
+    "star": lambda: [_poly(*[(.5 + .42 * math.sin(math.radians(144 * k)), .55 - .42 * math.cos(math.radians(144 * k)))
+                             for k in range(6)])],
+    "spiral": lambda: [np.stack([.5 + np.linspace(.03, .42, 90) * np.cos(np.linspace(0, 4.5 * np.pi, 90)),
+                                 .5 + np.linspace(.03, .42, 90) * np.sin(np.linspace(0, 4.5 * np.pi, 90))], 1)],
+    "zigzag": lambda: [_poly((.1, .2), (.3, .8), (.5, .2), (.7, .8), (.9, .2))],
+    "plus": lambda: [_poly((.5, .1), (.5, .9)), _poly((.1, .5), (.9, .5))],
+    "wave": lambda: [np.stack([np.linspace(.05, .95, 60), .5 + .25 * np.sin(np.linspace(0, 3 * np.pi, 60))], 1)],
+    "check": lambda: [_poly((.1, .5), (.38, .85), (.9, .1))],
+    "arrow": lambda: [_poly((.1, .5), (.88, .5)), _poly((.62, .22), (.9, .5), (.62, .78))],
+    "heart": lambda: [np.concatenate([_arc(.3, .32, .2, .18, 180, 360), _arc(.7, .32, .2, .18, 180, 360),
+                                      _poly((.9, .35), (.5, .9), (.1, .35))])],
+    "smile": lambda: [_arc(.5, .5, .42, .42, 0, 360), _arc(.5, .55, .22, .16, 20, 160),
+                      _arc(.36, .36, .03, .03, 0, 360, 12), _arc(.64, .36, .03, .03, 0, 360, 12)],
+    "S": lambda: [np.concatenate([_arc(.5, .3, .25, .2, -20, -270), _arc(.5, .7, .25, .2, -90, 160)])],
+}
+
+
+def _densify(points: np.ndarray, spacing: float) -> np.ndarray:
+    """Points along the polyline every ``spacing`` (a mouse reports a point every few pixels)."""
+    out = [points[:1]]
+    for a, b in zip(points[:-1], points[1:]):
+        k = max(1, int(np.ceil(np.linalg.norm(b - a) / spacing)))
+        out.append(a + (b - a) * np.linspace(0, 1, k + 1)[1:, None])
+    return np.concatenate(out)
+
+
+def draw_canvas(shape: str, seed: int, side: int = CANVAS_SIDE) -> np.ndarray:
+    """A ``(side, side, 4)`` uint8 RGBA canvas as streamlit-drawable-canvas returns it (opaque black,
+    white strokes) with ``shape`` drawn by a seeded hand: random size, placement, aspect and tilt,
+    a wobbling pen (smoothed jitter of a few pixels) and a stroke 2-3 px wide at 28 x 28 scale."""
+    from PIL import Image, ImageDraw
+
+    if shape not in DRAWING_SHAPES:
+        raise ValueError(f"unknown drawing shape {shape!r}; choose from {', '.join(DRAWING_SHAPES)}")
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(0.5, 0.85) * side
+    aspect = rng.uniform(0.8, 1.2)
+    angle = np.radians(rng.uniform(-15, 15))
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = side / 2 + rng.uniform(-0.12, 0.12, 2) * side
+    width = int(rng.integers(20, 31)) * side // 280           # 2-3 px once the drawing spans about 20 px
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 255))
+    pen = ImageDraw.Draw(image)
+    for stroke in DRAWING_SHAPES[shape]():
+        pts = (_densify(stroke, 0.02) - 0.5) * np.array([size * aspect, size / aspect]) @ rot.T + centre
+        wobble = rng.normal(0, 2.5, pts.shape)
+        kernel = np.ones(5) / 5
+        wobble = np.stack([np.convolve(wobble[:, i], kernel, mode="same") for i in range(2)], 1)
+        pts = np.clip(pts + wobble, 0, side - 1)
+        xy = [tuple(p) for p in pts]
+        pen.line(xy, fill=(255, 255, 255, 255), width=width, joint="curve")
+        for end in (xy[0], xy[-1]):                           # a round brush: round caps
+            pen.ellipse([end[0] - width / 2, end[1] - width / 2, end[0] + width / 2, end[1] + width / 2],
+                        fill=(255, 255, 255, 255))
+    return np.asarray(image)
+
+
+def drawing_image(shape: str, seed: int) -> np.ndarray:
+    """The ``(28, 28)`` image the app makes of ``draw_canvas(shape, seed)``."""
+    return canvas_to_image(draw_canvas(shape, seed))
+
+
+# --- mixtures -------------------------------------------------------------------------------------
+
+def random_mixture_rows(seed: int, components: tuple[int, int] | None = None) -> tuple[list[dict], list[dict]]:
+    """Source and target rows (``presets.mixture_from_rows``) of a random 2-D mixture pair: 1-5
+    components a side (or ``components``), Dirichlet weights (at least 5 % each), means in
+    [-3, 3]^2, standard deviations 0.25-1.2 and correlations in [-0.85, 0.85]."""
+    rng = np.random.default_rng(seed)
+    counts = components if components is not None else tuple(int(k) for k in rng.integers(1, 6, 2))
+
+    def side(k: int) -> list[dict]:
+        w = np.maximum(rng.dirichlet(np.ones(k)), 0.05)
+        w /= w.sum()
+        return [{"weight": float(w[i]), "mean_x": float(rng.uniform(-3, 3)), "mean_y": float(rng.uniform(-3, 3)),
+                 "std_x": float(rng.uniform(0.25, 1.2)), "std_y": float(rng.uniform(0.25, 1.2)),
+                 "corr": float(rng.uniform(-0.85, 0.85))} for i in range(k)]
+
+    return side(counts[0]), side(counts[1])
+
+
+# --- cases ----------------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    """One problem of the benchmark, picklable (worker processes train it)."""
+
+    family: str                      # one of FAMILIES
+    name: str                        # e.g. "3->8", "star#4->7#2", "random 5 (2->4)"
+    source: Any                      # (28, 28) image, or mixture rows
+    target: Any
+    seed: int                        # seeds the evaluation draws (and POT's training samples)
+    loss: str = DENSITY_OBJECTIVE    # the objective: monge-ampere, or a SAMPLE_LOSS_SETTINGS key
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_digits(self) -> bool:
+        return self.family in ("mnist", "bundled", "drawings")
+
+
+def _digit_pairs(rng: np.random.Generator) -> list[tuple[int, int]]:
+    pairs = [(a, b) for a in range(10) for b in range(10) if a != b]
+    # a random order, so that a run cut short (or --cases) is a fair sample of the pairs
+    return [pairs[i] for i in rng.permutation(len(pairs))]
+
+
+def robustness_cases(families: Sequence[str] = FAMILIES, mnist: str | Path | None = None, drawings: int = 20,
+                     mixtures: int = 20, cases: int | None = None, seed: int = 0) -> tuple[list[Case], list[str]]:
+    """The benchmark's cases, family by family (at most ``cases`` per family), and notes on what was
+    skipped. ``drawings`` and ``mixtures`` are the numbers of random drawing pairs and mixture pairs."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
+    if drawings < 2 or mixtures < 0:
+        raise ValueError("there must be at least 2 drawings and no negative number of mixtures")
+    notes: list[str] = []
+    out: dict[str, list[Case]] = {f: [] for f in families}
+    rng = np.random.default_rng(seed)
+    pairs = _digit_pairs(rng)
+    if "mnist" in families:
+        if mnist is None:
+            notes.append("mnist: skipped, no MNIST folder given (--mnist DIR)")
+        else:
+            first = {d: mnist_pair(mnist, d, d)[0] for d in range(10)}     # first training image of d
+            out["mnist"] = [Case("mnist", f"{a}->{b}", first[a], first[b], seed + 1000 + k)
+                            for k, (a, b) in enumerate(pairs)]
+    if "bundled" in families:
+        images = {d: load_bundled(d, 0) for d in range(10)}
+        out["bundled"] = [Case("bundled", f"{a}->{b}", images[a], images[b], seed + 2000 + k)
+                          for k, (a, b) in enumerate(pairs)]
+    if "drawings" in families:
+        shapes = list(DRAWING_SHAPES)
+        made = [(shapes[i % len(shapes)], seed * 7919 + i) for i in range(drawings)]
+        perm = rng.permutation(drawings)
+        for i in range(drawings):                  # no drawing is paired with itself
+            if perm[i] == i:
+                j = (i + 1) % drawings
+                perm[i], perm[j] = perm[j], perm[i]
+        images = [drawing_image(s, k) for s, k in made]
+        out["drawings"] = [Case("drawings", f"{made[i][0]}#{i}->{made[perm[i]][0]}#{perm[i]}",
+                                images[i], images[perm[i]], seed + 3000 + i) for i in range(drawings)]
+    mixture_cases: list[Case] = []
+    if "mixtures" in families or "sample-only" in families:
+        for name, (rows_s, rows_t) in MIXTURE_ROWS.items():
+            mixture_cases.append(Case("mixtures", f"preset: {name}", rows_s, rows_t, seed + 4000 + len(mixture_cases)))
+        for i in range(mixtures):
+            # every fourth a split (1 -> k), every fourth a merge (k -> 1), the rest at random
+            counts = {0: (1, 2 + i % 4), 1: (2 + i % 4, 1)}.get(i % 4)
+            rows_s, rows_t = random_mixture_rows(seed * 1_000_003 + i, counts)
+            mixture_cases.append(Case("mixtures", f"random {i} ({len(rows_s)}->{len(rows_t)})", rows_s, rows_t,
+                                      seed + 5000 + i))
+        if "mixtures" in families:
+            out["mixtures"] = mixture_cases
+        if "sample-only" in families:
+            picked = mixture_cases if cases is None else mixture_cases[:cases]
+            out["sample-only"] = [Case("sample-only", c.name, c.source, c.target, c.seed, loss)
+                                  for c in picked for loss in SAMPLE_LOSS_SETTINGS]
+    for family in families:
+        cap = cases if family != "sample-only" or cases is None else cases * len(SAMPLE_LOSS_SETTINGS)
+        out[family] = out[family][:cap] if cap is not None else out[family]
+    return [c for f in families for c in out[f]], notes
+
+
+def _interleave(cases: list[Case]) -> list[Case]:
+    """Cases in turn from each family, so that a run stopped early has some of every family."""
+    by_family: dict[str, list[Case]] = {}
+    for c in cases:
+        by_family.setdefault(c.family, []).append(c)
+    out: list[Case] = []
+    queues = list(by_family.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+# --- one case -------------------------------------------------------------------------------------
+
+def _densities(case: Case) -> tuple[Density, Density]:
+    """The evaluation densities: image KDEs at the authors' final bandwidth, or the mixtures."""
+    if case.is_digits:
+        return digit_densities(case.source, case.target, EVAL_BANDWIDTH)
+    return mixture_from_rows(case.source), mixture_from_rows(case.target)
+
+
+def _train_steps(case: Case, steps: int | None) -> int:
+    if steps is not None:
+        return steps
+    if case.is_digits:
+        return preset_config("fast", None, 0)[2].steps
+    if case.loss != DENSITY_OBJECTIVE:
+        return int(SAMPLE_LOSS_SETTINGS[case.loss]["steps"])
+    return train_preset("mixture").steps
+
+
+def _train(case: Case, seed: int, steps: int | None, callback) -> tuple[TransportMap, TrainResult]:
+    """Train the app's default for ``case`` with ``seed``."""
+    if case.is_digits:
+        model, result, _ = train_digit_pair(case.source, case.target, "fast", steps, seed, callback)
+        return model, result
+    name, kwargs = MODEL_PRESETS["mixture"]
+    model = seeded_map(name, seed, dim=2, **kwargs)
+    overrides: dict[str, Any] = {"seed": seed, "device": "cpu"}
+    source, target = mixture_from_rows(case.source), mixture_from_rows(case.target)
+    if case.loss != DENSITY_OBJECTIVE:
+        overrides.update(SAMPLE_LOSS_SETTINGS[case.loss])
+        # the map only sees target samples: a fixed set, as a user with data would have
+        target = target.sample(SAMPLE_TARGET_SIZE, torch.Generator().manual_seed(case.seed * 1009 + seed))
+    if steps is not None:
+        overrides["steps"] = steps
+    return model, train(model, source, target, train_preset("mixture", **overrides), callback=callback)
+
+
+def _verdict_fields(result: TrainResult) -> dict[str, Any]:
+    # TrainResult.verdict is being added (issue 13); record it when the training loop gives one.
+    verdict = getattr(result, "verdict", None)
+    if verdict is None:
+        return {}
+    return {"verdict_ok": bool(verdict.ok), "verdict_kl": verdict.kl, "verdict_distance": verdict.distance,
+            "verdict_noise": verdict.noise, "verdict_message": verdict.message}
+
+
+def _pot_fit(case: Case, seed: int, source: Density, target: Density):
+    """POT's out-of-sample EMD map fitted on POT_TRAIN_SIZE samples per side; (map, CPU s)."""
+    import ot  # POT: heavy import, only here
+
+    gen = torch.Generator().manual_seed(case.seed * 1013 + 500 + seed)
+    xs = source.sample(POT_TRAIN_SIZE, gen).double().numpy()
+    xt = target.sample(POT_TRAIN_SIZE, gen).double().numpy()
+    started = time.process_time()
+    pot = ot.da.EMDTransport(max_iter=10_000_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pot.fit(Xs=xs, Xt=xt)
+    return pot, time.process_time() - started
+
+
+def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
+    """Train ``seeds`` maps for one case and score each on ``draws`` draws; its CSV rows.
+    Module level: worker processes run it. A run that raises becomes a row with ``error``."""
+    case, seeds, draws, n_test, steps, pot_baseline = task
+    metric, threshold = THRESHOLDS[case.family]
+    per_run = _train_steps(case, steps)
+    base = {"family": case.family, "case": case.name, "objective": case.loss, "metric": metric,
+            "threshold": threshold}
+    trained: list[tuple[int, TransportMap | None, dict[str, Any]]] = []
+    for k, seed in enumerate(seeds):
+        offset = k * per_run
+        report = (lambda p, offset=offset: callback(SimpleNamespace(step=offset + p.step, loss=p.loss)))
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            model, result = _train(case, seed, steps, report)
+        except Exception as err:   # a benchmark records a failure and goes on
+            trained.append((seed, None, {"error": f"{type(err).__name__}: {err}"}))
+            continue
+        info = {"stopped": result.stopped, "steps": result.steps, "final_loss": result.final_loss,
+                "train_cpu_s": time.process_time() - cpu, "train_wall_s": time.perf_counter() - wall,
+                **_verdict_fields(result)}
+        trained.append((seed, model, info))
+    source, target = _densities(case)
+    variance = float(torch.trace(target.cov.double()))
+    score = (lambda p, t: map_mse(p, t)) if metric == "mse" else (lambda p, t: l2_uvp(p, t, variance))
+    pots = {}
+    if pot_baseline:
+        for seed, _, _ in trained:
+            pots[seed] = _pot_fit(case, seed, source, target)
+    rows: list[dict[str, Any]] = []
+    for draw in range(draws):
+        gen = torch.Generator().manual_seed(case.seed * 7919 + 104729 * (draw + 1))
+        x = source.sample(n_test, gen)
+        y = target.sample(n_test, gen)
+        y_other = target.sample(n_test, gen)
+        started = time.process_time()
+        truth = barycentric_projection(x, y)
+        truth_s = time.process_time() - started
+        other = barycentric_projection(x, y_other)
+        x64 = x.double()
+        common = {"draw": draw, "n_test": n_test, "no_map": score(x64, truth), "noise": 0.5 * score(truth, other),
+                  "emd_cpu_s": truth_s}
+        for seed, model, info in trained:
+            row = {**base, "seed": seed, **common}
+            if model is not None:
+                with torch.no_grad():
+                    mapped = model(x.to(next(model.parameters()).dtype)).double()
+                finite = bool(torch.isfinite(mapped).all())
+                value = score(mapped, truth) if finite else math.inf
+                row.update({"score": value, "passes": bool(value <= threshold),
+                            "mse": map_mse(mapped, truth) if finite else math.inf,
+                            "l2_uvp": l2_uvp(mapped, truth, variance) if finite else math.inf})
+            if seed in pots:
+                pot, fit_s = pots[seed]
+                started = time.process_time()
+                pot_mapped = pot.transform(Xs=x64.numpy())
+                row.update({"pot_score": score(pot_mapped, truth), "pot_passes": bool(score(pot_mapped, truth) <= threshold),
+                            "pot_fit_cpu_s": fit_s, "pot_transform_cpu_s": time.process_time() - started})
+            row.update(info)
+            rows.append(row)
+    return rows
+
+
+# --- the experiment -------------------------------------------------------------------------------
+
+def _quantiles(values: Sequence[float]) -> dict[str, float | None]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not v.size:
+        return {"median": None, "q25": None, "q75": None, "min": None, "max": None}
+    q25, med, q75 = np.percentile(v, [25, 50, 75])
+    return {"median": float(med), "q25": float(q25), "q75": float(q75), "min": float(v.min()), "max": float(v.max())}
+
+
+def _family_summary(rows: list[dict[str, Any]], family: str, label: str | None = None) -> dict[str, Any]:
+    """Headline numbers of one family (or one objective of sample-only): medians with spread, shares
+    passing, the baselines and the verdict's agreement with the threshold."""
+    metric, threshold = THRESHOLDS[family]
+    scored = [r for r in rows if "score" in r]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        runs.setdefault((r["case"], r["seed"]), []).append(r)
+    run_median = {k: float(np.median([r["score"] for r in v])) for k, v in runs.items() if all("score" in r for r in v)}
+    out: dict[str, Any] = {
+        "family": label or family, "metric": metric, "threshold": threshold,
+        "cases": len({r["case"] for r in rows}), "runs": len(runs), "rows": len(rows),
+        "failed_runs": sum(1 for v in runs.values() if any("error" in r for r in v)),
+        "diverged_runs": sum(1 for v in runs.values() if v[0].get("stopped") == "diverged"),
+        "score": _quantiles([r["score"] for r in scored]),
+        "pass_share": (sum(r["passes"] for r in scored) / len(scored)) if scored else None,
+        "run_pass_share": (sum(v <= threshold for v in run_median.values()) / len(run_median)) if run_median else None,
+        "no_map": _quantiles([r["no_map"] for r in rows])["median"],
+        "noise": _quantiles([r["noise"] for r in rows])["median"],
+        "train_cpu_s": _quantiles([r.get("train_cpu_s") for r in rows])["median"],
+    }
+    pot = [r for r in rows if "pot_score" in r]
+    if pot:
+        out["pot"] = {"score": _quantiles([r["pot_score"] for r in pot]),
+                      "pass_share": sum(r["pot_passes"] for r in pot) / len(pot),
+                      "fit_cpu_s": _quantiles([r["pot_fit_cpu_s"] for r in pot])["median"],
+                      "transform_cpu_s": _quantiles([r["pot_transform_cpu_s"] for r in pot])["median"]}
+    judged = {k: v[0]["verdict_ok"] for k, v in runs.items() if "verdict_ok" in v[0] and k in run_median}
+    if judged:
+        bad = [k for k in judged if run_median[k] > threshold]
+        good = [k for k in judged if run_median[k] <= threshold]
+        out["verdict"] = {"runs": len(judged),
+                          "above_threshold": len(bad), "above_threshold_flagged": sum(not judged[k] for k in bad),
+                          "under_threshold": len(good), "under_threshold_flagged": sum(not judged[k] for k in good)}
+    return out
+
+
+def _summaries(rows: list[dict[str, Any]], families: Sequence[str]) -> list[dict[str, Any]]:
+    out = []
+    for family in families:
+        mine = [r for r in rows if r["family"] == family]
+        if not mine:
+            continue
+        out.append(_family_summary(mine, family))
+        if family == "sample-only":
+            for loss in SAMPLE_LOSS_SETTINGS:
+                part = [r for r in mine if r["objective"] == loss]
+                if part:
+                    out.append(_family_summary(part, family, f"sample-only: {loss}"))
+    return out
+
+
+def _fmt(v: Any, metric: str = "") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.2f}" if metric == "l2_uvp" else f"{v:.2e}"
+    return str(v)
+
+
+def _fmt_seconds(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def summary_markdown(summaries: list[dict[str, Any]]) -> str:
+    """The per-family table (markdown): medians [IQR], min-max, shares passing, baselines, verdict."""
+    head = ("| family | metric (pass at) | cases | runs | median [IQR] | min – max | pass share (rows / runs) "
+            "| no map | noise | train CPU s | POT: median, pass share, fit CPU s | verdict: flagged above / under threshold |")
+    lines = [head, "|" + "---|" * 12]
+    for s in summaries:
+        m = s["metric"]
+        q = s["score"]
+        unit = " %" if m == "l2_uvp" else ""
+        pot = s.get("pot")
+        pot_text = (f"{_fmt(pot['score']['median'], m)}{unit}, {pot['pass_share']:.0%}, {pot['fit_cpu_s']:.1f}"
+                    if pot else "–")
+        v = s.get("verdict")
+        v_text = (f"{v['above_threshold_flagged']}/{v['above_threshold']} / {v['under_threshold_flagged']}/"
+                  f"{v['under_threshold']}" if v else "not recorded")
+        share = ("–" if s["pass_share"] is None else
+                 f"{s['pass_share']:.0%} / {s['run_pass_share']:.0%}" if s["run_pass_share"] is not None
+                 else f"{s['pass_share']:.0%}")
+        lines.append(
+            f"| {s['family']} | {m} (≤ {_fmt(s['threshold'], m)}{unit}) | {s['cases']} | {s['runs']} "
+            f"| {_fmt(q['median'], m)} [{_fmt(q['q25'], m)}, {_fmt(q['q75'], m)}] "
+            f"| {_fmt(q['min'], m)} – {_fmt(q['max'], m)} | {share} "
+            f"| {_fmt(s['no_map'], m)} | {_fmt(s['noise'], m)} "
+            f"| {_fmt_seconds(s['train_cpu_s'])} | {pot_text} | {v_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure_panels(rows: list[dict[str, Any]], families: Sequence[str]) -> list[dict[str, Any]]:
+    panels = []
+    for family in families:
+        mine = [r for r in rows if r["family"] == family]
+        metric, threshold = THRESHOLDS[family]
+        y_label = "MSE vs exact OT map" if metric == "mse" else "L2-UVP vs exact OT map (%)"
+        lines = {"no map (median)": _quantiles([r["no_map"] for r in mine])["median"],
+                 "noise (median)": _quantiles([r["noise"] for r in mine])["median"]}
+        if family == "sample-only":
+            groups = [(loss, {"ours": [r.get("score") for r in mine if r["objective"] == loss]})
+                      for loss in SAMPLE_LOSS_SETTINGS]
+        else:
+            series = {"ours": [r.get("score") for r in mine]}
+            if any("pot_score" in r for r in mine):
+                series["POT EMDTransport"] = [r.get("pot_score") for r in mine]
+            groups = [(family, series)]
+        panels.append({"title": family, "y_label": y_label, "threshold": threshold, "groups": groups if mine else [],
+                       "lines": lines if mine else {}})
+    return panels
+
+
+def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMILIES, mnist: str | Path | None = None,
+                   seeds: int = 3, draws: int = 3, n_test: int = 1500, cases: int | None = None, drawings: int = 20,
+                   mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int = 1,
+                   on_progress: ProgressFn | None = None, write_files: bool = True,
+                   figure_every: int = 10) -> ExperimentResult:
+    """Train the app's defaults on every case of ``families`` with ``seeds`` seeds, score each map on
+    ``draws`` draws of ``n_test`` points against the exact discrete OT map; write robustness.csv, summary.md,
+    summary.json and robustness.png to ``out`` as cases finish (so a run stopped early leaves what it did).
+
+    ``steps`` overrides every preset's training steps (for quick runs and tests); ``jobs`` trains that
+    many cases at once in worker processes. The result's ``rows`` are the per-family summaries; the
+    CSV has one row per case x seed x draw.
+    """
+    for name, value, low in (("seeds", seeds, 1), ("draws", draws, 1), ("n_test", n_test, 2), ("jobs", jobs, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}; got {value}")
+    if cases is not None and cases < 1:
+        raise ValueError(f"cases must be at least 1; got {cases}")
+    families = [f for f in FAMILIES if f in families]
+    started = time.perf_counter()
+    all_cases, notes = robustness_cases(families, mnist, drawings, mixtures, cases, seed)
+    todo = _interleave(all_cases)
+    seed_list = [seed + k for k in range(seeds)]
+    tasks = [(c, seed_list, draws, n_test, steps, c.family == "mixtures") for c in todo]
+    labels = [f"{c.family}: {c.name}" + ("" if c.loss == DENSITY_OBJECTIVE else f", {c.loss}") for c in todo]
+    tracker = ProgressTracker([seeds * _train_steps(c, steps) for c in todo], on_progress)
+    folder = output_dir(out, "robustness") if write_files else None
+    done: dict[int, list[dict[str, Any]]] = {}
+    settings = {
+        "families": families, "seeds": seed_list, "draws": draws, "n_test": n_test, "steps_override": steps,
+        "cases_cap": cases, "drawings": drawings, "mixtures": mixtures, "seed": seed, "jobs": jobs,
+        "eval_bandwidth_digits": EVAL_BANDWIDTH, "sample_target_size": SAMPLE_TARGET_SIZE,
+        "pot_train_size": POT_TRAIN_SIZE, "thresholds": {f: {"metric": m, "max": t} for f, (m, t) in THRESHOLDS.items()},
+        "presets": {"digits": {"model": MODEL_PRESETS["digits"], "train": preset_config("fast", steps, 0)[2].to_dict()},
+                    "mixture": {"model": MODEL_PRESETS["mixture"], "train": train_preset("mixture").to_dict()},
+                    "sample_losses": {k: train_preset("mixture", **v).to_dict() for k, v in SAMPLE_LOSS_SETTINGS.items()}},
+    }
+
+    def collect() -> list[dict[str, Any]]:
+        return [r for k in sorted(done) for r in done[k]]
+
+    def write(final: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[Path]]:
+        rows = collect()
+        summaries = _summaries(rows, families)
+        summary = {**settings, "notes": notes, "complete": len(done) == len(todo), "cases_done": len(done),
+                   "cases_planned": len(todo), "families_summary": summaries,
+                   "elapsed_s": time.perf_counter() - started, "machine": machine_description()}
+        files: list[Path] = []
+        if folder is not None:
+            files.append(write_csv(folder / "robustness.csv", rows))
+            table = summary_markdown(summaries)
+            status = ("" if summary["complete"] else
+                      f"\nPartial: {len(done)} of {len(todo)} cases done when this was written.\n")
+            (folder / "summary.md").write_text(table + status + "".join(f"\n{n}\n" for n in notes), encoding="utf-8")
+            files.append(folder / "summary.md")
+            files.append(write_json(folder / "summary.json", summary))
+            if final or len(done) % figure_every == 0:
+                from .figures import strip_panels_png
+
+                files.append(strip_panels_png(folder / "robustness.png", _figure_panels(rows, families),
+                                              "Robustness: scores of the app's defaults against the exact discrete OT map"
+                                              " (bars: medians; red: pass threshold)"))
+        return summaries, summary, files
+
+    def on_result(k: int, rows: list[dict[str, Any]]) -> None:
+        done[k] = rows
+        if folder is not None:
+            write(final=False)
+
+    run_tasks(_run_case, tasks, labels, tracker, jobs, on_result=on_result)
+    summaries, summary, files = write(final=True)
+    return ExperimentResult("robustness", summaries, summary, files, time.perf_counter() - started)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``robustness`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
+                        help="case families to run")
+    parser.add_argument("--mnist", default=None, metavar="DIR",
+                        help="folder with MNIST's IDX files (without it the mnist family is skipped)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per case")
+    parser.add_argument("--draws", type=int, default=3, help="evaluation draws per trained map")
+    parser.add_argument("--n-test", type=int, default=1500, help="source and target samples per draw")
+    parser.add_argument("--cases", type=int, default=None, help="at most this many cases per family (quick runs)")
+    parser.add_argument("--drawings", type=int, default=20, help="random drawing pairs")
+    parser.add_argument("--mixtures", type=int, default=20, help="random mixture pairs (besides the app's presets)")
+    parser.add_argument("--steps", type=int, default=None, help="override every preset's training steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cases, pairings and first training seed")
+    parser.add_argument("--jobs", type=int, default=1, help="cases to run at once, in worker processes")
+
+
+def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
+    """Run the ``robustness`` subcommand from parsed arguments."""
+    import sys
+
+    result = run_robustness(args.out, families=args.families, mnist=args.mnist, seeds=args.seeds, draws=args.draws,
+                            n_test=args.n_test, cases=args.cases, drawings=args.drawings, mixtures=args.mixtures,
+                            steps=args.steps, seed=args.seed, jobs=args.jobs, on_progress=on_progress)
+    for note in result.summary["notes"]:
+        print(note, file=sys.stderr)
+    return result
