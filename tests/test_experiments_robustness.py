@@ -1,0 +1,81 @@
+"""The robustness benchmark on a tiny budget: one case per family, a few steps, small draws."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gradnet_core.experiments import EXPERIMENTS
+from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, THRESHOLDS, draw_canvas, drawing_image,
+                                                 random_mixture_rows, robustness_cases, run_robustness)
+from gradnet_core.presets import mixture_from_rows
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_drawings_go_through_the_canvas_path():
+    rgba = draw_canvas("7", seed=3)
+    assert rgba.shape == (280, 280, 4) and rgba.dtype == np.uint8
+    assert (rgba[..., 3] == 255).all()                              # an opaque black canvas, white ink
+    for k, shape in enumerate(DRAWING_SHAPES):
+        image = drawing_image(shape, k)
+        assert image.shape == (28, 28) and 0.0 <= image.min() and image.max() <= 1.0
+        assert image.sum() > 10                                     # ink, not a dot
+    np.testing.assert_array_equal(draw_canvas("star", 5), draw_canvas("star", 5))
+
+
+def test_random_mixtures_split_and_merge():
+    split = random_mixture_rows(1, (1, 4))
+    merge = random_mixture_rows(2, (3, 1))
+    assert (len(split[0]), len(split[1])) == (1, 4) and (len(merge[0]), len(merge[1])) == (3, 1)
+    for rows in (*split, *merge):
+        assert sum(r["weight"] for r in rows) == pytest.approx(1.0)
+        mixture_from_rows(rows)                                     # valid covariances
+    cases, _ = robustness_cases(["mixtures", "sample-only"], mixtures=8)
+    mixtures = [c for c in cases if c.family == "mixtures"]
+    assert len(mixtures) == 10                                      # 8 random + the app's 2 presets
+    assert len([c for c in cases if c.family == "sample-only"]) == 3 * len(mixtures)
+    counts = {(len(c.source), len(c.target)) for c in mixtures}
+    assert any(s == 1 < t for s, t in counts) and any(t == 1 < s for s, t in counts)
+
+
+def test_tiny_run_writes_sane_columns(tmp_path):
+    families = ["mnist", "bundled", "drawings", "mixtures", "sample-only"]
+    result = run_robustness(tmp_path, families=families, mnist=None, seeds=1, draws=2, n_test=300, cases=1,
+                            drawings=4, mixtures=1, steps=5)
+    assert result.summary["notes"] and "mnist: skipped" in result.summary["notes"][0]
+    assert result.summary["complete"]
+    for name in ("robustness.csv", "summary.md", "summary.json", "robustness.png"):
+        assert (tmp_path / name).is_file()
+    with open(tmp_path / "robustness.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for column in ("family", "case", "objective", "seed", "draw", "metric", "score", "no_map", "noise", "threshold",
+                   "passes", "train_cpu_s", "pot_score", "pot_fit_cpu_s"):
+        assert column in rows[0], column
+    # one case per family (three objectives for sample-only) x 1 seed x 2 draws
+    assert {r["family"] for r in rows} == set(FAMILIES) - {"mnist"}
+    assert len(rows) == (3 + 3) * 2
+    for r in rows:
+        metric, threshold = THRESHOLDS[r["family"]]
+        assert r["metric"] == metric and float(r["threshold"]) == threshold
+        # the reference noise (an exact map's score) is far below doing nothing
+        assert 0 < float(r["noise"]) < 0.5 * float(r["no_map"])
+        assert np.isfinite(float(r["score"])) and r["passes"] in ("True", "False")
+        assert (r["pot_score"] != "") == (r["family"] == "mixtures")
+    for r in rows:
+        if r["family"] == "mixtures":
+            assert 0 <= float(r["pot_score"]) < float(r["no_map"])   # POT's map beats no map
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    labels = [s["family"] for s in summary["families_summary"]]
+    assert labels[:4] == ["bundled", "drawings", "mixtures", "sample-only"]
+    assert "robustness" in EXPERIMENTS and EXPERIMENTS["robustness"].table == "robustness.csv"
