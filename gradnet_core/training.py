@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .networks import TransportMap
 from .objectives import MongeAmpere, Objective, RunContext, Stepper, bandwidth_schedule, objective_from_dict
+from .verdict import Verdict, assess_map
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
            "OPTIMIZERS", "LR_SCHEDULES"]
@@ -46,6 +47,7 @@ class TrainConfig:
     seed: int = 0                     # seeds the batches (seed the model with torch.manual_seed)
     device: str = "auto"              # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     report_seconds: float = 0.25      # wall time between progress reports (and divergence checks)
+    assess: bool = True               # judge the trained map without ground truth (TrainResult.verdict)
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -129,6 +131,7 @@ class TrainResult:
     steps: int                         # optimiser steps kept in the model
     elapsed: float                     # wall seconds
     device: str                        # where training ran
+    verdict: Verdict | None = None     # is the map right? (TrainConfig.assess; gradnet_core.verdict)
 
     @property
     def final_loss(self) -> float:
@@ -232,7 +235,11 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     model.to(device)
     try:
         stepper = config.objective.bind(model, source, target, run)
-        return _loop(model, stepper, config, run, callback)
+        result = _loop(model, stepper, config, run, callback)
+        if config.assess:
+            model.eval()
+            result.verdict = assess_map(model, source, target, seed=config.seed)
+        return result
     finally:
         model.eval()
         model.to(home)

@@ -33,8 +33,10 @@ __all__ = [
 ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the source has mass
 MIXTURE_COLUMNS = ("weight", "mean_x", "mean_y", "std_x", "std_y", "corr")
 METRIC_COLUMNS = {                # metrics key -> table column
-    "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine", "ma_residual": "Monge–Ampère residual",
-    "min_eigenvalue": "smallest Jacobian eigenvalue", "training_time": "training time (s)", "steps": "steps",
+    "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
+    "ma_residual": "Monge–Ampère residual", "distance_ratio": "energy distance ÷ target's own",
+    "kl_estimate": "KL(T#p ‖ q) estimate", "min_eigenvalue": "smallest Jacobian eigenvalue",
+    "training_time": "training time (s)", "steps": "steps",
 }
 
 
@@ -179,6 +181,10 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
                        if len(reference.grid) else reference.grid)
     metrics["training_time"] = result.elapsed
     metrics["steps"] = float(result.steps)
+    if result.verdict is not None:
+        metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
+        metrics["distance_ratio"] = result.verdict.distance_ratio
+        metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
     return Run(role="learned" if model.monotone else "baseline", network=network, model=model,
                result=result, signature=problem.signature, settings=settings, mapped=mapped,
                grid_mapped=grid_mapped, metrics=metrics)

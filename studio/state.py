@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import streamlit as st
 
+from gradnet_core.training import TrainResult
+
 from .jobs import TrainingJob
 from .problems import Reference, Run
 
@@ -79,8 +81,19 @@ def _collect(state: PageState) -> None:
         state.notices = [("error", job.error)]
         return
     state.job_store(state, job)
-    kind = {"completed": "success", "stopped": "warning", "diverged": "error"}[job.result.stopped]
-    state.notices = [(kind, job.result.message)]
+    state.notices = outcome_notices(job.result)
+
+
+def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
+    """What the page says about a finished run: green only when training completed and the verdict
+    holds; a warning that says what is wrong when the map is not the optimal map."""
+    verdict = result.verdict
+    if result.stopped == "diverged":
+        return [("error", result.message)]
+    if verdict is None:
+        return [("success" if result.stopped == "completed" else "warning", result.message)]
+    kind = "success" if result.stopped == "completed" and verdict.ok else "warning"
+    return [(kind, f"{result.message} {verdict.message}")]
 
 
 def is_training(page: str) -> bool:

@@ -69,7 +69,10 @@ def _metrics(at: AppTest) -> pd.DataFrame:
 
 def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
     assert not at.error, [e.value for e in at.error]
-    assert any("Trained" in s.value for s in at.success)
+    # Green only when the verdict holds; a short run gets a warning that says what is wrong.
+    notices = [s.value for s in at.success] + [w.value for w in at.warning if "not the optimal map" in w.value
+                                               or "not monotone" in w.value]
+    assert any("Trained" in text for text in notices), notices
     assert len(_charts(at)) >= 2                                  # animation and loss curve
     table = _metrics(at)
     assert len(table) == rows
@@ -121,7 +124,21 @@ def test_gaussians_baseline_joins_the_comparison():
     _train(at, "gaussians", steps=20)
     table = _assert_results(at, rows=2)
     assert table["map"].tolist() == ["mGradNet-M", "MLP baseline"]
+    assert table["verdict (no ground truth)"].tolist()[1] == "flagged"              # the MLP is not monotone
+    assert any("not monotone" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not at.success
     assert "(not monotone)" in _animation(at, "gaussians").proto.spec           # third panel
+
+
+def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
+    at = _open("gaussians")
+    _train(at, "gaussians", steps=200)
+    assert any("optimal map" in s.value for s in at.success), [w.value for w in at.warning]
+    assert _metrics(at)["verdict (no ground truth)"].tolist() == ["ok"]
+    _train(at, "gaussians", steps=3)
+    assert not at.success
+    assert any("Trained 3 steps" in w.value and "not the optimal map" in w.value for w in at.warning)
+    assert _metrics(at)["verdict (no ground truth)"].tolist() == ["flagged"]
 
 
 def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():

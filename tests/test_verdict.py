@@ -1,0 +1,83 @@
+"""The ground-truth-free verdict (gradnet_core.verdict): passes exact maps, flags wrong ones in words."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from gradnet_core import Gaussian, GaussianMixture, MGradNetM, MLPMap, TrainConfig, train
+from gradnet_core.ground_truth import gaussian_map
+from gradnet_core.networks import GradientNetwork
+from gradnet_core.verdict import KL_TOLERANCE, assess_map
+
+
+class Affine(GradientNetwork):
+    """T(x) = A x + b with A symmetric positive definite: the gradient of a convex quadratic."""
+
+    def __init__(self, A, b):
+        A, b = torch.as_tensor(A, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+        super().__init__(A.shape[0])
+        self.A = torch.nn.Parameter(A, requires_grad=False)
+        self.b = torch.nn.Parameter(b, requires_grad=False)
+
+    def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
+        out = x @ self.A + self.b
+        return out, (self.A[self._rows, self._cols].expand(x.shape[0], -1) if jacobian else None)
+
+
+def _exact_gaussian_map():
+    source, target = Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]), Gaussian([0.0, 0.5], [[2.0, 0.3], [0.3, 0.5]])
+    truth = gaussian_map(source, target)
+    b = truth(torch.zeros(1, 2, dtype=torch.float64))[0]
+    A = truth(torch.eye(2, dtype=torch.float64)) - b
+    return Affine(A.T, b), source, target
+
+
+def test_the_exact_gaussian_map_passes():
+    model, source, target = _exact_gaussian_map()
+    verdict = assess_map(model, source, target)
+    assert verdict.ok, verdict.message
+    assert abs(verdict.kl) < 3 * verdict.kl_error + 1e-3          # KL(T#p || q) = 0 for the exact map
+    assert verdict.distance_ratio < 2.0 and "optimal map" in verdict.message
+
+
+def test_a_map_covering_two_thirds_of_the_target_is_flagged_in_words():
+    eye = 0.25 * np.eye(2)
+    source = GaussianMixture([0.5, 0.5], [[-3.0, 1.0], [3.0, 1.0]], [eye, eye])
+    target = GaussianMixture([1 / 3] * 3, [[-3.0, 1.0], [0.0, -1.0], [3.0, 1.0]], [eye] * 3)
+    verdict = assess_map(Affine(np.eye(2), [0.0, 0.0]), source, target, samples=2000)
+    assert not verdict.ok
+    assert verdict.kl == pytest.approx(math.log(1.5), abs=0.05)  # the identity puts 1/2 where q has 1/3
+    assert verdict.covered == pytest.approx(2 / 3, abs=0.04)
+    assert "a third of the target's mass uncovered" in verdict.message
+
+
+def test_a_shifted_map_is_flagged_with_samples_only():
+    model, source, target = _exact_gaussian_map()
+    shifted = Affine(model.A.detach(), model.b.detach() + torch.tensor([1.0, 0.0]))
+    points = target.sample(3000, torch.Generator().manual_seed(1))
+    verdict = assess_map(shifted, source, points)
+    assert not verdict.ok and verdict.kl is None
+    assert verdict.samples == 1000 and "does not match the target" in verdict.message
+    assert assess_map(model, source, points).ok
+
+
+def test_a_map_that_is_not_monotone_is_never_called_optimal():
+    torch.manual_seed(0)
+    verdict = assess_map(MLPMap(2, width=8, depth=1), Gaussian([0.0, 0.0], np.eye(2)), Gaussian([0.0, 0.0], np.eye(2)))
+    assert not verdict.ok and "not" in verdict.message
+
+
+def test_training_returns_a_verdict_and_can_skip_it():
+    source, target = Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]), Gaussian([0.0, 0.0], np.eye(2))
+    torch.manual_seed(0)
+    good = train(MGradNetM(2, width=16, modules=4), source, target,
+                 TrainConfig(steps=300, lr=3e-2, lr_schedule="cosine", device="cpu"))
+    assert good.verdict is not None and good.verdict.ok, good.verdict.message
+    assert good.verdict.kl < KL_TOLERANCE
+    short = train(MGradNetM(2, width=16, modules=4), source, target, TrainConfig(steps=2, device="cpu"))
+    assert not short.verdict.ok
+    skipped = train(MGradNetM(2, width=16, modules=4), source, target, TrainConfig(steps=2, assess=False))
+    assert skipped.verdict is None
