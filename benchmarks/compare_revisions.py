@@ -12,6 +12,7 @@ only the code differs). Reported: median wall and CPU milliseconds per step and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import io
 import statistics
@@ -91,7 +92,8 @@ def make_config(lib, steps: int, settings: dict[str, Any]):
         return lib.TrainConfig(steps=steps, device="cpu", report_seconds=3600.0, **settings)
     loop = {k: v for k, v in settings.items() if k not in OBJECTIVE_SETTINGS}
     objective = lib.MongeAmpere(**{k: v for k, v in settings.items() if k in OBJECTIVE_SETTINGS})
-    return lib.TrainConfig(steps=steps, device="cpu", report_seconds=3600.0, objective=objective, **loop)
+    extra = {"assess": False} if "assess" in {f.name for f in dataclasses.fields(lib.TrainConfig)} else {}
+    return lib.TrainConfig(steps=steps, device="cpu", report_seconds=3600.0, objective=objective, **loop, **extra)
 
 
 def runner(lib, network: str, kwargs: dict[str, Any], problem_name: str, settings: dict[str, Any],

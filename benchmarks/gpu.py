@@ -44,7 +44,7 @@ def ratio_rows(device: str, steps: int, cases: int) -> list[list]:
     for label, network, kwargs, problem_name, preset in RATIO_CASES[:cases]:
         source, target = problem(problem_name)
         model = seeded_model(network, 0, **kwargs).to(device)
-        base = train_preset(preset, device=device, report_seconds=3600.0).with_objective(
+        base = train_preset(preset, device=device, report_seconds=3600.0, assess=False).with_objective(
             bandwidth_start=STEP_BANDWIDTH, bandwidth_end=STEP_BANDWIDTH)
         per_step = {}
         for jac in ("closed-form", "autograd"):
@@ -62,7 +62,7 @@ def preset_rows(device: str, steps: int, full: bool) -> list[list]:
     source, target = digit_densities()
     for preset in ("digits", "digits-paper"):
         network, kwargs = MODEL_PRESETS[preset]
-        config = train_preset(preset, device=device, report_seconds=3600.0)
+        config = train_preset(preset, device=device, report_seconds=3600.0, assess=False)
         for variant, mode in VARIANTS.items():
             if mode is not None and not hasattr(torch, "compile"):
                 continue
