@@ -40,7 +40,7 @@ def _table(rows, columns) -> pd.DataFrame:
 
 
 #: Columns shown in scientific notation (errors span 1e-6 to 1), and in seconds.
-_SCIENTIFIC = ("mse", "ours", "paper", "reference noise", "final_loss")
+_SCIENTIFIC = ("mse", "ours", "ours min", "ours max", "paper", "reference noise", "final_loss")
 _SECONDS = ("train_s", "train s", "median_train_s")
 
 
@@ -133,9 +133,13 @@ for name, title in EXPERIMENTS["digits-table"].folders:
     st.markdown(
         f"Ours: {s.get('images')}, {s.get('preset')} preset, {s.get('steps')} steps; paper: MNIST, "
         f"{PAPER_DIGITS['model']}, {PAPER_DIGITS['optimiser']}. MSE against the barycentric projection "
-        f"(1000 samples). Median: paper {paper_table_median():.2e} over 25 pairs, ours "
-        + (f"{ours_median:.2e} over {s.get('pairs')} pairs." if ours_median is not None else "not available."))
+        f"({s.get('n_test', 1000)} samples). Median: paper {paper_table_median():.2e} over 25 pairs, ours "
+        + (f"{ours_median:.2e} over {s.get('pairs')} pairs" if ours_median is not None else "not available")
+        + (f"; each of ours is the {s['statistic']}, with its range." if s.get("statistic") else
+           "; one training seed and one evaluation draw per pair."))
     _dataframe(pd.DataFrame([{"source": r["source"], "target": r["target"], "ours": float(r["mse"]),
+                              **({"ours min": float(r["mse_min"]), "ours max": float(r["mse_max"])}
+                                 if "mse_min" in r else {}),
                               "paper": float(r["paper_mse"]),
                               "reference noise": float(r.get("reference_noise") or "nan"),
                               "train s": float(r["train_s"])} for r in res.rows]))

@@ -193,9 +193,16 @@ def test_digits_table_cli_with_tiny_mnist(tmp_path, capsys):
     _tiny_mnist(mnist)
     out = tmp_path / "t"
     summary = _run(capsys, "digits-table", "--digits", "0", "1", "--steps", "3", "--n-test", "60",
-                   "--mnist", str(mnist), "--out", str(out))
-    _check_files(summary, out, ["digits_table.csv", "heatmap.png", "heatmap.html", "summary.json"])
+                   "--mnist", str(mnist), "--out", str(out), "--seeds", "2", "--draws", "2")
+    _check_files(summary, out, ["digits_table.csv", "digits_runs.csv", "heatmap.png", "heatmap.html", "summary.json"])
     rows = _rows(out / "digits_table.csv")
+    runs = _rows(out / "digits_runs.csv")
+    assert len(runs) == 4 * 2 * 2 and {(r["seed"], r["draw"]) for r in runs} == {("0", "0"), ("0", "1"), ("1", "0"),
+                                                                                  ("1", "1")}
+    for r in rows:       # a pair's MSE is the median of its runs, with their range beside it
+        mine = sorted(float(x["mse"]) for x in runs if (x["source"], x["target"]) == (r["source"], r["target"]))
+        assert float(r["mse"]) == pytest.approx(np.median(mine))
+        assert (float(r["mse_min"]), float(r["mse_max"])) == pytest.approx((mine[0], mine[-1]))
     assert [(r["source"], r["target"]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
     assert all(float(r["mse"]) > 0 and float(r["min_eigenvalue"]) >= 0 for r in rows)
     assert float(rows[1]["paper_mse"]) == paper_table_value(0, 1)
@@ -214,7 +221,7 @@ def test_reference_noise_of_the_barycentric_projection_shrinks_with_the_samples(
 
 def test_digits_table_cli_bundled_pairs_subset(tmp_path, capsys):
     summary = _run(capsys, "digits-table", "--digits", "0", "1", "--pairs", "1-0", "--steps", "2", "--n-test", "40",
-                   "--out", str(tmp_path))
+                   "--out", str(tmp_path), "--seeds", "1", "--draws", "1")
     assert list(summary["mse"]) == ["1->0"] and "bundled" in summary["images"]
     assert main(["digits-table", "--digits", "0", "1", "--pairs", "0-7", "--no-progress",
                  "--out", str(tmp_path)]) == 2

@@ -137,9 +137,17 @@ def reference_noise(source: np.ndarray, target: np.ndarray, bandwidth: float, n:
 def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 1, 2, 3, 4), preset: str = "fast",
                      steps: int | None = None, mnist: str | Path | None = None,
                      pairs: Sequence[tuple[int, int]] | None = None, seed: int = 0, n_test: int = 1000,
-                     on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1) -> ExperimentResult:
+                     on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1,
+                     seeds: int = 3, draws: int = 3) -> ExperimentResult:
     """Train and evaluate every ordered pair of ``digits`` (or just ``pairs``); write CSV, heatmaps.
-    ``jobs`` trains that many pairs at once in worker processes."""
+
+    Each pair trains with ``seeds`` training seeds (``seed``, ``seed + 1``, ...) and each map is scored
+    on ``draws`` independent evaluation draws; a pair's numbers are the medians over those runs, with
+    their minimum and maximum (``digits_table.csv``); every run is in ``digits_runs.csv``. ``jobs``
+    trains that many maps at once in worker processes."""
+    for name, value in (("seeds", seeds), ("draws", draws)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
     digits = [int(d) for d in digits]
     if not digits or any(not 0 <= d <= 9 for d in digits) or len(set(digits)) != len(digits):
         raise ValueError(f"digits must be distinct numbers from 0 to 9; got {digits}")
@@ -150,9 +158,12 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     _, _, config = preset_config(preset, steps, seed)
     images = {p: digit_pair_images(p[0], p[1], mnist) for p in todo}   # fail on a bad file before training
     started = time.perf_counter()
-    tasks = [(a, b, *images[(a, b)], preset, steps, seed, n_test) for a, b in todo]
-    tracker = ProgressTracker([config.steps] * len(todo), on_progress)
-    rows = run_tasks(_digit_pair_run, tasks, [f"{a} -> {b}" for a, b in todo], tracker, jobs)
+    runs = [(a, b, s) for a, b in todo for s in range(seed, seed + seeds)]
+    tasks = [(a, b, *images[(a, b)], preset, steps, s, n_test, draws) for a, b, s in runs]
+    tracker = ProgressTracker([config.steps] * len(runs), on_progress)
+    per_run = run_tasks(_digit_pair_run, tasks, [f"{a} -> {b}, seed {s}" for a, b, s in runs], tracker, jobs)
+    run_rows = [row for rows_of_run in per_run for row in rows_of_run]
+    rows = [_pair_summary([r for r in run_rows if (r["source"], r["target"]) == pair]) for pair in todo]
     ours = _matrix(rows, digits, "mse")
     # the paper's whole table over these digits, run or not, so the two panels compare at a glance
     paper = np.array([[paper_table_value(a, b) for b in digits] for a in digits])
@@ -164,7 +175,8 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
         "train_config": config.to_dict(),
         "images": ("MNIST training images (source: 1st of its digit, target: 2nd, as the authors)"
                    if mnist is not None else "bundled digits (example 0 -> example 1)"),
-        "digits": digits, "n_test": n_test, "seed": seed, "jobs": jobs,
+        "digits": digits, "n_test": n_test, "seed": seed, "seeds": seeds, "draws": draws, "jobs": jobs,
+        "statistic": f"per pair: median over {seeds} training seeds x {draws} evaluation draws",
         "mse": {f"{r['source']}->{r['target']}": r["mse"] for r in rows},
         "median_mse": float(np.nanmedian(mses)) if mses.size else None,
         "max_mse": float(np.nanmax(mses)) if mses.size else None,
@@ -172,7 +184,8 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
         "median_reference_noise": float(np.median([r["reference_noise"] for r in rows])) if rows else None,
         "pairs_at_or_below_paper_median": int(np.count_nonzero(mses <= median)),
         "pairs": len(rows),
-        "train_s_per_pair": float(np.mean([r["train_s"] for r in rows])) if rows else None,
+        "train_s_per_pair": float(np.median([r["train_s"] for r in run_rows])) if run_rows else None,
+        "pair_spread": {f"{r['source']}->{r['target']}": [r["mse_min"], r["mse_max"]] for r in rows},
         "paper": PAPER_DIGITS, "machine": machine_description(),
     }
     figures = {"heatmap": _heatmap_figure(ours, paper, digits)}
@@ -180,6 +193,7 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     if write_files:
         folder = output_dir(out, "digits-table")
         files.append(write_csv(folder / "digits_table.csv", rows))
+        files.append(write_csv(folder / "digits_runs.csv", run_rows))
         files.append(heatmap_png(folder / "heatmap.png",
                                  [(f"ours ({preset} preset, {config.steps} steps)", ours),
                                   ("paper (Table I, MNIST)", paper)],
@@ -189,16 +203,40 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     return ExperimentResult("digits-table", rows, summary, files, time.perf_counter() - started, figures)
 
 
-def _digit_pair_run(task: tuple, callback) -> dict[str, Any]:
-    """Train and evaluate one pair; a table row. Module level: worker processes run it."""
-    a, b, src_img, tgt_img, preset, steps, seed, n_test = task
+def _digit_pair_run(task: tuple, callback) -> list[dict[str, Any]]:
+    """Train one pair with one seed and score it on each evaluation draw; a row per draw. Module
+    level: worker processes run it."""
+    a, b, src_img, tgt_img, preset, steps, seed, n_test, draws = task
     model, result, config = train_digit_pair(src_img, tgt_img, preset, steps, seed, callback)
-    metrics, _ = digit_pair_metrics(model, src_img, tgt_img, EVAL_BANDWIDTH, n_test, seed)
-    return {"source": a, "target": b, "mse": metrics["mse"], "paper_mse": paper_table_value(a, b),
-            "reference_noise": reference_noise(src_img, tgt_img, EVAL_BANDWIDTH, n_test, seed),
-            **{k: v for k, v in metrics.items() if k != "mse"},
-            "stopped": result.stopped, "steps": result.steps, "final_loss": result.final_loss,
-            "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1)}
+    verdict = result.verdict.as_row() if result.verdict is not None else {}
+    rows = []
+    for draw in range(draws):
+        # Evaluation draws are independent of the training seed: every seed is scored on the same draws.
+        metrics, _ = digit_pair_metrics(model, src_img, tgt_img, EVAL_BANDWIDTH, n_test, 1000 * draw)
+        rows.append({"source": a, "target": b, "seed": seed, "draw": draw, "mse": metrics["mse"],
+                     "paper_mse": paper_table_value(a, b),
+                     "reference_noise": reference_noise(src_img, tgt_img, EVAL_BANDWIDTH, n_test, 1000 * draw),
+                     **{k: v for k, v in metrics.items() if k != "mse"}, **verdict,
+                     "stopped": result.stopped, "steps": result.steps, "final_loss": result.final_loss,
+                     "train_s": result.elapsed, "s_per_step": result.elapsed / max(result.steps, 1)})
+    return rows
+
+
+def _pair_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row for a pair: medians over its seeds and draws, the MSE's minimum and maximum, and
+    how many of its maps the verdict flagged."""
+    first = runs[0]
+    numeric = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and k not in ("source", "target", "seed", "draw", "paper_mse")]
+    row: dict[str, Any] = {"source": first["source"], "target": first["target"]}
+    row["mse"] = float(np.median([r["mse"] for r in runs]))
+    row["mse_min"], row["mse_max"] = float(min(r["mse"] for r in runs)), float(max(r["mse"] for r in runs))
+    row["paper_mse"] = first["paper_mse"]
+    row.update({k: float(np.median([r[k] for r in runs])) for k in numeric if k != "mse"})
+    row["runs"] = len(runs)
+    if "verdict" in first:
+        row["flagged"] = sum(1 for r in runs if r["verdict"] != "ok") // max(1, len({r["draw"] for r in runs}))
+    return row
 
 
 def _matrix(rows: list[dict[str, Any]], digits: list[int], key: str) -> np.ndarray:
@@ -243,7 +281,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with MNIST's train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]")
     parser.add_argument("--pairs", nargs="+", default=None, metavar="A-B",
                         help="run only these ordered pairs, e.g. 0-4 3-1 (default: all pairs of --digits)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
+    parser.add_argument("--seed", type=int, default=0, help="first training seed (weights and batches)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per pair (medians are reported)")
+    parser.add_argument("--draws", type=int, default=3, help="evaluation draws per trained map")
     parser.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
     parser.add_argument("--jobs", type=int, default=1, help="pairs to train at once, in worker processes")
 
@@ -252,7 +292,7 @@ def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> Expe
     """Run the ``digits-table`` subcommand from parsed arguments."""
     return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps, mnist=args.mnist,
                             pairs=_parse_pairs(args.pairs), seed=args.seed, n_test=args.n_test,
-                            on_progress=on_progress, jobs=args.jobs)
+                            on_progress=on_progress, jobs=args.jobs, seeds=args.seeds, draws=args.draws)
 
 
 def _parse_pairs(pairs: Sequence[str] | None) -> list[tuple[int, int]] | None:
