@@ -11,7 +11,7 @@ import torch
 
 from gradnet_core.experiments import EXPERIMENTS
 from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, THRESHOLDS, draw_canvas, drawing_image,
-                                                 random_mixture_rows, robustness_cases, run_robustness)
+                                                 random_mixture_rows, resummarize, robustness_cases, run_robustness)
 from gradnet_core.presets import mixture_from_rows
 
 
@@ -60,7 +60,8 @@ def test_tiny_run_writes_sane_columns(tmp_path):
     with open(tmp_path / "robustness.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     for column in ("family", "case", "objective", "seed", "draw", "metric", "score", "no_map", "noise", "threshold",
-                   "passes", "train_cpu_s", "pot_score", "pot_fit_cpu_s"):
+                   "passes", "train_cpu_s", "pot_score", "pot_fit_cpu_s", "verdict_ok", "verdict_distance",
+                   "verdict_noise"):
         assert column in rows[0], column
     # one case per family (three objectives for sample-only) x 1 seed x 2 draws
     assert {r["family"] for r in rows} == set(FAMILIES) - {"mnist"}
@@ -76,6 +77,12 @@ def test_tiny_run_writes_sane_columns(tmp_path):
         if r["family"] == "mixtures":
             assert 0 <= float(r["pot_score"]) < float(r["no_map"])   # POT's map beats no map
     summary = json.loads((tmp_path / "summary.json").read_text())
+    for family in summary["families_summary"]:          # every run was judged: above or under the threshold
+        assert family["verdict"]["above_threshold"] + family["verdict"]["under_threshold"] == family["runs"]
     labels = [s["family"] for s in summary["families_summary"]]
     assert labels[:4] == ["bundled", "drawings", "mixtures", "sample-only"]
+    # a saved run's summary can be recomputed from its CSV (for a run stopped early)
+    again = resummarize(tmp_path)
+    assert [(s["family"], s["runs"], s["pass_share"]) for s in again["families_summary"]] == \
+        [(s["family"], s["runs"], s["pass_share"]) for s in summary["families_summary"]]
     assert "robustness" in EXPERIMENTS and EXPERIMENTS["robustness"].table == "robustness.csv"

@@ -227,7 +227,8 @@ def strip_panels_png(path: Path, panels: Sequence[dict[str, Any]], title: str, s
             ax.set_yscale("log")
         if not drawn:
             ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color=(0.4, 0.4, 0.4))
-        ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
+        ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8,
+                      rotation=25 if len(groups) > 1 else 0, ha="right" if len(groups) > 1 else "center")
         ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
         ax.set_title(panel.get("title", ""), fontsize=10)
         ax.set_ylabel(panel.get("y_label", ""), fontsize=9)
@@ -238,5 +239,5 @@ def strip_panels_png(path: Path, panels: Sequence[dict[str, Any]], title: str, s
     handles.append(Line2D([], [], color=(0.8, 0.1, 0.1), linewidth=1.2, label="pass threshold"))
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
     figure.suptitle(title, fontsize=11, x=0.02, ha="left")
-    figure.subplots_adjust(wspace=0.45)
+    figure.subplots_adjust(wspace=0.6)
     return _save(figure, path, tight=True)

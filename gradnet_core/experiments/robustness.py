@@ -26,6 +26,8 @@ draw (what an exact map would score). Scores: MSE for digits, L2-UVP (percent) f
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 import time
 import warnings
@@ -49,7 +51,7 @@ from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_desc
 from .digits_table import EVAL_BANDWIDTH, digit_densities, preset_config, train_digit_pair
 
 __all__ = ["FAMILIES", "THRESHOLDS", "DRAWING_SHAPES", "draw_canvas", "drawing_image", "random_mixture_rows",
-           "robustness_cases", "run_robustness", "add_arguments", "run"]
+           "robustness_cases", "run_robustness", "read_rows", "resummarize", "add_arguments", "run"]
 
 FAMILIES = ("mnist", "bundled", "drawings", "mixtures", "sample-only")
 
@@ -306,8 +308,8 @@ def _train(case: Case, seed: int, steps: int | None, callback) -> tuple[Transpor
 
 
 def _verdict_fields(result: TrainResult) -> dict[str, Any]:
-    # TrainResult.verdict is being added (issue 13); record it when the training loop gives one.
-    verdict = getattr(result, "verdict", None)
+    """The training loop's verdict without ground truth (None when ``TrainConfig.assess`` is off)."""
+    verdict = result.verdict
     if verdict is None:
         return {}
     return {"verdict_ok": bool(verdict.ok), "verdict_kl": verdict.kl, "verdict_distance": verdict.distance,
@@ -408,9 +410,9 @@ def _family_summary(rows: list[dict[str, Any]], family: str, label: str | None =
     passing, the baselines and the verdict's agreement with the threshold."""
     metric, threshold = THRESHOLDS[family]
     scored = [r for r in rows if "score" in r]
-    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}   # one training run: case, objective, seed
     for r in rows:
-        runs.setdefault((r["case"], r["seed"]), []).append(r)
+        runs.setdefault((r["case"], r["objective"], r["seed"]), []).append(r)
     run_median = {k: float(np.median([r["score"] for r in v])) for k, v in runs.items() if all("score" in r for r in v)}
     out: dict[str, Any] = {
         "family": label or family, "metric": metric, "threshold": threshold,
@@ -499,7 +501,7 @@ def _figure_panels(rows: list[dict[str, Any]], families: Sequence[str]) -> list[
     for family in families:
         mine = [r for r in rows if r["family"] == family]
         metric, threshold = THRESHOLDS[family]
-        y_label = "MSE vs exact OT map" if metric == "mse" else "L2-UVP vs exact OT map (%)"
+        y_label = "MSE" if metric == "mse" else "L2-UVP (%)"
         lines = {"no map (median)": _quantiles([r["no_map"] for r in mine])["median"],
                  "noise (median)": _quantiles([r["noise"] for r in mine])["median"]}
         if family == "sample-only":
@@ -513,6 +515,66 @@ def _figure_panels(rows: list[dict[str, Any]], families: Sequence[str]) -> list[
         panels.append({"title": family, "y_label": y_label, "threshold": threshold, "groups": groups if mine else [],
                        "lines": lines if mine else {}})
     return panels
+
+
+_FIGURE_TITLE = ("Robustness: the app's defaults against the exact discrete OT map, one point per case x seed x draw"
+                 " (bars: medians; red: pass threshold; lower is better)")
+
+
+def _write_outputs(folder: Path, rows: list[dict[str, Any]], summary: dict[str, Any], figure: bool,
+                   table: bool = True) -> list[Path]:
+    """robustness.csv (unless not ``table``), summary.md, summary.json and (``figure``) robustness.png."""
+    files: list[Path] = []
+    if table:
+        files.append(write_csv(folder / "robustness.csv", rows))
+    status = ("" if summary["complete"] else
+              f"\nPartial: {summary['cases_done']} of {summary['cases_planned']} cases done when this was written.\n")
+    text = summary_markdown(summary["families_summary"]) + status + "".join(f"\n{n}\n" for n in summary["notes"])
+    (folder / "summary.md").write_text(text, encoding="utf-8")
+    files.append(folder / "summary.md")
+    files.append(write_json(folder / "summary.json", summary))
+    if figure:
+        from .figures import strip_panels_png
+
+        files.append(strip_panels_png(folder / "robustness.png", _figure_panels(rows, summary["families"]),
+                                      _FIGURE_TITLE))
+    return files
+
+
+_TEXT_COLUMNS = {"family", "case", "objective", "metric", "stopped", "verdict_message", "error"}
+_BOOL_COLUMNS = {"passes", "pot_passes", "verdict_ok"}
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a robustness.csv with their types back (empty cells left out)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value == "":
+                    continue
+                if key in _TEXT_COLUMNS:
+                    row[key] = value
+                elif key in _BOOL_COLUMNS:
+                    row[key] = value == "True"
+                elif key in ("seed", "draw", "n_test", "steps"):
+                    row[key] = int(value)
+                else:
+                    row[key] = float(value)
+            rows.append(row)
+    return rows
+
+
+def resummarize(folder: str | Path) -> dict[str, Any]:
+    """Recompute summary.md, summary.json and robustness.png of a saved run (complete or not) from its
+    robustness.csv and summary.json; returns the new summary."""
+    folder = Path(folder)
+    rows = read_rows(folder / "robustness.csv")
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    summary["families_summary"] = _summaries(rows, summary["families"])
+    _write_outputs(folder, rows, summary, figure=True, table=False)
+    return summary
 
 
 def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMILIES, mnist: str | Path | None = None,
@@ -562,21 +624,7 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
         summary = {**settings, "notes": notes, "complete": len(done) == len(todo), "cases_done": len(done),
                    "cases_planned": len(todo), "families_summary": summaries,
                    "elapsed_s": time.perf_counter() - started, "machine": machine_description()}
-        files: list[Path] = []
-        if folder is not None:
-            files.append(write_csv(folder / "robustness.csv", rows))
-            table = summary_markdown(summaries)
-            status = ("" if summary["complete"] else
-                      f"\nPartial: {len(done)} of {len(todo)} cases done when this was written.\n")
-            (folder / "summary.md").write_text(table + status + "".join(f"\n{n}\n" for n in notes), encoding="utf-8")
-            files.append(folder / "summary.md")
-            files.append(write_json(folder / "summary.json", summary))
-            if final or len(done) % figure_every == 0:
-                from .figures import strip_panels_png
-
-                files.append(strip_panels_png(folder / "robustness.png", _figure_panels(rows, families),
-                                              "Robustness: scores of the app's defaults against the exact discrete OT map"
-                                              " (bars: medians; red: pass threshold)"))
+        files = [] if folder is None else _write_outputs(folder, rows, summary, final or len(done) % figure_every == 0)
         return summaries, summary, files
 
     def on_result(k: int, rows: list[dict[str, Any]]) -> None:
