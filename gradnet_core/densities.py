@@ -131,6 +131,18 @@ class Density(ABC):
         """True when log p is concave everywhere (needed by the constrained gradient flow)."""
         return False
 
+    def smoothed(self, variance: float) -> "Density":
+        """This density convolved with N(0, variance I) (docs/method.md §4.5): the law of X + Z,
+        X ~ p, Z ~ N(0, variance I) independent. ``variance`` >= 0; 0 returns the density itself."""
+        variance = float(variance)
+        if not (math.isfinite(variance) and variance >= 0):
+            raise ValueError(f"the smoothing variance must be zero or a positive number; got {variance}")
+        return self if variance == 0 else self._smoothed(variance)
+
+    def _smoothed(self, variance: float) -> "Density":
+        raise ValueError(f"{type(self).__name__} cannot be smoothed: its convolution with a Gaussian has no "
+                         f"closed form here")
+
     @property
     def device(self) -> torch.device:
         return self._reference_tensor().device
@@ -213,6 +225,13 @@ class Gaussian(Density):
     def is_log_concave(self) -> bool:
         return True
 
+    def _smoothed(self, variance: float) -> "Gaussian":
+        # S + v I stays symmetric positive definite: no need to validate again.
+        new = copy.copy(self)
+        new.cov = self.cov + variance * torch.eye(self.dim, dtype=self.cov.dtype, device=self.cov.device)
+        new._set_constants()
+        return new
+
     def _log_prob(self, x: Tensor) -> Tensor:
         z = (x - self.mean) @ self.chol_inv.T
         return self.log_norm - 0.5 * z.square().sum(-1)
@@ -275,6 +294,12 @@ class GaussianMixture(Density):
         with np.errstate(divide="ignore"):
             log_w = torch.log(self.weights.to(torch.float64))
         self.log_coef = (log_w - 0.5 * (self.dim * _LOG_2PI + log_det)).to(self.covs.dtype)
+
+    def _smoothed(self, variance: float) -> "GaussianMixture":
+        new = copy.copy(self)
+        new.covs = self.covs + variance * torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
+        new._set_constants()
+        return new
 
     def _log_prob(self, x: Tensor) -> Tensor:
         diff = x[:, None, :] - self.means                       # (n, k, d)
@@ -356,6 +381,12 @@ class ImageDensity(Density):
         self._log_norm = -math.log(2.0 * math.pi * value)
         self._half_precision = 0.5 / value
         self._std = math.sqrt(value)
+
+    def _smoothed(self, variance: float) -> "ImageDensity":
+        # The pixel mixture with kernel variance s, convolved with N(0, v I), has kernel variance s + v.
+        new = copy.copy(self)
+        new.bandwidth = self._bandwidth + variance
+        return new
 
     def _log_prob(self, x: Tensor) -> Tensor:
         sq = (x[:, None, :] - self.points).square().sum(-1)     # (n, m)

@@ -24,12 +24,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor
 
-from .densities import Density, ImageDensity, as_tensor
+from .densities import Density, Gaussian, GaussianMixture, ImageDensity, as_tensor
 from .flow import entropic_score, log_concave_target, pushforward_score
 from .losses import LOSSES, RESIDUALS
 from .networks import GradientNetwork, TransportMap, autograd_map_and_logdet
@@ -37,7 +37,7 @@ from .sample_losses import Critic, gaussian_moment_kl, gaussian_moments, gradien
 
 __all__ = ["Objective", "Stepper", "RunContext", "MongeAmpere", "ReverseKL", "GaussianMomentKL", "SinkhornLoss",
            "AdversarialW1", "ConstrainedFlow", "OBJECTIVES", "SAMPLE_OBJECTIVES", "objective_from_dict",
-           "as_samples", "bandwidth_schedule"]
+           "as_samples", "bandwidth_schedule", "smoothing_schedule"]
 
 
 @dataclass
@@ -163,12 +163,11 @@ def bandwidth_schedule(step: int, steps: int, start: float, end: float) -> float
 _SAMPLES_PER_CALL = 1 << 18
 
 
-def _source_batches(source: Density, batch_size: int, steps: int, generator: torch.Generator,
-                    fixed: bool) -> Iterator[tuple[Tensor, Tensor]]:
-    """``(x, log p(x))`` for each step. A ``fixed`` source (one whose parameters do not change during
-    training) is sampled and evaluated for many steps in one call, which saves a few small kernel
-    launches per step; an image source is drawn step by step, at the bandwidth of that step."""
-    per_call = max(1, min(64, _SAMPLES_PER_CALL // (batch_size * source.dim))) if fixed else 1
+def _source_batches(source: Density, batch_size: int, steps: int,
+                    generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x, log p(x))`` for each step of a fixed source (one that is not annealed), sampled and
+    evaluated for many steps in one call, which saves a few small kernel launches per step."""
+    per_call = max(1, min(64, _SAMPLES_PER_CALL // (batch_size * source.dim)))
     done = 0
     while done < steps:
         k = min(per_call, steps - done)
@@ -179,17 +178,43 @@ def _source_batches(source: Density, batch_size: int, steps: int, generator: tor
         done += k
 
 
+def smoothing_schedule(step: int, steps: int, start: float, fraction: float) -> float:
+    """Smoothing variance v_i = start (1 - i / (fraction N))_+^2: zero from step fraction N on
+    (docs/method.md §4.5)."""
+    return start * max(0.0, 1.0 - step / (fraction * steps)) ** 2
+
+
+def _mean_variance(density: Density) -> float:
+    """trace Cov / d of a Gaussian or mixture: the scale of the target's smoothing."""
+    return float(torch.diagonal(density.cov).mean())
+
+
 @dataclass(frozen=True)
 class _DensityObjective(Objective):
-    """Shared settings of the objectives that need both densities (log p, log q) and samples of p."""
+    """Shared settings of the objectives that need both densities (log p, log q) and samples of p.
+
+    Training runs through a continuation in smoothness (docs/method.md §4.4-§4.5): at step i the
+    densities are replaced by their convolutions with N(0, v_i I), v_i falling to zero (Gaussians and
+    mixtures: the target only) or to ``bandwidth_end`` (image KDEs: both, by their kernel variance).
+    """
 
     jacobian: str = "closed-form"      # "closed-form" (mGradNets) or "autograd" (vmap of jacrev, any map)
+    smoothing: float = 3.0             # Gaussian or mixture target: smoothing variance at the first step, in
+    #                                    units of the target's mean variance trace(Cov q)/d; 0 turns it off ...
+    smoothing_fraction: float = 0.7    # ... falling as (1 - i/(fraction N))^2 to 0 at this fraction of the steps
     bandwidth_start: float = 1e-2      # image-density kernel variance at the first step ...
-    bandwidth_end: float = 1e-4        # ... annealed geometrically to this at the last (docs/method.md §4)
+    bandwidth_end: float = 1e-4        # ... annealed geometrically to this at the last (docs/method.md §4.4)
 
     def _validate(self) -> None:
         owner = type(self).__name__
         _choice(owner, "jacobian", self.jacobian, ("closed-form", "autograd"))
+        if isinstance(self.smoothing, bool) or not (isinstance(self.smoothing, (int, float))
+                                                    and math.isfinite(self.smoothing) and self.smoothing >= 0):
+            raise ValueError(f"{owner}: smoothing must be zero (off) or a positive number; got {self.smoothing!r}")
+        _positive(owner, "smoothing_fraction", self.smoothing_fraction)
+        if self.smoothing_fraction > 1:
+            raise ValueError(f"{owner}: smoothing_fraction is the share of the steps over which the smoothing "
+                             f"falls to zero, so at most 1; got {self.smoothing_fraction!r}")
         _positive(owner, "bandwidth_start", self.bandwidth_start)
         _positive(owner, "bandwidth_end", self.bandwidth_end)
 
@@ -204,36 +229,69 @@ class _DensityObjective(Objective):
         return _DensityStepper(self, model, source, target, run)
 
 
+class _Annealed:
+    """A density trained against through its smoothings: at step i, base.smoothed(value(i) - offset),
+    where value(i) is what the history records (a smoothing variance, or an image's kernel variance)."""
+
+    def __init__(self, base: Density, value: Callable[[int], float], key: str, offset: float = 0.0):
+        self.base, self.value, self.key, self.offset = base, value, key, offset
+
+    def at(self, step: int) -> tuple[Density, float]:
+        v = self.value(step)
+        return self.base.smoothed(max(0.0, v - self.offset)), v
+
+
 class _DensityStepper(Stepper):
     def __init__(self, objective: _DensityObjective, model: TransportMap, source: Density, target: Density,
                  run: RunContext):
-        # Image densities are copied by .to() and their bandwidth annealed on the copies.
         self.source, self.target = source.to(run.device, run.dtype), target.to(run.device, run.dtype)
-        self.images = [d for d in (self.source, self.target) if isinstance(d, ImageDensity)]
-        self.history_keys = ("bandwidth",) if self.images else ()
         self.objective, self.steps = objective, run.steps
+        # One continuation for every density (docs/method.md §4.4-§4.5): a base density and the variance
+        # of the Gaussian it is convolved with at each step. An image's base has the sharpest kernel of
+        # the schedule, so that base.smoothed(s_i - sharpest) has kernel variance s_i.
+        o = objective
+        self.annealed: dict[str, _Annealed] = {}
+        sharpest = min(o.bandwidth_start, o.bandwidth_end)
+        for side in ("source", "target"):
+            dens = getattr(self, side)
+            if isinstance(dens, ImageDensity):
+                base = copy.copy(dens)
+                base.bandwidth = sharpest
+                self.annealed[side] = _Annealed(
+                    base, lambda i: bandwidth_schedule(i, self.steps, o.bandwidth_start, o.bandwidth_end),
+                    "bandwidth", offset=sharpest)
+            elif side == "target" and o.smoothing > 0 and isinstance(dens, (Gaussian, GaussianMixture)):
+                start = o.smoothing * _mean_variance(dens)
+                self.annealed[side] = _Annealed(
+                    dens, lambda i: smoothing_schedule(i, self.steps, start, o.smoothing_fraction), "smoothing")
+        self.history_keys = tuple(dict.fromkeys(a.key for a in self.annealed.values()))
+        self.shown: dict[str, float] = {}
         self.map_and_logdet = (model.map_and_logdet if objective.jacobian == "closed-form"
                                else (lambda x: autograd_map_and_logdet(model, x)))
         self.loss_fn, self.options = objective._loss_function(), objective._loss_options()
-        self.batches = _source_batches(self.source, run.batch_size, run.steps, run.generator,
-                                       fixed=not isinstance(self.source, ImageDensity))
+        self.generator, self.batch_size = run.generator, run.batch_size
+        self.batches = (None if "source" in self.annealed
+                        else _source_batches(self.source, run.batch_size, run.steps, run.generator))
 
     def begin(self, step: int) -> dict[str, float]:
-        if not self.images:
+        if not self.annealed:
             return {}
-        bw = bandwidth_schedule(step, self.steps, self.objective.bandwidth_start, self.objective.bandwidth_end)
-        for dens in self.images:
-            dens.bandwidth = bw
-        return {"bandwidth": bw}
+        for side, annealed in self.annealed.items():
+            dens, self.shown[annealed.key] = annealed.at(step)
+            setattr(self, side, dens)
+        return dict(self.shown)
 
     def batch(self, step: int) -> tuple[Tensor, ...]:
-        return next(self.batches)
+        if self.batches is not None:
+            return next(self.batches)
+        x = self.source.sample(self.batch_size, self.generator)
+        return x, self.source.log_prob(x)
 
     def loss(self, x: Tensor, log_p: Tensor) -> Tensor:
         return self.loss_fn(self.map_and_logdet, x, log_p, self.target, **self.options)
 
     def info(self) -> dict[str, float]:
-        return {"bandwidth": self.images[0].bandwidth} if self.images else {}
+        return dict(self.shown)
 
     def diverged_message(self, bad_step: int, bad_loss: float, good_step: int) -> str:
         if bad_loss == math.inf:

@@ -247,3 +247,47 @@ def test_as_point_sets_gives_float64_cpu_tensors_and_refuses_bad_sets():
         with pytest.raises(ValueError) as err:
             as_point_sets(x, y, ("xs", "ys"), "a test")
         assert fragment in str(err.value)
+
+
+# --- smoothing (docs/method.md §4.5) ---------------------------------------------------------------
+def test_smoothed_mixture_is_the_exact_convolution(rng, gen):
+    """p * N(0, vI): integrates to 1, same mean, covariance + vI, and log p_v matches the numerical
+    convolution of p with the Gaussian kernel."""
+    mix = GaussianMixture(np.array([0.3, 0.7]), np.array([[-2.0, 0.5], [1.5, -0.5]]),
+                          np.stack([random_spd(rng, 2) * 0.2, random_spd(rng, 2) * 0.3]))
+    v = 0.8
+    smooth = mix.smoothed(v)
+    assert _grid_integral(smooth, -12, 12, 801) == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(smooth.mean, mix.mean)
+    torch.testing.assert_close(smooth.cov, mix.cov + v * torch.eye(2, dtype=torch.float64))
+    # Monte Carlo convolution: p_v(y) = E_{x ~ p} N(y; x, vI).
+    x = mix.sample(400_000, gen)
+    y = torch.tensor([[0.0, 0.0], [-2.0, 1.0], [2.5, 0.0]], dtype=torch.float64)
+    kernel = torch.exp(-(y[:, None, :] - x).square().sum(-1) / (2 * v)) / (2 * math.pi * v)
+    np.testing.assert_allclose(kernel.mean(1).numpy(), smooth.log_prob(y).exp().numpy(), rtol=1e-2)
+    torch.testing.assert_close(smooth.sample(200_000, gen).var(0), torch.diagonal(smooth.cov), atol=0.05, rtol=0)
+
+
+def test_smoothed_gaussian_adds_variance_and_keeps_the_original(rng):
+    g = Gaussian(rng.normal(size=3), random_spd(rng, 3))
+    cov = g.cov.clone()
+    s = g.smoothed(0.5)
+    torch.testing.assert_close(s.cov, cov + 0.5 * torch.eye(3, dtype=cov.dtype))
+    ref = stats.multivariate_normal(g.mean.numpy(), s.cov.numpy())
+    x = rng.normal(size=(20, 3))
+    np.testing.assert_allclose(s.log_prob(torch.from_numpy(x)).numpy(), ref.logpdf(x), rtol=1e-10)
+    torch.testing.assert_close(g.cov, cov)
+    assert g.smoothed(0.0) is g
+
+
+def test_smoothed_image_density_widens_the_kernel():
+    dens = ImageDensity(digit_like_image(), bandwidth=1e-3)
+    smooth = dens.smoothed(4e-3)
+    assert smooth.bandwidth == pytest.approx(5e-3) and dens.bandwidth == 1e-3
+    torch.testing.assert_close(smooth.cov, dens.cov + 4e-3 * torch.eye(2))
+
+
+@pytest.mark.parametrize("variance", [-1.0, math.nan, math.inf])
+def test_smoothing_variance_must_be_non_negative(variance):
+    with pytest.raises(ValueError, match="smoothing variance"):
+        Gaussian([0.0], [[1.0]]).smoothed(variance)

@@ -147,6 +147,8 @@ def test_bad_config_is_refused(kwargs, fragment):
 @pytest.mark.parametrize("make, fragment", [
     (lambda: MongeAmpere(residual="l3"), "residual"), (lambda: MongeAmpere(jacobian="numeric"), "jacobian"),
     (lambda: ReverseKL(bandwidth_end=0.0), "bandwidth_end"),
+    (lambda: MongeAmpere(smoothing=-1.0), "smoothing"), (lambda: ReverseKL(smoothing_fraction=1.5), "smoothing_fraction"),
+    (lambda: MongeAmpere(smoothing_fraction=0.0), "smoothing_fraction"),
 ])
 def test_bad_objective_settings_are_refused(make, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -156,8 +158,8 @@ def test_bad_objective_settings_are_refused(make, fragment):
 def test_config_round_trips_through_a_dict():
     config = TrainConfig(steps=30, lr=0.5, objective=ReverseKL(bandwidth_end=1e-3))
     values = config.to_dict()
-    assert values["objective"] == {"name": "kl", "jacobian": "closed-form", "bandwidth_start": 1e-2,
-                                   "bandwidth_end": 1e-3}
+    assert values["objective"] == {"name": "kl", "jacobian": "closed-form", "smoothing": 3.0,
+                                   "smoothing_fraction": 0.7, "bandwidth_start": 1e-2, "bandwidth_end": 1e-3}
     assert TrainConfig.from_dict(values) == config
     with pytest.raises(ValueError, match="no setting critic_lr"):
         TrainConfig.from_dict({**values, "objective": {"name": "kl", "critic_lr": 1.0}})
