@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import Tensor
 
-from .densities import Density, Gaussian, GaussianMixture, ImageDensity, as_tensor
+from .densities import Density, GaussianMixture, ImageDensity, as_tensor
 from .flow import entropic_score, log_concave_target, pushforward_score
 from .losses import LOSSES, RESIDUALS
 from .networks import GradientNetwork, TransportMap, autograd_map_and_logdet
@@ -185,7 +185,7 @@ def smoothing_schedule(step: int, steps: int, start: float, fraction: float) -> 
 
 
 def _mean_variance(density: Density) -> float:
-    """trace Cov / d of a Gaussian or mixture: the scale of the target's smoothing."""
+    """trace Cov / d of a mixture: the scale of the target's smoothing."""
     return float(torch.diagonal(density.cov).mean())
 
 
@@ -194,12 +194,12 @@ class _DensityObjective(Objective):
     """Shared settings of the objectives that need both densities (log p, log q) and samples of p.
 
     Training runs through a continuation in smoothness (docs/method.md §4.4-§4.5): at step i the
-    densities are replaced by their convolutions with N(0, v_i I), v_i falling to zero (Gaussians and
-    mixtures: the target only) or to ``bandwidth_end`` (image KDEs: both, by their kernel variance).
+    densities are replaced by their convolutions with N(0, v_i I), v_i falling to zero (a target
+    mixture of several components) or to ``bandwidth_end`` (image KDEs: both, by their kernel variance).
     """
 
     jacobian: str = "closed-form"      # "closed-form" (mGradNets) or "autograd" (vmap of jacrev, any map)
-    smoothing: float = 3.0             # Gaussian or mixture target: smoothing variance at the first step, in
+    smoothing: float = 3.0             # mixture target: smoothing variance at the first step, in
     #                                    units of the target's mean variance trace(Cov q)/d; 0 turns it off ...
     smoothing_fraction: float = 0.7    # ... falling as (1 - i/(fraction N))^2 to 0 at this fraction of the steps
     bandwidth_start: float = 1e-2      # image-density kernel variance at the first step ...
@@ -260,7 +260,9 @@ class _DensityStepper(Stepper):
                 self.annealed[side] = _Annealed(
                     base, lambda i: bandwidth_schedule(i, self.steps, o.bandwidth_start, o.bandwidth_end),
                     "bandwidth", offset=sharpest)
-            elif side == "target" and o.smoothing > 0 and isinstance(dens, (Gaussian, GaussianMixture)):
+            elif side == "target" and o.smoothing > 0 and isinstance(dens, GaussianMixture) and len(dens.weights) > 1:
+                # Only a target with several components has the empty-component minima the continuation
+                # is for; a Gaussian target is trained against as is (docs/method.md §4.5).
                 start = o.smoothing * _mean_variance(dens)
                 self.annealed[side] = _Annealed(
                     dens, lambda i: smoothing_schedule(i, self.steps, start, o.smoothing_fraction), "smoothing")

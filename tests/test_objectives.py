@@ -77,3 +77,10 @@ def _two_to_three_l2_uvp(objective: MongeAmpere) -> float:
 def test_two_to_three_mixture_is_learned_with_the_default_continuation():
     """Without it every seed leaves the middle component empty (L2-UVP about 32 %, no map 22 %)."""
     assert _two_to_three_l2_uvp(MongeAmpere()) < 5.0
+
+
+def test_a_gaussian_target_is_not_smoothed():
+    from gradnet_core.presets import gaussian_presets
+    source, target = next(iter(gaussian_presets().values()))
+    result = train(MGradNetM(2), source, target, TrainConfig(steps=3, batch_size=64))
+    assert "smoothing" not in result.history
