@@ -35,9 +35,11 @@ __all__ = ["Verdict", "assess_map", "KL_TOLERANCE", "DISTANCE_TOLERANCE"]
 #: Largest KL(T#p || q) estimate (nats) a map may have and pass (exp(-0.15): 86 % of the target covered;
 #: good mixture maps, L2-UVP under 2 %, show 0.05-0.08 at 1000 samples).
 KL_TOLERANCE = 0.15
-#: How far above the target-vs-target energy distance the map's may be, in units of that distance's
-#: mean (plus three of its standard deviations for the sampling noise).
-DISTANCE_TOLERANCE = 1.0
+#: How many times the target-vs-target energy distance the map's may be. Set on the robustness
+#: benchmark (results/robustness/, 1000 samples): good maps (digit MSE <= 2e-3, mixture L2-UVP <= 5 %)
+#: reached ratios up to 7-13, wrong mixture maps 39-260, wrong digit maps 1.7-41; 8 flags every wrong
+#: mixture and most wrong digit maps while passing about 95 % of the good ones.
+DISTANCE_TOLERANCE = 8.0
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
 
 def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl_error: float | None,
            n: int, monotone: bool) -> Verdict:
-    far = distance > noise * (1.0 + DISTANCE_TOLERANCE) + 3.0 * noise_std
+    far = distance > DISTANCE_TOLERANCE * noise
     squeezed = kl is not None and kl - 2.0 * (kl_error or 0.0) > KL_TOLERANCE
     ratio = distance / noise if noise > 0 else math.inf
     compare = (f"mapped samples are {ratio:.1f} times as far from the target's samples (energy distance) as two "
