@@ -204,9 +204,22 @@ class _DensityObjective(Objective):
     smoothing_fraction: float = 0.7    # ... falling as (1 - i/(fraction N))^2 to 0 at this fraction of the steps
     bandwidth_start: float = 1e-2      # image-density kernel variance at the first step ...
     bandwidth_end: float = 1e-4        # ... annealed geometrically to this at the last (docs/method.md §4.4)
+    global_weight: float = 0.0         # weight at the first step of a debiased Sinkhorn divergence between
+    #                                    T(x) and fresh target samples (docs/method.md §3.8); 0 turns it off ...
+    global_fraction: float = 0.3       # ... falling linearly to 0 at this fraction of the steps
+    global_epsilon: float = 1e-3       # its entropic regularisation (squared data units)
+    global_points: int = 256           # mapped points and target samples it compares per step
 
     def _validate(self) -> None:
         owner = type(self).__name__
+        if isinstance(self.global_weight, bool) or not (isinstance(self.global_weight, (int, float))
+                                                        and math.isfinite(self.global_weight)
+                                                        and self.global_weight >= 0):
+            raise ValueError(f"{owner}: global_weight must be zero (off) or a positive number; "
+                             f"got {self.global_weight!r}")
+        _positive(owner, "global_fraction", self.global_fraction)
+        _positive(owner, "global_epsilon", self.global_epsilon)
+        _positive_int(owner, "global_points", self.global_points)
         _choice(owner, "jacobian", self.jacobian, ("closed-form", "autograd"))
         if isinstance(self.smoothing, bool) or not (isinstance(self.smoothing, (int, float))
                                                     and math.isfinite(self.smoothing) and self.smoothing >= 0):
@@ -274,8 +287,15 @@ class _DensityStepper(Stepper):
         self.generator, self.batch_size = run.generator, run.batch_size
         self.batches = (None if "source" in self.annealed
                         else _source_batches(self.source, run.batch_size, run.steps, run.generator))
+        self.model, self.step = model, 0
+        self.global_steps = round(o.global_fraction * run.steps) if o.global_weight > 0 else 0
+        if self.global_steps:
+            self.splittable = False        # the Sinkhorn term compares whole point clouds
+            # Its own stream of target samples, so that turning it on leaves the batches as they were.
+            self.global_generator = torch.Generator(device=run.device).manual_seed(run.seed + 1)
 
     def begin(self, step: int) -> dict[str, float]:
+        self.step = step
         if not self.annealed:
             return {}
         for side, annealed in self.annealed.items():
@@ -290,7 +310,16 @@ class _DensityStepper(Stepper):
         return x, self.source.log_prob(x)
 
     def loss(self, x: Tensor, log_p: Tensor) -> Tensor:
-        return self.loss_fn(self.map_and_logdet, x, log_p, self.target, **self.options)
+        loss = self.loss_fn(self.map_and_logdet, x, log_p, self.target, **self.options)
+        if self.step < self.global_steps:
+            # The residual sees q only through log q(T(x)): between the strokes of a digit it cannot tell
+            # where the target's mass is. Early on, a global term pulls T#p towards q as a whole.
+            o = self.objective
+            weight = o.global_weight * (1.0 - self.step / self.global_steps)
+            m = min(o.global_points, x.shape[0])
+            y = self.target.sample(m, self.global_generator)
+            loss = loss + weight * sinkhorn_divergence(self.model(x[:m]), y, o.global_epsilon)
+        return loss
 
     def info(self) -> dict[str, float]:
         return dict(self.shown)

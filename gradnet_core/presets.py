@@ -106,9 +106,13 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "mixture": TrainConfig(steps=500, lr=3e-2),
     # A small network, a large cosine-decayed learning rate, half batches and a schedule that stops at
     # bandwidth 1e-3: MSE 4-5e-4 against the barycentric projection at bandwidth 1e-4 after 600 steps.
-    # Ending at 1e-4 as the authors do needs their 10000 steps: in 600 it leaves the map noisier.
+    # Ending at 1e-4 as the authors do needs their 10000 steps: in 600 it leaves the map noisier. The
+    # early global Sinkhorn term (weight 100 falling to 0 over 30 % of the steps) frees maps stuck between
+    # strokes: on 16 drawn and MNIST pairs that had failed, median MSE 3.6e-3 -> 2.0e-3; on 13 pairs not
+    # picked for failing, 62 % -> 85 % at or below 2e-3; bundled pairs 7.1e-4 -> 3.4e-4.
     "digits": TrainConfig(steps=600, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
-                          lr_schedule="cosine", clip_grad=10.0, objective=MongeAmpere(bandwidth_end=1e-3)),
+                          lr_schedule="cosine", clip_grad=10.0,
+                          objective=MongeAmpere(bandwidth_end=1e-3, global_weight=100.0)),
     # The authors' MNIST settings (docs/method.md §7).
     "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",
                                 lr_step_size=1000, lr_gamma=0.5, clip_grad=10.0),

@@ -84,3 +84,28 @@ def test_a_gaussian_target_is_not_smoothed():
     source, target = next(iter(gaussian_presets().values()))
     result = train(MGradNetM(2), source, target, TrainConfig(steps=3, batch_size=64))
     assert "smoothing" not in result.history
+
+
+def test_the_global_term_adds_a_sinkhorn_divergence_early_and_then_stops():
+    img = np.zeros((10, 10))
+    img[2:8, 3:5] = 1.0
+    source, target = ImageDensity(img, bandwidth=1e-3), ImageDensity(img.T.copy(), bandwidth=1e-3)
+    losses = {}
+    for weight in (0.0, 100.0):
+        model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+        objective = MongeAmpere(bandwidth_start=1e-3, bandwidth_end=1e-3, global_weight=weight, global_fraction=0.5)
+        losses[weight] = train(model, source, target, TrainConfig(steps=10, batch_size=200, lr=1e-12, device="cpu",
+                                                                  report_seconds=0.0, assess=False,
+                                                                  objective=objective)).history["loss"]
+    # lr 1e-12: the map does not move, so the difference is the term itself: positive while it is on
+    # (a Sinkhorn divergence between different clouds), falling with its weight, gone after 5 steps.
+    extra = np.array(losses[100.0]) - np.array(losses[0.0])
+    assert (extra[:5] > 0).all() and extra[0] > extra[4]
+    np.testing.assert_allclose(extra[5:], 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("field, value", [("global_weight", -1.0), ("global_fraction", 0.0),
+                                          ("global_epsilon", 0.0), ("global_points", 0)])
+def test_bad_global_term_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        MongeAmpere(**{field: value})

@@ -159,7 +159,9 @@ def test_config_round_trips_through_a_dict():
     config = TrainConfig(steps=30, lr=0.5, objective=ReverseKL(bandwidth_end=1e-3))
     values = config.to_dict()
     assert values["objective"] == {"name": "kl", "jacobian": "closed-form", "smoothing": 3.0,
-                                   "smoothing_fraction": 0.7, "bandwidth_start": 1e-2, "bandwidth_end": 1e-3}
+                                   "smoothing_fraction": 0.7, "bandwidth_start": 1e-2, "bandwidth_end": 1e-3,
+                                   "global_weight": 0.0, "global_fraction": 0.3, "global_epsilon": 1e-3,
+                                   "global_points": 256}
     assert TrainConfig.from_dict(values) == config
     with pytest.raises(ValueError, match="no setting critic_lr"):
         TrainConfig.from_dict({**values, "objective": {"name": "kl", "critic_lr": 1.0}})
