@@ -23,3 +23,11 @@ def gen() -> torch.Generator:
 def _seed_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test starts on one torch thread, whatever the test before it set (the experiments'
+    --threads option sets the process's count)."""
+    torch.set_num_threads(1)
+    yield

@@ -19,15 +19,6 @@ from gradnet_core.networks import GradientNetwork
 SOURCE = ([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]])       # the paper's Gaussian
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: one thread avoids oversubscription on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def paper_pair() -> tuple[Gaussian, Gaussian]:
     return Gaussian(*SOURCE), Gaussian([0.0, 0.0], np.eye(2))
 
