@@ -7,20 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from gradnet_core.experiments import EXPERIMENTS
 from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, THRESHOLDS, draw_canvas, drawing_image,
                                                  random_mixture_rows, resummarize, robustness_cases, run_robustness)
 from gradnet_core.presets import mixture_from_rows
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_drawings_go_through_the_canvas_path():
