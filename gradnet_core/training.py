@@ -238,7 +238,11 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         result = _loop(model, stepper, config, run, callback)
         if config.assess:
             model.eval()
-            result.verdict = assess_map(model, source, target, seed=config.seed)
+            try:
+                result.verdict = assess_map(model, source, target, seed=config.seed)
+            except torch.OutOfMemoryError:
+                # Training split its batches to fit; the verdict's 1000 points at once may not fit.
+                result.message += " No verdict: the device ran out of memory while judging the map."
         return result
     finally:
         model.eval()

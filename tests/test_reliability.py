@@ -32,7 +32,7 @@ class RunsOutOfMemory:
 
 def test_out_of_memory_splits_the_batch_with_the_same_gradients():
     source, target = paper_pair()
-    config = TrainConfig(steps=6, batch_size=200)
+    config = TrainConfig(steps=6, batch_size=200, assess=False)     # the training steps' calls only
     torch.manual_seed(1)
     reference = MGradNetM(2, width=8, modules=2).double()
     ref = train(reference, source, target, config)
@@ -45,6 +45,11 @@ def test_out_of_memory_splits_the_batch_with_the_same_gradients():
     np.testing.assert_allclose(result.history["loss"], ref.history["loss"], rtol=1e-10)
     for a, b in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    judged = train(MGradNetM(2, width=8, modules=2).double(), source, target, TrainConfig(steps=2, batch_size=200))
+    assert judged.verdict is not None
+    RunsOutOfMemory(model, limit=60)
+    unjudged = train(model, source, target, TrainConfig(steps=2, batch_size=200))
+    assert unjudged.verdict is None and "No verdict" in unjudged.message
 
 
 def test_out_of_memory_with_single_samples_is_reported():
