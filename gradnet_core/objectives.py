@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -52,8 +53,9 @@ class RunContext:
     seed: int                          # the run's seed (for generators on other devices)
 
 
-class Stepper:
-    """One run of an objective: the state the training loop drives. Subclasses override the hooks."""
+class Stepper(ABC):
+    """One run of an objective: the state the training loop drives. Subclasses implement ``batch``
+    and ``loss`` and override the other hooks where they need to."""
 
     #: Extra per-step history keys; ``begin`` returns a value for each of them every step.
     history_keys: tuple[str, ...] = ()
@@ -67,12 +69,13 @@ class Stepper:
         """Called before step ``step`` (0-based); returns the values of ``history_keys`` for it."""
         return {}
 
+    @abstractmethod
     def batch(self, step: int) -> tuple[Tensor, ...]:
-        raise NotImplementedError
+        """The tensors of step ``step``, split along dim 0 on out-of-memory when ``splittable``."""
 
+    @abstractmethod
     def loss(self, *batch: Tensor) -> Tensor:
         """The scalar to minimise on ``batch``: a mean over its rows when ``splittable``."""
-        raise NotImplementedError
 
     def recorded(self, loss: Tensor) -> Tensor:
         """The value the history records for a step whose loss was ``loss``."""
@@ -101,7 +104,7 @@ class Stepper:
 
 
 @dataclass(frozen=True)
-class Objective:
+class Objective(ABC):
     """Base of the objectives: a frozen config whose ``bind`` starts one run."""
 
     name: ClassVar[str] = ""
@@ -114,9 +117,9 @@ class Objective:
     def _validate(self) -> None:
         """Raise ValueError on bad settings."""
 
+    @abstractmethod
     def bind(self, model: TransportMap, source: Any, target: Any, run: RunContext) -> Stepper:
         """Validate ``source``/``target`` against ``model`` and return this objective's stepper."""
-        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}
@@ -409,21 +412,21 @@ class _SampleObjective(Objective):
     a ``Density`` or ``(m, d)`` points (drawn with replacement)."""
 
     needs_target_density: ClassVar[bool] = False
+    stepper: ClassVar[type[_SampleStepper]]       # what runs it, given (objective, model, draws, run)
 
     def bind(self, model: TransportMap, source: Any, target: Any, run: RunContext) -> Stepper:
         sources = _Draws(_points_or_density(model, "source", source), run)
         targets = _Draws(_points_or_density(model, "target", target), run)
-        return self._stepper(model, sources, targets, run)
-
-    def _stepper(self, model: TransportMap, sources: _Draws, targets: _Draws, run: RunContext) -> Stepper:
-        raise NotImplementedError
+        return self.stepper(self, model, sources, targets, run)
 
 
 class _SampleStepper(Stepper):
     splittable = False                 # losses over whole point clouds, not per-sample means
 
-    def __init__(self, name: str, model: TransportMap, sources: _Draws, targets: _Draws, batch_size: int):
-        self.name, self.model, self.sources, self.targets, self.n = name, model, sources, targets, batch_size
+    def __init__(self, objective: _SampleObjective, model: TransportMap, sources: _Draws, targets: _Draws,
+                 run: RunContext):
+        self.objective, self.name = objective, objective.name
+        self.model, self.sources, self.targets, self.n = model, sources, targets, run.batch_size
 
     def completed_message(self, history: dict[str, list[float]], steps: int) -> str:
         return f"Trained {steps} steps on the {self.name} loss; final loss {history['loss'][-1]:.4g}."
@@ -433,19 +436,10 @@ class _SampleStepper(Stepper):
                 f"step {good_step}. {self.divergence_hint}")
 
 
-@dataclass(frozen=True)
-class GaussianMomentKL(_SampleObjective):
-    """KL between the Gaussians fitted to T(x) and to the whole target (mean and covariance only)."""
-
-    name: ClassVar[str] = "gaussian-kl"
-
-    def _stepper(self, model, sources, targets, run):
-        return _MomentStepper(self.name, model, sources, targets, run.batch_size)
-
-
 class _MomentStepper(_SampleStepper):
-    def __init__(self, *args: Any):
-        super().__init__(*args)
+    def __init__(self, objective: GaussianMomentKL, model: TransportMap, sources: _Draws, targets: _Draws,
+                 run: RunContext):
+        super().__init__(objective, model, sources, targets, run)
         self.target_mean, self.target_cov = self.targets.moments()
 
     def batch(self, step: int) -> tuple[Tensor, ...]:
@@ -456,60 +450,42 @@ class _MomentStepper(_SampleStepper):
 
 
 @dataclass(frozen=True)
-class SinkhornLoss(_SampleObjective):
-    """Debiased Sinkhorn divergence between T(x) and a target batch (Feydy et al. 2019)."""
+class GaussianMomentKL(_SampleObjective):
+    """KL between the Gaussians fitted to T(x) and to the whole target (mean and covariance only)."""
 
-    name: ClassVar[str] = "sinkhorn"
-    epsilon: float = 0.01              # entropic regularisation of the cost ||x - y||^2 (squared data units)
-
-    def _validate(self) -> None:
-        _positive("SinkhornLoss", "epsilon", self.epsilon)
-
-    def _stepper(self, model, sources, targets, run):
-        return _SinkhornStepper(self.name, model, sources, targets, run.batch_size, self.epsilon)
+    name: ClassVar[str] = "gaussian-kl"
+    stepper: ClassVar[type[_SampleStepper]] = _MomentStepper
 
 
 class _SinkhornStepper(_SampleStepper):
-    def __init__(self, *args: Any):
-        *rest, self.epsilon = args
-        super().__init__(*rest)
-
     def batch(self, step: int) -> tuple[Tensor, ...]:
         return self.sources.draw(self.n), self.targets.draw(self.n)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        return sinkhorn_divergence(self.model(x), y, self.epsilon)
+        return sinkhorn_divergence(self.model(x), y, self.objective.epsilon)
+
+
+@dataclass(frozen=True)
+class SinkhornLoss(_SampleObjective):
+    """Debiased Sinkhorn divergence between T(x) and a target batch (Feydy et al. 2019)."""
+
+    name: ClassVar[str] = "sinkhorn"
+    stepper: ClassVar[type[_SampleStepper]] = _SinkhornStepper
+    epsilon: float = 0.01              # entropic regularisation of the cost ||x - y||^2 (squared data units)
+
+    def _validate(self) -> None:
+        _positive("SinkhornLoss", "epsilon", self.epsilon)
 
 
 #: Adam's betas for the critic; (0.5, 0.9) as in WGAN-GP (Gulrajani et al. 2017) keeps it responsive.
 CRITIC_BETAS = (0.5, 0.9)
 
 
-@dataclass(frozen=True)
-class AdversarialW1(_SampleObjective):
-    """The dual Wasserstein-1 loss with a critic kept near 1-Lipschitz by a gradient penalty (WGAN-GP).
-
-    The history records the critic's estimate of W1, E D(y) - E D(T(x)), at each step.
-    """
-
-    name: ClassVar[str] = "wasserstein"
-    critic_steps: int = 5              # critic updates per map update
-    critic_lr: float = 1e-4            # the critic's Adam learning rate (docs/method.md §3)
-    gradient_penalty: float = 10.0     # weight of the critic's gradient penalty
-
-    def _validate(self) -> None:
-        _positive_int("AdversarialW1", "critic_steps", self.critic_steps)
-        _positive("AdversarialW1", "critic_lr", self.critic_lr)
-        _positive("AdversarialW1", "gradient_penalty", self.gradient_penalty)
-
-    def _stepper(self, model, sources, targets, run):
-        return _CriticStepper(self, model, sources, targets, run)
-
-
 class _CriticStepper(_SampleStepper):
-    def __init__(self, objective: AdversarialW1, model, sources, targets, run: RunContext):
-        super().__init__(objective.name, model, sources, targets, run.batch_size)
-        self.objective, self.generator = objective, run.generator
+    def __init__(self, objective: AdversarialW1, model: TransportMap, sources: _Draws, targets: _Draws,
+                 run: RunContext):
+        super().__init__(objective, model, sources, targets, run)
+        self.generator = run.generator
         self.critic = Critic(model.dim, generator=torch.Generator().manual_seed(run.seed)).to(run.device, run.dtype)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=objective.critic_lr, betas=CRITIC_BETAS)
         self.gap = torch.zeros((), device=run.device, dtype=run.dtype)
@@ -538,6 +514,25 @@ class _CriticStepper(_SampleStepper):
 
     def recorded(self, loss: Tensor) -> Tensor:
         return self.gap
+
+
+@dataclass(frozen=True)
+class AdversarialW1(_SampleObjective):
+    """The dual Wasserstein-1 loss with a critic kept near 1-Lipschitz by a gradient penalty (WGAN-GP).
+
+    The history records the critic's estimate of W1, E D(y) - E D(T(x)), at each step.
+    """
+
+    name: ClassVar[str] = "wasserstein"
+    stepper: ClassVar[type[_SampleStepper]] = _CriticStepper
+    critic_steps: int = 5              # critic updates per map update
+    critic_lr: float = 1e-4            # the critic's Adam learning rate (docs/method.md §3)
+    gradient_penalty: float = 10.0     # weight of the critic's gradient penalty
+
+    def _validate(self) -> None:
+        _positive_int("AdversarialW1", "critic_steps", self.critic_steps)
+        _positive("AdversarialW1", "critic_lr", self.critic_lr)
+        _positive("AdversarialW1", "gradient_penalty", self.gradient_penalty)
 
 
 # ------------------------------------------------------------------------------------------------
