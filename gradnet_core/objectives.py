@@ -92,6 +92,11 @@ class Stepper(ABC):
     def finish(self, history: dict[str, list[float]], steps_kept: int, completed: bool) -> None:
         """Add whole-run entries (not per step) to ``history`` once training has ended."""
 
+    def judged(self, source: Any, target: Any) -> tuple[Any, Any]:
+        """The source and target the trained map is judged against (``verdict.assess_map``): what the
+        run was asked for, at the end of any continuation schedule."""
+        return source, target
+
     def completed_message(self, history: dict[str, list[float]], steps: int) -> str:
         return f"Trained {steps} steps; final loss {history['loss'][-1]:.4g}."
 
@@ -326,6 +331,15 @@ class _DensityStepper(Stepper):
 
     def info(self) -> dict[str, float]:
         return dict(self.shown)
+
+    def judged(self, source: Any, target: Any) -> tuple[Any, Any]:
+        # An image handed to train() is a KDE at bandwidth_start, a blur the map is trained away from:
+        # judged against it, a right map looks wrong and wrong maps hide in the blur (docs/method.md §6.7).
+        # The schedule's last step is the density the run was meant to reach.
+        out = {"source": source, "target": target}
+        for side, annealed in self.annealed.items():
+            out[side] = annealed.at(self.steps - 1)[0]
+        return out["source"], out["target"]
 
     def diverged_message(self, bad_step: int, bad_loss: float, good_step: int) -> str:
         if bad_loss == math.inf:

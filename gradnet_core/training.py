@@ -239,7 +239,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         if config.assess:
             model.eval()
             try:
-                result.verdict = assess_map(model, source, target, seed=config.seed)
+                result.verdict = assess_map(model, *stepper.judged(source, target), seed=config.seed)
             except torch.OutOfMemoryError:
                 # Training split its batches to fit; the verdict's 1000 points at once may not fit.
                 result.message += " No verdict: the device ran out of memory while judging the map."

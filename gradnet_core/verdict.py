@@ -30,7 +30,7 @@ from .densities import Density, ImageDensity
 from .metrics import energy_distance
 from .networks import TransportMap
 
-__all__ = ["Verdict", "assess_map", "KL_TOLERANCE", "DISTANCE_TOLERANCE"]
+__all__ = ["Verdict", "assess_map", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE"]
 
 #: Largest KL(T#p || q) estimate (nats) a map may have and pass (exp(-0.15): 86 % of the target covered;
 #: good mixture maps, L2-UVP under 2 %, show 0.05-0.08 at 1000 samples).
@@ -40,6 +40,11 @@ KL_TOLERANCE = 0.15
 #: reached ratios up to 7-13, wrong mixture maps 39-260, wrong digit maps 1.7-41; 8 flags every wrong
 #: mixture and most wrong digit maps while passing about 95 % of the good ones.
 DISTANCE_TOLERANCE = 8.0
+#: The same for an image target, judged at the kernel variance its training schedule ends at: with no KL
+#: estimate the energy distance is the only check. On 58 digit and drawing maps of the robustness cases
+#: (1000 steps, seeds 0-1) wrong maps (MSE > 2e-3) reached 1.1-34.5 (11 of 13 above 6), right ones
+#: 0.3-7.4 (2 of 45 above 6).
+IMAGE_DISTANCE_TOLERANCE = 6.0
 
 
 @dataclass(frozen=True)
@@ -128,12 +133,13 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
     kl = kl_error = None
     if isinstance(source, Density) and isinstance(target, Density) and not isinstance(target, ImageDensity):
         kl, kl_error = _kl_estimate(model, source, target, x)
-    return _judge(distance, noise, noise_std, kl, kl_error, n, model.monotone)
+    tolerance = IMAGE_DISTANCE_TOLERANCE if isinstance(target, ImageDensity) else DISTANCE_TOLERANCE
+    return _judge(distance, noise, noise_std, kl, kl_error, n, model.monotone, tolerance)
 
 
 def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl_error: float | None,
-           n: int, monotone: bool) -> Verdict:
-    far = distance > DISTANCE_TOLERANCE * noise
+           n: int, monotone: bool, tolerance: float = DISTANCE_TOLERANCE) -> Verdict:
+    far = distance > tolerance * noise
     squeezed = kl is not None and kl - 2.0 * (kl_error or 0.0) > KL_TOLERANCE
     ratio = distance / noise if noise > 0 else math.inf
     compare = (f"mapped samples are {ratio:.1f} times as far from the target's samples (energy distance) as two "

@@ -81,3 +81,24 @@ def test_training_returns_a_verdict_and_can_skip_it():
     assert not short.verdict.ok
     skipped = train(MGradNetM(2, width=16, modules=4), source, target, TrainConfig(steps=2, assess=False))
     assert skipped.verdict is None
+
+
+def test_an_image_target_is_judged_at_the_bandwidth_its_schedule_ends_at():
+    # Digits are handed to train() as KDEs at bandwidth_start (a heavy blur the schedule anneals away);
+    # the verdict must compare the map with the image at bandwidth_end, not with that blur.
+    from gradnet_core.densities import ImageDensity
+    from gradnet_core.images import load_bundled
+    from gradnet_core.objectives import MongeAmpere
+
+    source = ImageDensity(load_bundled(0, 0), bandwidth=1e-2)
+    target = ImageDensity(load_bundled(4, 0), bandwidth=1e-2)
+    model = MGradNetM(2, width=8, modules=2)
+    config = TrainConfig(steps=3, batch_size=64, seed=5, objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=1e-3))
+    result = train(model, source, target, config)
+    assert source.bandwidth == target.bandwidth == 1e-2          # the caller's densities are not changed
+    sharp = [ImageDensity(load_bundled(d, 0), bandwidth=1e-3) for d in (0, 4)]
+    expected = assess_map(model, *sharp, seed=5)
+    blurred = assess_map(model, source, target, seed=5)
+    assert result.verdict.distance == pytest.approx(expected.distance, rel=1e-4)
+    assert result.verdict.noise == pytest.approx(expected.noise, rel=1e-4)
+    assert abs(blurred.noise - expected.noise) > 0.1 * expected.noise
