@@ -19,5 +19,6 @@ locked = state.is_training(PAGE)
 rows = inputs.mixture_inputs(PAGE, disabled=locked)
 samples = inputs.truth_samples_input(PAGE, disabled=locked)
 problem = inputs.mixture_problem(PAGE, rows, samples)
-panels.training_panel(PAGE, problem, preset="mixture", objectives=tuple(presets.OBJECTIVE_CHOICES))
+panels.training_panel(PAGE, problem, preset="mixture", objectives=presets.MIXTURE_OBJECTIVES,
+                      withheld=presets.MIXTURE_WITHHELD)
 panels.results_panel(PAGE, problem)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import streamlit as st
@@ -125,8 +125,10 @@ def _live_panel(page: str) -> None:
 # =============================================================================================
 # Training panel of the transport pages
 # =============================================================================================
-def _objective_settings(page: str, objectives: Sequence[str], disabled: bool) -> dict[str, Any]:
-    """The objective select box (when there is a choice) and, for the constrained flow, its steps."""
+def _objective_settings(page: str, objectives: Sequence[str], disabled: bool,
+                        withheld: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The objective select box (when there is a choice), why the ``withheld`` objectives are not in it,
+    and, for the constrained flow, its steps."""
     if len(objectives) < 2:
         return dict(presets.OBJECTIVE_CHOICES[objectives[0]])
     objective_key = key(page, "objective")
@@ -136,6 +138,9 @@ def _objective_settings(page: str, objectives: Sequence[str], disabled: bool) ->
                          help="Monge–Ampère and KL use the target density; the constrained gradient flow "
                               "(Dumont et al. 2026) needs a log-concave target such as a Gaussian; the "
                               "sample-only losses see target samples, not its density.")
+    if withheld:
+        st.caption("Not offered here: " + "; ".join(f"**{name}**, because {why}" for name, why in withheld.items())
+                   + ".")
     overrides = dict(presets.OBJECTIVE_CHOICES[label])
     flow = overrides["objective"]
     if isinstance(flow, ConstrainedFlow):
@@ -159,8 +164,8 @@ def _objective_settings(page: str, objectives: Sequence[str], disabled: bool) ->
 
 
 def _network_settings(page: str, preset: str, networks: Sequence[str], disabled: bool,
-                      objectives: Sequence[str] = (presets.DEFAULT_OBJECTIVE,)
-                      ) -> tuple[str, dict[str, int], dict[str, Any]]:
+                      objectives: Sequence[str] = (presets.DEFAULT_OBJECTIVE,),
+                      withheld: Mapping[str, str] | None = None) -> tuple[str, dict[str, int], dict[str, Any]]:
     preset_network, preset_kwargs = presets.MODEL_PRESETS[preset]
     config = presets.TRAIN_PRESETS[preset]
     with st.expander("Network and training settings", expanded=False):
@@ -168,7 +173,7 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         st.session_state.setdefault(net_key, preset_network if preset_network in networks else networks[0])
         network = st.selectbox("Map", list(networks), key=net_key, disabled=disabled, persist_state="session",
                                help="The mGradNets are monotone by construction; the MLP baseline is not.")
-        objective = _objective_settings(page, objectives, disabled)
+        objective = _objective_settings(page, objectives, disabled, withheld)
         params = inspect.signature(NETWORKS[network].__init__).parameters
         arch = {}
         sizes = [name for name in ("width", "depth", "modules") if name in params]
@@ -241,12 +246,14 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
 
 def training_panel(page: str, problem: Problem | None, preset: str,
                    networks: Sequence[str] = tuple(NETWORKS),
-                   objectives: Sequence[str] = (presets.DEFAULT_OBJECTIVE,)) -> None:
-    """Settings (defaults from ``presets``' ``preset``), the Train button and, while training, the
-    live panel, refreshed every ``POLL_SECONDS``."""
+                   objectives: Sequence[str] = (presets.DEFAULT_OBJECTIVE,),
+                   withheld: Mapping[str, str] | None = None) -> None:
+    """Settings (defaults from ``presets``' ``preset``; the first of ``objectives`` is the default, and
+    ``withheld`` says why others are not offered), the Train button and, while training, the live panel,
+    refreshed every ``POLL_SECONDS``."""
     training = page_state(page).job is not None
     network, arch, overrides = _network_settings(page, preset, networks, disabled=training,
-                                                 objectives=objectives)
+                                                 objectives=objectives, withheld=withheld)
     start = None if problem is None else lambda: _start(page, problem, preset, network, arch, overrides)
     _run_controls(page, start, hint=" Fix the input above to train.")
 
