@@ -163,14 +163,16 @@ OBJECTIVE_CHOICES: dict[str, dict[str, Any]] = {
 
 
 #: What the mixtures page offers, its default first, and what it leaves out and why. Measured on the
-#: robustness benchmark's first 12 mixture cases (seed 0, L2-UVP on 1500 test points, app settings):
-#: KL median 2.0 % (12 of 12 within 10 %), Monge–Ampère 2.7 % (10 of 12), Sinkhorn 4.2 % (12 of 12).
+#: robustness benchmark's first 12 mixture cases (results/robustness/sample-only/: one seed, L2-UVP
+#: against the exact map on 1500 test points, pass at 10 %): Sinkhorn median 5.0 % (11 of 12 pass),
+#: Gaussian-moment KL 12.1 % (4 of 12), adversarial W1 21.1 % (2 of 12); the density objectives in
+#: results/robustness/after-2/ (KL: median 2.0 %, 83 % of runs within 5 %).
 MIXTURE_OBJECTIVES: tuple[str, ...] = ("KL divergence (Adam)", DEFAULT_OBJECTIVE,
                                        "Sinkhorn divergence (target samples only)")
 MIXTURE_WITHHELD: dict[str, str] = {
     "Gaussian-moment KL": "it matches only the target's mean and covariance, so its maps miss a mixture's "
                           "shape (median L2-UVP 12 % against the exact map; 4 of 12 cases within 10 %)",
-    "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 21 % (3 of 12 cases within 10 %)",
+    "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 21 % (2 of 12 cases within 10 %)",
     "Constrained gradient flow": "it needs a log-concave target, and a mixture of several components is not",
 }
 
