@@ -16,7 +16,7 @@ from .training import TrainConfig
 
 __all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
            "SAMPLE_LOSS_SETTINGS", "OBJECTIVE_CHOICES", "DEFAULT_OBJECTIVE", "MIXTURE_OBJECTIVES", "MIXTURE_WITHHELD",
-           "train_preset", "mixture_from_rows", "random_gaussian_pair"]
+           "objective_overrides", "train_preset", "mixture_from_rows", "random_gaussian_pair"]
 
 #: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
 PAPER_GAUSSIAN = {
@@ -175,6 +175,22 @@ MIXTURE_WITHHELD: dict[str, str] = {
     "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 21 % (2 of 12 cases within 10 %)",
     "Constrained gradient flow": "it needs a log-concave target, and a mixture of several components is not",
 }
+
+
+def objective_overrides(label: str, preset: str) -> dict[str, Any]:
+    """TrainConfig overrides for the objective a user picked (an ``OBJECTIVE_CHOICES`` label) on top
+    of training preset ``preset``. Where the label names the preset's own objective class, the preset's
+    objective is kept with its tuned settings (the digits' bandwidth end and Sinkhorn term, say):
+    a label's bare ``MongeAmpere()`` would silently drop them."""
+    if label not in OBJECTIVE_CHOICES:
+        raise ValueError(f"unknown objective {label!r}; choose one of {sorted(OBJECTIVE_CHOICES)}")
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
+    overrides = dict(OBJECTIVE_CHOICES[label])
+    own = TRAIN_PRESETS[preset].objective
+    if type(overrides["objective"]) is type(own):
+        overrides["objective"] = own
+    return overrides
 
 
 def train_preset(name: str, **overrides: Any) -> TrainConfig:

@@ -125,12 +125,12 @@ def _live_panel(page: str) -> None:
 # =============================================================================================
 # Training panel of the transport pages
 # =============================================================================================
-def _objective_settings(page: str, objectives: Sequence[str], disabled: bool,
+def _objective_settings(page: str, preset: str, objectives: Sequence[str], disabled: bool,
                         withheld: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The objective select box (when there is a choice), why the ``withheld`` objectives are not in it,
     and, for the constrained flow, its steps."""
     if len(objectives) < 2:
-        return dict(presets.OBJECTIVE_CHOICES[objectives[0]])
+        return presets.objective_overrides(objectives[0], preset)
     objective_key = key(page, "objective")
     st.session_state.setdefault(objective_key, objectives[0])
     label = st.selectbox("Training objective", list(objectives), key=objective_key, disabled=disabled,
@@ -141,7 +141,7 @@ def _objective_settings(page: str, objectives: Sequence[str], disabled: bool,
     if withheld:
         st.caption("Not offered here: " + "; ".join(f"**{name}**, because {why}" for name, why in withheld.items())
                    + ".")
-    overrides = dict(presets.OBJECTIVE_CHOICES[label])
+    overrides = presets.objective_overrides(label, preset)
     flow = overrides["objective"]
     if isinstance(flow, ConstrainedFlow):
         a, b, c = st.columns(3)
@@ -173,7 +173,7 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         st.session_state.setdefault(net_key, preset_network if preset_network in networks else networks[0])
         network = st.selectbox("Map", list(networks), key=net_key, disabled=disabled, persist_state="session",
                                help="The mGradNets are monotone by construction; the MLP baseline is not.")
-        objective = _objective_settings(page, objectives, disabled, withheld)
+        objective = _objective_settings(page, preset, objectives, disabled, withheld)
         params = inspect.signature(NETWORKS[network].__init__).parameters
         arch = {}
         sizes = [name for name in ("width", "depth", "modules") if name in params]

@@ -110,3 +110,15 @@ def test_the_global_term_adds_a_sinkhorn_divergence_early_and_then_stops():
 def test_bad_global_term_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         MongeAmpere(**{field: value})
+
+
+def test_a_picked_objective_keeps_the_presets_tuned_settings_where_it_is_the_same_kind():
+    from gradnet_core.presets import DEFAULT_OBJECTIVE, TRAIN_PRESETS, objective_overrides
+    from gradnet_core.objectives import ReverseKL
+    assert objective_overrides(DEFAULT_OBJECTIVE, "digits")["objective"] == TRAIN_PRESETS["digits"].objective
+    assert TRAIN_PRESETS["digits"].objective != MongeAmpere()
+    assert objective_overrides("KL divergence (Adam)", "digits")["objective"] == ReverseKL()
+    assert objective_overrides("KL divergence (Adam)", "mixture")["objective"] == TRAIN_PRESETS["mixture"].objective
+    assert objective_overrides(DEFAULT_OBJECTIVE, "mixture")["objective"] == MongeAmpere()
+    with pytest.raises(ValueError, match="unknown objective"):
+        objective_overrides("Simulated annealing", "digits")
