@@ -439,7 +439,8 @@ def test_mixtures_offer_only_objectives_that_work_on_mixtures_and_say_why_not_th
     box = at.selectbox(key="mixtures.objective")
     assert list(box.options) == list(presets.MIXTURE_OBJECTIVES)
     assert box.value == "KL divergence (Adam)"
-    assert isinstance(presets.OBJECTIVE_CHOICES[box.value]["objective"], type(presets.TRAIN_PRESETS["mixture"].objective))
+    preset_objective = presets.TRAIN_PRESETS["mixture"].objective
+    assert isinstance(presets.OBJECTIVE_CHOICES[box.value]["objective"], type(preset_objective))
     assert not any("W1" in o or "Gaussian-moment" in o or "flow" in o for o in box.options)
     note = " ".join(c.value for c in at.caption if "Not offered here" in c.value)
     for name in ("Gaussian-moment KL", "Adversarial W1", "Constrained gradient flow"):

@@ -1,4 +1,5 @@
-"""Objectives: the smoothing continuation of the density objectives (docs/method.md §4.5)."""
+"""Objectives: the smoothing continuation of the density objectives (docs/method.md §4.5), and the
+objective a user picks on top of a preset."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from gradnet_core.ground_truth import barycentric_projection
 from gradnet_core.metrics import l2_uvp
 from gradnet_core.networks import MGradNetM, seeded_map
 from gradnet_core.objectives import MongeAmpere, ReverseKL, smoothing_schedule
-from gradnet_core.presets import MODEL_PRESETS, mixture_presets, train_preset
+from gradnet_core.presets import (DEFAULT_OBJECTIVE, MODEL_PRESETS, TRAIN_PRESETS, mixture_presets,
+                                  objective_overrides, train_preset)
 from gradnet_core.training import TrainConfig, train
 
 TWO_TO_THREE = "ICASSP 2023 example: 2 -> 3 components"
@@ -74,7 +76,8 @@ def _two_to_three_l2_uvp(objective: MongeAmpere) -> float:
     return l2_uvp(mapped, barycentric_projection(x, y), torch.trace(target.cov).item())
 
 
-@pytest.mark.parametrize("objective", [MongeAmpere(), train_preset("mixture").objective], ids=["monge-ampere", "preset"])
+@pytest.mark.parametrize("objective", [MongeAmpere(), train_preset("mixture").objective],
+                         ids=["monge-ampere", "preset"])
 def test_two_to_three_mixture_is_learned_with_the_default_continuation(objective):
     """Without it every seed leaves the middle component empty (L2-UVP about 32 %, no map 22 %)."""
     assert _two_to_three_l2_uvp(objective) < 5.0
@@ -113,8 +116,6 @@ def test_bad_global_term_settings_are_refused(field, value):
 
 
 def test_a_picked_objective_keeps_the_presets_tuned_settings_where_it_is_the_same_kind():
-    from gradnet_core.presets import DEFAULT_OBJECTIVE, TRAIN_PRESETS, objective_overrides
-    from gradnet_core.objectives import ReverseKL
     assert objective_overrides(DEFAULT_OBJECTIVE, "digits")["objective"] == TRAIN_PRESETS["digits"].objective
     assert TRAIN_PRESETS["digits"].objective != MongeAmpere()
     assert objective_overrides("KL divergence (Adam)", "digits")["objective"] == ReverseKL()

@@ -93,7 +93,8 @@ def test_an_image_target_is_judged_at_the_bandwidth_its_schedule_ends_at():
     source = ImageDensity(load_bundled(0, 0), bandwidth=1e-2)
     target = ImageDensity(load_bundled(4, 0), bandwidth=1e-2)
     model = MGradNetM(2, width=8, modules=2)
-    config = TrainConfig(steps=3, batch_size=64, seed=5, objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=1e-3))
+    config = TrainConfig(steps=3, batch_size=64, seed=5,
+                         objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=1e-3))
     result = train(model, source, target, config)
     assert source.bandwidth == target.bandwidth == 1e-2          # the caller's densities are not changed
     sharp = [ImageDensity(load_bundled(d, 0), bandwidth=1e-3) for d in (0, 4)]
