@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gradnet_core.experiments.__main__ import main
@@ -105,6 +106,17 @@ def test_paper_table_values():
 
 
 # --- the command line ---------------------------------------------------------------------------
+
+def test_the_cli_trains_on_one_torch_thread_unless_told(tmp_path, capsys):
+    # One thread per training job (torch's default is every core: 2x slower here, 10x on a busy machine).
+    torch.set_num_threads(2)
+    summary = _run(capsys, "gaussian2d", "--steps", "2", "--n-test", "40", "--n-paths", "5", "--out", str(tmp_path))
+    assert summary["machine"]["torch_threads"] == 1
+    torch.set_num_threads(1)
+    assert main(["gaussian2d", "--threads", "2", "--steps", "2", "--n-test", "40", "--n-paths", "5", "--no-progress",
+                 "--json", "--out", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["machine"]["torch_threads"] == 2
+
 
 def test_gaussian2d_cli(tmp_path, capsys):
     out = tmp_path / "g"

@@ -29,8 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(experiment.name, help=experiment.description)
         p.add_argument("--out", default=None, help=f"output folder (default: results/{experiment.name}/)")
         p.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
-        p.add_argument("--threads", type=int, default=None,
-                       help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads per process (default 1, one per training job: these small "
+                            "steps gain little from more and lose much on a busy machine; --jobs runs "
+                            "processes side by side)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         experiment.load().add_arguments(p)
     return parser
@@ -73,12 +75,11 @@ def _print_rows(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            print("error: --threads must be at least 1", file=sys.stderr)
-            return 2
-        import torch
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        print("error: --threads must be at least 1", file=sys.stderr)
+        return 2
+    import torch
+    torch.set_num_threads(args.threads)
     bar = _Bar(enabled=not args.no_progress)
     try:
         result = EXPERIMENTS[args.command].load().run(args, on_progress=bar)
