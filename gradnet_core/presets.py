@@ -115,8 +115,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # MSE 3.6e-3 -> 2.0e-3. 1000 steps, not 600: on 9 MNIST and drawn pairs that had failed, 2 of 9
     # -> 6 of 9 at or below 2e-3 (seed 0), about 8 s on one core; 1500 and 2000 steps gained little more,
     # and on the 5 hardest (seeds 0-1) a stronger, longer or wider Sinkhorn term, a wider start, lr 0.2 or
-    # 1, batch 1000, 8 or 16 modules, width 64, the l2 residual, the KL objective and an affine start (300 steps fitting
-    # the moment-matched Bures map first: 1 of 10 passing against 5) were no better or worse. On the
+    # 1, batch 1000, 8 or 16 modules, width 64, the l2 residual, the KL objective and an affine start
+    # (300 steps fitting the moment-matched Bures map first: 1 of 10 passing against 5) were no better or
+    # worse. On the
     # robustness benchmark's first 10 cases per family: MNIST 67 -> 83 %, drawings 70 -> 80 % of runs at
     # or below 2e-3 (results/robustness/after-2/).
     "digits": TrainConfig(steps=1000, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
