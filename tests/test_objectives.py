@@ -123,3 +123,19 @@ def test_a_picked_objective_keeps_the_presets_tuned_settings_where_it_is_the_sam
     assert objective_overrides(DEFAULT_OBJECTIVE, "mixture")["objective"] == MongeAmpere()
     with pytest.raises(ValueError, match="unknown objective"):
         objective_overrides("Simulated annealing", "digits")
+
+
+@pytest.mark.parametrize("objective", [MongeAmpere(), ReverseKL()], ids=["monge-ampere", "kl"])
+def test_trainconfig_defaults_with_a_loss_named_beat_no_map_on_the_mixture_presets(objective):
+    """Issue 13: TrainConfig() with only a loss named, on a default mGradNet-M, moves the points closer to
+    the exact map than leaving them where they are (measured: 2 -> 3 5.4 % / 9.0 % against 21 %)."""
+    for name, (source, target) in mixture_presets().items():
+        gen = torch.Generator().manual_seed(3)
+        x, y = source.sample(1500, gen).double(), target.sample(1500, gen).double()
+        truth, variance = barycentric_projection(x, y), torch.trace(target.cov).item()
+        torch.manual_seed(0)
+        model = MGradNetM(2)
+        train(model, source, target, TrainConfig(objective=objective))
+        with torch.no_grad():
+            learned = l2_uvp(model(x.float()).double(), truth, variance)
+        assert learned < 0.6 * l2_uvp(x, truth, variance), name
