@@ -336,10 +336,8 @@ class _DensityStepper(Stepper):
         # An image handed to train() is a KDE at bandwidth_start, a blur the map is trained away from:
         # judged against it, a right map looks wrong and wrong maps hide in the blur (docs/method.md §6.7).
         # The schedule's last step is the density the run was meant to reach.
-        out = {"source": source, "target": target}
-        for side, annealed in self.annealed.items():
-            out[side] = annealed.at(self.steps - 1)[0]
-        return out["source"], out["target"]
+        end = {side: annealed.at(self.steps - 1)[0] for side, annealed in self.annealed.items()}
+        return end.get("source", source), end.get("target", target)
 
     def diverged_message(self, bad_step: int, bad_loss: float, good_step: int) -> str:
         if bad_loss == math.inf:

@@ -186,10 +186,8 @@ def objective_overrides(label: str, preset: str) -> dict[str, Any]:
     a label's bare ``MongeAmpere()`` would silently drop them."""
     if label not in OBJECTIVE_CHOICES:
         raise ValueError(f"unknown objective {label!r}; choose one of {sorted(OBJECTIVE_CHOICES)}")
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
     overrides = dict(OBJECTIVE_CHOICES[label])
-    own = TRAIN_PRESETS[preset].objective
+    own = train_preset(preset).objective
     if type(overrides["objective"]) is type(own):
         overrides["objective"] = own
     return overrides

@@ -138,7 +138,7 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
 
 
 def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl_error: float | None,
-           n: int, monotone: bool, tolerance: float = DISTANCE_TOLERANCE) -> Verdict:
+           n: int, monotone: bool, tolerance: float) -> Verdict:
     far = distance > tolerance * noise
     squeezed = kl is not None and kl - 2.0 * (kl_error or 0.0) > KL_TOLERANCE
     ratio = distance / noise if noise > 0 else math.inf

@@ -8,8 +8,11 @@ import torch
 from torch import Tensor
 
 from gradnet_core import Gaussian, GaussianMixture, MGradNetM, MLPMap, TrainConfig, train
+from gradnet_core.densities import ImageDensity
 from gradnet_core.ground_truth import gaussian_map
+from gradnet_core.images import load_bundled
 from gradnet_core.networks import GradientNetwork
+from gradnet_core.objectives import MongeAmpere
 from gradnet_core.verdict import KL_TOLERANCE, assess_map
 
 
@@ -86,10 +89,6 @@ def test_training_returns_a_verdict_and_can_skip_it():
 def test_an_image_target_is_judged_at_the_bandwidth_its_schedule_ends_at():
     # Digits are handed to train() as KDEs at bandwidth_start (a heavy blur the schedule anneals away);
     # the verdict must compare the map with the image at bandwidth_end, not with that blur.
-    from gradnet_core.densities import ImageDensity
-    from gradnet_core.images import load_bundled
-    from gradnet_core.objectives import MongeAmpere
-
     source = ImageDensity(load_bundled(0, 0), bandwidth=1e-2)
     target = ImageDensity(load_bundled(4, 0), bandwidth=1e-2)
     model = MGradNetM(2, width=8, modules=2)
