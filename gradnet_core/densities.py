@@ -328,6 +328,10 @@ class GaussianMixture(Density):
         return f"GaussianMixture(k={self.means.shape[0]}, d={self.dim})"
 
 
+#: How far below a row's largest exponent an image KDE's terms are dropped (``ImageDensity._log_prob``).
+EXP_FLOOR = 60.0
+
+
 class ImageDensity(Density):
     """Kernel density of an image on [0, 1]^2 (paper eq. 9; docs/method.md §4.3).
 
@@ -389,8 +393,17 @@ class ImageDensity(Density):
         return new
 
     def _log_prob(self, x: Tensor) -> Tensor:
-        sq = (x[:, None, :] - self.points).square().sum(-1)     # (n, m)
-        return torch.logsumexp(self.log_weights - self._half_precision * sq, dim=1) + self._log_norm
+        # -|x - g_i|^2 / 2s = (u . v_i) / s - |v_i|^2 / 2s - |u|^2 / 2s with u, v_i measured from the
+        # image's centre (less cancellation): one matmul instead of an (n, m, 2) difference tensor.
+        # Exponents more than EXP_FLOOR below a row's largest are clamped: their weight is under 1e-26
+        # of it, and exp of values that underflow runs many times slower. The digits' training step's
+        # KDE is 3-7x faster for it (benchmarks/README.md); log p moves by under 1e-3 at bandwidth 1e-4.
+        h = self._half_precision
+        u, v = x - 0.5, self.points - 0.5
+        a = torch.addmm(self.log_weights - h * v.square().sum(1), u, (2.0 * h) * v.T)     # (n, m)
+        top = a.amax(dim=1, keepdim=True).detach()
+        lse = (a - top).clamp_min(-EXP_FLOOR).exp().sum(1).log() + top.squeeze(1)
+        return lse - h * u.square().sum(1) + self._log_norm
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
