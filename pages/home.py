@@ -6,7 +6,7 @@ import streamlit as st
 
 import gradnet_core
 from studio.navigation import page_header
-from studio.panels import device_label
+from studio.device import device_label
 
 page_header("GradNetOT Studio")
 st.markdown(

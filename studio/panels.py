@@ -23,13 +23,14 @@ from gradnet_core.files import map_to_bytes
 from gradnet_core.flow import log_concave_target
 from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
 from gradnet_core.plotting import Panel, animation_figure, animation_gif, loss_figure, preview_figure, square_bounds
-from gradnet_core.training import TrainResult, resolve_device
+from gradnet_core.training import TrainResult
 
+from .device import device_label
 from .jobs import TrainingJob
 from .problems import Problem, Reference, Run, compute_reference, evaluate_run, metrics_table, to_numpy
 from .state import PageState, key, page_state, start_job
 
-__all__ = ["device_label", "training_panel", "results_panel", "color_training_panel", "color_results_panel",
+__all__ = ["training_panel", "results_panel", "color_training_panel", "color_results_panel",
            "ColorOutcome", "COLOR_LOSSES"]
 
 PREVIEW_POINTS = 400             # points in the live preview
@@ -40,12 +41,6 @@ ANIMATION_FRAMES = 30
 LIMITS = {"width": 512, "depth": 16, "modules": 64, "steps": 20000}
 COLOR_LOSSES = {"sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL (mean and covariance only)",
                 "wasserstein": "Adversarial Wasserstein-1 (critic)"}
-
-
-def device_label() -> str:
-    """Where training runs: the GPU's name, or "CPU"."""
-    device = resolve_device("auto")
-    return f"GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "CPU"
 
 
 def _duration(seconds: float) -> str:

@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def free_port() -> int:
@@ -20,9 +20,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(python: str | Path, app: Path, cwd: Path, log_path: Path,
-                     env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
+                     env: dict[str, str] | None = None, timeout: float = 60.0,
+                     started: Callable[[subprocess.Popen], None] | None = None) -> Iterator[str]:
     """``python -m streamlit run app`` started in ``cwd``, its output in ``log_path``; yields the URL once
-    ``/_stcore/health`` answers "ok", and stops the server afterwards."""
+    ``/_stcore/health`` answers "ok" (after calling ``started`` with the server's process), and stops the
+    server afterwards."""
     port = free_port()
     log = open(log_path, "w")
     proc = subprocess.Popen(
@@ -42,6 +44,8 @@ def streamlit_server(python: str | Path, app: Path, cwd: Path, log_path: Path,
             assert proc.poll() is None, f"streamlit exited before it served the app:\n{log_path.read_text()}"
             assert time.monotonic() < deadline, f"streamlit did not start within {timeout:g} s"
             time.sleep(0.5)
+        if started is not None:
+            started(proc)
         yield url
     finally:
         proc.terminate()

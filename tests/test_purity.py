@@ -34,3 +34,15 @@ def test_the_check_sees_an_app_import_in_the_library(tmp_path):
     loaded = _loaded_after(f"import gradnet_core; assert gradnet_core.__file__ == {str(package / '__init__.py')!r}",
                            cwd=tmp_path)
     assert "streamlit" in loaded
+
+
+def test_the_home_page_renders_without_the_training_imports():
+    # The first page a visitor sees must not pay for POT and torch._dynamo (about 2 CPU s of imports
+    # that studio.jobs makes up front for the training pages): benchmarks/startup.py.
+    probe = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
+             "at = AppTest.from_file('app.py', default_timeout=120).run()\n"
+             "assert not at.exception and 'This machine' in [s.value for s in at.subheader], at.exception\n"
+             "print(' '.join(m for m in ('ot', 'torch._dynamo', 'studio.jobs') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
