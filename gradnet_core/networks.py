@@ -156,6 +156,19 @@ class _PackedCholeskyLogdet(torch.autograd.Function):
         return grad[:, None] * inverse * _off_diagonal_twice(d, chol.device, inverse.dtype), None
 
 
+def _low_rank_logdet(A: Tensor, W: Tensor, delta: Tensor) -> Tensor:
+    """log det(A + W^T diag(delta_i) W) for each row delta_i of ``delta: (n, h)``, with A (d, d) SPD and
+    W (h, d): log det A + log det(I_h + diag(delta_i) G), G = W A^-1 W^T (matrix determinant lemma).
+    I + diag(delta) G is similar to the SPD I + D^1/2 G D^1/2, so its determinant is positive; it is taken
+    by LU (slogdet), whose gradient needs no square root of delta (which may be 0)."""
+    chol = torch.linalg.cholesky(A)
+    half = torch.linalg.solve_triangular(chol, W.T, upper=False)          # L^-1 W^T: (d, h)
+    G = half.T @ half
+    eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+    logdet_a = 2.0 * torch.log(torch.diagonal(chol)).sum()
+    return logdet_a + torch.linalg.slogdet(eye + delta[:, :, None] * G)[1]
+
+
 #: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains
 #: through ``_SoftmaxAverage``; above it the packed Jacobian (d(d+1)/2 columns) dominates the cost.
 _SMALL_DIM = 2
@@ -205,14 +218,17 @@ class GradientNetwork(TransportMap, ABC):
         self.strict, self.eps = True, float(eps)
         self.V = nn.Parameter(v_init * torch.eye(self.dim))
 
+    def _quadratic(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """eps I + V^T V: the strict term's constant Jacobian."""
+        quad = self.V.T @ self.V
+        return quad + self.eps * torch.eye(self.dim, dtype=dtype, device=device) if self.eps else quad
+
     def _with_quadratic_term(self, x: Tensor, out: Tensor,
                              packed: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Add (eps I + V^T V) x to ``out`` and its constant Jacobian to ``packed`` (when given)."""
         if not self.strict:
             return out, packed
-        quad = self.V.T @ self.V
-        if self.eps:
-            quad = quad + self.eps * torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        quad = self._quadratic(x.dtype, x.device)
         out = out + x @ quad
         if packed is not None:
             packed = packed + quad[self._rows, self._cols]
@@ -298,6 +314,21 @@ class MGradNetC(GradientNetwork):
         self.act_b = nn.Parameter(torch.rand(depth, width))
 
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
+        out, delta = self._map_and_delta(x, jacobian)
+        return out, (None if delta is None else delta @ self._square_products(self.W))
+
+    def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not (self.strict and self.width < self.dim):
+            return super().map_and_logdet(x)
+        # J = A + W^T diag(delta) W with A = eps I + V^T V: an update of rank width < d. By the matrix
+        # determinant lemma det J = det A det(I + diag(delta) G), G = W A^-1 W^T (width x width), so
+        # neither J nor its d x d factorisation is formed (docs/method.md §2.4).
+        out, delta = self._map_and_delta(x, True)
+        out, _ = self._with_quadratic_term(x, out, None)
+        return out, _low_rank_logdet(self._quadratic(x.dtype, x.device), self.W, delta)
+
+    def _map_and_delta(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
+        """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
         sa, sb = F.softplus(self.alpha), F.softplus(self.beta)
         aa, ab = F.softplus(self.act_a), F.softplus(self.act_b)
         wx = x @ self.W.T                                              # (n, h)
@@ -314,8 +345,7 @@ class MGradNetC(GradientNetwork):
         out = torch.addmm(self.out_bias, sa[-1] * s, self.W)
         if not jacobian:
             return out, None
-        delta = sa[-1] * ds * chain                                    # (n, h), >= 0
-        return out, delta @ self._square_products(self.W)
+        return out, sa[-1] * ds * chain                                # (n, h), >= 0
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "depth": self.depth, "activation": self.activation}
