@@ -112,8 +112,8 @@ def unpack_jacobian(packed: Tensor, d: int) -> Tensor:
 def logdet_packed(packed: Tensor, d: int) -> Tensor:
     """log det of symmetric positive definite matrices given as packed upper triangles.
 
-    d = 1, 2 use the determinant directly; larger d a Cholesky factorisation. Rows that are not
-    positive definite get -inf (their loss is then non-finite and training reports divergence).
+    d = 1, 2 use the determinant directly; larger d a Cholesky factorisation, with log |det| by LU
+    for rows whose factorisation fails to rounding (``_PackedCholeskyLogdet``); singular rows get -inf.
     """
     if d == 1:
         return torch.log(packed[:, 0])
@@ -124,36 +124,51 @@ def logdet_packed(packed: Tensor, d: int) -> Tensor:
 
 
 class _PackedCholeskyLogdet(torch.autograd.Function):
-    """log det J from the packed upper triangle of SPD J via Cholesky; -inf where J is not PD.
+    """log det J from the packed upper triangle of SPD J via Cholesky.
 
     The gradient is d log det / dJ = J^{-1}, read straight from the factor (one cholesky_inverse)
     and packed, off-diagonal entries counted twice; autograd through the factorisation would
     form it from triangular solves, several times slower. First order only.
+
+    J is positive semi-definite by construction, but rounding can make a nearly singular J fail the
+    factorisation. Those rows fall back to log |det J| by LU (what the GradNetOT authors use
+    throughout), gradient J^{-1} from its inverse, so training goes on where it can; rows that are
+    singular even for LU get -inf and no gradient (their loss is then non-finite and training
+    reports divergence). Checking for such rows reads one flag back from the device per step.
     """
 
     @staticmethod
     def forward(ctx: Any, packed: Tensor, d: int) -> Tensor:
-        chol, info = torch.linalg.cholesky_ex(unpack_jacobian(packed, d))
+        matrices = unpack_jacobian(packed, d)
+        chol, info = torch.linalg.cholesky_ex(matrices)
         ok = info == 0
         logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        ctx.save_for_backward(chol, ok)
+        failed = None
+        if not bool(ok.all()):
+            failed = (~ok).nonzero()[:, 0]
+            logdet = logdet.index_put((failed,), torch.linalg.slogdet(matrices[failed])[1])
+        ctx.save_for_backward(chol, ok, matrices[failed] if failed is not None else chol[:0], logdet,
+                              failed if failed is not None else ok.nonzero()[:0, 0])
         ctx.d = d
-        return torch.where(ok, logdet, torch.full_like(logdet, -math.inf))
+        return logdet
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        chol, ok = ctx.saved_tensors
+        chol, ok, fallen, logdet, failed = ctx.saved_tensors
         d = ctx.d
-        if chol.device.type != "cpu" or not bool(ok.all()):      # (no host sync on a GPU)
-            # Rows that are not positive definite have log det -inf and, as through torch.where,
-            # no gradient; an identity factor keeps the inverse defined.
-            eye = torch.eye(d, dtype=chol.dtype, device=chol.device)
-            chol = torch.where(ok[:, None, None], chol, eye)
-            grad = torch.where(ok, grad, torch.zeros_like(grad))
+        if failed.numel():
+            # An identity factor keeps cholesky_inverse defined; those rows take the LU inverse below.
+            chol = torch.where(ok[:, None, None], chol, torch.eye(d, dtype=chol.dtype, device=chol.device))
+        inverse = torch.cholesky_inverse(chol)
+        if failed.numel():
+            finite = torch.isfinite(logdet[failed])
+            inv, _ = torch.linalg.inv_ex(fallen)
+            inverse[failed] = torch.where(finite[:, None, None] & torch.isfinite(inv), inv, torch.zeros_like(inv))
+            grad = torch.where(torch.isfinite(logdet), grad, torch.zeros_like(grad))
         flat, _ = _index_maps(d, chol.device)
-        inverse = torch.cholesky_inverse(chol).flatten(-2).index_select(-1, flat)      # packed J^{-1}
-        return grad[:, None] * inverse * _off_diagonal_twice(d, chol.device, inverse.dtype), None
+        packed_inverse = inverse.flatten(-2).index_select(-1, flat)
+        return grad[:, None] * packed_inverse * _off_diagonal_twice(d, chol.device, packed_inverse.dtype), None
 
 
 def _low_rank_logdet(A: Tensor, W: Tensor, delta: Tensor) -> Tensor:

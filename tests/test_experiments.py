@@ -134,16 +134,18 @@ def test_gaussian2d_cli(tmp_path, capsys):
         assert image.size[0] > image.size[1]          # 5 columns of t, 4 rows of models
 
 
-def test_highdim_cli_reports_divergence_of_rank_deficient_networks(tmp_path, capsys):
+def test_highdim_cli_runs_rank_deficient_networks_the_authors_way(tmp_path, capsys):
     out = tmp_path / "h"
-    # d = 33 > width 32: the authors' mGradNet-C has a singular Jacobian; ours adds eps I + V^T V.
+    # d = 33 > width 32: the authors' mGradNet-C has a singular Jacobian; as with their slogdet, its
+    # log |det| is finite rounding noise and training goes on (the row says the rank); ours adds eps I + V^T V.
     summary = _run(capsys, "highdim", "--dims", "2", "33", "--steps", "3", "--n-test", "50", "--out", str(out))
     _check_files(summary, out, ["highdim.csv", "mse.png", "mse.html", "summary.json"])
     rows = _rows(out / "highdim.csv")
     assert len(rows) == 2 * 2 * 2
     by_key = {(r["dim"], r["setting"], r["model"]): r for r in rows}
-    assert by_key[("33", "authors", "mGradNet-C")]["stopped"] == "diverged"
-    assert summary["mse"]["mGradNet-C authors"]["33"] is None
+    singular = by_key[("33", "authors", "mGradNet-C")]
+    assert singular["stopped"] == "completed" and int(singular["max_rank"]) == 32
+    assert float(singular["final_loss"]) > 100      # the residual of a log |det| at rounding level (about -190)
     for model in ("mGradNet-C", "mGradNet-M"):
         assert by_key[("33", "ours", model)]["stopped"] == "completed"
         assert summary["mse"][f"{model} ours"]["33"] > 0

@@ -1,12 +1,15 @@
 """Networks: closed-form Jacobian and log det == autograd, symmetric PSD Jacobians, validation."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 from gradnet_core import NETWORKS, MGradNetC, MGradNetM, MLPMap, build_map
-from gradnet_core.networks import ACTIVATIONS, autograd_jacobian, autograd_map_and_logdet
+from gradnet_core.networks import (ACTIVATIONS, autograd_jacobian, autograd_map_and_logdet, logdet_packed,
+                                  unpack_jacobian)
 
 from helpers import random_parameters
 
@@ -93,10 +96,33 @@ def test_jacobian_symmetric_psd_for_random_parameters(d, seed, kind, scale, stri
 
 def test_strict_term_keeps_logdet_finite_when_width_below_dim():
     x = torch.randn(10, 16)
-    narrow = MGradNetC(16, width=4)
-    assert torch.isinf(narrow.map_and_logdet(x)[1]).all()
+    narrow = MGradNetC(16, width=4)          # rank <= 4: |det| at rounding level (or exactly 0)
+    singular = narrow.map_and_logdet(x)[1]
+    assert ((singular < -100) | torch.isneginf(singular)).all()
     strict = MGradNetC(16, width=4, strict=True)
-    assert torch.isfinite(strict.map_and_logdet(x)[1]).all()
+    assert (strict.map_and_logdet(x)[1] > -60).all()
+
+
+def test_logdet_falls_back_to_lu_where_cholesky_fails():
+    # Rounding can leave a Jacobian that should be PSD slightly indefinite; Cholesky then fails.
+    # Those rows take log |det| and its gradient J^-1 by LU, the rest keep the Cholesky path.
+    torch.manual_seed(0)
+    d = 5
+    spd = torch.randn(3, d, d, dtype=torch.float64)
+    spd = spd @ spd.transpose(1, 2) + 0.5 * torch.eye(d, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
+    indefinite = q @ torch.diag(torch.tensor([2.0, 1.0, 0.5, 0.1, -1e-9], dtype=torch.float64)) @ q.T
+    matrices = torch.cat([spd, indefinite[None]])
+    rows, cols = torch.triu_indices(d, d)
+    packed = matrices[:, rows, cols].clone().requires_grad_(True)
+    logdet = logdet_packed(packed, d)
+    reference = torch.linalg.slogdet(unpack_jacobian(packed, d))[1]
+    torch.testing.assert_close(logdet, reference)
+    assert logdet[-1].item() == pytest.approx(math.log(2.0 * 1.0 * 0.5 * 0.1 * 1e-9), rel=1e-6)
+    weights = torch.arange(1.0, 5.0, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((weights * logdet).sum(), packed)
+    (expected,) = torch.autograd.grad((weights * reference).sum(), packed)
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_mlp_baseline_is_not_monotone_but_has_a_logdet():
