@@ -169,7 +169,7 @@ if "highdim" in saved:
 if "gaussian2d" in saved:
     res = saved["gaussian2d"]
     st.subheader("Fig. 1: saved run")
-    _dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "mse", "order_reversal_share", "crossing_share",
+    _dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "seed", "mse", "order_reversal_share", "crossing_share",
                                                      "final_loss", "train_s")} for r in res.rows]))
     for path in res.figures:
         st.image(str(path))

@@ -134,6 +134,19 @@ def test_gaussian2d_cli(tmp_path, capsys):
         assert image.size[0] > image.size[1]          # 5 columns of t, 4 rows of models
 
 
+
+def test_gaussian2d_seeds_give_one_row_each_and_a_median(tmp_path, capsys):
+    summary = _run(capsys, "gaussian2d", "--steps", "4", "--seeds", "3", "--n-test", "60", "--n-paths", "10",
+                   "--out", str(tmp_path))
+    rows = _rows(tmp_path / "gaussian2d.csv")
+    m = [r for r in rows if r["model"] == "mGradNet-M"]
+    assert [r["seed"] for r in m] == ["0", "1", "2"]
+    mses = sorted(float(r["mse"]) for r in m)
+    assert len(set(mses)) == 3                                     # the seeds differ
+    assert summary["mse"]["mGradNet-M"] == pytest.approx(mses[1])
+    assert summary["mse_range"]["mGradNet-M"] == pytest.approx([mses[0], mses[2]])
+    assert summary["seeds"] == 3 and summary["stopped"]["mGradNet-M"] == ["completed"] * 3
+
 def test_highdim_cli_runs_rank_deficient_networks_the_authors_way(tmp_path, capsys):
     out = tmp_path / "h"
     # d = 33 > width 32: the authors' mGradNet-C has a singular Jacobian; as with their slogdet, its

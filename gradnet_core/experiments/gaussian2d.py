@@ -112,11 +112,13 @@ def order_reversal_share(x: np.ndarray, mapped: np.ndarray, rtol: float = 1e-6) 
 
 def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed: int = 0, n_test: int = 1000,
                    n_paths: int = 300, models: Sequence[str] = tuple(GAUSSIAN2D_MODELS),
-                   on_progress: ProgressFn | None = None, write_files: bool = True) -> ExperimentResult:
+                   on_progress: ProgressFn | None = None, write_files: bool = True, seeds: int = 1) -> ExperimentResult:
     """Train the Fig. 1 models and compare them with whitening; write CSV, PNG and HTML to ``out``.
 
     ``steps`` defaults to the authors' 1000; ``n_test`` test samples give the MSE; the first
-    ``n_paths`` of them the pair counts (n_paths (n_paths - 1) / 2 pairs).
+    ``n_paths`` of them the pair counts (n_paths (n_paths - 1) / 2 pairs). Run k of ``seeds`` trains
+    from weight and batch seed ``seed + k`` and is scored on its own test draw; the summary gives the
+    median over runs and their range, the figures show the first run.
     """
     from ..plotting import Panel, animation_figure, position_colours, square_bounds
 
@@ -125,66 +127,76 @@ def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed
         raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(GAUSSIAN2D_MODELS)}")
     if n_test < 2 or n_paths < 2:
         raise ValueError("n_test and n_paths must each be at least 2")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
     started = time.perf_counter()
     source, target = paper_gaussian_pair()
     truth_map = gaussian_map(source, target)
-    x_test = source.sample(n_test, torch.Generator().manual_seed(seed + 1))
-    truth = truth_map(x_test)
-    x_np = x_test.numpy()
     paths = min(n_paths, n_test)
-
-    overrides: dict[str, Any] = {"seed": seed, "device": "cpu"}
-    if steps is not None:
-        overrides["steps"] = steps
-    configs = {m: train_preset("gaussian-paper", **overrides).with_objective(jacobian=GAUSSIAN2D_MODELS[m][2])
-               for m in models}
-    tracker = ProgressTracker([configs[m].steps for m in models], on_progress)
+    tracker = ProgressTracker([steps or train_preset("gaussian-paper").steps for _ in range(seeds) for _ in models],
+                              on_progress)
 
     rows: list[dict[str, Any]] = []
-    mapped: dict[str, np.ndarray] = {}
     losses: list[dict[str, Any]] = []
-    for k, label in enumerate(models):
-        name, kwargs, _ = GAUSSIAN2D_MODELS[label]
-        config = configs[label]
-        model = seeded_map(name, seed, dim=2, **kwargs)
-        result = train(model, source, target, config, callback=tracker.callback(k, label))
-        tracker.finish(k, label)
-        metrics = evaluate_map(model, source, target, x_test, truth)
-        with torch.no_grad():
-            y = model(x_test.to(torch.float32)).double().numpy()
-        mapped[label] = y
-        rows.append({
-            "model": label, "monotone": bool(model.monotone), "steps": result.steps, "stopped": result.stopped,
-            "final_loss": result.final_loss, "train_s": result.elapsed,
-            "steps_per_s": result.steps / result.elapsed if result.elapsed > 0 else float("nan"),
-            **metrics,
-            "crossing_share": crossing_share(x_np[:paths], y[:paths]),
-            "order_reversal_share": order_reversal_share(x_np[:paths], y[:paths]),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        })
-        losses += [{"model": label, "step": s, "loss": v}
-                   for s, v in zip(result.history["step"], result.history["loss"])]
-    exact = truth.numpy()
-    mapped[WHITENING] = exact
-    rows.append({"model": WHITENING, "monotone": True, "steps": 0, "stopped": "exact", "mse": 0.0,
-                 "crossing_share": crossing_share(x_np[:paths], exact[:paths]),
-                 "order_reversal_share": order_reversal_share(x_np[:paths], exact[:paths])})
+    for run in range(seeds):
+        run_seed = seed + run
+        x_test = source.sample(n_test, torch.Generator().manual_seed(run_seed + 1))
+        truth = truth_map(x_test)
+        x_np = x_test.numpy()
+        overrides: dict[str, Any] = {"seed": run_seed, "device": "cpu"}
+        if steps is not None:
+            overrides["steps"] = steps
+        mapped: dict[str, np.ndarray] = {}
+        for k, label in enumerate(models):
+            name, kwargs, jacobian = GAUSSIAN2D_MODELS[label]
+            config = train_preset("gaussian-paper", **overrides).with_objective(jacobian=jacobian)
+            model = seeded_map(name, run_seed, dim=2, **kwargs)
+            task = run * len(models) + k
+            result = train(model, source, target, config, callback=tracker.callback(task, label))
+            tracker.finish(task, label)
+            metrics = evaluate_map(model, source, target, x_test, truth)
+            with torch.no_grad():
+                y = model(x_test.to(torch.float32)).double().numpy()
+            mapped[label] = y
+            rows.append({
+                "model": label, "seed": run_seed, "monotone": bool(model.monotone), "steps": result.steps,
+                "stopped": result.stopped, "final_loss": result.final_loss, "train_s": result.elapsed,
+                "steps_per_s": result.steps / result.elapsed if result.elapsed > 0 else float("nan"),
+                **metrics,
+                "crossing_share": crossing_share(x_np[:paths], y[:paths]),
+                "order_reversal_share": order_reversal_share(x_np[:paths], y[:paths]),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            })
+            losses += [{"model": label, "seed": run_seed, "step": s, "loss": v}
+                       for s, v in zip(result.history["step"], result.history["loss"])]
+        exact = truth.numpy()
+        rows.append({"model": WHITENING, "seed": run_seed, "monotone": True, "steps": 0, "stopped": "exact", "mse": 0.0,
+                     "crossing_share": crossing_share(x_np[:paths], exact[:paths]),
+                     "order_reversal_share": order_reversal_share(x_np[:paths], exact[:paths])})
+        if run == 0:
+            first_x, first_mapped = x_np, {**mapped, WHITENING: exact}
 
     labels = list(models) + [WHITENING]
-    bounds = square_bounds(x_np, *mapped.values())
+    bounds = square_bounds(first_x, *first_mapped.values())
     # Rounded to 3 decimals and 600 points: the HTML stays a few hundred kB.
-    figures = {"animation": animation_figure(x_np.round(3), [Panel(title=m, mapped=mapped[m].round(3)) for m in labels],
+    figures = {"animation": animation_figure(first_x.round(3),
+                                             [Panel(title=m, mapped=first_mapped[m].round(3)) for m in labels],
                                              frames=16, trajectories=True, max_points=600, max_paths=150,
                                              bounds=bounds)}
+
+    def median(key: str) -> dict[str, float]:
+        return {m: float(np.median(v)) for m in labels
+                if (v := [r[key] for r in rows if r["model"] == m and key in r])}
+
     summary = {
-        "steps": {m: c.steps for m, c in configs.items()}, "seed": seed, "n_test": n_test,
-        "pairs": paths * (paths - 1) // 2,
-        "mse": {r["model"]: r["mse"] for r in rows},
-        "crossing_share": {r["model"]: r["crossing_share"] for r in rows},
-        "order_reversal_share": {r["model"]: r["order_reversal_share"] for r in rows},
-        "train_s": {r["model"]: r["train_s"] for r in rows if "train_s" in r},
-        "final_loss": {r["model"]: r["final_loss"] for r in rows if "final_loss" in r},
-        "stopped": {r["model"]: r["stopped"] for r in rows},
+        "steps": {m: steps or train_preset("gaussian-paper").steps for m in models}, "seed": seed, "seeds": seeds,
+        "n_test": n_test, "pairs": paths * (paths - 1) // 2,
+        "mse": median("mse"),
+        "mse_range": {m: [min(r["mse"] for r in rows if r["model"] == m), max(r["mse"] for r in rows if r["model"] == m)]
+                      for m in labels},
+        "crossing_share": median("crossing_share"), "order_reversal_share": median("order_reversal_share"),
+        "train_s": median("train_s"), "final_loss": median("final_loss"),
+        "stopped": {m: [r["stopped"] for r in rows if r["model"] == m] for m in labels},
         "paper": PAPER_GAUSSIAN_2D,
         "machine": machine_description(),
     }
@@ -193,9 +205,10 @@ def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed
         folder = output_dir(out, "gaussian2d")
         files.append(write_csv(folder / "gaussian2d.csv", rows))
         files.append(write_csv(folder / "loss.csv", losses))
-        colours = position_colours(x_np)
-        frames = [[(1 - t) * x_np + t * mapped[m] for t in SNAPSHOT_TIMES] for m in labels]
-        titles = [m + ("" if m == WHITENING else f"\nMSE {r['mse']:.2e}") for m, r in zip(labels, rows)]
+        colours = position_colours(first_x)
+        frames = [[(1 - t) * first_x + t * first_mapped[m] for t in SNAPSHOT_TIMES] for m in labels]
+        first_rows = {r["model"]: r for r in rows if r["seed"] == seed}
+        titles = [m + ("" if m == WHITENING else f"\nMSE {first_rows[m]['mse']:.2e}") for m in labels]
         files.append(snapshot_grid_png(folder / "snapshots.png", frames, colours, titles,
                                        [f"t = {t:g}" for t in SNAPSHOT_TIMES], bounds))
         files.append(write_html(folder / "animation.html", figures["animation"]))
@@ -207,6 +220,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``gaussian2d`` subcommand's own options (``__main__`` adds --out, --json, --threads, --no-progress)."""
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: the authors' 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and test samples")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="runs from seeds seed, seed + 1, ...; each scored on its own test draw (medians reported)")
     parser.add_argument("--n-test", type=int, default=1000, help="test samples for the MSE")
     parser.add_argument("--n-paths", type=int, default=300, help="trajectories for the crossing counts")
 
@@ -214,4 +229,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
     """Run the ``gaussian2d`` subcommand from parsed arguments."""
     return run_gaussian2d(args.out, steps=args.steps, seed=args.seed, n_test=args.n_test, n_paths=args.n_paths,
-                          on_progress=on_progress)
+                          on_progress=on_progress, seeds=args.seeds)
