@@ -34,6 +34,7 @@ import argparse
 import math
 import statistics
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -320,12 +321,12 @@ def ours_time_to(model: nn.Module, source, target, config, score, every: int) ->
         if progress.step % every == 0 or progress.step == progress.total:
             curve.append((progress.step, score(progress.model)))
 
-    train(model, source, target, with_steps(config, config.steps, report_seconds=0.0), evaluate)
+    config = replace(config, report_seconds=0.0, assess=False)
+    train(model, source, target, config, evaluate)
     model.load_state_dict(start)
     clock = [(0, 0.0)]
     cpu = time.thread_time()
-    train(model, source, target, with_steps(config, config.steps, report_seconds=0.0),
-          lambda p: clock.append((p.step, time.thread_time() - cpu)))
+    train(model, source, target, config, lambda p: clock.append((p.step, time.thread_time() - cpu)))
     first = next((s for s, m in curve if m <= TARGET_MSE), None)
     steps, seconds = zip(*clock)
     return {"reached": first is not None, "step": first, "mse": curve[-1][1],
