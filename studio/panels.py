@@ -27,7 +27,8 @@ from gradnet_core.training import TrainResult
 
 from .device import device_label
 from .jobs import TrainingJob
-from .problems import Problem, Reference, Run, compute_reference, evaluate_run, metrics_table, to_numpy
+from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, evaluate_run, metrics_table,
+                       to_numpy)
 from .state import PageState, key, page_state, start_job
 
 __all__ = ["training_panel", "results_panel", "color_training_panel", "color_results_panel",
@@ -309,6 +310,11 @@ def results_panel(page: str, problem: Problem | None) -> None:
         "Monge–Ampère residual": st.column_config.NumberColumn(format="%.4f"),
         "smallest Jacobian eigenvalue": st.column_config.NumberColumn(format="%.4f"),
         "training time (s)": st.column_config.NumberColumn(format="%.1f"),
+        METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
+            format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
+        METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
+            format="%.3f", help="From the Monge–Ampère residual, in nats. None where the verdict does not use "
+                                "it: image targets and maps trained on target samples only."),
     })
     steps = [run.result.history["step"] for run in runs]
     losses = [run.result.history["loss"] for run in runs]
