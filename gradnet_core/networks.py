@@ -426,12 +426,10 @@ _SOFTMAX_CHUNK_ELEMENTS = 1 << 18
 
 
 def _softmax_chunk(A: Tensor, n: int) -> int:
-    """Rows per chunk of ``_SoftmaxAverage``: all of them on a GPU or when P is at most four chunks (the
-    recomputation would cost more than it saves: 0.8x on the digits' 8 x 64 network), else a chunk."""
-    per_row = A.shape[0] * A.shape[1]
-    if A.device.type != "cpu" or n * per_row <= 4 * _SOFTMAX_CHUNK_ELEMENTS:
+    """Rows per chunk of ``_SoftmaxAverage``: all of them on a GPU, else enough to fill about 1 MB."""
+    if A.device.type != "cpu":
         return n
-    return max(16, _SOFTMAX_CHUNK_ELEMENTS // per_row)
+    return max(16, _SOFTMAX_CHUNK_ELEMENTS // (A.shape[0] * A.shape[1]))
 
 
 def _block_softmax(x: Tensor, A: Tensor, floor: float | None) -> Tensor:
