@@ -373,74 +373,41 @@ class _SoftmaxAverage(torch.autograd.Function):
     """M[b] = softmax(x A[b]^T) @ R[b] for every block b: the hot loop of mGradNet-M in low dimension.
 
     ``x: (n, k)`` (inputs with a column of ones last, so the last column of A is the bias),
-    ``A: (B, h, k)``, ``R: (B, h, C)``; returns ``(B, n, C)``. With g' = (dM, -<dM, M>),
-    dL/du = P * (g' [R 1]^T), so every parameter gradient is a slice of the single contraction
-    P^T [g' (x) x] and dL/du is never formed. Exact, first order only; the inputs ``x`` get no gradient.
-
-    On the CPU the rows go through in chunks small enough for P = softmax(x A^T) to stay in cache, and
-    the backward pass recomputes P chunk by chunk instead of keeping it: at the paper's 32 x 128 network
-    P is 64 x 1000 x 128 floats (33 MB), and the passes over it in memory cost more than recomputing it
-    (benchmarks/README.md). On a GPU the whole batch is one chunk and P is kept.
+    ``A: (B, h, k)``, ``R: (B, h, C)``; returns ``(B, n, C)``. Only P = softmax(x A^T) is kept, and
+    the backward pass reads it once: with g' = (dM, -<dM, M>), dL/du = P * (g' [R 1]^T), so every
+    parameter gradient is a slice of the single contraction P^T [g' (x) x] and dL/du is never formed.
+    Exact, first order only; the inputs ``x`` get no gradient.
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, A: Tensor, R: Tensor) -> Tensor:
-        blocks, n = A.shape[0], x.shape[0]
-        floor = _EXP_FLOOR.get(A.dtype) if A.device.type == "cpu" else None
-        if floor is not None and not 2.0 * _bound_abs(x, A) > -floor:
-            floor = None
-        chunk = _softmax_chunk(A, n)
-        out = R.new_empty(blocks, n, R.shape[-1])
-        p = None
-        for start in range(0, n, chunk):
-            p = _block_softmax(x[start:start + chunk], A, floor)
-            out[:, start:start + chunk] = torch.bmm(p, R)
-        ctx.save_for_backward(x, A, R, out, p if chunk >= n else None)
-        ctx.floor, ctx.chunk = floor, chunk
+        u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (B, n, h)
+        floor = _EXP_FLOOR.get(u.dtype) if u.device.type == "cpu" else None
+        if floor is not None and 2.0 * _bound_abs(x, A) > -floor:
+            # CPU exp takes a slow path for results below the smallest normal float. Terms this far
+            # below the row maximum weigh < 1e-37 of it, so clamping them changes nothing.
+            u.sub_(u.amax(-1, keepdim=True)).clamp_min_(floor).exp_()
+            p = u.div_(u.sum(-1, keepdim=True))
+        else:
+            p = torch.softmax(u, dim=-1)
+        out = torch.bmm(p, R)
+        ctx.save_for_backward(x, R, p, out)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, Tensor]:
-        x, A, R, out, kept = ctx.saved_tensors
+        x, R, p, out = ctx.saved_tensors
         blocks, n, c = grad.shape
         k = x.shape[1]
-        t = grad.new_zeros(blocks, A.shape[1], k * (c + 1))
-        for start in range(0, n, ctx.chunk):
-            rows = slice(start, start + ctx.chunk)
-            p = kept if kept is not None else _block_softmax(x[rows], A, ctx.floor)
-            g = grad[:, rows]
-            g = torch.cat([g, -(g * out[:, rows]).sum(-1, keepdim=True)], -1)          # (B, m, C+1)
-            rhs = g.new_empty(blocks, g.shape[1], k, c + 1)
-            for j in range(k):
-                torch.mul(g, x[rows, j, None], out=rhs[:, :, j])
-            t.baddbmm_(p.transpose(1, 2), rhs.view(blocks, g.shape[1], -1))
-        t = t.view(blocks, -1, k, c + 1)
+        g = torch.cat([grad, -(grad * out).sum(-1, keepdim=True)], -1)             # (B, n, C+1)
+        rhs = g.new_empty(blocks, n, k, c + 1)
+        for j in range(k):
+            torch.mul(g, x[:, j, None], out=rhs[:, :, j])
+        t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(blocks, -1, k, c + 1)
         grad_a = torch.einsum("bhc,bhkc->bhk", R, t[..., :c]) + t[..., c]
         grad_r = t[:, :, -1, :c]                                                   # the ones column of x
         return None, grad_a, grad_r
-
-
-#: Elements of one chunk's softmax block on the CPU (``_SoftmaxAverage``): 256 k floats, 1 MB in float32.
-_SOFTMAX_CHUNK_ELEMENTS = 1 << 18
-
-
-def _softmax_chunk(A: Tensor, n: int) -> int:
-    """Rows per chunk of ``_SoftmaxAverage``: all of them on a GPU, else enough to fill about 1 MB."""
-    if A.device.type != "cpu":
-        return n
-    return max(16, _SOFTMAX_CHUNK_ELEMENTS // (A.shape[0] * A.shape[1]))
-
-
-def _block_softmax(x: Tensor, A: Tensor, floor: float | None) -> Tensor:
-    """softmax(x A[b]^T) over the units of every block b: ``(B, m, h)`` for ``x: (m, k)``."""
-    u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))               # (B, m, h)
-    if floor is None:
-        return torch.softmax(u, dim=-1)
-    # CPU exp takes a slow path for results below the smallest normal float. Terms this far below
-    # the row maximum weigh < 1e-37 of it, so clamping them changes nothing.
-    u.sub_(u.amax(-1, keepdim=True)).clamp_min_(floor).exp_()
-    return u.div_(u.sum(-1, keepdim=True))
 
 
 #: Where CPU exp leaves its fast path (just above the log of the smallest normal number).
