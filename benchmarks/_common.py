@@ -70,13 +70,14 @@ def interleaved(runs: dict[str, Callable[[int], tuple[float, float]]], rounds: i
     """Median per-step timing of each run, the runs interleaved round by round.
 
     ``runs[name](steps) -> (wall, cpu)`` seconds per step. A first short call per run warms it up
-    and sizes the later calls to about ``budget`` seconds each.
+    and sizes the later calls to about ``budget`` seconds each. Odd rounds run the runs in reverse
+    order, so that neither side always follows the other (whose allocations and cache it inherits).
     """
     sizes = {name: steps_for(run(2)[0], budget) for name, run in runs.items()}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            samples[name].append(run(sizes[name]))
+    for k in range(rounds):
+        for name in (list(runs) if k % 2 == 0 else list(runs)[::-1]):
+            samples[name].append(runs[name](sizes[name]))
     return {name: Timing(statistics.median(w for w, _ in s), statistics.median(c for _, c in s))
             for name, s in samples.items()}
 

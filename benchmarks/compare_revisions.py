@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import importlib
 import io
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 import gradnet_core
-from _common import digit_images, machine, steps_for, table
+from _common import digit_images, interleaved, machine, table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +103,9 @@ def runner(lib, network: str, kwargs: dict[str, Any], problem_name: str, setting
     extra = {"bandwidth_start": BANDWIDTH, "bandwidth_end": BANDWIDTH} if problem_name == "digits" else {}
 
     def run(steps: int) -> tuple[float, float]:
+        # Every call from the same weights: a model trained on between calls changes what a step
+        # costs (softmax blocks that saturate take the clamped path), differently on each side.
+        model.load_state_dict(weights)
         config = make_config(lib, steps, {**settings, **extra})
         wall, cpu = time.perf_counter(), time.thread_time()
         result = lib.train(model, source, target, config)
@@ -132,13 +134,8 @@ def main() -> None:
             weights = gradnet_core.build_map(network, **kwargs).state_dict()
             runs = {"base": runner(base, network, kwargs, problem_name, settings, weights),
                     "new": runner(gradnet_core, network, kwargs, problem_name, settings, weights)}
-            sizes = {k: steps_for(r(2)[0], args.budget) for k, r in runs.items()}
-            samples: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
-            for _ in range(args.rounds):
-                for k, r in runs.items():
-                    samples[k].append(r(sizes[k]))
-            med = {k: (statistics.median(w for w, _ in s), statistics.median(c for _, c in s)) for k, s in samples.items()}
-            (bw, bc), (nw, nc) = med["base"], med["new"]
+            t = interleaved(runs, args.rounds, args.budget)
+            (bw, bc), (nw, nc) = (t["base"].wall, t["base"].cpu), (t["new"].wall, t["new"].cpu)
             rows.append([label, 1e3 * bw, 1e3 * nw, f"{bw / nw:.1f}x", 1e3 * bc, 1e3 * nc, f"{bc / nc:.1f}x"])
             print(f"  {label}: {1e3 * bw:.1f} -> {1e3 * nw:.1f} ms", flush=True)
     print("\n" + table(["training step (batch 1000 unless noted)", "base ms", "new ms", "speed-up (wall)",
