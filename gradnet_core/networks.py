@@ -465,10 +465,7 @@ class MGradNetM(GradientNetwork):
             v = m[..., :d]                                             # W_k^T softmax(+-u_k)
             outer = weight @ self._square_products(v).view(2 * k, -1)
             return sums[0, :, :d] + self.out_bias, sums[1, :, d:] - outer.view(n, -1)
-        u = torch.addmm(a2[..., -1].reshape(-1), x, a2[..., :-1].reshape(-1, d).T)
-        p = torch.softmax(u.view(n, 2 * k, h), dim=-1)                 # (n, 2K, h)
-        v = torch.einsum("nbh,bhd->bnd", p, w2)
-        out = torch.einsum("b,bnd->nd", signed, v) + self.out_bias
+        p, v, out = self._softmax_blocks(x, a2, w2, signed)
         if not jacobian:
             return out, None
         sq = self._square_products(w2).reshape(2 * k * h, -1)
@@ -477,6 +474,38 @@ class MGradNetM(GradientNetwork):
             return out, diag - (weight @ self._square_products(v).view(2 * k, -1)).view(n, -1)
         outer = torch.einsum("bni,bnj->nij", v * weight[:, None, None], v)
         return out, diag - _pack(outer)
+
+    def _softmax_blocks(self, x: Tensor, a2: Tensor, w2: Tensor, signed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """softmax(+-u_k) of every block ``(n, 2K, h)``, W_k^T of it ``(2K, n, d)`` and T(x) without the
+        quadratic term ``(n, d)``, by plain autograd-friendly ops (the path for d > 2)."""
+        k2, h, d = w2.shape
+        u = torch.addmm(a2[..., -1].reshape(-1), x, a2[..., :-1].reshape(-1, d).T)
+        p = torch.softmax(u.view(x.shape[0], k2, h), dim=-1)
+        v = torch.einsum("nbh,bhd->bnd", p, w2)
+        return p, v, torch.einsum("b,bnd->nd", signed, v) + self.out_bias
+
+    def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, h, d = self.W.shape
+        if not (self.strict and k * h < d):
+            return super().map_and_logdet(x)
+        # J = A + U^T C U with A = eps I + V^T V, U the modules' W_k stacked (Kh x d) and C block
+        # diagonal per sample, C_k = sum over module k's two softmax blocks of w_b (diag p_b - p_b p_b^T).
+        # Of rank Kh < d: det J = det A det(I + C G), G = U A^-1 U^T (docs/method.md §2.4).
+        n = x.shape[0]
+        scale, sa = F.softplus(self.beta), F.softplus(self.alpha)
+        ga, gb = sa * F.softplus(self.softmax_a), sa * F.softplus(self.softmax_b)
+        a = scale[:, None, None] * torch.cat([self.W, self.bias[..., None]], -1)
+        p, _, out = self._softmax_blocks(x, torch.cat([a, -a]), torch.cat([self.W, self.W]), torch.cat([ga, -gb]))
+        out, _ = self._with_quadratic_term(x, out, None)
+        chol = torch.linalg.cholesky(self._quadratic(x.dtype, x.device))
+        half = torch.linalg.solve_triangular(chol, self.W.reshape(k * h, d).T, upper=False)      # (d, Kh)
+        G = (half.T @ half).view(k, h, k * h)                          # G's rows, module by module
+        p = p.view(n, 2, k, h)
+        wp = p * torch.stack([scale * ga, scale * gb])[None, :, :, None]
+        CG = wp.sum(1)[..., None] * G - torch.einsum("nskh,nskm->nkhm", wp, torch.einsum("nskh,khm->nskm", p, G))
+        eye = torch.eye(k * h, dtype=x.dtype, device=x.device)
+        logdet_a = 2.0 * torch.log(torch.diagonal(chol)).sum()
+        return out, logdet_a + torch.linalg.slogdet(eye + CG.reshape(n, k * h, k * h))[1]
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "modules": self.n_modules}

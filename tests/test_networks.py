@@ -59,12 +59,16 @@ def test_logdet_gradients_match_autograd():
 
 
 
+@pytest.mark.parametrize("kind", ["C", "M"])
 @pytest.mark.parametrize("scale", [0.5, 4.0])
-def test_low_rank_logdet_matches_the_full_jacobian(scale):
-    # mGradNet-C with the strict term and width < d takes log det J by the matrix determinant lemma;
-    # it must equal the log det of the full Jacobian, with the same parameter gradients, also where
-    # saturated units make some of diag(delta) vanish (scale 4).
-    model = perturbed(MGradNetC(12, width=4, depth=3, activation="tanh", strict=True), scale=scale, seed=3)
+def test_low_rank_logdet_matches_the_full_jacobian(kind, scale):
+    # mGradNet-C with the strict term and width < d, and mGradNet-M with modules x width < d, take
+    # log det J by the matrix determinant lemma; it must equal the log det of the full Jacobian, with
+    # the same parameter gradients, also where saturated units or softmax blocks make parts of the
+    # network's curvature vanish (scale 4).
+    network = (MGradNetC(12, width=4, depth=3, activation="tanh", strict=True) if kind == "C"
+               else MGradNetM(12, width=4, modules=2, strict=True))
+    model = perturbed(network, scale=scale, seed=3)
     x = 2.0 * torch.randn(9, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     params = list(model.parameters())
     _, logdet = model.map_and_logdet(x)
