@@ -171,17 +171,16 @@ class _PackedCholeskyLogdet(torch.autograd.Function):
         return grad[:, None] * packed_inverse * _off_diagonal_twice(d, chol.device, packed_inverse.dtype), None
 
 
-def _low_rank_logdet(A: Tensor, W: Tensor, delta: Tensor) -> Tensor:
-    """log det(A + W^T diag(delta_i) W) for each row delta_i of ``delta: (n, h)``, with A (d, d) SPD and
-    W (h, d): log det A + log det(I_h + diag(delta_i) G), G = W A^-1 W^T (matrix determinant lemma).
-    I + diag(delta) G is similar to the SPD I + D^1/2 G D^1/2, so its determinant is positive; it is taken
-    by LU (slogdet), whose gradient needs no square root of delta (which may be 0)."""
+def _low_rank_logdet(A: Tensor, U: Tensor, times_g: Callable[[Tensor], Tensor]) -> Tensor:
+    """log det(A + U^T C_i U) per sample, with A (d, d) SPD, U (r, d) and C_i (r, r) PSD, given
+    ``times_g(G) -> (n, r, r)``, the products C_i G with G = U A^-1 U^T: log det A + log det(I_r + C_i G)
+    (matrix determinant lemma). I + C G is similar to the SPD I + C^1/2 G C^1/2, so its determinant is
+    positive; it is taken by LU (slogdet), whose gradient needs no square root of C (which may be singular)."""
     chol = torch.linalg.cholesky(A)
-    half = torch.linalg.solve_triangular(chol, W.T, upper=False)          # L^-1 W^T: (d, h)
-    G = half.T @ half
-    eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
+    half = torch.linalg.solve_triangular(chol, U.T, upper=False)          # L^-1 U^T: (d, r)
+    eye = torch.eye(U.shape[0], dtype=U.dtype, device=U.device)
     logdet_a = 2.0 * torch.log(torch.diagonal(chol)).sum()
-    return logdet_a + torch.linalg.slogdet(eye + delta[:, :, None] * G)[1]
+    return logdet_a + torch.linalg.slogdet(eye + times_g(half.T @ half))[1]
 
 
 #: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains
@@ -340,7 +339,7 @@ class MGradNetC(GradientNetwork):
         # neither J nor its d x d factorisation is formed (docs/method.md §2.4).
         out, delta = self._map_and_delta(x, True)
         out, _ = self._with_quadratic_term(x, out, None)
-        return out, _low_rank_logdet(self._quadratic(x.dtype, x.device), self.W, delta)
+        return out, _low_rank_logdet(self._quadratic(x.dtype, x.device), self.W, lambda G: delta[:, :, None] * G)
 
     def _map_and_delta(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
@@ -443,16 +442,7 @@ class MGradNetM(GradientNetwork):
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         k, h, d = self.W.shape
         n = x.shape[0]
-        scale = F.softplus(self.beta)                                  # (K,)
-        sa = F.softplus(self.alpha)
-        ga, gb = sa * F.softplus(self.softmax_a), sa * F.softplus(self.softmax_b)
-        # softmax(-u_k) is the softmax of a module with weights -W_k, -b_k: 2K blocks in one pass.
-        a = scale[:, None, None] * torch.cat([self.W, self.bias[..., None]], -1)     # (K, h, d+1)
-        a2 = torch.cat([a, -a])
-        w2 = torch.cat([self.W, self.W])                               # (2K, h, d)
-        signed = torch.cat([ga, -gb])                                  # output weight of each block
-        # J = sum_k sp(beta_k) [ga_k (W^T diag p W - vp vp^T) + gb_k (W^T diag q W - vq vq^T)]
-        weight = torch.cat([scale * ga, scale * gb])                   # (2K,), > 0
+        a2, w2, signed, weight = self._blocks()
         if d <= _SMALL_DIM and not (x.requires_grad and torch.is_grad_enabled()):
             if jacobian:
                 sq = self._square_products(self.W)
@@ -475,6 +465,18 @@ class MGradNetM(GradientNetwork):
         outer = torch.einsum("bni,bnj->nij", v * weight[:, None, None], v)
         return out, diag - _pack(outer)
 
+    def _blocks(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The 2K softmax blocks: input weights with the bias last ``(2K, h, d+1)``, output weights
+        ``(2K, h, d)``, each block's signed output scale and its positive Jacobian weight ``(2K,)``."""
+        scale = F.softplus(self.beta)                                  # (K,)
+        sa = F.softplus(self.alpha)
+        ga, gb = sa * F.softplus(self.softmax_a), sa * F.softplus(self.softmax_b)
+        # softmax(-u_k) is the softmax of a module with weights -W_k, -b_k: 2K blocks in one pass.
+        a = scale[:, None, None] * torch.cat([self.W, self.bias[..., None]], -1)     # (K, h, d+1)
+        # J = sum_k sp(beta_k) [ga_k (W^T diag p W - vp vp^T) + gb_k (W^T diag q W - vq vq^T)]
+        return (torch.cat([a, -a]), torch.cat([self.W, self.W]), torch.cat([ga, -gb]),
+                torch.cat([scale * ga, scale * gb]))
+
     def _softmax_blocks(self, x: Tensor, a2: Tensor, w2: Tensor, signed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """softmax(+-u_k) of every block ``(n, 2K, h)``, W_k^T of it ``(2K, n, d)`` and T(x) without the
         quadratic term ``(n, d)``, by plain autograd-friendly ops (the path for d > 2)."""
@@ -492,20 +494,18 @@ class MGradNetM(GradientNetwork):
         # diagonal per sample, C_k = sum over module k's two softmax blocks of w_b (diag p_b - p_b p_b^T).
         # Of rank Kh < d: det J = det A det(I + C G), G = U A^-1 U^T (docs/method.md §2.4).
         n = x.shape[0]
-        scale, sa = F.softplus(self.beta), F.softplus(self.alpha)
-        ga, gb = sa * F.softplus(self.softmax_a), sa * F.softplus(self.softmax_b)
-        a = scale[:, None, None] * torch.cat([self.W, self.bias[..., None]], -1)
-        p, _, out = self._softmax_blocks(x, torch.cat([a, -a]), torch.cat([self.W, self.W]), torch.cat([ga, -gb]))
+        a2, w2, signed, weight = self._blocks()
+        p, _, out = self._softmax_blocks(x, a2, w2, signed)
         out, _ = self._with_quadratic_term(x, out, None)
-        chol = torch.linalg.cholesky(self._quadratic(x.dtype, x.device))
-        half = torch.linalg.solve_triangular(chol, self.W.reshape(k * h, d).T, upper=False)      # (d, Kh)
-        G = (half.T @ half).view(k, h, k * h)                          # G's rows, module by module
         p = p.view(n, 2, k, h)
-        wp = p * torch.stack([scale * ga, scale * gb])[None, :, :, None]
-        CG = wp.sum(1)[..., None] * G - torch.einsum("nskh,nskm->nkhm", wp, torch.einsum("nskh,khm->nskm", p, G))
-        eye = torch.eye(k * h, dtype=x.dtype, device=x.device)
-        logdet_a = 2.0 * torch.log(torch.diagonal(chol)).sum()
-        return out, logdet_a + torch.linalg.slogdet(eye + CG.reshape(n, k * h, k * h))[1]
+        wp = p * weight.view(2, k)[None, :, :, None]
+
+        def times_g(G: Tensor) -> Tensor:
+            G = G.view(k, h, k * h)                                    # G's rows, module by module
+            CG = wp.sum(1)[..., None] * G - torch.einsum("nskh,nskm->nkhm", wp, torch.einsum("nskh,khm->nskm", p, G))
+            return CG.reshape(n, k * h, k * h)
+
+        return out, _low_rank_logdet(self._quadratic(x.dtype, x.device), self.W.reshape(k * h, d), times_g)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "width": self.width, "modules": self.n_modules}
