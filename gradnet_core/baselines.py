@@ -207,6 +207,9 @@ class ICNNMap(TransportMap):
         """J_T(x) = Hessian of u: (n, d, d), symmetric positive semi-definite."""
         return self._map_and_hessian(x)[1]
 
+    def map_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._map_and_hessian(x)
+
     def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """T(x): (n, d) and log det of the Hessian: (n,); -inf where it is not positive definite."""
         out, hessian = self._map_and_hessian(x)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .densities import Gaussian, as_point_sets, as_tensor
 
-__all__ = ["GaussianMap", "gaussian_map", "barycentric_projection"]
+__all__ = ["GaussianMap", "gaussian_map", "barycentric_projection", "barycentric_projections"]
 
 
 class GaussianMap:
@@ -63,6 +63,14 @@ def barycentric_projection(xs: Any, xt: Any, weights: Any = None, target_weights
     ``(n, d)`` float64 on the CPU. A source point whose row of G is empty (zero weight) maps to
     its nearest target point.
     """
+    return barycentric_projections(xs, xt, weights, target_weights, max_iter)[0]
+
+
+def barycentric_projections(xs: Any, xt: Any, weights: Any = None, target_weights: Any = None,
+                            max_iter: int = 10_000_000) -> tuple[Tensor, Tensor]:
+    """Both barycentric projections of one exact plan G: source to target at ``xs`` ``(n, d)`` (as
+    ``barycentric_projection``) and target to source at ``xt`` ``(m, d)``, y_j -> sum_i G_ij x_i / sum_i G_ij:
+    the ground truth of the inverse map, for the cost of one plan."""
     import ot  # POT: heavy import, only here
 
     xs_t, xt_t = as_point_sets(xs, xt, ("source points", "target points"), "barycentric projection")
@@ -71,13 +79,18 @@ def barycentric_projection(xs: Any, xt: Any, weights: Any = None, target_weights
     b = _weights(target_weights, m, "target weights")
     cost = torch.cdist(xs_t, xt_t).square().numpy()
     plan = ot.emd(a, b, cost, numItermax=max_iter)
+    return (_project(plan, xt_t.numpy(), cost), _project(plan.T, xs_t.numpy(), cost.T))
+
+
+def _project(plan: np.ndarray, points: np.ndarray, cost: np.ndarray) -> Tensor:
+    """Rows of ``plan`` averaging ``points``; an empty row takes its cheapest point."""
     row = plan.sum(axis=1)
-    mapped = plan @ xt_t.numpy()
+    mapped = plan @ points
     empty = row <= 1e-15
     out = np.empty_like(mapped)
     out[~empty] = mapped[~empty] / row[~empty, None]
     if empty.any():
-        out[empty] = xt_t.numpy()[cost[empty].argmin(axis=1)]
+        out[empty] = points[cost[empty].argmin(axis=1)]
     return torch.from_numpy(out)
 
 

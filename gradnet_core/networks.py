@@ -12,6 +12,7 @@ import functools
 import math
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
     "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
-    "check_positive_int", "xavier_uniform",
+    "check_positive_int", "xavier_uniform", "InverseSolution",
 ]
 
 
@@ -66,9 +67,137 @@ class TransportMap(nn.Module):
         """J_T(x): (n, d, d)."""
         return autograd_jacobian(self, x)
 
+    def map_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """T(x): (n, d) and J_T(x): (n, d, d)."""
+        return self(x), self.jacobian(x)
+
     def config(self) -> dict[str, Any]:
         """Constructor arguments, enough to rebuild the architecture (used by ``save_map``)."""
         return {"dim": self.dim}
+
+    def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
+                      tol: float | None = None, max_iter: int = 100) -> "InverseSolution":
+        """Solve (1 - t) x + t T(x) = y for every row of ``y: (n, d)``: the inverse of T at t = 1, of
+        McCann's interpolant at time t in [0, 1] otherwise (docs/method.md §7).
+
+        Newton on the Jacobian (closed form for the mGradNets), vectorised over points, with a
+        backtracking line search on |residual|, from ``start``: points ``(n, d)``, a solution for
+        nearby ``y`` or t (its T and J are reused, not recomputed), or ``y`` itself by default. For
+        the gradient of a strictly convex function the solution is unique and the iteration
+        converges wherever it exists; a point converges when its residual is at most ``tol`` times
+        (1 + |y|) (1e-5 in float32, 1e-10 in float64 by default). Runs without gradients, on the
+        model's device and dtype.
+        """
+        if not self.monotone:
+            raise ValueError(f"{type(self).__name__} is not monotone, so T(x) = y may have several "
+                             "solutions or none: only monotone maps have an inverse")
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"t must lie in [0, 1]; got {t}")
+        check_positive_int(max_iter, "max_iter")
+        param = next(self.parameters(), None)
+        dtype = param.dtype if param is not None else torch.get_default_dtype()
+        device = param.device if param is not None else None
+        y = torch.as_tensor(y).to(device=device, dtype=dtype)
+        if y.ndim != 2 or y.shape[1] != self.dim:
+            raise ValueError(f"points must have shape (n, {self.dim}); got {tuple(y.shape)}")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("points must be finite")
+        with torch.no_grad():
+            if isinstance(start, InverseSolution):
+                x, mapped, jac = (v.to(device=device, dtype=dtype).clone() for v in (start.x, start.mapped,
+                                                                                      start.jacobian))
+            else:
+                x = y.clone() if start is None else torch.as_tensor(start).to(device=device, dtype=dtype).clone()
+                mapped, jac = None, None
+            if x.shape != y.shape:
+                raise ValueError(f"start must have the points' shape {tuple(y.shape)}; got {tuple(x.shape)}")
+            if mapped is None:
+                mapped, jac = self.map_and_jacobian(x)
+            tol = _NEWTON_TOL.get(dtype, 1e-5) if tol is None else float(tol)
+            return _newton(self.map_and_jacobian, y, x, mapped, jac, t, tol, max_iter)
+
+    def inverse(self, y: Tensor, start: Tensor | None = None, *, tol: float | None = None,
+                max_iter: int = 100) -> Tensor:
+        """T^-1(y): ``(n, d)`` for ``y: (n, d)`` by ``solve_inverse``; raises ValueError naming how many
+        points did not converge (they lie outside T's range, or T is nearly singular there)."""
+        solution = self.solve_inverse(y, start, tol=tol, max_iter=max_iter)
+        failed = int((~solution.converged).sum())
+        if failed:
+            raise ValueError(f"T(x) = y did not converge for {failed} of {len(solution.x)} points (largest "
+                             f"residual {solution.residual.max().item():.3g}): they may lie outside the map's "
+                             "range; solve_inverse returns the partial solution")
+        return solution.x
+
+
+@dataclass(frozen=True)
+class InverseSolution:
+    """What ``TransportMap.solve_inverse`` found: the points, each one's residual, whether it converged,
+    and T and J_T there (so that a solve for a nearby y or t can start from it without recomputing)."""
+
+    x: Tensor            # (n, d): the solutions (the last iterate where not converged)
+    residual: Tensor     # (n,): |(1 - t) x + t T(x) - y|
+    converged: Tensor    # (n,) bool: residual <= tol (1 + |y|)
+    mapped: Tensor       # (n, d): T(x)
+    jacobian: Tensor     # (n, d, d): J_T(x), the map's (not the interpolant's)
+    iterations: int      # Newton steps taken (the most any point needed)
+
+
+#: Default Newton tolerance on |residual| / (1 + |y|), per dtype: a few hundred rounding errors of T.
+_NEWTON_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+_MAX_HALVINGS = 30
+
+
+def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tensor, x: Tensor, mapped: Tensor,
+            jac: Tensor, t: float, tol: float, max_iter: int) -> InverseSolution:
+    """Solve F(x) = (1 - t) x + t T(x) = y by damped Newton from ``x`` (where T is ``mapped`` and J_T
+    ``jac``); updates those three in place.
+
+    The Newton step s = -J_F^-1 r is a descent direction of |r|^2 (its slope is -2|r|^2), so halving
+    the step until |r| falls (Armijo) makes the iteration converge from any start where J_F stays
+    nonsingular. A point whose step cannot lower |r| in ``_MAX_HALVINGS`` halvings has stalled (at
+    rounding level, or where there is no solution) and is left where it is.
+    """
+    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+
+    def residual(points: Tensor, values: Tensor, targets: Tensor) -> Tensor:
+        return (values if t == 1.0 else torch.lerp(points, values, t)) - targets
+
+    def interpolant_jacobian(j: Tensor) -> Tensor:
+        return j if t == 1.0 else torch.lerp(eye, j, t)
+
+    r = residual(x, mapped, y)
+    norm = torch.linalg.vector_norm(r, dim=-1)
+    limit = tol * (1.0 + torch.linalg.vector_norm(y, dim=-1))
+    active = (norm > limit).nonzero()[:, 0]
+    iterations = 0
+    while active.numel() and iterations < max_iter:
+        iterations += 1
+        j = interpolant_jacobian(jac[active])
+        # A tiny ridge keeps the solve defined where rounding made J singular; it barely changes the step.
+        ridge = 1e-12 * torch.diagonal(j, dim1=-2, dim2=-1).abs().sum(-1).clamp_min(1e-30)
+        step = torch.linalg.solve_ex(j + ridge[:, None, None] * eye, r[active])[0]
+        step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+        scale = torch.ones(active.numel(), dtype=x.dtype, device=x.device)
+        base, start_norm = x[active], norm[active]
+        accepted = torch.zeros(active.numel(), dtype=torch.bool, device=x.device)
+        for _ in range(_MAX_HALVINGS):
+            pending = (~accepted).nonzero()[:, 0]
+            if not pending.numel():
+                break
+            rows = active[pending]
+            candidate = base[pending] - scale[pending, None] * step[pending]
+            values, jac_new = map_and_jacobian(candidate)
+            r_new = residual(candidate, values, y[rows])
+            norm_new = torch.linalg.vector_norm(r_new, dim=-1)
+            ok = (norm_new <= (1.0 - 1e-4 * scale[pending]) * start_norm[pending]) & torch.isfinite(norm_new)
+            rows = rows[ok]
+            x[rows], mapped[rows], jac[rows], r[rows], norm[rows] = (candidate[ok], values[ok], jac_new[ok],
+                                                                     r_new[ok], norm_new[ok])
+            accepted[pending[ok]] = True
+            scale[pending[~ok]] *= 0.5
+        active = active[accepted & (norm[active] > limit[active])]
+    return InverseSolution(x=x, residual=norm, converged=norm <= limit, mapped=mapped, jacobian=jac,
+                           iterations=iterations)
 
 
 def _triu(d: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
@@ -262,6 +391,10 @@ class GradientNetwork(TransportMap, ABC):
 
     def jacobian(self, x: Tensor) -> Tensor:
         return unpack_jacobian(self.map_and_packed_jacobian(x)[1], self.dim)
+
+    def map_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out, packed = self.map_and_packed_jacobian(x)
+        return out, unpack_jacobian(packed, self.dim)
 
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim, "strict": self.strict, "eps": self.eps}

@@ -1,5 +1,6 @@
 """Figures for the app: the displacement-interpolation animation, loss curves, density heatmaps,
-a live preview, and the animation as a GIF drawn with Pillow (no browser).
+the density morph and the pictures of ``gradnet_core.pushforward``, a live preview, and the
+animations as GIFs drawn with Pillow (no browser).
 
 Points move along x_t = (1 - t) x + t T(x), t in [0, 1] (McCann's displacement interpolation); each
 point keeps the colour of its source position (hue from its angle about the source mean, saturation
@@ -21,9 +22,11 @@ from plotly.subplots import make_subplots
 from PIL import Image, ImageDraw, ImageFont
 
 from .densities import Density
+from .pushforward import DensityMorph, Grid
 
 __all__ = ["Panel", "Bounds", "COLOURSCALE", "position_colours", "interpolate", "square_bounds", "grid_points",
-           "animation_figure", "animation_gif", "loss_figure", "density_heatmap", "preview_figure"]
+           "animation_figure", "animation_gif", "loss_figure", "density_heatmap", "preview_figure",
+           "density_morph_figure", "density_morph_gif", "density_comparison_figure", "residual_figure"]
 
 #: Axis box (x0, x1, y0, y1).
 Bounds = tuple[float, float, float, float]
@@ -160,6 +163,36 @@ def _animation_inputs(points: np.ndarray, panels: Sequence[Panel], target_sample
     return x, maps, target, square_bounds(x, *maps, target) if bounds is None else bounds
 
 
+def _square_axes(fig: go.Figure, bounds: Bounds, row: int, col: int, suffix: str) -> None:
+    x0, x1, y0, y1 = bounds
+    fig.update_xaxes(range=[x0, x1], autorange=False, row=row, col=col, showgrid=False, zeroline=False,
+                     constrain="domain")
+    fig.update_yaxes(range=[y0, y1], autorange=False, row=row, col=col, showgrid=False, zeroline=False,
+                     scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain")
+
+
+def _play_controls(ts: np.ndarray, redraw: bool, frame_ms: int) -> dict:
+    """Play/pause buttons and a t slider driving frames named "0", "1", ... (layout keywords)."""
+    animate = {"frame": {"duration": frame_ms, "redraw": redraw}, "transition": {"duration": 0},
+               "mode": "immediate", "fromcurrent": True}
+    still = {"frame": {"duration": 0, "redraw": redraw}, "mode": "immediate", "transition": {"duration": 0}}
+    return {
+        "updatemenus": [{
+            "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": -0.1,
+            "xanchor": "left", "yanchor": "top", "pad": {"t": 0, "r": 10},
+            "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, animate]},
+                        {"label": "❚❚ Pause", "method": "animate", "args": [[None], still]}],
+        }],
+        "sliders": [{
+            "active": 0, "x": 0.17, "len": 0.83, "y": -0.06, "yanchor": "top", "pad": {"t": 0},
+            "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right", "font": {"size": 14}},
+            "font": {"size": 10},
+            "steps": [{"label": f"{t:.2f}", "method": "animate", "args": [[f"{k}"], still]}
+                      for k, t in enumerate(ts)],
+        }],
+    }
+
+
 def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,
                      *, frames: int = 30, arrows: bool = False, trajectories: bool = False,
                      show_target: bool = False, max_points: int = 2000, max_paths: int = 300,
@@ -210,37 +243,10 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
                        for xt in (np.round(interpolate(x, m, t), _DECIMALS) for m in maps)])
         for k, t in enumerate(ts)
     ]
-    x0, x1, y0, y1 = bounds
     for col in range(1, n_panels + 1):
-        suffix = "" if col == 1 else str(col)
-        fig.update_xaxes(range=[x0, x1], autorange=False, row=1, col=col, showgrid=False, zeroline=False,
-                         constrain="domain")
-        fig.update_yaxes(range=[y0, y1], autorange=False, row=1, col=col, showgrid=False, zeroline=False,
-                         scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain")
-    animate = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
-               "mode": "immediate", "fromcurrent": True}
-    fig.update_layout(
-        height=490, margin={"l": 10, "r": 10, "t": 40, "b": 110}, plot_bgcolor="white",
-        updatemenus=[{
-            "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": -0.1,
-            "xanchor": "left", "yanchor": "top", "pad": {"t": 0, "r": 10},
-            "buttons": [
-                {"label": "▶ Play", "method": "animate", "args": [None, animate]},
-                {"label": "❚❚ Pause", "method": "animate",
-                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
-                                   "transition": {"duration": 0}}]},
-            ],
-        }],
-        sliders=[{
-            "active": 0, "x": 0.17, "len": 0.83, "y": -0.06, "yanchor": "top", "pad": {"t": 0},
-            "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right", "font": {"size": 14}},
-            "font": {"size": 10},
-            "steps": [{"label": f"{t:.2f}", "method": "animate",
-                       "args": [[f"{k}"], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
-                                           "transition": {"duration": 0}}]}
-                      for k, t in enumerate(ts)],
-        }],
-    )
+        _square_axes(fig, bounds, 1, col, "" if col == 1 else str(col))
+    fig.update_layout(height=490, margin={"l": 10, "r": 10, "t": 40, "b": 110}, plot_bgcolor="white",
+                      **_play_controls(ts, redraw=False, frame_ms=frame_ms))
     return fig
 
 
@@ -353,4 +359,126 @@ def preview_figure(points: np.ndarray, mapped: np.ndarray, bounds: Bounds,
     fig.update_xaxes(range=[x0, x1], autorange=False, showgrid=False, constrain="domain")
     fig.update_yaxes(range=[y0, y1], autorange=False, showgrid=False, scaleanchor="x", scaleratio=1,
                      constrain="domain")
+    return fig
+
+
+# =============================================================================================
+# Density pictures (gradnet_core.pushforward)
+# =============================================================================================
+_VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b",
+            "#fde725"]
+_DIVERGING = "RdBu_r"          # blue below zero, red above, white at zero
+_LEVELS = 255                  # a morph frame is sent as integers 0..255 of this scale: a third of the JSON
+
+
+def _viridis_table() -> np.ndarray:
+    """Viridis as a (256, 3) uint8 lookup table, for the GIF."""
+    anchors = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in _VIRIDIS], dtype=float)
+    pos = np.linspace(0.0, 1.0, len(anchors))
+    levels = np.linspace(0.0, 1.0, 256)
+    return np.stack([np.interp(levels, pos, anchors[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def _density_scale(values: np.ndarray) -> float:
+    """The top of a density colour scale: the 99.5th percentile of the positive values, so that a few
+    sharp peaks do not wash out the rest; 1 when there are none."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    return float(np.quantile(positive, 0.995)) if positive.size else 1.0
+
+
+def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.ndarray] | None = None, *,
+                         title: str = "Learned map: density", particles_title: str = "Ground truth: particles",
+                         frame_ms: int = 80, height: int = 490) -> go.Figure:
+    """The density of x_t = (1 - t) x + t T(x) as an animated heatmap, with one play/pause and one t slider;
+    beside it, when ``particles`` = (x, T*(x)) is given, those points moving on the same axes and clock."""
+    grid = morph.grid
+    top = _density_scale(morph.densities)
+    levels = [np.clip(np.round(d / top * _LEVELS), 0, _LEVELS).astype(np.uint8) for d in morph.densities]
+    cols = 2 if particles is not None else 1
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=[title, particles_title][:cols], horizontal_spacing=0.04)
+    fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=levels[0], zmin=0, zmax=_LEVELS, colorscale="Viridis",
+                             showscale=False, hoverinfo="skip"), row=1, col=1)
+    traces = [0]
+    if particles is not None:
+        x = _as_points(particles[0], "particle starts")
+        mapped = _as_points(particles[1], "particle ends")
+        idx = _subsample(len(x), 2000)
+        x, mapped = x[idx], mapped[idx]
+        fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", hoverinfo="skip", showlegend=False,
+                                 marker=_marker(x, 4)), row=1, col=2)
+        traces.append(1)
+    frames = []
+    for k, t in enumerate(morph.times):
+        data = [go.Heatmap(z=levels[k])]
+        if particles is not None:
+            xt = np.round(interpolate(x, mapped, t), _DECIMALS)
+            data.append(go.Scatter(x=xt[:, 0], y=xt[:, 1]))
+        frames.append(go.Frame(name=f"{k}", traces=traces, data=data))
+    fig.frames = frames
+    for col in range(1, cols + 1):
+        _square_axes(fig, grid.bounds, 1, col, "" if col == 1 else str(col))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 110}, plot_bgcolor="white",
+                      **_play_controls(morph.times, redraw=True, frame_ms=frame_ms))
+    return fig
+
+
+def density_morph_gif(morph: DensityMorph, *, title: str = "density", size: int = 300, frame_ms: int = 80,
+                      hold_ms: int = 1000) -> bytes:
+    """The density morph as an animated GIF (viridis, y up), holding the first and last frames for
+    ``hold_ms``; returns the file's bytes."""
+    top = _density_scale(morph.densities)
+    table = _viridis_table()
+    font = ImageFont.load_default()
+    title_h = 22
+    images = []
+    for t, density in zip(morph.times, morph.densities):
+        index = np.clip(np.round(density / top * 255), 0, 255).astype(np.uint8)[::-1]   # row 0 at the top
+        picture = Image.fromarray(table[index]).resize((size, size), Image.Resampling.BILINEAR)
+        frame = Image.new("RGB", (size, size + title_h), (255, 255, 255))
+        frame.paste(picture, (0, title_h))
+        ImageDraw.Draw(frame).text((6, 4), f"{title}   t = {t:.2f}", fill=(0, 0, 0), font=font)
+        images.append(frame.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    durations = [frame_ms] * len(images)
+    durations[0] = durations[-1] = hold_ms
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0,
+                   optimize=False, disposal=1)
+    return buffer.getvalue()
+
+
+def density_comparison_figure(pushed: np.ndarray, target: np.ndarray, grid: Grid, *,
+                              titles: Sequence[str] = ("T#p (learned map)", "target q", "T#p − q"),
+                              height: int = 340) -> go.Figure:
+    """Three heatmaps on one grid: the pushforward density, the target density (one colour scale) and
+    their difference (diverging, white at zero)."""
+    top = _density_scale(np.concatenate([np.ravel(pushed), np.ravel(target)]))
+    diff = np.asarray(pushed) - np.asarray(target)
+    span = max(float(np.quantile(np.abs(diff), 0.995)), 1e-12)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=list(titles), horizontal_spacing=0.04)
+    hover = "x=%{x:.2f}, y=%{y:.2f}<br>%{z:.3g}<extra></extra>"
+    for col, z in ((1, pushed), (2, target)):
+        fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=np.round(z, 4), zmin=0, zmax=top, colorscale="Viridis",
+                                 showscale=False, hovertemplate=hover), row=1, col=col)
+    fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=np.round(diff, 4), zmin=-span, zmax=span,
+                             colorscale=_DIVERGING, hovertemplate=hover,
+                             colorbar={"thickness": 10, "len": 0.8}), row=1, col=3)
+    for col in (1, 2, 3):
+        _square_axes(fig, grid.bounds, 1, col, "" if col == 1 else str(col))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, plot_bgcolor="white")
+    return fig
+
+
+def residual_figure(field: np.ndarray, grid: Grid, *, title: str = "log p − log det J_T − log q∘T",
+                    height: int = 380) -> go.Figure:
+    """The Monge–Ampère residual over the source's support (NaN elsewhere, left blank), diverging colours
+    symmetric about zero: red where the map squeezes mass more than the target asks, blue where less."""
+    finite = np.abs(field[np.isfinite(field)])
+    span = max(float(np.quantile(finite, 0.98)), 1e-3) if finite.size else 1.0
+    fig = make_subplots(rows=1, cols=1)
+    fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=np.round(field, 4), zmin=-span, zmax=span,
+                             colorscale=_DIVERGING, colorbar={"thickness": 10, "len": 0.8},
+                             hovertemplate="x=%{x:.2f}, y=%{y:.2f}<br>residual %{z:.3f}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
+                      plot_bgcolor="white")
+    _square_axes(fig, grid.bounds, 1, 1, "")
     return fig

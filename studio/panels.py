@@ -22,13 +22,16 @@ from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
 from gradnet_core.files import map_to_bytes
 from gradnet_core.flow import log_concave_target
 from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
-from gradnet_core.plotting import Panel, animation_figure, animation_gif, loss_figure, preview_figure, square_bounds
+from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
+                                   density_morph_figure, density_morph_gif, loss_figure, preview_figure,
+                                   residual_figure, square_bounds)
+from gradnet_core.pushforward import density_on_grid, total_variation
 from gradnet_core.training import TrainResult
 
 from .device import device_label
 from .jobs import TrainingJob
-from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, evaluate_run, metrics_table,
-                       to_numpy)
+from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
+                       metrics_table, morph_back, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
 
 __all__ = ["training_panel", "results_panel", "color_training_panel", "color_results_panel",
@@ -40,6 +43,7 @@ POLL_SECONDS = 0.5               # live panel refresh while training
 CPU_THREADS = 1                  # torch threads per training job: sessions share the cores (see jobs)
 ANIMATION_FRAMES = 30
 LIMITS = {"width": 512, "depth": 16, "modules": 64, "steps": 20000}
+DENSITY_VIEWS = ("Density morph", "Pushforward vs target", "Where the map is wrong", "Morph back")
 COLOR_LOSSES = {"sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL (mean and covariance only)",
                 "wasserstein": "Adversarial Wasserstein-1 (critic)"}
 
@@ -299,6 +303,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
         trajectories=paths, show_target=show_target))
     st.plotly_chart(figure, key=key(page, "animation"), config={"displayModeBar": False})
     st.caption("Points move along x_t = (1 − t) x + t T(x); colours mark where each point started.")
+    _density_section(page, state, runs)
 
     st.markdown("**Metrics** against the ground truth on the "
                 f"{len(ref.points):,} source samples shown above")
@@ -335,6 +340,88 @@ def results_panel(page: str, problem: Problem | None) -> None:
         st.download_button("Animation (.gif)", lambda: _cached(state, ("gif", show_target), lambda: animation_gif(
             ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES, show_target=show_target)),
             file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
+        monotone = _monotone_run(runs)
+        if monotone is not None:
+            st.download_button("Density morph (.gif)", lambda: _cached(state, ("morph_gif", monotone.role), lambda:
+                               density_morph_gif(_morph(state, monotone), title=f"{monotone.network}: density")),
+                               file_name=f"{page}-density-morph.gif", mime="image/gif",
+                               key=key(page, "download_morph_gif"))
+
+
+def _monotone_run(runs: Sequence[Run]) -> Run | None:
+    """The first run whose map is monotone (has an inverse), or None."""
+    return next((run for run in runs if run.model.monotone), None)
+
+
+def _morph(state: PageState, run: Run) -> Any:
+    return _cached(state, ("morph", run.role), lambda: density_morph_of(state.reference, run))
+
+
+def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
+    """The exact density pictures of the monotone run (docs/method.md §7), one view at a time, each
+    computed once per trained map."""
+    st.markdown("**What the map does to the density**")
+    run = _monotone_run(runs)
+    if run is None:
+        st.info("The MLP baseline is not monotone, so it has no inverse and its density cannot be computed "
+                "exactly. Train an mGradNet to see the density morph, the pushforward and the map run backwards.")
+        return
+    ref = state.reference
+    view = st.radio("Density view", DENSITY_VIEWS, horizontal=True, key=key(page, "density_view"),
+                    persist_state="session", label_visibility="collapsed")
+    not_monotone = [other.network for other in runs if not other.model.monotone]
+    if not_monotone:
+        st.caption(f"These pictures are for {run.network}; the {not_monotone[0]} is not monotone and has no inverse.")
+    with st.spinner("Computing the exact density (once per trained map)…"):
+        if view == "Density morph":
+            morph = _morph(state, run)
+            figure = _cached(state, ("morph_figure", run.role), lambda: density_morph_figure(
+                morph, (ref.points, ref.mapped), title=f"{run.network}: density of x_t",
+                particles_title=f"{ref.name}: particles"))
+            st.plotly_chart(figure, key=key(page, "density_morph"), config={"displayModeBar": False})
+            st.caption("Left: the exact density of x_t = (1 − t) x + t T(x), p(x) / det((1 − t) I + t J_T(x)) at "
+                       "the preimage x of each pixel, found by Newton's method on the map's closed-form Jacobian. "
+                       "Right: the ground truth's particles on the same clock.")
+            _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
+        elif view == "Pushforward vs target":
+            morph = _morph(state, run)
+            target = _cached(state, ("target_grid", run.role), lambda: density_on_grid(ref.target, morph.grid))
+            figure = _cached(state, ("comparison", run.role), lambda: density_comparison_figure(
+                morph.pushforward, target, morph.grid, titles=(f"T#p ({run.network})", "target q", "T#p − q")))
+            st.plotly_chart(figure, key=key(page, "density_comparison"), config={"displayModeBar": False})
+            tv = total_variation(morph.pushforward, target, morph.grid)
+            mass = float(morph.pushforward.sum()) * morph.grid.cell_area
+            st.markdown(f"Total variation between T#p and q: **{tv:.3f}** (0 when the map carries p exactly onto "
+                        f"q, 1 when they do not overlap). T#p has {mass:.1%} of its mass in this box.")
+            _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
+        elif view == "Where the map is wrong":
+            field, grid = _cached(state, ("residual", run.role), lambda: residual_of(ref, run))
+            figure = _cached(state, ("residual_figure", run.role), lambda: residual_figure(
+                field, grid, title=f"Monge–Ampère residual of {run.network}"))
+            st.plotly_chart(figure, key=key(page, "residual"), config={"displayModeBar": False})
+            inside = field[np.isfinite(field)]
+            st.caption(f"log p(x) − log det J_T(x) − log q(T(x)) over the source (blank where p is under 1 % of "
+                       f"its peak); zero everywhere for the optimal map. Red: the map piles up more mass at T(x) "
+                       f"than the target has there; blue: less. Median |residual| "
+                       f"{float(np.median(np.abs(inside))) if inside.size else math.nan:.3f}.")
+        else:
+            back, converged = _cached(state, ("back", run.role), lambda: morph_back(ref, run))
+            figure = _cached(state, ("back_figure", run.role), lambda: animation_figure(
+                ref.target_samples[converged],
+                [Panel(f"{run.network}: T⁻¹", back[converged]),
+                 Panel(f"{ref.name}: inverse", ref.inverse_mapped[converged])],
+                frames=ANIMATION_FRAMES))
+            st.plotly_chart(figure, key=key(page, "morph_back"), config={"displayModeBar": False})
+            st.caption("The target's samples flow back to the source along y_t = (1 − t) y + t T⁻¹(y), with T⁻¹ "
+                       "solved by Newton's method; nothing is retrained. Colours mark where each point started.")
+            _unsolved_note(int((~converged).sum()), len(converged), "target samples", "they are left out")
+
+
+def _unsolved_note(unsolved: int, total: int, what: str = "grid points",
+                   consequence: str = "the density there is 0") -> None:
+    if unsolved:
+        st.caption(f"{unsolved:,} of {total:,} {what} have no preimage under the learned map (they lie outside "
+                   f"its range): {consequence}.")
 
 
 # =============================================================================================

@@ -2,7 +2,9 @@
 
 No Streamlit here: pages build a ``Problem`` from their widgets (``studio.inputs``), the training panel
 trains on it, and ``compute_reference`` / ``evaluate_run`` give the results panel what it draws.
-``gaussian_row``, ``gaussian_from_row`` and ``mixture_from_table`` turn widget values into densities.
+``density_morph_of``, ``residual_of`` and ``morph_back`` compute the density pictures of a run (each
+once; the results panel caches them). ``gaussian_row``, ``gaussian_from_row`` and ``mixture_from_table``
+turn widget values into densities.
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ import torch
 
 from gradnet_core import presets
 from gradnet_core.densities import Density, Gaussian, GaussianMixture, ImageDensity
-from gradnet_core.ground_truth import barycentric_projection, gaussian_map
+from gradnet_core.ground_truth import barycentric_projections, gaussian_map
 from gradnet_core.metrics import evaluate_map
 from gradnet_core.networks import TransportMap
 from gradnet_core.plotting import grid_points, square_bounds
+from gradnet_core.pushforward import DensityMorph, Grid, density_morph, monge_ampere_field
 from gradnet_core.training import TrainResult
 
 __all__ = [
     "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "metrics_table", "to_numpy",
     "gaussian_row", "gaussian_from_row", "mixture_from_table", "MIXTURE_COLUMNS", "METRIC_COLUMNS",
+    "density_morph_of", "residual_of", "morph_back", "PICTURE_RESOLUTION", "PICTURE_FRAMES",
 ]
 
 ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the source has mass
+PICTURE_RESOLUTION = 100         # density pictures: grid points per side
+PICTURE_FRAMES = 30              # frames of the density morph, as in the point animation
 MIXTURE_COLUMNS = ("weight", "mean_x", "mean_y", "std_x", "std_y", "corr")
 METRIC_COLUMNS = {                # metrics key -> table column
     "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
@@ -96,9 +102,12 @@ class Reference:
 
     signature: str
     name: str                  # panel title
+    source: Density            # the problem's densities, on the CPU
+    target: Density
     points: np.ndarray         # source samples x: (n, 2)
     mapped: np.ndarray         # T*(x): (n, 2)
     target_samples: np.ndarray  # (n, 2)
+    inverse_mapped: np.ndarray  # the ground truth's inverse at the target samples: (n, 2)
     grid: np.ndarray           # arrow starts: (g, 2)
     grid_mapped: np.ndarray    # T* at the arrow starts: (g, 2)
     seconds: float             # time to compute it
@@ -158,15 +167,17 @@ def compute_reference(problem: Problem) -> Reference:
     if problem.truth == "gaussian":
         truth = gaussian_map(source, target)
         mapped, grid_mapped = truth(x), truth(grid)
+        inverse_mapped = gaussian_map(target, source)(y)
         name = "Ground truth (closed form)"
     else:
-        mapped = to_numpy(barycentric_projection(x, y))
+        forward, backward = barycentric_projections(x, y)
+        mapped, inverse_mapped = to_numpy(forward), to_numpy(backward)
         index = _nearest_samples(grid, x)
         grid, grid_mapped = x[index], mapped[index]
         name = f"Ground truth (barycentric, n={problem.samples})"
-    return Reference(signature=problem.signature, name=name, points=x, mapped=np.asarray(mapped),
-                     target_samples=y, grid=grid, grid_mapped=np.asarray(grid_mapped),
-                     seconds=time.perf_counter() - start)
+    return Reference(signature=problem.signature, name=name, source=source, target=target, points=x,
+                     mapped=np.asarray(mapped), target_samples=y, inverse_mapped=np.asarray(inverse_mapped),
+                     grid=grid, grid_mapped=np.asarray(grid_mapped), seconds=time.perf_counter() - start)
 
 
 def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult,
@@ -196,6 +207,30 @@ def metrics_table(runs: Sequence[Run]) -> pd.DataFrame:
             for run in runs]
     table = pd.DataFrame(rows, columns=["map", *METRIC_COLUMNS.values()])
     return table.astype({"steps": "int64"}) if len(table) else table
+
+
+def density_morph_of(reference: Reference, run: Run) -> DensityMorph:
+    """The exact density of the run's interpolant x_t at ``PICTURE_FRAMES`` times, on a grid over the
+    source, its image and the target (the point animation's box); the last frame is T#p."""
+    grid = Grid(square_bounds(reference.points, run.mapped, reference.target_samples), PICTURE_RESOLUTION)
+    return density_morph(run.model.cpu(), reference.source, grid, frames=PICTURE_FRAMES)
+
+
+def residual_of(reference: Reference, run: Run) -> tuple[np.ndarray, Grid]:
+    """The Monge–Ampère residual of the run on a grid over the source samples, and that grid."""
+    grid = Grid(square_bounds(reference.points), PICTURE_RESOLUTION)
+    return monge_ampere_field(run.model.cpu(), reference.source, reference.target, grid), grid
+
+
+def morph_back(reference: Reference, run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """T^-1 at the target samples ``(n, 2)`` and which of them converged ``(n,)``: each solve starts
+    from the source sample whose image is nearest, so Newton starts close."""
+    model = run.model.cpu()
+    dtype = next(model.parameters()).dtype
+    y = torch.as_tensor(reference.target_samples, dtype=dtype)
+    nearest = torch.cdist(y, torch.as_tensor(run.mapped, dtype=dtype)).argmin(dim=1)
+    solution = model.solve_inverse(y, torch.as_tensor(reference.points, dtype=dtype)[nearest])
+    return to_numpy(solution.x), solution.converged.numpy()
 
 
 def gaussian_row(g: Gaussian) -> dict[str, float]:

@@ -1,0 +1,169 @@
+"""What a monotone map does to a density, exactly, on a grid: T#p, the density morph, the Monge–Ampère residual.
+
+For T = grad(u) with u strictly convex, T is invertible and the change of variables gives the
+pushforward density exactly (docs/method.md §7):
+
+    (T#p)(y) = p(x) / det J_T(x),  x = T^-1(y).
+
+McCann's interpolant T_t(x) = (1 - t) x + t T(x) is the gradient of (1 - t)|x|^2/2 + t u(x), so it is a
+monotone map too, with Jacobian (1 - t) I + t J_T: the density at every time t of the morph follows the
+same way. The preimages are found by Newton (``TransportMap.solve_inverse``), each time t starting
+from the solution at the time before (t = 0 is the identity), so each solve takes a few steps.
+A grid point whose preimage does not converge (it lies outside the range of T, possible at t = 1 for
+maps with a bounded range) gets density 0 and is counted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .densities import Density
+from .networks import InverseSolution, TransportMap, check_positive_int
+
+__all__ = ["Grid", "DensityMorph", "density_on_grid", "density_morph", "pushforward_density",
+           "monge_ampere_field", "total_variation"]
+
+#: Newton steps per frame of a morph: the start (the previous frame's preimage) is close, so a
+#: point still unsolved after this many lies outside the range rather than far away.
+FRAME_ITERATIONS = 30
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular ``resolution`` x ``resolution`` grid of cell centres over ``bounds`` (x0, x1, y0, y1).
+
+    Values on it are ``(resolution, resolution)`` arrays indexed [row, column] = [y, x], y up: the layout
+    of a heatmap's z.
+    """
+
+    bounds: tuple[float, float, float, float]
+    resolution: int = 100
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.resolution, "resolution")
+        x0, x1, y0, y1 = (float(b) for b in self.bounds)
+        if not (np.isfinite([x0, x1, y0, y1]).all() and x1 > x0 and y1 > y0):
+            raise ValueError(f"grid bounds must be finite with x0 < x1 and y0 < y1; got {self.bounds}")
+
+    @property
+    def xs(self) -> np.ndarray:
+        x0, x1, _, _ = self.bounds
+        return x0 + (np.arange(self.resolution) + 0.5) * (x1 - x0) / self.resolution
+
+    @property
+    def ys(self) -> np.ndarray:
+        _, _, y0, y1 = self.bounds
+        return y0 + (np.arange(self.resolution) + 0.5) * (y1 - y0) / self.resolution
+
+    @property
+    def cell_area(self) -> float:
+        x0, x1, y0, y1 = self.bounds
+        return (x1 - x0) * (y1 - y0) / self.resolution ** 2
+
+    def points(self) -> np.ndarray:
+        """The cell centres ``(resolution**2, 2)``, row by row from the bottom."""
+        gx, gy = np.meshgrid(self.xs, self.ys)
+        return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+    def reshape(self, values: Tensor | np.ndarray) -> np.ndarray:
+        """Values at ``points()`` as a float64 ``(resolution, resolution)`` array."""
+        if isinstance(values, Tensor):
+            values = values.detach().cpu().double().numpy()
+        return np.asarray(values, dtype=np.float64).reshape(self.resolution, self.resolution)
+
+
+@dataclass(frozen=True)
+class DensityMorph:
+    """The density of x_t = (1 - t) x + t T(x), x ~ p, at each of ``times`` on a grid."""
+
+    grid: Grid
+    times: np.ndarray          # (f,) from 0 to 1
+    densities: np.ndarray      # (f, r, r)
+    unsolved: np.ndarray       # (f,) grid points whose preimage did not converge (density 0 there)
+    seconds: float             # time to compute it
+
+    @property
+    def pushforward(self) -> np.ndarray:
+        """T#p on the grid: the last frame ``(r, r)``."""
+        return self.densities[-1]
+
+
+def _model_tensor(model: TransportMap, points: np.ndarray) -> Tensor:
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    return torch.as_tensor(points, dtype=dtype, device=None if param is None else param.device)
+
+
+def _check_2d(model: TransportMap, *densities: Density) -> None:
+    if model.dim != 2 or any(d.dim != 2 for d in densities):
+        raise ValueError("density pictures are for 2-D maps and densities")
+
+
+def density_on_grid(density: Density, grid: Grid) -> np.ndarray:
+    """p on the grid's cell centres: ``(r, r)``."""
+    points = torch.as_tensor(grid.points(), dtype=density.dtype, device=density.device)
+    with torch.no_grad():
+        return grid.reshape(density.log_prob(points).exp())
+
+
+def density_morph(model: TransportMap, source: Density, grid: Grid, frames: int = 30) -> DensityMorph:
+    """The density of McCann's interpolant at ``frames`` equally spaced times in [0, 1]; the last frame
+    is T#p. Needs a monotone ``model`` (its inverse); raises ValueError otherwise."""
+    if not model.monotone:
+        raise ValueError(f"{type(model).__name__} is not monotone: it has no inverse, so its pushforward "
+                         "density cannot be computed exactly")
+    _check_2d(model, source)
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames must be an integer >= 2; got {frames!r}")
+    started = time.perf_counter()
+    y = _model_tensor(model, grid.points())
+    times = np.linspace(0.0, 1.0, frames)
+    eye = torch.eye(2, dtype=y.dtype, device=y.device)
+    dens, unsolved = [], []
+    with torch.no_grad():
+        # t = 0 is the identity: x = y, T and J_T there start the continuation.
+        mapped, jac = model.map_and_jacobian(y)
+        solution = InverseSolution(x=y, residual=torch.zeros(len(y), dtype=y.dtype, device=y.device),
+                                   converged=torch.ones(len(y), dtype=torch.bool, device=y.device),
+                                   mapped=mapped, jacobian=jac, iterations=0)
+        for t in times:
+            if t > 0:
+                solution = model.solve_inverse(y, solution, t=float(t), max_iter=FRAME_ITERATIONS)
+            det = torch.linalg.det(torch.lerp(eye, solution.jacobian, float(t)))
+            log_p = source.log_prob(solution.x.to(source.device, source.dtype)).to(y.dtype)
+            values = torch.where(solution.converged & (det > 0), log_p.exp() / det, torch.zeros_like(det))
+            dens.append(grid.reshape(values))
+            unsolved.append(int((~solution.converged).sum()))
+    return DensityMorph(grid=grid, times=times, densities=np.stack(dens), unsolved=np.asarray(unsolved),
+                        seconds=time.perf_counter() - started)
+
+
+def pushforward_density(model: TransportMap, source: Density, grid: Grid, steps: int = 8) -> np.ndarray:
+    """(T#p)(y) = p(T^-1(y)) / det J_T(T^-1(y)) on the grid ``(r, r)``; the preimages are continued from
+    the identity over ``steps`` times of the interpolant, which keeps every Newton solve short."""
+    return density_morph(model, source, grid, frames=steps + 1).pushforward
+
+
+def monge_ampere_field(model: TransportMap, source: Density, target: Density, grid: Grid,
+                       support: float = 1e-2) -> np.ndarray:
+    """log p(x) - log det J_T(x) - log q(T(x)) on the grid ``(r, r)``: zero everywhere for the OT map.
+    NaN outside the source's support (where p is below ``support`` times its largest value on the grid)."""
+    _check_2d(model, source, target)
+    x = _model_tensor(model, grid.points())
+    with torch.no_grad():
+        mapped, logdet = model.map_and_logdet(x)
+        log_p = source.log_prob(x.to(source.device, source.dtype)).double().cpu()
+        log_q = target.log_prob(mapped.to(target.device, target.dtype)).double().cpu()
+        field = log_p - logdet.double().cpu() - log_q
+    inside = log_p >= log_p.max() + np.log(support)
+    return grid.reshape(torch.where(inside, field, torch.full_like(field, np.nan)))
+
+
+def total_variation(p: np.ndarray, q: np.ndarray, grid: Grid) -> float:
+    """(1/2) integral |p - q| over the grid (midpoint rule), for densities ``p, q: (r, r)`` on it; in [0, 1]."""
+    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum()) * grid.cell_area
