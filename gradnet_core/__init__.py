@@ -7,10 +7,11 @@ metrics. See ``gradnet_core.ground_truth`` and ``gradnet_core.metrics`` for the 
 from .densities import Density, Gaussian, GaussianMixture, ImageDensity, covariance_2d
 from .files import load_map, save_map
 from .images import bundled_digits, canvas_to_image, load_bundled, load_image
-from .networks import NETWORKS, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map, seeded_map
+from .networks import NETWORKS, InverseSolution, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map, seeded_map
 from .objectives import (OBJECTIVES, AdversarialW1, ConstrainedFlow, GaussianMomentKL, MongeAmpere, Objective,
                          ReverseKL, SinkhornLoss)
 from .training import Progress, TrainConfig, TrainResult, train
+from .pushforward import DensityMorph, Grid, density_morph, monge_ampere_field, pushforward_density
 from .baselines import BASELINES, CMGN, MMGN, ICNNMap
 
 # The baselines subclass the networks module's base classes, so they join its registry here rather
@@ -19,11 +20,12 @@ NETWORKS.update(BASELINES)
 
 __all__ = [
     "Density", "Gaussian", "GaussianMixture", "ImageDensity", "covariance_2d",
-    "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map", "seeded_map",
+    "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map", "seeded_map", "InverseSolution",
     "CMGN", "MMGN", "ICNNMap",
     "TrainConfig", "TrainResult", "Progress", "train",
     "Objective", "OBJECTIVES", "MongeAmpere", "ReverseKL", "GaussianMomentKL", "SinkhornLoss", "AdversarialW1",
     "ConstrainedFlow",
+    "Grid", "DensityMorph", "density_morph", "pushforward_density", "monge_ampere_field",
     "save_map", "load_map",
     "load_image", "canvas_to_image", "load_bundled", "bundled_digits",
 ]

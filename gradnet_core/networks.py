@@ -78,7 +78,7 @@ class TransportMap(nn.Module):
     def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
                       tol: float | None = None, max_iter: int = 100) -> "InverseSolution":
         """Solve (1 - t) x + t T(x) = y for every row of ``y: (n, d)``: the inverse of T at t = 1, of
-        McCann's interpolant at time t in [0, 1] otherwise (docs/method.md §7).
+        McCann's interpolant at time t in [0, 1] otherwise (docs/method.md §2.7).
 
         Newton on the Jacobian (closed form for the mGradNets), vectorised over points, with a
         backtracking line search on |residual|, from ``start``: points ``(n, d)``, a solution for

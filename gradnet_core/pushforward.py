@@ -1,7 +1,7 @@
 """What a monotone map does to a density, exactly, on a grid: T#p, the density morph, the Monge–Ampère residual.
 
 For T = grad(u) with u strictly convex, T is invertible and the change of variables gives the
-pushforward density exactly (docs/method.md §7):
+pushforward density exactly (docs/method.md §2.7):
 
     (T#p)(y) = p(x) / det J_T(x),  x = T^-1(y).
 

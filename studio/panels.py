@@ -358,7 +358,7 @@ def _morph(state: PageState, run: Run) -> Any:
 
 
 def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
-    """The exact density pictures of the monotone run (docs/method.md §7), one view at a time, each
+    """The exact density pictures of the monotone run (docs/method.md §2.7), one view at a time, each
     computed once per trained map."""
     st.markdown("**What the map does to the density**")
     run = _monotone_run(runs)

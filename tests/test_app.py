@@ -455,3 +455,31 @@ def test_mixtures_sample_only_loss_trains():
     _train(at, "mixtures", steps=10)
     assert not at.error, [e.value for e in at.error]
     assert _state(at, "mixtures").runs["learned"].result.stopped == "completed"
+
+
+def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_the_mlp():
+    at = _open("gaussians")
+    at.selectbox(key="gaussians.network").set_value("MLP baseline").run()
+    _train(at, "gaussians", steps=20)
+    assert any("not monotone, so it has no inverse" in i.value for i in at.info)
+    assert "gaussians.density_morph" not in [c.key for c in _charts(at)]
+    at.selectbox(key="gaussians.network").set_value("mGradNet-M").run()
+    _train(at, "gaussians", steps=200)
+    state = _state(at, "gaussians")
+    charts = {"Density morph": "gaussians.density_morph", "Pushforward vs target": "gaussians.density_comparison",
+              "Where the map is wrong": "gaussians.residual", "Morph back": "gaussians.morph_back"}
+    for view, chart in charts.items():
+        at.radio(key="gaussians.density_view").set_value(view).run()
+        assert not at.exception and not at.error
+        assert chart in [c.key for c in _charts(at)], view
+    morph = state.cache[("morph", "learned")]
+    assert morph.densities.shape == (30, 100, 100)
+    assert any("These pictures are for mGradNet-M" in c.value for c in at.caption)
+    # The pushforward of a trained Gaussian map is close to the target: the page says by how much.
+    at.radio(key="gaussians.density_view").set_value("Pushforward vs target").run()
+    tv = [m.value for m in at.markdown if m.value.startswith("Total variation")]
+    assert len(tv) == 1 and float(tv[0].split("**")[1]) < 0.1
+    # Views are cached per map: switching back recomputes nothing.
+    at.radio(key="gaussians.density_view").set_value("Density morph").run()
+    assert state.cache[("morph", "learned")] is morph
+    assert any(b.label == "Density morph (.gif)" for b in at.get("download_button"))

@@ -187,3 +187,99 @@ def test_modular_network_computes_the_gradient_of_its_potential():
     x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(potential(x).sum(), x)
     torch.testing.assert_close(model(x), grad)
+
+
+# --------------------------------------------------------------------------------------------
+# Inverse
+# --------------------------------------------------------------------------------------------
+def monotone_models(d):
+    """Every monotone map of the library, with random float64 parameters."""
+    from gradnet_core import CMGN, ICNNMap, MMGN
+    models = closed_form_models(d) + [CMGN(d, width=8, depth=2), MMGN(d, width=6, modules=2), ICNNMap(d, width=8)]
+    return [perturbed(m, 0.5, seed=i) for i, m in enumerate(models)]
+
+
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_inverse_undoes_the_map_both_ways(d):
+    g = torch.Generator().manual_seed(d)
+    for model in monotone_models(d):
+        x = torch.randn(300, d, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            y = model(x)
+        back = model.inverse(y)
+        name = type(model).__name__
+        torch.testing.assert_close(back, x, atol=1e-5, rtol=0, msg=f"T^-1(T(x)) != x for {name}")
+        with torch.no_grad():
+            torch.testing.assert_close(model(back), y, atol=1e-5, rtol=0, msg=f"T(T^-1(y)) != y for {name}")
+
+
+def test_inverse_of_the_interpolant_solves_its_equation():
+    model = perturbed(MGradNetM(2, width=8, modules=3), 0.5)
+    y = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    for t in (0.0, 0.3, 0.8):
+        solution = model.solve_inverse(y, t=t)
+        assert solution.converged.all()
+        with torch.no_grad():
+            torch.testing.assert_close((1 - t) * solution.x + t * model(solution.x), y, atol=1e-8, rtol=0)
+            torch.testing.assert_close(solution.mapped, model(solution.x))
+            torch.testing.assert_close(solution.jacobian, model.jacobian(solution.x))
+    # A solution for a nearby t is a start that needs few steps and no recomputation.
+    near = model.solve_inverse(y, model.solve_inverse(y, t=0.8), t=0.82)
+    assert near.converged.all() and near.iterations <= 3
+
+
+def test_inverse_of_an_affine_map_is_the_closed_form_inverse():
+    """With W = 0 an mGradNet-C with the strict term is T(x) = c + A x, A = eps I + V^T V."""
+    model = MGradNetC(2, width=4, depth=2, strict=True).double()
+    with torch.no_grad():
+        model.W.zero_()
+        model.V.copy_(torch.tensor([[1.2, 0.3], [-0.4, 0.7]]))
+        model.out_bias.copy_(torch.tensor([0.5, -1.0]))
+    A = model._quadratic(torch.float64, torch.device("cpu"))
+    y = torch.randn(100, 2, dtype=torch.float64)
+    expected = torch.linalg.solve(A, (y - model.out_bias.detach()).T).T
+    torch.testing.assert_close(model.inverse(y), expected, atol=1e-9, rtol=0)
+
+
+def test_points_outside_the_range_are_reported_not_invented():
+    # Without the strict term mGradNet-M's range is bounded: a far point has no preimage.
+    model = perturbed(MGradNetM(2, width=4, modules=2), 0.3)
+    y = torch.tensor([[0.0, 0.0], [1e3, 1e3]], dtype=torch.float64)
+    with torch.no_grad():
+        y[0] = model(torch.zeros(1, 2, dtype=torch.float64))[0]
+    solution = model.solve_inverse(y, max_iter=40)
+    assert solution.converged.tolist() == [True, False]
+    assert solution.residual[1] > 1.0
+    with pytest.raises(ValueError, match="did not converge for 1 of 2 points"):
+        model.inverse(y, max_iter=40)
+
+
+def test_inverse_is_refused_for_a_map_that_is_not_monotone():
+    with pytest.raises(ValueError, match="not monotone"):
+        MLPMap(2).inverse(torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"y": torch.zeros(3, 3)}, "shape"),
+    ({"y": torch.tensor([[0.0, math.nan]])}, "finite"),
+    ({"y": torch.zeros(3, 2), "t": 1.5}, "t must lie"),
+    ({"y": torch.zeros(3, 2), "start": torch.zeros(2, 2)}, "start must have"),
+])
+def test_bad_inverse_input_is_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        MGradNetM(2).solve_inverse(**kwargs)
+
+
+def test_learned_gaussian_map_inverts_to_the_closed_form_inverse():
+    from gradnet_core import Gaussian, train
+    from gradnet_core.ground_truth import gaussian_map
+    from gradnet_core.metrics import map_mse
+    from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
+
+    p = PAPER_GAUSSIAN
+    source, target = (Gaussian(p[side]["mean"], p[side]["cov"]) for side in ("source", "target"))
+    model = MGradNetM(2)
+    train(model, source, target, train_preset("gaussian"))
+    y = target.sample(1000, torch.Generator().manual_seed(5))
+    back = model.inverse(y)
+    assert map_mse(back, gaussian_map(target, source)(y)) <= 1e-3

@@ -8,9 +8,11 @@ from PIL import Image
 
 from gradnet_core import Gaussian, GaussianMixture
 from gradnet_core.plotting import (
-    Panel, animation_figure, animation_gif, density_heatmap, grid_points, interpolate, loss_figure,
-    position_colours, preview_figure, square_bounds,
+    Panel, animation_figure, animation_gif, density_comparison_figure, density_heatmap, density_morph_figure,
+    density_morph_gif, grid_points, interpolate, loss_figure, position_colours, preview_figure, residual_figure,
+    square_bounds,
 )
+from gradnet_core.pushforward import DensityMorph, Grid
 
 
 @pytest.fixture
@@ -161,3 +163,59 @@ def test_preview_has_fixed_axes(rng):
     assert tuple(fig.layout.xaxis.range) == (-5.0, 5.0) and tuple(fig.layout.yaxis.range) == (-4.0, 6.0)
     assert fig.layout.xaxis.autorange is False
     np.testing.assert_allclose(np.column_stack([fig.data[-1].x, fig.data[-1].y]), 2 * x)
+
+
+def _morph(frames: int = 6) -> DensityMorph:
+    """A blob moving from the bottom left to the top right of [0, 1]^2, on a 40 x 40 grid."""
+    grid = Grid((0.0, 1.0, 0.0, 1.0), 40)
+    times = np.linspace(0.0, 1.0, frames)
+    gx, gy = np.meshgrid(grid.xs, grid.ys)
+    centres = 0.2 + 0.6 * times
+    densities = np.stack([np.exp(-((gx - c) ** 2 + (gy - c) ** 2) / 0.005) for c in centres])
+    return DensityMorph(grid=grid, times=times, densities=densities, unsolved=np.zeros(frames, int), seconds=0.0)
+
+
+def test_density_morph_figure_animates_the_heatmap_and_the_particles_on_one_clock(rng):
+    morph = _morph()
+    x = rng.normal(size=(300, 2))
+    fig = density_morph_figure(morph, (x, x + 1.0))
+    assert len(fig.frames) == 6 and len(fig.layout.sliders[0].steps) == 6
+    assert [type(d).__name__ for d in fig.data] == ["Heatmap", "Scatter"]
+    first, last = (np.asarray(fig.frames[k].data[0].z) for k in (0, -1))
+    assert first.max() == last.max() == 255                    # one colour scale for every frame
+    assert np.unravel_index(first.argmax(), first.shape) < np.unravel_index(last.argmax(), last.shape)
+    np.testing.assert_allclose(np.column_stack([fig.frames[-1].data[1].x, fig.frames[-1].data[1].y]), x + 1.0,
+                               atol=1e-4)
+    assert fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["redraw"]   # heatmaps need a redraw
+    assert len(density_morph_figure(morph).data) == 1
+
+
+def test_density_morph_gif_has_every_frame_with_y_up_and_holds_the_ends():
+    gif = Image.open(io.BytesIO(density_morph_gif(_morph(), size=120)))
+    assert gif.n_frames == 6
+    durations = []
+    brightness = []
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        durations.append(gif.info["duration"])
+        pixels = np.asarray(gif.convert("L"))[22:].astype(float)             # below the title
+        rows = pixels.mean(axis=1)
+        brightness.append(rows.argmax())
+    assert durations[0] == durations[-1] > durations[1]
+    assert brightness[0] > brightness[-1]                        # the blob rises: row 0 is the top
+
+
+def test_density_comparison_shares_a_scale_and_centres_the_difference():
+    morph = _morph(2)
+    fig = density_comparison_figure(morph.densities[0], morph.densities[1], morph.grid)
+    assert len(fig.data) == 3
+    assert fig.data[0].zmax == fig.data[1].zmax
+    assert fig.data[2].zmin == -fig.data[2].zmax
+
+
+def test_residual_figure_leaves_outside_the_support_blank():
+    grid = Grid((0.0, 1.0, 0.0, 1.0), 10)
+    field = np.linspace(-1.0, 1.0, 100).reshape(10, 10)
+    field[0] = np.nan
+    z = np.asarray(residual_figure(field, grid).data[0].z, dtype=float)
+    assert np.isnan(z[0]).all() and np.isfinite(z[1:]).all()
