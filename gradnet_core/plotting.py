@@ -388,9 +388,11 @@ def _density_scale(values: np.ndarray) -> float:
 
 def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.ndarray] | None = None, *,
                          title: str = "Learned map: density", particles_title: str = "Ground truth: particles",
-                         frame_ms: int = 80, height: int = 490) -> go.Figure:
+                         frame_ms: int = 100, max_particles: int = 400, height: int = 490) -> go.Figure:
     """The density of x_t = (1 - t) x + t T(x) as an animated heatmap, with one play/pause and one t slider;
-    beside it, when ``particles`` = (x, T*(x)) is given, those points moving on the same axes and clock."""
+    beside it, when ``particles`` = (x, T*(x)) is given, up to ``max_particles`` of those points moving on
+    the same axes and clock. A heatmap frame needs a full redraw, and in a browser without a GPU a redraw
+    with 1000 particles took longer than a frame: the heatmap then stayed blank until the end."""
     grid = morph.grid
     top = _density_scale(morph.densities)
     levels = [np.clip(np.round(d / top * _LEVELS), 0, _LEVELS).astype(np.uint8) for d in morph.densities]
@@ -402,7 +404,7 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
     if particles is not None:
         x = _as_points(particles[0], "particle starts")
         mapped = _as_points(particles[1], "particle ends")
-        idx = _subsample(len(x), 2000)
+        idx = _subsample(len(x), max_particles)
         x, mapped = x[idx], mapped[idx]
         fig.add_trace(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", hoverinfo="skip", showlegend=False,
                                  marker=_marker(x, 4)), row=1, col=2)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .densities import Density
-from .networks import InverseSolution, TransportMap, check_positive_int
+from .networks import InverseSolution, TransportMap, check_positive_int, evaluation_rows, in_chunks
 
 __all__ = ["Grid", "DensityMorph", "density_on_grid", "density_morph", "pushforward_density",
            "monge_ampere_field", "total_variation"]
@@ -31,6 +31,9 @@ __all__ = ["Grid", "DensityMorph", "density_on_grid", "density_morph", "pushforw
 #: Newton steps per frame of a morph: the start (the previous frame's preimage) is close, so a
 #: point still unsolved after this many lies outside the range rather than far away.
 FRAME_ITERATIONS = 30
+#: Points per chunk when a density is evaluated on the CPU: a 10 000 x 219-pixel image KDE in one pass
+#: ran 2-4x slower than in chunks that stay in cache.
+DENSITY_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,13 @@ def _model_tensor(model: TransportMap, points: np.ndarray) -> Tensor:
     return torch.as_tensor(points, dtype=dtype, device=None if param is None else param.device)
 
 
+def _log_prob(density: Density, x: Tensor) -> Tensor:
+    """log p at ``x`` (on the density's device and dtype), in cache-sized chunks on the CPU; returns x's dtype."""
+    points = x.to(density.device, density.dtype)
+    rows = DENSITY_ROWS if points.device.type == "cpu" else None
+    return in_chunks(density.log_prob, points, rows).to(x.device, x.dtype)
+
+
 def _check_2d(model: TransportMap, *densities: Density) -> None:
     if model.dim != 2 or any(d.dim != 2 for d in densities):
         raise ValueError("density pictures are for 2-D maps and densities")
@@ -108,7 +118,7 @@ def density_on_grid(density: Density, grid: Grid) -> np.ndarray:
     """p on the grid's cell centres: ``(r, r)``."""
     points = torch.as_tensor(grid.points(), dtype=density.dtype, device=density.device)
     with torch.no_grad():
-        return grid.reshape(density.log_prob(points).exp())
+        return grid.reshape(_log_prob(density, points).exp())
 
 
 def density_morph(model: TransportMap, source: Density, grid: Grid, frames: int = 30) -> DensityMorph:
@@ -127,7 +137,7 @@ def density_morph(model: TransportMap, source: Density, grid: Grid, frames: int 
     dens, unsolved = [], []
     with torch.no_grad():
         # t = 0 is the identity: x = y, T and J_T there start the continuation.
-        mapped, jac = model.map_and_jacobian(y)
+        mapped, jac = in_chunks(model.map_and_jacobian, y, evaluation_rows(model, y.device))
         solution = InverseSolution(x=y, residual=torch.zeros(len(y), dtype=y.dtype, device=y.device),
                                    converged=torch.ones(len(y), dtype=torch.bool, device=y.device),
                                    mapped=mapped, jacobian=jac, iterations=0)
@@ -135,7 +145,7 @@ def density_morph(model: TransportMap, source: Density, grid: Grid, frames: int 
             if t > 0:
                 solution = model.solve_inverse(y, solution, t=float(t), max_iter=FRAME_ITERATIONS)
             det = torch.linalg.det(torch.lerp(eye, solution.jacobian, float(t)))
-            log_p = source.log_prob(solution.x.to(source.device, source.dtype)).to(y.dtype)
+            log_p = _log_prob(source, solution.x)
             values = torch.where(solution.converged & (det > 0), log_p.exp() / det, torch.zeros_like(det))
             dens.append(grid.reshape(values))
             unsolved.append(int((~solution.converged).sum()))
@@ -156,9 +166,9 @@ def monge_ampere_field(model: TransportMap, source: Density, target: Density, gr
     _check_2d(model, source, target)
     x = _model_tensor(model, grid.points())
     with torch.no_grad():
-        mapped, logdet = model.map_and_logdet(x)
-        log_p = source.log_prob(x.to(source.device, source.dtype)).double().cpu()
-        log_q = target.log_prob(mapped.to(target.device, target.dtype)).double().cpu()
+        mapped, logdet = in_chunks(model.map_and_logdet, x, evaluation_rows(model, x.device))
+        log_p = _log_prob(source, x).double().cpu()
+        log_q = _log_prob(target, mapped).double().cpu()
         field = log_p - logdet.double().cpu() - log_q
     inside = log_p >= log_p.max() + np.log(support)
     return grid.reshape(torch.where(inside, field, torch.full_like(field, np.nan)))

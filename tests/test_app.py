@@ -187,6 +187,7 @@ def test_mixtures_train_against_the_barycentric_projection():
     _train(at, "mixtures")
     _assert_results(at)
     assert "barycentric, n=300" in _animation(at, "mixtures").proto.spec
+    assert "mixtures.density_morph" in [c.key for c in _charts(at)]          # the exact density, by default
 
 
 def test_mixtures_bad_rows_show_an_error_and_weights_are_normalised():
@@ -212,6 +213,7 @@ def test_digits_train_from_bundled_examples():
     at.slider(key="digits.samples").set_value(300).run()
     _train(at, "digits", steps=20)
     _assert_results(at)
+    assert "digits.density_morph" in [c.key for c in _charts(at)]
     # The page trains the digits preset's own objective, with its tuned bandwidth end and Sinkhorn term
     # (a bare MongeAmpere() once replaced it: drawn digits then failed where the benchmark passed).
     trained = _state(at, "digits").runs["learned"].settings["training"]["objective"]

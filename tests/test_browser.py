@@ -179,6 +179,22 @@ def test_train_the_gaussian_preset_and_play_the_animation(page, shots):
     page.screenshot(path=shots / "gaussians-results.png")
     _no_exception(page)
 
+    # The exact density morph: its heatmap must be drawn while it plays (with 1000 particles beside
+    # it, a frame's redraw outlasted the frame and the heatmap stayed blank until the end).
+    section = page.get_by_text("What the map does to the density")
+    section.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.locator(".heatmaplayer image").first.wait_for()
+    page.get_by_text("▶ Play").nth(1).click()
+    _wait_until(page, "the density morph drawn mid-play",
+                "() => { const plot = document.querySelector('.heatmaplayer')?.closest('.js-plotly-plot');"
+                " const label = plot?.querySelector('.slider-label')?.textContent || '';"
+                " return /t = 0\\.[1-8]/.test(label) && plot.querySelectorAll('.heatmaplayer image').length > 0; }")
+    page.screenshot(path=shots / "gaussians-density-morph.png")
+    page.locator("[data-testid=stRadio]").filter(has_text="Density morph").get_by_text(
+        "Pushforward vs target", exact=True).click()
+    page.get_by_text("Total variation between T#p and q").wait_for()
+    _no_exception(page)
+
 
 def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
