@@ -366,10 +366,11 @@ class GradientNetwork(TransportMap, ABC):
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
         # One-hot (d, d(d+1)/2) selectors: in low dimension a tiny matmul gathers columns (and
-        # scatters their gradients) much faster than advanced indexing.
-        eye = torch.eye(dim)
-        self.register_buffer("_select_rows", eye[:, rows], persistent=False)
-        self.register_buffer("_select_cols", eye[:, cols], persistent=False)
+        # scatters their gradients) much faster than advanced indexing. Only there: they grow as d^3.
+        if dim <= _SMALL_DIM:
+            eye = torch.eye(dim)
+            self.register_buffer("_select_rows", eye[:, rows], persistent=False)
+            self.register_buffer("_select_cols", eye[:, cols], persistent=False)
 
     @abstractmethod
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import pickle
 
 import pytest
@@ -83,3 +84,94 @@ def test_file_of_another_architecture_is_refused(tmp_path):
 def test_missing_file_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
         load_map(tmp_path / "nope.safetensors")
+
+
+# --------------------------------------------------------------------------------------------
+# Files from anyone: an upload makes load_map reachable by every visitor of the app
+# --------------------------------------------------------------------------------------------
+def _forged(path, cls: str, config: dict, tensors: dict | None = None, extra_text: str | None = None) -> None:
+    """A safetensors file with our metadata naming ``cls`` and ``config`` (or the raw ``extra_text``)."""
+    text = extra_text if extra_text is not None else json.dumps(
+        {"format": "gradnetot-map", "version": 1, "class": cls, "config": config})
+    save_file(tensors if tensors is not None else {"W": torch.zeros(2, 2)}, str(path), metadata={"gradnetot": text})
+
+
+_PROBE = """
+import json, resource, sys, time
+from gradnet_core.files import load_map
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    load_map(sys.argv[1])
+    outcome = "loaded"
+except ValueError as err:
+    outcome = "ValueError: " + str(err)
+except BaseException as err:
+    outcome = type(err).__name__ + ": " + str(err)[:200]
+seconds = time.perf_counter() - start
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"outcome": outcome, "seconds": seconds, "grown_mb": grown}))
+"""
+
+
+def _probe(path) -> dict:
+    """load_map(path) in a fresh process: what it raised, and how much memory it grew by (MB)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("width 2e8", "accepts 1 to 4096"),
+    ("width 1e9", "accepts 1 to 4096"),
+    ("MLP depth 1e6", "accepts 1 to 64"),
+    ("metadata nested 100 000 deep", "not a GradNetOT Studio map"),
+    ("NaN weights", "NaN or infinite"),
+    ("inf weights", "NaN or infinite"),
+    ("sizes within the caps, weights too small for them", "does not match"),
+    ("a setting the class does not take", "does not take"),
+])
+def test_hostile_files_are_refused_at_once_without_allocating(tmp_path, case, fragment):
+    path = tmp_path / "map.safetensors"
+    small = MGradNetM(2, width=4, modules=2)
+    weights = {k: v.contiguous() for k, v in small.state_dict().items()}
+    if case == "width 2e8":
+        _forged(path, "MGradNetM", {**small.config(), "width": 200_000_000}, weights)
+    elif case == "width 1e9":
+        _forged(path, "MGradNetC", {"dim": 2, "width": 1_000_000_000, "depth": 2}, weights)
+    elif case == "MLP depth 1e6":
+        _forged(path, "MLPMap", {"dim": 2, "width": 8, "depth": 1_000_000}, weights)
+    elif case == "metadata nested 100 000 deep":
+        _forged(path, "MGradNetM", {}, weights, extra_text="[" * 100_000 + "]" * 100_000)
+    elif case in ("NaN weights", "inf weights"):
+        weights["W"][0, 0, 0] = math.nan if case == "NaN weights" else math.inf
+        _forged(path, "MGradNetM", small.config(), weights)
+    elif case == "sizes within the caps, weights too small for them":
+        _forged(path, "MGradNetM", {**small.config(), "width": 4096, "modules": 1024}, weights)
+    else:
+        _forged(path, "MGradNetM", {**small.config(), "callback": "os.system"}, weights)
+    result = _probe(path)
+    assert result["outcome"].startswith("ValueError") and fragment in result["outcome"], result
+    assert result["grown_mb"] < 100, result
+
+
+def test_oversized_files_are_refused_before_reading(tmp_path):
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as fh:
+        fh.truncate(65_000_000)
+    with pytest.raises(ValueError, match="the limit is 64,000,000 bytes"):
+        load_map(path)
+    with pytest.raises(ValueError, match="the limit is 64,000,000 bytes"):
+        map_from_bytes(bytes(65_000_000))
+
+
+def test_the_extra_description_comes_back_with_the_map(tmp_path):
+    from gradnet_core.files import load_map_file
+
+    path = tmp_path / "map.safetensors"
+    save_map(MGradNetC(2, width=4, depth=2), path, extra={"network": "mGradNet-C", "problem": {"type": "x"}})
+    loaded = load_map_file(path)
+    assert isinstance(loaded.model, MGradNetC) and loaded.extra == {"network": "mGradNet-C", "problem": {"type": "x"}}
