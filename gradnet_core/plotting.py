@@ -25,7 +25,7 @@ from .densities import Density
 from .pushforward import DensityMorph, Grid
 
 __all__ = ["Panel", "Bounds", "COLOURSCALE", "position_colours", "interpolate", "square_bounds", "grid_points",
-           "animation_figure", "animation_gif", "loss_figure", "density_heatmap", "preview_figure",
+           "animation_figure", "animation_gif", "loss_figure", "losses_figure", "density_heatmap", "preview_figure",
            "density_morph_figure", "density_morph_gif", "density_comparison_figure", "residual_figure"]
 
 #: Axis box (x0, x1, y0, y1).
@@ -316,6 +316,23 @@ def loss_figure(steps: Sequence[float], losses: Sequence[float], *, height: int 
                                line={"width": 1.5, "color": "#1f77b4"}, name="loss"))
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
                       xaxis_title="step", yaxis_title="loss", yaxis=yaxis)
+    return fig
+
+
+def losses_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *, height: int = 260,
+                  title: str = "Training loss") -> go.Figure:
+    """Several loss curves (label -> (steps, losses)) overlaid on one chart; logarithmic when every loss
+    is positive. Losses of different objectives are on different scales; the legend names each run."""
+    fig = go.Figure()
+    positive = True
+    for label, (steps, losses) in curves.items():
+        s_a, l_a = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
+        finite = np.isfinite(l_a)
+        positive &= bool(finite.any() and (l_a[finite] > 0).all())
+        fig.add_trace(go.Scatter(x=s_a[finite], y=l_a[finite], mode="lines", line={"width": 1.5}, name=label))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
+                      xaxis_title="step", yaxis_title="loss", yaxis={"type": "log" if positive else "linear"},
+                      legend={"orientation": "h", "y": -0.25, "x": 0})
     return fig
 
 

@@ -10,6 +10,7 @@ mapped points. ``results_panel`` and ``color_results_panel`` draw what the finis
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -19,12 +20,12 @@ import streamlit as st
 import torch
 
 from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
-from gradnet_core.files import map_to_bytes
+from gradnet_core.files import MAX_FILE_BYTES, map_to_bytes, read_map
 from gradnet_core.flow import log_concave_target
 from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
-                                   density_morph_figure, density_morph_gif, loss_figure, preview_figure,
-                                   residual_figure, square_bounds)
+                                   density_morph_figure, density_morph_gif, loss_figure, losses_figure,
+                                   preview_figure, residual_figure, square_bounds)
 from gradnet_core.pushforward import density_on_grid, total_variation
 from gradnet_core.training import TrainResult
 
@@ -42,6 +43,7 @@ PREVIEW_EVERY = (20, 200)        # steps between live previews: a tenth of the r
 POLL_SECONDS = 0.5               # live panel refresh while training
 CPU_THREADS = 1                  # torch threads per training job: sessions share the cores (see jobs)
 ANIMATION_FRAMES = 30
+MAX_RUNS = 8                     # runs a page keeps; past it the oldest goes
 LIMITS = {"width": 512, "depth": 16, "modules": 64, "steps": 20000}
 DENSITY_VIEWS = ("Density morph", "Pushforward vs target", "Where the map is wrong", "Morph back")
 COLOR_LOSSES = {"sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL (mean and covariance only)",
@@ -210,13 +212,28 @@ def _describe(objective: Objective) -> str:
 
 
 def _store_run(state: PageState, job: TrainingJob) -> None:
-    """File a finished job's run and ground truth; runs on another problem are dropped."""
-    run, reference = job.evaluation
+    """File a finished job's run and ground truth."""
+    add_run(state, *job.evaluation)
+
+
+def add_run(state: PageState, run: Run, reference: Reference) -> None:
+    """Add ``run`` to the page's runs and show it first, beside the run shown before; runs on another
+    problem are dropped, and past ``MAX_RUNS`` the oldest."""
     if state.reference is None or state.reference.signature != reference.signature:
-        state.runs = {}
+        state.runs, state.shown = [], []
     state.reference = reference
-    state.runs[run.role] = run
-    state.cache = {}
+    state.run_counter += 1
+    run.number = state.run_counter
+    state.runs = (state.runs + [run])[-MAX_RUNS:]
+    _runs_changed(state, [run.number] + state.shown[:1])
+
+
+def _runs_changed(state: PageState, shown: list[int]) -> None:
+    """After runs were added or removed: what is shown, and the cached pictures of runs still there."""
+    numbers = {run.number for run in state.runs}
+    state.shown = [n for n in shown if n in numbers][:2]
+    state.runs_version += 1
+    state.cache = {k: v for k, v in state.cache.items() if k[0] == "run" and k[1] in numbers}
 
 
 def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[str, int],
@@ -231,7 +248,8 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
     preview = source.sample(PREVIEW_POINTS, gen)
     preview_target = to_numpy(target.sample(PREVIEW_POINTS, gen))
     cached = state.reference if state.reference and state.reference.signature == problem.signature else None
-    settings = {"network": network, **arch, "training": config.to_dict(), "problem": problem.describe()}
+    settings = {"network": network, **arch, "objective_label": _describe(config.objective),
+                "training": config.to_dict(), "problem": problem.describe()}
 
     def finish(trained: TransportMap, result: TrainResult) -> tuple[Run, Reference]:
         reference = cached or compute_reference(problem)
@@ -256,58 +274,105 @@ def training_panel(page: str, problem: Problem | None, preset: str,
                                                  objectives=objectives, withheld=withheld)
     start = None if problem is None else lambda: _start(page, problem, preset, network, arch, overrides)
     _run_controls(page, start, hint=" Fix the input above to train.")
+    if not training:
+        _map_upload(page, problem)
+
+
+def _map_upload(page: str, problem: Problem | None) -> None:
+    """A saved map (.safetensors from this app or ``save_map``) joins the runs, measured on the current
+    problem; anything else gets an error and changes nothing."""
+    state = page_state(page)
+    with st.expander("Load a saved map (.safetensors)"):
+        upload = st.file_uploader("A map downloaded from this app or written by gradnet_core.save_map",
+                                  type=["safetensors"], key=key(page, "map_upload", state.runs_version))
+        if upload is None:
+            return
+        if problem is None:
+            st.error("Set up the problem above first: the map is measured against it.")
+            return
+        try:
+            if upload.size > MAX_FILE_BYTES:
+                raise ValueError(f"the file is {upload.size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
+            loaded = read_map(upload.getvalue())
+            if loaded.model.dim != 2:
+                raise ValueError(f"this map is {loaded.model.dim}-dimensional; this page's problems are 2-D")
+        except ValueError as err:
+            st.error(f"{upload.name}: {err}")
+            return
+        extra = loaded.extra or {}
+        network = extra.get("network")
+        if network not in NETWORKS or not isinstance(loaded.model, NETWORKS[network]):
+            network = next(label for label, cls in NETWORKS.items() if isinstance(loaded.model, cls))
+        reference = (state.reference if state.reference is not None and state.reference.signature == problem.signature
+                     else compute_reference(problem))
+        run = evaluate_run(problem, reference, loaded.model, None, network, extra, origin=upload.name)
+        add_run(state, run, reference)
+        trained_on = extra.get("problem")
+        if trained_on == json.loads(json.dumps(problem.describe())):
+            where = ""
+        elif trained_on:
+            where = " It was trained on another problem; its metrics are measured on this one."
+        else:
+            where = " The file does not say what it was trained on; its metrics are measured on this problem."
+        state.notices = [("info", f"Loaded {upload.name} as run #{run.number}.{where}")]
+        st.rerun()
 
 
 # =============================================================================================
 # Results panel of the transport pages
 # =============================================================================================
-def _panels(state: PageState) -> list:
-    ref = state.reference
-    panels = []
-    learned = state.runs.get("learned")
-    if learned is not None:
-        panels.append(Panel(f"{learned.network} (learned)", learned.mapped, (ref.grid, learned.grid_mapped)))
-    panels.append(Panel(ref.name, ref.mapped, (ref.grid, ref.grid_mapped)))
-    baseline = state.runs.get("baseline")
-    if baseline is not None:
-        panels.append(Panel(f"{baseline.network} (not monotone)", baseline.mapped,
-                            (ref.grid, baseline.grid_mapped)))
-    return panels
+def _panels(reference: Reference, shown: Sequence[Run]) -> list[Panel]:
+    """The first shown run, the ground truth, then the second shown run."""
+    def panel(run: Run) -> Panel:
+        suffix = "" if run.model.monotone else ", not monotone"
+        return Panel(f"{run.label.split(' (')[0]}{suffix}", run.mapped, (reference.grid, run.grid_mapped))
+
+    truth = Panel(reference.name, reference.mapped, (reference.grid, reference.grid_mapped))
+    return [panel(run) for run in shown[:1]] + [truth] + [panel(run) for run in shown[1:2]]
 
 
-def _cached(state: PageState, name: Any, make: Callable[[], Any]) -> Any:
+def _cached(state: PageState, name: tuple, make: Callable[[], Any]) -> Any:
+    """``make()`` once per ``name``: ("run", number, what) for a run's pictures (kept while the run is),
+    anything else for what depends on the whole list (dropped when it changes)."""
     if name not in state.cache:
         state.cache[name] = make()
     return state.cache[name]
 
 
 def results_panel(page: str, problem: Problem | None) -> None:
-    """The animation with its toggles, the metrics, the loss curves and the downloads."""
+    """The runs to show, the animation with its toggles, the density pictures, the metrics of every run,
+    the loss curves and the downloads."""
     state = page_state(page)
     if not state.runs or state.reference is None:
         return
     ref = state.reference
-    runs = [state.runs[role] for role in ("learned", "baseline") if role in state.runs]
     st.divider()
     st.subheader("Results")
     if problem is None or problem.signature != ref.signature:
         st.caption("These results are for the problem as it was when you pressed Train.")
+    by_number = {run.number: run for run in state.runs}
+    chosen = st.multiselect(
+        "Runs shown side by side, with the ground truth between them", list(by_number), default=state.shown,
+        max_selections=2, format_func=lambda n: by_number[n].label, key=key(page, "shown", state.runs_version),
+        help="Every run on this problem is in the table below; pick any two to compare.")
+    state.shown = list(chosen)
+    shown = [by_number[n] for n in chosen]
     a, b, c = st.columns(3)
     arrows = a.toggle("Displacement arrows", key=key(page, "arrows"), persist_state="session")
     paths = b.toggle("Trajectories", key=key(page, "paths"), persist_state="session",
                      help="Straight paths x → T(x); they never cross for a monotone map.")
     show_target = c.toggle("Target samples", key=key(page, "show_target"), persist_state="session")
-    panels = _panels(state)
-    figure = _cached(state, ("animation", arrows, paths, show_target), lambda: animation_figure(
+    panels = _panels(ref, shown)
+    figure = _cached(state, ("animation", tuple(chosen), arrows, paths, show_target), lambda: animation_figure(
         ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES, arrows=arrows,
         trajectories=paths, show_target=show_target))
     st.plotly_chart(figure, key=key(page, "animation"), config={"displayModeBar": False})
     st.caption("Points move along x_t = (1 − t) x + t T(x); colours mark where each point started.")
-    _density_section(page, state, runs)
+    _density_section(page, state, shown)
 
-    st.markdown("**Metrics** against the ground truth on the "
-                f"{len(ref.points):,} source samples shown above")
-    table = metrics_table(runs)
+    st.markdown(f"**Metrics** of every run against the ground truth on the {len(ref.points):,} source samples "
+                "shown above")
+    table = metrics_table(state.runs)
     st.dataframe(table, hide_index=True, column_config={
         "MSE": st.column_config.NumberColumn(format="%.3e"),
         "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
@@ -315,37 +380,54 @@ def results_panel(page: str, problem: Problem | None) -> None:
         "Monge–Ampère residual": st.column_config.NumberColumn(format="%.4f"),
         "smallest Jacobian eigenvalue": st.column_config.NumberColumn(format="%.4f"),
         "training time (s)": st.column_config.NumberColumn(format="%.1f"),
+        "steps": st.column_config.NumberColumn(format="%d"),
         METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
             format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
         METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
             format="%.3f", help="From the Monge–Ampère residual, in nats. None where the verdict does not use "
                                 "it: image targets and maps trained on target samples only."),
     })
-    steps = [run.result.history["step"] for run in runs]
-    losses = [run.result.history["loss"] for run in runs]
+    _remove_control(page, state, by_number)
     loss_col, files_col = st.columns([3, 2])
     with loss_col:
-        for run, s, l in zip(runs, steps, losses):
-            st.plotly_chart(loss_figure(s, l, height=240, title=f"Training loss: {run.network}"),
-                            key=key(page, "loss", run.role), config={"displayModeBar": False})
+        curves = {run.label: (run.result.history["step"], run.result.history["loss"])
+                  for run in state.runs if run.result is not None and run.result.history["step"]}
+        if curves:
+            st.plotly_chart(_cached(state, ("losses",), lambda: losses_figure(curves, height=260)),
+                            key=key(page, "losses"), config={"displayModeBar": False})
     with files_col:
         st.markdown("**Downloads**")
-        for run in runs:
-            st.download_button(f"Trained map: {run.network} (.safetensors)",
-                               _cached(state, ("map", run.role), lambda run=run: map_to_bytes(run.model, run.settings)),
-                               file_name=f"{page}-{run.network.replace(' ', '-')}.safetensors",
-                               mime="application/octet-stream", key=key(page, "download_map", run.role))
-        st.download_button("Metrics (.csv)", table.to_csv(index=False), file_name=f"{page}-metrics.csv",
-                           mime="text/csv", key=key(page, "download_csv"))
-        st.download_button("Animation (.gif)", lambda: _cached(state, ("gif", show_target), lambda: animation_gif(
-            ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES, show_target=show_target)),
-            file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
-        monotone = _monotone_run(runs)
+        for run in shown:
+            st.download_button(f"Map {run.label.split(' (')[0]} (.safetensors)",
+                               _cached(state, ("run", run.number, "file"), lambda run=run: map_to_bytes(
+                                   run.model, {**run.settings, "network": run.network})),
+                               file_name=f"{page}-run{run.number}-{run.network.replace(' ', '-')}.safetensors",
+                               mime="application/octet-stream", key=key(page, "download_map", run.number))
+        st.download_button("Metrics of every run, with settings and problem (.csv)",
+                           metrics_table(state.runs, details=True).to_csv(index=False),
+                           file_name=f"{page}-metrics.csv", mime="text/csv", key=key(page, "download_csv"))
+        st.download_button("Animation (.gif)", lambda: _cached(state, ("gif", tuple(chosen), show_target), lambda:
+                           animation_gif(ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES,
+                                         show_target=show_target)),
+                           file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
+        monotone = _monotone_run(shown)
         if monotone is not None:
-            st.download_button("Density morph (.gif)", lambda: _cached(state, ("morph_gif", monotone.role), lambda:
-                               density_morph_gif(_morph(state, monotone), title=f"{monotone.network}: density")),
+            st.download_button("Density morph (.gif)", lambda: _cached(state, ("run", monotone.number, "morph_gif"),
+                               lambda: density_morph_gif(_morph(state, monotone), title=f"{monotone.network}: density")),
                                file_name=f"{page}-density-morph.gif", mime="image/gif",
                                key=key(page, "download_morph_gif"))
+
+
+def _remove_control(page: str, state: PageState, by_number: dict[int, Run]) -> None:
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    victim = left.selectbox("Remove a run", list(by_number), index=None, placeholder="Pick a run to remove",
+                            format_func=lambda n: by_number[n].label, key=key(page, "remove", state.runs_version))
+    if right.button("Remove", key=key(page, "remove_button"), disabled=victim is None):
+        state.runs = [run for run in state.runs if run.number != victim]
+        _runs_changed(state, state.shown)
+        if not state.runs:
+            state.reference = None
+        st.rerun()
 
 
 def _monotone_run(runs: Sequence[Run]) -> Run | None:
@@ -354,19 +436,27 @@ def _monotone_run(runs: Sequence[Run]) -> Run | None:
 
 
 def _morph(state: PageState, run: Run) -> Any:
-    return _cached(state, ("morph", run.role), lambda: density_morph_of(state.reference, run))
+    return _cached(state, ("run", run.number, "morph"), lambda: density_morph_of(state.reference, run))
 
 
 def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
     """The exact density pictures of the monotone run (docs/method.md §2.7), one view at a time, each
     computed once per trained map."""
     st.markdown("**What the map does to the density**")
-    run = _monotone_run(runs)
-    if run is None:
-        st.info("The MLP baseline is not monotone, so it has no inverse and its density cannot be computed "
-                "exactly. Train an mGradNet to see the density morph, the pushforward and the map run backwards.")
+    monotone = [run for run in runs if run.model.monotone]
+    if not monotone:
+        st.info(("The MLP baseline is not monotone" if runs else "No run is shown") + ", so there is no inverse "
+                "and no exact density to compute. Show an mGradNet run to see the density morph, the pushforward "
+                "and the map run backwards.")
         return
     ref = state.reference
+    if len(monotone) > 1:
+        by_number = {m.number: m for m in monotone}
+        number = st.radio("Pictures of", list(by_number), horizontal=True, format_func=lambda n: by_number[n].label,
+                          key=key(page, "density_run", state.runs_version))
+        run = by_number[number]
+    else:
+        run = monotone[0]
     view = st.radio("Density view", DENSITY_VIEWS, horizontal=True, key=key(page, "density_view"),
                     persist_state="session", label_visibility="collapsed")
     not_monotone = [other.network for other in runs if not other.model.monotone]
@@ -375,7 +465,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
     with st.spinner("Computing the exact density (once per trained map)…"):
         if view == "Density morph":
             morph = _morph(state, run)
-            figure = _cached(state, ("morph_figure", run.role), lambda: density_morph_figure(
+            figure = _cached(state, ("run", run.number, "morph_figure"), lambda: density_morph_figure(
                 morph, (ref.points, ref.mapped), title=f"{run.network}: density of x_t",
                 particles_title=f"{ref.name}: particles"))
             st.plotly_chart(figure, key=key(page, "density_morph"), config={"displayModeBar": False})
@@ -385,8 +475,8 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
         elif view == "Pushforward vs target":
             morph = _morph(state, run)
-            target = _cached(state, ("target_grid", run.role), lambda: density_on_grid(ref.target, morph.grid))
-            figure = _cached(state, ("comparison", run.role), lambda: density_comparison_figure(
+            target = _cached(state, ("run", run.number, "target_grid"), lambda: density_on_grid(ref.target, morph.grid))
+            figure = _cached(state, ("run", run.number, "comparison"), lambda: density_comparison_figure(
                 morph.pushforward, target, morph.grid, titles=(f"T#p ({run.network})", "target q", "T#p − q")))
             st.plotly_chart(figure, key=key(page, "density_comparison"), config={"displayModeBar": False})
             tv = total_variation(morph.pushforward, target, morph.grid)
@@ -395,8 +485,8 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
                         f"q, 1 when they do not overlap). T#p has {mass:.1%} of its mass in this box.")
             _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
         elif view == "Where the map is wrong":
-            field, grid = _cached(state, ("residual", run.role), lambda: residual_of(ref, run))
-            figure = _cached(state, ("residual_figure", run.role), lambda: residual_figure(
+            field, grid = _cached(state, ("run", run.number, "residual"), lambda: residual_of(ref, run))
+            figure = _cached(state, ("run", run.number, "residual_figure"), lambda: residual_figure(
                 field, grid, title=f"Monge–Ampère residual of {run.network}"))
             st.plotly_chart(figure, key=key(page, "residual"), config={"displayModeBar": False})
             inside = field[np.isfinite(field)]
@@ -405,8 +495,8 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
                        f"than the target has there; blue: less. Median |residual| "
                        f"{float(np.median(np.abs(inside))) if inside.size else math.nan:.3f}.")
         else:
-            back, converged = _cached(state, ("back", run.role), lambda: morph_back(ref, run))
-            figure = _cached(state, ("back_figure", run.role), lambda: animation_figure(
+            back, converged = _cached(state, ("run", run.number, "back"), lambda: morph_back(ref, run))
+            figure = _cached(state, ("run", run.number, "back_figure"), lambda: animation_figure(
                 ref.target_samples[converged],
                 [Panel(f"{run.network}: T⁻¹", back[converged]),
                  Panel(f"{ref.name}: inverse", ref.inverse_mapped[converged])],

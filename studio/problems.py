@@ -10,6 +10,7 @@ turn widget values into densities.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -115,17 +116,29 @@ class Reference:
 
 @dataclass
 class Run:
-    """A trained map and what the results panel shows about it."""
+    """A map on the page's problem (trained here or loaded from a file) and what the results panel shows."""
 
-    role: str                  # "learned" (a monotone network) or "baseline"
     network: str               # registry name
     model: TransportMap
-    result: TrainResult
-    signature: str             # the problem it was trained on
-    settings: dict[str, Any]   # network arguments and training configuration
+    result: TrainResult | None  # None for a map loaded from a file
+    signature: str             # the problem its metrics are measured on
+    settings: dict[str, Any]   # network arguments, training configuration and the problem it was trained on
     mapped: np.ndarray         # T(x) at the reference's source samples
     grid_mapped: np.ndarray    # T at the reference's arrow starts
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
+    origin: str = ""           # "" when trained here; the file's name when loaded
+    number: int = 0            # set when the page files it: #1, #2, ...
+
+    @property
+    def label(self) -> str:
+        """"#2 mGradNet-M (KL divergence, 500 steps)", or "#3 mGradNet-C (from map.safetensors)"."""
+        if self.origin:
+            how = f"from {self.origin}"
+        else:
+            objective = self.settings.get("objective_label") or self.settings.get("training", {}).get(
+                "objective", {}).get("name", "")
+            how = ", ".join(part for part in (str(objective), f"{self.metrics.get('steps', 0):.0f} steps") if part)
+        return f"#{self.number} {self.network} ({how})"
 
 
 def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -180,33 +193,42 @@ def compute_reference(problem: Problem) -> Reference:
                      grid=grid, grid_mapped=np.asarray(grid_mapped), seconds=time.perf_counter() - start)
 
 
-def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult,
-                 network: str, settings: dict[str, Any]) -> Run:
-    """Map the reference's samples and arrow starts and compute every metric of the trained map."""
+def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult | None,
+                 network: str, settings: dict[str, Any], origin: str = "") -> Run:
+    """Map the reference's samples and arrow starts and compute every metric of the map (``result`` is
+    None for a map loaded from ``origin``, a file: no training time, steps or verdict then)."""
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
-    metrics = evaluate_map(model, source, target, reference.points, reference.mapped)
+    metrics: dict[str, Any] = evaluate_map(model, source, target, reference.points, reference.mapped)
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         mapped = to_numpy(model(torch.as_tensor(reference.points, dtype=dtype)))
         grid_mapped = (to_numpy(model(torch.as_tensor(reference.grid, dtype=dtype)))
                        if len(reference.grid) else reference.grid)
-    metrics["training_time"] = result.elapsed
-    metrics["steps"] = float(result.steps)
-    if result.verdict is not None:
-        metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
-        metrics["distance_ratio"] = result.verdict.distance_ratio
-        metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
-    return Run(role="learned" if model.monotone else "baseline", network=network, model=model,
-               result=result, signature=problem.signature, settings=settings, mapped=mapped,
-               grid_mapped=grid_mapped, metrics=metrics)
+    if result is not None:
+        metrics["training_time"] = result.elapsed
+        metrics["steps"] = float(result.steps)
+        if result.verdict is not None:
+            metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
+            metrics["distance_ratio"] = result.verdict.distance_ratio
+            metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
+    return Run(network=network, model=model, result=result, signature=problem.signature, settings=settings,
+               mapped=mapped, grid_mapped=grid_mapped, metrics=metrics, origin=origin)
 
 
-def metrics_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run, the columns of ``METRIC_COLUMNS``."""
-    rows = [{"map": run.network, **{label: run.metrics.get(key, math.nan) for key, label in METRIC_COLUMNS.items()}}
-            for run in runs]
-    table = pd.DataFrame(rows, columns=["map", *METRIC_COLUMNS.values()])
-    return table.astype({"steps": "int64"}) if len(table) else table
+def metrics_table(runs: Sequence[Run], details: bool = False) -> pd.DataFrame:
+    """One row per run, the columns of ``METRIC_COLUMNS``; with ``details``, also each run's settings and the
+    problem it was trained on, as JSON (the CSV download)."""
+    rows = []
+    for run in runs:
+        row = {"map": run.label, **{label: run.metrics.get(key, math.nan) for key, label in METRIC_COLUMNS.items()}}
+        if details:
+            settings = {k: v for k, v in run.settings.items() if k != "problem"}
+            row["settings"] = json.dumps(settings, sort_keys=True, default=str)
+            row["trained on"] = json.dumps(run.settings.get("problem"), default=str)
+        rows.append(row)
+    columns = ["map", *METRIC_COLUMNS.values(), *(("settings", "trained on") if details else ())]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.astype({"steps": "float64"}) if len(table) else table
 
 
 def density_morph_of(reference: Reference, run: Run) -> DensityMorph:

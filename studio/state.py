@@ -38,7 +38,10 @@ class PageState:
     job_store: Store | None = None         # files the job's result in this state when it ends
     preview_points: np.ndarray | None = None  # source points the live preview maps, if any
     preview_target: np.ndarray | None = None  # target samples drawn beside them
-    runs: dict[str, Run] = field(default_factory=dict)   # transport pages: role -> run
+    runs: list[Run] = field(default_factory=list)        # transport pages: runs on the problem, oldest first
+    shown: list[int] = field(default_factory=list)       # the numbers of the (up to two) runs shown
+    runs_version: int = 0                                 # changes with the list (resets its widgets)
+    run_counter: int = 0                                  # numbers runs #1, #2, ...
     reference: Reference | None = None                    # transport pages: the ground truth
     outcome: Any = None                                   # other pages: their last result
     notices: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) from the last job

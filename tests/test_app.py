@@ -3,12 +3,14 @@ bad input with st.error."""
 
 import base64
 import io
+import json
 import struct
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 from PIL import Image
@@ -16,7 +18,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from gradnet_core import presets  # noqa: E402
+from gradnet_core import MGradNetM, presets  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 120
@@ -69,6 +71,11 @@ def _metrics(at: AppTest) -> pd.DataFrame:
     return tables[0]
 
 
+def _networks(table: pd.DataFrame) -> list[str]:
+    """The network of each row of the metrics table ("#2 mGradNet-C (...)" -> "mGradNet-C")."""
+    return [label.split(" (")[0].split(" ", 1)[1] for label in table["map"]]
+
+
 def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
     assert not at.error, [e.value for e in at.error]
     # Green only when the verdict holds; a short run gets a warning that says what is wrong.
@@ -110,12 +117,12 @@ def test_gaussians_trains_and_changing_a_view_never_retrains():
     assert not at.error and len(at.slider) == 10
     _train(at, "gaussians")
     table = _assert_results(at)
-    assert table["map"].tolist() == ["mGradNet-M"]
-    run = _state(at, "gaussians").runs["learned"]
+    assert _networks(table) == ["mGradNet-M"]
+    run = _state(at, "gaussians").runs[-1]
     before = len(_animation(at, "gaussians").proto.spec)
     at.toggle(key="gaussians.arrows").set_value(True).run()
     at.toggle(key="gaussians.paths").set_value(True).run()
-    assert _state(at, "gaussians").job is None and _state(at, "gaussians").runs["learned"] is run
+    assert _state(at, "gaussians").job is None and _state(at, "gaussians").runs[-1] is run
     assert len(_animation(at, "gaussians").proto.spec) > before                # arrows and paths drawn, no new training
 
 
@@ -125,11 +132,11 @@ def test_gaussians_baseline_joins_the_comparison():
     at.selectbox(key="gaussians.network").set_value("MLP baseline").run()
     _train(at, "gaussians", steps=20)
     table = _assert_results(at, rows=2)
-    assert table["map"].tolist() == ["mGradNet-M", "MLP baseline"]
+    assert _networks(table) == ["mGradNet-M", "MLP baseline"]
     assert table["verdict (no ground truth)"].tolist()[1] == "flagged"              # the MLP is not monotone
     assert any("not monotone" in w.value for w in at.warning), [w.value for w in at.warning]
     assert not at.success
-    assert "(not monotone)" in _animation(at, "gaussians").proto.spec           # third panel
+    assert "#2 MLP baseline, not monotone" in _animation(at, "gaussians").proto.spec   # shown beside #1
 
 
 def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
@@ -140,7 +147,7 @@ def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
     _train(at, "gaussians", steps=3)
     assert not at.success
     assert any("Trained 3 steps" in w.value and "not the optimal map" in w.value for w in at.warning)
-    assert _metrics(at)["verdict (no ground truth)"].tolist() == ["flagged"]
+    assert _metrics(at)["verdict (no ground truth)"].tolist() == ["ok", "flagged"]          # both runs kept
 
 
 def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
@@ -156,7 +163,7 @@ def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
     at.button(key="gaussians.stop").click().run()
     _wait(at, "gaussians")
     assert any("Stopped by request" in w.value for w in at.warning)
-    run = _state(at, "gaussians").runs["learned"]
+    run = _state(at, "gaussians").runs[-1]
     assert 0 < run.result.steps < 20000 and run.result.stopped == "stopped"
     assert len(_metrics(at)) == 1
     assert not at.slider(key="gaussians.source.mean_x").disabled
@@ -177,7 +184,7 @@ def test_gaussians_divergence_is_reported_and_the_last_good_model_kept():
     _train(at, "gaussians", steps=30, lr=10.0)
     assert any("diverged" in e.value for e in at.error)
     assert not at.exception
-    assert _state(at, "gaussians").runs["learned"].result.stopped == "diverged"
+    assert _state(at, "gaussians").runs[-1].result.stopped == "diverged"
 
 
 def test_mixtures_train_against_the_barycentric_projection():
@@ -216,7 +223,7 @@ def test_digits_train_from_bundled_examples():
     assert "digits.density_morph" in [c.key for c in _charts(at)]
     # The page trains the digits preset's own objective, with its tuned bandwidth end and Sinkhorn term
     # (a bare MongeAmpere() once replaced it: drawn digits then failed where the benchmark passed).
-    trained = _state(at, "digits").runs["learned"].settings["training"]["objective"]
+    trained = _state(at, "digits").runs[-1].settings["training"]["objective"]
     assert trained == presets.TRAIN_PRESETS["digits"].objective.to_dict()
     assert trained["global_weight"] > 0 and trained["bandwidth_end"] == 1e-3
 
@@ -429,7 +436,7 @@ def test_gaussians_constrained_flow_is_selectable_and_trains():
     assert not at.exception, at.exception
     _wait(at, "gaussians")
     assert not at.error, [e.value for e in at.error]
-    run = _state(at, "gaussians").runs["learned"]
+    run = _state(at, "gaussians").runs[-1]
     assert run.result.steps == 10
     assert "outer_step" in run.result.history and max(run.result.history["outer_step"]) == 2
 
@@ -456,14 +463,14 @@ def test_mixtures_sample_only_loss_trains():
     at.selectbox(key="mixtures.objective").set_value("Sinkhorn divergence (target samples only)").run()
     _train(at, "mixtures", steps=10)
     assert not at.error, [e.value for e in at.error]
-    assert _state(at, "mixtures").runs["learned"].result.stopped == "completed"
+    assert _state(at, "mixtures").runs[-1].result.stopped == "completed"
 
 
 def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_the_mlp():
     at = _open("gaussians")
     at.selectbox(key="gaussians.network").set_value("MLP baseline").run()
     _train(at, "gaussians", steps=20)
-    assert any("not monotone, so it has no inverse" in i.value for i in at.info)
+    assert any("not monotone, so there is no inverse" in i.value for i in at.info)
     assert "gaussians.density_morph" not in [c.key for c in _charts(at)]
     at.selectbox(key="gaussians.network").set_value("mGradNet-M").run()
     _train(at, "gaussians", steps=200)
@@ -474,7 +481,7 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
         at.radio(key="gaussians.density_view").set_value(view).run()
         assert not at.exception and not at.error
         assert chart in [c.key for c in _charts(at)], view
-    morph = state.cache[("morph", "learned")]
+    morph = state.cache[("run", state.runs[-1].number, "morph")]
     assert morph.densities.shape == (30, 100, 100)
     assert any("These pictures are for mGradNet-M" in c.value for c in at.caption)
     # The pushforward of a trained Gaussian map is close to the target: the page says by how much.
@@ -483,5 +490,76 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
     assert len(tv) == 1 and float(tv[0].split("**")[1]) < 0.1
     # Views are cached per map: switching back recomputes nothing.
     at.radio(key="gaussians.density_view").set_value("Density morph").run()
-    assert state.cache[("morph", "learned")] is morph
+    assert state.cache[("run", state.runs[-1].number, "morph")] is morph
     assert any(b.label == "Density morph (.gif)" for b in at.get("download_button"))
+
+
+def test_runs_accumulate_compare_any_two_and_can_be_removed():
+    at = _open("gaussians")
+    for network in ("mGradNet-M", "mGradNet-C", "MLP baseline"):
+        at.selectbox(key="gaussians.network").set_value(network).run()
+        _train(at, "gaussians", steps=30)
+    state = _state(at, "gaussians")
+    assert [run.number for run in state.runs] == [1, 2, 3] and state.shown == [3, 2]     # newest first
+    table = _metrics(at)
+    assert _networks(table) == ["mGradNet-M", "mGradNet-C", "MLP baseline"]
+    losses = [c for c in _charts(at) if c.key == "gaussians.losses"]
+    assert len(losses) == 1 and losses[0].proto.spec.count('"name":"#') == 3              # one chart, three curves
+    # Any two side by side, the ground truth between them.
+    shown = [w for w in at.multiselect if w.key.startswith("gaussians.shown")][0]
+    shown.set_value([1, 3]).run()
+    spec = _animation(at, "gaussians").proto.spec
+    assert spec.index("#1 mGradNet-M") < spec.index("Ground truth") < spec.index("#3 MLP baseline")
+    assert "#2 mGradNet-C" not in spec
+    csv = pd.read_csv(io.StringIO(metrics_csv(at)))
+    assert len(csv) == 3 and {"settings", "trained on"} <= set(csv.columns)
+    assert json.loads(csv["trained on"][0])["ground_truth"] == "gaussian"
+    assert json.loads(csv["settings"][1])["network"] == "mGradNet-C"
+    # Remove #2: the table and the curves lose it, what is shown stays.
+    remove = [w for w in at.selectbox if w.key.startswith("gaussians.remove")][0]
+    remove.set_value(2).run()
+    at.button(key="gaussians.remove_button").click().run()
+    assert not at.exception
+    assert [run.number for run in state.runs] == [1, 3] and state.shown == [1, 3]
+    assert _networks(_metrics(at)) == ["mGradNet-M", "MLP baseline"]
+
+
+def metrics_csv(at: AppTest) -> str:
+    """The CSV the metrics download would give, rebuilt from the page state."""
+    from studio.problems import metrics_table
+
+    return metrics_table(_state(at, "gaussians").runs, details=True).to_csv(index=False)
+
+
+def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
+    from gradnet_core.files import map_to_bytes
+
+    at = _open("gaussians")
+    _train(at, "gaussians", steps=200)
+    state = _state(at, "gaussians")
+    trained = state.runs[-1]
+    data = map_to_bytes(trained.model, {**trained.settings, "network": trained.network})
+    uploader = [w for w in at.get("file_uploader") if w.key.startswith("gaussians.map_upload")]
+    assert len(uploader) == 1
+    at.file_uploader(key=uploader[0].key).set_value(("mine.safetensors", data, "application/octet-stream")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    loaded = state.runs[-1]
+    assert loaded.number == 2 and loaded.origin == "mine.safetensors" and loaded.result is None
+    np.testing.assert_allclose(loaded.mapped, trained.mapped)                       # the same map, measured again
+    assert loaded.metrics["mse"] == pytest.approx(trained.metrics["mse"])
+    assert any("Loaded mine.safetensors as run #2." == i.value for i in at.info), [i.value for i in at.info]
+    assert _metrics(at)["map"].tolist()[1] == "#2 mGradNet-M (from mine.safetensors)"
+    # Bad files: a message, nothing lost.
+    nan_model = trained.model.__class__(**trained.model.config())
+    with torch.no_grad():
+        next(nan_model.parameters()).fill_(float("nan"))
+    bad = {"notes.safetensors": (b"not a map at all", "not a GradNetOT Studio map file"),
+           "nan.safetensors": (map_to_bytes(nan_model), "NaN or infinite"),
+           "three.safetensors": (map_to_bytes(MGradNetM(3)), "3-dimensional")}
+    for name, (content, message) in bad.items():
+        key_now = [w for w in at.get("file_uploader") if w.key.startswith("gaussians.map_upload")][0].key
+        at.file_uploader(key=key_now).set_value((name, content, "application/octet-stream")).run()
+        assert not at.exception
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and errors[0].startswith(name) and message in errors[0], errors
+        assert [run.number for run in state.runs] == [1, 2]

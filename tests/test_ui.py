@@ -1,6 +1,7 @@
 """The app's computing half (studio.problems, no running app): problems, ground truth, metrics,
 table and slider conversions."""
 
+import json
 import math
 
 import numpy as np
@@ -68,7 +69,7 @@ def test_evaluate_run_and_metrics_table():
     model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
     result = train(model, *PAPER, TrainConfig(steps=150, batch_size=500))
     run = evaluate_run(problem, ref, model, result, "mGradNet-M", {"width": 16})
-    assert run.role == "learned" and run.signature == problem.signature
+    assert run.result is result and run.signature == problem.signature and run.origin == ""
     with torch.no_grad():
         np.testing.assert_allclose(run.mapped, model(torch.as_tensor(ref.points, dtype=torch.float32)).double(),
                                    rtol=1e-5, atol=1e-6)
@@ -77,10 +78,18 @@ def test_evaluate_run_and_metrics_table():
     baseline = seeded_map("MLP baseline", 0, dim=2, width=16, depth=2)
     result_b = train(baseline, *PAPER, TrainConfig(steps=5, batch_size=100))
     run_b = evaluate_run(problem, ref, baseline, result_b, "MLP baseline", {})
-    assert run_b.role == "baseline"
+    run.number, run_b.number = 1, 2
     table = metrics_table([run, run_b])
     assert list(table.columns) == ["map", *METRIC_COLUMNS.values()]
-    assert table["map"].tolist() == ["mGradNet-M", "MLP baseline"] and table["steps"].tolist() == [150, 5]
+    assert table["map"].tolist() == ["#1 mGradNet-M (150 steps)", "#2 MLP baseline (5 steps)"]
+    assert table["steps"].tolist() == [150, 5]
+    # The CSV's table carries each run's settings and the problem it was trained on.
+    detailed = metrics_table([run], details=True)
+    assert json.loads(detailed["settings"][0]) == {"width": 16}
+    loaded = evaluate_run(problem, ref, model, None, "mGradNet-M", {"problem": problem.describe()}, origin="m.safetensors")
+    loaded.number = 3
+    assert loaded.label == "#3 mGradNet-M (from m.safetensors)" and "training_time" not in loaded.metrics
+    assert json.loads(metrics_table([loaded], details=True)["trained on"][0])["ground_truth"] == "gaussian"
 
 
 def test_gaussian_rows_round_trip():
