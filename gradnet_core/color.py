@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ._resources import data_path
-from .images import ImageLimits, read_image
+from .images import MAX_UPLOAD_BYTES, ImageLimits, read_image
 from .metrics import energy_distance
 from .networks import NETWORKS, TransportMap, seeded_map
 from .objectives import AdversarialW1, GaussianMomentKL, Objective, SinkhornLoss
@@ -86,7 +86,8 @@ def bundled_color_images() -> dict[str, Path]:
     return {p.stem: p for p in sorted(COLOR_DIR.glob("*.png")) if p.is_file()}
 
 
-def load_rgb(data: bytes | PathLike | np.ndarray, max_side: int = MAX_SIDE, max_bytes: int = 20_000_000) -> np.ndarray:
+def load_rgb(data: bytes | PathLike | np.ndarray, max_side: int = MAX_SIDE,
+             max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
     """An image file (bytes or path) or array -> ``(H, W, 3)`` float64 RGB in [0, 1].
 
     Files (read by ``images.read_image`` with ``COLOR_LIMITS``): PNG, JPEG, GIF (first frame), BMP or

@@ -27,7 +27,7 @@ from ._resources import data_path
 from .densities import as_tensor
 
 __all__ = [
-    "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR",
+    "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR", "MAX_UPLOAD_BYTES",
     "ImageLimits", "DIGIT_LIMITS", "read_image", "load_image", "canvas_to_image", "mnist_frame",
     "bundled_digits", "load_bundled",
     "read_idx", "mnist_pair",
@@ -40,6 +40,7 @@ DIGIT_BOX = 20              # longer side of the digit inside the frame, px (as 
 MAX_PIXELS = 40_000_000     # largest decoded image accepted (width x height); guards decompression bombs
 MIN_SIDE = 8                # smallest image side accepted, px (scikit-learn's digits are 8 x 8)
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+MAX_UPLOAD_BYTES = 10_000_000   # an image file, for the digits and the colour pages alike (README, Limits)
 DIGITS_DIR = data_path("digits")   # package data: gradnet_core/data/digits/
 
 _WORK_SIDE = 1024           # large images are box-averaged down to this before any float maths
@@ -85,7 +86,7 @@ DIGIT_LIMITS = ImageLimits(
 
 # --- public API ---------------------------------------------------------------------------------
 
-def read_image(data: bytes | PathLike, max_bytes: int = 10_000_000,
+def read_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES,
                limits: ImageLimits = DIGIT_LIMITS) -> Image.Image:
     """Read and decode an image file (bytes or path) into a PIL image, in the file's own mode.
 
@@ -108,7 +109,7 @@ def read_image(data: bytes | PathLike, max_bytes: int = 10_000_000,
         return image
 
 
-def load_image(data: bytes | PathLike, max_bytes: int = 10_000_000) -> np.ndarray:
+def load_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
     """Decode an image file (bytes or path) into an MNIST-style ``(28, 28)`` float64 array in [0, 1].
 
     Accepts PNG, JPEG, GIF (first frame), BMP and WebP in any mode; transparency is composited on
@@ -235,8 +236,7 @@ def _read_bytes(data: bytes | PathLike, max_bytes: int) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
         if len(raw) > max_bytes:
-            raise ValueError(f"The file is {_size_text(len(raw))}; the limit is {_size_text(max_bytes)}. "
-                             "Upload a smaller image.")
+            raise ValueError(f"The file is {_over_limit(len(raw), max_bytes)}. Upload a smaller image.")
     elif isinstance(data, (str, os.PathLike)):
         path = Path(data)
         try:
@@ -244,8 +244,7 @@ def _read_bytes(data: bytes | PathLike, max_bytes: int) -> bytes:
             if not path.is_file():
                 raise ValueError(f"{path} is not a file.")
             if size > max_bytes:
-                raise ValueError(f"The file is {_size_text(size)}; the limit is {_size_text(max_bytes)}. "
-                                 "Use a smaller image.")
+                raise ValueError(f"The file is {_over_limit(size, max_bytes)}. Use a smaller image.")
             with path.open("rb") as f:
                 raw = f.read(max_bytes + 1)
         except FileNotFoundError as err:
@@ -456,6 +455,13 @@ def _check_digit(digit: object, what: str) -> int:
     if isinstance(digit, bool) or not isinstance(digit, (int, np.integer)) or not 0 <= digit <= 9:
         raise ValueError(f"the {what} must be a whole number from 0 to 9; got {digit!r}")
     return int(digit)
+
+
+def _over_limit(size: int, limit: int) -> str:
+    """"12.3 MB; the limit is 10.0 MB", in exact bytes where the rounded sizes would read the same."""
+    if _size_text(size) == _size_text(limit):
+        return f"{size:,} bytes; the limit is {limit:,} bytes"
+    return f"{_size_text(size)}; the limit is {_size_text(limit)}"
 
 
 def _size_text(n: int) -> str:

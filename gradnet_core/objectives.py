@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import Tensor
 
-from .densities import Density, GaussianMixture, ImageDensity, as_tensor
+from .densities import MIN_BANDWIDTH, Density, GaussianMixture, ImageDensity, as_tensor
 from .flow import entropic_score, log_concave_target, pushforward_score
 from .losses import LOSSES, RESIDUALS
 from .networks import GradientNetwork, TransportMap, autograd_map_and_logdet
@@ -236,8 +236,11 @@ class _DensityObjective(Objective):
         if self.smoothing_fraction > 1:
             raise ValueError(f"{owner}: smoothing_fraction is the share of the steps over which the smoothing "
                              f"falls to zero, so at most 1; got {self.smoothing_fraction!r}")
-        _positive(owner, "bandwidth_start", self.bandwidth_start)
-        _positive(owner, "bandwidth_end", self.bandwidth_end)
+        for name in ("bandwidth_start", "bandwidth_end"):
+            _positive(owner, name, getattr(self, name))
+            if getattr(self, name) < MIN_BANDWIDTH:
+                raise ValueError(f"{owner}: {name} must be at least {MIN_BANDWIDTH:g} (a kernel variance; narrower "
+                                 f"kernels overflow float32 log-densities); got {getattr(self, name)!r}")
 
     def _loss_function(self):
         return LOSSES[self.name]

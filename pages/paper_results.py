@@ -42,15 +42,17 @@ def _table(rows, columns) -> pd.DataFrame:
 #: Columns shown in scientific notation (errors span 1e-6 to 1), and in seconds.
 _SCIENTIFIC = ("mse", "ours", "ours min", "ours max", "paper", "reference noise", "final_loss")
 _SECONDS = ("train_s", "train s", "median_train_s")
+_SHARES = ("order_reversal_share", "crossing_share")
 
 
 def _dataframe(frame: pd.DataFrame) -> None:
     """st.dataframe with MSE-like columns as 1.23e-04 and times as 12.3, whatever their magnitude."""
     config = {}
     for column in frame.columns:
-        if column in _SECONDS or any(key in column for key in _SCIENTIFIC):
+        if column in _SECONDS or column in _SHARES or any(key in column for key in _SCIENTIFIC):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
-            config[column] = st.column_config.NumberColumn(column, format="%.1f" if column in _SECONDS else "%.2e")
+            number_format = "%.1f" if column in _SECONDS else "%.4f" if column in _SHARES else "%.2e"
+            config[column] = st.column_config.NumberColumn(column, format=number_format)
     st.dataframe(frame, hide_index=True, column_config=config)
 
 
@@ -146,8 +148,12 @@ for name, title in EXPERIMENTS["digits-table"].folders:
                               "train s": float(r["train_s"])} for r in res.rows]))
     st.caption("Reference noise: the MSE even the exact map would score, because the barycentric projection "
                "is built from 1000 random target samples.")
-    for path in res.figures:
-        st.image(str(path))
+    if len(res.rows) * 2 < 25:
+        # A 5 x 5 heatmap of a run over a few pairs (the authors' settings take hours per pair) is mostly "n/a".
+        st.caption(f"{len(res.rows)} of the 25 pairs were run at these settings; the table above is all of them.")
+    else:
+        for path in res.figures:
+            st.image(str(path))
 
 if "highdim" in saved:
     res = saved["highdim"]

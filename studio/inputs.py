@@ -40,7 +40,9 @@ GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, 
     "std_y": ("std y", 0.0, 3.0, 0.05),
     "corr": ("correlation", -1.0, 1.0, 0.05),
 }
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "webp"]
+# The uploaders take any file and the loader judges its content: with ``type=[...]`` Streamlit itself raises
+# (an exception box, not our message) for a file whose name has another extension, which a browser's
+# file picker filters but a forged request or a drag-and-drop in some browsers does not.
 UPLOAD_LABEL = "Image file (PNG, JPEG, GIF, BMP or WebP)"
 
 T = TypeVar("T")
@@ -157,17 +159,19 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
         _on_mixture_preset(page)
     st.selectbox("Preset", [*names, "Custom"], key=key(page, "preset"), on_change=_on_mixture_preset,
                  args=(page,), disabled=disabled, persist_state="session")
+    # No min_value/max_value: with them the editor silently drops a typed minus sign ("-0.5" became 0.5);
+    # without, a bad value reaches mixture_from_table, which says what is wrong with it.
     column_config = {
-        "weight": st.column_config.NumberColumn("weight", min_value=0.0, format="%.3f", width="small"),
-        "mean_x": st.column_config.NumberColumn("mean x", format="%.2f", width="small"),
-        "mean_y": st.column_config.NumberColumn("mean y", format="%.2f", width="small"),
-        "std_x": st.column_config.NumberColumn("std x", min_value=0.0, format="%.2f", width="small"),
-        "std_y": st.column_config.NumberColumn("std y", min_value=0.0, format="%.2f", width="small"),
-        "corr": st.column_config.NumberColumn("corr.", min_value=-1.0, max_value=1.0, format="%.2f",
-                                              width="small", help="correlation"),
+        "weight": st.column_config.NumberColumn("weight", format="%.3f"),
+        "mean_x": st.column_config.NumberColumn("mean x", format="%.2f"),
+        "mean_y": st.column_config.NumberColumn("mean y", format="%.2f"),
+        "std_x": st.column_config.NumberColumn("std x", format="%.2f", help="standard deviation along x, > 0"),
+        "std_y": st.column_config.NumberColumn("std y", format="%.2f", help="standard deviation along y, > 0"),
+        "corr": st.column_config.NumberColumn("correlation", format="%.2f", help="between -1 and 1, exclusive"),
     }
     rows: dict[str, list[dict[str, Any]]] = {}
-    for side, col in zip(("source", "target"), st.columns(2)):
+    # One above the other: side by side, the last column was cut off at 1280 and 1400 px.
+    for side, col in zip(("source", "target"), (st.container(), st.container())):
         table = state.tables[side]
         table_key = key(page, side, "table", table["version"])
         if table_key not in st.session_state:
@@ -309,7 +313,7 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
     state = page_state(page)
     upload_key = key(page, side, "upload")
     fresh = upload_key not in st.session_state
-    file = st.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, key=upload_key,
+    file = st.file_uploader(UPLOAD_LABEL, key=upload_key,
                             disabled=disabled)
     if file is None:
         if fresh and side in state.uploads:
@@ -354,7 +358,7 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
                             persist_state="session")
         image = color.load_rgb(bundled[name])
     else:
-        file = st.file_uploader(UPLOAD_LABEL, type=UPLOAD_TYPES, key=key(page, side, "upload"), disabled=disabled)
+        file = st.file_uploader(UPLOAD_LABEL, key=key(page, side, "upload"), disabled=disabled)
         if file is None:
             st.info("Upload a photo; it is shrunk to at most 512 px on its longer side.")
             return None

@@ -283,8 +283,9 @@ def _map_upload(page: str, problem: Problem | None) -> None:
     problem; anything else gets an error and changes nothing."""
     state = page_state(page)
     with st.expander("Load a saved map (.safetensors)"):
+        # No type=[...]: Streamlit would raise for another extension instead of letting read_map say why.
         upload = st.file_uploader("A map downloaded from this app or written by gradnet_core.save_map",
-                                  type=["safetensors"], key=key(page, "map_upload", state.runs_version))
+                                  key=key(page, "map_upload", state.runs_version))
         if upload is None:
             return
         if problem is None:

@@ -269,6 +269,25 @@ def gaussian_from_row(row: dict[str, float]) -> Gaussian:
                     [[sx * sx, r * sx * sy], [r * sx * sy, sy * sy]])
 
 
+#: The narrowest component a mixture may have: a fraction of its extent, and an absolute floor. Far
+#: narrower ones are point masses in all but name, whose density no network matches (a std of 1e-9
+#: "trained" to MSE 1.7-5.7).
+MIN_RELATIVE_STD, MIN_STD = 1e-3, 1e-4
+
+
+def _check_widths(rows: list[dict[str, float]], side: str) -> None:
+    means = np.array([[r["mean_x"], r["mean_y"]] for r in rows])
+    stds = np.array([[r["std_x"], r["std_y"]] for r in rows])
+    extent = max(float(stds.max()), float(np.ptp(means, axis=0).max()) if len(rows) > 1 else 0.0)
+    floor = max(MIN_RELATIVE_STD * extent, MIN_STD)
+    smallest = float(stds.min())
+    if smallest < floor:
+        i, j = np.unravel_index(stds.argmin(), stds.shape)
+        raise ValueError(f"{side.capitalize()} row {i + 1}: std {'xy'[j]} is {smallest:.3g}, almost a point mass "
+                         f"(the mixture spans {extent:.3g}); no network can match its density. Use at least "
+                         f"{floor:.3g}.")
+
+
 def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[GaussianMixture, str | None]:
     """A mixture from editor rows; weights not summing to 1 are normalised, with a note saying so.
 
@@ -291,14 +310,24 @@ def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[Gauss
         if values["weight"] < 0:
             raise ValueError(f"{side.capitalize()} row {i}: the weight must not be negative "
                              f"(got {values['weight']:g}).")
+        for col in ("std_x", "std_y"):
+            if values[col] <= 0:
+                raise ValueError(f"{side.capitalize()} row {i}: {col.replace('_', ' ')} is a standard deviation, so it "
+                                 f"must be positive (got {values[col]:g}).")
         clean.append(values)
-    total = sum(r["weight"] for r in clean)
-    if total <= 0:
+    _check_widths(clean, side)
+    largest = max(r["weight"] for r in clean)
+    if largest <= 0:
         raise ValueError(f"The {side} weights are all zero: give at least one component a positive weight.")
+    # Divided by the largest first: weights near the float limit (1e308 + 1e308) would sum to infinity.
+    scaled = sum(r["weight"] / largest for r in clean)
+    total = largest * scaled
     note = None
-    if abs(total - 1.0) > 1e-6:
-        note = f"The {side} weights summed to {total:.4g}; they were divided by that so they sum to 1."
-        clean = [{**r, "weight": r["weight"] / total} for r in clean]
+    if not math.isfinite(total) or abs(total - 1.0) > 1e-6:
+        note = (f"The {side} weights summed to {total:.4g}; they were divided by that so they sum to 1."
+                if math.isfinite(total) else
+                f"The {side} weights sum to more than the largest float; they were rescaled so they sum to 1.")
+        clean = [{**r, "weight": r["weight"] / largest / scaled} for r in clean]
     try:
         return presets.mixture_from_rows(clean), note
     except ValueError as err:

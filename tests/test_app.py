@@ -308,6 +308,8 @@ def _is_upright_bar(image: np.ndarray) -> bool:
 BAD_UPLOADS = {  # file name -> (content, the sentence the page must show)
     "notes.png": (b"shopping list: milk, eggs", "This file is not an image PIL can read; upload a PNG, JPEG, "
                                                 "GIF, BMP or WebP file."),
+    # Another extension, as a forged request sends it: Streamlit's own type filter raised an exception box.
+    "icon.ico": (b"\x00\x00\x01\x00\x01\x00\x10\x10" + bytes(60), "This file is not an image PIL can read"),
     "empty.png": (b"", "The file is empty."),
     "cut.png": (_png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))[:300],
                 "The image file is damaged or incomplete"),
@@ -554,6 +556,7 @@ def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
     with torch.no_grad():
         next(nan_model.parameters()).fill_(float("nan"))
     bad = {"notes.safetensors": (b"not a map at all", "not a GradNetOT Studio map file"),
+           "notes.txt": (b"not a map either", "not a GradNetOT Studio map file"),
            "nan.safetensors": (map_to_bytes(nan_model), "NaN or infinite"),
            "three.safetensors": (map_to_bytes(MGradNetM(3)), "3-dimensional")}
     for name, (content, message) in bad.items():

@@ -279,3 +279,17 @@ def test_morph_cli_reads_an_image_path(tmp_path, capsys):
 def test_morph_cli_refuses_a_missing_file(tmp_path, capsys):
     assert main(["morph", "--source", str(tmp_path / "missing.png"), "--no-progress", "--out", str(tmp_path)]) == 2
     assert "neither a digit" in capsys.readouterr().err
+
+
+def test_morph_cli_refuses_an_unwritable_save_path_before_training(tmp_path, capsys, monkeypatch):
+    import gradnet_core.experiments.morph as morph
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the map could not be saved")
+
+    monkeypatch.setattr(morph, "train_digit_pair", no_training)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["morph", "--steps", "2", "--no-progress", "--out", str(tmp_path),
+                 "--save", str(blocker / "map.safetensors")]) == 2
+    assert "cannot write the map to" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def test_exact_w2_of_a_translation_and_of_a_permutation():
     assert exact_w2(x, x[::-1]) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_problem_is_the_seed_slides_mixtures():
+def test_problem_is_the_icassp_example_mixtures():
     source, target = gmm_pair()
     np.testing.assert_allclose(source.means.numpy(), [[-2, 0], [2, 0]])
     np.testing.assert_allclose(target.means.numpy(), [[-3, 1], [0, -1], [3, 1]])

@@ -147,6 +147,9 @@ def test_bad_config_is_refused(kwargs, fragment):
 @pytest.mark.parametrize("make, fragment", [
     (lambda: MongeAmpere(residual="l3"), "residual"), (lambda: MongeAmpere(jacobian="numeric"), "jacobian"),
     (lambda: ReverseKL(bandwidth_end=0.0), "bandwidth_end"),
+    # A kernel variance of 1e-30 "completed" at a loss of 1.35e27 before this was refused.
+    (lambda: MongeAmpere(bandwidth_end=1e-30), "bandwidth_end must be at least 1e-08"),
+    (lambda: ImageDensity(np.eye(4), bandwidth=1e-30), "bandwidth must be a kernel variance of at least"),
     (lambda: MongeAmpere(smoothing=-1.0), "smoothing"), (lambda: ReverseKL(smoothing_fraction=1.5), "smoothing_fraction"),
     (lambda: MongeAmpere(smoothing_fraction=0.0), "smoothing_fraction"),
 ])

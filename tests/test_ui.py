@@ -108,6 +108,9 @@ def test_mixture_table_validation_and_normalisation():
     assert note is None and mixture.weights.tolist() == pytest.approx([0.5, 0.5])
     mixture, note = mixture_from_table([_row(1.0, -2, 0), _row(3.0, 2, 0)], "target")
     assert mixture.weights.tolist() == pytest.approx([0.25, 0.75]) and "summed to 4" in note
+    # Weights at the float limit sum to infinity: still split evenly, and said so without "they sum to 0".
+    mixture, note = mixture_from_table([_row(1e308, -2, 0), _row(1e308, 2, 0)], "target")
+    assert mixture.weights.tolist() == pytest.approx([0.5, 0.5]) and "more than the largest float" in note
     with pytest.raises(ValueError, match="no rows"):
         mixture_from_table([], "source")
     with pytest.raises(ValueError, match="row 2: the weight must not be negative"):
@@ -116,6 +119,12 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table([{**_row(1.0, 0, 0), "mean_y": None}], "source")
     with pytest.raises(ValueError, match="row 1: std_x is empty"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": math.nan}], "source")
+    with pytest.raises(ValueError, match="row 1: std y is a standard deviation, so it must be positive"):
+        mixture_from_table([{**_row(1.0, 0, 0), "std_y": -0.5}], "source")
+    with pytest.raises(ValueError, match="Source row 2: std x is 1e-09, almost a point mass"):
+        mixture_from_table([_row(1.0, -2, 0), {**_row(1.0, 2, 0), "std_x": 1e-9}], "source")
+    with pytest.raises(ValueError, match="row 1: std y is 1e-06, almost a point mass"):
+        mixture_from_table([{**_row(1.0, 0, 0), "std_x": 1e-5, "std_y": 1e-6}], "target")
     with pytest.raises(ValueError, match="all zero"):
         mixture_from_table([_row(0.0, 0, 0)], "source")
     with pytest.raises(ValueError, match="^Target: covariance of component 1"):

@@ -26,6 +26,20 @@ __all__ = ["run_morph", "add_arguments", "run"]
 _TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def _writable(path: Path) -> Path:
+    """``path`` once its folder exists and a file can be written there; ValueError saying why not."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write the map to {path}: {err.strerror}") from err
+    if not existed:
+        path.unlink()
+    return path
+
+
 def run_morph(source: str | int = "0", target: str | int = "4", out: str | Path | None = None,
               preset: str = "fast", steps: int | None = None, mnist: str | Path | None = None,
               save: str | Path | None = None, seed: int = 0, n_test: int = 1000,
@@ -35,6 +49,8 @@ def run_morph(source: str | int = "0", target: str | int = "4", out: str | Path 
 
     _, _, config = preset_config(preset, steps, seed)
     src_img, tgt_img = digit_pair_images(source, target, mnist)
+    if save is not None:
+        save = _writable(Path(save))        # before training, so a bad path costs nothing
     started = time.perf_counter()
     label = f"{source} -> {target}"
     tracker = ProgressTracker([config.steps], on_progress)
@@ -61,11 +77,6 @@ def run_morph(source: str | int = "0", target: str | int = "4", out: str | Path 
     }
     files: list[Path] = []
     if save is not None:
-        save = Path(save)
-        try:
-            save.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ValueError(f"cannot create the folder for {save}: {err.strerror}") from err
         save_map(model, save, extra={"source": str(source), "target": str(target), "preset": preset,
                                      "training": config.to_dict(), "metrics": metrics})
         files.append(save)
