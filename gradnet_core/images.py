@@ -27,7 +27,8 @@ from ._resources import data_path
 from .densities import as_tensor
 
 __all__ = [
-    "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR", "MAX_UPLOAD_BYTES",
+    "IMAGE_SIZE", "DIGIT_BOX", "MAX_PIXELS", "MIN_SIDE", "SUPPORTED_FORMATS", "DIGITS_DIR", "MNIST_DIR", "DIGIT_SETS",
+    "MAX_UPLOAD_BYTES",
     "ImageLimits", "DIGIT_LIMITS", "read_image", "load_image", "canvas_to_image", "mnist_frame",
     "bundled_digits", "load_bundled",
     "read_idx", "mnist_pair",
@@ -41,7 +42,10 @@ MAX_PIXELS = 40_000_000     # largest decoded image accepted (width x height); g
 MIN_SIDE = 8                # smallest image side accepted, px (scikit-learn's digits are 8 x 8)
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_UPLOAD_BYTES = 10_000_000   # an image file, for the digits and the colour pages alike (README, Limits)
-DIGITS_DIR = data_path("digits")   # package data: gradnet_core/data/digits/
+DIGITS_DIR = data_path("digits")   # package data: gradnet_core/data/digits/ (UCI digits via scikit-learn)
+MNIST_DIR = data_path("mnist")     # package data: gradnet_core/data/mnist/ (from the MNIST test set)
+#: The bundled digit sets (assets/README.md): name -> folder of ``{digit}_{k}.png``.
+DIGIT_SETS = {"uci": DIGITS_DIR, "mnist": MNIST_DIR}
 
 _WORK_SIDE = 1024           # large images are box-averaged down to this before any float maths
 _MIN_CONTRAST = 0.05        # peak above background (fraction of full scale) that counts as content
@@ -156,21 +160,25 @@ def mnist_frame(gray: np.ndarray) -> np.ndarray:
     return _centre(_foreground(arr, _BLANK_IMAGE))
 
 
-def bundled_digits() -> dict[int, list[Path]]:
-    """The bundled example PNGs in ``gradnet_core/data/digits/``: digit 0..9 -> paths sorted by example index."""
+def bundled_digits(collection: str = "uci") -> dict[int, list[Path]]:
+    """The bundled example PNGs of ``collection`` (a key of ``DIGIT_SETS``: "uci", the scikit-learn
+    digits, or "mnist", from the MNIST test set): digit 0..9 -> paths sorted by example index."""
+    if collection not in DIGIT_SETS:
+        raise ValueError(f"unknown digit set {collection!r}; choose one of {sorted(DIGIT_SETS)}")
+    folder = DIGIT_SETS[collection]
     found: dict[int, list[tuple[int, Path]]] = {d: [] for d in range(10)}
-    if DIGITS_DIR.is_dir():
-        for path in DIGITS_DIR.iterdir():
+    if folder.is_dir():
+        for path in folder.iterdir():
             match = _BUNDLED_NAME.match(path.name)
             if match and path.is_file():
                 found[int(match.group(1))].append((int(match.group(2)), path))
     return {d: [p for _, p in sorted(items)] for d, items in found.items()}
 
 
-def load_bundled(digit: int, index: int = 0) -> np.ndarray:
-    """Bundled example ``index`` of ``digit`` as an MNIST-style ``(28, 28)`` float64 array."""
+def load_bundled(digit: int, index: int = 0, collection: str = "uci") -> np.ndarray:
+    """Bundled example ``index`` of ``digit`` from ``collection`` as an MNIST-style ``(28, 28)`` float64 array."""
     digit = _check_digit(digit, "digit")
-    paths = bundled_digits()[digit]
+    paths = bundled_digits(collection)[digit]
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < len(paths):
         raise ValueError(f"there are {len(paths)} bundled examples of the digit {digit}; "
                          f"index must be 0 to {len(paths) - 1}, got {index!r}")

@@ -17,7 +17,7 @@ from PIL import Image
 
 from gradnet_core import color, presets
 from gradnet_core.densities import Density, ImageDensity
-from gradnet_core.images import bundled_digits, canvas_to_image, load_bundled, load_image
+from gradnet_core.images import DIGIT_SETS, bundled_digits, canvas_to_image, load_bundled, load_image
 from gradnet_core.plotting import density_heatmap, square_bounds
 
 from .problems import MIXTURE_COLUMNS, Problem, gaussian_from_row, gaussian_row, mixture_from_table, to_numpy
@@ -31,6 +31,7 @@ __all__ = [
 GAUSSIAN_SAMPLES = 1000          # test samples for the Gaussian metrics (the paper's 1000)
 TRUTH_SAMPLES = (200, 1000, 4000)  # barycentric projection samples: min, default, max (EMD is ~n^2)
 DIGIT_DEFAULTS = {"source": (0, 0), "target": (4, 1)}  # (digit, example): the authors' 0 -> 4 notebook
+DIGIT_SET_NAMES = {"mnist": "MNIST", "uci": "UCI"}     # the bundled sets (gradnet_core.images.DIGIT_SETS)
 COLOR_DEFAULTS = {"source": "daytime", "target": "sunset"}  # bundled pictures
 CANVAS_SIZE = 224
 GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, max, step
@@ -248,23 +249,28 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
     caption = ""
     try:
         if mode == "Example":
-            bundled = bundled_digits()
+            st.session_state.setdefault(key(page, side, "set"), "mnist")
+            a, b, c = st.columns(3)
+            collection = a.selectbox("Set", list(DIGIT_SET_NAMES), key=key(page, side, "set"), disabled=disabled,
+                                     persist_state="session", format_func=DIGIT_SET_NAMES.get,
+                                     help="MNIST: real 28 x 28 digits from its test set, as in the paper. UCI: "
+                                          "scikit-learn's 8 x 8 scans, upscaled (softer).")
+            bundled = bundled_digits(collection)
             digits = [d for d, paths in bundled.items() if paths]
             if not digits:
-                st.error("No bundled example digits were found in assets/digits/.")
+                st.error(f"No bundled example digits were found in {DIGIT_SETS[collection]}.")
                 return None
             digit_default, index_default = DIGIT_DEFAULTS[side]
             st.session_state.setdefault(key(page, side, "digit"), digit_default)
             st.session_state.setdefault(key(page, side, "index"), index_default)
-            a, b = st.columns(2)
-            digit = a.selectbox("Digit", digits, key=key(page, side, "digit"), disabled=disabled,
+            digit = b.selectbox("Digit", digits, key=key(page, side, "digit"), disabled=disabled,
                                 persist_state="session")
             count = len(bundled[digit])
-            index = b.selectbox("Example", list(range(count)), key=key(page, side, "index"),
+            index = c.selectbox("Example", list(range(count)), key=key(page, side, "index"),
                                 disabled=disabled, persist_state="session",
                                 format_func=lambda i: f"#{i + 1}")
-            image = load_bundled(digit, min(index, count - 1))
-            caption = f"Bundled example: digit {digit}, #{index + 1}"
+            image = load_bundled(digit, min(index, count - 1), collection)
+            caption = f"{DIGIT_SET_NAMES[collection]} example: digit {digit}, #{index + 1}"
         elif mode == "Draw":
             image = _canvas(page, side, disabled)
             caption = "Your drawing, as a 28 x 28 digit"

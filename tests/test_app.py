@@ -332,13 +332,13 @@ def test_digits_bad_uploads_show_an_error_and_keep_the_rest_of_the_page():
     at.number_input(key="digits.steps").set_value(123)
     at.radio(key="digits.source.mode").set_value("Upload").run()
     _upload(at, "one.png", _png(_stroke()))
-    assert not at.error and _captions(at) == ["Uploaded: one.png", "Bundled example: digit 7, #2"]
+    assert not at.error and _captions(at) == ["Uploaded: one.png", "MNIST example: digit 7, #2"]
     for name, (content, message) in BAD_UPLOADS.items():
         _upload(at, name, content)
         errors = [e.value for e in at.error]
         assert len(errors) == 1 and errors[0].startswith(message), f"{name}: the page showed {errors}"
         assert "Traceback" not in errors[0] and "Error" not in errors[0], f"{name}: {errors[0]}"
-        assert _captions(at) == ["Bundled example: digit 7, #2"], f"{name}: {_captions(at)}"   # target kept
+        assert _captions(at) == ["MNIST example: digit 7, #2"], f"{name}: {_captions(at)}"   # target kept
         assert at.button(key="digits.train").disabled, name
         assert at.number_input(key="digits.steps").value == 123, name
         assert at.selectbox(key="digits.target.digit").value == 7, name
@@ -347,7 +347,7 @@ def test_digits_bad_uploads_show_an_error_and_keep_the_rest_of_the_page():
     at.radio(key="digits.source.mode").set_value("Example").run()
     at.radio(key="digits.source.mode").set_value("Upload").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert _captions(at) == ["Uploaded earlier: one.png", "Bundled example: digit 7, #2"]
+    assert _captions(at) == ["Uploaded earlier: one.png", "MNIST example: digit 7, #2"]
     assert not at.button(key="digits.train").disabled
 
 

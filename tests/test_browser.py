@@ -242,7 +242,7 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     upload.set_input_files({"name": "one.png", "mimeType": "image/png", "buffer": _png(one)})
     _wait_until(page, "the good upload replacing the error", _shows_only("Uploaded: one.png", "The image is blank"))
     page.locator("[data-testid=stRadio]").first.get_by_text("Example", exact=True).click()
-    _wait_until(page, "the bundled example", _shows_only("Bundled example: digit 0", "Uploaded: one.png"))
+    _wait_until(page, "the bundled example", _shows_only("MNIST example: digit 0", "Uploaded: one.png"))
     _wait_until(page, "the Train button enabled again",
                 "() => [...document.querySelectorAll('[data-testid=stMain] button')]"
                 ".some(b => b.innerText.trim() === 'Train' && !b.disabled)")
