@@ -250,48 +250,107 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
     return fig
 
 
+def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
+    """About ``count`` round tick values inside [lo, hi] (steps of 1, 2 or 5 times a power of ten)."""
+    raw = (hi - lo) / max(count - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return np.arange(math.ceil(lo / step) * step, hi + 1e-9 * step, step)
+
+
 def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,
-                  *, frames: int = 30, size: int = 300, frame_ms: int = 80, show_target: bool = False,
-                  max_points: int = 2000, bounds: Bounds | None = None) -> bytes:
-    """The same animation as ``animation_figure`` as an animated GIF (``frames`` frames, looping),
-    drawn point by point with Pillow; returns the file's bytes."""
-    x, maps, target, bounds = _animation_inputs(points, panels, target_samples, frames, max_points, bounds)
+                  *, frames: int = 30, size: int = 360, frame_ms: int = 70, hold_ms: int = 1200,
+                  show_target: bool = False, arrows: bool = False, trajectories: bool = False,
+                  title: str = "", max_points: int = 2000, max_paths: int = 300,
+                  bounds: Bounds | None = None) -> bytes:
+    """The animation of ``animation_figure`` as an animated GIF for slides: ``frames`` frames, the first
+    and the last held for ``hold_ms``, axes with ticks on each panel, an optional ``title`` line, and the
+    same toggles (target samples, displacement arrows, straight trajectories). Drawn with Pillow; the
+    axes hold every point (none is clipped). Returns the file's bytes."""
+    x, maps, target, fitted = _animation_inputs(points, panels, target_samples, frames, max_points, None)
+    if bounds is None:
+        # Every point in view: the browser's quantile trim would drop the outermost points off the picture.
+        bounds = square_bounds(x, *maps, target, quantile=0.0, margin=0.04)
     colours = position_colours(x)
-    font = ImageFont.load_default()
-    title_h = 22
-    width, height = size * len(panels), size + title_h
+    font = ImageFont.load_default(size=max(11, size // 28))
+    title_font = ImageFont.load_default(size=max(13, size // 22))
+    left, bottom, top_pad = max(34, size // 9), max(22, size // 14), 8
+    head = (title_font.size + 10 if title else 0) + font.size + 10          # title line, then panel titles
+    width, height = (size + left) * len(panels), head + size + bottom + top_pad
+    x0, x1, y0, y1 = bounds
 
-    def to_pixels(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x0, x1, y0, y1 = bounds
+    def to_pixels(pts: np.ndarray, panel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         col = np.round((pts[:, 0] - x0) / (x1 - x0) * (size - 3)).astype(int)
-        row = np.round((y1 - pts[:, 1]) / (y1 - y0) * (size - 3)).astype(int) + title_h
-        inside = (col >= 0) & (col < size - 2) & (row >= title_h) & (row < height - 2)
-        return row, col, inside
+        row = np.round((y1 - pts[:, 1]) / (y1 - y0) * (size - 3)).astype(int)
+        inside = (col >= 0) & (col < size - 2) & (row >= 0) & (row < size - 2)
+        return row + head, col + panel * (size + left) + left, inside
 
-    background = np.full((height, width, 3), 255, dtype=np.uint8)
-    if show_target and target is not None:
-        for p in range(len(panels)):
-            row, col, inside = to_pixels(target)
-            background[row[inside], col[inside] + p * size] = (200, 200, 200)
+    background = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(background)
+    if title:
+        draw.text((8, 4), title, fill=(0, 0, 0), font=title_font)
+    ticks_x, ticks_y = _nice_ticks(x0, x1), _nice_ticks(y0, y1)
+    paths = _subsample(len(x), max_paths)
+    for p, (panel, mapped) in enumerate(zip(panels, maps)):
+        ox = p * (size + left) + left
+        draw.rectangle([ox - 1, head - 1, ox + size - 1, head + size - 1], outline=(120, 120, 120))
+        for value in ticks_x:
+            c = ox + (value - x0) / (x1 - x0) * (size - 3)
+            draw.line([(c, head + size - 1), (c, head + size + 3)], fill=(90, 90, 90))
+            draw.text((c, head + size + 5), f"{value:g}", fill=(40, 40, 40), font=font, anchor="mt")
+        for value in ticks_y:
+            r = head + (y1 - value) / (y1 - y0) * (size - 3)
+            draw.line([(ox - 4, r), (ox - 1, r)], fill=(90, 90, 90))
+            draw.text((ox - 6, r), f"{value:g}", fill=(40, 40, 40), font=font, anchor="rm")
+        if show_target and target is not None:
+            row, col, inside = to_pixels(target, p)
+            pixels = np.asarray(background).copy()
+            pixels[row[inside], col[inside]] = (200, 200, 200)
+            background = Image.fromarray(pixels)
+            draw = ImageDraw.Draw(background)
+        if trajectories:
+            starts, ends = to_pixels(x[paths], p), to_pixels(mapped[paths], p)
+            for r0, c0, r1, c1 in zip(starts[0], starts[1], ends[0], ends[1]):
+                draw.line([(c0, r0), (c1, r1)], fill=(175, 175, 175))
+        if arrows and panel.arrows is not None:
+            starts = to_pixels(_as_points(panel.arrows[0], "arrow starts"), p)
+            ends = to_pixels(_as_points(panel.arrows[1], "arrow ends"), p)
+            for r0, c0, r1, c1 in zip(starts[0], starts[1], ends[0], ends[1]):
+                _arrow(draw, (c0, r0), (c1, r1))
     images = []
     for t in np.linspace(0.0, 1.0, frames):
-        canvas = background.copy()
+        canvas = np.asarray(background).copy()
         for p, mapped in enumerate(maps):
-            row, col, inside = to_pixels(interpolate(x, mapped, t))
+            row, col, inside = to_pixels(interpolate(x, mapped, t), p)
             for dr in (0, 1):
                 for dc in (0, 1):
-                    canvas[row[inside] + dr, col[inside] + dc + p * size] = colours[inside]
+                    canvas[row[inside] + dr, col[inside] + dc] = colours[inside]
         image = Image.fromarray(canvas)
-        draw = ImageDraw.Draw(image)
+        frame_draw = ImageDraw.Draw(image)
         for p, panel in enumerate(panels):
-            draw.text((p * size + 6, 4), f"{panel.title}   t = {t:.2f}", fill=(0, 0, 0), font=font)
-            if p:
-                draw.line([(p * size, 0), (p * size, height)], fill=(210, 210, 210))
+            frame_draw.text((p * (size + left) + left, head - font.size - 6), f"{panel.title}   t = {t:.2f}",
+                            fill=(0, 0, 0), font=font)
         images.append(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    durations = [frame_ms] * len(images)
+    durations[0] = durations[-1] = hold_ms
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms,
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations,
                    loop=0, optimize=False, disposal=1)
     return buffer.getvalue()
+
+
+def _arrow(draw: ImageDraw.ImageDraw, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """A dark arrow from ``start`` to ``end`` (pixels) with a small head."""
+    draw.line([start, end], fill=(30, 30, 30), width=1)
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    length = math.hypot(dx, dy)
+    if length < 3:
+        return
+    ux, uy = dx / length, dy / length
+    side = 4.0
+    back = (end[0] - 2 * side * ux, end[1] - 2 * side * uy)
+    draw.polygon([end, (back[0] - side * uy, back[1] + side * ux), (back[0] + side * uy, back[1] - side * ux)],
+                 fill=(30, 30, 30))
 
 
 def loss_figure(steps: Sequence[float], losses: Sequence[float], *, height: int = 260,

@@ -45,6 +45,7 @@ CPU_THREADS = 1                  # torch threads per training job: sessions shar
 ANIMATION_FRAMES = 30
 MAX_RUNS = 8                     # runs a page keeps; past it the oldest goes
 LIMITS = {"width": 512, "depth": 16, "modules": 64, "steps": 20000}
+PAGE_TITLES = {"gaussians": "Gaussians", "mixtures": "Gaussian mixtures", "digits": "Digits"}
 DENSITY_VIEWS = ("Density morph", "Pushforward vs target", "Where the map is wrong", "Morph back")
 COLOR_LOSSES = {"sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL (mean and covariance only)",
                 "wasserstein": "Adversarial Wasserstein-1 (critic)"}
@@ -407,9 +408,11 @@ def results_panel(page: str, problem: Problem | None) -> None:
         st.download_button("Metrics of every run, with settings and problem (.csv)",
                            metrics_table(state.runs, details=True).to_csv(index=False),
                            file_name=f"{page}-metrics.csv", mime="text/csv", key=key(page, "download_csv"))
-        st.download_button("Animation (.gif)", lambda: _cached(state, ("gif", tuple(chosen), show_target), lambda:
-                           animation_gif(ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES,
-                                         show_target=show_target)),
+        st.download_button("Animation (.gif)", lambda: _cached(
+                               state, ("gif", tuple(chosen), show_target, arrows, paths), lambda: animation_gif(
+                                   ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES,
+                                   show_target=show_target, arrows=arrows, trajectories=paths,
+                                   title=f"{PAGE_TITLES.get(page, page)}: x_t = (1 - t) x + t T(x)")),
                            file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
         monotone = _monotone_run(shown)
         if monotone is not None:

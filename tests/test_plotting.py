@@ -107,15 +107,28 @@ def test_animation_refuses_bad_input(scene):
 
 def test_gif_decodes_to_the_right_number_of_frames(scene):
     x, panels, target = scene
-    data = animation_gif(x, panels, target, frames=24, size=160, show_target=True)
+    data = animation_gif(x, panels, target, frames=24, size=160, show_target=True, title="A title")
     image = Image.open(io.BytesIO(data))
     assert image.format == "GIF" and image.n_frames == 24
-    assert image.size == (3 * 160, 160 + 22)
+    assert image.size[0] > 3 * 160 and image.size[1] > 160 + 40         # room for axes, ticks and titles
+    durations = []
+    for k in range(24):
+        image.seek(k)
+        durations.append(image.info["duration"])
+    assert durations[0] == durations[-1] >= 1000 > durations[1]            # held at t = 0 and at t = 1
     image.seek(0)
     first = np.asarray(image.convert("RGB")).copy()
     image.seek(23)
     last = np.asarray(image.convert("RGB"))
     assert not np.array_equal(first, last)                                # the points moved
+
+
+def test_gif_draws_arrows_and_trajectories(scene):
+    x, panels, target = scene
+    plain = Image.open(io.BytesIO(animation_gif(x, panels[:1], frames=2, size=160)))
+    marked = Image.open(io.BytesIO(animation_gif(x, panels[:1], frames=2, size=160, arrows=True, trajectories=True)))
+    dark = [int((np.asarray(im.convert("L")) < 100).sum()) for im in (plain, marked)]
+    assert dark[1] > dark[0] + 200                                          # paths and arrow heads drawn
 
 
 def test_colours_follow_the_position_relative_to_the_mean(rng):
