@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio import inputs, panels, state
+from studio import gallery, inputs, panels, state
 from studio.navigation import page_header
 
 PAGE = "digits"
@@ -14,6 +14,7 @@ st.markdown(
     "a picture, or pick a bundled example for each side."
 )
 locked = state.is_training(PAGE)
+gallery.demo_bar(PAGE, disabled=locked)
 images = inputs.side_by_side(lambda side: inputs.digit_input(PAGE, side, disabled=locked))
 samples = inputs.truth_samples_input(PAGE, disabled=locked)
 problem = inputs.digit_problem(PAGE, images["source"], images["target"], samples)

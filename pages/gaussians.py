@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gradnet_core import presets
-from studio import inputs, panels, state
+from studio import gallery, inputs, panels, state
 from studio.navigation import page_header
 
 PAGE = "gaussians"
@@ -15,6 +15,7 @@ st.markdown(
     "\\Sigma_s^{-1/2}$ (whitening when the target is $N(0, I)$), so the learned map can be checked exactly."
 )
 locked = state.is_training(PAGE)
+gallery.demo_bar(PAGE, disabled=locked)
 rows = inputs.gaussian_inputs(PAGE, disabled=locked)
 problem = inputs.gaussian_problem(PAGE, rows)
 panels.training_panel(PAGE, problem, preset="gaussian", objectives=tuple(presets.OBJECTIVE_CHOICES)[:4])

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from gradnet_core import presets
-from studio import inputs, panels, state
+from studio import gallery, inputs, panels, state
 from studio.navigation import page_header
 
 PAGE = "mixtures"
@@ -16,6 +16,7 @@ st.markdown(
     "$\\hat T(x_i) = \\sum_j G_{ij} y_j / \\sum_j G_{ij}$."
 )
 locked = state.is_training(PAGE)
+gallery.demo_bar(PAGE, disabled=locked)
 rows = inputs.mixture_inputs(PAGE, disabled=locked)
 samples = inputs.truth_samples_input(PAGE, disabled=locked)
 problem = inputs.mixture_problem(PAGE, rows, samples)

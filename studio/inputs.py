@@ -25,7 +25,7 @@ from .state import key, page_state
 
 __all__ = [
     "gaussian_inputs", "gaussian_problem", "mixture_inputs", "mixture_problem", "truth_samples_input",
-    "digit_input", "digit_problem", "color_image_input", "side_by_side",
+    "digit_input", "digit_problem", "color_image_input", "side_by_side", "on_gaussian_preset", "on_mixture_preset",
 ]
 
 GAUSSIAN_SAMPLES = 1000          # test samples for the Gaussian metrics (the paper's 1000)
@@ -80,7 +80,8 @@ def _gaussian_preset_rows(name: str, page: str) -> dict[str, dict[str, float]] |
     return {"source": gaussian_row(source), "target": gaussian_row(target)}
 
 
-def _on_gaussian_preset(page: str) -> None:
+def on_gaussian_preset(page: str) -> None:
+    """Set the sliders to the preset now in the preset box (a callback; the gallery calls it too)."""
     rows = _gaussian_preset_rows(st.session_state[key(page, "preset")], page)
     if rows is not None:
         _set_gaussian_rows(page, rows)
@@ -88,7 +89,7 @@ def _on_gaussian_preset(page: str) -> None:
 
 def _on_random_pair(page: str) -> None:
     st.session_state[key(page, "preset")] = "Random pair"
-    _on_gaussian_preset(page)
+    on_gaussian_preset(page)
 
 
 def _on_custom(page: str) -> None:
@@ -102,7 +103,7 @@ def gaussian_inputs(page: str, disabled: bool) -> dict[str, dict[str, float]]:
         st.session_state[key(page, "preset")] = options[0]
         _set_gaussian_rows(page, _gaussian_preset_rows(options[0], page))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.selectbox("Preset", options, key=key(page, "preset"), on_change=_on_gaussian_preset, args=(page,),
+    left.selectbox("Preset", options, key=key(page, "preset"), on_change=on_gaussian_preset, args=(page,),
                    disabled=disabled, persist_state="session")
     right.button("New random pair", on_click=_on_random_pair, args=(page,), disabled=disabled,
                  key=key(page, "random"))
@@ -140,7 +141,8 @@ def _mixture_frame(rows: Sequence[dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame([{c: float(r[c]) for c in MIXTURE_COLUMNS} for r in rows], columns=list(MIXTURE_COLUMNS))
 
 
-def _on_mixture_preset(page: str) -> None:
+def on_mixture_preset(page: str) -> None:
+    """Set both tables to the preset now in the preset box (a callback; the gallery calls it too)."""
     name = st.session_state[key(page, "preset")]
     if name not in presets.MIXTURE_ROWS:
         return
@@ -157,8 +159,8 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
         st.session_state[key(page, "preset")] = names[0]
     state = page_state(page)
     if not state.tables:
-        _on_mixture_preset(page)
-    st.selectbox("Preset", [*names, "Custom"], key=key(page, "preset"), on_change=_on_mixture_preset,
+        on_mixture_preset(page)
+    st.selectbox("Preset", [*names, "Custom"], key=key(page, "preset"), on_change=on_mixture_preset,
                  args=(page,), disabled=disabled, persist_state="session")
     # No min_value/max_value: with them the editor silently drops a typed minus sign ("-0.5" became 0.5);
     # without, a bad value reaches mixture_from_table, which says what is wrong with it.

@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ import streamlit as st
 import torch
 
 from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
-from gradnet_core.files import MAX_FILE_BYTES, map_to_bytes, read_map
+from gradnet_core.files import MAX_FILE_BYTES, MapFile, load_map_file, map_to_bytes, read_map
 from gradnet_core.flow import log_concave_target
 from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
@@ -270,6 +271,7 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     """Settings (defaults from ``presets``' ``preset``; the first of ``objectives`` is the default, and
     ``withheld`` says why others are not offered), the Train button and, while training, the live panel,
     refreshed every ``POLL_SECONDS``."""
+    _open_pending_demo(page, problem)
     training = page_state(page).job is not None
     network, arch, overrides = _network_settings(page, preset, networks, disabled=training,
                                                  objectives=objectives, withheld=withheld)
@@ -277,6 +279,39 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     _run_controls(page, start, hint=" Fix the input above to train.")
     if not training:
         _map_upload(page, problem)
+
+
+def _file_map(state: PageState, problem: Problem, loaded: MapFile, origin: str) -> Run:
+    """A map read from a file, measured on ``problem`` and added to the page's runs."""
+    extra = loaded.extra or {}
+    network = extra.get("network")
+    if network not in NETWORKS or not isinstance(loaded.model, NETWORKS[network]):
+        network = next(label for label, cls in NETWORKS.items() if isinstance(loaded.model, cls))
+    reference = (state.reference if state.reference is not None and state.reference.signature == problem.signature
+                 else compute_reference(problem))
+    run = evaluate_run(problem, reference, loaded.model, None, network, extra, origin=origin)
+    add_run(state, run, reference)
+    return run
+
+
+def _open_pending_demo(page: str, problem: Problem | None) -> None:
+    """File the gallery map the Open demo button asked for, now that its inputs have set the problem."""
+    state = page_state(page)
+    path = state.pending_demo
+    if path is None or problem is None:
+        return
+    state.pending_demo = None
+    try:
+        loaded = load_map_file(path)
+    except ValueError as err:
+        st.error(f"The demo {Path(path).name} cannot be opened: {err}")
+        return
+    demo = (loaded.extra or {}).get("demo", {})
+    run = _file_map(state, problem, loaded, origin=f"demo {demo.get('title', Path(path).stem)}")
+    steps = (loaded.extra or {}).get("training", {}).get("steps")
+    state.notices = [("info", f"Demo opened as run #{run.number}: {run.network}"
+                      + (f", trained in advance for {steps:,} steps" if isinstance(steps, int) else "")
+                      + ". Press Train to train one live and compare the two.")]
 
 
 def _map_upload(page: str, problem: Problem | None) -> None:
@@ -301,15 +336,8 @@ def _map_upload(page: str, problem: Problem | None) -> None:
         except ValueError as err:
             st.error(f"{upload.name}: {err}")
             return
-        extra = loaded.extra or {}
-        network = extra.get("network")
-        if network not in NETWORKS or not isinstance(loaded.model, NETWORKS[network]):
-            network = next(label for label, cls in NETWORKS.items() if isinstance(loaded.model, cls))
-        reference = (state.reference if state.reference is not None and state.reference.signature == problem.signature
-                     else compute_reference(problem))
-        run = evaluate_run(problem, reference, loaded.model, None, network, extra, origin=upload.name)
-        add_run(state, run, reference)
-        trained_on = extra.get("problem")
+        run = _file_map(state, problem, loaded, origin=upload.name)
+        trained_on = (loaded.extra or {}).get("problem")
         if trained_on == json.loads(json.dumps(problem.describe())):
             where = ""
         elif trained_on:

@@ -43,6 +43,7 @@ class PageState:
     runs_version: int = 0                                 # changes with the list (resets its widgets)
     run_counter: int = 0                                  # numbers runs #1, #2, ...
     reference: Reference | None = None                    # transport pages: the ground truth
+    pending_demo: Any = None                              # a gallery map to file once the inputs are set
     outcome: Any = None                                   # other pages: their last result
     notices: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) from the last job
     cache: dict[Any, Any] = field(default_factory=dict)  # figures and files of the current results

@@ -566,3 +566,54 @@ def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
         errors = [e.value for e in at.error]
         assert len(errors) == 1 and errors[0].startswith(name) and message in errors[0], errors
         assert [run.number for run in state.runs] == [1, 2]
+
+
+@pytest.mark.parametrize("page", ["gaussians", "mixtures", "digits"])
+def test_every_gallery_demo_opens_at_once_as_a_run_on_its_own_problem(page):
+    from studio.gallery import demos
+
+    found = demos(page)
+    assert len(found) >= (4 if page == "digits" else 1)
+    at = _open(page)
+    for number, demo in enumerate(found, start=1):
+        at.selectbox(key=f"{page}.demo").set_value(demo.title).run()
+        at.button(key=f"{page}.open_demo").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        state = _state(at, page)
+        run = state.runs[-1]
+        assert run.number == number and run.result is None and run.origin.startswith("demo")
+        assert state.job is None                                                 # nothing trained
+        assert run.signature == state.reference.signature
+        # The inputs now describe the demo's problem: the map was trained on exactly what the page shows.
+        assert json.loads(json.dumps(run.settings["problem"])) == json.loads(json.dumps(
+            _problem_now(at, page).describe()))
+        assert run.metrics["l2_uvp"] < 10.0                                      # a good map, not a stub
+        assert any(i.value.startswith(f"Demo opened as run #{number}") for i in at.info)
+        assert f"{page}.density_morph" in [c.key for c in _charts(at)]
+    if page == "digits":
+        assert at.selectbox(key="digits.source.set").value == "mnist"
+
+
+def _problem_now(at: AppTest, page: str):
+    """The problem the page's inputs give now, rebuilt the way the page builds it."""
+    from gradnet_core import ImageDensity
+    from gradnet_core.images import load_bundled
+    from studio.inputs import GAUSSIAN_SAMPLES
+    from studio.problems import Problem, gaussian_from_row, mixture_from_table
+
+    state = _state(at, page)
+    if page == "gaussians":
+        rows = {side: {name: at.slider(key=f"{page}.{side}.{name}").value
+                       for name in ("mean_x", "mean_y", "std_x", "std_y", "corr")} for side in ("source", "target")}
+        return Problem(page, gaussian_from_row(rows["source"]), gaussian_from_row(rows["target"]), truth="gaussian",
+                       samples=GAUSSIAN_SAMPLES)
+    samples = at.slider(key=f"{page}.samples").value
+    if page == "mixtures":
+        dens = [mixture_from_table(state.tables[side]["edited"].to_dict("records"), side)[0]
+                for side in ("source", "target")]
+        return Problem(page, *dens, truth="barycentric", samples=samples)
+    bandwidth = presets.TRAIN_PRESETS["digits"].objective.bandwidth_end
+    dens = [ImageDensity(load_bundled(at.selectbox(key=f"digits.{side}.digit").value,
+                                      at.selectbox(key=f"digits.{side}.index").value, "mnist"), bandwidth=bandwidth)
+            for side in ("source", "target")]
+    return Problem(page, *dens, truth="barycentric", samples=samples)

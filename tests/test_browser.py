@@ -250,3 +250,45 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     assert "not an image PIL can read" not in shown and "The image is blank" not in shown, shown[-3000:]
     assert "Traceback" not in main.inner_text()
     _no_exception(page)
+
+
+def test_a_teacher_opens_a_demo_loads_a_saved_map_and_compares_the_two(browser, server, shots, tmp_path):
+    """At 1280 x 720, a projector's size: a gallery demo on screen without training, a saved map
+    uploaded beside it, both animated with the ground truth between them."""
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.base_url = server
+    _open(page, "digits")
+    page.get_by_role("button", name="Open demo").wait_for()
+    time.sleep(1.0)
+    page.screenshot(path=shots / "digits-1280.png")
+    clicked = time.perf_counter()
+    page.get_by_role("button", name="Open demo").click()
+    page.get_by_role("heading", name="Results").wait_for()
+    page.get_by_text("Demo opened as run #1").wait_for()
+    page.locator(".heatmaplayer image").first.wait_for()                      # the density morph too
+    print(f"demo on screen {time.perf_counter() - clicked:.2f} s after the click")
+    _no_exception(page)
+    page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
+    time.sleep(0.5)
+    page.screenshot(path=shots / "digits-demo-1280.png")
+
+    # A saved map (another network, trained elsewhere) joins as run #2, shown beside the demo.
+    from gradnet_core import MGradNetC, save_map
+    saved = tmp_path / "my-map.safetensors"
+    save_map(MGradNetC(2, width=16, depth=2), saved, extra={"network": "mGradNet-C"})
+    page.get_by_text("Load a saved map (.safetensors)").click()
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").last.set_input_files(str(saved))
+    page.get_by_text("Loaded my-map.safetensors as run #2").wait_for()
+    _no_exception(page)
+    _wait_until(page, "both runs in the animation",
+                "() => [...document.querySelectorAll('.annotation-text')].map(e => e.textContent).join('|')"
+                ".match(/#2 mGradNet-C.*Ground truth.*#1 mGradNet-M/)")
+    page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
+    time.sleep(0.5)
+    page.screenshot(path=shots / "digits-compare-1280.png")
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
