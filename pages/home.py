@@ -23,14 +23,16 @@ st.latex(r"T^\star = \nabla u, \qquad u \text{ convex} \quad\Longleftrightarrow\
          r"J_{T^\star}(x) \text{ symmetric positive semi-definite}.")
 st.markdown("**Monotone gradient networks (mGradNets)** are built so that their Jacobian is symmetric "
             "positive semi-definite for every input and every weight, e.g. the modular mGradNet-M:")
+# One formula per line: together they were wider than the page at 1280 px.
 st.latex(r"T_\theta(x) = \sum_{k=1}^{K} \operatorname{sp}(\alpha_k)\, W_k^\top "
          r"\big[\operatorname{sp}(a_k)\,\mathrm{softmax}(u_k) - \operatorname{sp}(b_k)\,"
-         r"\mathrm{softmax}(-u_k)\big] + c, \qquad u_k = \operatorname{sp}(\beta_k)(W_k x + b_k).")
+         r"\mathrm{softmax}(-u_k)\big] + c,")
+st.latex(r"u_k = \operatorname{sp}(\beta_k)(W_k x + b_k).")
 st.markdown("**The Monge–Ampère loss.** A gradient of a convex function is the OT map exactly when it "
             "satisfies the change-of-variables equation; training penalises its residual on samples "
             "$x \\sim p$:")
-st.latex(r"\log\det J_{T_\theta}(x) = \log p(x) - \log q\big(T_\theta(x)\big), \qquad "
-         r"\mathcal{L}(\theta) = \mathbb{E}_{x\sim p} \big| \log\det J_{T_\theta}(x) - \log p(x) "
+st.latex(r"\log\det J_{T_\theta}(x) = \log p(x) - \log q\big(T_\theta(x)\big),")
+st.latex(r"\mathcal{L}(\theta) = \mathbb{E}_{x\sim p} \big| \log\det J_{T_\theta}(x) - \log p(x) "
          r"+ \log q(T_\theta(x)) \big| .")
 
 st.subheader("The pages")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from .view import PROJECTOR_KEY, projector_css
+
 __all__ = ["AppPage", "PAGES", "page_header"]
 
 
@@ -56,4 +58,8 @@ def page_header(title: str) -> None:
     with st.sidebar:
         for page in PAGES:
             st.page_link(page.script, label=page.title)
+        st.divider()
+        st.toggle("Projector view", key=PROJECTOR_KEY, persist_state="session",
+                  help="Large text and markers, for a class or a talk.")
+    projector_css()
     st.title(title)

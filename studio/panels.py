@@ -35,6 +35,7 @@ from .jobs import TrainingJob
 from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
                        metrics_table, morph_back, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
+from .view import chart
 
 __all__ = ["training_panel", "results_panel", "color_training_panel", "color_results_panel",
            "ColorOutcome", "COLOR_LOSSES"]
@@ -114,7 +115,7 @@ def _live_panel(page: str) -> None:
         if snap.losses:
             # One figure per job, its curve updated in place: a new figure costs ~10x more.
             live["loss"] = loss_figure(snap.loss_steps, snap.losses, height=280, figure=live.get("loss"))
-            st.plotly_chart(live["loss"], key=key(page, "live_loss"), config={"displayModeBar": False})
+            chart(live["loss"], key(page, "live_loss"))
     if has_preview and snap.preview is not None:
         with preview_col:
             if live.get("preview_step") != snap.preview_step or "preview" not in live:
@@ -123,7 +124,7 @@ def _live_panel(page: str) -> None:
                                                  state.preview_target, height=280,
                                                  title=f"T(x) at step {snap.preview_step:,}")
                 live["preview_step"] = snap.preview_step
-            st.plotly_chart(live["preview"], key=key(page, "live_preview"), config={"displayModeBar": False})
+            chart(live["preview"], key(page, "live_preview"))
 
 
 # =============================================================================================
@@ -396,7 +397,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
     figure = _cached(state, ("animation", tuple(chosen), arrows, paths, show_target), lambda: animation_figure(
         ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES, arrows=arrows,
         trajectories=paths, show_target=show_target))
-    st.plotly_chart(figure, key=key(page, "animation"), config={"displayModeBar": False})
+    chart(figure, key(page, "animation"))
     st.caption("Points move along x_t = (1 − t) x + t T(x); colours mark where each point started.")
     _density_section(page, state, shown)
 
@@ -423,8 +424,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
         curves = {run.label: (run.result.history["step"], run.result.history["loss"])
                   for run in state.runs if run.result is not None and run.result.history["step"]}
         if curves:
-            st.plotly_chart(_cached(state, ("losses",), lambda: losses_figure(curves, height=260)),
-                            key=key(page, "losses"), config={"displayModeBar": False})
+            chart(_cached(state, ("losses",), lambda: losses_figure(curves, height=260)), key(page, "losses"))
     with files_col:
         st.markdown("**Downloads**")
         for run in shown:
@@ -500,7 +500,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             figure = _cached(state, ("run", run.number, "morph_figure"), lambda: density_morph_figure(
                 morph, (ref.points, ref.mapped), title=f"{run.network}: density of x_t",
                 particles_title=f"{ref.name}: particles"))
-            st.plotly_chart(figure, key=key(page, "density_morph"), config={"displayModeBar": False})
+            chart(figure, key(page, "density_morph"))
             st.caption("Left: the exact density of x_t = (1 − t) x + t T(x), p(x) / det((1 − t) I + t J_T(x)) at "
                        "the preimage x of each pixel, found by Newton's method on the map's closed-form Jacobian. "
                        "Right: the ground truth's particles on the same clock.")
@@ -510,7 +510,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             target = _cached(state, ("run", run.number, "target_grid"), lambda: density_on_grid(ref.target, morph.grid))
             figure = _cached(state, ("run", run.number, "comparison"), lambda: density_comparison_figure(
                 morph.pushforward, target, morph.grid, titles=(f"T#p ({run.network})", "target q", "T#p − q")))
-            st.plotly_chart(figure, key=key(page, "density_comparison"), config={"displayModeBar": False})
+            chart(figure, key(page, "density_comparison"))
             tv = total_variation(morph.pushforward, target, morph.grid)
             mass = float(morph.pushforward.sum()) * morph.grid.cell_area
             st.markdown(f"Total variation between T#p and q: **{tv:.3f}** (0 when the map carries p exactly onto "
@@ -520,7 +520,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             field, grid = _cached(state, ("run", run.number, "residual"), lambda: residual_of(ref, run))
             figure = _cached(state, ("run", run.number, "residual_figure"), lambda: residual_figure(
                 field, grid, title=f"Monge–Ampère residual of {run.network}"))
-            st.plotly_chart(figure, key=key(page, "residual"), config={"displayModeBar": False})
+            chart(figure, key(page, "residual"))
             inside = field[np.isfinite(field)]
             st.caption(f"log p(x) − log det J_T(x) − log q(T(x)) over the source (blank where p is under 1 % of "
                        f"its peak); zero everywhere for the optimal map. Red: the map piles up more mass at T(x) "
@@ -533,7 +533,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
                 [Panel(f"{run.network}: T⁻¹", back[converged]),
                  Panel(f"{ref.name}: inverse", ref.inverse_mapped[converged])],
                 frames=ANIMATION_FRAMES))
-            st.plotly_chart(figure, key=key(page, "morph_back"), config={"displayModeBar": False})
+            chart(figure, key(page, "morph_back"))
             st.caption("The target's samples flow back to the source along y_t = (1 − t) y + t T⁻¹(y), with T⁻¹ "
                        "solved by Newton's method; nothing is retrained. Colours mark where each point started.")
             _unsolved_note(int((~converged).sum()), len(converged), "target samples", "they are left out")
@@ -623,7 +623,7 @@ def color_results_panel(page: str) -> None:
              (f"Recoloured by {outcome.network}", comparison.recoloured),
              (f"POT EMD transfer ({comparison.emd.samples} pixels)", comparison.emd.image))
     for column, (caption, image) in zip(st.columns(4), shown):
-        column.image(image, caption=caption)
+        column.image(image, caption=caption, width="stretch")   # not 160 x 120 thumbnails
     st.download_button("Download the recoloured image (.png)", color.to_png_bytes(comparison.recoloured),
                        file_name="recoloured.png", mime="image/png", key=key(page, "download"))
     st.dataframe({

@@ -617,3 +617,18 @@ def _problem_now(at: AppTest, page: str):
                                       at.selectbox(key=f"digits.{side}.index").value, "mnist"), bandwidth=bandwidth)
             for side in ("source", "target")]
     return Problem(page, *dens, truth="barycentric", samples=samples)
+
+
+def test_projector_view_enlarges_charts_without_changing_the_cached_figures():
+    at = _open("gaussians")
+    at.button(key="gaussians.open_demo").click().run()
+    normal = json.loads(_animation(at, "gaussians").proto.spec)
+    at.toggle(key="view.projector").set_value(True).run()
+    assert not at.exception
+    large = json.loads(_animation(at, "gaussians").proto.spec)
+    assert (normal["layout"]["font"]["size"], large["layout"]["font"]["size"]) == (13, 20)
+    assert [t["marker"]["size"] for t in large["data"]] == [7.2, 7.2]           # 1.8 x the usual 4
+    assert large["layout"]["sliders"][0]["font"]["size"] == 16
+    cached = next(v for k, v in _state(at, "gaussians").cache.items() if k[0] == "animation")
+    assert cached.layout.font.size == 13                                   # the run's figure is as it was
+    assert any("font-size: 20px" in h.proto.body for h in at.get("html"))

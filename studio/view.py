@@ -1,0 +1,58 @@
+"""How charts are drawn, and the projector view: large text and markers for a room.
+
+``chart`` draws every Plotly figure of the transport pages. With the projector view on (a toggle in
+the sidebar, drawn by ``navigation.page_header``) it draws the figure with 20 px text and markers
+1.8 times larger, then puts the figure back as it was: figures are cached per run, so the view must
+not change them. The page's own text grows with the root font size (``projector_css``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+__all__ = ["PROJECTOR_KEY", "projector", "projector_css", "chart"]
+
+PROJECTOR_KEY = "view.projector"
+PROJECTOR_FONT = 20            # px, for chart text
+PROJECTOR_MARKERS = 1.8        # times the usual marker size
+PROJECTOR_CSS = "<style>html { font-size: 20px; }</style>"   # Streamlit sizes its text in rem
+
+
+def projector() -> bool:
+    """Whether the projector view is on in this session."""
+    return bool(st.session_state.get(PROJECTOR_KEY))
+
+
+def projector_css() -> None:
+    """Larger page text when the projector view is on."""
+    if projector():
+        st.html(PROJECTOR_CSS)
+
+
+def chart(fig: go.Figure, key: str, **kwargs: Any) -> None:
+    """``st.plotly_chart(fig, key=key, ...)``, larger in the projector view (``fig`` is left unchanged)."""
+    kwargs.setdefault("config", {"displayModeBar": False})
+    if not projector():
+        st.plotly_chart(fig, key=key, **kwargs)
+        return
+    layout = fig.layout
+    saved_font = layout.font.size
+    saved_sliders = [slider.font.size for slider in layout.sliders]
+    markers = [(trace, trace.marker.size) for trace in fig.data
+               if getattr(trace, "marker", None) is not None and isinstance(trace.marker.size, (int, float))]
+    try:
+        layout.font.size = PROJECTOR_FONT
+        for slider in layout.sliders:
+            slider.font.size = PROJECTOR_FONT - 4
+        for trace, size in markers:
+            trace.marker.size = size * PROJECTOR_MARKERS
+        st.plotly_chart(fig, key=key, **kwargs)
+    finally:
+        layout.font.size = saved_font
+        for slider, size in zip(layout.sliders, saved_sliders):
+            slider.font.size = size
+        for trace, size in markers:
+            trace.marker.size = size
