@@ -26,6 +26,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from .session import session_token
 from .view import PROJECTOR_KEY, projector_css
 
 __all__ = ["AppPage", "PAGES", "page_header"]
@@ -55,6 +56,7 @@ PAGES = (                      # the first is the home page
 def page_header(title: str) -> None:
     """The wide layout, the tab's title, the menu of ``PAGES`` in the sidebar and the heading."""
     st.set_page_config(page_title=f"{title} · GradNetOT Studio", layout="wide")
+    session_token()
     with st.sidebar:
         for page in PAGES:
             st.page_link(page.script, label=page.title)

@@ -33,8 +33,9 @@ from gradnet_core.training import TrainResult
 from .device import device_label
 from .jobs import TrainingJob
 from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
-                       metrics_table, morph_back, residual_of, to_numpy)
+                       metrics_table, morph_back, problem_from_description, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
+from .store import store
 from .view import chart
 
 __all__ = ["training_panel", "results_panel", "color_training_panel", "color_results_panel",
@@ -222,13 +223,50 @@ def _store_run(state: PageState, job: TrainingJob) -> None:
 def add_run(state: PageState, run: Run, reference: Reference) -> None:
     """Add ``run`` to the page's runs and show it first, beside the run shown before; runs on another
     problem are dropped, and past ``MAX_RUNS`` the oldest."""
+    kept = store() if state.token else None          # no token yet: nothing to keep it under
     if state.reference is None or state.reference.signature != reference.signature:
         state.runs, state.shown = [], []
+        if kept:
+            kept.clear(state.token, state.page)
     state.reference = reference
     state.run_counter += 1
     run.number = state.run_counter
-    state.runs = (state.runs + [run])[-MAX_RUNS:]
+    runs = state.runs + [run]
+    state.runs = runs[-MAX_RUNS:]
+    if kept:
+        kept.save(state.token, state.page, run, reference.problem)
+        for dropped in runs[:-MAX_RUNS]:
+            kept.remove(state.token, state.page, dropped.number)
     _runs_changed(state, [run.number] + state.shown[:1])
+
+
+def _restore_runs(page: str) -> None:
+    """Once per session and page: the runs this session's token kept on disk (a reload brings them back),
+    with the ground truth of their problem recomputed."""
+    state = page_state(page)
+    token = st.session_state.get("session.token")
+    if state.token == token or not token:
+        return
+    state.token, state.page = token, page
+    if state.runs:
+        return
+    kept = store().load(token, page)
+    if not kept:
+        return
+    runs = [run for run, _ in kept]
+    try:
+        problem = problem_from_description(page, kept[-1][1])
+    except (KeyError, TypeError, ValueError) as err:
+        st.warning(f"The runs kept from before the reload could not be brought back: {err}")
+        return
+    reference = compute_reference(problem)
+    for run in runs:
+        run.signature = reference.signature
+    state.runs, state.reference = runs[-MAX_RUNS:], reference
+    state.run_counter = max(run.number for run in runs)
+    _runs_changed(state, [run.number for run in reversed(runs)][:2])
+    state.notices = [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
+                      "before the reload.")]
 
 
 def _runs_changed(state: PageState, shown: list[int]) -> None:
@@ -272,6 +310,7 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     """Settings (defaults from ``presets``' ``preset``; the first of ``objectives`` is the default, and
     ``withheld`` says why others are not offered), the Train button and, while training, the live panel,
     refreshed every ``POLL_SECONDS``."""
+    _restore_runs(page)
     _open_pending_demo(page, problem)
     training = page_state(page).job is not None
     network, arch, overrides = _network_settings(page, preset, networks, disabled=training,
@@ -456,6 +495,8 @@ def _remove_control(page: str, state: PageState, by_number: dict[int, Run]) -> N
                             format_func=lambda n: by_number[n].label, key=key(page, "remove", state.runs_version))
     if right.button("Remove", key=key(page, "remove_button"), disabled=victim is None):
         state.runs = [run for run in state.runs if run.number != victim]
+        if state.token:
+            store().remove(state.token, state.page, victim)
         _runs_changed(state, state.shown)
         if not state.runs:
             state.reference = None

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "metrics_table", "to_numpy",
     "gaussian_row", "gaussian_from_row", "mixture_from_table", "MIXTURE_COLUMNS", "METRIC_COLUMNS",
     "density_morph_of", "residual_of", "morph_back", "PICTURE_RESOLUTION", "PICTURE_FRAMES",
+    "density_from_description", "problem_from_description",
 ]
 
 ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the source has mass
@@ -57,6 +58,24 @@ def _describe(density: Density) -> dict[str, Any]:
     if isinstance(density, ImageDensity):
         return {"type": "ImageDensity", "image": density.image.tolist(), "bandwidth": density.bandwidth}
     return {"type": type(density).__name__}
+
+
+def density_from_description(described: dict[str, Any]) -> Density:
+    """The density ``_describe`` described (a run kept on disk brings its problem back this way)."""
+    kind = described.get("type")
+    if kind == "Gaussian":
+        return Gaussian(described["mean"], described["cov"])
+    if kind == "GaussianMixture":
+        return GaussianMixture(described["weights"], described["means"], described["covs"])
+    if kind == "ImageDensity":
+        return ImageDensity(np.asarray(described["image"], dtype=np.float64), bandwidth=described["bandwidth"])
+    raise ValueError(f"cannot rebuild a density of type {kind!r}")
+
+
+def problem_from_description(page: str, described: dict[str, Any]) -> Problem:
+    """The problem ``Problem.describe`` described, on ``page``."""
+    return Problem(page, density_from_description(described["source"]), density_from_description(described["target"]),
+                   truth=described["ground_truth"], samples=int(described["samples"]))
 
 
 def _fingerprint(density: Density) -> str:
@@ -112,6 +131,7 @@ class Reference:
     grid: np.ndarray           # arrow starts: (g, 2)
     grid_mapped: np.ndarray    # T* at the arrow starts: (g, 2)
     seconds: float             # time to compute it
+    problem: dict[str, Any] = field(default_factory=dict)   # Problem.describe() of its problem
 
 
 @dataclass
@@ -190,7 +210,8 @@ def compute_reference(problem: Problem) -> Reference:
         name = f"Ground truth (barycentric, n={problem.samples})"
     return Reference(signature=problem.signature, name=name, source=source, target=target, points=x,
                      mapped=np.asarray(mapped), target_samples=y, inverse_mapped=np.asarray(inverse_mapped),
-                     grid=grid, grid_mapped=np.asarray(grid_mapped), seconds=time.perf_counter() - start)
+                     grid=grid, grid_mapped=np.asarray(grid_mapped), seconds=time.perf_counter() - start,
+                     problem=problem.describe())
 
 
 def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult | None,

@@ -44,6 +44,8 @@ class PageState:
     run_counter: int = 0                                  # numbers runs #1, #2, ...
     reference: Reference | None = None                    # transport pages: the ground truth
     pending_demo: Any = None                              # a gallery map to file once the inputs are set
+    token: str = ""                                       # the session token its runs are kept under (store)
+    page: str = ""                                        # the page it belongs to
     outcome: Any = None                                   # other pages: their last result
     notices: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) from the last job
     cache: dict[Any, Any] = field(default_factory=dict)  # figures and files of the current results

@@ -31,3 +31,12 @@ def _one_torch_thread():
     --threads option sets the process's count)."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_store(tmp_path_factory):
+    """The app keeps runs on disk (studio.store): the tests' in a folder of their own."""
+    import os
+
+    os.environ["GRADNET_STORE"] = str(tmp_path_factory.mktemp("store") / "runs.sqlite")
+    yield

@@ -632,3 +632,31 @@ def test_projector_view_enlarges_charts_without_changing_the_cached_figures():
     cached = next(v for k, v in _state(at, "gaussians").cache.items() if k[0] == "animation")
     assert cached.layout.font.size == 13                                   # the run's figure is as it was
     assert any("font-size: 20px" in h.proto.body for h in at.get("html"))
+
+
+def test_runs_survive_a_reload_and_no_other_session_sees_them():
+    at = _open("gaussians")
+    token = at.session_state["session.token"]
+    assert at.query_params["session"] == token and len(token) >= 22          # in the URL, 128 random bits
+    _train(at, "gaussians", steps=40)
+    at.button(key="gaussians.open_demo").click().run()
+    before = _state(at, "gaussians").runs
+    # F5: a new session whose URL carries the token.
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/gaussians.py").run()
+    assert not again.exception
+    after = _state(again, "gaussians").runs
+    assert [r.label for r in after] == [r.label for r in before]
+    assert after[0].result.history["loss"] == pytest.approx(before[0].result.history["loss"], nan_ok=True)
+    np.testing.assert_allclose(after[1].mapped, before[1].mapped)
+    assert _metrics(again)["MSE"].tolist() == pytest.approx(_metrics(at)["MSE"].tolist())
+    assert any("2 runs of this session brought back" in i.value for i in again.info)
+    # Another browser (no token, or a made-up one) sees nothing of it.
+    for other in (None, "A" * 22):
+        stranger = AppTest.from_file(str(APP), default_timeout=60)
+        if other:
+            stranger.query_params["session"] = other
+        stranger.run().switch_page("pages/gaussians.py").run()
+        assert stranger.session_state["session.token"] != token
+        assert _state(stranger, "gaussians").runs == []

@@ -254,7 +254,7 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
 
 def test_a_teacher_opens_a_demo_loads_a_saved_map_and_compares_the_two(browser, server, shots, tmp_path):
     """At 1280 x 720, a projector's size: a gallery demo on screen without training, a saved map
-    uploaded beside it, both animated with the ground truth between them."""
+    uploaded beside it, both animated with the ground truth between them, both back after a reload."""
     context = browser.new_context(viewport={"width": 1280, "height": 720})
     page = context.new_page()
     page.set_default_timeout(180_000)
@@ -290,5 +290,11 @@ def test_a_teacher_opens_a_demo_loads_a_saved_map_and_compares_the_two(browser, 
     page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
     time.sleep(0.5)
     page.screenshot(path=shots / "digits-compare-1280.png")
+    # F5: the URL carries the session's token, and both runs come back.
+    assert "session=" in page.url
+    page.reload()
+    page.get_by_text("2 runs of this session brought back").wait_for()
+    page.get_by_role("heading", name="Results").wait_for()
+    _no_exception(page)
     context.close()
     assert not errors, f"JavaScript errors: {errors}"

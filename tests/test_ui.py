@@ -3,6 +3,7 @@ table and slider conversions."""
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -129,3 +130,35 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table([_row(0.0, 0, 0)], "source")
     with pytest.raises(ValueError, match="^Target: covariance of component 1"):
         mixture_from_table([_row(1.0, 0, 0, r=1.0)], "target")
+
+
+def test_run_store_expires_caps_each_token_and_keeps_tokens_apart(tmp_path, monkeypatch):
+    from studio.store import RunStore
+
+    problem = Problem("t", *PAPER, truth="gaussian", samples=200)
+    ref = compute_reference(problem)
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    result = train(model, *PAPER, TrainConfig(steps=20, batch_size=200))
+    runs = []
+    for number in (1, 2, 3):
+        run = evaluate_run(problem, ref, model, result, "mGradNet-M", {"problem": problem.describe()})
+        run.number = number
+        runs.append(run)
+    from studio.store import _run_bytes
+
+    one_run = len(_run_bytes(runs[0], problem.describe()))
+    kept = RunStore(tmp_path / "runs.sqlite", hours=1.0, max_bytes=int(2.5 * one_run))
+    for run in runs:
+        kept.save("token-a" * 4, "gaussians", run, problem.describe())
+    loaded = kept.load("token-a" * 4, "gaussians")
+    assert all(on == json.loads(json.dumps(problem.describe())) for _, on in loaded)
+    back = [run for run, _ in loaded]
+    assert [r.number for r in back] == [2, 3]                          # the cap dropped the oldest
+    assert back[0].result.history["loss"] == pytest.approx(result.history["loss"])
+    assert back[0].result.verdict.ok == result.verdict.ok and back[0].metrics["mse"] == pytest.approx(runs[1].metrics["mse"])
+    assert kept.load("token-b" * 4, "gaussians") == [] and kept.load("token-a" * 4, "mixtures") == []
+    kept.remove("token-a" * 4, "gaussians", 2)
+    assert [r.number for r, _ in kept.load("token-a" * 4, "gaussians")] == [3]
+    later = time.time() + 2 * 3600
+    monkeypatch.setattr("studio.store.time.time", lambda: later)
+    assert kept.load("token-a" * 4, "gaussians") == [] and kept.size("token-a" * 4) == 0   # expired, purged

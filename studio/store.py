@@ -1,0 +1,143 @@
+"""Runs that survive a reload: each browser session's runs kept on the server's disk under a token.
+
+A session gets an unguessable token in its page URL (``studio.session``); reloading the page, or opening the URL again before it expires, brings that
+session's runs back. The store is one SQLite file (no server; ``GRADNET_STORE``, by default in the
+system's temporary folder). A run is saved as the file ``save_map`` would write, its settings, metrics
+and training history in the description, so nothing in the store is ever unpickled. Every query names
+the token: a token sees its own runs only. Runs expire ``GRADNET_STORE_HOURS`` after they were saved
+(24 by default) and a token holds at most ``GRADNET_STORE_MB`` megabytes (50): past it, its oldest runs go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gradnet_core.files import map_to_bytes, read_map
+from gradnet_core.training import TrainResult
+from gradnet_core.verdict import Verdict
+
+from .problems import Run
+
+__all__ = ["RunStore", "store"]
+
+def _jsonable(value: Any) -> Any:
+    """Metrics as JSON: NaN and infinities become None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunStore:
+    """An SQLite table of runs by (token, page, number); thread-safe (one connection per call)."""
+
+    def __init__(self, path: str | os.PathLike, hours: float = 24.0, max_bytes: int = 50_000_000):
+        self.path, self.seconds, self.max_bytes = Path(path), hours * 3600.0, int(max_bytes)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS runs (token TEXT NOT NULL, page TEXT NOT NULL, number INTEGER "
+                       "NOT NULL, saved REAL NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL, "
+                       "PRIMARY KEY (token, page, number))")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    def save(self, token: str, page: str, run: Run, problem: dict[str, Any]) -> None:
+        """Keep ``run``, measured on ``problem`` (``Problem.describe()``), for ``token``; the token's oldest runs
+        go when it would pass ``max_bytes``."""
+        data = _run_bytes(run, problem)
+        with self._lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                       (token, page, run.number, time.time(), len(data), data))
+            rows = db.execute("SELECT page, number, size FROM runs WHERE token = ? ORDER BY saved DESC",
+                              (token,)).fetchall()
+            total = 0
+            for row_page, number, size in rows:
+                total += size
+                if total > self.max_bytes:
+                    db.execute("DELETE FROM runs WHERE token = ? AND page = ? AND number = ?", (token, row_page, number))
+
+    def clear(self, token: str, page: str) -> None:
+        """Forget the token's runs of ``page`` (its problem changed)."""
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM runs WHERE token = ? AND page = ?", (token, page))
+
+    def remove(self, token: str, page: str, number: int) -> None:
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM runs WHERE token = ? AND page = ? AND number = ?", (token, page, number))
+
+    def load(self, token: str, page: str) -> list[tuple[Run, dict[str, Any]]]:
+        """The token's unexpired runs of ``page``, oldest first, each with the problem it was measured on
+        (expired runs of every token are purged)."""
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM runs WHERE saved < ?", (time.time() - self.seconds,))
+            rows = db.execute("SELECT data FROM runs WHERE token = ? AND page = ? ORDER BY number",
+                              (token, page)).fetchall()
+        runs = []
+        for (data,) in rows:
+            try:
+                runs.append(_run_from_bytes(bytes(data)))
+            except (ValueError, KeyError, TypeError):
+                continue                        # a run this version cannot read is skipped, not fatal
+        return runs
+
+    def size(self, token: str) -> int:
+        with self._lock, self._connect() as db:
+            return int(db.execute("SELECT COALESCE(SUM(size), 0) FROM runs WHERE token = ?", (token,)).fetchone()[0])
+
+
+def _run_bytes(run: Run, problem: dict[str, Any]) -> bytes:
+    result = None
+    if run.result is not None:
+        result = {**dataclasses.asdict(run.result), "verdict": None if run.result.verdict is None else
+                  {k: _jsonable(v) for k, v in dataclasses.asdict(run.result.verdict).items()}}
+        result["history"] = {k: [_jsonable(float(v)) for v in values] for k, values in run.result.history.items()}
+    saved = {"number": run.number, "network": run.network, "origin": run.origin, "signature": run.signature,
+             "metrics": {k: _jsonable(v) for k, v in run.metrics.items()}, "result": result,
+             "mapped": run.mapped.tolist(), "grid_mapped": run.grid_mapped.tolist(), "measured_on": problem}
+    return map_to_bytes(run.model, {**run.settings, "stored_run": saved})
+
+
+def _run_from_bytes(data: bytes) -> tuple[Run, dict[str, Any]]:
+    import numpy as np
+
+    loaded = read_map(data)
+    extra = dict(loaded.extra or {})
+    saved = extra.pop("stored_run")
+    result = None
+    if saved["result"] is not None:
+        raw = dict(saved["result"])
+        verdict = raw.pop("verdict")
+        raw["history"] = {k: [math.nan if v is None else v for v in values] for k, values in raw["history"].items()}
+        result = TrainResult(**raw, verdict=None if verdict is None else Verdict(**verdict))
+    metrics = {k: (math.nan if v is None else v) for k, v in saved["metrics"].items()}
+    run = Run(network=saved["network"], model=loaded.model, result=result, signature=saved["signature"],
+              settings=extra, mapped=np.asarray(saved["mapped"], dtype=float),
+              grid_mapped=np.asarray(saved["grid_mapped"], dtype=float).reshape(-1, 2), metrics=metrics,
+              origin=saved["origin"], number=int(saved["number"]))
+    return run, saved["measured_on"]
+
+
+_STORE: RunStore | None = None
+_STORE_LOCK = threading.Lock()
+
+
+def store() -> RunStore:
+    """The server's store, from ``GRADNET_STORE`` (a file path), ``GRADNET_STORE_HOURS`` and ``GRADNET_STORE_MB``."""
+    global _STORE
+    path = Path(os.environ.get("GRADNET_STORE") or Path(tempfile.gettempdir()) / "gradnetot-studio" / "runs.sqlite")
+    with _STORE_LOCK:
+        if _STORE is None or _STORE.path != path:
+            _STORE = RunStore(path, hours=float(os.environ.get("GRADNET_STORE_HOURS", 24)),
+                              max_bytes=int(float(os.environ.get("GRADNET_STORE_MB", 50)) * 1e6))
+        return _STORE
+
