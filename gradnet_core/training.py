@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"              # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     report_seconds: float = 0.25      # wall time between progress reports (and divergence checks)
     assess: bool = True               # judge the trained map without ground truth (TrainResult.verdict)
+    time_limit: float | None = None   # wall seconds: training stops there, keeps the model and says so
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -59,6 +60,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number; got {value!r}")
+        if self.time_limit is not None and not (isinstance(self.time_limit, (int, float))
+                                                and math.isfinite(self.time_limit) and self.time_limit > 0):
+            raise ValueError(f"time_limit must be a positive number of seconds or None; got {self.time_limit!r}")
         if not (math.isfinite(self.report_seconds) and self.report_seconds >= 0):
             raise ValueError(f"report_seconds must be zero or positive; got {self.report_seconds!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -309,6 +313,11 @@ def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunCo
                 stopped = "stopped"
                 message = stepper.stopped_message(reported, config.steps)
                 break
+        if config.time_limit is not None and now - start >= config.time_limit and not last:
+            stopped = "stopped"
+            message = (f"Stopped at the time limit of {config.time_limit:g} s after {reported:,} of "
+                       f"{config.steps:,} steps; the model is kept as it was then.")
+            break
 
     kept = good_step if stopped == "diverged" else reported
     if stopped == "diverged":

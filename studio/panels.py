@@ -32,6 +32,7 @@ from gradnet_core.training import TrainResult
 
 from .device import device_label
 from .jobs import TrainingJob
+from .limits import SIZES, TIME_LIMIT, check_work
 from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
                        metrics_table, morph_back, problem_from_description, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
@@ -47,7 +48,6 @@ POLL_SECONDS = 0.5               # live panel refresh while training
 CPU_THREADS = 1                  # torch threads per training job: sessions share the cores (see jobs)
 ANIMATION_FRAMES = 30
 MAX_RUNS = 8                     # runs a page keeps; past it the oldest goes
-LIMITS = {"width": 512, "depth": 16, "modules": 64, "steps": 20000}
 PAGE_TITLES = {"gaussians": "Gaussians", "mixtures": "Gaussian mixtures", "digits": "Digits"}
 DENSITY_VIEWS = ("Density morph", "Pushforward vs target", "Where the map is wrong", "Morph back")
 COLOR_LOSSES = {"sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL (mean and covariance only)",
@@ -189,12 +189,12 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
             size_key = key(page, network, name)
             st.session_state.setdefault(size_key, int(default))
             arch[name] = int(col.number_input(name.capitalize(), min_value=2 if name == "width" else 1,
-                                              max_value=LIMITS[name], step=1, key=size_key, disabled=disabled,
+                                              max_value=SIZES[name], step=1, key=size_key, disabled=disabled,
                                               persist_state="session"))
         a, b, c = st.columns(3)
         for name, value in (("steps", config.steps), ("lr", config.lr), ("seed", config.seed)):
             st.session_state.setdefault(key(page, name), value)
-        steps = a.number_input("Steps", min_value=1, max_value=LIMITS["steps"], step=100,
+        steps = a.number_input("Steps", min_value=1, max_value=SIZES["steps"], step=100,
                                key=key(page, "steps"), disabled=disabled, persist_state="session")
         lr = b.number_input("Learning rate", min_value=1e-5, max_value=10.0, format="%g",
                             key=key(page, "lr"), disabled=disabled, persist_state="session")
@@ -280,10 +280,12 @@ def _runs_changed(state: PageState, shown: list[int]) -> None:
 def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[str, int],
            overrides: dict[str, Any]) -> None:
     state = page_state(page)
-    config = presets.train_preset(preset, **overrides)
+    config = presets.train_preset(preset, **overrides, time_limit=TIME_LIMIT)
     if isinstance(config.objective, ConstrainedFlow):
         log_concave_target(problem.target)      # refuses a target the flow cannot use, with a message
     model = seeded_map(network, overrides["seed"], dim=2, **arch)
+    check_work(config.steps, model, "The constrained flow (outer x inner steps)" if isinstance(config.objective, ConstrainedFlow)
+               else "This training")
     gen = torch.Generator().manual_seed(problem.seed + 1)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
     preview = source.sample(PREVIEW_POINTS, gen)
@@ -615,7 +617,7 @@ def _color_settings(page: str, disabled: bool) -> tuple[str, str, dict[str, Any]
         defaults = color.COLOR_CONFIG
         for name, value in (("steps", defaults.steps), ("lr", defaults.lr), ("seed", defaults.seed)):
             st.session_state.setdefault(key(page, name), value)
-        steps = c.number_input("Steps", min_value=1, max_value=LIMITS["steps"], step=50, key=key(page, "steps"),
+        steps = c.number_input("Steps", min_value=1, max_value=SIZES["steps"], step=50, key=key(page, "steps"),
                                disabled=disabled, persist_state="session")
         lr = d.number_input("Learning rate", min_value=1e-5, max_value=1.0, format="%g", key=key(page, "lr"),
                             disabled=disabled, persist_state="session")
@@ -630,8 +632,9 @@ def _color_settings(page: str, disabled: bool) -> tuple[str, str, dict[str, Any]
 
 def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str, loss: str,
                  settings: dict[str, Any]) -> None:
-    config = color.color_config(loss=loss, **settings)
+    config = replace(color.color_config(loss=loss, **settings), time_limit=TIME_LIMIT)
     model = seeded_map(network, settings["seed"], dim=3)
+    check_work(config.steps, model)
 
     def store(state: PageState, job: TrainingJob) -> None:
         state.outcome = ColorOutcome(source, target, network, loss, job.result, job.evaluation)

@@ -660,3 +660,29 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
         stranger.run().switch_page("pages/gaussians.py").run()
         assert stranger.session_state["session.token"] != token
         assert _state(stranger, "gaussians").runs == []
+
+
+def test_every_objective_respects_the_steps_and_work_limits():
+    at = _open("gaussians")
+    label = "Constrained gradient flow, implicit"
+    at.selectbox(key="gaussians.objective").set_value(label).run()
+    at.number_input(key=f"gaussians.{label}.flow_outer_steps").set_value(1000)
+    at.number_input(key=f"gaussians.{label}.flow_inner_steps").set_value(1000)
+    at.run()
+    at.button(key="gaussians.train").click().run()
+    assert not at.exception and _state(at, "gaussians").job is None             # refused, nothing started
+    assert any("asks for 1,000,000 steps; this server allows 20,000" in e.value for e in at.error)
+    # The largest network the inputs allow, for 20 000 steps: past the work cap, refused with what to change.
+    at.selectbox(key="gaussians.objective").set_value(presets.DEFAULT_OBJECTIVE).run()
+    at.number_input(key="gaussians.mGradNet-M.width").set_value(512)
+    at.number_input(key="gaussians.mGradNet-M.modules").set_value(64)
+    at.number_input(key="gaussians.steps").set_value(20000)
+    at.run()
+    at.button(key="gaussians.train").click().run()
+    assert _state(at, "gaussians").job is None
+    assert any("GRADNET_MAX_WORK" in e.value and "fewer steps or a smaller network" in e.value for e in at.error)
+    # Every job carries the time limit.
+    at.number_input(key="gaussians.mGradNet-M.width").set_value(32)
+    at.number_input(key="gaussians.mGradNet-M.modules").set_value(4)
+    _train(at, "gaussians", steps=20)
+    assert _state(at, "gaussians").runs[-1].settings["training"]["time_limit"] == 900.0

@@ -184,3 +184,15 @@ def test_cuda_request_without_gpu_is_explained():
     source, target = paper_pair()
     with pytest.raises(ValueError, match="no CUDA GPU"):
         train(MGradNetM(2), source, target, TrainConfig(steps=1, device="cuda"))
+
+
+def test_time_limit_stops_training_and_keeps_the_model():
+    source, target = paper_pair()
+    model = MGradNetM(2, width=8, modules=2)
+    result = train(model, source, target, TrainConfig(steps=1_000_000, batch_size=100, time_limit=0.5,
+                                                      assess=False))
+    assert result.stopped == "stopped" and 0 < result.steps < 1_000_000
+    assert result.message.startswith("Stopped at the time limit of 0.5 s after")
+    assert result.elapsed < 30                                      # it stopped (a hang guard, not a timing)
+    with pytest.raises(ValueError, match="time_limit"):
+        TrainConfig(time_limit=0.0)
