@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ._resources import data_path
-from .images import MAX_UPLOAD_BYTES, ImageLimits, read_image
+from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, ImageLimits, read_image
 from .metrics import energy_distance
 from .networks import NETWORKS, TransportMap, seeded_map
 from .objectives import AdversarialW1, GaussianMomentKL, Objective, SinkhornLoss
@@ -87,7 +87,7 @@ def bundled_color_images() -> dict[str, Path]:
 
 
 def load_rgb(data: bytes | PathLike | np.ndarray, max_side: int = MAX_SIDE,
-             max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
+             max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image file (bytes or path) or array -> ``(H, W, 3)`` float64 RGB in [0, 1].
 
     Files (read by ``images.read_image`` with ``COLOR_LIMITS``): PNG, JPEG, GIF (first frame), BMP or
@@ -98,7 +98,7 @@ def load_rgb(data: bytes | PathLike | np.ndarray, max_side: int = MAX_SIDE,
     if isinstance(data, np.ndarray):
         image = _array_image(data)
     elif isinstance(data, (bytes, bytearray, memoryview, str, os.PathLike)):
-        image = _flatten(read_image(data, max_bytes, COLOR_LIMITS))
+        image = _flatten(read_image(data, max_bytes, COLOR_LIMITS, max_pixels))
     else:
         raise ValueError(f"an image must be given as file bytes, a path or an array; got {type(data).__name__}")
     if max(image.size) > max_side:

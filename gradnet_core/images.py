@@ -91,14 +91,14 @@ DIGIT_LIMITS = ImageLimits(
 # --- public API ---------------------------------------------------------------------------------
 
 def read_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES,
-               limits: ImageLimits = DIGIT_LIMITS) -> Image.Image:
+               limits: ImageLimits = DIGIT_LIMITS, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Read and decode an image file (bytes or path) into a PIL image, in the file's own mode.
 
-    PNG, JPEG, GIF (first frame), BMP and WebP; at most ``max_bytes`` bytes and ``MAX_PIXELS``
-    pixels (checked from the header, before decoding), at least ``limits.min_side`` px a side; EXIF
+    PNG, JPEG, GIF (first frame), BMP and WebP; at most ``max_bytes`` bytes and ``max_pixels``
+    pixels (at most ``MAX_PIXELS``; checked from the header, before decoding), at least ``limits.min_side`` px a side; EXIF
     rotation applied. Bad input of any kind raises ``ValueError`` with a sentence for the user.
     """
-    image = _open_checked(_read_bytes(data, max_bytes), limits)
+    image = _open_checked(_read_bytes(data, max_bytes), limits, min(max_pixels, MAX_PIXELS))
     try:
         image.draft(None, (limits.decode_side, limits.decode_side))  # JPEG only: decode at a reduced scale
         image.load()
@@ -113,13 +113,13 @@ def read_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES,
         return image
 
 
-def load_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
+def load_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file (bytes or path) into an MNIST-style ``(28, 28)`` float64 array in [0, 1].
 
     Accepts PNG, JPEG, GIF (first frame), BMP and WebP in any mode; transparency is composited on
     the backdrop that contrasts with the drawing, and a light background is inverted.
     """
-    gray = _grayscale(read_image(data, max_bytes), _TRANSPARENT)
+    gray = _grayscale(read_image(data, max_bytes, max_pixels=max_pixels), _TRANSPARENT)
     return _centre(_foreground(gray, _BLANK_IMAGE))
 
 
@@ -268,7 +268,7 @@ def _read_bytes(data: bytes | PathLike, max_bytes: int) -> bytes:
     return raw
 
 
-def _open_checked(raw: bytes, limits: ImageLimits) -> Image.Image:
+def _open_checked(raw: bytes, limits: ImageLimits, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open the file (header only) and check its declared size before any pixel is decoded."""
     try:
         image = Image.open(io.BytesIO(raw), formats=SUPPORTED_FORMATS)
@@ -277,9 +277,9 @@ def _open_checked(raw: bytes, limits: ImageLimits) -> Image.Image:
     except Exception as err:  # PIL's plugins raise many exception types on malformed headers
         raise ValueError(_NOT_AN_IMAGE) from err
     width, height = image.size
-    if width * height > MAX_PIXELS:
+    if width * height > max_pixels:
         raise ValueError(f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
-                         f"the limit is {MAX_PIXELS // 1_000_000} megapixels. Shrink it before uploading.")
+                         f"the limit is {max_pixels / 1e6:.3g} megapixels. Shrink it before uploading.")
     if min(width, height) < limits.min_side:
         raise ValueError(limits.too_small.format(width=width, height=height, min_side=limits.min_side))
     return image

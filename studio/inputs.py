@@ -20,6 +20,7 @@ from gradnet_core.densities import Density, ImageDensity
 from gradnet_core.images import DIGIT_SETS, bundled_digits, canvas_to_image, load_bundled, load_image
 from gradnet_core.plotting import density_heatmap, square_bounds
 
+from .limits import truth_samples_cap, upload_pixels
 from .problems import MIXTURE_COLUMNS, Problem, gaussian_from_row, gaussian_row, mixture_from_table, to_numpy
 from .state import key, page_state
 
@@ -218,9 +219,12 @@ def _density_pair(page: str, source: Density, target: Density) -> None:
 def truth_samples_input(page: str, disabled: bool) -> int:
     """How many samples the barycentric-projection ground truth uses."""
     lo, default, hi = TRUTH_SAMPLES
-    st.session_state.setdefault(key(page, "samples"), default)
-    return int(st.slider("Ground-truth samples n (exact EMD; time grows like n²)", lo, hi, step=100,
-                         key=key(page, "samples"), disabled=disabled, persist_state="session"))
+    hi = truth_samples_cap(hi)          # the session's memory budget (GRADNET_SESSION_MB)
+    st.session_state.setdefault(key(page, "samples"), min(default, hi))
+    if st.session_state[key(page, "samples")] > hi:
+        st.session_state[key(page, "samples")] = hi
+    return int(st.slider("Ground-truth samples n (exact EMD; time and memory grow like n²)", min(lo, hi), hi,
+                         step=100, key=key(page, "samples"), disabled=disabled, persist_state="session"))
 
 
 # =============================================================================================
@@ -330,7 +334,7 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
         state.uploads.pop(side, None)
         st.info("Upload a picture of a digit: any size, dark ink on light paper or light on dark.")
         return None, ""
-    image = load_image(file.getvalue())
+    image = load_image(file.getvalue(), max_pixels=upload_pixels())
     state.uploads[side] = (file.name, image)
     return image, f"Uploaded: {file.name}"
 
@@ -371,7 +375,7 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
             st.info("Upload a photo; it is shrunk to at most 512 px on its longer side.")
             return None
         try:
-            image = color.load_rgb(file.getvalue())
+            image = color.load_rgb(file.getvalue(), max_pixels=upload_pixels())
         except ValueError as err:
             st.error(str(err))
             return None

@@ -284,8 +284,8 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
     if isinstance(config.objective, ConstrainedFlow):
         log_concave_target(problem.target)      # refuses a target the flow cannot use, with a message
     model = seeded_map(network, overrides["seed"], dim=2, **arch)
-    check_work(config.steps, model, "The constrained flow (outer x inner steps)" if isinstance(config.objective, ConstrainedFlow)
-               else "This training")
+    flow = isinstance(config.objective, ConstrainedFlow)
+    check_work(config.steps, model, "The constrained flow (outer x inner steps)" if flow else "This training")
     gen = torch.Generator().manual_seed(problem.seed + 1)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
     preview = source.sample(PREVIEW_POINTS, gen)

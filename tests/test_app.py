@@ -686,3 +686,17 @@ def test_every_objective_respects_the_steps_and_work_limits():
     at.number_input(key="gaussians.mGradNet-M.modules").set_value(4)
     _train(at, "gaussians", steps=20)
     assert _state(at, "gaussians").runs[-1].settings["training"]["time_limit"] == 900.0
+
+
+def test_a_session_memory_budget_caps_uploads_and_ground_truth_samples(monkeypatch):
+    import studio.limits
+
+    monkeypatch.setattr(studio.limits, "SESSION_BYTES", 100e6)       # GRADNET_SESSION_MB=100
+    at = _open("digits")
+    assert at.slider(key="digits.samples").max == 1000                  # sqrt(100 MB / 88 B), in hundreds
+    at.radio(key="digits.source.mode").set_value("Upload").run()
+    big = np.zeros((2500, 3000), dtype=np.uint8)
+    big[1000:1500, 1200:1300] = 255
+    _upload(at, "photo.png", _png(big))                                 # 7.5 megapixels: over the 5.56 budget
+    assert [e.value for e in at.error] == ["The image is 3000 x 2500 pixels (8 megapixels); the limit is 5.56 "
+                                           "megapixels. Shrink it before uploading."]
