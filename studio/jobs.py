@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,7 +33,7 @@ from gradnet_core.densities import Density
 from gradnet_core.networks import TransportMap
 from gradnet_core.training import Progress, TrainConfig, TrainResult, resolve_device, train
 
-__all__ = ["TrainingJob", "JobSnapshot", "GPU_LOCK"]
+__all__ = ["TrainingJob", "JobSnapshot", "GPU_LOCK", "watch_session"]
 
 #: Held by a job while it trains on a GPU, so sessions of one server take turns on the device.
 GPU_LOCK = threading.Lock()
@@ -101,6 +102,7 @@ class TrainingJob:
         self._lock = threading.Lock()
         self._state = _State(device=str(resolve_device(config.device)))
         self._stop = threading.Event()
+        self._abandoned = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self.result: TrainResult | None = None
@@ -119,6 +121,15 @@ class TrainingJob:
     def stop(self) -> None:
         """Ask training to end at its next progress report, keeping the model trained so far."""
         self._stop.set()
+
+    def abandon(self) -> None:
+        """Stop training and skip the finish hook: nobody is left to see the result (a closed tab)."""
+        self._abandoned.set()
+        self._stop.set()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is done (or ``timeout`` seconds pass); True when done."""
@@ -154,7 +165,7 @@ class TrainingJob:
             else:
                 result = self._train()
             self.result = result
-            if self._finish is not None:
+            if self._finish is not None and not self._abandoned.is_set():
                 self._set(phase="finishing")
                 self.evaluation = self._finish(self.model, result)
         except torch.cuda.OutOfMemoryError:
@@ -206,3 +217,24 @@ class TrainingJob:
         s = self.snapshot()
         return f"TrainingJob({s.phase}, step {s.step}/{s.total}, device {s.device})"
 
+
+
+def watch_session(job: TrainingJob, is_active: Callable[[], bool], grace: float = 3.0,
+                  poll: float = 0.5) -> threading.Thread:
+    """Abandon ``job`` once ``is_active()`` has been False for ``grace`` seconds in a row (its browser tab was
+    closed, or reloaded into a new session): a daemon thread polling every ``poll`` seconds until the job
+    ends. The grace period lets a session that drops its connection for a moment keep its training."""
+    def watch() -> None:
+        gone_since = None
+        while not job.wait(poll):
+            if is_active():
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since >= grace:
+                job.abandon()
+                return
+
+    thread = threading.Thread(target=watch, name="session-watch", daemon=True)
+    thread.start()
+    return thread

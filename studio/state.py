@@ -19,7 +19,7 @@ import streamlit as st
 
 from gradnet_core.training import TrainResult
 
-from .jobs import TrainingJob
+from .jobs import TrainingJob, watch_session
 from .problems import Reference, Run
 
 __all__ = ["PageState", "page_state", "key", "start_job", "is_training"]
@@ -72,9 +72,23 @@ def start_job(page: str, job: TrainingJob, *, label: str, finishing: str, store:
     state = page_state(page)
     state.preview_points, state.preview_target = preview if preview is not None else (None, None)
     state.job = job.start()
+    _watch_this_session(job)
     state.job_label, state.job_finishing, state.job_store = label, finishing, store
     state.notices = []
     state.cache.pop("live", None)
+
+
+def _watch_this_session(job: TrainingJob) -> None:
+    """A closed tab abandons its training within a few seconds (``jobs.watch_session``), freeing the CPU;
+    under a running server only (AppTest has no runtime to ask)."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not runtime.exists():
+        return
+    server, session = runtime.get_instance(), ctx.session_id
+    watch_session(job, lambda: server.is_active_session(session))
 
 
 def _collect(state: PageState) -> None:

@@ -160,3 +160,30 @@ def test_the_job_thread_is_a_daemon():
     job = TrainingJob(model, source, target, TrainConfig(steps=5, batch_size=50)).start()
     assert job._thread.daemon and isinstance(job._thread, threading.Thread)
     assert job.wait(TIMEOUT)
+
+
+def test_a_closed_session_abandons_its_job_and_a_brief_drop_does_not():
+    from studio.jobs import watch_session
+
+    source, target = _problem()
+    finished = []
+
+    def long_job():
+        model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+        return TrainingJob(model, source, target, TrainConfig(steps=10**7, batch_size=100, report_seconds=0.05),
+                           finish=lambda m, r: finished.append(r), cpu_threads=1).start()
+
+    closed = long_job()
+    started = time.monotonic()
+    watch_session(closed, lambda: time.monotonic() - started < 0.3, grace=1.0, poll=0.1)   # tab closed at 0.3 s
+    assert closed.wait(TIMEOUT) and closed.abandoned
+    assert closed.result.stopped == "stopped" and 0 < closed.result.steps < 10**7
+    assert finished == []                                                  # nobody left: no ground truth computed
+
+    blip = long_job()
+    started = time.monotonic()
+    watch_session(blip, lambda: not 0.2 < time.monotonic() - started < 0.5, grace=1.0, poll=0.1)
+    time.sleep(1.5)
+    assert not blip.done and not blip.abandoned                            # a 0.3 s drop keeps it running
+    blip.stop()
+    assert blip.wait(TIMEOUT) and not blip.abandoned and finished           # an ordinary Stop still finishes
