@@ -43,7 +43,7 @@ GPU_LOCK = threading.Lock()
 class JobSnapshot:
     """What a job has reported so far; immutable, safe to read from any thread."""
 
-    phase: str                          # "waiting" (for the GPU), "training", "finishing" or "done"
+    phase: str                          # "queued" (for a slot), "waiting" (for the GPU), "training", "finishing", "done"
     step: int                           # steps completed
     total: int                          # steps planned
     loss_steps: tuple[int, ...]         # step of each reported loss ...
@@ -88,7 +88,7 @@ class TrainingJob:
     def __init__(self, model: TransportMap, source: Density, target: Density, config: TrainConfig,
                  preview_points: Tensor | np.ndarray | None = None, preview_every: int = 200,
                  finish: Callable[[TransportMap, TrainResult], Any] | None = None,
-                 cpu_threads: int | None = None):
+                 cpu_threads: int | None = None, slots: Any = None):
         if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int)
                                         or cpu_threads < 1):
             raise ValueError(f"cpu_threads must be a positive integer or None; got {cpu_threads!r}")
@@ -99,6 +99,7 @@ class TrainingJob:
         self.cpu_threads = cpu_threads
         self._preview_x = None if preview_points is None else torch.as_tensor(np.asarray(preview_points))
         self._finish = finish
+        self._slots = slots               # a scheduler.Slots to wait for, or None to start at once
         self._lock = threading.Lock()
         self._state = _State(device=str(resolve_device(config.device)))
         self._stop = threading.Event()
@@ -111,9 +112,13 @@ class TrainingJob:
 
     # control ---------------------------------------------------------------------------------
     def start(self) -> "TrainingJob":
-        """Start the thread (once); returns the job."""
+        """Start the thread (once); returns the job. With slots, the job joins their line first (ValueError
+        when it is full) and waits in phase "queued" for its turn."""
         if self._thread is not None:
             raise RuntimeError("this training job has already been started")
+        if self._slots is not None:
+            self._slots.admit(self)
+            self._set(phase="queued")
         self._thread = threading.Thread(target=self._run, name="gradnet-training", daemon=True)
         self._thread.start()
         return self
@@ -157,6 +162,11 @@ class TrainingJob:
     def _run(self) -> None:
         if self.cpu_threads is not None:
             torch.set_num_threads(self.cpu_threads)  # applies to the calling thread's parallel regions
+        if self._slots is not None and not self._slots.acquire(self, self._stop.is_set):
+            self.error = "The training was cancelled before it started."
+            self._set(phase="done")
+            self._done.set()
+            return
         try:
             on_gpu = resolve_device(self.config.device).type == "cuda"
             if on_gpu:
@@ -176,6 +186,8 @@ class TrainingJob:
         except Exception as err:  # the job must end with a message, whatever went wrong
             self.error = f"{type(err).__name__}: {err}"
         finally:
+            if self._slots is not None:
+                self._slots.release(self)
             self._set(phase="done")
             self._done.set()
 

@@ -33,6 +33,7 @@ from gradnet_core.training import TrainResult
 from .device import device_label
 from .jobs import TrainingJob
 from .limits import SIZES, TIME_LIMIT, check_work
+from .scheduler import slots
 from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
                        metrics_table, morph_back, problem_from_description, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
@@ -94,7 +95,12 @@ def _live_panel(page: str) -> None:
         st.rerun()
         return
     snap = job.snapshot()
-    if snap.phase == "waiting":
+    if snap.phase == "queued":
+        place, waiting, start = slots().place(job)
+        when = f"; it should start in about {_duration(start)}" if math.isfinite(start) and place else ""
+        text = (f"Queued: place {place} of {waiting} for this server's {slots().workers} training "
+                f"slot{'s' if slots().workers > 1 else ''}{when}. Stop takes it out of the line.")
+    elif snap.phase == "waiting":
         text = "Waiting for the GPU: another session is training on it…"
     elif snap.phase == "finishing":
         text = state.job_finishing
@@ -107,7 +113,7 @@ def _live_panel(page: str) -> None:
                 f"ETA {_duration(snap.eta)} · {state.job_label} on {snap.device}")
     bar, stop = st.columns([5, 1], vertical_alignment="bottom")
     bar.progress(snap.fraction, text=text)
-    if stop.button("Stop", key=key(page, "stop"), disabled=job.stopping or snap.phase != "training"):
+    if stop.button("Stop", key=key(page, "stop"), disabled=job.stopping or snap.phase not in ("training", "queued")):
         job.stop()
     has_preview = state.preview_points is not None
     loss_col, preview_col = st.columns(2) if has_preview else (st.container(), None)
@@ -300,7 +306,7 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
 
     job = TrainingJob(model, problem.source, problem.target, config, preview_points=preview,
                       preview_every=min(max(config.steps // 10, PREVIEW_EVERY[0]), PREVIEW_EVERY[1]),
-                      finish=finish, cpu_threads=CPU_THREADS)
+                      finish=finish, cpu_threads=CPU_THREADS, slots=slots())
     start_job(page, job, label=network, store=_store_run, preview=(to_numpy(preview), preview_target),
               finishing="Training finished; computing the ground truth and the metrics…")
 
@@ -640,6 +646,7 @@ def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str
         state.outcome = ColorOutcome(source, target, network, loss, job.result, job.evaluation)
 
     job = TrainingJob(model, color.image_pixels(source), color.image_pixels(target), config, cpu_threads=CPU_THREADS,
+                      slots=slots(),
                       finish=lambda trained, result: color.compare_with_emd(trained, result, source, target,
                                                                             seed=settings["seed"]))
     start_job(page, job, label=network, store=store,

@@ -70,6 +70,12 @@ def start_job(page: str, job: TrainingJob, *, label: str, finishing: str, store:
     """Start ``job`` for the page. The live panel names it ``label`` and shows ``finishing`` while its
     finish hook runs; ``preview`` is (source points, target samples) for the live preview, if any."""
     state = page_state(page)
+    busy = [name.removesuffix(".state") for name, other in st.session_state.items()
+            if str(name).endswith(".state") and isinstance(other, PageState) and other is not state
+            and other.job is not None and not other.job.done]
+    if busy:
+        raise ValueError(f"This browser session is already training on its {busy[0].replace('_', ' ')} page; one "
+                         "training at a time per session. Wait for it, or press Stop there.")
     state.preview_points, state.preview_target = preview if preview is not None else (None, None)
     state.job = job.start()
     _watch_this_session(job)

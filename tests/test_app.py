@@ -700,3 +700,16 @@ def test_a_session_memory_budget_caps_uploads_and_ground_truth_samples(monkeypat
     _upload(at, "photo.png", _png(big))                                 # 7.5 megapixels: over the 5.56 budget
     assert [e.value for e in at.error] == ["The image is 3000 x 2500 pixels (8 megapixels); the limit is 5.56 "
                                            "megapixels. Shrink it before uploading."]
+
+
+def test_one_training_at_a_time_per_session():
+    at = _open("gaussians")
+    at.number_input(key="gaussians.steps").set_value(20000).run()
+    at.button(key="gaussians.train").click().run()
+    assert _state(at, "gaussians").job is not None
+    at.switch_page("pages/mixtures.py").run()
+    at.button(key="mixtures.train").click().run()
+    assert not at.exception and _state(at, "mixtures").job is None
+    assert any("already training on its gaussians page" in e.value for e in at.error), [e.value for e in at.error]
+    _state(at, "gaussians").job.stop()
+    assert _state(at, "gaussians").job.wait(TIMEOUT)

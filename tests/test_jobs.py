@@ -187,3 +187,30 @@ def test_a_closed_session_abandons_its_job_and_a_brief_drop_does_not():
     assert not blip.done and not blip.abandoned                            # a 0.3 s drop keeps it running
     blip.stop()
     assert blip.wait(TIMEOUT) and not blip.abandoned and finished           # an ordinary Stop still finishes
+
+
+def test_slots_run_jobs_in_order_within_the_workers_and_refuse_past_the_queue():
+    from studio.scheduler import Slots
+
+    source, target = _problem()
+    line = Slots(workers=1, queue_limit=2)
+
+    def job(steps):
+        model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+        return TrainingJob(model, source, target, TrainConfig(steps=steps, batch_size=100, report_seconds=0.05),
+                           cpu_threads=1, slots=line)
+
+    first = job(10**7).start()
+    second, third = job(20).start(), job(20).start()
+    time.sleep(0.5)
+    assert first.snapshot().phase == "training"
+    assert second.snapshot().phase == third.snapshot().phase == "queued"
+    assert line.place(second)[:2] == (1, 2) and line.place(third)[:2] == (2, 2)
+    with pytest.raises(ValueError, match="The server is full: 1 trainings are running and 2 are waiting"):
+        job(20).start()
+    third.stop()                                                        # out of the line, never trained
+    assert third.wait(TIMEOUT) and third.result is None and "cancelled before it started" in third.error
+    assert line.place(second)[:2] == (1, 1)
+    first.stop()
+    assert first.wait(TIMEOUT) and second.wait(TIMEOUT)
+    assert second.result.stopped == "completed" and second.result.steps == 20    # its turn came
