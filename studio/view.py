@@ -8,10 +8,12 @@ not change them. The page's own text grows with the root font size (``projector_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import plotly.graph_objects as go
 import streamlit as st
+
+if TYPE_CHECKING:                  # the Home page draws no chart: keep Plotly out of its first render
+    import plotly.graph_objects as go
 
 __all__ = ["PROJECTOR_KEY", "projector", "projector_css", "chart"]
 
@@ -32,7 +34,7 @@ def projector_css() -> None:
         st.html(PROJECTOR_CSS)
 
 
-def chart(fig: go.Figure, key: str, **kwargs: Any) -> None:
+def chart(fig: "go.Figure", key: str, **kwargs: Any) -> None:
     """``st.plotly_chart(fig, key=key, ...)``, larger in the projector view (``fig`` is left unchanged)."""
     kwargs.setdefault("config", {"displayModeBar": False})
     if not projector():
