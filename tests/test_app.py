@@ -426,15 +426,21 @@ def test_results_survive_a_trip_to_another_page():
 
 
 
-def test_gaussians_constrained_flow_is_selectable_and_trains():
-    """Issue 8: the scheme is picked on the page and its outer steps drive the run."""
+def _press_train_on_the_flow(outer: int, inner: int) -> AppTest:
+    """The Gaussians page with the implicit constrained flow picked, ``outer`` x ``inner`` steps, Train pressed."""
     at = _open("gaussians")
     label = "Constrained gradient flow, implicit"
     at.selectbox(key="gaussians.objective").set_value(label).run()
-    at.number_input(key=f"gaussians.{label}.flow_outer_steps").set_value(2)
-    at.number_input(key=f"gaussians.{label}.flow_inner_steps").set_value(5)
+    at.number_input(key=f"gaussians.{label}.flow_outer_steps").set_value(outer)
+    at.number_input(key=f"gaussians.{label}.flow_inner_steps").set_value(inner)
     at.run()
     at.button(key="gaussians.train").click().run()
+    return at
+
+
+def test_gaussians_constrained_flow_is_selectable_and_trains():
+    """Issue 8: the scheme is picked on the page and its outer steps drive the run."""
+    at = _press_train_on_the_flow(outer=2, inner=5)
     assert not at.exception, at.exception
     _wait(at, "gaussians")
     assert not at.error, [e.value for e in at.error]
@@ -663,13 +669,7 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
 
 
 def test_every_objective_respects_the_steps_and_work_limits():
-    at = _open("gaussians")
-    label = "Constrained gradient flow, implicit"
-    at.selectbox(key="gaussians.objective").set_value(label).run()
-    at.number_input(key=f"gaussians.{label}.flow_outer_steps").set_value(1000)
-    at.number_input(key=f"gaussians.{label}.flow_inner_steps").set_value(1000)
-    at.run()
-    at.button(key="gaussians.train").click().run()
+    at = _press_train_on_the_flow(outer=1000, inner=1000)
     assert not at.exception and _state(at, "gaussians").job is None             # refused, nothing started
     assert any("asks for 1,000,000 steps; this server allows 20,000" in e.value for e in at.error)
     # The largest network the inputs allow, for 20 000 steps: past the work cap, refused with what to change.
