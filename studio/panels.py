@@ -297,7 +297,9 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
     preview = source.sample(PREVIEW_POINTS, gen)
     preview_target = to_numpy(target.sample(PREVIEW_POINTS, gen))
     cached = state.reference if state.reference and state.reference.signature == problem.signature else None
-    settings = {"network": network, **arch, "objective_label": _describe(config.objective),
+    # The objective as the user picked it ("KL divergence (Adam)"), for the run's label.
+    picked = st.session_state.get(key(page, "objective")) or _describe(config.objective)
+    settings = {"network": network, **arch, "objective_label": picked,
                 "training": config.to_dict(), "problem": problem.describe()}
 
     def finish(trained: TransportMap, result: TrainResult) -> tuple[Run, Reference]:
