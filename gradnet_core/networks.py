@@ -75,6 +75,11 @@ class TransportMap(nn.Module):
         """Constructor arguments, enough to rebuild the architecture (used by ``save_map``)."""
         return {"dim": self.dim}
 
+    def dtype_and_device(self) -> tuple[torch.dtype, torch.device | None]:
+        """Where the map computes: its parameters' dtype and device (the defaults for a map without any)."""
+        param = next(self.parameters(), None)
+        return (torch.get_default_dtype(), None) if param is None else (param.dtype, param.device)
+
     def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
                       tol: float | None = None, max_iter: int = 100) -> "InverseSolution":
         """Solve (1 - t) x + t T(x) = y for every row of ``y: (n, d)``: the inverse of T at t = 1, of
@@ -94,9 +99,7 @@ class TransportMap(nn.Module):
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must lie in [0, 1]; got {t}")
         check_positive_int(max_iter, "max_iter")
-        param = next(self.parameters(), None)
-        dtype = param.dtype if param is not None else torch.get_default_dtype()
-        device = param.device if param is not None else None
+        dtype, device = self.dtype_and_device()
         y = torch.as_tensor(y).to(device=device, dtype=dtype)
         if y.ndim != 2 or y.shape[1] != self.dim:
             raise ValueError(f"points must have shape (n, {self.dim}); got {tuple(y.shape)}")

@@ -148,10 +148,11 @@ def _subsample(n: int, m: int) -> np.ndarray:
 
 
 def _animation_inputs(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None,
-                      frames: int, max_points: int, bounds: Bounds | None
-                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None, Bounds]:
+                      frames: int, max_points: int, bounds: Bounds | None, quantile: float = 0.002,
+                      margin: float = 0.08) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None, Bounds]:
     """What both animations draw, validated: the source points and every panel's T(x) thinned to
-    ``max_points``, the target samples (or None) and the axis bounds (fitted to all of them if None)."""
+    ``max_points``, the target samples (or None) and the axis bounds (``square_bounds`` of all of them,
+    with ``quantile`` and ``margin``, if None)."""
     if not 2 <= frames <= 200:
         raise ValueError(f"frames must be between 2 and 200; got {frames}")
     if not panels:
@@ -163,7 +164,9 @@ def _animation_inputs(points: np.ndarray, panels: Sequence[Panel], target_sample
     idx = _subsample(len(x), max_points)
     x, maps = x[idx], [m[idx] for m in maps]
     target = None if target_samples is None else _as_points(target_samples, "target samples")
-    return x, maps, target, square_bounds(x, *maps, target) if bounds is None else bounds
+    if bounds is None:
+        bounds = square_bounds(x, *maps, target, quantile=quantile, margin=margin)
+    return x, maps, target, bounds
 
 
 def _square_axes(fig: go.Figure, bounds: Bounds, row: int, col: int, suffix: str) -> None:
@@ -270,10 +273,9 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
     and the last held for ``hold_ms``, axes with ticks on each panel, an optional ``title`` line, and the
     same toggles (target samples, displacement arrows, straight trajectories). Drawn with Pillow; the
     axes hold every point (none is clipped). Returns the file's bytes."""
-    x, maps, target, fitted = _animation_inputs(points, panels, target_samples, frames, max_points, None)
-    if bounds is None:
-        # Every point in view: the browser's quantile trim would drop the outermost points off the picture.
-        bounds = square_bounds(x, *maps, target, quantile=0.0, margin=0.04)
+    # Every point in view (quantile 0): the browser's quantile trim would drop the outermost points off the picture.
+    x, maps, target, bounds = _animation_inputs(points, panels, target_samples, frames, max_points, bounds,
+                                                quantile=0.0, margin=0.04)
     colours = position_colours(x)
     font = ImageFont.load_default(size=max(11, size // 28))
     title_font = ImageFont.load_default(size=max(13, size // 22))
@@ -334,6 +336,11 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
             frame_draw.text((p * (size + left) + left, head - font.size - 6), f"{panel.title}   t = {t:.2f}",
                             fill=(0, 0, 0), font=font)
         images.append(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    return _gif_bytes(images, frame_ms, hold_ms)
+
+
+def _gif_bytes(images: list[Image.Image], frame_ms: int, hold_ms: int) -> bytes:
+    """A looping GIF of ``images``, ``frame_ms`` a frame, the first and the last held ``hold_ms``."""
     durations = [frame_ms] * len(images)
     durations[0] = durations[-1] = hold_ms
     buffer = io.BytesIO()
@@ -519,12 +526,7 @@ def density_morph_gif(morph: DensityMorph, *, title: str = "density", size: int 
         frame.paste(picture, (0, title_h))
         ImageDraw.Draw(frame).text((6, 4), f"{title}   t = {t:.2f}", fill=(0, 0, 0), font=font)
         images.append(frame.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
-    durations = [frame_ms] * len(images)
-    durations[0] = durations[-1] = hold_ms
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0,
-                   optimize=False, disposal=1)
-    return buffer.getvalue()
+    return _gif_bytes(images, frame_ms, hold_ms)
 
 
 def density_comparison_figure(pushed: np.ndarray, target: np.ndarray, grid: Grid, *,

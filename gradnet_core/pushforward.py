@@ -97,9 +97,8 @@ class DensityMorph:
 
 
 def _model_tensor(model: TransportMap, points: np.ndarray) -> Tensor:
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None else torch.get_default_dtype()
-    return torch.as_tensor(points, dtype=dtype, device=None if param is None else param.device)
+    dtype, device = model.dtype_and_device()
+    return torch.as_tensor(points, dtype=dtype, device=device)
 
 
 def _log_prob(density: Density, x: Tensor) -> Tensor:

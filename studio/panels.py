@@ -21,7 +21,7 @@ import streamlit as st
 import torch
 
 from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
-from gradnet_core.files import MAX_FILE_BYTES, MapFile, load_map_file, map_to_bytes, read_map
+from gradnet_core.files import MapFile, load_map_file, map_to_bytes, read_map
 from gradnet_core.flow import log_concave_target
 from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
@@ -378,8 +378,6 @@ def _map_upload(page: str, problem: Problem | None) -> None:
             st.error("Set up the problem above first: the map is measured against it.")
             return
         try:
-            if upload.size > MAX_FILE_BYTES:
-                raise ValueError(f"the file is {upload.size:,} bytes; the limit is {MAX_FILE_BYTES:,}")
             loaded = read_map(upload.getvalue())
             if loaded.model.dim != 2:
                 raise ValueError(f"this map is {loaded.model.dim}-dimensional; this page's problems are 2-D")

@@ -269,7 +269,7 @@ def morph_back(reference: Reference, run: Run) -> tuple[np.ndarray, np.ndarray]:
     """T^-1 at the target samples ``(n, 2)`` and which of them converged ``(n,)``: each solve starts
     from the source sample whose image is nearest, so Newton starts close."""
     model = run.model.cpu()
-    dtype = next(model.parameters()).dtype
+    dtype, _ = model.dtype_and_device()
     y = torch.as_tensor(reference.target_samples, dtype=dtype)
     nearest = torch.cdist(y, torch.as_tensor(run.mapped, dtype=dtype)).argmin(dim=1)
     solution = model.solve_inverse(y, torch.as_tensor(reference.points, dtype=dtype)[nearest])
