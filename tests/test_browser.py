@@ -219,6 +219,9 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     _open(page, "digits")
     page.get_by_role("heading", name="Digits", level=1).wait_for()
     page.locator("[data-testid=stRadio]").first.get_by_text("Upload", exact=True).click()
+    # The rerun the click starts must end before a file is set, or the uploader it drew is replaced
+    # and the file lost (seen once with the machine under load).
+    page.get_by_text("Upload a picture of a digit").first.wait_for()
     upload = page.locator("[data-testid=stFileUploaderDropzoneInput]").first
     upload.wait_for(state="attached")
     main = page.locator("[data-testid=stMain]")
