@@ -1,14 +1,15 @@
-"""Training in a background thread, observed through thread-safe snapshots (the app's job runner).
+"""Training jobs observed through thread-safe snapshots (the app's job runner).
 
-A ``TrainingJob`` runs ``train()`` in a daemon thread. The training callback only copies a few
-numbers (and, every ``preview_every`` steps, a small preview of mapped points) into a snapshot under
-a lock, so a user interface can poll ``job.snapshot()`` as often as it likes without slowing
-training. ``stop()`` makes the callback return True at its next report; the partial model is kept.
-An optional ``finish`` hook runs in the same thread after training (for example ground truth and
-metrics), so the interface never blocks on it.
+A ``TrainingJob`` trains in a daemon thread of this process, or, given a ``workers.WorkerPool``, in one
+of the pool's worker processes while a thread here relays its reports (the server then never shares
+its interpreter lock with a training). Either way ``execute`` does the work: ``train()`` with a
+callback that only reports a few numbers (and, every ``preview_every`` steps, a small preview of mapped
+points), then the optional ``finish`` hook (for example ground truth and metrics), so a user interface
+can poll ``job.snapshot()`` as often as it likes without slowing training. ``stop()`` ends training at
+its next report, keeping the partial model; ``abandon()`` also skips the finish hook (a closed tab).
 
 GPU training is serialised between jobs by a module-level lock (one model on the GPU at a time);
-CPU jobs run concurrently.
+CPU jobs run concurrently, as many as the scheduler's slots allow.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from gradnet_core.densities import Density
 from gradnet_core.networks import TransportMap
 from gradnet_core.training import Progress, TrainConfig, TrainResult, resolve_device, train
 
-__all__ = ["TrainingJob", "JobSnapshot", "GPU_LOCK", "watch_session"]
+__all__ = ["TrainingJob", "JobSnapshot", "Work", "execute", "error_message", "GPU_LOCK", "watch_session",
+           "RUN", "STOP", "ABANDON"]
 
 #: Held by a job while it trains on a GPU, so sessions of one server take turns on the device.
 GPU_LOCK = threading.Lock()
@@ -43,7 +45,8 @@ GPU_LOCK = threading.Lock()
 class JobSnapshot:
     """What a job has reported so far; immutable, safe to read from any thread."""
 
-    phase: str                          # "queued" (for a slot), "waiting" (for the GPU), "training", "finishing", "done"
+    phase: str                          # "queued" (for a slot), "waiting" (for the GPU), "starting" (a worker
+                                        # process), "training", "finishing", "done"
     step: int                           # steps completed
     total: int                          # steps planned
     loss_steps: tuple[int, ...]         # step of each reported loss ...
@@ -76,30 +79,99 @@ class _State:
     info: dict[str, float] = field(default_factory=dict)
 
 
+#: What ``execute``'s ``control()`` returns: go on, stop at the next report, or stop and skip the finish hook.
+RUN, STOP, ABANDON = 0, 1, 2
+
+
+@dataclass
+class Work:
+    """Everything one training needs; picklable (for a worker process) when ``finish`` is, e.g. a
+    ``functools.partial`` of a module-level function."""
+
+    model: TransportMap
+    source: Density
+    target: Density
+    config: TrainConfig
+    preview_x: Tensor | None = None            # (m, d) points whose images the live panel shows
+    preview_every: int = 200                   # steps between previews
+    finish: Callable[[TransportMap, TrainResult], Any] | None = None
+    cpu_threads: int | None = None             # torch threads for this training (None: leave as is)
+
+
+def execute(work: Work, report: Callable[[dict[str, Any]], None],
+            control: Callable[[], int]) -> tuple[TransportMap, TrainResult, Any, str | None]:
+    """Train ``work.model`` in place and run the finish hook, telling ``report`` what changes (phase,
+    step, loss, preview, ...) and asking ``control()`` at each progress report whether to go on
+    (``RUN``, ``STOP``, ``ABANDON``). Returns (the model, the result, the finish hook's value or None,
+    the finish hook's error message or None); an error in training raises."""
+    if work.cpu_threads is not None:
+        torch.set_num_threads(work.cpu_threads)   # applies to the calling thread's parallel regions
+    model, preview_step = work.model, [0]
+
+    def preview(trained: TransportMap, step: int) -> None:
+        param = next(trained.parameters())
+        with torch.no_grad():
+            mapped = trained(work.preview_x.to(param.device, param.dtype)).detach().to("cpu", torch.float64)
+        preview_step[0] = step
+        report({"preview": mapped.numpy(), "preview_step": step})
+
+    def callback(progress: Progress) -> bool:
+        due = progress.step - preview_step[0] >= work.preview_every or progress.step == progress.total
+        if work.preview_x is not None and due:
+            preview(progress.model, progress.step)
+        report({"step": progress.step, "loss": progress.loss, "steps_per_second": progress.steps_per_second,
+                "eta": progress.eta, "elapsed": progress.elapsed, "device": progress.device,
+                "info": dict(progress.info)})
+        return control() != RUN
+
+    report({"phase": "training"})
+    if work.preview_x is not None:
+        preview(model, 0)
+    result = train(model, work.source, work.target, work.config, callback)
+    evaluation = failed = None
+    if work.finish is not None and control() != ABANDON:
+        report({"phase": "finishing"})
+        try:
+            evaluation = work.finish(model, result)
+        except Exception as err:  # the trained model and its result are kept; the page says what failed
+            failed = error_message(err)
+    return model, result, evaluation, failed
+
+
+def error_message(err: BaseException) -> str:
+    """What the page says when a training or its finish hook raised ``err``."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return ("The GPU ran out of memory; use a smaller batch size or a smaller network, "
+                "or try again when other sessions have finished.")
+    if isinstance(err, ValueError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
 class TrainingJob:
-    """``train(model, source, target, config)`` in a daemon thread.
+    """``train(model, source, target, config)`` in a daemon thread, or in a worker process of ``pool``.
 
     ``preview_points: (m, d)`` are mapped under ``torch.no_grad()`` at the start and then every
     ``preview_every`` steps (at the next progress report). ``finish(model, result)`` runs after
-    training in the same thread; its return value is ``evaluation``. Any exception, in training or
-    in ``finish``, ends the job with ``error`` set to its message.
+    training in the same thread or process; its return value is ``evaluation``. Any exception, in
+    training or in ``finish``, ends the job with ``error`` set to its message. With a pool, ``model`` is
+    updated in place from the worker's trained copy, and ``finish`` must be picklable.
     """
 
     def __init__(self, model: TransportMap, source: Density, target: Density, config: TrainConfig,
                  preview_points: Tensor | np.ndarray | None = None, preview_every: int = 200,
                  finish: Callable[[TransportMap, TrainResult], Any] | None = None,
-                 cpu_threads: int | None = None, slots: Any = None):
+                 cpu_threads: int | None = None, slots: Any = None, pool: Any = None):
         if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int)
                                         or cpu_threads < 1):
             raise ValueError(f"cpu_threads must be a positive integer or None; got {cpu_threads!r}")
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) or preview_every < 1:
             raise ValueError(f"preview_every must be a positive integer; got {preview_every!r}")
-        self.model, self.source, self.target, self.config = model, source, target, config
-        self.preview_every = preview_every
-        self.cpu_threads = cpu_threads
-        self._preview_x = None if preview_points is None else torch.as_tensor(np.asarray(preview_points))
-        self._finish = finish
+        self.model, self.config = model, config
+        preview_x = None if preview_points is None else torch.as_tensor(np.asarray(preview_points))
+        self._work = Work(model, source, target, config, preview_x, preview_every, finish, cpu_threads)
         self._slots = slots               # a scheduler.Slots to wait for, or None to start at once
+        self._pool = pool                 # a workers.WorkerPool to train in, or None to train in the thread
         self._lock = threading.Lock()
         self._state = _State(device=str(resolve_device(config.device)))
         self._stop = threading.Event()
@@ -159,9 +231,10 @@ class TrainingJob:
                                info=dict(s.info))
 
     # worker ----------------------------------------------------------------------------------
+    def _control(self) -> int:
+        return ABANDON if self._abandoned.is_set() else STOP if self._stop.is_set() else RUN
+
     def _run(self) -> None:
-        if self.cpu_threads is not None:
-            torch.set_num_threads(self.cpu_threads)  # applies to the calling thread's parallel regions
         if self._slots is not None and not self._slots.acquire(self, self._stop.is_set):
             self.error = "The training was cancelled before it started."
             self._set(phase="done")
@@ -171,64 +244,43 @@ class TrainingJob:
             on_gpu = resolve_device(self.config.device).type == "cuda"
             if on_gpu:
                 with GPU_LOCK:
-                    result = self._train()
+                    self._execute()
             else:
-                result = self._train()
-            self.result = result
-            if self._finish is not None and not self._abandoned.is_set():
-                self._set(phase="finishing")
-                self.evaluation = self._finish(self.model, result)
-        except torch.cuda.OutOfMemoryError:
-            self.error = ("The GPU ran out of memory; use a smaller batch size or a smaller network, "
-                          "or try again when other sessions have finished.")
-        except ValueError as err:
-            self.error = str(err)
+                self._execute()
         except Exception as err:  # the job must end with a message, whatever went wrong
-            self.error = f"{type(err).__name__}: {err}"
+            self.error = error_message(err)
         finally:
             if self._slots is not None:
                 self._slots.release(self)
             self._set(phase="done")
             self._done.set()
 
-    def _train(self) -> TrainResult:
-        self._set(phase="training")
-        if self._preview_x is not None:
-            self._update_preview(self.model, 0)
-        return train(self.model, self.source, self.target, self.config, self._callback)
+    def _execute(self) -> None:
+        if self._pool is None:
+            _, self.result, self.evaluation, self.error = execute(self._work, self._report, self._control)
+            return
+        self._set(phase="starting")
+        trained, self.result, self.evaluation, self.error = self._pool.run(self._work, self._report, self._control)
+        if trained is not None:
+            with torch.no_grad():
+                self.model.load_state_dict(trained.state_dict())
 
-    def _callback(self, progress: Progress) -> bool:
-        due = progress.step - self._state.preview_step >= self.preview_every or progress.step == progress.total
-        if self._preview_x is not None and due:
-            self._update_preview(progress.model, progress.step)
+    def _report(self, update: dict[str, Any]) -> None:
         with self._lock:
             s = self._state
-            s.step = progress.step
-            s.loss_steps.append(progress.step)
-            s.losses.append(progress.loss)
-            s.steps_per_second = progress.steps_per_second
-            s.eta = progress.eta
-            s.elapsed = progress.elapsed
-            s.device = progress.device
-            s.info = dict(progress.info)
-        return self._stop.is_set()
-
-    def _update_preview(self, model: TransportMap, step: int) -> None:
-        param = next(model.parameters())
-        x = self._preview_x.to(param.device, param.dtype)
-        with torch.no_grad():
-            mapped = model(x).detach().to("cpu", torch.float64).numpy()
-        self._set(preview=mapped, preview_step=step)
+            for name, value in update.items():
+                if name == "loss":
+                    s.loss_steps.append(update["step"])
+                    s.losses.append(value)
+                else:
+                    setattr(s, name, value)
 
     def _set(self, **values: Any) -> None:
-        with self._lock:
-            for key, value in values.items():
-                setattr(self._state, key, value)
+        self._report(values)
 
     def __repr__(self) -> str:
         s = self.snapshot()
         return f"TrainingJob({s.phase}, step {s.step}/{s.total}, device {s.device})"
-
 
 
 def watch_session(job: TrainingJob, is_active: Callable[[], bool], grace: float = 3.0,

@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,7 +24,7 @@ import torch
 from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
 from gradnet_core.files import MapFile, load_map_file, map_to_bytes, read_map
 from gradnet_core.flow import log_concave_target
-from gradnet_core.networks import NETWORKS, TransportMap, seeded_map
+from gradnet_core.networks import NETWORKS, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
                                    density_morph_figure, density_morph_gif, loss_figure, losses_figure,
                                    preview_figure, residual_figure, square_bounds)
@@ -33,9 +34,9 @@ from gradnet_core.training import TrainResult
 from .device import device_label
 from .jobs import TrainingJob
 from .limits import SIZES, TIME_LIMIT, check_work
-from .scheduler import slots
+from .scheduler import slots, workers
 from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
-                       metrics_table, morph_back, problem_from_description, residual_of, to_numpy)
+                       evaluate_training, metrics_table, morph_back, problem_from_description, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
 from .store import store
 from .view import chart
@@ -102,6 +103,8 @@ def _live_panel(page: str) -> None:
                 f"slot{'s' if slots().workers > 1 else ''}{when}. Stop takes it out of the line.")
     elif snap.phase == "waiting":
         text = "Waiting for the GPU: another session is training on it…"
+    elif snap.phase == "starting":
+        text = "Starting: handing the training to a worker process…"
     elif snap.phase == "finishing":
         text = state.job_finishing
     else:
@@ -113,7 +116,7 @@ def _live_panel(page: str) -> None:
                 f"ETA {_duration(snap.eta)} · {state.job_label} on {snap.device}")
     bar, stop = st.columns([5, 1], vertical_alignment="bottom")
     bar.progress(snap.fraction, text=text)
-    if stop.button("Stop", key=key(page, "stop"), disabled=job.stopping or snap.phase not in ("training", "queued")):
+    if stop.button("Stop", key=key(page, "stop"), disabled=job.stopping or snap.phase not in ("training", "queued", "starting")):
         job.stop()
     has_preview = state.preview_points is not None
     loss_col, preview_col = st.columns(2) if has_preview else (st.container(), None)
@@ -302,13 +305,10 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
     settings = {"network": network, **arch, "objective_label": picked,
                 "training": config.to_dict(), "problem": problem.describe()}
 
-    def finish(trained: TransportMap, result: TrainResult) -> tuple[Run, Reference]:
-        reference = cached or compute_reference(problem)
-        return evaluate_run(problem, reference, trained, result, network, settings), reference
-
+    finish = partial(evaluate_training, problem=problem, reference=cached, network=network, settings=settings)
     job = TrainingJob(model, problem.source, problem.target, config, preview_points=preview,
                       preview_every=min(max(config.steps // 10, PREVIEW_EVERY[0]), PREVIEW_EVERY[1]),
-                      finish=finish, cpu_threads=CPU_THREADS, slots=slots())
+                      finish=finish, cpu_threads=CPU_THREADS, slots=slots(), pool=workers())
     start_job(page, job, label=network, store=_store_run, preview=(to_numpy(preview), preview_target),
               finishing="Training finished; computing the ground truth and the metrics…")
 
@@ -646,9 +646,8 @@ def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str
         state.outcome = ColorOutcome(source, target, network, loss, job.result, job.evaluation)
 
     job = TrainingJob(model, color.image_pixels(source), color.image_pixels(target), config, cpu_threads=CPU_THREADS,
-                      slots=slots(),
-                      finish=lambda trained, result: color.compare_with_emd(trained, result, source, target,
-                                                                            seed=settings["seed"]))
+                      slots=slots(), pool=workers(),
+                      finish=partial(color.compare_with_emd, source=source, target=target, seed=settings["seed"]))
     start_job(page, job, label=network, store=store,
               finishing="Training finished; recolouring and running POT's EMD transfer…")
 

@@ -30,7 +30,8 @@ from gradnet_core.pushforward import DensityMorph, Grid, density_morph, monge_am
 from gradnet_core.training import TrainResult
 
 __all__ = [
-    "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "metrics_table", "to_numpy",
+    "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "evaluate_training", "metrics_table",
+    "to_numpy",
     "gaussian_row", "gaussian_from_row", "mixture_from_table", "MIXTURE_COLUMNS", "METRIC_COLUMNS",
     "density_morph_of", "residual_of", "morph_back", "PICTURE_RESOLUTION", "PICTURE_FRAMES",
     "density_from_description", "problem_from_description",
@@ -234,6 +235,14 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
             metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
     return Run(network=network, model=model, result=result, signature=problem.signature, settings=settings,
                mapped=mapped, grid_mapped=grid_mapped, metrics=metrics, origin=origin)
+
+
+def evaluate_training(model: TransportMap, result: TrainResult, *, problem: Problem, reference: Reference | None,
+                      network: str, settings: dict[str, Any]) -> tuple[Run, Reference]:
+    """A training job's finish hook (run where the training ran): the problem's ground truth, unless
+    ``reference`` already holds it, and the trained map's run."""
+    reference = reference or compute_reference(problem)
+    return evaluate_run(problem, reference, model, result, network, settings), reference
 
 
 def metrics_table(runs: Sequence[Run], details: bool = False) -> pd.DataFrame:

@@ -1,10 +1,10 @@
 """Training slots for a shared server: at most ``workers`` trainings at once, the rest waiting in order.
 
-Trainings run as threads of the server process, so two at once contend for one interpreter lock: on
-this 2-core machine two Digits trainings at once took 410 s each against 29 s alone (issue 17). With
-one slot the second waits for the first and both end by about twice the alone-time, and the other
-core stays free for the server to draw pages. ``GRADNET_WORKERS`` sets the slots (default: cores − 1,
-at least 1), ``GRADNET_QUEUE`` how many may wait (30); past it a training is refused with a message.
+Trainings run in the server's worker processes (``workers()``, a ``workers.WorkerPool`` with one process
+per slot), so a training never holds the interpreter lock of the server that draws the pages: as
+threads of the server, two Digits trainings at once took 410 s each against 29 s alone on this 2-core
+machine (issue 17). ``GRADNET_WORKERS`` sets the slots (default: cores − 1, at least 1, leaving a core
+to the server), ``GRADNET_QUEUE`` how many may wait (30); past it a training is refused with a message.
 A waiting job knows its place and an estimated start, from the running jobs' ETAs.
 """
 
@@ -15,7 +15,9 @@ import os
 import threading
 from typing import Any, Callable
 
-__all__ = ["Slots", "slots"]
+from .workers import WorkerPool
+
+__all__ = ["Slots", "slots", "workers"]
 
 
 class Slots:
@@ -90,3 +92,17 @@ def slots() -> Slots:
             default = max(1, (os.cpu_count() or 2) - 1)
             _SLOTS = Slots(int(os.environ.get("GRADNET_WORKERS", default)), int(os.environ.get("GRADNET_QUEUE", 30)))
         return _SLOTS
+
+
+_POOL: WorkerPool | None = None
+
+
+def workers() -> WorkerPool:
+    """The server's worker processes, one per slot (started by the first call, without waiting for them)."""
+    global _POOL
+    size = slots().workers
+    with _SLOTS_LOCK:
+        if _POOL is None:
+            _POOL = WorkerPool(size)
+    _POOL.warm()
+    return _POOL

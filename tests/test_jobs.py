@@ -214,3 +214,102 @@ def test_slots_run_jobs_in_order_within_the_workers_and_refuse_past_the_queue():
     first.stop()
     assert first.wait(TIMEOUT) and second.wait(TIMEOUT)
     assert second.result.stopped == "completed" and second.result.steps == 20    # its turn came
+
+
+# --- in worker processes (studio.workers) -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pool():
+    from studio.workers import WorkerPool
+
+    workers = WorkerPool(1)
+    workers.warm()
+    yield workers
+    workers.close()
+
+
+def _pid_of_training(model, result):
+    import os
+    return os.getpid(), result.steps
+
+
+def test_a_job_in_a_worker_process_trains_the_callers_model_and_reports_as_a_thread_does(pool):
+    import os
+    from functools import partial
+
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    twin = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    preview = source.sample(30)
+    config = TrainConfig(steps=60, batch_size=200, report_seconds=0.0)
+    job = TrainingJob(model, source, target, config, preview_points=preview, preview_every=20, cpu_threads=1,
+                      pool=pool, finish=partial(_pid_of_training)).start()
+    here = TrainingJob(twin, source, target, config, preview_points=preview, preview_every=20, cpu_threads=1).start()
+    assert job.wait(TIMEOUT) and here.wait(TIMEOUT)
+    assert job.error is None and job.result.stopped == "completed" and job.result.steps == 60
+    pid, steps = job.evaluation
+    assert pid != os.getpid() and pid in pool.pids() and steps == 60          # trained elsewhere, worker kept
+    torch.testing.assert_close(_params(model), _params(twin))                 # same seed, same map as in a thread
+    snap = job.snapshot()
+    assert snap.phase == "done" and snap.step == 60 and snap.loss_steps[-1] == 60
+    assert snap.losses == here.snapshot().losses and snap.preview_step == 60
+    with torch.no_grad():
+        np.testing.assert_allclose(snap.preview, model(preview).double().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_stop_and_errors_cross_to_the_worker_process(pool):
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    before = _params(model)
+    job = TrainingJob(model, source, target, TrainConfig(steps=10**7, batch_size=100, report_seconds=0.01),
+                      pool=pool).start()
+    while job.snapshot().step < 5 and not job.done:
+        job.wait(0.01)
+    job.stop()
+    assert job.wait(TIMEOUT) and job.error is None and job.result.stopped == "stopped"
+    assert 5 <= job.result.steps < 10**7 and not torch.equal(before, _params(model))
+
+    flat = Gaussian([0.0, 0.0, 0.0], np.eye(3))
+    failed = TrainingJob(model, flat, target, TrainConfig(steps=10), pool=pool).start()
+    assert failed.wait(TIMEOUT) and failed.result is None and "3-dimensional" in failed.error
+
+
+def test_an_abandoned_job_that_does_not_stop_has_its_worker_killed_and_replaced(pool):
+    import time as clock
+
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    # No progress report for 1000 s: the worker never reads the abandon, so only killing it frees it.
+    job = TrainingJob(model, source, target, TrainConfig(steps=10**8, batch_size=100, report_seconds=1000.0),
+                      pool=pool).start()
+    (busy,) = pool.pids() or [None]
+    while job.snapshot().phase != "training":
+        assert not job.wait(0.05)
+    clock.sleep(0.3)
+    start = clock.monotonic()
+    job.abandon()
+    assert job.wait(TIMEOUT) and clock.monotonic() - start < 5
+    assert job.result is None and "abandoned" in job.error
+    pool.warm()
+    replacement = TrainingJob(model, source, target, TrainConfig(steps=5, batch_size=50), pool=pool).start()
+    assert replacement.wait(TIMEOUT) and replacement.error is None and replacement.result.steps == 5
+    assert busy not in pool.pids()
+
+
+def test_a_worker_that_dies_mid_training_ends_the_job_with_a_message(pool):
+    import os
+    import signal
+
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    pool.warm()
+    job = TrainingJob(model, source, target, TrainConfig(steps=10**7, batch_size=100, report_seconds=0.05),
+                      pool=pool)
+    while not pool.pids():
+        time.sleep(0.05)
+    (pid,) = pool.pids()
+    job.start()
+    while job.snapshot().step == 0:
+        assert not job.wait(0.05)
+    os.kill(pid, signal.SIGKILL)
+    assert job.wait(TIMEOUT) and job.result is None
+    assert "worker process ended unexpectedly (exit code -9)" in job.error
