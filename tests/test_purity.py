@@ -1,4 +1,5 @@
-"""gradnet_core is a pure library: importing it loads no app or plotting code (Streamlit, pandas, plotly).
+"""gradnet_core is a pure library: importing it loads no app or plotting code (Streamlit, pandas, plotly),
+and its experiments load Ray only to run on it.
 
 Checked in a fresh interpreter, because this test process has long imported all three."""
 
@@ -13,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_ONLY = ("streamlit", "pandas", "plotly")
 
 
-def _loaded_after(statement: str, cwd: Path = ROOT) -> list[str]:
-    """The APP_ONLY modules in sys.modules after running ``statement`` in a new interpreter."""
-    probe = f"import sys\n{statement}\nprint(' '.join(m for m in {APP_ONLY!r} if m in sys.modules))"
+def _loaded_after(statement: str, cwd: Path = ROOT, modules: tuple[str, ...] = APP_ONLY) -> list[str]:
+    """The ``modules`` in sys.modules after running ``statement`` in a new interpreter."""
+    probe = f"import sys\n{statement}\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
@@ -23,6 +24,15 @@ def _loaded_after(statement: str, cwd: Path = ROOT) -> list[str]:
 
 def test_importing_the_library_loads_no_app_code():
     assert _loaded_after("import gradnet_core") == []
+
+
+def test_the_experiments_and_their_command_line_load_no_ray():
+    # Ray is an optional extra for sweeps on a cluster: only run_tasks(backend="ray") imports it.
+    statement = ("from gradnet_core.experiments import EXPERIMENTS\n"
+                 "from gradnet_core.experiments.__main__ import build_parser\n"
+                 "build_parser()\n"
+                 "for e in EXPERIMENTS.values(): e.load()")
+    assert _loaded_after(statement, modules=("ray",)) == []
 
 
 def test_the_check_sees_an_app_import_in_the_library(tmp_path):

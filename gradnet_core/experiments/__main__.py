@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any, Sequence
 
@@ -35,7 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
                             "processes side by side)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         experiment.load().add_arguments(p)
+        if experiment.sweep:
+            _add_sweep_arguments(p)
     return parser
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where and how many trainings run at once: the same options for every experiment that sweeps."""
+    from .common import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS, default="ray" if os.environ.get("RAY_ADDRESS") else "local",
+                        help="where the trainings run: 'local', worker processes on this machine; 'ray', Ray "
+                             "tasks on the cluster at RAY_ADDRESS, or on a Ray instance started for this run when "
+                             "RAY_ADDRESS is not set (pip install -r requirements-ray.txt). Default: ray when "
+                             "RAY_ADDRESS is set, otherwise local")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="trainings to run at once (default: 1 locally; on Ray, as many as the cluster has "
+                             "CPUs for, --threads each)")
 
 
 class _Bar:
@@ -80,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import torch
     torch.set_num_threads(args.threads)
+    if EXPERIMENTS[args.command].sweep and args.jobs is None and args.backend == "local":
+        args.jobs = 1        # one at a time, in this process; Ray decides for itself how many at once
     bar = _Bar(enabled=not args.no_progress)
     try:
         result = EXPERIMENTS[args.command].load().run(args, on_progress=bar)

@@ -10,6 +10,7 @@ tqdm bar and the app one progress bar.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -27,7 +28,7 @@ import torch
 
 from ..training import Progress
 
-__all__ = ["RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "run_tasks", "output_dir",
+__all__ = ["RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "BACKENDS", "run_tasks", "output_dir",
            "write_csv", "write_json", "write_html", "machine_description", "finite_or_none"]
 
 
@@ -85,21 +86,42 @@ class ProgressTracker:
 
 Task = TypeVar("Task")
 
+#: Where ``run_tasks`` trains: this machine's worker processes, or Ray (a cluster named by RAY_ADDRESS, or a
+#: Ray instance started for the sweep). Ray is an optional extra, imported only when chosen.
+BACKENDS = ("local", "ray")
+
 
 def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Sequence[Any], labels: Sequence[str],
-              tracker: ProgressTracker, jobs: int = 1, cost: Sequence[float] | None = None,
-              on_result: Callable[[int, Task], None] | None = None) -> list[Task]:
-    """``[run(task, callback) for task in tasks]``, in order, on ``jobs`` worker processes.
+              tracker: ProgressTracker, jobs: int | None = 1, cost: Sequence[float] | None = None,
+              on_result: Callable[[int, Task], None] | None = None, backend: str = "local") -> list[Task]:
+    """``[run(task, callback) for task in tasks]``, in order, at most ``jobs`` at once.
 
-    ``run`` must be a module-level function (workers import it) and ``tasks`` picklable. Workers
-    use as many torch threads as this process and send their progress back through a queue, so the
-    tracker sees every run's steps as they happen. ``cost`` (a guess per task) starts the costliest
-    first, so that no long run is left alone at the end. ``jobs=1`` runs everything here, in turn.
-    ``on_result(k, result)`` is called here as each task ends (in the order they end), so a long
-    experiment can write what it has so far.
+    ``run`` must be a module-level function (workers import it) and ``tasks`` picklable. Each training
+    uses as many torch threads as this process (and on Ray asks for as many CPUs) and sends its
+    progress back, so the tracker sees every run's steps as they happen. ``cost`` (a guess per task)
+    starts the costliest first, so that no long run is left alone at the end. ``on_result(k, result)``
+    is called here as each task ends (in the order they end), so a long experiment can write what it
+    has so far. A task's error is raised here, and the tasks waiting to start are cancelled (on Ray, the
+    running ones too).
+
+    ``backend="local"``: worker processes on this machine; ``jobs=1`` runs everything here, in turn, and
+    ``jobs=None`` one process per core. ``backend="ray"``: Ray tasks (``experiments/ray_tasks.py``) on
+    the cluster at ``RAY_ADDRESS``, else on a Ray instance started here and shut down after;
+    ``jobs=None`` leaves Ray to run as many as the cluster has CPUs for.
     """
-    if jobs < 1:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1; got {jobs}")
+    order = sorted(range(len(tasks)), key=lambda k: -cost[k]) if cost is not None else list(range(len(tasks)))
+    if backend == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("the Ray backend needs Ray, an optional extra: pip install -r requirements-ray.txt")
+        from .ray_tasks import run_on_ray
+
+        return run_on_ray(run, tasks, labels, tracker, jobs, order, on_result, torch.get_num_threads())
+    if jobs is None:
+        jobs = max(1, (os.cpu_count() or 1) // torch.get_num_threads())
     if jobs == 1 or len(tasks) <= 1:
         results = []
         for k, task in enumerate(tasks):
@@ -114,7 +136,6 @@ def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Seq
         reports = manager.Queue()
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
                                  initializer=_init_worker, initargs=(torch.get_num_threads(),)) as pool:
-            order = sorted(range(len(tasks)), key=lambda k: -cost[k]) if cost is not None else range(len(tasks))
             futures = {pool.submit(_run_reporting, run, tasks[k], k, reports): k for k in order}
             pending = set(futures)
             try:
@@ -140,6 +161,7 @@ def _init_worker(threads: int) -> None:
 
 
 def _run_reporting(run: Callable[[Any, Callable[[Progress], None]], Task], task: Any, index: int, reports) -> Task:
+    """``run(task, callback)`` in a worker, its progress put on ``reports`` (a queue this process drains)."""
     def callback(progress: Progress) -> None:
         reports.put((index, progress.step, progress.loss))
 

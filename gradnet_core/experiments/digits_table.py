@@ -137,14 +137,14 @@ def reference_noise(source: np.ndarray, target: np.ndarray, bandwidth: float, n:
 def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 1, 2, 3, 4), preset: str = "fast",
                      steps: int | None = None, mnist: str | Path | None = None,
                      pairs: Sequence[tuple[int, int]] | None = None, seed: int = 0, n_test: int = 1000,
-                     on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1,
-                     seeds: int = 3, draws: int = 3) -> ExperimentResult:
+                     on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int | None = 1,
+                     seeds: int = 3, draws: int = 3, backend: str = "local") -> ExperimentResult:
     """Train and evaluate every ordered pair of ``digits`` (or just ``pairs``); write CSV, heatmaps.
 
     Each pair trains with ``seeds`` training seeds (``seed``, ``seed + 1``, ...) and each map is scored
     on ``draws`` independent evaluation draws; a pair's numbers are the medians over those runs, with
     their minimum and maximum (``digits_table.csv``); every run is in ``digits_runs.csv``. ``jobs``
-    trains that many maps at once in worker processes."""
+    trains that many maps at once, in worker processes or on Ray (``backend``, see ``run_tasks``)."""
     for name, value in (("seeds", seeds), ("draws", draws)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -161,7 +161,8 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     runs = [(a, b, s) for a, b in todo for s in range(seed, seed + seeds)]
     tasks = [(a, b, *images[(a, b)], preset, steps, s, n_test, draws) for a, b, s in runs]
     tracker = ProgressTracker([config.steps] * len(runs), on_progress)
-    per_run = run_tasks(_digit_pair_run, tasks, [f"{a} -> {b}, seed {s}" for a, b, s in runs], tracker, jobs)
+    per_run = run_tasks(_digit_pair_run, tasks, [f"{a} -> {b}, seed {s}" for a, b, s in runs], tracker, jobs,
+                        backend=backend)
     run_rows = [row for rows_of_run in per_run for row in rows_of_run]
     rows = [_pair_summary([r for r in run_rows if (r["source"], r["target"]) == pair]) for pair in todo]
     ours = _matrix(rows, digits, "mse")
@@ -176,6 +177,7 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
         "images": ("MNIST training images (source: 1st of its digit, target: 2nd, as the authors)"
                    if mnist is not None else "bundled digits (example 0 -> example 1)"),
         "digits": digits, "n_test": n_test, "seed": seed, "seeds": seeds, "draws": draws, "jobs": jobs,
+        "backend": backend,
         "statistic": f"per pair: median over {seeds} training seeds x {draws} evaluation draws",
         "mse": {f"{r['source']}->{r['target']}": r["mse"] for r in rows},
         "median_mse": float(np.nanmedian(mses)) if mses.size else None,
@@ -285,14 +287,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per pair (medians are reported)")
     parser.add_argument("--draws", type=int, default=3, help="evaluation draws per trained map")
     parser.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
-    parser.add_argument("--jobs", type=int, default=1, help="pairs to train at once, in worker processes")
 
 
 def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
     """Run the ``digits-table`` subcommand from parsed arguments."""
     return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps, mnist=args.mnist,
                             pairs=_parse_pairs(args.pairs), seed=args.seed, n_test=args.n_test,
-                            on_progress=on_progress, jobs=args.jobs, seeds=args.seeds, draws=args.draws)
+                            on_progress=on_progress, jobs=args.jobs, seeds=args.seeds, draws=args.draws,
+                            backend=args.backend)
 
 
 def _parse_pairs(pairs: Sequence[str] | None) -> list[tuple[int, int]] | None:

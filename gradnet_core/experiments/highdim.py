@@ -85,14 +85,14 @@ def highdim_model(model: str, setting: str, dim: int, seed: int = 0):
 def run_highdim(out: str | Path | None = None, dims: Sequence[int] = HIGHDIM_DIMS, steps: int | Sequence[int] = 1000,
                 seed: int = 1234, model_seed: int = 0, n_test: int = 1000,
                 settings: Sequence[str] = tuple(HIGHDIM_SETTINGS), models: Sequence[str] = tuple(HIGHDIM_MODELS),
-                on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int = 1,
-                seeds: int | Sequence[int] = 1) -> ExperimentResult:
+                on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int | None = 1,
+                seeds: int | Sequence[int] = 1, backend: str = "local") -> ExperimentResult:
     """Train every (d, setting, model, seed) and measure MSE against whitening; write CSV, PNG and HTML.
 
     ``steps`` and ``seeds`` (how many initial weights to train from): one number for every d, or one
     per entry of ``dims``. ``seed`` draws the problems (paper: 1234); run k of a (d, setting, model)
     uses weight and batch seed ``model_seed + k``, the same for both settings. ``jobs`` runs that
-    many trainings at once in worker processes.
+    many trainings at once, in worker processes or on Ray (``backend``, see ``run_tasks``).
     """
     dims = [int(d) for d in dims]
     if not dims or any(d < 1 for d in dims):
@@ -110,12 +110,12 @@ def run_highdim(out: str | Path | None = None, dims: Sequence[int] = HIGHDIM_DIM
             for d in dims for s in settings for m in models for k in range(seeds_of[d])]
     labels = [f"{m}, d = {d}, {s}, seed {k}" for d, s, m, _, _, k, _ in runs]
     tracker = ProgressTracker([r[3] for r in runs], on_progress)
-    rows = run_tasks(_highdim_run, runs, labels, tracker, jobs, cost=[_cost(*r[:4]) for r in runs])
+    rows = run_tasks(_highdim_run, runs, labels, tracker, jobs, cost=[_cost(*r[:4]) for r in runs], backend=backend)
     table = _medians(rows, dims, settings, models)
     figures = {"mse": _mse_figure(rows, table, dims, settings, models)}
     summary: dict[str, Any] = {
         "dims": dims, "steps": {str(d): steps_of[d] for d in dims}, "seeds": {str(d): seeds_of[d] for d in dims},
-        "seed": seed, "model_seed": model_seed, "n_test": n_test, "jobs": jobs,
+        "seed": seed, "model_seed": model_seed, "n_test": n_test, "jobs": jobs, "backend": backend,
         "settings": {s: HIGHDIM_SETTINGS[s] for s in settings},
         "mse": {}, "completed": {}, "train_s": {}, "paper": PAPER_HIGHDIM, "machine": machine_description(),
     }
@@ -299,11 +299,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", nargs="+", default=["authors", "ours"], choices=["authors", "ours"])
     parser.add_argument("--models", nargs="+", default=["mGradNet-C", "mGradNet-M"],
                         choices=["mGradNet-C", "mGradNet-M"])
-    parser.add_argument("--jobs", type=int, default=1, help="trainings to run at once, in worker processes")
 
 
 def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
     """Run the ``highdim`` subcommand from parsed arguments."""
     return run_highdim(args.out, dims=args.dims, steps=args.steps, seed=args.seed, model_seed=args.model_seed,
                        n_test=args.n_test, settings=args.settings, on_progress=on_progress, jobs=args.jobs,
-                       seeds=args.seeds, models=args.models)
+                       seeds=args.seeds, models=args.models, backend=args.backend)

@@ -2,7 +2,9 @@
 reader looks in and the headings the results page gives them all come from ``EXPERIMENTS``.
 
 Adding an experiment: a module here with ``run_<name>(out=..., on_progress=...)``, ``add_arguments(parser)``
-and ``run(args, on_progress)`` (the subcommand), and one entry below. Nothing heavy is imported here.
+and ``run(args, on_progress)`` (the subcommand), and one entry below. One that trains through
+``common.run_tasks`` says ``sweep=True`` and passes ``args.jobs`` and ``args.backend`` on. Nothing heavy
+is imported here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Experiment:
     columns: tuple[str, ...]         # table columns the command line prints
     summary: str = "summary.json"    # the JSON summary the saved-results reader looks for
     variants: tuple[tuple[str, str], ...] = ()   # further results folders of the same command (--out), headings
+    sweep: bool = False              # trains its runs through run_tasks: the command line adds --jobs and --backend
 
     @property
     def folders(self) -> tuple[tuple[str, str], ...]:
@@ -49,14 +52,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "highdim", "highdim", "run_highdim",
         "paper Fig. 2: Gaussian -> N(0, I) in d dimensions, authors' and our settings", "Fig. 2: every dimension",
         "highdim.csv", ("mse.png",),
-        ("dim", "setting", "model", "seed", "stopped", "steps", "mse", "train_s")),
+        ("dim", "setting", "model", "seed", "stopped", "steps", "mse", "train_s"), sweep=True),
     Experiment(
         "digits-table", "digits_table", "run_digits_table",
         "paper Table I: MSE against the barycentric projection for digit pairs", "Table I: digit pairs",
         "digits_table.csv", ("heatmap.png",),
         ("source", "target", "mse", "paper_mse", "stopped", "train_s"),
         variants=(("digits-table-mnist", "Table I: digit pairs, real MNIST"),      # --mnist DIR
-                  ("digits-table-paper-mnist", "Table I with the authors' settings, real MNIST"))),  # --preset paper
+                  ("digits-table-paper-mnist", "Table I with the authors' settings, real MNIST")),  # --preset paper
+        sweep=True),
     Experiment(
         "morph", "morph", "run_morph",
         "one digit pair: train, metrics, GIF of the morph, optionally save the map", "One morph",
@@ -87,5 +91,5 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "Robustness: untuned inputs against the exact OT map",
         "robustness.csv", ("robustness.png",),
         ("family", "metric", "threshold", "cases", "runs", "pass_share", "run_pass_share", "no_map", "noise",
-         "train_cpu_s")),
+         "train_cpu_s"), sweep=True),
 )}

@@ -579,20 +579,22 @@ def resummarize(folder: str | Path) -> dict[str, Any]:
 
 def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMILIES, mnist: str | Path | None = None,
                    seeds: int = 3, draws: int = 3, n_test: int = 1500, cases: int | None = None, drawings: int = 20,
-                   mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int = 1,
+                   mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int | None = 1,
                    on_progress: ProgressFn | None = None, write_files: bool = True,
-                   figure_every: int = 10) -> ExperimentResult:
+                   figure_every: int = 10, backend: str = "local") -> ExperimentResult:
     """Train the app's defaults on every case of ``families`` with ``seeds`` seeds, score each map on
     ``draws`` draws of ``n_test`` points against the exact discrete OT map; write robustness.csv, summary.md,
     summary.json and robustness.png to ``out`` as cases finish (so a run stopped early leaves what it did).
 
     ``steps`` overrides every preset's training steps (for quick runs and tests); ``jobs`` trains that
-    many cases at once in worker processes. The result's ``rows`` are the per-family summaries; the
-    CSV has one row per case x seed x draw.
+    many cases at once, in worker processes or on Ray (``backend``, see ``run_tasks``). The result's
+    ``rows`` are the per-family summaries; the CSV has one row per case x seed x draw.
     """
-    for name, value, low in (("seeds", seeds, 1), ("draws", draws, 1), ("n_test", n_test, 2), ("jobs", jobs, 1)):
+    for name, value, low in (("seeds", seeds, 1), ("draws", draws, 1), ("n_test", n_test, 2)):
         if value < low:
             raise ValueError(f"{name} must be at least {low}; got {value}")
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs must be at least 1; got {jobs}")
     if cases is not None and cases < 1:
         raise ValueError(f"cases must be at least 1; got {cases}")
     families = [f for f in FAMILIES if f in families]
@@ -608,6 +610,7 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
     settings = {
         "families": families, "seeds": seed_list, "draws": draws, "n_test": n_test, "steps_override": steps,
         "cases_cap": cases, "drawings": drawings, "mixtures": mixtures, "seed": seed, "jobs": jobs,
+        "backend": backend,
         "eval_bandwidth_digits": EVAL_BANDWIDTH, "sample_target_size": SAMPLE_TARGET_SIZE,
         "pot_train_size": POT_TRAIN_SIZE, "thresholds": {f: {"metric": m, "max": t} for f, (m, t) in THRESHOLDS.items()},
         "presets": {"digits": {"model": MODEL_PRESETS["digits"], "train": preset_config("fast", steps, 0)[2].to_dict()},
@@ -632,7 +635,7 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
         if folder is not None:
             write(final=False)
 
-    run_tasks(_run_case, tasks, labels, tracker, jobs, on_result=on_result)
+    run_tasks(_run_case, tasks, labels, tracker, jobs, on_result=on_result, backend=backend)
     summaries, summary, files = write(final=True)
     return ExperimentResult("robustness", summaries, summary, files, time.perf_counter() - started)
 
@@ -651,7 +654,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixtures", type=int, default=20, help="random mixture pairs (besides the app's presets)")
     parser.add_argument("--steps", type=int, default=None, help="override every preset's training steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cases, pairings and first training seed")
-    parser.add_argument("--jobs", type=int, default=1, help="cases to run at once, in worker processes")
 
 
 def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
@@ -660,7 +662,8 @@ def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> Expe
 
     result = run_robustness(args.out, families=args.families, mnist=args.mnist, seeds=args.seeds, draws=args.draws,
                             n_test=args.n_test, cases=args.cases, drawings=args.drawings, mixtures=args.mixtures,
-                            steps=args.steps, seed=args.seed, jobs=args.jobs, on_progress=on_progress)
+                            steps=args.steps, seed=args.seed, jobs=args.jobs, on_progress=on_progress,
+                            backend=args.backend)
     for note in result.summary["notes"]:
         print(note, file=sys.stderr)
     return result
