@@ -320,6 +320,7 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     """Settings (defaults from ``presets``' ``preset``; the first of ``objectives`` is the default, and
     ``withheld`` says why others are not offered), the Train button and, while training, the live panel,
     refreshed every ``POLL_SECONDS``."""
+    workers()                          # start the worker processes now, so that Train does not wait for them
     _restore_runs(page)
     _open_pending_demo(page, problem)
     training = page_state(page).job is not None
@@ -654,6 +655,7 @@ def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str
 
 def color_training_panel(page: str, source: np.ndarray | None, target: np.ndarray | None) -> None:
     """Map and training settings, the Train button (once both images are there) and the live panel."""
+    workers()
     training = page_state(page).job is not None
     network, loss, settings = _color_settings(page, disabled=training)
     ready = source is not None and target is not None
