@@ -4,7 +4,9 @@ Subcommands: the entries of ``EXPERIMENTS`` (``registry.py``): gaussian2d (Fig. 
 digits-table (Table I), morph (one digit pair), gmm (the ICASSP 2023 2 -> 3 mixture with sample-only
 losses), generate (digits from N(0, I_64)), flow (the constrained gradient flow against Adam, issue 8).
 Each writes CSV, PNG and HTML to ``--out`` (default ``results/SUBCOMMAND/``), shows a progress bar
-on stderr, prints a short summary, and with ``--json`` prints one JSON line last on stdout.
+on stderr, prints a short summary, and with ``--json`` prints one JSON line last on stdout. The sweeps
+(``Experiment.sweep``) take ``--jobs`` and ``--backend``: worker processes here, or Ray tasks on the
+cluster at RAY_ADDRESS (the default when it is set).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     """One subcommand per entry of ``EXPERIMENTS``; each experiment's module adds its own options."""
     parser = argparse.ArgumentParser(
         prog="python -m gradnet_core.experiments",
-        description="Reproduce the GradNetOT paper's figures and tables (docs/method.md §7).")
+        description="Reproduce the GradNetOT paper's figures and tables (docs/method.md §7).",
+        epilog=f"{', '.join(e.name for e in EXPERIMENTS.values() if e.sweep)} take --jobs and --backend: worker "
+               "processes here, or Ray tasks (--backend ray; the default when RAY_ADDRESS names a Ray cluster).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for experiment in EXPERIMENTS.values():
         p = sub.add_parser(experiment.name, help=experiment.description)
