@@ -5,7 +5,9 @@ per slot), so a training never holds the interpreter lock of the server that dra
 threads of the server, two Digits trainings at once took 410 s each against 29 s alone on this 2-core
 machine (issue 17). ``GRADNET_WORKERS`` sets the slots (default: cores − 1, at least 1, leaving a core
 to the server), ``GRADNET_QUEUE`` how many may wait (30); past it a training is refused with a message.
-A waiting job knows its place and an estimated start, from the running jobs' ETAs.
+A waiting job knows its place and an estimated start, from the running jobs' ETAs. With a Ray cluster
+configured (``RAY_ADDRESS``, or ``GRADNET_BACKEND=ray`` for a Ray instance on this machine) the workers are
+Ray actors instead (``ray_workers``), one slot per cluster CPU by default.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable
 
 from .workers import WorkerPool
 
-__all__ = ["Slots", "slots", "workers"]
+__all__ = ["Slots", "slots", "workers", "backend"]
 
 
 class Slots:
@@ -81,28 +83,42 @@ def _eta(job: Any) -> float:
 
 
 _SLOTS: Slots | None = None
+_POOL: WorkerPool | None = None
 _SLOTS_LOCK = threading.Lock()
 
 
+def backend() -> str:
+    """Where the server's trainings run: "ray" when ``GRADNET_BACKEND=ray`` or ``RAY_ADDRESS`` names a cluster,
+    else "local" (worker processes on this machine)."""
+    chosen = os.environ.get("GRADNET_BACKEND") or ("ray" if os.environ.get("RAY_ADDRESS") else "local")
+    if chosen not in ("local", "ray"):
+        raise ValueError(f"GRADNET_BACKEND must be 'local' or 'ray'; got {chosen!r}")
+    return chosen
+
+
 def slots() -> Slots:
-    """The server's slots (``GRADNET_WORKERS``, ``GRADNET_QUEUE``)."""
+    """The server's slots (``GRADNET_WORKERS``, default cores − 1 here or the cluster's CPUs on Ray;
+    ``GRADNET_QUEUE``)."""
     global _SLOTS
     with _SLOTS_LOCK:
         if _SLOTS is None:
-            default = max(1, (os.cpu_count() or 2) - 1)
-            _SLOTS = Slots(int(os.environ.get("GRADNET_WORKERS", default)), int(os.environ.get("GRADNET_QUEUE", 30)))
+            if "GRADNET_WORKERS" in os.environ:
+                count = int(os.environ["GRADNET_WORKERS"])
+            elif backend() == "ray":
+                from .ray_workers import cluster_cpus
+                count = cluster_cpus()
+            else:
+                count = max(1, (os.cpu_count() or 2) - 1)
+            _SLOTS = Slots(count, int(os.environ.get("GRADNET_QUEUE", 30)))
         return _SLOTS
 
 
-_POOL: WorkerPool | None = None
-
-
 def workers() -> WorkerPool:
-    """The server's worker processes, one per slot (started by the first call, without waiting for them)."""
+    """The server's workers, one per slot (started by the first call, without waiting for them)."""
     global _POOL
     size = slots().workers
     with _SLOTS_LOCK:
         if _POOL is None:
-            _POOL = WorkerPool(size)
+            _POOL = WorkerPool(size, backend())
     _POOL.warm()
     return _POOL

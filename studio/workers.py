@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .jobs import ABANDON, RUN, Work, error_message, execute
 
-__all__ = ["WorkerPool", "ABANDON_GRACE", "main"]
+__all__ = ["WorkerPool", "ABANDON_GRACE", "outcome", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]          # the checkout: workers import ``studio`` from it
 ABANDON_GRACE = 1.5                                  # seconds an abandoned job has to end before its worker is killed
@@ -93,8 +93,6 @@ class _Worker:
                     report(payload)
                 elif kind == "done":
                     return payload
-                elif kind == "error":
-                    return None, None, None, payload
             wanted = control()
             if wanted != sent:
                 _send(self.conn, ("control", wanted))
@@ -110,19 +108,41 @@ class _Worker:
         self.process.wait()
         self.conn.close()
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def lost_message(self) -> str:
+        """What the page says when this worker died during a job."""
+        try:
+            code = self.process.wait(5)
+        except subprocess.TimeoutExpired:            # its socket broke but it lives on: no use to anyone
+            self.kill()
+            code = self.process.returncode
+        return (f"The training's worker process ended unexpectedly (exit code {code}); "
+                "the server may be short of memory. Try again, or with a smaller problem.")
+
 
 class WorkerPool:
-    """``size`` worker processes, started on ``warm()`` or when first needed, each training one job at a time.
+    """``size`` workers, started on ``warm()`` or when first needed, each training one job at a time: local
+    processes, or with ``backend="ray"`` Ray actors (``studio.ray_workers``; Ray imported only then).
 
     Callers take turns through the scheduler's slots (as many as workers), so ``run`` finds an idle worker;
-    more callers at once simply start more processes."""
+    more callers at once simply start more workers."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, backend: str = "local"):
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker; got {size}")
-        self.size = size
+        if backend == "ray":
+            from .ray_workers import RayWorker
+            self._make: Callable[[], Any] = RayWorker
+        elif backend == "local":
+            self._make = _Worker
+        else:
+            raise ValueError(f"unknown worker backend {backend!r}; use 'local' or 'ray'")
+        self.size, self.backend = size, backend
         self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
+        self._idle: list[Any] = []
         self._busy = 0
 
     def warm(self) -> None:
@@ -130,14 +150,14 @@ class WorkerPool:
         with self._lock:
             self._idle = [w for w in self._idle if w.alive]
             for _ in range(self.size - self._busy - len(self._idle)):
-                self._idle.append(_Worker())
+                self._idle.append(self._make())
 
     def run(self, work: Work, report: Callable[[dict[str, Any]], None], control: Callable[[], int]) -> Outcome:
         """``jobs.execute(work, report, control)`` in a worker process: (trained model, result, finish
         value, error message); on error the first three are None."""
         with self._lock:
             self._idle = [w for w in self._idle if w.alive]
-            worker = self._idle.pop(0) if self._idle else _Worker()
+            worker = self._idle.pop(0) if self._idle else self._make()
             self._busy += 1
         try:
             worker.wait_ready()
@@ -145,13 +165,7 @@ class WorkerPool:
         except (EOFError, OSError):
             if control() == ABANDON:
                 return None, None, None, "The training was abandoned: its session has closed."
-            try:
-                code = worker.process.wait(5)
-            except subprocess.TimeoutExpired:        # its socket broke but it lives on: no use to anyone
-                worker.kill()
-                code = worker.process.returncode
-            return None, None, None, (f"The training's worker process ended unexpectedly (exit code {code}); "
-                                      "the server may be short of memory. Try again, or with a smaller problem.")
+            return None, None, None, worker.lost_message()
         finally:
             with self._lock:
                 self._busy -= 1
@@ -161,9 +175,9 @@ class WorkerPool:
                 self.warm()                          # replace it now, not at the next training
 
     def pids(self) -> list[int]:
-        """The worker processes' ids (idle ones; for the load benchmark and tests)."""
+        """The idle workers' process ids (for the load benchmark and tests)."""
         with self._lock:
-            return [w.process.pid for w in self._idle if w.alive]
+            return [w.pid for w in self._idle if w.alive]
 
     def close(self) -> None:
         """End the idle workers."""
@@ -171,6 +185,14 @@ class WorkerPool:
             for worker in self._idle:
                 worker.kill()
             self._idle = []
+
+
+def outcome(work: Work, report: Callable[[dict[str, Any]], None], control: Callable[[], int]) -> Outcome:
+    """``jobs.execute`` where a worker runs it: an error in training becomes the outcome's message."""
+    try:
+        return execute(work, report, control)
+    except Exception as err:  # the server must hear about it, whatever went wrong
+        return None, None, None, error_message(err)
 
 
 class _Control:
@@ -207,15 +229,15 @@ def main(fd: int) -> None:
         except (EOFError, OSError):
             return
         except Exception as err:  # a job this process cannot unpickle: say so, and wait for the next
-            _send(conn, ("error", f"The training could not be handed to a worker process: {error_message(err)}"))
+            _send(conn, ("done", (None, None, None,
+                                  f"The training could not be handed to a worker process: {error_message(err)}")))
             continue
         if kind != "work":
             continue                                 # a Stop that crossed the previous job's end
-        control = _Control(conn)
         try:
-            outcome = execute(work, lambda update: _send(conn, ("report", update)), control)
-            _send(conn, ("done", outcome))
-        except (EOFError, OSError, BrokenPipeError):
+            done = outcome(work, lambda update: _send(conn, ("report", update)), _Control(conn))
+            _send(conn, ("done", done))
+        except (EOFError, OSError):
             return
-        except Exception as err:  # the server must hear about it, whatever went wrong
-            _send(conn, ("error", error_message(err)))
+        except Exception as err:  # an outcome that does not pickle: say so, and wait for the next job
+            _send(conn, ("done", (None, None, None, error_message(err))))

@@ -1,5 +1,6 @@
 """TrainingJob: background training with thread-safe progress, stop, errors and concurrency."""
 
+import sys
 import threading
 import time
 
@@ -313,3 +314,48 @@ def test_a_worker_that_dies_mid_training_ends_the_job_with_a_message(pool):
     os.kill(pid, signal.SIGKILL)
     assert job.wait(TIMEOUT) and job.result is None
     assert "worker process ended unexpectedly (exit code -9)" in job.error
+
+
+@pytest.mark.slow
+def test_the_app_trains_the_same_map_on_ray_actors_as_in_a_local_worker(pool):
+    """GRADNET_BACKEND=ray / RAY_ADDRESS: the server's workers are Ray actors (a local Ray instance here)."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install -r requirements-ray.txt); "
+                                            "CI installs it")
+    from functools import partial
+
+    from studio.workers import WorkerPool
+
+    source, target = _problem()
+    config = TrainConfig(steps=60, batch_size=200, report_seconds=0.0)
+    preview = source.sample(20)
+
+    def trained(pool):
+        model = seeded_map("mGradNet-M", 3, dim=2, width=8, modules=2)
+        job = TrainingJob(model, source, target, config, preview_points=preview, preview_every=20,
+                          cpu_threads=1, pool=pool, finish=partial(_pid_of_training)).start()
+        assert job.wait(TIMEOUT) and job.error is None, job.error
+        return model, job
+
+    local_model, local = trained(pool)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the finish hook above, for Ray's workers
+    on_ray = WorkerPool(1, backend="ray")
+    try:
+        ray_model, remote = trained(on_ray)
+        assert remote.evaluation[0] != local.evaluation[0] and remote.result.steps == 60
+        torch.testing.assert_close(_params(ray_model), _params(local_model), rtol=0, atol=0)
+        assert remote.snapshot().losses == local.snapshot().losses
+        np.testing.assert_array_equal(remote.snapshot().preview, local.snapshot().preview)
+
+        model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+        stopped = TrainingJob(model, source, target, TrainConfig(steps=10**7, batch_size=100, report_seconds=0.05),
+                              pool=on_ray).start()
+        while stopped.snapshot().step < 5 and not stopped.done:
+            stopped.wait(0.05)
+        stopped.stop()
+        assert stopped.wait(TIMEOUT) and stopped.error is None and stopped.result.stopped == "stopped"
+        flat = Gaussian([0.0, 0.0, 0.0], np.eye(3))
+        failed = TrainingJob(model, flat, target, TrainConfig(steps=10), pool=on_ray).start()
+        assert failed.wait(TIMEOUT) and failed.result is None and "3-dimensional" in failed.error
+    finally:
+        on_ray.close()
+        ray.shutdown()
