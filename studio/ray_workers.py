@@ -28,19 +28,52 @@ __all__ = ["RayWorker", "connect", "cluster_cpus"]
 
 POLL = 0.1                                   # seconds between the server's polls of a training actor
 OBJECT_STORE_BYTES = 128 * 2**20             # a Ray instance started here: jobs and results are small
+_LOCK = threading.Lock()
+
+
+_OWNER: threading.Thread | None = None
+_CONNECTED = threading.Event()
+_FAILED: list[BaseException] = []
 
 
 def connect() -> None:
-    """Connect to ``RAY_ADDRESS``, or start a Ray instance here (no dashboard, a small object store)."""
+    """Connect to ``RAY_ADDRESS``, or start a Ray instance here (no dashboard, a small object store).
+
+    From a thread that lives as long as the server: a Ray instance started here dies with the thread that
+    started it (its processes are tied to that thread's life), and Streamlit's script threads end with
+    each page run."""
+    global _OWNER
     if ray.is_initialized():
         return
+    with _LOCK:
+        if _OWNER is None:
+            _FAILED.clear()
+            _CONNECTED.clear()
+            _OWNER = threading.Thread(target=_own_ray, name="ray-owner", daemon=True)
+            _OWNER.start()
+    if not _CONNECTED.wait(START_TIMEOUT) or _FAILED:
+        raise ValueError(f"Ray could not be started or reached: {_FAILED[0] if _FAILED else 'timed out'}")
+
+
+def _own_ray() -> None:
+    global _OWNER
     shipped = {"py_modules": [str(Path(__file__).resolve().parent)]}      # the studio package, to every actor
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False, runtime_env=shipped)
-    else:
-        ray.init(include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
-                 runtime_env=shipped)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, runtime_env=shipped)
+        else:
+            ray.init(include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+                     runtime_env=shipped)
+    except Exception as err:  # told to the caller, who says it on the page
+        _FAILED.append(err)
+        _OWNER = None
+        _CONNECTED.set()
+        return
+    _CONNECTED.set()
+    while ray.is_initialized():                   # until ray.shutdown(): then a later connect starts again
+        time.sleep(1.0)
+    _OWNER = None
 
 
 def cluster_cpus() -> int:
