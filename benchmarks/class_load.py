@@ -12,18 +12,19 @@ its child processes (worker processes, if the app has them) from /proc.
 
 ``--simulated N``: each student is a ``Tab`` (tests/streamlit_client.py) that speaks Streamlit's websocket
 protocol as a browser does, live panel reruns included, so 30 of them fit on 2 cores. First one student at a
-time trains the Gaussian default ``--alone-rounds`` times (its alone-time: click to results) and the Digits
-default once, and one starts a Digits training and closes its tab at the first step (seconds until the
-server's CPU is idle). Then the class: students connect evenly over ``--spread`` seconds, ``--digits`` of
-them on the Digits page and the rest on Gaussians; each waits for its page, types its own seed into the Seed
-box (Enter), clicks Train ``--think`` seconds later and notes the times from its click to the first answer
-(a place in the line, a progress bar or a message), to the first training step and to its results; then
-checks that the results are its own (the metrics CSV offered on the page names its seed, and only its run),
-that the Seed box still shows its seed, and that the live panel's timer stopped. Reports these per student
-and as p50/p95/max, the health latency and memory during the load, the memory ``--settle`` and ``--after``
-seconds after every student left, the exceptions and "fragment does not exist anymore" lines in the server's
-log, and issue 17's figures. Without ``--simulated``: ``--students`` real headless Chromium sessions
-(Playwright; Debian's /usr/bin/chromium) press Train within a second after one alone; heavy, keep N small.
+time trains the Gaussian default once to warm the server up, then ``--alone-rounds`` times (its alone-time:
+click to results) and the Digits default once, and one starts a Digits training and closes its tab at the
+first step (seconds until the server's CPU is idle). Then the class: students connect evenly over ``--spread``
+seconds, ``--digits`` of them on the Digits page and the rest on Gaussians; each waits for its page, types its
+own seed into the Seed box (Enter), clicks Train ``--think`` seconds later and notes the times from its click
+to the first answer (a place in the line, a progress bar or a message), to the first training step and to its
+results; then checks that the results are its own (the metrics CSV offered on the page names its seed, and
+only its run), that the Seed box still shows its seed, and that the live panel's timer stopped. Reports these
+per student and as p50/p95/max, the health latency and memory during the load, the memory ``--settle`` and
+``--after`` seconds after every student left, the exceptions and "fragment does not exist anymore" lines in
+the server's log, and issue 17's figures. Without ``--simulated``: ``--students`` real headless Chromium
+sessions (Playwright; Debian's /usr/bin/chromium) press Train within a second after one alone; heavy, keep N
+small.
 
 Bounded: every wait has a timeout; nothing leaves the machine.
 """
@@ -328,11 +329,12 @@ async def _report_progress(students: list[Student], start: float, every: float =
 async def simulated_class(url: str, watch: ServerWatch, args: argparse.Namespace) -> dict:
     """Alone-time, the closed tab, then the class; every figure the report prints."""
     out: dict = {"alone": {"gaussians": [], "digits": []}, "closed_tab": None}
-    for i, page in enumerate(["gaussians"] * args.alone_rounds + ["digits"] * (args.digits > 0)):
-        record = await _alone(url, page, 900 + i, args)
-        out["alone"][page].append(asdict(record) | {"own_result": record.own_result})
-        print(f"alone: {PAGE_TITLES[page]} default, seed {record.seed}: results {_s(record.results)} s after the "
-              "click" + (f" ({record.problem})" if record.problem else ""), file=sys.stderr, flush=True)
+    # The first training warms the server up (imports, worker processes) and is not counted.
+    for i, page in enumerate(["warm-up"] + ["gaussians"] * args.alone_rounds + ["digits"] * (args.digits > 0)):
+        record = await _alone(url, page.replace("warm-up", "gaussians"), 900 + i, args)
+        out["alone"].setdefault(page, []).append(asdict(record) | {"own_result": record.own_result})
+        print(f"alone ({page}): results {_s(record.results)} s after the click"
+              + (f" ({record.problem})" if record.problem else ""), file=sys.stderr, flush=True)
     if args.closed_tab:
         out["closed_tab"] = await _closed_tab(url, watch, args)
         print(f"closed tab: the server's CPU idle {_s(out['closed_tab']['idle_after'])} after the tab closed",
@@ -424,6 +426,8 @@ def report(out: dict, workers: int, log: dict) -> dict:
                  "Seed box", "timers left", "fragment reruns", "problem, or first answer"], rows))
     alone_times = {}
     for page, rounds in out["alone"].items():
+        if page == "warm-up":
+            continue
         alone = [a["results"] for a in rounds if a["results"] is not None]
         alone_times[page] = _quantile(alone, 0.5) if alone else math.nan
         if rounds:
@@ -590,7 +594,8 @@ def main() -> None:
     parser.add_argument("--digits", type=int, default=3, help="simulated: how many of them train on Digits")
     parser.add_argument("--spread", type=float, default=10.0, help="simulated: seconds over which students connect")
     parser.add_argument("--think", type=float, default=1.0,
-                        help="simulated: seconds between typing the seed (Enter) and clicking Train")
+                        help="simulated: seconds between typing the seed (Enter) and clicking Train; 0 is a click "
+                             "straight from the Seed box (a browser sends the box's value and the click back to back)")
     parser.add_argument("--workers", type=int, default=0, help="GRADNET_WORKERS for the server (default: its own)")
     parser.add_argument("--alone-rounds", type=int, default=3, help="simulated: alone-time trainings (median)")
     parser.add_argument("--no-closed-tab", dest="closed_tab", action="store_false",

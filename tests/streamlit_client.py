@@ -179,9 +179,11 @@ class Tab:
             self._apply(tuple(msg.metadata.delta_path), msg.delta)
         elif kind == "script_finished":
             self.running = False
-            if msg.script_finished in _CLEARS_STALE:
-                self._clear_stale()
-                self.full_runs += not self.fragment_ids
+            run = msg.metadata.run
+            # As the frontend: a full run that is no longer the current one clears nothing.
+            if msg.script_finished in _CLEARS_STALE and (run.fragment_ids or run.script_run_id == self.run_id):
+                self._clear_stale(run.script_run_id, list(run.fragment_ids))
+                self.full_runs += not run.fragment_ids
         elif kind == "navigation":             # st.navigation says which page this run is
             self.page_hash = msg.navigation.page_script_hash
         elif kind == "page_info_changed":
@@ -223,13 +225,13 @@ class Tab:
         else:
             self.widgets[proto.id] = WidgetState(id=proto.id, double_value=float(value))
 
-    def _clear_stale(self) -> None:
+    def _clear_stale(self, run_id: str, fragment_ids: list[str]) -> None:
         """Drop what the finished run did not draw (a fragment run: only in its fragments), then nodes whose
         block went, then the widget states of widgets no longer on the page."""
         def stale(node: Node) -> bool:
-            if node.run_id == self.run_id:
+            if node.run_id == run_id:
                 return False
-            return not self.fragment_ids or node.fragment_id in self.fragment_ids
+            return not fragment_ids or node.fragment_id in fragment_ids
 
         kept = {path: node for path, node in self.nodes.items() if not stale(node)}
         self.nodes = {path: node for path, node in kept.items()
