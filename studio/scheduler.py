@@ -17,9 +17,10 @@ import os
 import threading
 from typing import Any, Callable
 
+from .device import backend
 from .workers import WorkerPool
 
-__all__ = ["Slots", "slots", "workers", "backend"]
+__all__ = ["Slots", "slots", "workers"]
 
 
 class Slots:
@@ -85,15 +86,6 @@ def _eta(job: Any) -> float:
 _SLOTS: Slots | None = None
 _POOL: WorkerPool | None = None
 _SLOTS_LOCK = threading.Lock()
-
-
-def backend() -> str:
-    """Where the server's trainings run: "ray" when ``GRADNET_BACKEND=ray`` or ``RAY_ADDRESS`` names a cluster,
-    else "local" (worker processes on this machine)."""
-    chosen = os.environ.get("GRADNET_BACKEND") or ("ray" if os.environ.get("RAY_ADDRESS") else "local")
-    if chosen not in ("local", "ray"):
-        raise ValueError(f"GRADNET_BACKEND must be 'local' or 'ray'; got {chosen!r}")
-    return chosen
 
 
 def slots() -> Slots:
