@@ -36,6 +36,7 @@ class PageState:
     job_label: str = ""                    # what trains, for the live panel ("mGradNet-M")
     job_finishing: str = ""                # what the live panel says while the job's finish hook runs
     job_store: Store | None = None         # files the job's result in this state when it ends
+    pinned: dict[str, Any] = field(default_factory=dict)  # the inputs' values the running job started with
     preview_points: np.ndarray | None = None  # source points the live preview maps, if any
     preview_target: np.ndarray | None = None  # target samples drawn beside them
     runs: list[Run] = field(default_factory=list)        # transport pages: runs on the problem, oldest first
@@ -78,6 +79,7 @@ def start_job(page: str, job: TrainingJob, *, label: str, finishing: str, store:
                          "training at a time per session. Wait for it, or press Stop there.")
     state.preview_points, state.preview_target = preview if preview is not None else (None, None)
     state.job = job.start()
+    state.pinned = _input_values(page)
     _watch_this_session(job)
     state.job_label, state.job_finishing, state.job_store = label, finishing, store
     state.notices = []
@@ -122,8 +124,24 @@ def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
     return [(kind, f"{result.message} {verdict.message}")]
 
 
+def _input_values(page: str) -> dict[str, Any]:
+    """The page's widget values that session state may set (numbers, choices, text: not buttons, whose
+    values are booleans, nor uploads, tables or drawings)."""
+    prefix = page + "."
+    return {name: value for name, value in st.session_state.items()
+            if str(name).startswith(prefix) and type(value) in (int, float, str)}
+
+
 def is_training(page: str) -> bool:
-    """True while a job of this page runs; collects a finished one first."""
+    """True while a job of this page runs; collects a finished one first. Call it before the page draws
+    any widget: while training, the inputs are drawn disabled, and Streamlit drops the value a browser
+    sends for a disabled widget in favour of the last completed run's. A value typed just before Train
+    (its run cut short by the click's) would then reset on screen to the one before, and be the next
+    training's (issue 17, seen under load); so the values the job started with are set again here."""
     state = page_state(page)
     _collect(state)
+    if state.job is None:
+        state.pinned = {}
+    for name, value in state.pinned.items():
+        st.session_state[name] = value
     return state.job is not None

@@ -713,3 +713,25 @@ def test_one_training_at_a_time_per_session():
     assert any("already training on its gaussians page" in e.value for e in at.error), [e.value for e in at.error]
     _state(at, "gaussians").job.stop()
     assert _state(at, "gaussians").job.wait(TIMEOUT)
+
+
+def test_values_typed_just_before_train_stay_in_their_boxes_while_and_after_it_trains():
+    """Issue 17: under load a seed typed and Train clicked at once came back as 0 after the click's rerun,
+    where the inputs are disabled and Streamlit keeps the last completed run's values for them."""
+    at = _open("gaussians")
+    at.number_input(key="gaussians.seed").set_value(77)
+    at.number_input(key="gaussians.steps").set_value(40)
+    at.slider(key="gaussians.source.mean_x").set_value(0.5)
+    at.button(key="gaussians.train").click().run()                  # one run: the values and the click
+    assert not at.exception, at.exception
+    assert _state(at, "gaussians").job is not None
+    assert at.number_input(key="gaussians.seed").value == 77 and at.number_input(key="gaussians.seed").disabled
+    assert at.number_input(key="gaussians.steps").value == 40
+    assert at.slider(key="gaussians.source.mean_x").value == 0.5
+    _wait(at, "gaussians")
+    run = _state(at, "gaussians").runs[-1]
+    assert run.settings["training"]["seed"] == 77 and run.result.steps == 40
+    assert at.number_input(key="gaussians.seed").value == 77 and not at.number_input(key="gaussians.seed").disabled
+    assert at.slider(key="gaussians.source.mean_x").value == 0.5
+    at.number_input(key="gaussians.seed").set_value(78).run()           # editable again afterwards
+    assert at.number_input(key="gaussians.seed").value == 78
