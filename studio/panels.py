@@ -47,6 +47,7 @@ __all__ = ["training_panel", "results_panel", "color_training_panel", "color_res
 PREVIEW_POINTS = 400             # points in the live preview
 PREVIEW_EVERY = (20, 200)        # steps between live previews: a tenth of the run, within these bounds
 POLL_SECONDS = 0.5               # live panel refresh while training
+QUEUED_POLL_SECONDS = 2.0        # ... and while waiting in line
 CPU_THREADS = 1                  # torch threads per training job: sessions share the cores (see jobs)
 ANIMATION_FRAMES = 30
 MAX_RUNS = 8                     # runs a page keeps; past it the oldest goes
@@ -84,7 +85,11 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "") -
         else:
             st.rerun()
     if training:
-        st.fragment(run_every=POLL_SECONDS)(_live_panel)(page)
+        # A job waiting in line changes little: its panel refreshes less often, which spares the server
+        # when a whole class waits (30 queued panels at POLL_SECONDS took most of a core).
+        queued = state.job.snapshot().phase == "queued"
+        state.cache["live_every"] = QUEUED_POLL_SECONDS if queued else POLL_SECONDS
+        st.fragment(run_every=state.cache["live_every"])(_live_panel)(page)
     for kind, text in state.notices:
         getattr(st, kind)(text)
 
@@ -96,6 +101,9 @@ def _live_panel(page: str) -> None:
         st.rerun()
         return
     snap = job.snapshot()
+    if snap.phase != "queued" and state.cache.get("live_every") == QUEUED_POLL_SECONDS:
+        st.rerun()                       # its turn came: the whole page again, with the faster refresh
+        return
     if snap.phase == "queued":
         place, waiting, start = slots().place(job)
         when = f"; it should start in about {_duration(start)}" if math.isfinite(start) and place else ""

@@ -735,3 +735,33 @@ def test_values_typed_just_before_train_stay_in_their_boxes_while_and_after_it_t
     assert at.slider(key="gaussians.source.mean_x").value == 0.5
     at.number_input(key="gaussians.seed").set_value(78).run()           # editable again afterwards
     assert at.number_input(key="gaussians.seed").value == 78
+
+
+def test_a_queued_training_says_its_place_refreshes_slowly_and_starts_when_the_slot_frees(monkeypatch):
+    import studio.scheduler
+    from studio.panels import POLL_SECONDS, QUEUED_POLL_SECONDS
+
+    monkeypatch.setattr(studio.scheduler, "_SLOTS", studio.scheduler.Slots(workers=1, queue_limit=5))
+    first, second = _open("gaussians"), _open("gaussians")
+    first.number_input(key="gaussians.steps").set_value(20000).run()
+    first.button(key="gaussians.train").click().run()
+    deadline = time.monotonic() + TIMEOUT
+    while _state(first, "gaussians").job.snapshot().phase != "training":
+        assert time.monotonic() < deadline, "the first training did not start"
+        time.sleep(0.2)
+    second.number_input(key="gaussians.steps").set_value(20000).run()
+    second.button(key="gaussians.train").click().run()
+    assert not second.exception, second.exception
+    text = second.get("progress")[0].proto.text
+    assert text.startswith("Queued: place 1 of 1 for this server's 1 training slot"), text
+    assert _state(second, "gaussians").cache["live_every"] == QUEUED_POLL_SECONDS
+    first.button(key="gaussians.stop").click().run()
+    _wait(first, "gaussians")
+    while _state(second, "gaussians").job is not None and _state(second, "gaussians").job.snapshot().phase == "queued":
+        assert time.monotonic() < deadline, "the queued training did not start"
+        time.sleep(0.2)
+    second.run()
+    assert _state(second, "gaussians").cache["live_every"] == POLL_SECONDS     # training: refreshed faster
+    second.button(key="gaussians.stop").click().run()
+    _wait(second, "gaussians")
+    assert 0 < _state(second, "gaussians").runs[-1].result.steps < 20000
