@@ -11,6 +11,8 @@ a notice.
 
 from __future__ import annotations
 
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,7 +24,7 @@ from gradnet_core.training import TrainResult
 from .jobs import TrainingJob, watch_session
 from .problems import Reference, Run
 
-__all__ = ["PageState", "page_state", "key", "start_job", "is_training"]
+__all__ = ["PageState", "page_state", "key", "start_job", "is_training", "release_closed"]
 
 #: How a finished job's result is filed in the page state: ``store(state, job)``.
 Store = Callable[["PageState", TrainingJob], None]
@@ -58,7 +60,49 @@ class PageState:
 
 def page_state(page: str) -> PageState:
     """The page's state in this session, created on first use."""
-    return st.session_state.setdefault(f"{page}.state", PageState())
+    name = f"{page}.state"
+    if name not in st.session_state:
+        st.session_state[name] = PageState()
+        _SESSIONS.setdefault(_session_id(), []).append(weakref.ref(st.session_state[name]))
+    return st.session_state[name]
+
+
+#: Each session's page states (weakly), so that a closed session's can be released (``release_closed``).
+_SESSIONS: dict[str, list[weakref.ref]] = {}
+_GONE_SINCE: dict[str, float] = {}
+
+
+def _session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else ""
+
+
+def release_closed(is_active: Callable[[str], bool], after: float, now: float | None = None) -> int:
+    """Empty the page states of sessions gone (``is_active(id)`` False) for ``after`` seconds or more: their
+    runs, pictures and ground truth, and abandon their trainings. Returns how many sessions were released.
+
+    Streamlit keeps a closed tab's session for a reconnect (``server.disconnectedSessionTTL``), then forgets
+    it only when another tab closes: after a class had left, its sessions' trained maps and figures stayed
+    in the server's memory indefinitely (issue 17). Called with that TTL, this frees them on time."""
+    now = time.monotonic() if now is None else now
+    released = 0
+    for session in list(_SESSIONS):
+        if is_active(session):
+            _GONE_SINCE.pop(session, None)
+            continue
+        if now - _GONE_SINCE.setdefault(session, now) < after:
+            continue
+        for ref in _SESSIONS.pop(session):
+            state = ref()
+            if state is not None:
+                if state.job is not None:
+                    state.job.abandon()
+                state.__dict__.update(PageState().__dict__)
+        _GONE_SINCE.pop(session, None)
+        released += 1
+    return released
 
 
 def key(page: str, *parts: Any) -> str:

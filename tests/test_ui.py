@@ -162,3 +162,33 @@ def test_run_store_expires_caps_each_token_and_keeps_tokens_apart(tmp_path, monk
     later = time.time() + 2 * 3600
     monkeypatch.setattr("studio.store.time.time", lambda: later)
     assert kept.load("token-a" * 4, "gaussians") == [] and kept.size("token-a" * 4) == 0   # expired, purged
+
+
+def test_a_closed_sessions_page_states_are_released_after_the_reconnect_time(monkeypatch):
+    import weakref
+
+    from studio import state as page_states
+
+    class Job:
+        abandoned = False
+
+        def abandon(self):
+            self.abandoned = True
+
+    kept, gone = page_states.PageState(runs=["run"]), page_states.PageState(runs=["run"], cache={"figure": 1})
+    gone.job = job = Job()
+    monkeypatch.setattr(page_states, "_SESSIONS", {"open": [weakref.ref(kept)], "closed": [weakref.ref(gone)]})
+    monkeypatch.setattr(page_states, "_GONE_SINCE", {})
+    active = {"open"}.__contains__
+    assert page_states.release_closed(active, after=120.0, now=1000.0) == 0        # gone from now on
+    assert page_states.release_closed(active, after=120.0, now=1119.0) == 0 and gone.runs == ["run"]
+    assert page_states.release_closed(active, after=120.0, now=1121.0) == 1
+    assert gone.runs == [] and gone.cache == {} and gone.job is None and job.abandoned
+    assert kept.runs == ["run"] and list(page_states._SESSIONS) == ["open"]
+
+    # A session back within the time is kept.
+    monkeypatch.setattr(page_states, "_SESSIONS", {"blip": [weakref.ref(gone)]})
+    gone.runs = ["run"]
+    assert page_states.release_closed(active, after=120.0, now=0.0) == 0
+    assert page_states.release_closed(lambda session: True, after=120.0, now=60.0) == 0
+    assert page_states.release_closed(active, after=120.0, now=150.0) == 0 and gone.runs == ["run"]
