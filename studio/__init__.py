@@ -6,7 +6,9 @@ Pages (``pages/*.py``) collect widget values, call these modules and draw what c
   first: layout, tab title, menu, heading. Its docstring says why links work on a fresh server.
 - ``state``: what a page keeps in the session (``PageState``) and the life of its training job
   (``start_job``, ``is_training``).
-- ``jobs``: ``TrainingJob``, training in a background thread observed through snapshots.
+- ``jobs``: ``TrainingJob``, a training observed through snapshots; ``execute``, what a training does.
+- ``scheduler``: the server's training slots and queue, its workers and its memory housekeeping.
+- ``workers``: the worker processes trainings run in (``ray_workers``: Ray actors, with a cluster).
 - ``problems``: a 2-D transport problem, its ground truth and its evaluated runs; widget values to
   densities. No Streamlit.
 - ``inputs``: the widgets that set a problem up: Gaussian sliders, mixture tables, digit examples,
@@ -14,6 +16,6 @@ Pages (``pages/*.py``) collect widget values, call these modules and draw what c
 - ``panels``: the training panels (settings, Train, the live progress panel) and the results panels.
 
 Data for a run walks down once: page -> ``inputs`` (a ``Problem``) -> ``panels`` -> ``state.start_job``
--> ``jobs.TrainingJob`` -> ``gradnet_core.train``, and back up as the result ``state`` files for
-``panels`` to draw.
+-> ``jobs.TrainingJob`` -> a worker process -> ``jobs.execute`` -> ``gradnet_core.train``, and back up as
+the result ``state`` files for ``panels`` to draw.
 """
