@@ -257,7 +257,8 @@ def test_a_job_in_a_worker_process_trains_the_callers_model_and_reports_as_a_thr
         np.testing.assert_allclose(snap.preview, model(preview).double().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_stop_and_errors_cross_to_the_worker_process(pool):
+def _assert_stop_and_errors_cross(pool):
+    """Stop keeps the partial model trained in ``pool``'s worker; an error there becomes the job's message."""
     source, target = _problem()
     model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
     before = _params(model)
@@ -272,6 +273,10 @@ def test_stop_and_errors_cross_to_the_worker_process(pool):
     flat = Gaussian([0.0, 0.0, 0.0], np.eye(3))
     failed = TrainingJob(model, flat, target, TrainConfig(steps=10), pool=pool).start()
     assert failed.wait(TIMEOUT) and failed.result is None and "3-dimensional" in failed.error
+
+
+def test_stop_and_errors_cross_to_the_worker_process(pool):
+    _assert_stop_and_errors_cross(pool)
 
 
 def test_an_abandoned_job_that_does_not_stop_has_its_worker_killed_and_replaced(pool):
@@ -345,17 +350,7 @@ def test_the_app_trains_the_same_map_on_ray_actors_as_in_a_local_worker(pool):
         torch.testing.assert_close(_params(ray_model), _params(local_model), rtol=0, atol=0)
         assert remote.snapshot().losses == local.snapshot().losses
         np.testing.assert_array_equal(remote.snapshot().preview, local.snapshot().preview)
-
-        model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
-        stopped = TrainingJob(model, source, target, TrainConfig(steps=10**7, batch_size=100, report_seconds=0.05),
-                              pool=on_ray).start()
-        while stopped.snapshot().step < 5 and not stopped.done:
-            stopped.wait(0.05)
-        stopped.stop()
-        assert stopped.wait(TIMEOUT) and stopped.error is None and stopped.result.stopped == "stopped"
-        flat = Gaussian([0.0, 0.0, 0.0], np.eye(3))
-        failed = TrainingJob(model, flat, target, TrainConfig(steps=10), pool=on_ray).start()
-        assert failed.wait(TIMEOUT) and failed.result is None and "3-dimensional" in failed.error
+        _assert_stop_and_errors_cross(on_ray)
     finally:
         on_ray.close()
         ray.shutdown()
