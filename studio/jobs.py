@@ -243,6 +243,7 @@ class TrainingJob:
         try:
             on_gpu = resolve_device(self.config.device).type == "cuda"
             if on_gpu:
+                self._set(phase="waiting")        # its slot is free; the GPU may not be
                 with GPU_LOCK:
                     self._execute()
             else:

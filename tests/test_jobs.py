@@ -354,3 +354,26 @@ def test_the_app_trains_the_same_map_on_ray_actors_as_in_a_local_worker(pool):
     finally:
         on_ray.close()
         ray.shutdown()
+
+
+def test_a_job_with_a_slot_waiting_for_the_gpu_says_so(monkeypatch):
+    import studio.jobs
+    from studio.scheduler import Slots
+
+    class Cuda:                                    # the device a GPU server resolves "auto" to
+        type = "cuda"
+
+        def __str__(self):
+            return "cuda"
+
+    monkeypatch.setattr(studio.jobs, "resolve_device", lambda device: Cuda())
+    source, target = _problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    with GPU_LOCK:                                 # another session trains on the GPU
+        job = TrainingJob(model, source, target, TrainConfig(steps=10, batch_size=100),
+                          slots=Slots(workers=2, queue_limit=2)).start()
+        deadline = time.monotonic() + TIMEOUT
+        while job.snapshot().phase != "waiting":
+            assert time.monotonic() < deadline and not job.done, job.snapshot().phase
+            time.sleep(0.01)
+    assert job.wait(TIMEOUT) and job.error is None and job.result.steps == 10
