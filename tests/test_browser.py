@@ -101,6 +101,13 @@ def _wait_until(page, what: str, condition: str) -> None:
         raise AssertionError(f"{what} did not appear; the page showed:\n{shown[-3000:]}") from err
 
 
+def _settled(page) -> None:
+    """Wait until no script run is in progress (Streamlit's running indicator is gone), so that a click
+    lands on the elements the finished run drew rather than on ones about to be replaced."""
+    page.locator("[data-testid=stStatusWidgetRunningIcon], [data-testid=stStatusWidgetRunningManIcon]") \
+        .first.wait_for(state="detached")
+
+
 def _no_exception(page) -> None:
     assert page.locator("[data-testid=stException]").count() == 0
 
@@ -244,6 +251,7 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     one[10:54, 28:36] = 255
     upload.set_input_files({"name": "one.png", "mimeType": "image/png", "buffer": _png(one)})
     _wait_until(page, "the good upload replacing the error", _shows_only("Uploaded: one.png", "The image is blank"))
+    _settled(page)          # a click during the upload's rerun was lost once in a full suite run
     page.locator("[data-testid=stRadio]").first.get_by_text("Example", exact=True).click()
     _wait_until(page, "the bundled example", _shows_only("MNIST example: digit 0", "Uploaded: one.png"))
     _wait_until(page, "the Train button enabled again",
