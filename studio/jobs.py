@@ -109,9 +109,9 @@ def execute(work: Work, report: Callable[[dict[str, Any]], None],
     model, preview_step = work.model, [0]
 
     def preview(trained: TransportMap, step: int) -> None:
-        param = next(trained.parameters())
+        dtype, device = trained.dtype_and_device()
         with torch.no_grad():
-            mapped = trained(work.preview_x.to(param.device, param.dtype)).detach().to("cpu", torch.float64)
+            mapped = trained(work.preview_x.to(device, dtype)).detach().to("cpu", torch.float64)
         preview_step[0] = step
         report({"preview": mapped.numpy(), "preview_step": step})
 

@@ -298,10 +298,10 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
            overrides: dict[str, Any]) -> None:
     state = page_state(page)
     config = presets.train_preset(preset, **overrides, time_limit=TIME_LIMIT)
-    if isinstance(config.objective, ConstrainedFlow):
+    flow = isinstance(config.objective, ConstrainedFlow)
+    if flow:
         log_concave_target(problem.target)      # refuses a target the flow cannot use, with a message
     model = seeded_map(network, overrides["seed"], dim=2, **arch)
-    flow = isinstance(config.objective, ConstrainedFlow)
     check_work(config.steps, model, "The constrained flow (outer x inner steps)" if flow else "This training")
     gen = torch.Generator().manual_seed(problem.seed + 1)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")

@@ -21,8 +21,8 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from .jobs import ABANDON, RUN, Work, error_message
-from .workers import ABANDON_GRACE, START_TIMEOUT, Outcome, outcome
+from .jobs import RUN, Work, error_message
+from .workers import START_TIMEOUT, ControlRelay, Outcome, outcome
 
 __all__ = ["RayWorker", "connect", "cluster_cpus"]
 
@@ -138,7 +138,7 @@ class RayWorker:
     def run(self, work: Work, report: Callable[[dict[str, Any]], None], control: Callable[[], int]) -> Outcome:
         """Train ``work`` in the actor; EOFError when the actor dies (or was killed for an abandoned job)."""
         ref = self.actor.run.remote(work)
-        sent, abandoned_at = RUN, None
+        relay = ControlRelay(control, self.actor.control.remote)
         try:
             while True:
                 done, _ = ray.wait([ref], timeout=POLL)
@@ -146,12 +146,7 @@ class RayWorker:
                     report(update)
                 if done:
                     return ray.get(ref)
-                wanted = control()
-                if wanted != sent:
-                    self.actor.control.remote(wanted)
-                    sent = wanted
-                    abandoned_at = time.monotonic() if wanted == ABANDON else None
-                if abandoned_at is not None and time.monotonic() - abandoned_at > ABANDON_GRACE:
+                if relay.overdue():
                     self.kill()
                     raise EOFError
         except RayActorError as err:

@@ -134,12 +134,11 @@ def _watch_this_session(job: TrainingJob) -> None:
     """A closed tab abandons its training within a few seconds (``jobs.watch_session``), freeing the CPU;
     under a running server only (AppTest has no runtime to ask)."""
     from streamlit import runtime
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    ctx = get_script_run_ctx()
-    if ctx is None or not runtime.exists():
+    session = _session_id()
+    if not session or not runtime.exists():
         return
-    server, session = runtime.get_instance(), ctx.session_id
+    server = runtime.get_instance()
     watch_session(job, lambda: server.is_active_session(session))
 
 

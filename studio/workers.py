@@ -30,13 +30,13 @@ from typing import Any, Callable
 
 from .jobs import ABANDON, RUN, Work, error_message, execute
 
-__all__ = ["WorkerPool", "ABANDON_GRACE", "outcome", "main"]
+__all__ = ["WorkerPool", "ControlRelay", "ABANDON_GRACE", "outcome", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]          # the checkout: workers import ``studio`` from it
 ABANDON_GRACE = 1.5                                  # seconds an abandoned job has to end before its worker is killed
 START_TIMEOUT = 120.0                                # seconds a new worker may take to import (a busy machine)
 #: Imported by each worker before it says it is ready, so that a first training does not pay for them.
-PRELOAD = ("studio.jobs", "studio.problems", "gradnet_core.color", "gradnet_core.verdict")
+PRELOAD = ("studio.problems", "gradnet_core.color", "gradnet_core.verdict")
 
 Outcome = tuple[Any, Any, Any, "str | None"]         # (trained model, TrainResult, finish value, error message)
 
@@ -47,6 +47,23 @@ def _send(conn: Connection, message: tuple) -> None:
 
 def _recv(conn: Connection) -> tuple:
     return pickle.loads(conn.recv_bytes())
+
+
+class ControlRelay:
+    """Passes a job's Stop and abandon (``control()``) on to its worker with ``send`` as they change, and says
+    when an abandoned job has outlived ``ABANDON_GRACE``: then its worker should be killed."""
+
+    def __init__(self, control: Callable[[], int], send: Callable[[int], Any]):
+        self.control, self.send = control, send
+        self.sent, self.abandoned_at = RUN, None
+
+    def overdue(self) -> bool:
+        wanted = self.control()
+        if wanted != self.sent:
+            self.send(wanted)
+            self.sent = wanted
+            self.abandoned_at = time.monotonic() if wanted == ABANDON else None
+        return self.abandoned_at is not None and time.monotonic() - self.abandoned_at > ABANDON_GRACE
 
 
 class _Worker:
@@ -85,7 +102,7 @@ class _Worker:
     def run(self, work: Work, report: Callable[[dict[str, Any]], None], control: Callable[[], int]) -> Outcome:
         """Train ``work`` in this worker; EOFError when the process dies (or was killed for an abandoned job)."""
         _send(self.conn, ("work", work))
-        sent, abandoned_at = RUN, None
+        relay = ControlRelay(control, lambda value: _send(self.conn, ("control", value)))
         while True:
             if self.conn.poll(0.1):
                 kind, payload = _recv(self.conn)
@@ -93,12 +110,7 @@ class _Worker:
                     report(payload)
                 elif kind == "done":
                     return payload
-            wanted = control()
-            if wanted != sent:
-                _send(self.conn, ("control", wanted))
-                sent = wanted
-                abandoned_at = time.monotonic() if wanted == ABANDON else None
-            if abandoned_at is not None and time.monotonic() - abandoned_at > ABANDON_GRACE:
+            if relay.overdue():
                 self.kill()
             if not self.alive:
                 raise EOFError
