@@ -99,6 +99,12 @@ def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, i
     with torch.no_grad():
         both = torch.cat([x.detach(), y.detach()])
         diameter_sq = float((both.amax(0) - both.amin(0)).square().sum())
+    if not math.isfinite(diameter_sq):
+        # A point at NaN or infinity (a map diverging in training): a NaN divergence that the training
+        # loop reports as divergence, not an error from the eps schedule.
+        nan_x, nan_y = x.sum(1) * math.nan, y.sum(1) * math.nan
+        return nan_x, nan_y, (nan_x if debias else None), (nan_y if debias else None)
+    with torch.no_grad():
         schedule = _epsilon_schedule(diameter_sq, epsilon, scaling, iterations)
         cxy, cyx = c_xy.detach(), c_yx.detach()
         cxx, cyy = (c_xx.detach(), c_yy.detach()) if debias else (None, None)

@@ -1,6 +1,8 @@
 """Objectives: the smoothing continuation of the density objectives (docs/method.md §4.5), and the
 objective a user picks on top of a preset."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -106,6 +108,20 @@ def test_the_global_term_adds_a_sinkhorn_divergence_early_and_then_stops():
     extra = np.array(losses[100.0]) - np.array(losses[0.0])
     assert (extra[:5] > 0).all() and extra[0] > extra[4]
     np.testing.assert_allclose(extra[5:], 0.0, atol=1e-5)
+
+
+def test_a_map_diverging_under_the_global_term_is_reported_as_diverged():
+    """A NaN map used to make the Sinkhorn term raise from its eps schedule, ending the run with an error."""
+    img = np.zeros((10, 10))
+    img[2:8, 3:5] = 1.0
+    source, target = ImageDensity(img, bandwidth=1e-3), ImageDensity(img.T.copy(), bandwidth=1e-3)
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    with torch.no_grad():
+        model.out_bias.fill_(math.nan)
+    objective = MongeAmpere(bandwidth_start=1e-3, bandwidth_end=1e-3, global_weight=100.0)
+    result = train(model, source, target, TrainConfig(steps=5, batch_size=100, device="cpu", report_seconds=0.0,
+                                                      assess=False, objective=objective))
+    assert result.stopped == "diverged"
 
 
 @pytest.mark.parametrize("field, value", [("global_weight", -1.0), ("global_fraction", 0.0),
