@@ -473,6 +473,10 @@ def results_panel(page: str, problem: Problem | None) -> None:
         METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
             format="%.3f", help="From the Monge–Ampère residual, in nats. None where the verdict does not use "
                                 "it: image targets and maps trained on target samples only."),
+        METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
+            format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
+                                "target's density (found through the inverse map); the verdict flags more than "
+                                "10 %. None for maps trained on target samples only."),
     })
     _remove_control(page, state, by_number)
     loss_col, files_col = st.columns([3, 2])

@@ -44,7 +44,8 @@ MIXTURE_COLUMNS = ("weight", "mean_x", "mean_y", "std_x", "std_y", "corr")
 METRIC_COLUMNS = {                # metrics key -> table column
     "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
     "ma_residual": "Monge–Ampère residual", "distance_ratio": "energy distance ÷ target's own",
-    "kl_estimate": "KL(T#p ‖ q) estimate", "min_eigenvalue": "smallest Jacobian eigenvalue",
+    "kl_estimate": "KL(T#p ‖ q) estimate", "uncovered": "target mass left uncovered (%)",
+    "min_eigenvalue": "smallest Jacobian eigenvalue",
     "training_time": "training time (s)", "steps": "steps",
 }
 
@@ -233,6 +234,8 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
             metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
             metrics["distance_ratio"] = result.verdict.distance_ratio
             metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
+            uncovered = result.verdict.uncovered
+            metrics["uncovered"] = math.nan if uncovered is None else 100.0 * uncovered
     return Run(network=network, model=model, result=result, signature=problem.signature, settings=settings,
                mapped=mapped, grid_mapped=grid_mapped, metrics=metrics, origin=origin)
 

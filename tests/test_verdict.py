@@ -1,6 +1,7 @@
 """The ground-truth-free verdict (gradnet_core.verdict): passes exact maps, flags wrong ones in words."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,21 @@ def test_the_exact_gaussian_map_passes():
     assert verdict.ok, verdict.message
     assert abs(verdict.kl) < 3 * verdict.kl_error + 1e-3          # KL(T#p || q) = 0 for the exact map
     assert verdict.distance_ratio < 2.0 and "optimal map" in verdict.message
+    assert verdict.uncovered < 0.02                               # T#p = q: no target mass left bare
+
+
+def test_a_small_component_left_empty_is_measured_and_named():
+    # The identity on N(0, I/4) -> 0.86 N(0, I/4) + 0.14 N((5, 0), I/4) leaves the small component empty:
+    # its KL estimate, -log 0.86 = 0.15, sits at the KL check's tolerance; the uncovered share names it.
+    eye = 0.25 * np.eye(2)
+    source = Gaussian([0.0, 0.0], eye)
+    target = GaussianMixture([0.86, 0.14], [[0.0, 0.0], [5.0, 0.0]], [eye, eye])
+    verdict = assess_map(Affine(np.eye(2), [0.0, 0.0]), source, target, samples=2000)
+    assert not verdict.ok
+    assert verdict.uncovered == pytest.approx(0.14, abs=0.03)
+    assert verdict.kl == pytest.approx(-math.log(0.86), abs=0.03)
+    assert re.search(r"leaves about 1[1-7] % of the target's mass uncovered", verdict.message), verdict.message
+    assert verdict.as_row()["uncovered_share"] == verdict.uncovered
 
 
 def test_a_map_covering_two_thirds_of_the_target_is_flagged_in_words():
@@ -73,6 +89,7 @@ def test_a_map_that_is_not_monotone_is_never_called_optimal():
     torch.manual_seed(0)
     verdict = assess_map(MLPMap(2, width=8, depth=1), Gaussian([0.0, 0.0], np.eye(2)), Gaussian([0.0, 0.0], np.eye(2)))
     assert not verdict.ok and "not" in verdict.message
+    assert verdict.uncovered is None                              # no inverse to measure it with
 
 
 def test_training_returns_a_verdict_and_can_skip_it():

@@ -313,7 +313,8 @@ def _verdict_fields(result: TrainResult) -> dict[str, Any]:
     if verdict is None:
         return {}
     return {"verdict_ok": bool(verdict.ok), "verdict_kl": verdict.kl, "verdict_distance": verdict.distance,
-            "verdict_noise": verdict.noise, "verdict_message": verdict.message}
+            "verdict_noise": verdict.noise, "verdict_uncovered": verdict.uncovered,
+            "verdict_message": verdict.message}
 
 
 def _pot_fit(case: Case, seed: int, source: Density, target: Density):
