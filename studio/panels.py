@@ -476,7 +476,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
         METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
             format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
                                 "target's density (found through the inverse map); the verdict flags more than "
-                                "10 %. None for maps trained on target samples only."),
+                                "8 % (10 % for a digit). None for maps trained on target samples only."),
     })
     _remove_control(page, state, by_number)
     loss_col, files_col = st.columns([3, 2])
