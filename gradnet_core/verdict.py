@@ -201,7 +201,10 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     if not monotone:
         message += (" It is not monotone (not the gradient of a convex function), so it need not be the optimal "
                     "map even where its pushforward matches: paths may cross.")
-    elif far or squeezed or bare:
+    elif bare:
+        message += (" Another seed or more steps rarely help here: the density losses are content to leave a "
+                    "small or distant part of the target empty.")
+    elif far or squeezed:
         message += " Try more steps or another seed."
     return Verdict(monotone and not (far or squeezed or bare), distance, noise, noise_std, kl, kl_error, n, message,
                    uncovered)
