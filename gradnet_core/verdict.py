@@ -195,7 +195,8 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     elif monotone:
         kl_part = f", KL(T#p || q) ≈ {max(kl, 0.0):.3f} nats" if kl is not None else ""
         message = (f"The map pushes the source onto the target: {compare}{kl_part}. For a monotone map this "
-                   f"means it is the optimal map.")
+                   "means it is close to the optimal map; these checks catch mass left out or put in the wrong "
+                   "place, not an error of a few percent.")
     else:
         message = f"The map pushes the source onto the target ({compare})."
     if not monotone:
