@@ -126,9 +126,8 @@ def _uncovered_share(model: TransportMap, source: Density, target: Density, y: T
     """Share of the target points ``y`` where T#p(y) < THIN_RATIO q(y), with T#p(y) = p(x) / det J_T(x)
     at x = T^-1(y); a point with no solution (outside T's range) gets no mass."""
     solution = model.solve_inverse(y, max_iter=50)
-    with torch.enable_grad():        # the autograd Jacobian of maps without a closed form needs it
-        _, logdet = model.map_and_logdet(solution.x)
-    log_ratio = (source.log_prob(solution.x) - logdet.detach() - target.log_prob(y)).double()
+    logdet = torch.linalg.slogdet(solution.jacobian).logabsdet     # J_T at the solution, from Newton's last step
+    log_ratio = (source.log_prob(solution.x) - logdet - target.log_prob(y)).double()
     thin = ~solution.converged | ~(log_ratio >= math.log(THIN_RATIO))      # NaN counts as thin
     return float(thin.double().mean())
 
@@ -184,13 +183,11 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     ratio = distance / noise if noise > 0 else math.inf
     compare = (f"mapped samples are {ratio:.1f} times as far from the target's samples (energy distance) as two "
                f"samples of the target are from each other")
-    if bare:
-        message = (f"The map is not the optimal map: it leaves about {_fraction(uncovered)} of the target's mass "
-                   f"uncovered (where its pushforward has under a tenth of the target's density), and {compare}.")
-    elif squeezed:
-        share = math.exp(-kl)
-        message = (f"The map is not the optimal map: it leaves about {_fraction(1.0 - share)} of the target's mass "
-                   f"uncovered (KL(T#p || q) ≈ {kl:.2f} nats), and {compare}.")
+    if bare or squeezed:
+        share, how = ((uncovered, "where its pushforward has under a tenth of the target's density") if bare
+                      else (1.0 - math.exp(-kl), f"KL(T#p || q) ≈ {kl:.2f} nats"))
+        message = (f"The map is not the optimal map: it leaves about {_fraction(share)} of the target's mass "
+                   f"uncovered ({how}), and {compare}.")
     elif far:
         message = f"The map is not the optimal map: its pushforward does not match the target; {compare}."
     elif monotone:
