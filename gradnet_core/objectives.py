@@ -34,6 +34,7 @@ from .densities import MIN_BANDWIDTH, Density, GaussianMixture, ImageDensity, as
 from .flow import entropic_score, log_concave_target, pushforward_score
 from .losses import LOSSES, RESIDUALS
 from .networks import GradientNetwork, TransportMap, autograd_map_and_logdet
+from .optim import Adam
 from .sample_losses import Critic, gaussian_moment_kl, gaussian_moments, gradient_penalty, sinkhorn_divergence
 
 __all__ = ["Objective", "Stepper", "RunContext", "MongeAmpere", "ReverseKL", "GaussianMomentKL", "SinkhornLoss",
@@ -516,7 +517,7 @@ class _CriticStepper(_SampleStepper):
         super().__init__(objective, model, sources, targets, run)
         self.generator = run.generator
         self.critic = Critic(model.dim, generator=torch.Generator().manual_seed(run.seed)).to(run.device, run.dtype)
-        self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=objective.critic_lr, betas=CRITIC_BETAS)
+        self.optimizer = Adam(list(self.critic.parameters()), lr=objective.critic_lr, betas=CRITIC_BETAS)
         self.gap = torch.zeros((), device=run.device, dtype=run.dtype)
 
     def begin(self, step: int) -> dict[str, float]:
@@ -528,7 +529,7 @@ class _CriticStepper(_SampleStepper):
             gap = self.critic(real).mean() - self.critic(fake).mean()
             penalty = gradient_penalty(self.critic, real, fake, self.generator)
             critic_loss = -gap + self.objective.gradient_penalty * penalty
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             critic_loss.backward()
             self.optimizer.step()
         self.critic.requires_grad_(False)

@@ -1,5 +1,5 @@
 """Where training runs, in words. Apart from ``studio.panels`` so that the Home page, which shows it,
-imports nothing heavier than gradnet_core (``studio.jobs`` imports POT and torch._dynamo up front)."""
+imports nothing heavier than gradnet_core (``studio.jobs`` imports POT up front)."""
 
 from __future__ import annotations
 

@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-# Both imported here, by the script thread, before any training thread exists. torch.optim imports
-# torch._dynamo (thousands of modules) with the first optimizer, which inside a training thread under
-# GIL contention took minutes; and a training thread importing POT (which imports pandas) while Plotly
-# peeks at the half-imported pandas in a live panel breaks that panel ("partially initialized module").
+# Imported here, by the script thread, before any training thread exists: a training thread importing
+# POT (which imports pandas) while Plotly peeks at the half-imported pandas in a live panel breaks that
+# panel ("partially initialized module").
 import ot  # noqa: F401
 import torch
-import torch._dynamo  # noqa: F401
 from torch import Tensor
 
 from gradnet_core.densities import Density

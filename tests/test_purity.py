@@ -35,6 +35,16 @@ def test_the_experiments_and_their_command_line_load_no_ray():
     assert _loaded_after(statement, modules=("ray",)) == []
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_training_loads_no_compiler(optimizer):
+    # torch.optim's first step imports torch._dynamo (about 1.4 CPU s); gradnet_core.optim does not.
+    statement = ("import torch\nfrom gradnet_core import Gaussian, TrainConfig, seeded_map, train\n"
+                 "g = Gaussian(torch.zeros(2), torch.eye(2))\n"
+                 f"train(seeded_map('mGradNet-M', 0, dim=2), g, g, TrainConfig(steps=3, optimizer={optimizer!r}, "
+                 "lr_schedule='cosine'))")
+    assert _loaded_after(statement, modules=("torch._dynamo",)) == []
+
+
 def test_the_check_sees_an_app_import_in_the_library(tmp_path):
     # A copy of the package whose __init__ imports Streamlit must be caught: the test above can fail.
     pytest.importorskip("streamlit")
@@ -47,8 +57,8 @@ def test_the_check_sees_an_app_import_in_the_library(tmp_path):
 
 
 def test_the_home_page_renders_without_the_training_imports():
-    # The first page a visitor sees must not pay for POT and torch._dynamo (about 2 CPU s of imports
-    # that studio.jobs makes up front for the training pages): benchmarks/startup.py.
+    # The first page a visitor sees must not pay for POT (about 1 CPU s of imports that studio.jobs
+    # makes up front for the training pages) or torch._dynamo: benchmarks/startup.py.
     probe = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
              "at = AppTest.from_file('app.py', default_timeout=120).run()\n"
              "assert not at.exception and 'This machine' in [s.value for s in at.subheader], at.exception\n"
