@@ -5,8 +5,9 @@ One place for the numbers, so the app's defaults, the CLI and the benchmarks nev
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+import json
+from dataclasses import fields, replace
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from .training import TrainConfig
 
 __all__ = ["PAPER_GAUSSIAN", "gaussian_presets", "mixture_presets", "TRAIN_PRESETS", "MODEL_PRESETS",
            "SAMPLE_LOSS_SETTINGS", "OBJECTIVE_CHOICES", "DEFAULT_OBJECTIVE", "MIXTURE_OBJECTIVES", "MIXTURE_WITHHELD",
-           "objective_overrides", "train_preset", "mixture_from_rows", "random_gaussian_pair"]
+           "objective_overrides", "train_preset", "mixture_from_rows", "random_gaussian_pair", "parse_settings",
+           "with_settings"]
 
 #: The paper's 2-D problem: N([1, -1], [[1, .7], [.7, 1]]) -> N(0, I).
 PAPER_GAUSSIAN = {
@@ -206,3 +208,52 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
     if name not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
     return replace(TRAIN_PRESETS[name], **overrides)
+
+
+#: Where a setting of ``parse_settings`` goes: the network's arguments, TrainConfig, or its objective.
+SETTING_PARTS = ("model", "train", "objective")
+
+
+def parse_settings(items: Sequence[str], presets: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``"PRESET.FIELD=VALUE"`` strings (``digits.steps=1500``, ``digits.objective.bandwidth_end=2e-3``,
+    ``mixture.model.modules=16``) -> ``{preset: {"model" | "train" | "objective": {field: value}}}``.
+
+    FIELD is a ``TrainConfig`` field other than ``seed`` and ``device`` (the caller's), ``objective.NAME``
+    (a setting of the preset's objective) or ``model.NAME`` (an argument of its network); VALUE is read as JSON where it can be (numbers,
+    ``true``/``false``, ``null``) and as a string otherwise. ValueError, naming the item, for an unknown preset
+    or TrainConfig field or an item without ``=``; ``with_settings`` checks the objective's and network's names.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    train_fields = {f.name for f in fields(TrainConfig)} - {"objective", "seed", "device"}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        preset, _, field = key.strip().partition(".")
+        if not sep or not field:
+            raise ValueError(f"setting {item!r} must look like PRESET.FIELD=VALUE, e.g. digits.steps=1500")
+        if preset not in presets:
+            raise ValueError(f"setting {item!r}: no preset {preset!r}; choose from {', '.join(presets)}")
+        part, _, name = field.partition(".") if field.split(".")[0] in ("model", "objective") else ("train", "", field)
+        if not name or (part == "train" and name not in train_fields):
+            raise ValueError(f"setting {item!r}: {field!r} is not a training setting, objective.NAME or model.NAME "
+                             f"(training settings: {', '.join(sorted(train_fields))})")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw.strip()
+        out.setdefault(preset, {}).setdefault(part, {})[name] = value
+    return out
+
+
+def with_settings(model_kwargs: dict[str, Any], config: TrainConfig, settings: dict[str, dict[str, Any]] | None
+                  ) -> tuple[dict[str, Any], TrainConfig]:
+    """A preset's network arguments and TrainConfig with one preset's ``parse_settings`` entry applied;
+    ValueError for a name the objective does not have or a value TrainConfig refuses."""
+    if not settings:
+        return model_kwargs, config
+    try:
+        config = replace(config, **settings.get("train", {}))
+        if settings.get("objective"):
+            config = config.with_objective(**settings["objective"])
+    except TypeError as err:          # dataclasses.replace with a field the class does not have
+        raise ValueError(f"{config.objective.name} objective has no such setting: {err}") from err
+    return {**model_kwargs, **settings.get("model", {})}, config

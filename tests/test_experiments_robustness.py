@@ -11,7 +11,7 @@ import pytest
 from gradnet_core.experiments import EXPERIMENTS
 from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, THRESHOLDS, draw_canvas, drawing_image,
                                                  random_mixture_rows, resummarize, robustness_cases, run_robustness)
-from gradnet_core.presets import mixture_from_rows
+from gradnet_core.presets import mixture_from_rows, parse_settings, train_preset, with_settings
 
 
 def test_drawings_go_through_the_canvas_path():
@@ -77,3 +77,37 @@ def test_tiny_run_writes_sane_columns(tmp_path):
     assert [(s["family"], s["runs"], s["pass_share"]) for s in again["families_summary"]] == \
         [(s["family"], s["runs"], s["pass_share"]) for s in summary["families_summary"]]
     assert "robustness" in EXPERIMENTS and EXPERIMENTS["robustness"].table == "robustness.csv"
+
+
+def test_settings_are_parsed_and_checked():
+    parsed = parse_settings(["digits.steps=1500", "digits.objective.bandwidth_end=2e-3", "mixture.model.modules=16",
+                             "mixture.lr_schedule=cosine", "digits.clip_grad=null"], ("digits", "mixture"))
+    assert parsed == {"digits": {"train": {"steps": 1500, "clip_grad": None}, "objective": {"bandwidth_end": 2e-3}},
+                      "mixture": {"model": {"modules": 16}, "train": {"lr_schedule": "cosine"}}}
+    kwargs, config = with_settings({"width": 32, "modules": 4}, train_preset("digits"), parsed["digits"])
+    assert kwargs == {"width": 32, "modules": 4}
+    assert (config.steps, config.clip_grad, config.objective.bandwidth_end) == (1500, None, 2e-3)
+    assert config.objective.global_weight == train_preset("digits").objective.global_weight     # the rest kept
+    for bad, words in (("colour.steps=1", "no preset 'colour'"), ("digits.steps", "PRESET.FIELD=VALUE"),
+                       ("digits.seed=3", "not a training setting"), ("digits.stepz=1", "not a training setting")):
+        with pytest.raises(ValueError, match=words):
+            parse_settings([bad], ("digits", "mixture"))
+    with pytest.raises(ValueError, match="no such setting"):
+        with_settings({}, train_preset("digits"), parse_settings(["digits.objective.foo=1"], ("digits",))["digits"])
+
+
+def test_a_run_trains_with_the_settings_it_records(tmp_path):
+    def scores(folder, settings):
+        result = run_robustness(folder, families=["mixtures"], seeds=1, draws=1, n_test=200, cases=1, mixtures=0,
+                                steps=5, settings=settings)
+        with open(folder / "robustness.csv", newline="") as fh:
+            return result.summary, [float(r["score"]) for r in csv.DictReader(fh)]
+    plain, plain_scores = scores(tmp_path / "plain", [])
+    changed, changed_scores = scores(tmp_path / "changed", ["mixture.model.modules=1", "mixture.lr=0.1"])
+    assert plain["settings"] == [] and changed["settings"] == ["mixture.model.modules=1", "mixture.lr=0.1"]
+    assert changed["presets"]["mixture"]["model"][1]["modules"] == 1
+    assert changed["presets"]["mixture"]["train"]["lr"] == 0.1 and plain["presets"]["mixture"]["train"]["lr"] == 0.03
+    assert changed_scores != plain_scores
+    with pytest.raises(ValueError, match="does not take those settings"):
+        run_robustness(tmp_path / "bad", families=["mixtures"], cases=1, mixtures=0, steps=2,
+                       settings=["mixture.model.widthh=3"])

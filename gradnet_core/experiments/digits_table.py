@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,7 +25,7 @@ from ..ground_truth import barycentric_projection
 from ..images import load_bundled, load_image, mnist_pair
 from ..metrics import evaluate_map, map_mse
 from ..networks import TransportMap, seeded_map
-from ..presets import MODEL_PRESETS, train_preset
+from ..presets import MODEL_PRESETS, train_preset, with_settings
 from ..training import Progress, TrainConfig, TrainResult, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description,
                      output_dir, run_tasks, write_csv, write_html, write_json)
@@ -75,23 +76,23 @@ def digit_densities(source: np.ndarray, target: np.ndarray, bandwidth: float) ->
             ImageDensity(np.asarray(target, np.float32), bandwidth=bandwidth))
 
 
-def preset_config(preset: str, steps: int | None, seed: int) -> tuple[str, dict[str, Any], TrainConfig]:
-    """(network name, network arguments, training config) of a digit preset ("fast" or "paper")."""
+def preset_config(preset: str, steps: int | None, seed: int, settings: dict[str, dict[str, Any]] | None = None
+                  ) -> tuple[str, dict[str, Any], TrainConfig]:
+    """(network name, network arguments, training config) of a digit preset ("fast" or "paper"), with
+    ``settings`` (one preset's ``presets.parse_settings`` entry) applied before ``steps`` and ``seed``."""
     if preset not in DIGIT_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(DIGIT_PRESETS)}")
     name = DIGIT_PRESETS[preset]
     model_name, kwargs = MODEL_PRESETS[name]
-    overrides: dict[str, Any] = {"seed": seed, "device": "cpu"}
-    if steps is not None:
-        overrides["steps"] = steps
-    return model_name, dict(kwargs), train_preset(name, **overrides)
+    kwargs, config = with_settings(dict(kwargs), train_preset(name), settings)
+    return model_name, kwargs, replace(config, seed=seed, device="cpu", steps=steps or config.steps)
 
 
 def train_digit_pair(source: np.ndarray, target: np.ndarray, preset: str = "fast", steps: int | None = None,
-                     seed: int = 0, callback: Callable[[Progress], Any] | None = None
-                     ) -> tuple[TransportMap, TrainResult, TrainConfig]:
+                     seed: int = 0, callback: Callable[[Progress], Any] | None = None,
+                     settings: dict[str, dict[str, Any]] | None = None) -> tuple[TransportMap, TrainResult, TrainConfig]:
     """Train the preset's network to push image ``source`` onto image ``target`` (both ``(H, W)``)."""
-    model_name, kwargs, config = preset_config(preset, steps, seed)
+    model_name, kwargs, config = preset_config(preset, steps, seed, settings)
     src, tgt = digit_densities(source, target, config.objective.bandwidth_start)
     model = seeded_map(model_name, seed, dim=2, **kwargs)
     result = train(model, src, tgt, config, callback=callback)

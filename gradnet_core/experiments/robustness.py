@@ -31,7 +31,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -44,8 +44,9 @@ from ..ground_truth import barycentric_projection
 from ..images import canvas_to_image, load_bundled, mnist_pair
 from ..metrics import l2_uvp, map_mse
 from ..networks import TransportMap, seeded_map
-from ..presets import MIXTURE_ROWS, MODEL_PRESETS, SAMPLE_LOSS_SETTINGS, mixture_from_rows, train_preset
-from ..training import TrainResult, train
+from ..presets import (MIXTURE_ROWS, MODEL_PRESETS, SAMPLE_LOSS_SETTINGS, mixture_from_rows, parse_settings,
+                       train_preset, with_settings)
+from ..training import TrainConfig, TrainResult, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, run_tasks,
                      write_csv, write_json)
 from .digits_table import EVAL_BANDWIDTH, digit_densities, preset_config, train_digit_pair
@@ -65,6 +66,10 @@ DENSITY_OBJECTIVE = "monge-ampere"   # what the digit and mixture families train
 SAMPLE_TARGET_SIZE = 20_000          # target samples a sample-only objective trains on (as experiments.gmm)
 POT_TRAIN_SIZE = 4000                # samples per side POT's out-of-sample map is fitted on
 CANVAS_SIDE = 280                    # the drawing canvas, px (the app's is 224; canvas_to_image takes any)
+
+#: The presets ``run_robustness(settings=...)`` can change, and the parsed form it passes to each task.
+SETTING_PRESETS = ("digits", "mixture")
+Settings = dict[str, dict[str, dict[str, Any]]]
 
 
 # --- drawings -------------------------------------------------------------------------------------
@@ -279,32 +284,37 @@ def _densities(case: Case) -> tuple[Density, Density]:
     return mixture_from_rows(case.source), mixture_from_rows(case.target)
 
 
-def _train_steps(case: Case, steps: int | None) -> int:
-    if steps is not None:
-        return steps
-    if case.is_digits:
-        return preset_config("fast", None, 0)[2].steps
-    if case.loss != DENSITY_OBJECTIVE:
-        return int(SAMPLE_LOSS_SETTINGS[case.loss]["steps"])
-    return train_preset("mixture").steps
+def _mixture_setup(case: Case, steps: int | None, settings: Settings | None) -> tuple[dict[str, Any], TrainConfig]:
+    """The mixture network's arguments and TrainConfig for ``case``: the mixture preset with
+    ``settings["mixture"]`` for the density objective, or with a sample-only loss's settings."""
+    kwargs, config = dict(MODEL_PRESETS["mixture"][1]), train_preset("mixture")
+    if case.loss == DENSITY_OBJECTIVE:
+        kwargs, config = with_settings(kwargs, config, (settings or {}).get("mixture"))
+    else:
+        config = replace(config, **SAMPLE_LOSS_SETTINGS[case.loss])
+    return kwargs, replace(config, device="cpu", steps=steps or config.steps)
 
 
-def _train(case: Case, seed: int, steps: int | None, callback) -> tuple[TransportMap, TrainResult]:
-    """Train the app's default for ``case`` with ``seed``."""
+def _train_steps(case: Case, steps: int | None, settings: Settings | None = None) -> int:
     if case.is_digits:
-        model, result, _ = train_digit_pair(case.source, case.target, "fast", steps, seed, callback)
+        return preset_config("fast", steps, 0, (settings or {}).get("digits"))[2].steps
+    return _mixture_setup(case, steps, settings)[1].steps
+
+
+def _train(case: Case, seed: int, steps: int | None, settings: Settings | None, callback
+           ) -> tuple[TransportMap, TrainResult]:
+    """Train the app's default for ``case`` with ``seed`` (and ``settings``, see ``run_robustness``)."""
+    if case.is_digits:
+        model, result, _ = train_digit_pair(case.source, case.target, "fast", steps, seed, callback,
+                                            (settings or {}).get("digits"))
         return model, result
-    name, kwargs = MODEL_PRESETS["mixture"]
-    model = seeded_map(name, seed, dim=2, **kwargs)
-    overrides: dict[str, Any] = {"seed": seed, "device": "cpu"}
+    kwargs, config = _mixture_setup(case, steps, settings)
+    model = seeded_map(MODEL_PRESETS["mixture"][0], seed, dim=2, **kwargs)
     source, target = mixture_from_rows(case.source), mixture_from_rows(case.target)
     if case.loss != DENSITY_OBJECTIVE:
-        overrides.update(SAMPLE_LOSS_SETTINGS[case.loss])
         # the map only sees target samples: a fixed set, as a user with data would have
         target = target.sample(SAMPLE_TARGET_SIZE, torch.Generator().manual_seed(case.seed * 1009 + seed))
-    if steps is not None:
-        overrides["steps"] = steps
-    return model, train(model, source, target, train_preset("mixture", **overrides), callback=callback)
+    return model, train(model, source, target, replace(config, seed=seed), callback=callback)
 
 
 def _verdict_fields(result: TrainResult) -> dict[str, Any]:
@@ -335,9 +345,9 @@ def _pot_fit(case: Case, seed: int, source: Density, target: Density):
 def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
     """Train ``seeds`` maps for one case and score each on ``draws`` draws; its CSV rows.
     Module level: worker processes run it. A run that raises becomes a row with ``error``."""
-    case, seeds, draws, n_test, steps, pot_baseline = task
+    case, seeds, draws, n_test, steps, settings, pot_baseline = task
     metric, threshold = THRESHOLDS[case.family]
-    per_run = _train_steps(case, steps)
+    per_run = _train_steps(case, steps, settings)
     base = {"family": case.family, "case": case.name, "objective": case.loss, "metric": metric,
             "threshold": threshold}
     trained: list[tuple[int, TransportMap | None, dict[str, Any]]] = []
@@ -346,7 +356,7 @@ def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
         report = (lambda p, offset=offset: callback(SimpleNamespace(step=offset + p.step, loss=p.loss)))
         cpu, wall = time.process_time(), time.perf_counter()
         try:
-            model, result = _train(case, seed, steps, report)
+            model, result = _train(case, seed, steps, settings, report)
         except Exception as err:   # a benchmark records a failure and goes on
             trained.append((seed, None, {"error": f"{type(err).__name__}: {err}"}))
             continue
@@ -582,12 +592,15 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
                    seeds: int = 3, draws: int = 3, n_test: int = 1500, cases: int | None = None, drawings: int = 20,
                    mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int | None = 1,
                    on_progress: ProgressFn | None = None, write_files: bool = True,
-                   figure_every: int = 10, backend: str = "local") -> ExperimentResult:
+                   figure_every: int = 10, backend: str = "local", settings: Sequence[str] = ()) -> ExperimentResult:
     """Train the app's defaults on every case of ``families`` with ``seeds`` seeds, score each map on
     ``draws`` draws of ``n_test`` points against the exact discrete OT map; write robustness.csv, summary.md,
     summary.json and robustness.png to ``out`` as cases finish (so a run stopped early leaves what it did).
 
-    ``steps`` overrides every preset's training steps (for quick runs and tests); ``jobs`` trains that
+    ``steps`` overrides every preset's training steps (for quick runs and tests). ``settings`` changes the
+    presets the density objectives train with, for A/B comparisons in this benchmark: ``"digits.FIELD=VALUE"``
+    or ``"mixture.FIELD=VALUE"`` (``presets.parse_settings``: a TrainConfig field, ``objective.NAME`` or
+    ``model.NAME``), recorded in summary.json; the sample-only losses keep theirs. ``jobs`` trains that
     many cases at once, in worker processes or on Ray (``backend``, see ``run_tasks``). The result's
     ``rows`` are the per-family summaries; the CSV has one row per case x seed x draw.
     """
@@ -599,23 +612,33 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
     if cases is not None and cases < 1:
         raise ValueError(f"cases must be at least 1; got {cases}")
     families = [f for f in FAMILIES if f in families]
+    parsed = parse_settings(settings, SETTING_PRESETS)
+    digits_model, digits_config = preset_config("fast", steps, 0, parsed.get("digits"))[1:]
+    mixture_model, mixture_config = _mixture_setup(Case("mixtures", "", [], [], 0), steps, parsed)
+    for preset, kwargs in (("digits", digits_model), ("mixture", mixture_model)):
+        try:                             # a wrong model.NAME fails here, not in every task
+            seeded_map(MODEL_PRESETS[preset][0], 0, dim=2, **kwargs)
+        except TypeError as err:
+            raise ValueError(f"the {preset} preset's network {MODEL_PRESETS[preset][0]} does not take those "
+                             f"settings: {err}") from err
     started = time.perf_counter()
     all_cases, notes = robustness_cases(families, mnist, drawings, mixtures, cases, seed)
     todo = _interleave(all_cases)
     seed_list = [seed + k for k in range(seeds)]
-    tasks = [(c, seed_list, draws, n_test, steps, c.family == "mixtures") for c in todo]
+    tasks = [(c, seed_list, draws, n_test, steps, parsed, c.family == "mixtures") for c in todo]
     labels = [f"{c.family}: {c.name}" + ("" if c.loss == DENSITY_OBJECTIVE else f", {c.loss}") for c in todo]
-    tracker = ProgressTracker([seeds * _train_steps(c, steps) for c in todo], on_progress)
+    tracker = ProgressTracker([seeds * _train_steps(c, steps, parsed) for c in todo], on_progress)
     folder = output_dir(out, "robustness") if write_files else None
     done: dict[int, list[dict[str, Any]]] = {}
     settings = {
         "families": families, "seeds": seed_list, "draws": draws, "n_test": n_test, "steps_override": steps,
+        "settings": list(settings),
         "cases_cap": cases, "drawings": drawings, "mixtures": mixtures, "seed": seed, "jobs": jobs,
         "backend": backend,
         "eval_bandwidth_digits": EVAL_BANDWIDTH, "sample_target_size": SAMPLE_TARGET_SIZE,
         "pot_train_size": POT_TRAIN_SIZE, "thresholds": {f: {"metric": m, "max": t} for f, (m, t) in THRESHOLDS.items()},
-        "presets": {"digits": {"model": MODEL_PRESETS["digits"], "train": preset_config("fast", steps, 0)[2].to_dict()},
-                    "mixture": {"model": MODEL_PRESETS["mixture"], "train": train_preset("mixture").to_dict()},
+        "presets": {"digits": {"model": [MODEL_PRESETS["digits"][0], digits_model], "train": digits_config.to_dict()},
+                    "mixture": {"model": [MODEL_PRESETS["mixture"][0], mixture_model], "train": mixture_config.to_dict()},
                     "sample_losses": {k: train_preset("mixture", **v).to_dict() for k, v in SAMPLE_LOSS_SETTINGS.items()}},
     }
 
@@ -655,6 +678,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixtures", type=int, default=20, help="random mixture pairs (besides the app's presets)")
     parser.add_argument("--steps", type=int, default=None, help="override every preset's training steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cases, pairings and first training seed")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="PRESET.FIELD=VALUE",
+                        help="change a preset the density objectives train with, for an A/B in this benchmark "
+                             "(repeatable): digits.steps=1500, digits.objective.bandwidth_end=2e-3, "
+                             "mixture.model.modules=16, mixture.lr_schedule=cosine")
 
 
 def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
@@ -664,7 +691,7 @@ def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> Expe
     result = run_robustness(args.out, families=args.families, mnist=args.mnist, seeds=args.seeds, draws=args.draws,
                             n_test=args.n_test, cases=args.cases, drawings=args.drawings, mixtures=args.mixtures,
                             steps=args.steps, seed=args.seed, jobs=args.jobs, on_progress=on_progress,
-                            backend=args.backend)
+                            backend=args.backend, settings=args.settings)
     for note in result.summary["notes"]:
         print(note, file=sys.stderr)
     return result
