@@ -292,7 +292,7 @@ def _mixture_setup(case: Case, steps: int | None, settings: Settings | None) -> 
         kwargs, config = with_settings(kwargs, config, (settings or {}).get("mixture"))
     else:
         config = replace(config, **SAMPLE_LOSS_SETTINGS[case.loss])
-    return kwargs, replace(config, device="cpu", steps=steps or config.steps)
+    return kwargs, replace(config, device="cpu", steps=config.steps if steps is None else steps)
 
 
 def _train_steps(case: Case, steps: int | None, settings: Settings | None = None) -> int:
