@@ -18,6 +18,7 @@ SGD with momentum: b <- mu b + g (b = g at the first step), p <- p - lr b; ``wei
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ __all__ = ["Optimizer", "Adam", "SGD", "learning_rate"]
 _FUSED_DEVICES = ("cpu", "cuda")
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Updates ``params`` (tensors with ``requires_grad``) from their ``.grad`` at ``lr``; parameters
     without a gradient at a step are left alone, their state untouched."""
 
@@ -52,11 +53,13 @@ class Optimizer:
         else:
             self._plain(live, params, grads)
 
+    @abstractmethod
     def _fused(self, live: list[int], params: list[Tensor], grads: list[Tensor]) -> None:
-        raise NotImplementedError
+        """One step with torch's fused kernel for the parameters ``live`` (indices into ``self.params``)."""
 
+    @abstractmethod
     def _plain(self, live: list[int], params: list[Tensor], grads: list[Tensor]) -> None:
-        raise NotImplementedError
+        """The same step written out in tensor operations (devices without the fused kernels)."""
 
 
 class Adam(Optimizer):
