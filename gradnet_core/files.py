@@ -1,8 +1,9 @@
 """Saving and loading trained maps as safetensors: weights plus a JSON description, no pickle.
 
 A file holds the map's tensors and, in the safetensors metadata, ``{"format": "gradnetot-map",
-"version": 1, "class": ..., "config": {...}}``. Loading rebuilds the class from the registry and
-loads the tensors; nothing in the file is ever executed.
+"version": 1, "class": ..., "config": {...}}`` (and ``"inverse": true`` for an ``InverseMap``, stored as its
+network). Loading rebuilds the class from the registry and loads the tensors; nothing in the file is ever
+executed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .networks import NETWORKS, TransportMap
+from .networks import NETWORKS, InverseMap, TransportMap
 
 __all__ = ["save_map", "load_map", "load_map_file", "map_to_bytes", "map_from_bytes", "read_map", "MapFile",
            "FORMAT", "MAX_FILE_BYTES", "MAX_PARAMETERS", "SIZE_CAPS"]
@@ -28,14 +29,18 @@ _VERSION = 1
 def _metadata(model: TransportMap, extra: dict[str, Any] | None) -> dict[str, str]:
     if not isinstance(model, TransportMap):
         raise ValueError(f"only gradnet_core maps can be saved; got {type(model).__name__}")
-    info = {"format": FORMAT, "version": _VERSION, "class": type(model).__name__, "config": model.config()}
+    network = model.base if isinstance(model, InverseMap) else model
+    info = {"format": FORMAT, "version": _VERSION, "class": type(network).__name__, "config": network.config()}
+    if network is not model:
+        info["inverse"] = True
     if extra:
         info["extra"] = extra
     return {"gradnetot": json.dumps(info)}
 
 
 def _tensors(model: TransportMap) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    network = model.base if isinstance(model, InverseMap) else model
+    return {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
 
 
 def map_to_bytes(model: TransportMap, extra: dict[str, Any] | None = None) -> bytes:
@@ -133,6 +138,10 @@ def read_map(data: bytes) -> MapFile:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise ValueError(f"map file does not match its architecture {cls.__name__}: {err}") from err
+    if info.get("inverse") is True:
+        if not model.monotone:
+            raise ValueError(f"map file asks for the inverse of {cls.__name__}, which is not monotone")
+        model = InverseMap(model)
     extra = info.get("extra")
     return MapFile(model=model.eval(), extra=extra if isinstance(extra, dict) else None)
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
     "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
-    "check_positive_int", "xavier_uniform", "InverseSolution", "evaluation_rows", "in_chunks",
+    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "evaluation_rows", "in_chunks",
 ]
 
 
@@ -385,6 +385,13 @@ class GradientNetwork(TransportMap, ABC):
             return (W @ self._select_rows) * (W @ self._select_cols)
         return W[..., self._rows] * W[..., self._cols]
 
+    def add_strict_term(self) -> None:
+        """Give the map the strict-convexity term (eps I + V^T V) x, V = 0.1 I to start, if it lacks it; its
+        range is then the whole space. A network trained in reverse gets it so that its inverse maps every
+        point (an mGradNet-M's own range is bounded; TrainConfig.direction)."""
+        if not self.strict:
+            self._add_quadratic_term(self.eps if self.eps > 0 else 1e-3, v_init=0.1)
+
     def _add_quadratic_term(self, eps: float, v_init: float) -> None:
         """Give the map the term (eps I + V^T V) x, the gradient of (1/2) x^T (eps I + V^T V) x, with
         V = v_init * I to start; ``eps`` >= 0 (checked by the caller)."""
@@ -676,6 +683,71 @@ class MGradNetM(GradientNetwork):
 
 # --------------------------------------------------------------------------------------------
 # Baseline
+# --------------------------------------------------------------------------------------------
+# The inverse of a monotone network
+# --------------------------------------------------------------------------------------------
+class InverseMap(TransportMap):
+    """T = S^-1 for a monotone network S: the map a network trained from the target back to the source
+    gives (``TrainConfig.direction``; docs/method.md §4.8).
+
+    S = grad u with u convex, so T = grad u*, the gradient of the convex conjugate: T is monotone, and it is
+    the optimal map from p to q when S is the one from q to p. T(x) is found by Newton on S
+    (``solve_inverse``), log det J_T(x) = -log det J_S(T(x)) and J_T = J_S(T(x))^-1. For evaluation only:
+    nothing differentiates through the solve, and its parameters are S's (``train`` trains S itself).
+    A point outside S's range has no image; it keeps Newton's last iterate (``image`` says which converged).
+    """
+
+    monotone = True
+
+    def __init__(self, base: TransportMap):
+        if not isinstance(base, TransportMap) or not base.monotone or isinstance(base, InverseMap):
+            raise ValueError(f"only a monotone network has an inverse map; got {type(base).__name__}")
+        super().__init__(base.dim)
+        self.base = base
+
+    def image(self, x: Tensor, start: Tensor | None = None) -> InverseSolution:
+        """S's Newton solution of S(z) = x: z = T(x), and J_S there."""
+        return self.base.solve_inverse(x, start)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.image(x).x
+
+    def map_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        solution = self.image(x)
+        return solution.x, torch.linalg.inv_ex(solution.jacobian)[0]
+
+    def jacobian(self, x: Tensor) -> Tensor:
+        return self.map_and_jacobian(x)[1]
+
+    def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        solution = self.image(x)
+        return solution.x, -torch.linalg.slogdet(solution.jacobian).logabsdet
+
+    def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
+                      tol: float | None = None, max_iter: int = 100) -> InverseSolution:
+        """Solve (1 - t) x + t T(x) = y. With z = T(x), x = S(z), that is t z + (1 - t) S(z) = y: S's own
+        interpolant at time 1 - t, strongly monotone for t > 0 and S itself at t = 1, so one Newton solve
+        on S (no nested solves) gives z, and x = S(z)."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"t must lie in [0, 1]; got {t}")
+        if t == 0.0:                                   # the identity: x = y, and T(y) by a solve on S
+            solution = self.image(y)
+            return InverseSolution(x=torch.as_tensor(y).to(solution.x).clone(), residual=torch.zeros_like(solution.residual),
+                                   converged=torch.ones_like(solution.converged), mapped=solution.x,
+                                   jacobian=torch.linalg.inv_ex(solution.jacobian)[0], iterations=0)
+        if isinstance(start, InverseSolution):
+            start = start.mapped                       # z = T(x) at the previous solution
+        elif start is not None:
+            start = self.image(torch.as_tensor(start)).x
+        solution = self.base.solve_inverse(y, start, t=1.0 - t, tol=tol, max_iter=max_iter)
+        return InverseSolution(x=solution.mapped, residual=solution.residual, converged=solution.converged,
+                               mapped=solution.x, jacobian=torch.linalg.inv_ex(solution.jacobian)[0],
+                               iterations=solution.iterations)
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "inverse_of": type(self.base).__name__, **self.base.config()}
+
+
 # --------------------------------------------------------------------------------------------
 class MLPMap(TransportMap):
     """Unconstrained MLP d -> width x depth (tanh) -> d: the paper's baseline; not monotone."""

@@ -116,6 +116,9 @@ class Objective(ABC):
     name: ClassVar[str] = ""
     #: Whether the target must be a ``Density``; sample-only objectives also take ``(m, d)`` points.
     needs_target_density: ClassVar[bool] = True
+    #: Whether it can train a map from the target back to the source (``TrainConfig.direction``): it needs
+    #: both densities and asks nothing of either that the other lacks.
+    reversible: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self._validate()
@@ -206,6 +209,8 @@ class _DensityObjective(Objective):
     densities are replaced by their convolutions with N(0, v_i I), v_i falling to zero (a target
     mixture of several components) or to ``bandwidth_end`` (image KDEs: both, by their kernel variance).
     """
+
+    reversible: ClassVar[bool] = True
 
     jacobian: str = "closed-form"      # "closed-form" (mGradNets) or "autograd" (vmap of jacrev, any map)
     smoothing: float = 3.0             # mixture target: smoothing variance at the first step, in

@@ -11,6 +11,7 @@ the device and read back in chunks, and divergence is detected per chunk.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -19,16 +20,18 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from .networks import TransportMap
+from .networks import GradientNetwork, InverseMap, TransportMap
 from .objectives import MongeAmpere, Objective, RunContext, Stepper, bandwidth_schedule, objective_from_dict
 from .optim import SGD, Adam, Optimizer, learning_rate
+from .densities import Density
 from .verdict import Verdict, assess_map
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
-           "OPTIMIZERS", "LR_SCHEDULES"]
+           "OPTIMIZERS", "LR_SCHEDULES", "DIRECTIONS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
+DIRECTIONS = ("forward", "reverse", "auto")
 
 
 @dataclass
@@ -50,6 +53,10 @@ class TrainConfig:
     report_seconds: float = 0.25      # wall time between progress reports (and divergence checks)
     assess: bool = True               # judge the trained map without ground truth (TrainResult.verdict)
     time_limit: float | None = None   # wall seconds: training stops there, keeps the model and says so
+    direction: str = "forward"        # "forward": the model learns source -> target; "reverse": it learns target ->
+    #                                   source and the map is its inverse (InverseMap); "auto": forward, then, when the
+    #                                   verdict flags that map, reverse too, keeping the map the verdict prefers
+    #                                   (density objectives and monotone maps; docs/method.md §4.8)
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -70,12 +77,18 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be zero or positive; got {self.weight_decay!r}")
         if self.clip_grad is not None and not (math.isfinite(self.clip_grad) and self.clip_grad > 0):
             raise ValueError(f"clip_grad must be a positive number or None; got {self.clip_grad!r}")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES)):
+        for name, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("direction", DIRECTIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if not isinstance(self.objective, Objective):
             raise ValueError(f"objective must be a gradnet_core objective (for example MongeAmpere()); "
                              f"got {type(self.objective).__name__}")
+        if self.direction != "forward" and not self.objective.reversible:
+            raise ValueError(f"direction {self.direction!r} trains a map from the target back to the source, which "
+                             f"needs a density objective (Monge–Ampère or KL); the {self.objective.name} objective "
+                             "trains forward only")
+        if self.direction == "auto" and not self.assess:
+            raise ValueError("direction 'auto' lets the verdict choose between the two maps, so it needs assess=True")
 
     def with_objective(self, **settings: Any) -> "TrainConfig":
         """A copy whose objective has some settings replaced."""
@@ -107,10 +120,12 @@ class Progress:
     elapsed: float                     # wall seconds since the start
     steps_per_second: float            # average over the run so far
     device: str                        # where the model trains
-    model: TransportMap                # the model, live (evaluate it under torch.no_grad())
+    model: TransportMap                # the map being trained, live (evaluate it under torch.no_grad()): the
+    #                                    model, or the inverse of the network a reverse phase trains
     objective: str = MongeAmpere.name  # the objective's name
     info: dict[str, float] = field(default_factory=dict)   # the objective's own numbers: "bandwidth"
     # (image densities), "outer_step", "outer_total", "inner_step", "inner_total", "kl" (constrained flow)
+    note: str = ""                     # what the run is doing, when it has a second phase (direction "auto")
 
     @property
     def fraction(self) -> float:
@@ -137,6 +152,9 @@ class TrainResult:
     elapsed: float                     # wall seconds
     device: str                        # where training ran
     verdict: Verdict | None = None     # is the map right? (TrainConfig.assess; gradnet_core.verdict)
+    map: TransportMap | None = field(default=None, repr=False)   # the trained map: the model, or the
+    #                                    inverse of a network trained from the target back (direction)
+    direction: str = "forward"         # how ``map`` was trained: "forward" or "reverse"
 
     @property
     def final_loss(self) -> float:
@@ -209,29 +227,101 @@ def _parameters_finite(model: TransportMap) -> bool:
 
 def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | None = None,
           callback: Callback | None = None) -> TrainResult:
-    """Train ``model`` in place so that it pushes ``source`` onto ``target``.
+    """Train ``model`` in place so that it pushes ``source`` onto ``target``; the trained map is
+    ``TrainResult.map``.
 
     ``source`` and ``target`` are ``Density`` objects, or ``(m, d)`` points (array or tensor) for the
     objectives that need only samples (``objectives.SAMPLE_OBJECTIVES``). The model trains on
     ``config.device`` and is returned to the device it came on. Densities are copied to the device
     (image bandwidths are annealed on the copies); the caller's densities are not changed.
+
+    With ``config.direction`` "reverse" the model learns the map from the target back to the source and
+    ``TrainResult.map`` is its inverse; with "auto" the model learns the forward map, and when the verdict
+    flags it a copy of the model as it was before training learns the reverse one, and ``TrainResult.map``
+    is the inverse when the verdict passes it (docs/method.md §4.8). A network trained in reverse gets the
+    strict-convexity term if it lacks it (``GradientNetwork.add_strict_term``), so that its inverse maps every
+    point. Callers should use ``TrainResult.map``.
     """
     config = config or TrainConfig()
+    if isinstance(model, InverseMap):
+        raise ValueError("an inverse map is evaluated, not trained: train its network (InverseMap.base) from the "
+                         "target to the source, or train a network with direction='reverse'")
     if not isinstance(model, TransportMap):
         raise ValueError(f"model must be a gradnet_core map (TransportMap); got {type(model).__name__}")
+    if config.direction != "forward":
+        if not model.monotone:
+            raise ValueError(f"direction {config.direction!r} inverts the trained network, so it needs a monotone "
+                             f"map (an mGradNet); {type(model).__name__} is not monotone")
+        if not (isinstance(source, Density) and isinstance(target, Density)):
+            raise ValueError(f"direction {config.direction!r} needs the source and the target as densities")
+    if config.direction == "reverse":
+        return _train_one_way(model, source, target, config, callback, reverse=True)
+    before = copy.deepcopy(model) if config.direction == "auto" else None
+    result = _train_one_way(model, source, target, config, callback, reverse=False)
+    if before is None or result.stopped != "completed" or result.verdict is None or result.verdict.ok:
+        return result
+    remaining = None if config.time_limit is None else config.time_limit - result.elapsed
+    if remaining is not None and remaining <= 0:
+        result.message += " The map was flagged, and the time limit left no time to train it from the target back."
+        return result
+    phase = _Phase(offset=result.steps, total=result.steps + config.steps, elapsed=result.elapsed,
+                   note="The map from the source was flagged: training a second network from the target back "
+                        "to the source, whose inverse may do better.")
+    second = _train_one_way(before, source, target, replace(config, time_limit=remaining), callback, reverse=True,
+                            phase=phase)
+    return _preferred(result, second)
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """Where the second run of direction "auto" sits in the whole: the steps and seconds before it."""
+
+    offset: int
+    total: int
+    elapsed: float
+    note: str
+
+
+def _relay(callback: Callback | None, shown: TransportMap, phase: _Phase | None) -> Callback | None:
+    """The callback a run reports to: the caller's, with the map being trained (``shown``) and, in a
+    second phase, steps and seconds counted over the whole."""
+    if callback is None or (phase is None and shown is None):
+        return callback
+
+    def relay(progress: Progress) -> bool | None:
+        if phase is None:
+            return callback(replace(progress, model=shown))
+        return callback(replace(progress, step=progress.step + phase.offset, total=phase.total, model=shown,
+                                elapsed=progress.elapsed + phase.elapsed, note=phase.note))
+
+    return relay
+
+
+def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
+                   reverse: bool, phase: _Phase | None = None) -> TrainResult:
+    """One training run of ``model``: from source to target, or with ``reverse`` from target to source,
+    the map then being its inverse; judged as a map from source to target when ``config.assess``."""
     device = resolve_device(config.device)
     home = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     run = RunContext(steps=config.steps, batch_size=config.batch_size, device=device, dtype=dtype,
                      generator=torch.Generator(device=device).manual_seed(config.seed), seed=config.seed)
+    start, end = (target, source) if reverse else (source, target)
+    if reverse and isinstance(model, GradientNetwork):
+        # Without the strict term an mGradNet-M's range is bounded, and source points outside it have no
+        # image under the inverse (a Gaussian source's tail: 0.2 % of the points, an energy distance 18x).
+        model.add_strict_term()
+    shown = InverseMap(model) if reverse else model
     model.to(device)
     try:
-        stepper = config.objective.bind(model, source, target, run)
-        result = _loop(model, stepper, config, run, callback)
+        stepper = config.objective.bind(model, start, end, run)
+        result = _loop(model, stepper, config, run, _relay(callback, shown if reverse else None, phase))
+        result.map, result.direction = shown, "reverse" if reverse else "forward"
         if config.assess:
             model.eval()
+            judged = stepper.judged(start, end)
             try:
-                result.verdict = assess_map(model, *stepper.judged(source, target), seed=config.seed)
+                result.verdict = assess_map(shown, *(judged[::-1] if reverse else judged), seed=config.seed)
             except torch.OutOfMemoryError:
                 # Training split its batches to fit; the verdict's 1000 points at once may not fit.
                 result.message += " No verdict: the device ran out of memory while judging the map."
@@ -239,6 +329,28 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     finally:
         model.eval()
         model.to(home)
+
+
+def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
+    """Direction "auto": the reverse run ``second`` when the verdict passes it, else the forward run
+    ``first`` (flagged), with both runs' history (steps counted on) and time. Between two flagged maps the
+    verdict's numbers do not tell the better one: on MNIST pairs the flagged inverse was the worse map
+    as often as not, by up to 9x the MSE (docs/method.md §4.8)."""
+    history = {key: list(values) for key, values in first.history.items()}
+    for key, values in second.history.items():
+        shift = first.steps if key == "step" else 0
+        history.setdefault(key, []).extend(v + shift for v in values)
+    elapsed = first.elapsed + second.elapsed
+    if second.stopped != "completed" or second.verdict is None:
+        kept, why = first, (f"The map was flagged; a second network trained from the target back to the source "
+                            f"did not finish ({second.message}), so the first map is kept.")
+    elif second.verdict.ok:
+        kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
+                             "target back to the source: the map shown is its inverse. " + second.message)
+    else:
+        kept, why = first, ("The map was flagged; a second network trained from the target back to the source was "
+                            "flagged too, so the first map is kept. " + first.message)
+    return replace(kept, history=history, message=why, elapsed=elapsed)
 
 
 def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunContext,

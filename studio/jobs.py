@@ -56,6 +56,7 @@ class JobSnapshot:
     preview_step: int                   # the step the preview was computed at
     device: str                         # where the model trains
     info: dict[str, float] = field(default_factory=dict)   # the objective's numbers (Progress.info)
+    note: str = ""                      # what training is doing in a second phase (Progress.note)
 
     @property
     def fraction(self) -> float:
@@ -75,6 +76,8 @@ class _State:
     preview_step: int = 0
     device: str = ""
     info: dict[str, float] = field(default_factory=dict)
+    total: int = 0                      # steps planned, once training has reported (a second phase adds some)
+    note: str = ""
 
 
 #: What ``execute``'s ``control()`` returns: go on, stop at the next report, or stop and skip the finish hook.
@@ -100,8 +103,9 @@ def execute(work: Work, report: Callable[[dict[str, Any]], None],
             control: Callable[[], int]) -> tuple[TransportMap, TrainResult, Any, str | None]:
     """Train ``work.model`` in place and run the finish hook, telling ``report`` what changes (phase,
     step, loss, preview, ...) and asking ``control()`` at each progress report whether to go on
-    (``RUN``, ``STOP``, ``ABANDON``). Returns (the model, the result, the finish hook's value or None,
-    the finish hook's error message or None); an error in training raises."""
+    (``RUN``, ``STOP``, ``ABANDON``). Returns (the trained map, ``TrainResult.map``: the model or the
+    inverse of a network trained in reverse; the result; the finish hook's value or None; the finish
+    hook's error message or None); an error in training raises."""
     if work.cpu_threads is not None:
         torch.set_num_threads(work.cpu_threads)   # applies to the calling thread's parallel regions
     model, preview_step = work.model, [0]
@@ -117,23 +121,24 @@ def execute(work: Work, report: Callable[[dict[str, Any]], None],
         due = progress.step - preview_step[0] >= work.preview_every or progress.step == progress.total
         if work.preview_x is not None and due:
             preview(progress.model, progress.step)
-        report({"step": progress.step, "loss": progress.loss, "steps_per_second": progress.steps_per_second,
-                "eta": progress.eta, "elapsed": progress.elapsed, "device": progress.device,
-                "info": dict(progress.info)})
+        report({"step": progress.step, "total": progress.total, "loss": progress.loss,
+                "steps_per_second": progress.steps_per_second, "eta": progress.eta, "elapsed": progress.elapsed,
+                "device": progress.device, "info": dict(progress.info), "note": progress.note})
         return control() != RUN
 
     report({"phase": "training"})
     if work.preview_x is not None:
         preview(model, 0)
     result = train(model, work.source, work.target, work.config, callback)
+    trained = result.map if result.map is not None else model
     evaluation = failed = None
     if work.finish is not None and control() != ABANDON:
         report({"phase": "finishing"})
         try:
-            evaluation = work.finish(model, result)
+            evaluation = work.finish(trained, result)
         except Exception as err:  # the trained model and its result are kept; the page says what failed
             failed = error_message(err)
-    return model, result, evaluation, failed
+    return trained, result, evaluation, failed
 
 
 def error_message(err: BaseException) -> str:
@@ -151,9 +156,11 @@ class TrainingJob:
 
     ``preview_points: (m, d)`` are mapped under ``torch.no_grad()`` at the start and then every
     ``preview_every`` steps (at the next progress report). ``finish(model, result)`` runs after
-    training in the same thread or process; its return value is ``evaluation``. Any exception, in
-    training or in ``finish``, ends the job with ``error`` set to its message. With a pool, ``model`` is
-    updated in place from the worker's trained copy, and ``finish`` must be picklable.
+    training in the same thread or process, with the trained map (``TrainResult.map``); its return value
+    is ``evaluation``. Any exception, in training or in ``finish``, ends the job with ``error`` set to its
+    message. Afterwards ``model`` is the trained map: ``model`` itself, trained in place (with a pool, from
+    the worker's trained copy), or the inverse map of ``TrainConfig.direction``. With a pool, ``finish``
+    must be picklable.
     """
 
     def __init__(self, model: TransportMap, source: Density, target: Density, config: TrainConfig,
@@ -222,11 +229,11 @@ class TrainingJob:
         """A consistent copy of the latest progress."""
         with self._lock:
             s = self._state
-            return JobSnapshot(phase=s.phase, step=s.step, total=self.config.steps,
+            return JobSnapshot(phase=s.phase, step=s.step, total=s.total or self.config.steps,
                                loss_steps=tuple(s.loss_steps), losses=tuple(s.losses),
                                steps_per_second=s.steps_per_second, eta=s.eta, elapsed=s.elapsed,
                                preview=s.preview, preview_step=s.preview_step, device=s.device,
-                               info=dict(s.info))
+                               info=dict(s.info), note=s.note)
 
     # worker ----------------------------------------------------------------------------------
     def _control(self) -> int:
@@ -256,13 +263,17 @@ class TrainingJob:
 
     def _execute(self) -> None:
         if self._pool is None:
-            _, self.result, self.evaluation, self.error = execute(self._work, self._report, self._control)
+            self.model, self.result, self.evaluation, self.error = execute(self._work, self._report, self._control)
             return
         self._set(phase="starting")
         trained, self.result, self.evaluation, self.error = self._pool.run(self._work, self._report, self._control)
-        if trained is not None:
+        if trained is None:
+            return
+        if type(trained) is type(self.model):
             with torch.no_grad():
                 self.model.load_state_dict(trained.state_dict())
+        else:                                     # the inverse of a network trained in reverse
+            self.model = trained
 
     def _report(self, update: dict[str, Any]) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ import torch
 from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
 from gradnet_core.files import MapFile, load_map_file, map_to_bytes, read_map
 from gradnet_core.flow import log_concave_target
-from gradnet_core.networks import NETWORKS, seeded_map
+from gradnet_core.networks import NETWORKS, InverseMap, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
                                    density_morph_figure, density_morph_gif, loss_figure, losses_figure,
                                    preview_figure, residual_figure, square_bounds)
@@ -122,6 +122,8 @@ def _live_panel(page: str) -> None:
         speed = f"{snap.steps_per_second:,.1f}" if snap.steps_per_second < 10 else f"{snap.steps_per_second:,.0f}"
         text = (f"{outer}Step {snap.step:,} / {snap.total:,} · {speed} steps/s · "
                 f"ETA {_duration(snap.eta)} · {state.job_label} on {snap.device}")
+        if snap.note:
+            text = f"{snap.note} {text}"
     bar, stop = st.columns([5, 1], vertical_alignment="bottom")
     bar.progress(snap.fraction, text=text)
     if stop.button("Stop", key=key(page, "stop"), disabled=job.stopping or snap.phase not in ("training", "queued", "starting")):
@@ -344,8 +346,9 @@ def _file_map(state: PageState, problem: Problem, loaded: MapFile, origin: str) 
     """A map read from a file, measured on ``problem`` and added to the page's runs."""
     extra = loaded.extra or {}
     network = extra.get("network")
-    if network not in NETWORKS or not isinstance(loaded.model, NETWORKS[network]):
-        network = next(label for label, cls in NETWORKS.items() if isinstance(loaded.model, cls))
+    network_model = loaded.model.base if isinstance(loaded.model, InverseMap) else loaded.model
+    if network not in NETWORKS or not isinstance(network_model, NETWORKS[network]):
+        network = next(label for label, cls in NETWORKS.items() if isinstance(network_model, cls))
     reference = (state.reference if state.reference is not None and state.reference.signature == problem.signature
                  else compute_reference(problem))
     run = evaluate_run(problem, reference, loaded.model, None, network, extra, origin=origin)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gradnet_core import MGradNetC, MGradNetM, MLPMap, load_map, save_map
+from gradnet_core import InverseMap, MGradNetC, MGradNetM, MLPMap, load_map, save_map
 from gradnet_core.files import map_from_bytes, map_to_bytes
 
 
@@ -175,3 +175,20 @@ def test_the_extra_description_comes_back_with_the_map(tmp_path):
     save_map(MGradNetC(2, width=4, depth=2), path, extra={"network": "mGradNet-C", "problem": {"type": "x"}})
     loaded = load_map_file(path)
     assert isinstance(loaded.model, MGradNetC) and loaded.extra == {"network": "mGradNet-C", "problem": {"type": "x"}}
+
+
+def test_an_inverse_map_comes_back_as_the_inverse_of_its_network(tmp_path):
+    network = MGradNetM(2, width=8, modules=2, strict=True)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    path = tmp_path / "inverse.safetensors"
+    save_map(InverseMap(network), path)
+    loaded = load_map(path)
+    assert isinstance(loaded, InverseMap) and isinstance(loaded.base, MGradNetM) and loaded.base.strict
+    x = torch.rand(100, 2)
+    torch.testing.assert_close(loaded(x), InverseMap(network)(x), atol=0, rtol=0)
+    # the file holds the network's weights, as a plain network's file does
+    header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    assert json.loads(header["__metadata__"]["gradnetot"])["inverse"] is True
+    assert set(header) - {"__metadata__"} == set(network.state_dict())

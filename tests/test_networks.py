@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from gradnet_core import NETWORKS, MGradNetC, MGradNetM, MLPMap, build_map
+from gradnet_core import NETWORKS, InverseMap, MGradNetC, MGradNetM, MLPMap, build_map
 from gradnet_core.networks import (ACTIVATIONS, autograd_jacobian, autograd_map_and_logdet, logdet_packed,
                                   unpack_jacobian)
 
@@ -283,3 +283,64 @@ def test_learned_gaussian_map_inverts_to_the_closed_form_inverse():
     y = target.sample(1000, torch.Generator().manual_seed(5))
     back = model.inverse(y)
     assert map_mse(back, gaussian_map(target, source)(y)) <= 1e-3
+
+
+# --- InverseMap: the map a network trained in reverse gives ---------------------------------------
+
+def test_inverse_map_undoes_its_network_with_the_inverse_jacobian():
+    network = perturbed(MGradNetM(2, width=8, modules=3, strict=True), 0.5)
+    inverse = InverseMap(network)
+    x = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    mapped, jac = inverse.map_and_jacobian(x)
+    with torch.no_grad():
+        torch.testing.assert_close(network(mapped), x, atol=1e-8, rtol=0)
+        network_jac = network.jacobian(mapped)
+    torch.testing.assert_close(jac @ network_jac, torch.eye(2, dtype=torch.float64).expand(200, 2, 2), atol=1e-8,
+                               rtol=0)
+    torch.testing.assert_close(jac, jac.transpose(1, 2))                      # the gradient of a convex function:
+    assert (torch.linalg.eigvalsh(jac) > 0).all()                             # symmetric, positive definite
+    _, logdet = inverse.map_and_logdet(x)
+    torch.testing.assert_close(logdet, -torch.linalg.slogdet(network_jac).logabsdet)
+    assert inverse.monotone and list(inverse.parameters()) == list(network.parameters())
+
+
+def test_inverse_map_of_an_affine_network_is_the_affine_inverse():
+    """With W = 0 an mGradNet-C with the strict term is S(x) = c + A x; its inverse is A^-1 (x - c)."""
+    network = MGradNetC(2, width=4, depth=2, strict=True).double()
+    with torch.no_grad():
+        network.W.zero_()
+        network.V.copy_(torch.tensor([[1.2, 0.3], [-0.4, 0.7]]))
+        network.out_bias.copy_(torch.tensor([0.5, -1.0]))
+    A = network._quadratic(torch.float64, torch.device("cpu"))
+    x = torch.randn(100, 2, dtype=torch.float64)
+    expected = torch.linalg.solve(A, (x - network.out_bias.detach()).T).T
+    torch.testing.assert_close(InverseMap(network)(x), expected, atol=1e-9, rtol=0)
+
+
+def test_inverse_map_solves_the_interpolant_through_its_network():
+    inverse = InverseMap(perturbed(MGradNetM(2, width=8, modules=3, strict=True), 0.5))
+    y = torch.randn(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    for t in (0.0, 0.4, 1.0):
+        solution = inverse.solve_inverse(y, t=t)
+        assert solution.converged.all()
+        torch.testing.assert_close((1 - t) * solution.x + t * inverse(solution.x), y, atol=1e-7, rtol=0)
+        torch.testing.assert_close(solution.mapped, inverse(solution.x), atol=1e-7, rtol=0)
+        torch.testing.assert_close(solution.jacobian, inverse.jacobian(solution.x), atol=1e-6, rtol=0)
+    # at t = 1 the inverse of the inverse is the network itself, without a solve
+    with torch.no_grad():
+        torch.testing.assert_close(inverse.solve_inverse(y).x, inverse.base(y))
+
+
+def test_inverse_map_needs_a_monotone_network():
+    for base in (MLPMap(2), InverseMap(MGradNetM(2))):
+        with pytest.raises(ValueError, match="only a monotone network has an inverse map"):
+            InverseMap(base)
+
+
+def test_strict_term_makes_the_range_the_whole_plane():
+    network = perturbed(MGradNetM(2, width=4, modules=2), 0.3)
+    far = torch.tensor([[1e2, 1e2]], dtype=torch.float64)
+    assert not network.solve_inverse(far, max_iter=40).converged.all()
+    network.add_strict_term()
+    network.double()
+    assert network.strict and network.solve_inverse(far, max_iter=100).converged.all()

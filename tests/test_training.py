@@ -1,12 +1,14 @@
 """Training: analytic maps are learned, callbacks stop, divergence is caught, configs validate."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from gradnet_core import Gaussian, ImageDensity, MGradNetC, MGradNetM, MLPMap, MongeAmpere, ReverseKL, TrainConfig, train
+from gradnet_core import (Gaussian, GaussianMixture, ImageDensity, InverseMap, MGradNetC, MGradNetM, MLPMap, MongeAmpere,
+                          ReverseKL, SinkhornLoss, TrainConfig, train)
 from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.metrics import map_mse
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
@@ -196,3 +198,73 @@ def test_time_limit_stops_training_and_keeps_the_model():
     assert result.elapsed < 30                                      # it stopped (a hang guard, not a timing)
     with pytest.raises(ValueError, match="time_limit"):
         TrainConfig(time_limit=0.0)
+
+
+# --- direction: training from the target back and inverting ---------------------------------------
+
+def split_pair():
+    """N(0, I) onto two far components: the forward map must tear the source in two (non-convex target);
+    the reverse map merges them, which a smooth monotone map does easily."""
+    return (Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]]),
+            GaussianMixture([0.5, 0.5], [[-3.0, 0.0], [3.0, 0.0]], [[[0.25, 0.0], [0.0, 0.25]]] * 2))
+
+
+def test_reverse_direction_learns_the_inverse_of_the_map_back():
+    source, target = paper_pair()
+    model = MGradNetM(2)
+    result = train(model, source, target, train_preset("gaussian", direction="reverse"))
+    assert result.direction == "reverse" and isinstance(result.map, InverseMap) and result.map.base is model
+    assert model.strict                                   # given the strict term: its inverse maps every point
+    x = source.sample(1000, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        mse = map_mse(result.map(x), gaussian_map(source, target)(x))
+    assert mse <= 1e-3
+    assert result.verdict.ok
+
+
+def test_auto_direction_keeps_the_inverse_when_the_forward_map_is_flagged():
+    source, target = split_pair()
+    seen = []
+    model = MGradNetM(2, width=16, modules=4)
+    config = TrainConfig(steps=200, lr=3e-2, objective=ReverseKL(smoothing=0.0), direction="auto")
+    result = train(model, source, target, config, callback=lambda p: seen.append((p.step, p.total, p.model, p.note)))
+    assert result.direction == "reverse" and result.verdict.ok
+    assert isinstance(result.map, InverseMap) and result.map.base is not model
+    assert "flagged" in result.message and "inverse" in result.message
+    # the caller saw one run of 400 steps, the second half with the inverse map and a note
+    assert seen[-1][:2] == (400, 400) and isinstance(seen[-1][2], InverseMap) and seen[-1][3]
+    assert all(not note and p is model for step, total, p, note in seen if step <= 200)
+    assert result.history["step"] == list(range(1, 401)) and result.steps == 200
+    # the map splits the source: the left half goes to the left component, the right half to the right one
+    x = source.sample(2000, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        y = result.map(x)
+    assert ((y[:, 0] < 0) == (x[:, 0] < 0)).float().mean() > 0.97
+    assert abs((y[:, 0] < 0).float().mean().item() - 0.5) < 0.05
+    # trained forward only, the same network leaves a component nearly empty: what the verdict flagged
+    forward = train(MGradNetM(2, width=16, modules=4), source, target, replace(config, direction="forward"))
+    assert not forward.verdict.ok
+
+
+def test_auto_direction_changes_nothing_when_the_forward_map_passes():
+    source, target = paper_pair()
+    runs = []
+    for direction in ("forward", "auto"):
+        torch.manual_seed(0)
+        model = MGradNetM(2)
+        runs.append((model, train(model, source, target, train_preset("gaussian", direction=direction))))
+    (first, plain), (second, auto) = runs
+    assert auto.verdict.ok and auto.direction == "forward" and auto.map is second
+    assert auto.history["loss"] == plain.history["loss"] and auto.message == plain.message
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda: TrainConfig(direction="backward"), "direction must be one of"),
+    (lambda: TrainConfig(direction="reverse", objective=SinkhornLoss()), "needs a density objective"),
+    (lambda: TrainConfig(direction="auto", assess=False), "needs assess=True"),
+    (lambda: train(MLPMap(2), *paper_pair(), TrainConfig(steps=2, direction="reverse")), "needs a monotone"),
+    (lambda: train(InverseMap(MGradNetM(2)), *paper_pair(), TrainConfig(steps=2)), "evaluated, not trained"),
+])
+def test_bad_direction_settings_are_refused(make, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        make()

@@ -91,12 +91,13 @@ def preset_config(preset: str, steps: int | None, seed: int, settings: dict[str,
 def train_digit_pair(source: np.ndarray, target: np.ndarray, preset: str = "fast", steps: int | None = None,
                      seed: int = 0, callback: Callable[[Progress], Any] | None = None,
                      settings: dict[str, dict[str, Any]] | None = None) -> tuple[TransportMap, TrainResult, TrainConfig]:
-    """Train the preset's network to push image ``source`` onto image ``target`` (both ``(H, W)``)."""
+    """Train the preset's network to push image ``source`` onto image ``target`` (both ``(H, W)``); returns
+    the trained map (``TrainResult.map``), the result and the configuration."""
     model_name, kwargs, config = preset_config(preset, steps, seed, settings)
     src, tgt = digit_densities(source, target, config.objective.bandwidth_start)
     model = seeded_map(model_name, seed, dim=2, **kwargs)
     result = train(model, src, tgt, config, callback=callback)
-    return model, result, config
+    return result.map, result, config
 
 
 def digit_pair_metrics(model: TransportMap, source: np.ndarray, target: np.ndarray, bandwidth: float,

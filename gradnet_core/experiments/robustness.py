@@ -314,7 +314,8 @@ def _train(case: Case, seed: int, steps: int | None, settings: Settings | None, 
     if case.loss != DENSITY_OBJECTIVE:
         # the map only sees target samples: a fixed set, as a user with data would have
         target = target.sample(SAMPLE_TARGET_SIZE, torch.Generator().manual_seed(case.seed * 1009 + seed))
-    return model, train(model, source, target, replace(config, seed=seed), callback=callback)
+    result = train(model, source, target, replace(config, seed=seed), callback=callback)
+    return result.map, result
 
 
 def _verdict_fields(result: TrainResult) -> dict[str, Any]:
