@@ -54,9 +54,10 @@ class TrainConfig:
     assess: bool = True               # judge the trained map without ground truth (TrainResult.verdict)
     time_limit: float | None = None   # wall seconds: training stops there, keeps the model and says so
     direction: str = "forward"        # "forward": the model learns source -> target; "reverse": it learns target ->
-    #                                   source and the map is its inverse (InverseMap); "auto": forward, then, when the
-    #                                   verdict flags that map, reverse too, keeping the map the verdict prefers
-    #                                   (density objectives and monotone maps; docs/method.md §4.8)
+    #                                   source and the map is its inverse (InverseMap; a density objective and a
+    #                                   monotone map); "auto": forward, then, when the verdict flags that map and the
+    #                                   run allows "reverse", reverse too, keeping the inverse if the verdict passes
+    #                                   it (docs/method.md §4.8)
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -83,12 +84,10 @@ class TrainConfig:
         if not isinstance(self.objective, Objective):
             raise ValueError(f"objective must be a gradnet_core objective (for example MongeAmpere()); "
                              f"got {type(self.objective).__name__}")
-        if self.direction != "forward" and not self.objective.reversible:
-            raise ValueError(f"direction {self.direction!r} trains a map from the target back to the source, which "
-                             f"needs a density objective (Monge–Ampère or KL); the {self.objective.name} objective "
-                             "trains forward only")
-        if self.direction == "auto" and not self.assess:
-            raise ValueError("direction 'auto' lets the verdict choose between the two maps, so it needs assess=True")
+        if self.direction == "reverse" and not self.objective.reversible:
+            raise ValueError(f"direction 'reverse' trains a map from the target back to the source, which needs a "
+                             f"density objective (Monge–Ampère or KL); the {self.objective.name} objective trains "
+                             "forward only")
 
     def with_objective(self, **settings: Any) -> "TrainConfig":
         """A copy whose objective has some settings replaced."""
@@ -248,15 +247,17 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
                          "target to the source, or train a network with direction='reverse'")
     if not isinstance(model, TransportMap):
         raise ValueError(f"model must be a gradnet_core map (TransportMap); got {type(model).__name__}")
-    if config.direction != "forward":
-        if not model.monotone:
-            raise ValueError(f"direction {config.direction!r} inverts the trained network, so it needs a monotone "
-                             f"map (an mGradNet); {type(model).__name__} is not monotone")
-        if not (isinstance(source, Density) and isinstance(target, Density)):
-            raise ValueError(f"direction {config.direction!r} needs the source and the target as densities")
+    densities = isinstance(source, Density) and isinstance(target, Density)
     if config.direction == "reverse":
+        if not model.monotone:
+            raise ValueError(f"direction 'reverse' inverts the trained network, so it needs a monotone map (an "
+                             f"mGradNet); {type(model).__name__} is not monotone")
+        if not densities:
+            raise ValueError("direction 'reverse' needs the source and the target as densities")
         return _train_one_way(model, source, target, config, callback, reverse=True)
-    before = copy.deepcopy(model) if config.direction == "auto" else None
+    # "auto" falls back to forward alone where there is no verdict to ask or nothing to invert
+    can_reverse = config.objective.reversible and model.monotone and densities and config.assess
+    before = copy.deepcopy(model) if config.direction == "auto" and can_reverse else None
     result = _train_one_way(model, source, target, config, callback, reverse=False)
     if before is None or result.stopped != "completed" or result.verdict is None or result.verdict.ok:
         return result

@@ -98,8 +98,10 @@ class RunStore:
 def _run_bytes(run: Run, problem: dict[str, Any]) -> bytes:
     result = None
     if run.result is not None:
-        result = {**dataclasses.asdict(run.result), "verdict": None if run.result.verdict is None else
-                  {k: _jsonable(v) for k, v in dataclasses.asdict(run.result.verdict).items()}}
+        # the trained map is the file's own map (run.model), not JSON
+        result = {f.name: getattr(run.result, f.name) for f in dataclasses.fields(run.result) if f.name != "map"}
+        result["verdict"] = (None if run.result.verdict is None else
+                             {k: _jsonable(v) for k, v in dataclasses.asdict(run.result.verdict).items()})
         result["history"] = {k: [_jsonable(float(v)) for v in values] for k, values in run.result.history.items()}
     saved = {"number": run.number, "network": run.network, "origin": run.origin, "signature": run.signature,
              "metrics": {k: _jsonable(v) for k, v in run.metrics.items()}, "result": result,
@@ -118,7 +120,7 @@ def _run_from_bytes(data: bytes) -> tuple[Run, dict[str, Any]]:
         raw = dict(saved["result"])
         verdict = raw.pop("verdict")
         raw["history"] = {k: [math.nan if v is None else v for v in values] for k, values in raw["history"].items()}
-        result = TrainResult(**raw, verdict=None if verdict is None else Verdict(**verdict))
+        result = TrainResult(**raw, verdict=None if verdict is None else Verdict(**verdict), map=loaded.model)
     metrics = {k: (math.nan if v is None else v) for k, v in saved["metrics"].items()}
     run = Run(network=saved["network"], model=loaded.model, result=result, signature=saved["signature"],
               settings=extra, mapped=np.asarray(saved["mapped"], dtype=float),

@@ -377,3 +377,38 @@ def test_a_job_with_a_slot_waiting_for_the_gpu_says_so(monkeypatch):
             assert time.monotonic() < deadline and not job.done, job.snapshot().phase
             time.sleep(0.01)
     assert job.wait(TIMEOUT) and job.error is None and job.result.steps == 10
+
+
+def _split_problem():
+    """N(0, I) onto two far components: trained forward the map is flagged, so direction 'auto' trains back."""
+    from gradnet_core import GaussianMixture
+    return (Gaussian([0.0, 0.0], np.eye(2)),
+            GaussianMixture([0.5, 0.5], [[-3.0, 0.0], [3.0, 0.0]], [np.eye(2) * 0.25] * 2))
+
+
+def _what_finish_got(model, result):
+    return type(model).__name__, model is result.map
+
+
+@pytest.mark.parametrize("in_pool", [False, True])
+def test_a_job_whose_map_is_an_inverse_hands_that_map_on(in_pool, request):
+    from functools import partial
+
+    from gradnet_core import InverseMap, ReverseKL
+
+    source, target = _split_problem()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    config = TrainConfig(steps=200, lr=3e-2, report_seconds=0.0, objective=ReverseKL(smoothing=0.0), direction="auto")
+    notes, preview = [], source.sample(20)
+    job = TrainingJob(model, source, target, config, preview_points=preview, preview_every=50, cpu_threads=1,
+                      finish=partial(_what_finish_got), pool=request.getfixturevalue("pool") if in_pool else None)
+    job.start()
+    while not job.wait(0.05):
+        notes.append((job.snapshot().step, job.snapshot().total, job.snapshot().note))
+    assert job.error is None and job.result.direction == "reverse"
+    assert isinstance(job.model, InverseMap) and job.evaluation == ("InverseMap", True)
+    snap = job.snapshot()
+    assert snap.step == snap.total == 400 and snap.fraction == 1.0 and "flagged" in snap.note
+    assert any(total == 400 and note for step, total, note in notes)
+    with torch.no_grad():                   # the last preview shows the inverse map, not the network trained back
+        np.testing.assert_allclose(snap.preview, job.model(preview).double().numpy(), rtol=1e-4, atol=1e-5)

@@ -361,7 +361,8 @@ def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
         except Exception as err:   # a benchmark records a failure and goes on
             trained.append((seed, None, {"error": f"{type(err).__name__}: {err}"}))
             continue
-        info = {"stopped": result.stopped, "steps": result.steps, "final_loss": result.final_loss,
+        info = {"stopped": result.stopped, "steps": result.steps, "direction": result.direction,
+                "final_loss": result.final_loss,
                 "train_cpu_s": time.process_time() - cpu, "train_wall_s": time.perf_counter() - wall,
                 **_verdict_fields(result)}
         trained.append((seed, model, info))
@@ -553,7 +554,7 @@ def _write_outputs(folder: Path, rows: list[dict[str, Any]], summary: dict[str, 
     return files
 
 
-_TEXT_COLUMNS = {"family", "case", "objective", "metric", "stopped", "verdict_message", "error"}
+_TEXT_COLUMNS = {"family", "case", "objective", "metric", "stopped", "direction", "verdict_message", "error"}
 _BOOL_COLUMNS = {"passes", "pot_passes", "verdict_ok"}
 
 
