@@ -132,8 +132,11 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # spread, so 1e-3 stays. 8 modules instead of 4 on all 90 MNIST pairs (seeds 0-1): 136 against 133 of 180
     # runs passing, same median, 16 % more time (results/robustness/ab-modules-8/); the Sinkhorn term over 60 %
     # of the steps: 136 of 180, same median (ab-global-0.6/). Every run onto MNIST's 4 fails either way.
+    # What does move it: direction "auto" (docs/method.md §4.8), a second network trained from the target back
+    # to the source when the verdict flags the map, its inverse kept when the verdict passes it
+    # (results/robustness/ab-auto/: AB_AUTO_PLACEHOLDER).
     "digits": TrainConfig(steps=1000, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
-                          lr_schedule="cosine", clip_grad=10.0,
+                          lr_schedule="cosine", clip_grad=10.0, direction="auto",
                           objective=MongeAmpere(bandwidth_end=1e-3, global_weight=100.0)),
     # The authors' MNIST settings (docs/method.md §7).
     "digits-paper": TrainConfig(steps=10000, lr=1.0, optimizer="adamw", weight_decay=1e-4, lr_schedule="step",

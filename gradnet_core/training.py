@@ -333,10 +333,12 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
 
 
 def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
-    """Direction "auto": the reverse run ``second`` when the verdict passes it, else the forward run
-    ``first`` (flagged), with both runs' history (steps counted on) and time. Between two flagged maps the
-    verdict's numbers do not tell the better one: on MNIST pairs the flagged inverse was the worse map
-    as often as not, by up to 9x the MSE (docs/method.md §4.8)."""
+    """Direction "auto": the reverse run ``second`` when its pushforward matches the target (the verdict passes
+    it, or flags only the source mass it sends where the target is thin), else the forward run ``first``
+    (flagged); with both runs' history (steps counted on) and time. The verdict's numbers do not tell the
+    better of two maps whose pushforwards miss the target: on MNIST pairs such an inverse was the worse map
+    as often as not, by up to 9x the MSE; an inverse that matched the target was better in 24 of 25 runs
+    (docs/method.md §4.8)."""
     history = {key: list(values) for key, values in first.history.items()}
     for key, values in second.history.items():
         shift = first.steps if key == "step" else 0
@@ -348,6 +350,10 @@ def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
     elif second.verdict.ok:
         kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
                              "target back to the source: the map shown is its inverse. " + second.message)
+    elif set(second.verdict.failed) == {"misplaced"}:
+        kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
+                             "target back to the source: the map shown is its inverse, whose pushforward matches "
+                             "the target better, though not everywhere. " + second.message)
     else:
         kept, why = first, ("The map was flagged; a second network trained from the target back to the source was "
                             "flagged too, so the first map is kept. " + first.message)

@@ -45,6 +45,7 @@ METRIC_COLUMNS = {                # metrics key -> table column
     "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
     "ma_residual": "Monge–Ampère residual", "distance_ratio": "energy distance ÷ target's own",
     "kl_estimate": "KL(T#p ‖ q) estimate", "uncovered": "target mass left uncovered (%)",
+    "misplaced": "source mass sent where the target is thin (%)",
     "min_eigenvalue": "smallest Jacobian eigenvalue",
     "training_time": "training time (s)", "steps": "steps",
 }
@@ -159,7 +160,9 @@ class Run:
         else:
             objective = self.settings.get("objective_label") or self.settings.get("training", {}).get(
                 "objective", {}).get("name", "")
-            how = ", ".join(part for part in (str(objective), f"{self.metrics.get('steps', 0):.0f} steps") if part)
+            inverted = "inverse of the map trained back" if self.result and self.result.direction == "reverse" else ""
+            how = ", ".join(part for part in (str(objective), f"{self.metrics.get('steps', 0):.0f} steps", inverted)
+                            if part)
         return f"#{self.number} {self.network} ({how})"
 
 
@@ -234,8 +237,9 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
             metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
             metrics["distance_ratio"] = result.verdict.distance_ratio
             metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
-            uncovered = result.verdict.uncovered
+            uncovered, misplaced = result.verdict.uncovered, result.verdict.misplaced
             metrics["uncovered"] = math.nan if uncovered is None else 100.0 * uncovered
+            metrics["misplaced"] = math.nan if misplaced is None else 100.0 * misplaced
     return Run(network=network, model=model, result=result, signature=problem.signature, settings=settings,
                mapped=mapped, grid_mapped=grid_mapped, metrics=metrics, origin=origin)
 

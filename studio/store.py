@@ -120,7 +120,9 @@ def _run_from_bytes(data: bytes) -> tuple[Run, dict[str, Any]]:
         raw = dict(saved["result"])
         verdict = raw.pop("verdict")
         raw["history"] = {k: [math.nan if v is None else v for v in values] for k, values in raw["history"].items()}
-        result = TrainResult(**raw, verdict=None if verdict is None else Verdict(**verdict), map=loaded.model)
+        if verdict is not None:
+            verdict = Verdict(**{**verdict, "failed": tuple(verdict.get("failed", ()))})
+        result = TrainResult(**raw, verdict=verdict, map=loaded.model)
     metrics = {k: (math.nan if v is None else v) for k, v in saved["metrics"].items()}
     run = Run(network=saved["network"], model=loaded.model, result=result, signature=saved["signature"],
               settings=extra, mapped=np.asarray(saved["mapped"], dtype=float),

@@ -279,3 +279,13 @@ def test_auto_direction_trains_forward_alone_where_it_cannot_reverse(model, conf
     result = train(model, source, target, replace(config, direction="auto", lr=1e-4))
     assert result.direction == "forward" and result.map is model and result.steps == 5
     assert result.verdict is None or not result.verdict.ok             # flagged, yet not trained back
+
+
+def test_a_stop_in_the_second_phase_keeps_the_first_map_and_says_so():
+    source, target = split_pair()
+    model = MGradNetM(2, width=16, modules=4)
+    config = TrainConfig(steps=200, lr=3e-2, objective=ReverseKL(smoothing=0.0), direction="auto", report_seconds=0.0)
+    result = train(model, source, target, config, callback=lambda p: p.step >= 220)
+    assert result.direction == "forward" and result.map is model and result.stopped == "completed"
+    assert not result.verdict.ok and "did not finish" in result.message and "Stopped by request" in result.message
+    assert result.steps == 200 and result.history["step"][-1] == 220

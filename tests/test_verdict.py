@@ -141,3 +141,31 @@ def test_a_sample_only_map_is_judged_against_target_samples():
     assert result.verdict.kl is None and result.verdict.ok, result.verdict.message
     with_density = assess_map(model, source, target, seed=0)
     assert with_density.kl > KL_TOLERANCE and not with_density.ok
+
+
+def _bars(rows, weights):
+    image = np.zeros((28, 28))
+    for row, weight in zip(rows, weights):
+        image[row:row + 2, 6:22] = weight
+    return ImageDensity(image, bandwidth=1e-3)
+
+
+def test_mass_sent_between_the_strokes_is_measured_and_named():
+    # The identity from three bars onto the outer two sends the middle bar's mass (13 %) where the target is thin.
+    identity = Affine(np.eye(2), np.zeros(2))
+    target = _bars([6, 20], [1.0, 1.0])
+    verdict = assess_map(identity, _bars([6, 13, 20], [1.0, 0.3, 1.0]), target)
+    assert 0.10 < verdict.misplaced < 0.17 and verdict.uncovered < 0.05
+    assert not verdict.ok and re.search(r"sends about 1[0-7] % of the source's mass where the target is thin",
+                                        verdict.message)
+    exact = assess_map(identity, target, target)
+    assert exact.ok and exact.misplaced < 0.02, exact.message
+
+
+def test_the_failed_checks_are_named():
+    model, source, target = _exact_gaussian_map()
+    assert assess_map(model, source, target).failed == ()
+    identity = Affine(np.eye(2), np.zeros(2))
+    verdict = assess_map(identity, _bars([6, 13, 20], [1.0, 0.3, 1.0]), _bars([6, 20], [1.0, 1.0]))
+    assert "misplaced" in verdict.failed and not verdict.ok
+    assert "monotone" in assess_map(MLPMap(2), source, target).failed

@@ -325,6 +325,7 @@ def _verdict_fields(result: TrainResult) -> dict[str, Any]:
         return {}
     return {"verdict_ok": bool(verdict.ok), "verdict_kl": verdict.kl, "verdict_distance": verdict.distance,
             "verdict_noise": verdict.noise, "verdict_uncovered": verdict.uncovered,
+            "verdict_misplaced": verdict.misplaced,
             "verdict_message": verdict.message}
 
 
