@@ -695,6 +695,9 @@ class InverseMap(TransportMap):
     (``solve_inverse``), log det J_T(x) = -log det J_S(T(x)) and J_T = J_S(T(x))^-1. For evaluation only:
     nothing differentiates through the solve, and its parameters are S's (``train`` trains S itself).
     A point outside S's range has no image; it keeps Newton's last iterate (``image`` says which converged).
+    With the strict term S is onto, but where S was not trained (beyond the reach of the target's samples)
+    its slope may be as small as eps, and T sends such points far: fine for a source of bounded support (an
+    image), not for the far tail of a Gaussian or a mixture (results/robustness/ab-auto-mixtures/).
     """
 
     monotone = True
@@ -726,13 +729,14 @@ class InverseMap(TransportMap):
     def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
                       tol: float | None = None, max_iter: int = 100) -> InverseSolution:
         """Solve (1 - t) x + t T(x) = y. With z = T(x), x = S(z), that is t z + (1 - t) S(z) = y: S's own
-        interpolant at time 1 - t, strongly monotone for t > 0 and S itself at t = 1, so one Newton solve
-        on S (no nested solves) gives z, and x = S(z)."""
+        interpolant at time 1 - t, strongly monotone for t > 0, so one Newton solve on S (no nested solves)
+        gives z, and x = S(z); at t = 1 it is z = y at once (T^-1 = S)."""
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"t must lie in [0, 1]; got {t}")
         if t == 0.0:                                   # the identity: x = y, and T(y) by a solve on S
             solution = self.image(y)
-            return InverseSolution(x=torch.as_tensor(y).to(solution.x).clone(), residual=torch.zeros_like(solution.residual),
+            return InverseSolution(x=torch.as_tensor(y).to(solution.x).clone(),
+                                   residual=torch.zeros_like(solution.residual),
                                    converged=torch.ones_like(solution.converged), mapped=solution.x,
                                    jacobian=torch.linalg.inv_ex(solution.jacobian)[0], iterations=0)
         if isinstance(start, InverseSolution):

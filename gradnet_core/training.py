@@ -20,10 +20,10 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
+from .densities import Density
 from .networks import GradientNetwork, InverseMap, TransportMap
 from .objectives import MongeAmpere, Objective, RunContext, Stepper, bandwidth_schedule, objective_from_dict
 from .optim import SGD, Adam, Optimizer, learning_rate
-from .densities import Density
 from .verdict import Verdict, assess_map
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
@@ -56,8 +56,8 @@ class TrainConfig:
     direction: str = "forward"        # "forward": the model learns source -> target; "reverse": it learns target ->
     #                                   source and the map is its inverse (InverseMap; a density objective and a
     #                                   monotone map); "auto": forward, then, when the verdict flags that map and the
-    #                                   run allows "reverse", reverse too, keeping the inverse if the verdict passes
-    #                                   it (docs/method.md §4.8)
+    #                                   run allows "reverse", reverse too, keeping the inverse if its pushforward
+    #                                   matches the target (docs/method.md §4.8)
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -283,7 +283,7 @@ class _Phase:
     note: str
 
 
-def _relay(callback: Callback | None, shown: TransportMap, phase: _Phase | None) -> Callback | None:
+def _relay(callback: Callback | None, shown: TransportMap | None, phase: _Phase | None) -> Callback | None:
     """The callback a run reports to: the caller's, with the map being trained (``shown``) and, in a
     second phase, steps and seconds counted over the whole."""
     if callback is None or (phase is None and shown is None):

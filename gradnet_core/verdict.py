@@ -68,10 +68,10 @@ UNCOVERED_TOLERANCE = 0.08
 IMAGE_UNCOVERED_TOLERANCE = 0.1
 THIN_RATIO = 0.1
 #: Largest share of source samples an image map may send where its pushforward has over 1 / THIN_RATIO times the
-#: target's density (other targets: the KL estimate covers this). On the inverse maps of 46 flagged MNIST and
-#: drawn runs (docs/method.md §4.8), right ones (MSE <= 2e-3) showed 1.5-11 %, wrong ones 6-67 % (the wrong inverse
-#: that passed every other check, 2 -> 4 at MSE 1e-2: 7.4 %); 20 forward maps, right or wrong, 0-2 %. At 6 % it flags
-#: as many wrong maps as the verdict did before the inverses came in, at a few more right ones.
+#: target's density (other targets: the KL estimate covers this). On the inverse maps of 56 flagged MNIST and
+#: drawn runs (docs/method.md §4.8), right ones (MSE <= 2e-3) showed 1.5-11 %, wrong ones 6-67 %; of the 26 that
+#: passed every other check, 6 % flags all 9 wrong ones (6.2-13 %; 2 -> 4 at MSE 1e-2: 7.4 %) and 6 of the 17
+#: right ones. 20 forward maps, right or wrong, showed 0-4 %.
 IMAGE_MISPLACED_TOLERANCE = 0.06
 #: Above this dimension the uncovered share is not computed: Newton's d x d solves for every sample would
 #: cost more than the training's last steps, and the KL estimate covers the Gaussian problems there.
