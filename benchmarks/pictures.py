@@ -75,9 +75,8 @@ def main() -> None:
     rows = []
     for name in args.problems:
         problem, preset, network, arch, steps = _problem(name)
-        model = seeded_map(network, 0, dim=2, **arch)
         config = presets.train_preset(preset, **({} if steps is None else {"steps": steps}))
-        train(model, problem.source, problem.target, config)
+        model = train(seeded_map(network, 0, dim=2, **arch), problem.source, problem.target, config).map
         reference = compute_reference(problem)
         with torch.no_grad():
             mapped = model(torch.as_tensor(reference.points, dtype=torch.float32)).double().numpy()

@@ -91,7 +91,7 @@ def measure(preset: str, source, target, score, seed: int, every: int) -> dict[s
         "seed": seed, "stopped": plain.stopped, "steps": config.steps, "first_step": first,
         "seconds_to_target": None if first is None else _clock_at(clock, first, 1),
         "cpu_to_target": None if first is None else _clock_at(clock, first, 2),
-        "final_mse": score(model), "wall": wall, "cpu": cpu, "best_mse": min(m for _, m in curve),
+        "final_mse": score(plain.map), "wall": wall, "cpu": cpu, "best_mse": min(m for _, m in curve),
     }
 
 

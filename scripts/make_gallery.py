@@ -68,7 +68,7 @@ def main() -> None:
         started = time.perf_counter()
         result = train(model, problem.source, problem.target, config)
         path = GALLERY_DIR / f"{stem}.safetensors"
-        save_map(model, path, extra={"network": network, **arch, "objective_label": objective,
+        save_map(result.map, path, extra={"network": network, **arch, "objective_label": objective,
                                      "training": config.to_dict(), "problem": problem.describe(),
                                      "demo": {"page": page, "title": title, "inputs": inputs}})
         print(f"{path.name}: {result.message} ({time.perf_counter() - started:.1f} s, {path.stat().st_size:,} bytes)")

@@ -11,7 +11,6 @@ the token: a token sees its own runs only. Runs expire ``GRADNET_STORE_HOURS`` a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sqlite3

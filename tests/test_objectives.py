@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gradnet_core import GaussianMixture, ImageDensity
+from gradnet_core import ImageDensity
 from gradnet_core.ground_truth import barycentric_projection
 from gradnet_core.metrics import l2_uvp
 from gradnet_core.networks import MGradNetM, seeded_map
