@@ -784,3 +784,27 @@ def test_a_queued_training_says_its_place_refreshes_slowly_and_starts_when_the_s
     second.button(key="gaussians.stop").click().run()
     _wait(second, "gaussians")
     assert 0 < _state(second, "gaussians").runs[-1].result.steps < 20000
+
+
+def test_a_saved_inverse_map_comes_back_as_a_run():
+    """A map the digits preset trained back is saved as its network and an inverse flag; loading it on a page
+    measures the inverse (here of the Gaussians page's own trained network, with the strict term)."""
+    import copy
+
+    from gradnet_core import InverseMap
+    from gradnet_core.files import map_to_bytes
+
+    at = _open("gaussians")
+    _train(at, "gaussians", steps=200)
+    state = _state(at, "gaussians")
+    network = copy.deepcopy(state.runs[-1].model)
+    network.add_strict_term()
+    inverse = InverseMap(network)
+    uploader = [w for w in at.get("file_uploader") if w.key.startswith("gaussians.map_upload")][0]
+    at.file_uploader(key=uploader.key).set_value(("back.safetensors", map_to_bytes(inverse),
+                                                  "application/octet-stream")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    loaded = state.runs[-1]
+    assert loaded.number == 2 and isinstance(loaded.model, InverseMap) and loaded.network == "mGradNet-M"
+    points = torch.as_tensor(state.reference.points, dtype=torch.float32)
+    np.testing.assert_allclose(loaded.mapped, inverse(points).double().numpy(), rtol=1e-5, atol=1e-5)
