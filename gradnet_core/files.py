@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .networks import NETWORKS, InverseMap, TransportMap
+from .networks import NETWORKS, InverseMap, TransportMap, network_of
 
 __all__ = ["save_map", "load_map", "load_map_file", "map_to_bytes", "map_from_bytes", "read_map", "MapFile",
            "FORMAT", "MAX_FILE_BYTES", "MAX_PARAMETERS", "SIZE_CAPS"]
@@ -29,7 +29,7 @@ _VERSION = 1
 def _metadata(model: TransportMap, extra: dict[str, Any] | None) -> dict[str, str]:
     if not isinstance(model, TransportMap):
         raise ValueError(f"only gradnet_core maps can be saved; got {type(model).__name__}")
-    network = model.base if isinstance(model, InverseMap) else model
+    network = network_of(model)
     info = {"format": FORMAT, "version": _VERSION, "class": type(network).__name__, "config": network.config()}
     if network is not model:
         info["inverse"] = True
@@ -39,8 +39,7 @@ def _metadata(model: TransportMap, extra: dict[str, Any] | None) -> dict[str, st
 
 
 def _tensors(model: TransportMap) -> dict[str, torch.Tensor]:
-    network = model.base if isinstance(model, InverseMap) else model
-    return {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    return {k: v.detach().to("cpu").contiguous() for k, v in network_of(model).state_dict().items()}
 
 
 def map_to_bytes(model: TransportMap, extra: dict[str, Any] | None = None) -> bytes:

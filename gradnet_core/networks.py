@@ -22,7 +22,8 @@ from torch import Tensor, nn
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
     "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
-    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "evaluation_rows", "in_chunks",
+    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "network_of", "evaluation_rows",
+    "in_chunks",
 ]
 
 
@@ -750,6 +751,11 @@ class InverseMap(TransportMap):
 
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim, "inverse_of": type(self.base).__name__, **self.base.config()}
+
+
+def network_of(model: TransportMap) -> TransportMap:
+    """The network whose weights ``model`` is: the model itself, or the network an ``InverseMap`` inverts."""
+    return model.base if isinstance(model, InverseMap) else model
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 from gradnet_core import ConstrainedFlow, MongeAmpere, Objective, color, presets
 from gradnet_core.files import MapFile, load_map_file, map_to_bytes, read_map
 from gradnet_core.flow import log_concave_target
-from gradnet_core.networks import NETWORKS, InverseMap, seeded_map
+from gradnet_core.networks import NETWORKS, network_of, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
                                    density_morph_figure, density_morph_gif, loss_figure, losses_figure,
                                    preview_figure, residual_figure, square_bounds)
@@ -347,7 +347,7 @@ def _file_map(state: PageState, problem: Problem, loaded: MapFile, origin: str) 
     """A map read from a file, measured on ``problem`` and added to the page's runs."""
     extra = loaded.extra or {}
     network = extra.get("network")
-    network_model = loaded.model.base if isinstance(loaded.model, InverseMap) else loaded.model
+    network_model = network_of(loaded.model)
     if network not in NETWORKS or not isinstance(network_model, NETWORKS[network]):
         network = next(label for label, cls in NETWORKS.items() if isinstance(network_model, cls))
     reference = (state.reference if state.reference is not None and state.reference.signature == problem.signature
