@@ -7,6 +7,7 @@ a drawing canvas or an upload) and colour images (bundled or uploaded). Each ``*
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
@@ -35,6 +36,17 @@ DIGIT_DEFAULTS = {"source": (0, 0), "target": (4, 1)}  # (digit, example): the a
 DIGIT_SET_NAMES = {"mnist": "MNIST", "uci": "UCI"}     # the bundled sets (gradnet_core.images.DIGIT_SETS)
 COLOR_DEFAULTS = {"source": "daytime", "target": "sunset"}  # bundled pictures
 CANVAS_SIZE = 224
+CANVAS_COMPONENT = "streamlit-drawable-canvas.streamlit_drawable_canvas"   # its registered name
+#: The canvas's toolbar (undo, redo, clear) is invisible until the pointer is over the canvas, but until then it
+#: lies over the canvas's top-right corner and takes the pointer: a stroke started there was lost (the first stroke
+#: of a 0 begun at the top), and on a touch screen, with no hover, that corner never drew and a tap could hit the
+#: hidden "clear" button. Here it stays above the canvas, in a margin of its own, and takes the pointer only while
+#: it is shown.
+CANVAS_TOOLBAR_CSS = """
+.dc-root{margin-top:2.4rem}
+.dc-toolbar{top:-2.65rem;pointer-events:none;transition:opacity .15s .1s}
+.dc-root:hover>.dc-toolbar,.dc-toolbar:focus-within,.dc-toolbar[data-pinned=true]{pointer-events:auto}
+"""
 GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, max, step
     "mean_x": ("mean x", -3.0, 3.0, 0.05),
     "mean_y": ("mean y", -3.0, 3.0, 0.05),
@@ -295,6 +307,7 @@ def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
     # outside one, so a top-level import would break importing this module (tests, scripts).
     from streamlit_drawable_canvas import st_canvas
 
+    _toolbar_off_the_canvas()
     state = page_state(page)
     canvas_key = key(page, side, "canvas")
     saved = state.drawings.setdefault(side, {"mount": None, "json": None, "rgba": None})
@@ -319,6 +332,29 @@ def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
     if rgba is None:
         return None
     return canvas_to_image(np.asarray(rgba))
+
+
+def _toolbar_off_the_canvas() -> None:
+    """Append CANVAS_TOOLBAR_CSS to the canvas component's styles (once per process). The component gives
+    no way to pass styles and draws inside its own shadow root, so its registered definition is re-registered
+    with the stylesheet inline."""
+    import dataclasses
+    import logging
+
+    from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
+
+    manager = get_bidi_component_manager()
+    current = manager.get(CANVAS_COMPONENT)
+    if current is None or not current.css or current.css.endswith(CANVAS_TOOLBAR_CSS):
+        return
+    css = Path(current.css).read_text(encoding="utf-8") if current.css_url else current.css   # file or inline
+    registry_log = logging.getLogger("streamlit.components.v2.component_registry")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)       # the overwrite is deliberate: no warning
+    try:
+        manager.register(dataclasses.replace(current, css=css + CANVAS_TOOLBAR_CSS))
+    finally:
+        registry_log.setLevel(level)
 
 
 def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, str]:

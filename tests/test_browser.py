@@ -263,6 +263,29 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     _no_exception(page)
 
 
+def test_a_stroke_begun_at_the_top_of_the_canvas_is_kept(page, shots):
+    # The canvas's hidden toolbar used to lie over the canvas's top-right corner until the pointer had hovered
+    # there a moment: a first stroke begun there at once (a 7's bar, a 0's top) drew nothing (studio.inputs).
+    _open(page, "digits")
+    page.get_by_role("heading", name="Digits", level=1).wait_for()
+    page.locator("[data-testid=stRadio]").nth(1).get_by_text("Draw", exact=True).click()
+    page.get_by_text("Draw a digit on the black canvas").first.wait_for()
+    _settled(page)
+    canvas = page.locator("canvas").last
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x, top, bottom = box["x"] + 0.7 * box["width"], box["y"] + 0.06 * box["height"], box["y"] + 0.8 * box["height"]
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for k in range(1, 21):
+        page.mouse.move(x - 0.3 * box["width"] * k / 20, top + (bottom - top) * k / 20)
+    page.mouse.up()
+    _wait_until(page, "the drawing as a 28 x 28 digit", _shows_only("Your drawing, as a 28 x 28 digit",
+                                                                    "Draw a digit on the black canvas"))
+    page.screenshot(path=shots / "digits-drawn-stroke.png")
+    _no_exception(page)
+
+
 def test_a_teacher_opens_a_demo_loads_a_saved_map_and_compares_the_two(browser, server, shots, tmp_path):
     """At 1280 x 720, a projector's size: a gallery demo on screen without training, a saved map
     uploaded beside it, both animated with the ground truth between them, both back after a reload."""
