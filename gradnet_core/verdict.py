@@ -215,11 +215,15 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     ratio = distance / noise if noise > 0 else math.inf
     compare = (f"mapped samples are {ratio:.1f} times as far from the target's samples (energy distance) as two "
                f"samples of the target are from each other")
-    if bare or squeezed:
-        share, how = ((uncovered, "where its pushforward has under a tenth of the target's density") if bare
-                      else (1.0 - math.exp(-kl), f"KL(T#p || q) ≈ {kl:.2f} nats"))
-        message = (f"The map is not the optimal map: it leaves about {_fraction(share)} of the target's mass "
-                   f"uncovered ({how}), and {compare}.")
+    if bare:
+        message = (f"The map is not the optimal map: it leaves about {_fraction(uncovered)} of the target's mass "
+                   f"uncovered (where its pushforward has under a tenth of the target's density), and {compare}.")
+    elif squeezed:
+        # KL(T#p || q) alone does not say where the pushforward goes wrong: mass left out of part of the target
+        # and mass put between its components both raise it (a mixture with bridges between components did).
+        message = (f"The map is not the optimal map: its pushforward differs from the target by KL(T#p || q) ≈ "
+                   f"{kl:.2f} nats, as much as if about {_fraction(1.0 - math.exp(-kl))} of the target's mass were "
+                   f"left uncovered or put where the target has little, and {compare}.")
     elif strewn:
         message = (f"The map is not the optimal map: it sends about {_fraction(misplaced)} of the source's mass where "
                    f"the target is thin (its pushforward has over ten times the target's density there), and "
@@ -228,7 +232,11 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
         message = f"The map is not the optimal map: its pushforward does not match the target; {compare}."
     elif monotone:
         kl_part = f", KL(T#p || q) ≈ {max(kl, 0.0):.3f} nats" if kl is not None else ""
-        message = (f"The map pushes the source onto the target: {compare}{kl_part}. For a monotone map this "
+        # The ratio of a right map is not 1: samples of 1000 points differ by chance, and a map a few percent off
+        # adds a little (maps within the benchmark's threshold: median 2.2-2.5, 90 % under 5-7.5;
+        # results/robustness/full-2/, after-3/mixtures/). Said, so that a passing 3.0 does not read as a fault.
+        message = (f"The map pushes the source onto the target: {compare} (right maps typically show 1 to 5 "
+                   f"times){kl_part}. For a monotone map this "
                    "means it is close to the optimal map; these checks catch mass left out or put in the wrong "
                    "place, not an error of a few percent.")
     else:
