@@ -22,7 +22,8 @@ from gradnet_core.images import DIGIT_SETS, bundled_digits, canvas_to_image, loa
 from gradnet_core.plotting import density_heatmap, square_bounds
 
 from .limits import truth_samples_cap, upload_pixels
-from .problems import MIXTURE_COLUMNS, Problem, gaussian_from_row, gaussian_row, mixture_from_table, to_numpy
+from .problems import (MIXTURE_COLUMNS, MIXTURE_HEADERS, Problem, gaussian_from_row, gaussian_row, mixture_from_table,
+                       to_numpy)
 from .state import key, page_state
 
 __all__ = [
@@ -50,8 +51,8 @@ CANVAS_TOOLBAR_CSS = """
 GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, max, step
     "mean_x": ("mean x", -3.0, 3.0, 0.05),
     "mean_y": ("mean y", -3.0, 3.0, 0.05),
-    "std_x": ("std x", 0.0, 3.0, 0.05),
-    "std_y": ("std y", 0.0, 3.0, 0.05),
+    "std_x": ("std x", 0.05, 3.0, 0.05),    # not 0: a standard deviation of 0 is no density
+    "std_y": ("std y", 0.05, 3.0, 0.05),
     "corr": ("correlation", -1.0, 1.0, 0.05),
 }
 # The uploaders take any file and the loader judges its content: with ``type=[...]`` Streamlit itself raises
@@ -178,12 +179,15 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
     # No min_value/max_value: with them the editor silently drops a typed minus sign ("-0.5" became 0.5);
     # without, a bad value reaches mixture_from_table, which says what is wrong with it.
     column_config = {
-        "weight": st.column_config.NumberColumn("weight", format="%.3f"),
-        "mean_x": st.column_config.NumberColumn("mean x", format="%.2f"),
-        "mean_y": st.column_config.NumberColumn("mean y", format="%.2f"),
-        "std_x": st.column_config.NumberColumn("std x", format="%.2f", help="standard deviation along x, > 0"),
-        "std_y": st.column_config.NumberColumn("std y", format="%.2f", help="standard deviation along y, > 0"),
-        "corr": st.column_config.NumberColumn("correlation", format="%.2f", help="between -1 and 1, exclusive"),
+        "weight": st.column_config.NumberColumn(MIXTURE_HEADERS["weight"], format="%.3f"),
+        "mean_x": st.column_config.NumberColumn(MIXTURE_HEADERS["mean_x"], format="%.2f"),
+        "mean_y": st.column_config.NumberColumn(MIXTURE_HEADERS["mean_y"], format="%.2f"),
+        "std_x": st.column_config.NumberColumn(MIXTURE_HEADERS["std_x"], format="%.2f",
+                                               help="standard deviation along x, > 0"),
+        "std_y": st.column_config.NumberColumn(MIXTURE_HEADERS["std_y"], format="%.2f",
+                                               help="standard deviation along y, > 0"),
+        "corr": st.column_config.NumberColumn(MIXTURE_HEADERS["corr"], format="%.2f",
+                                              help="between -1 and 1, exclusive"),
     }
     rows: dict[str, list[dict[str, Any]]] = {}
     # One above the other: side by side, the last column was cut off at 1280 and 1400 px.

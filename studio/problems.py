@@ -41,6 +41,9 @@ ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the sour
 PICTURE_RESOLUTION = 100         # density pictures: grid points per side
 PICTURE_FRAMES = 30              # frames of the density morph, as in the point animation
 MIXTURE_COLUMNS = ("weight", "mean_x", "mean_y", "std_x", "std_y", "corr")
+#: The column headers the table shows (and messages name).
+MIXTURE_HEADERS = {"weight": "weight", "mean_x": "mean x", "mean_y": "mean y", "std_x": "std x", "std_y": "std y",
+                   "corr": "correlation"}
 METRIC_COLUMNS = {                # metrics key -> table column
     "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
     "ma_residual": "Monge–Ampère residual", "distance_ratio": "energy distance ÷ target's own",
@@ -342,14 +345,15 @@ def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[Gauss
             except (TypeError, ValueError):
                 value = math.nan
             if not math.isfinite(value):
-                raise ValueError(f"{side.capitalize()} row {i}: {col} is empty or not a finite number.")
+                raise ValueError(f"{side.capitalize()} row {i}: {MIXTURE_HEADERS[col]} is empty or not a finite "
+                                 "number.")
             values[col] = value
         if values["weight"] < 0:
             raise ValueError(f"{side.capitalize()} row {i}: the weight must not be negative "
                              f"(got {values['weight']:g}).")
         for col in ("std_x", "std_y"):
             if values[col] <= 0:
-                raise ValueError(f"{side.capitalize()} row {i}: {col.replace('_', ' ')} is a standard deviation, so it "
+                raise ValueError(f"{side.capitalize()} row {i}: {MIXTURE_HEADERS[col]} is a standard deviation, so it "
                                  f"must be positive (got {values[col]:g}).")
         clean.append(values)
     _check_widths(clean, side)

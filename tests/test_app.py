@@ -4,6 +4,7 @@ bad input with st.error."""
 import base64
 import io
 import json
+import math
 import struct
 import time
 import zlib
@@ -211,6 +212,11 @@ def test_mixtures_bad_rows_show_an_error_and_weights_are_normalised():
     at.run()
     assert not at.error
     assert any("summed to 4" in i.value for i in at.info)
+    blank = pd.DataFrame([[1.0, math.nan, 0, 0.5, 0.5, 0]], columns=columns, dtype=float)
+    state.tables["source"] = {"base": blank, "edited": blank, "version": 101}
+    at.run()
+    # named as the table's header shows it, not by the code's column name
+    assert any("Source row 1: mean x is empty or not a finite number." in e.value for e in at.error), at.error
 
 
 def test_a_typed_mixture_whose_small_component_is_left_empty_gets_a_warning_that_says_so():
