@@ -45,14 +45,27 @@ _SECONDS = ("train_s", "train s", "median_train_s")
 _SHARES = ("order_reversal_share", "crossing_share")
 
 
+#: Headers for the result files' column names (the others are shown as they are).
+_HEADERS = {"model": "map", "mse": "MSE", "order_reversal_share": "order reversals (share of pairs)",
+            "crossing_share": "crossing paths (share of pairs)", "final_loss": "final loss",
+            "train_s": "train time (s)", "train s": "train time (s)", "dim": "d", "median_mse": "median MSE",
+            "min_mse": "min MSE", "max_mse": "max MSE", "median_train_s": "median train time (s)", "stopped": "ended"}
+
+
 def _dataframe(frame: pd.DataFrame) -> None:
-    """st.dataframe with MSE-like columns as 1.23e-04 and times as 12.3, whatever their magnitude."""
+    """st.dataframe with readable headers, MSE-like columns as 1.23e-04, times as 12.3 whatever their
+    magnitude, and empty cells blank."""
     config = {}
     for column in frame.columns:
+        label = _HEADERS.get(column, column)
         if column in _SECONDS or column in _SHARES or any(key in column for key in _SCIENTIFIC):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
             number_format = "%.1f" if column in _SECONDS else "%.4f" if column in _SHARES else "%.2e"
-            config[column] = st.column_config.NumberColumn(column, format=number_format)
+            config[column] = st.column_config.NumberColumn(label, format=number_format)
+        else:
+            if frame[column].dtype == object:
+                frame[column] = frame[column].map(lambda v: "" if v is None else v)
+            config[column] = st.column_config.Column(label)
     st.dataframe(frame, hide_index=True, column_config=config)
 
 
@@ -83,8 +96,10 @@ if fig1 is not None:
                                   "train_s", "stopped"]))
     m_loss = fig1.summary["final_loss"].get("mGradNet-M")
     if m_loss is not None:
-        st.caption(f"Final loss of mGradNet-M: ours {m_loss:.4g}, paper {PAPER_GAUSSIAN_2D['final_loss_mgradnet_m']} "
-                   f"(paper's time: {PAPER_GAUSSIAN_2D['time']}; ours: {fig1.elapsed:.0f} s here, on this machine).")
+        ran = (fig1.summary.get("steps") or {}).get("mGradNet-M", int(steps_2d))
+        st.caption(f"Final loss of mGradNet-M: ours {m_loss:.4g} after {ran} steps, paper "
+                   f"{PAPER_GAUSSIAN_2D['final_loss_mgradnet_m']} after 1000 (paper's time: "
+                   f"{PAPER_GAUSSIAN_2D['time']}; ours: {fig1.elapsed:.0f} s here, on this machine).")
     st.plotly_chart(fig1.figures["animation"], key=f"{PAGE}.fig1_chart")
 
 # --- Fig. 2 --------------------------------------------------------------------------------------
@@ -137,7 +152,8 @@ for name, title in EXPERIMENTS["digits-table"].folders:
         f"Ours: {s.get('images')}, {s.get('preset')} preset, {s.get('steps')} steps; paper: MNIST, "
         f"{PAPER_DIGITS['model']}, {PAPER_DIGITS['optimiser']}. MSE against the barycentric projection "
         f"({s.get('n_test', 1000)} samples). Median: paper {paper_table_median():.2e} over 25 pairs, ours "
-        + (f"{ours_median:.2e} over {s.get('pairs')} pairs" if ours_median is not None else "not available")
+        + (f"{ours_median:.2e} over {s.get('pairs')} pair{'' if s.get('pairs') == 1 else 's'}"
+           if ours_median is not None else "not available")
         + (f"; each of ours is the {s['statistic']}, with its range." if s.get("statistic") else
            "; one training seed and one evaluation draw per pair."))
     _dataframe(pd.DataFrame([{"source": r["source"], "target": r["target"], "ours": float(r["mse"]),
@@ -150,7 +166,8 @@ for name, title in EXPERIMENTS["digits-table"].folders:
                "is built from 1000 random target samples.")
     if len(res.rows) * 2 < 25:
         # A 5 x 5 heatmap of a run over a few pairs (the authors' settings take hours per pair) is mostly "n/a".
-        st.caption(f"{len(res.rows)} of the 25 pairs were run at these settings; the table above is all of them.")
+        st.caption(f"{len(res.rows)} of the 25 pairs {'was' if len(res.rows) == 1 else 'were'} run at these settings; "
+                   "the table above is all of them.")
     else:
         for path in res.figures:
             st.image(str(path))
@@ -185,6 +202,9 @@ if "morph" in saved:
     res = saved["morph"]
     st.subheader(f"One morph: {res.summary.get('source')} → {res.summary.get('target')}")
     st.caption(f"MSE {res.summary.get('mse'):.2e} against the barycentric projection; "
-               f"paper's 0 → 4 (MNIST, notebook): {PAPER_DIGITS['pair_0_to_4_notebook']}.")
+               f"paper's 0 → 4 (MNIST, notebook): {PAPER_DIGITS['pair_0_to_4_notebook']}. At t = 1 the learned "
+               "map still spreads points across the gap that the exact plan leaves open between the target's "
+               "strokes: a smooth monotone map cannot jump across a gap in the target, and the MSE, an average "
+               "over every point, counts those few points little (docs/method.md §4.7).")
     for path in res.figures:
         st.image(str(path))

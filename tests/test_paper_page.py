@@ -46,6 +46,8 @@ def test_page_runs_fig1_live():
     assert (monotone["order_reversal_share"] == 0).all()
     assert result.files == []                      # the live run writes nothing to results/
     assert any("0.0115" in c.value for c in at.caption)
+    # a 10-step run is not set beside the paper's 1000 steps as if they were alike
+    assert any("after 10 steps" in c.value and "after 1000" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_page_runs_a_small_highdim_sweep_and_refuses_no_dimensions():
@@ -78,6 +80,8 @@ def test_page_shows_saved_results(tmp_path, monkeypatch):
     at = _open()
     table = next(df for df in _frames(at) if "paper" in df.columns)
     assert table.iloc[0]["ours"] == pytest.approx(8e-4) and table.iloc[0]["paper"] == pytest.approx(0.00145)
+    assert any("over 1 pair;" in m.value for m in at.markdown), [m.value for m in at.markdown][-3:]
+    assert any("1 of the 25 pairs was run" in c.value for c in at.caption)
     assert any("8.00e-04" in m.value for m in at.markdown)
 
 
