@@ -47,7 +47,8 @@ def test_page_runs_fig1_live():
     assert result.files == []                      # the live run writes nothing to results/
     assert any("0.0115" in c.value for c in at.caption)
     # a 10-step run is not set beside the paper's 1000 steps as if they were alike
-    assert any("after 10 steps" in c.value and "after 1000" in c.value for c in at.caption), [c.value for c in at.caption]
+    captions = [c.value for c in at.caption]
+    assert any("after 10 steps" in c and "after 1000" in c for c in captions), captions
 
 
 def test_page_runs_a_small_highdim_sweep_and_refuses_no_dimensions():
