@@ -59,6 +59,10 @@ GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, 
 # (an exception box, not our message) for a file whose name has another extension, which a browser's
 # file picker filters but a forged request or a drag-and-drop in some browsers does not.
 UPLOAD_LABEL = "Image file (PNG, JPEG, GIF, BMP or WebP)"
+#: The image uploaders' own limit, so that the box says the limit the loader keeps (images.MAX_UPLOAD_BYTES,
+#: 10 MB) rather than the server's maxUploadSize, which is for saved maps; a larger file gets the browser's
+#: "File must be 10.0MB or smaller".
+UPLOAD_MB = 10
 
 T = TypeVar("T")
 
@@ -365,8 +369,7 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
     state = page_state(page)
     upload_key = key(page, side, "upload")
     fresh = upload_key not in st.session_state
-    file = st.file_uploader(UPLOAD_LABEL, key=upload_key,
-                            disabled=disabled)
+    file = st.file_uploader(UPLOAD_LABEL, key=upload_key, max_upload_size=UPLOAD_MB, disabled=disabled)
     if file is None:
         if fresh and side in state.uploads:
             name, image = state.uploads[side]
@@ -410,7 +413,8 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
                             persist_state="session")
         image = color.load_rgb(bundled[name])
     else:
-        file = st.file_uploader(UPLOAD_LABEL, key=key(page, side, "upload"), disabled=disabled)
+        file = st.file_uploader(UPLOAD_LABEL, key=key(page, side, "upload"), max_upload_size=UPLOAD_MB,
+                                disabled=disabled)
         if file is None:
             st.info("Upload a photo; it is shrunk to at most 512 px on its longer side.")
             return None

@@ -232,6 +232,8 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     upload = page.locator("[data-testid=stFileUploaderDropzoneInput]").first
     upload.wait_for(state="attached")
     main = page.locator("[data-testid=stMain]")
+    # The box states the limit that applies (it once said 50 MB, the server's limit for saved maps).
+    assert "10MB per file" in main.inner_text(), main.inner_text()[-2000:]
 
     upload.set_input_files({"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping list: milk"})
     _wait_until(page, "the not-an-image message", _shows_only("This file is not an image PIL can read", "Uploaded:"))
@@ -242,10 +244,9 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
                 _shows_only("The image is blank: no part of it stands out", "not an image PIL can read"))
     _error_box_says(page, "The image is blank: no part of it stands out from the background")
     page.screenshot(path=shots / "digits-bad-upload.png", full_page=True)
-    # Over load_image's 10 MB (and under the server's maxUploadSize of 50 MB): a message on the page.
+    # Over the uploader's 10 MB, the limit load_image keeps too: the browser refuses the file with a message.
     upload.set_input_files({"name": "huge.png", "mimeType": "image/png", "buffer": bytes(11 * 1024 * 1024)})
-    _wait_until(page, "the size-limit message", _shows_only("The file is 11.5 MB; the limit is 10.0 MB", "blank"))
-    _error_box_says(page, "The file is 11.5 MB; the limit is 10.0 MB")
+    _wait_until(page, "the size-limit message", _shows_only("File must be 10.0MB or smaller", "50MB"))
 
     one = black.copy()
     one[10:54, 28:36] = 255
