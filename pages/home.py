@@ -25,7 +25,7 @@ st.markdown("**Monotone gradient networks (mGradNets)** are built so that their 
             "positive semi-definite for every input and every weight, e.g. the modular mGradNet-M:")
 # One formula per line: together they were wider than the page at 1280 px.
 st.latex(r"T_\theta(x) = \sum_{k=1}^{K} \operatorname{sp}(\alpha_k)\, W_k^\top "
-         r"\big[\operatorname{sp}(a_k)\,\mathrm{softmax}(u_k) - \operatorname{sp}(b_k)\,"
+         r"\big[\operatorname{sp}(\gamma_k)\,\mathrm{softmax}(u_k) - \operatorname{sp}(\delta_k)\,"
          r"\mathrm{softmax}(-u_k)\big] + c,")
 st.latex(r"u_k = \operatorname{sp}(\beta_k)(W_k x + b_k).")
 st.markdown("**The Monge–Ampère loss.** A gradient of a convex function is the OT map exactly when it "
