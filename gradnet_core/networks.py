@@ -592,7 +592,8 @@ def _bound_abs(x: Tensor, A: Tensor) -> float:
 class MGradNetM(GradientNetwork):
     """Modular monotone gradient network (docs/method.md §2) with weighted-softmax modules.
 
-    u_k = sp(beta_k)(W_k x + b_k);  T(x) = sum_k sp(alpha_k) W_k^T [sp(gamma_k) softmax(u_k) - sp(delta_k) softmax(-u_k)] + c.
+    u_k = sp(beta_k)(W_k x + b_k);
+    T(x) = sum_k sp(alpha_k) W_k^T [sp(gamma_k) softmax(u_k) - sp(delta_k) softmax(-u_k)] + c.
     """
 
     def __init__(self, dim: int, width: int = 32, modules: int = 4, strict: bool = False, eps: float = 1e-3):
