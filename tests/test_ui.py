@@ -116,7 +116,7 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table([], "source")
     with pytest.raises(ValueError, match="row 2: the weight must not be negative"):
         mixture_from_table([_row(1.0, 0, 0), _row(-0.5, 1, 1)], "Source")
-    with pytest.raises(ValueError, match="row 1: mean_y is empty"):
+    with pytest.raises(ValueError, match="row 1: mean y is empty"):
         mixture_from_table([{**_row(1.0, 0, 0), "mean_y": None}], "source")
     with pytest.raises(ValueError, match="row 1: std_x is empty"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": math.nan}], "source")
