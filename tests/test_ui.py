@@ -118,7 +118,7 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table([_row(1.0, 0, 0), _row(-0.5, 1, 1)], "Source")
     with pytest.raises(ValueError, match="row 1: mean y is empty"):
         mixture_from_table([{**_row(1.0, 0, 0), "mean_y": None}], "source")
-    with pytest.raises(ValueError, match="row 1: std_x is empty"):
+    with pytest.raises(ValueError, match="row 1: std x is empty"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": math.nan}], "source")
     with pytest.raises(ValueError, match="row 1: std y is a standard deviation, so it must be positive"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_y": -0.5}], "source")
