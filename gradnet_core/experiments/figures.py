@@ -51,7 +51,9 @@ def snapshot_grid_png(path: Path, frames: Sequence[Sequence[np.ndarray]], colour
     ``colours: (n, 3)`` uint8 inside ``bounds`` = (x0, x1, y0, y1); ``background: (m, 2)`` in grey.
     Each panel is ``cell`` pixels square; non-finite points are left out."""
     rows, cols = len(frames), len(col_titles)
-    left, top = 130, 26
+    # Room for the longest row title at 10 pt (about 8 px a character): "whitening (exact)" was cut at 130.
+    longest = max((len(line) for title in row_titles for line in title.splitlines()), default=0)
+    left, top = max(130, 24 + 8 * longest), 26
     figure = _figure(left + cols * (cell + 6), top + rows * (cell + 6))
     figure.subplots_adjust(left=left / figure.bbox.width, right=0.995, top=1 - top / figure.bbox.height,
                            bottom=0.005, wspace=0.03, hspace=0.03)
