@@ -226,13 +226,18 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
     return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed), **objective}
 
 
+#: Objectives by name, in the words the objective menus use.
+_OBJECTIVE_WORDS = {"kl": "KL divergence", "sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL",
+                    "wasserstein": "adversarial W1"}
+
+
 def _describe(objective: Objective) -> str:
-    """The objective in a few words, for the settings caption."""
+    """The objective in a few words, for the settings caption and a run's label."""
     if isinstance(objective, ConstrainedFlow):
         return f"{objective.variant} constrained gradient flow"
     if isinstance(objective, MongeAmpere):
-        return f"{objective.name} loss ({objective.residual})"
-    return f"{objective.name} loss"
+        return f"Monge–Ampère loss, {objective.residual} residual"
+    return _OBJECTIVE_WORDS.get(objective.name, f"{objective.name} loss")
 
 
 def _store_run(state: PageState, job: TrainingJob) -> None:

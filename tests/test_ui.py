@@ -192,3 +192,12 @@ def test_a_closed_sessions_page_states_are_released_after_the_reconnect_time(mon
     assert page_states.release_closed(active, after=120.0, now=0.0) == 0
     assert page_states.release_closed(lambda session: True, after=120.0, now=60.0) == 0
     assert page_states.release_closed(active, after=120.0, now=150.0) == 0 and gone.runs == ["run"]
+
+
+def test_a_runs_objective_is_named_as_the_menus_name_it():
+    # A digits run was labelled "monge-ampere loss (l1)" beside menus saying "Monge–Ampère loss (Adam)".
+    from gradnet_core.objectives import MongeAmpere, ReverseKL, SinkhornLoss
+    from studio.panels import _describe
+
+    assert _describe(MongeAmpere()) == "Monge–Ampère loss, l1 residual"
+    assert _describe(ReverseKL()) == "KL divergence" and _describe(SinkhornLoss()) == "Sinkhorn divergence"
