@@ -156,7 +156,10 @@ SAMPLE_LOSS_SETTINGS: dict[str, dict[str, Any]] = {
     "gaussian-kl": {"objective": GaussianMomentKL(), "steps": 1000, "batch_size": 1000, "lr": 1e-2},
     "wasserstein": {"objective": AdversarialW1(critic_lr=1e-3, critic_steps=5), "steps": 1500, "batch_size": 256,
                     "lr": 1e-3},
-    "sinkhorn": {"objective": SinkhornLoss(), "steps": 500, "batch_size": 500, "lr": 1e-2},
+    # lr 3e-2, the mixture preset's and so the rate the mixtures page trains this objective at: on the 22 mixture
+    # cases (seeds 0-1) 42 of 44 runs within L2-UVP 10 % against 38 at 1e-2 (2e-2: 41), median 3.9 % against 4.7 %,
+    # same time; 1000 steps at 1e-2 did as well at twice the time, a cosine decay worse (results/robustness/).
+    "sinkhorn": {"objective": SinkhornLoss(), "steps": 500, "batch_size": 500, "lr": 3e-2},
 }
 
 
