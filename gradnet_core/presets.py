@@ -158,7 +158,8 @@ SAMPLE_LOSS_SETTINGS: dict[str, dict[str, Any]] = {
                     "lr": 1e-3},
     # lr 3e-2, the mixture preset's and so the rate the mixtures page trains this objective at: on the 22 mixture
     # cases (seeds 0-1) 42 of 44 runs within L2-UVP 10 % against 38 at 1e-2 (2e-2: 41), median 3.9 % against 4.7 %,
-    # same time; 1000 steps at 1e-2 did as well at twice the time, a cosine decay worse (results/robustness/).
+    # same time; 1000 steps at 1e-2 did as well at twice the time, a cosine decay worse
+    # (results/robustness/sample-only-3/).
     "sinkhorn": {"objective": SinkhornLoss(), "steps": 500, "batch_size": 500, "lr": 3e-2},
 }
 
@@ -186,14 +187,14 @@ OBJECTIVE_CHOICES: dict[str, dict[str, Any]] = {
 
 
 #: What the mixtures page offers, its default first, and what it leaves out and why. Measured on all 22
-#: mixture cases of the robustness benchmark (results/robustness/sample-only-2/: seeds 0-1, L2-UVP against
-#: the exact map on 1500 test points, pass at 10 %): Sinkhorn median 4.7 % (38 of 44 runs pass; the six
-#: others at 10.2-14.8 %), Gaussian-moment KL 11.9 % (12 of 44), adversarial W1 18.9 % (9 of 44); the
+#: mixture cases of the robustness benchmark (results/robustness/sample-only-3/: seeds 0-1, L2-UVP against
+#: the exact map on 1500 test points, pass at 10 %): Sinkhorn median 3.9 % (42 of 44 runs pass; the two
+#: others at 10.6 %), Gaussian-moment KL 11.9 % (12 of 44), adversarial W1 18.9 % (9 of 44); the
 #: density objectives in results/robustness/after-3/ (KL: 80 % of runs within 5 %).
 MIXTURE_OBJECTIVES: tuple[str, ...] = ("KL divergence (Adam)", DEFAULT_OBJECTIVE,
                                        "Sinkhorn divergence (target samples only)")
 MIXTURE_WITHHELD: dict[str, str] = {
-    # results/robustness/sample-only-2/: the 22 mixture cases, seeds 0-1.
+    # results/robustness/sample-only-3/: the 22 mixture cases, seeds 0-1.
     "Gaussian-moment KL": "it matches only the target's mean and covariance, so its maps miss a mixture's "
                           "shape (median L2-UVP 12 % against the exact map; 12 of 44 runs within 10 %)",
     "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 19 % (9 of 44 runs within 10 %)",
