@@ -7,6 +7,8 @@ a drawing canvas or an upload) and colour images (bundled or uploaded). Each ``*
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -18,7 +20,8 @@ from PIL import Image
 
 from gradnet_core import color, presets
 from gradnet_core.densities import Density, ImageDensity
-from gradnet_core.images import DIGIT_SETS, bundled_digits, canvas_to_image, load_bundled, load_image
+from gradnet_core.images import (DIGIT_SETS, MAX_UPLOAD_BYTES, bundled_digits, canvas_to_image, load_bundled,
+                                 load_image)
 from gradnet_core.plotting import density_heatmap, square_bounds
 
 from .limits import truth_samples_cap, upload_pixels
@@ -49,20 +52,20 @@ CANVAS_TOOLBAR_CSS = """
 .dc-root:hover>.dc-toolbar,.dc-toolbar:focus-within,.dc-toolbar[data-pinned=true]{pointer-events:auto}
 """
 GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, max, step
-    "mean_x": ("mean x", -3.0, 3.0, 0.05),
-    "mean_y": ("mean y", -3.0, 3.0, 0.05),
-    "std_x": ("std x", 0.05, 3.0, 0.05),    # not 0: a standard deviation of 0 is no density
-    "std_y": ("std y", 0.05, 3.0, 0.05),
-    "corr": ("correlation", -1.0, 1.0, 0.05),
+    "mean_x": (MIXTURE_HEADERS["mean_x"], -3.0, 3.0, 0.05),
+    "mean_y": (MIXTURE_HEADERS["mean_y"], -3.0, 3.0, 0.05),
+    "std_x": (MIXTURE_HEADERS["std_x"], 0.05, 3.0, 0.05),    # not 0: a standard deviation of 0 is no density
+    "std_y": (MIXTURE_HEADERS["std_y"], 0.05, 3.0, 0.05),
+    "corr": (MIXTURE_HEADERS["corr"], -1.0, 1.0, 0.05),
 }
 # The uploaders take any file and the loader judges its content: with ``type=[...]`` Streamlit itself raises
 # (an exception box, not our message) for a file whose name has another extension, which a browser's
 # file picker filters but a forged request or a drag-and-drop in some browsers does not.
 UPLOAD_LABEL = "Image file (PNG, JPEG, GIF, BMP or WebP)"
-#: The image uploaders' own limit, so that the box says the limit the loader keeps (images.MAX_UPLOAD_BYTES,
-#: 10 MB) rather than the server's maxUploadSize, which is for saved maps; a larger file gets the browser's
+#: The image uploaders' own limit in MB, the one the loader keeps, so that the box says the limit that applies
+#: rather than the server's maxUploadSize, which is for saved maps; a larger file gets the browser's
 #: "File must be 10.0MB or smaller".
-UPLOAD_MB = 10
+UPLOAD_MB = MAX_UPLOAD_BYTES // 1_000_000
 
 T = TypeVar("T")
 
@@ -346,9 +349,6 @@ def _toolbar_off_the_canvas() -> None:
     """Append CANVAS_TOOLBAR_CSS to the canvas component's styles (once per process). The component gives
     no way to pass styles and draws inside its own shadow root, so its registered definition is re-registered
     with the stylesheet inline."""
-    import dataclasses
-    import logging
-
     try:    # Streamlit's component registry, not a public API: where it differs, the canvas works as it comes
         from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
 

@@ -30,7 +30,7 @@ from gradnet_core.plotting import (Panel, animation_figure, animation_gif, densi
                                    preview_figure, residual_figure, square_bounds)
 from gradnet_core.pushforward import density_on_grid, total_variation
 from gradnet_core.training import TrainResult
-from gradnet_core.verdict import IMAGE_MISPLACED_TOLERANCE
+from gradnet_core.verdict import IMAGE_MISPLACED_TOLERANCE, IMAGE_UNCOVERED_TOLERANCE, UNCOVERED_TOLERANCE
 
 from .device import device_label
 from .jobs import TrainingJob
@@ -485,7 +485,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
         METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
             format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
                                 "target's density (found through the inverse map); the verdict flags more than "
-                                "8 % (10 % for a digit). None for maps trained on target samples only."),
+                                f"{100 * UNCOVERED_TOLERANCE:g} % ({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). "
+                                "None for maps trained on target samples only."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
             format="%.1f", help="Share of source samples the map sends where its pushforward has over ten times "
                                 "the target's density (between a digit's strokes, say); the verdict flags more "

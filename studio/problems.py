@@ -41,7 +41,7 @@ ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the sour
 PICTURE_RESOLUTION = 100         # density pictures: grid points per side
 PICTURE_FRAMES = 30              # frames of the density morph, as in the point animation
 MIXTURE_COLUMNS = ("weight", "mean_x", "mean_y", "std_x", "std_y", "corr")
-#: The column headers the table shows (and messages name).
+#: A Gaussian's fields as the mixture table's headers, the Gaussians page's sliders and the messages name them.
 MIXTURE_HEADERS = {"weight": "weight", "mean_x": "mean x", "mean_y": "mean y", "std_x": "std x", "std_y": "std y",
                    "corr": "correlation"}
 METRIC_COLUMNS = {                # metrics key -> table column
