@@ -470,6 +470,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
                 "shown above")
     table = metrics_table(state.runs)
     st.dataframe(table, hide_index=True, column_config={
+        # the run's name stays in view while the table scrolls sideways (13 columns need more than 1280 px)
+        "map": st.column_config.TextColumn(pinned=True),
         "MSE": st.column_config.NumberColumn(format="%.3e"),
         "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
         "cosine": st.column_config.NumberColumn(format="%.4f"),
