@@ -350,6 +350,15 @@ def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
     elif second.verdict.ok:
         kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
                              "target back to the source: the map shown is its inverse. " + second.message)
+    elif first.verdict is not None and first.verdict.transport is not None and second.verdict.transport is not None:
+        # Both flagged: the transport excess bounds each map's error from below and ranked the benchmark's maps as
+        # their exact error did (docs/method.md §6.8), so the smaller one is kept.
+        better = second.verdict.transport_excess < first.verdict.transport_excess
+        kept = second if better else first
+        why = ("The map trained from the source was flagged, so a second network was trained from the target back "
+               "to the source; it was flagged too, and the map shown is "
+               + ("its inverse, whose pushforward is nearer the target. " if better else
+                  "the first, whose pushforward is nearer the target. ") + kept.message)
     elif set(second.verdict.failed) == {"misplaced"}:
         kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
                              "target back to the source: the map shown is its inverse, whose pushforward matches "

@@ -470,7 +470,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
                 "shown above")
     table = metrics_table(state.runs)
     st.dataframe(table, hide_index=True, column_config={
-        # the run's name stays in view while the table scrolls sideways (13 columns need more than 1280 px)
+        # the run's name stays in view while the table scrolls sideways (its columns need more than 1280 px)
         "map": st.column_config.TextColumn(pinned=True),
         "MSE": st.column_config.NumberColumn(format="%.3e"),
         "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
@@ -479,6 +479,12 @@ def results_panel(page: str, problem: Problem | None) -> None:
         "smallest Jacobian eigenvalue": st.column_config.NumberColumn(format="%.4f"),
         "training time (s)": st.column_config.NumberColumn(format="%.1f"),
         "steps": st.column_config.NumberColumn(format="%d"),
+        METRIC_COLUMNS["error_bound"]: st.column_config.NumberColumn(
+            format="%.3g", help="The square root of W2² between the mapped samples and the target's, less W2² "
+                                "between two samples of the target: how far, at least, the map's points are from "
+                                "the optimal map's on average (root mean square), up to sampling noise. The "
+                                "verdict decides on it in two and three dimensions. Compare with √MSE. None above "
+                                "three dimensions."),
         METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
             format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
         METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(

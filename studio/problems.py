@@ -46,6 +46,7 @@ MIXTURE_HEADERS = {"weight": "weight", "mean_x": "mean x", "mean_y": "mean y", "
                    "corr": "correlation"}
 METRIC_COLUMNS = {                # metrics key -> table column
     "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
+    "error_bound": "error at least (W2, no ground truth)",
     "ma_residual": "Monge–Ampère residual", "distance_ratio": "energy distance ÷ target's own",
     "kl_estimate": "KL(T#p ‖ q) estimate", "uncovered": "target mass left uncovered (%)",
     "misplaced": "source mass sent where the target is thin (%)",
@@ -238,6 +239,8 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
         metrics["steps"] = float(result.steps)
         if result.verdict is not None:
             metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
+            excess = result.verdict.transport_excess
+            metrics["error_bound"] = math.nan if excess is None else math.sqrt(max(excess, 0.0))
             metrics["distance_ratio"] = result.verdict.distance_ratio
             metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
             uncovered, misplaced = result.verdict.uncovered, result.verdict.misplaced

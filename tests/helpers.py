@@ -1,6 +1,9 @@
-"""Small helpers shared by the network tests."""
+"""Small helpers shared by the tests."""
 
+import numpy as np
 import torch
+
+from gradnet_core import ImageDensity
 
 
 def random_parameters(model: torch.nn.Module, scale: float, seed: int = 0) -> torch.nn.Module:
@@ -12,3 +15,14 @@ def random_parameters(model: torch.nn.Module, scale: float, seed: int = 0) -> to
         for p in model.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return model
+
+
+def disk_and_two_blobs():
+    """A disk onto two blobs left and right of it, as 28 x 28 images: the forward map must tear the disk in two
+    (a non-convex target); the map back merges the blobs into the disk, which a smooth monotone map does
+    easily, and the disk is bounded, so its inverse has no far tail to reach (a Gaussian source has one:
+    test_training.test_an_inverse_that_flings_the_source_tails_away_is_flagged_and_not_kept)."""
+    rows, cols = np.mgrid[0:28, 0:28]
+    disk = ((rows - 13.5) ** 2 + (cols - 13.5) ** 2 < 36).astype(float)
+    blobs = (((rows - 13.5) ** 2 + (cols - 5) ** 2 < 16) | ((rows - 13.5) ** 2 + (cols - 22) ** 2 < 16)).astype(float)
+    return ImageDensity(disk, bandwidth=1e-2), ImageDensity(blobs, bandwidth=1e-2)

@@ -12,6 +12,8 @@ from gradnet_core import Gaussian, TrainConfig
 from gradnet_core.networks import seeded_map
 from studio.jobs import GPU_LOCK, TrainingJob
 
+from helpers import disk_and_two_blobs
+
 TIMEOUT = 120
 
 
@@ -379,13 +381,6 @@ def test_a_job_with_a_slot_waiting_for_the_gpu_says_so(monkeypatch):
     assert job.wait(TIMEOUT) and job.error is None and job.result.steps == 10
 
 
-def _split_problem():
-    """N(0, I) onto two far components: trained forward the map is flagged, so direction 'auto' trains back."""
-    from gradnet_core import GaussianMixture
-    return (Gaussian([0.0, 0.0], np.eye(2)),
-            GaussianMixture([0.5, 0.5], [[-3.0, 0.0], [3.0, 0.0]], [np.eye(2) * 0.25] * 2))
-
-
 def _what_finish_got(model, result):
     return type(model).__name__, model is result.map
 
@@ -394,11 +389,12 @@ def _what_finish_got(model, result):
 def test_a_job_whose_map_is_an_inverse_hands_that_map_on(in_pool, request):
     from functools import partial
 
-    from gradnet_core import InverseMap, ReverseKL
+    from gradnet_core import InverseMap, MongeAmpere
 
-    source, target = _split_problem()
+    source, target = disk_and_two_blobs()     # trained forward the map is flagged, so direction 'auto' trains back
     model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
-    config = TrainConfig(steps=200, lr=3e-2, report_seconds=0.0, objective=ReverseKL(smoothing=0.0), direction="auto")
+    config = TrainConfig(steps=200, lr=3e-2, batch_size=256, seed=0, report_seconds=0.0, direction="auto",
+                         objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=1e-3))
     notes, preview = [], source.sample(20)
     job = TrainingJob(model, source, target, config, preview_points=preview, preview_every=50, cpu_threads=1,
                       finish=partial(_what_finish_got), pool=request.getfixturevalue("pool") if in_pool else None)

@@ -11,8 +11,11 @@ from gradnet_core import (Gaussian, GaussianMixture, ImageDensity, InverseMap, M
                           ReverseKL, SinkhornLoss, TrainConfig, train)
 from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.metrics import map_mse
+from gradnet_core.networks import seeded_map
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
 from gradnet_core.training import bandwidth_schedule
+
+from helpers import disk_and_two_blobs
 
 
 def paper_pair():
@@ -223,27 +226,52 @@ def test_reverse_direction_learns_the_inverse_of_the_map_back():
 
 
 def test_auto_direction_keeps_the_inverse_when_the_forward_map_is_flagged():
-    source, target = split_pair()
+    source, target = disk_and_two_blobs()
     seen = []
-    model = MGradNetM(2, width=16, modules=4)
-    config = TrainConfig(steps=200, lr=3e-2, objective=ReverseKL(smoothing=0.0), direction="auto")
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    config = TrainConfig(steps=200, lr=3e-2, batch_size=256, seed=0, direction="auto",
+                         objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=1e-3))
     result = train(model, source, target, config, callback=lambda p: seen.append((p.step, p.total, p.model, p.note)))
-    assert result.direction == "reverse" and result.verdict.ok
+    assert result.direction == "reverse"
     assert isinstance(result.map, InverseMap) and result.map.base is not model
     assert "flagged" in result.message and "inverse" in result.message
     # the caller saw one run of 400 steps, the second half with the inverse map and a note
     assert seen[-1][:2] == (400, 400) and isinstance(seen[-1][2], InverseMap) and seen[-1][3]
     assert all(not note and p is model for step, total, p, note in seen if step <= 200)
     assert result.history["step"] == list(range(1, 401)) and result.steps == 200
-    # the map splits the source: the left half goes to the left component, the right half to the right one
+    # the map splits the disk: its left half goes to the left blob, its right half to the right one
     x = source.sample(2000, torch.Generator().manual_seed(3))
     with torch.no_grad():
         y = result.map(x)
-    assert ((y[:, 0] < 0) == (x[:, 0] < 0)).float().mean() > 0.97
-    assert abs((y[:, 0] < 0).float().mean().item() - 0.5) < 0.05
-    # trained forward only, the same network leaves a component nearly empty: what the verdict flagged
-    forward = train(MGradNetM(2, width=16, modules=4), source, target, replace(config, direction="forward"))
+    assert ((y[:, 0] < 0.5) == (x[:, 0] < 0.5)).float().mean() > 0.95     # a map that does not split: 0.5
+    assert abs((y[:, 0] < 0.5).float().mean().item() - 0.5) < 0.05
+    # trained forward only, the same network is flagged, and its pushforward is much further from the target
+    forward = train(seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4), source, target,
+                    replace(config, direction="forward"))
     assert not forward.verdict.ok
+    assert forward.verdict.transport_excess > 3 * result.verdict.transport_excess
+
+
+def test_an_inverse_that_flings_the_source_tails_away_is_flagged_and_not_kept():
+    # From N(0, I) onto two far components, the network trained back maps the components onto the source well,
+    # but its inverse sends the source's tail points (|x| > 3, under 1 %) hundreds of units away: nothing trained
+    # the network back where the target has no mass. Those points weigh heavily in the squared error, and the
+    # transport check sees them (the energy distance did not); both maps flagged, the nearer one is kept.
+    source, target = split_pair()
+    config = TrainConfig(steps=200, lr=3e-2, seed=0, objective=ReverseKL(smoothing=0.0))
+    runs = {direction: train(seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4), source, target,
+                             replace(config, direction=direction)) for direction in ("forward", "reverse", "auto")}
+    back = runs["reverse"]
+    x = source.sample(4000, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        flung = back.map(x).norm(dim=1) > 20
+    assert 0 < flung.float().mean() < 0.01 and (x[flung].norm(dim=1) > 2.5).all()
+    assert not back.verdict.ok and "transport" in back.verdict.failed
+    assert not runs["forward"].verdict.ok
+    nearer = min(("forward", "reverse"), key=lambda d: runs[d].verdict.transport_excess)
+    assert runs["auto"].direction == nearer
+    assert runs["auto"].verdict.transport_excess == pytest.approx(runs[nearer].verdict.transport_excess)
+    assert "flagged too" in runs["auto"].message
 
 
 def test_auto_direction_changes_nothing_when_the_forward_map_passes():

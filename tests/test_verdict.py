@@ -16,7 +16,7 @@ from gradnet_core.metrics import evaluate_map
 from gradnet_core.networks import GradientNetwork, seeded_map
 from gradnet_core.objectives import MongeAmpere
 from gradnet_core.presets import MODEL_PRESETS, mixture_presets, objective_overrides, train_preset
-from gradnet_core.verdict import KL_TOLERANCE, assess_map
+from gradnet_core.verdict import KL_TOLERANCE, TRANSPORT_MAX_DIM, assess_map
 
 
 class Affine(GradientNetwork):
@@ -47,6 +47,7 @@ def test_the_exact_gaussian_map_passes():
     assert verdict.ok, verdict.message
     assert abs(verdict.kl) < 3 * verdict.kl_error + 1e-3          # KL(T#p || q) = 0 for the exact map
     assert verdict.distance_ratio < 2.0 and "optimal map" in verdict.message
+    assert abs(verdict.transport_excess) < 0.02 * verdict.transport_scale and "W2" in verdict.message
     assert verdict.uncovered < 0.02                               # T#p = q: no target mass left bare
 
 
@@ -83,9 +84,13 @@ def test_a_shifted_map_is_flagged_with_samples_only():
     shifted = Affine(model.A.detach(), model.b.detach() + torch.tensor([1.0, 0.0]))
     points = target.sample(3000, torch.Generator().manual_seed(1))
     verdict = assess_map(shifted, source, points)
-    assert not verdict.ok and verdict.kl is None
-    assert verdict.samples == 1000 and "does not match the target" in verdict.message
-    assert assess_map(model, source, points).ok
+    assert not verdict.ok and verdict.kl is None and verdict.failed == ("transport",)
+    # W2^2(T#p, q) <= E|T(x) - T*(x)|^2 = 1 for a shift by 1: the excess over two target samples' W2^2 is a lower
+    # bound on the map's error, and a close one here (the shift is all the error there is)
+    assert 0.8 < math.sqrt(verdict.transport_excess) <= 1.05
+    assert verdict.samples == 1000 and "off from the optimal map's by at least about 0.9" in verdict.message
+    exact = assess_map(model, source, points)
+    assert exact.ok and abs(exact.transport_excess) < 0.02 * exact.transport_scale, exact.message
 
 
 def test_a_map_that_is_not_monotone_is_never_called_optimal():
@@ -139,8 +144,22 @@ def test_a_sample_only_map_is_judged_against_target_samples():
     x, y = source.sample(1500, g), target.sample(1500, g)
     assert evaluate_map(model, source, target, x, barycentric_projection(x, y))["l2_uvp"] < 5.0
     assert result.verdict.kl is None and result.verdict.ok, result.verdict.message
+    # Judged with the density, the KL estimate is far above its tolerance; in two dimensions the transport check
+    # decides, and it passes the map, which is right.
     with_density = assess_map(model, source, target, seed=0)
-    assert with_density.kl > KL_TOLERANCE and not with_density.ok
+    assert with_density.kl > KL_TOLERANCE and with_density.ok, with_density.message
+
+
+def test_above_three_dimensions_the_energy_distance_decides():
+    # Two samples of 1000 points in 8-D are far apart in W2 whatever their law: no transport check there.
+    source, target = Gaussian(np.zeros(8), np.eye(8)), Gaussian(np.full(8, 0.5), np.eye(8))
+    exact = Affine(np.eye(8), np.full(8, 0.5))
+    assert exact.dim > TRANSPORT_MAX_DIM
+    verdict = assess_map(exact, source, target)
+    assert verdict.ok and verdict.transport is None and verdict.transport_excess is None, verdict.message
+    assert "energy distance" in verdict.message
+    shifted = assess_map(Affine(np.eye(8), np.full(8, 1.5)), source, target)
+    assert not shifted.ok and "distance" in shifted.failed
 
 
 def _bars(rows, weights):

@@ -325,7 +325,8 @@ def _verdict_fields(result: TrainResult) -> dict[str, Any]:
         return {}
     return {"verdict_ok": bool(verdict.ok), "verdict_kl": verdict.kl, "verdict_distance": verdict.distance,
             "verdict_noise": verdict.noise, "verdict_uncovered": verdict.uncovered,
-            "verdict_misplaced": verdict.misplaced,
+            "verdict_misplaced": verdict.misplaced, "verdict_transport": verdict.transport,
+            "verdict_transport_noise": verdict.transport_noise, "verdict_transport_scale": verdict.transport_scale,
             "verdict_message": verdict.message}
 
 
