@@ -480,11 +480,11 @@ def results_panel(page: str, problem: Problem | None) -> None:
         "training time (s)": st.column_config.NumberColumn(format="%.1f"),
         "steps": st.column_config.NumberColumn(format="%d"),
         METRIC_COLUMNS["error_bound"]: st.column_config.NumberColumn(
-            format="%.3g", help="The square root of W2² between the mapped samples and the target's, less W2² "
-                                "between two samples of the target: how far, at least, the map's points are from "
-                                "the optimal map's on average (root mean square), up to sampling noise. The "
-                                "verdict decides on it in two and three dimensions. Compare with √MSE. None above "
-                                "three dimensions."),
+            format="%.3g", help="√(W2² between the mapped samples and the target's − W2² between two samples of the "
+                                "target): about 0 for the exact map. W2²(T#p, q) is at most the map's mean squared "
+                                "error against the optimal map, so this grows with the map's error, and it ranked the "
+                                "benchmark's maps as their exact error did; compare it with √MSE. The verdict decides "
+                                "on it in two and three dimensions. None above three."),
         METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
             format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
         METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(

@@ -85,10 +85,10 @@ def test_a_shifted_map_is_flagged_with_samples_only():
     points = target.sample(3000, torch.Generator().manual_seed(1))
     verdict = assess_map(shifted, source, points)
     assert not verdict.ok and verdict.kl is None and verdict.failed == ("transport",)
-    # W2^2(T#p, q) <= E|T(x) - T*(x)|^2 = 1 for a shift by 1: the excess over two target samples' W2^2 is a lower
-    # bound on the map's error, and a close one here (the shift is all the error there is)
+    # W2^2(T#p, q) <= E|T(x) - T*(x)|^2 = 1 for a shift by 1, with equality here (the shift is all the error
+    # there is): the excess over two target samples' W2^2 estimates it
     assert 0.8 < math.sqrt(verdict.transport_excess) <= 1.05
-    assert verdict.samples == 1000 and "off from the optimal map's by at least about 0.9" in verdict.message
+    assert verdict.samples == 1000 and "as if its points were off from the optimal map's by about 0.9" in verdict.message
     exact = assess_map(model, source, points)
     assert exact.ok and abs(exact.transport_excess) < 0.02 * exact.transport_scale, exact.message
 
