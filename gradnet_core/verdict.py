@@ -85,10 +85,12 @@ IMAGE_MISPLACED_TOLERANCE = 0.06
 #: Largest W2^2 excess (mapped samples vs target samples, less two target samples; see the module docstring) a
 #: map may show and pass, as a share of the target's variance (trace of its covariance): the robustness
 #: benchmark's mixture threshold is L2-UVP 5 %, a mean squared error of 5 % of that variance, which bounds
-#: W2^2(T#p, q) from above. IMAGE_TRANSPORT_TOLERANCE: the same for an image target, on the unit square, against the
-#: benchmark's digit threshold MSE 2e-3. Set on the benchmark's maps (docs/method.md §6.8).
+#: W2^2(T#p, q) from above; 4 % because on mixtures the excess runs below the error (a split in the wrong place
+#: nearly cancels in the pushforward). IMAGE_TRANSPORT_TOLERANCE: for an image target, on the unit square, the
+#: benchmark's digit threshold itself, MSE 2e-3 (on digits the excess runs at or above the error). Both set on
+#: the robustness benchmark's maps, seeds 0-1, and checked on fresh cases and seeds (docs/method.md §6.8).
 TRANSPORT_TOLERANCE = 0.04
-IMAGE_TRANSPORT_TOLERANCE = 2.2e-3
+IMAGE_TRANSPORT_TOLERANCE = 2e-3
 #: Above this dimension the transport check is not made: two samples of 1000 points are far apart in W2
 #: however equal their distributions (the noise grows like n^(-2/d)), and the other checks decide.
 TRANSPORT_MAX_DIM = 3
