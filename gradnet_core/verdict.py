@@ -297,11 +297,12 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
                f"samples of the target are from each other")
     checks = (("distance", far), ("kl", squeezed), ("uncovered", bare), ("misplaced", strewn))
     if transport is not None:
-        # In low dimensions the transport check decides (module docstring); the others name what went wrong.
+        # In low dimensions the transport check decides (module docstring); the others name what went wrong,
+        # the energy distance included (direction "auto" keeps an inverse whose only named fault is strewn mass).
         far = transport.failed
         bare, squeezed, strewn = bare and far, squeezed and far, strewn and far
         compare = transport.compare()
-        checks = (("transport", far), *(((name, bad and far) for name, bad in checks[1:])))
+        checks = (("transport", far), *((name, bad and far) for name, bad in checks))
     if far and transport is not None and not (bare or squeezed or strewn):
         message = (f"The map is not the optimal map: {compare}, as if its points were off from the optimal map's by "
                    f"about {math.sqrt(max(transport.excess, 0.0)):.2g} on average (root mean square).")

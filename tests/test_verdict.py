@@ -84,7 +84,7 @@ def test_a_shifted_map_is_flagged_with_samples_only():
     shifted = Affine(model.A.detach(), model.b.detach() + torch.tensor([1.0, 0.0]))
     points = target.sample(3000, torch.Generator().manual_seed(1))
     verdict = assess_map(shifted, source, points)
-    assert not verdict.ok and verdict.kl is None and verdict.failed == ("transport",)
+    assert not verdict.ok and verdict.kl is None and verdict.failed == ("transport", "distance")
     # W2^2(T#p, q) <= E|T(x) - T*(x)|^2 = 1 for a shift by 1, with equality here (the shift is all the error
     # there is): the excess over two target samples' W2^2 estimates it
     assert 0.8 < math.sqrt(verdict.transport_excess) <= 1.05
