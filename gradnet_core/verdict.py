@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from .densities import Density, ImageDensity
-from .metrics import energy_distance
+from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
 __all__ = ["Verdict", "assess_map", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE",
@@ -193,14 +193,6 @@ def _uncovered_share(model: TransportMap, source: Density, target: Density, y: T
     return float(thin.double().mean())
 
 
-def _transport_cost(a: Tensor, b: Tensor) -> float:
-    """W2^2 between two point sets of equal size, uniform weights: POT's exact EMD on the CPU."""
-    import ot  # POT: heavy import, only here
-
-    a, b = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
-    return float(ot.emd2([], [], ot.dist(a, b), numItermax=10_000_000))
-
-
 def _variance(target: Density | Tensor) -> float:
     """Trace of the target's covariance (of its points when given as points)."""
     cov = target.cov if isinstance(target, Density) else torch.cov(target.T)
@@ -249,8 +241,8 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
         uncovered = _uncovered_share(model, source, target, y)
     transport = None
     if model.dim <= TRANSPORT_MAX_DIM:
-        cost = _transport_cost(mapped, y)
-        reference = sum(_transport_cost(*_two_target_samples(target, n, g)) for _ in range(TRANSPORT_REPLICATES))
+        cost = exact_w2(mapped, y) ** 2
+        reference = sum(exact_w2(*_two_target_samples(target, n, g)) ** 2 for _ in range(TRANSPORT_REPLICATES))
         scale = 1.0 if image else _variance(target)
         transport = _Transport(cost, reference / TRANSPORT_REPLICATES, scale,
                                (IMAGE_TRANSPORT_TOLERANCE if image else TRANSPORT_TOLERANCE) * scale)

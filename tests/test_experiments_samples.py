@@ -11,7 +11,8 @@ from PIL import Image
 
 from gradnet_core.experiments.__main__ import main
 from gradnet_core.experiments.generate import digit_grid_png, load_digit_vectors
-from gradnet_core.experiments.gmm import exact_w2, gmm_pair
+from gradnet_core.experiments.gmm import gmm_pair
+from gradnet_core.metrics import exact_w2
 
 
 def _run(capsys, *argv: str) -> dict:

@@ -27,13 +27,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..densities import Gaussian
-from ..metrics import energy_distance
+from ..metrics import energy_distance, exact_w2
 from ..networks import seeded_map
 from ..objectives import AdversarialW1
 from ..training import TrainConfig, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, write_csv,
                      write_json)
-from .gmm import binned_history, exact_w2
+from .gmm import binned_history
 
 __all__ = ["GENERATE_NETWORKS", "GENERATE_CONFIG", "load_digit_vectors", "digit_grid_png", "run_generate",
            "add_arguments", "run"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..ground_truth import barycentric_projection
-from ..metrics import l2_uvp, map_mse, monotonicity
+from ..metrics import exact_w2, l2_uvp, map_mse, monotonicity
 from ..networks import seeded_map
 from ..presets import SAMPLE_LOSS_SETTINGS, mixture_presets, train_preset
 from ..training import TrainConfig, train
@@ -31,7 +31,7 @@ from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_desc
                      write_json)
 from .figures import snapshot_grid_png
 
-__all__ = ["GMM_PRESET", "GMM_NETWORKS", "GMM_LOSSES", "LOSS_BIN", "gmm_pair", "exact_w2", "binned_history",
+__all__ = ["GMM_PRESET", "GMM_NETWORKS", "GMM_LOSSES", "LOSS_BIN", "gmm_pair", "binned_history",
            "run_gmm", "add_arguments", "run"]
 
 GMM_PRESET = "ICASSP 2023 example: 2 -> 3 components"
@@ -55,15 +55,6 @@ def gmm_pair():
     """The ICASSP 2023 example's source (2 components) and target (3 components) mixtures, float64."""
     source, target = mixture_presets()[GMM_PRESET]
     return source.to(dtype=torch.float64), target.to(dtype=torch.float64)
-
-
-def exact_w2(x: np.ndarray, y: np.ndarray) -> float:
-    """W2 between two equal-weight point clouds ``(n, d)``, ``(m, d)`` by exact EMD (POT)."""
-    import ot  # POT: heavy import, only here
-
-    cost = ot.dist(np.asarray(x, np.float64), np.asarray(y, np.float64))
-    return float(np.sqrt(ot.emd2(np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y)), cost,
-                                 numItermax=10_000_000)))
 
 
 def binned_history(history: dict[str, list[float]], width: int = LOSS_BIN) -> list[tuple[int, float]]:
