@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Density", "Gaussian", "GaussianMixture", "ImageDensity", "as_tensor", "as_point_sets",
-           "covariance_2d"]
+           "covariance_2d", "stratified_components"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -105,6 +105,19 @@ def _check_covariance(cov: Tensor, name: str = "covariance") -> None:
                          f"{smallest:.3g} to {largest:.3g}; make the spread less extreme")
 
 
+def stratified_components(weights: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` component indices for ``weights`` (k,) by systematic sampling, in random order: one uniform offset
+    u, the points (u + j) / n for j < n, each taken to the component whose cumulative weight interval holds
+    it. Component i gets floor(n w_i) or ceil(n w_i) indices, and each index, taken alone, is component i
+    with probability w_i."""
+    w = weights.to(torch.float64)
+    bounds = torch.cumsum(w / w.sum(), 0)
+    offset = torch.rand(1, generator=generator, device=w.device, dtype=torch.float64)
+    points = (offset + torch.arange(n, device=w.device, dtype=torch.float64)) / n
+    comp = torch.searchsorted(bounds, points, right=True).clamp_max(w.shape[0] - 1)
+    return comp[torch.randperm(n, generator=generator, device=w.device)]
+
+
 class Density(ABC):
     """A probability density on R^d that can be evaluated (log) and sampled."""
 
@@ -120,6 +133,17 @@ class Density(ABC):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"number of samples must be a positive integer, got {n!r}")
         return self._sample(int(n), generator)
+
+    def sample_stratified(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` samples, each distributed as p, whose counts per mixture component (per pixel of an image)
+        are fixed rather than random: the components are taken by systematic sampling of their weights
+        (``stratified_components``), so that component i gets n w_i samples rounded up or down. Returns
+        ``(n, d)`` in random order. Sample statistics that random counts make noisy, such as the W2 distance
+        between two samples of a density whose modes lie far apart, are far less so (docs/method.md §6.8).
+        A density without components (a Gaussian) samples as ``sample`` does."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of samples must be a positive integer, got {n!r}")
+        return self._sample_stratified(int(n), generator)
 
     def score(self, x: Tensor) -> Tensor:
         """grad_x log p(x) for ``x: (n, d)``; returns ``(n, d)``."""
@@ -169,6 +193,9 @@ class Density(ABC):
     @abstractmethod
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         """``n`` samples, ``(n, d)``."""
+
+    def _sample_stratified(self, n: int, generator: torch.Generator | None) -> Tensor:
+        return self._sample(n, generator)
 
     def _score(self, x: Tensor) -> Tensor:
         with torch.enable_grad():
@@ -307,8 +334,14 @@ class GaussianMixture(Density):
         return torch.logsumexp(self.log_coef - 0.5 * z.square().sum(-1), dim=1)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        eps = torch.randn(n, self.dim, generator=generator, device=self.device, dtype=self.dtype)
+        return self._from_components(torch.multinomial(self.weights, n, replacement=True, generator=generator),
+                                     generator)
+
+    def _sample_stratified(self, n: int, generator: torch.Generator | None) -> Tensor:
+        return self._from_components(stratified_components(self.weights, n, generator), generator)
+
+    def _from_components(self, comp: Tensor, generator: torch.Generator | None) -> Tensor:
+        eps = torch.randn(comp.shape[0], self.dim, generator=generator, device=self.device, dtype=self.dtype)
         return self.means[comp] + torch.einsum("nij,nj->ni", self.chol[comp], eps)
 
     @property
@@ -413,8 +446,14 @@ class ImageDensity(Density):
         return lse - h * u.square().sum(1) + self._log_norm
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        eps = torch.randn(n, 2, generator=generator, device=self.device, dtype=self.dtype)
+        return self._from_pixels(torch.multinomial(self.weights, n, replacement=True, generator=generator),
+                                 generator)
+
+    def _sample_stratified(self, n: int, generator: torch.Generator | None) -> Tensor:
+        return self._from_pixels(stratified_components(self.weights, n, generator), generator)
+
+    def _from_pixels(self, idx: Tensor, generator: torch.Generator | None) -> Tensor:
+        eps = torch.randn(idx.shape[0], 2, generator=generator, device=self.device, dtype=self.dtype)
         return self.points[idx] + self._std * eps
 
     @property

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import stats
 
 from gradnet_core import Gaussian, GaussianMixture, ImageDensity
-from gradnet_core.densities import as_point_sets, covariance_2d
+from gradnet_core.densities import as_point_sets, covariance_2d, stratified_components
 
 
 def random_spd(rng, d):
@@ -125,6 +125,48 @@ def test_image_density_samples_match_moments(gen):
     x = dens.sample(200_000, gen)
     torch.testing.assert_close(x.mean(0), dens.mean, atol=3e-3, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), dens.cov, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000, 1001])
+def test_stratified_components_have_fixed_counts(gen, n):
+    w = torch.tensor([0.5, 0.0, 0.123, 0.3, 0.077])
+    counts = torch.bincount(stratified_components(w, n, gen), minlength=5).double()
+    expected = n * w.double()
+    assert counts.sum() == n and counts[1] == 0                     # a zero-weight component never comes up
+    assert ((counts - expected).abs() < 1.0 + 1e-9).all(), (counts, expected)
+
+
+def test_a_stratified_component_taken_alone_has_the_weights_law():
+    # One index of each call (it is shuffled): over many calls, component i comes up a share w_i of the time.
+    w = torch.tensor([0.61, 0.3, 0.09])
+    g = torch.Generator().manual_seed(3)
+    firsts = torch.stack([stratified_components(w, 4, g)[0] for _ in range(20_000)])
+    share = torch.bincount(firsts, minlength=3).double() / firsts.numel()
+    torch.testing.assert_close(share, w.double(), atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("make", ["mixture", "image", "gaussian"])
+def test_stratified_samples_have_the_density_and_less_spread_between_modes(gen, make):
+    if make == "mixture":
+        dens = GaussianMixture([0.3, 0.7], [[-2.0, 0.0], [2.0, 1.0]],
+                               [[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 0.9]]]).to(dtype=torch.float64)
+    elif make == "image":
+        dens = ImageDensity(digit_like_image(), bandwidth=1e-3).to(dtype=torch.float64)
+    else:
+        dens = Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]).to(dtype=torch.float64)
+    x = dens.sample_stratified(200_000, gen)
+    assert x.shape == (200_000, 2)
+    scale = torch.trace(dens.cov).sqrt().item()
+    torch.testing.assert_close(x.mean(0), dens.mean, atol=0.01 * scale, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), dens.cov, atol=0.02 * scale ** 2, rtol=0)
+    # The sample mean over small samples: its spread comes from the components' counts (a plain sample of the
+    # mixture's means +-2 moves its mean by 2 x 4 / sqrt(n) per point of imbalance) and from within them.
+    means = {kind: torch.stack([getattr(dens, kind)(100, gen).mean(0) for _ in range(400)]).var(0).sum().item()
+             for kind in ("sample", "sample_stratified")}
+    if make == "gaussian":
+        assert 0.7 < means["sample_stratified"] / means["sample"] < 1.4
+    else:
+        assert means["sample_stratified"] < 0.6 * means["sample"], means
 
 
 def test_bandwidth_is_a_variance_and_settable(gen):
