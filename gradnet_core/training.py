@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .densities import Density
-from .networks import GradientNetwork, InverseMap, TransportMap
+from .networks import NETWORKS, GradientNetwork, InverseMap, TransportMap, seeded_map
 from .objectives import MongeAmpere, Objective, RunContext, Stepper, bandwidth_schedule, objective_from_dict
 from .optim import SGD, Adam, Optimizer, learning_rate
 from .verdict import Verdict, assess_map
@@ -32,6 +32,8 @@ __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandw
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIRECTIONS = ("forward", "reverse", "auto")
+#: Attempt k of ``TrainConfig.attempts`` (k = 1, 2, ...) starts from weights and batches seeded with seed + this x k.
+ATTEMPT_SEED_STRIDE = 1000
 
 
 @dataclass
@@ -58,10 +60,13 @@ class TrainConfig:
     #                                   monotone map); "auto": forward, then, when the verdict flags that map and the
     #                                   run allows "reverse", reverse too, keeping the inverse if its pushforward
     #                                   matches the target (docs/method.md §4.8)
+    attempts: int = 1                 # training runs at most: while the verdict flags the map, train again from a
+    #                                   fresh start (new weights and batches, seed + ATTEMPT_SEED_STRIDE x k), keeping
+    #                                   the first map it passes, else the one nearest the target (docs/method.md §4.9)
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "lr_step_size"):
+        for name in ("steps", "batch_size", "lr_step_size", "attempts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -257,19 +262,50 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         return _train_one_way(model, source, target, config, callback, reverse=True)
     # "auto" falls back to forward alone where there is no verdict to ask or nothing to invert
     can_reverse = config.objective.reversible and model.monotone and densities and config.assess
-    before = copy.deepcopy(model) if config.direction == "auto" and can_reverse else None
-    result = _train_one_way(model, source, target, config, callback, reverse=False)
+    auto = config.direction == "auto" and can_reverse
+    # a fresh start needs a network it can build again: one of the registry's, as seeded_map builds them
+    retries = config.attempts - 1 if config.assess and type(model) in NETWORKS.values() else 0
+    template = copy.deepcopy(model) if retries else None
+    result = _train_directed(model, source, target, config, callback, auto, _Phase(0, config.steps, 0.0, ""))
+    for attempt in range(1, retries + 1):
+        if result.stopped != "completed" or result.verdict is None or result.verdict.ok:
+            break
+        remaining = None if config.time_limit is None else config.time_limit - result.elapsed
+        if remaining is not None and remaining <= 0:
+            result.message += " The map was flagged, and the time limit left no time to train it again."
+            break
+        seed = config.seed + ATTEMPT_SEED_STRIDE * attempt
+        fresh = seeded_map(type(template).__name__, seed, **template.config())
+        fresh.to(device=next(template.parameters()).device, dtype=next(template.parameters()).dtype)
+        done = result.history["step"][-1] if result.history["step"] else 0
+        phase = _Phase(done, done + config.steps, result.elapsed,
+                       f"The map was flagged: training again from a fresh start (attempt {attempt + 1} of "
+                       f"{config.attempts}).")
+        again = _train_directed(fresh, source, target, replace(config, seed=seed, time_limit=remaining), callback,
+                                auto, phase)
+        result = _better(result, again, attempt + 1)
+    return result
+
+
+def _train_directed(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
+                    auto: bool, phase: "_Phase") -> TrainResult:
+    """One attempt: ``model`` trained forward and, with ``auto``, when the verdict flags it, a copy of it as it
+    was before training trained from the target back; the preferred of the two (``_preferred``). ``phase``
+    places the attempt in the whole run, for progress reports."""
+    before = copy.deepcopy(model) if auto else None
+    result = _train_one_way(model, source, target, config, callback, reverse=False, phase=phase)
     if before is None or result.stopped != "completed" or result.verdict is None or result.verdict.ok:
         return result
     remaining = None if config.time_limit is None else config.time_limit - result.elapsed
     if remaining is not None and remaining <= 0:
         result.message += " The map was flagged, and the time limit left no time to train it from the target back."
         return result
-    phase = _Phase(offset=result.steps, total=result.steps + config.steps, elapsed=result.elapsed,
-                   note="The map from the source was flagged: training a second network from the target back "
-                        "to the source, whose inverse may do better.")
+    second_phase = _Phase(offset=phase.offset + result.steps, total=phase.offset + result.steps + config.steps,
+                          elapsed=phase.elapsed + result.elapsed,
+                          note="The map from the source was flagged: training a second network from the target "
+                               "back to the source, whose inverse may do better.")
     second = _train_one_way(before, source, target, replace(config, time_limit=remaining), callback, reverse=True,
-                            phase=phase)
+                            phase=second_phase)
     return _preferred(result, second)
 
 
@@ -283,16 +319,15 @@ class _Phase:
     note: str
 
 
-def _relay(callback: Callback | None, shown: TransportMap | None, phase: _Phase | None) -> Callback | None:
-    """The callback a run reports to: the caller's, with the map being trained (``shown``) and, in a
-    second phase, steps and seconds counted over the whole."""
-    if callback is None or (phase is None and shown is None):
+def _relay(callback: Callback | None, shown: TransportMap | None, phase: _Phase) -> Callback | None:
+    """The callback a run reports to: the caller's, with the map being trained (``shown``, when it is not the
+    model itself) and, after a first run, steps and seconds counted over the whole (``phase``)."""
+    if callback is None or (shown is None and phase.offset == 0 and phase.elapsed == 0 and not phase.note):
         return callback
 
     def relay(progress: Progress) -> bool | None:
-        if phase is None:
-            return callback(replace(progress, model=shown))
-        return callback(replace(progress, step=progress.step + phase.offset, total=phase.total, model=shown,
+        return callback(replace(progress, step=progress.step + phase.offset, total=phase.total,
+                                model=progress.model if shown is None else shown,
                                 elapsed=progress.elapsed + phase.elapsed, note=phase.note))
 
     return relay
@@ -307,6 +342,7 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
     dtype = next(model.parameters()).dtype
     run = RunContext(steps=config.steps, batch_size=config.batch_size, device=device, dtype=dtype,
                      generator=torch.Generator(device=device).manual_seed(config.seed), seed=config.seed)
+    phase = phase or _Phase(0, config.steps, 0.0, "")
     start, end = (target, source) if reverse else (source, target)
     if reverse and isinstance(model, GradientNetwork):
         # Without the strict term an mGradNet-M's range is bounded, and source points outside it have no
@@ -332,6 +368,15 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
         model.to(home)
 
 
+def _joined(first: dict[str, list[float]], second: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Two runs' histories as one: the second's steps counted on from the first's last."""
+    history = {key: list(values) for key, values in first.items()}
+    shift = first["step"][-1] if first.get("step") else 0
+    for key, values in second.items():
+        history.setdefault(key, []).extend([v + shift for v in values] if key == "step" else values)
+    return history
+
+
 def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
     """Direction "auto": the reverse run ``second`` when its pushforward matches the target (the verdict passes
     it, or its only fault named is the source mass it sends where the target is thin), else the one of the two
@@ -341,11 +386,7 @@ def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
     schedule's last bandwidth such an inverse can show a large W2 excess (the blurred source's rim, which the
     network trained back never reached, lands between the strokes) while its error at the authors' final
     bandwidth is small, so that rule comes first."""
-    history = {key: list(values) for key, values in first.history.items()}
-    for key, values in second.history.items():
-        shift = first.steps if key == "step" else 0
-        history.setdefault(key, []).extend(v + shift for v in values)
-    elapsed = first.elapsed + second.elapsed
+    history, elapsed = _joined(first.history, second.history), first.elapsed + second.elapsed
     if second.stopped != "completed" or second.verdict is None:
         kept, why = first, (f"The map was flagged; a second network trained from the target back to the source "
                             f"did not finish ({second.message}), so the first map is kept.")
@@ -369,6 +410,29 @@ def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
         kept, why = first, ("The map was flagged; a second network trained from the target back to the source was "
                             "flagged too, so the first map is kept. " + first.message)
     return replace(kept, history=history, message=why, elapsed=elapsed)
+
+
+def _better(kept: TrainResult, again: TrainResult, attempt: int) -> TrainResult:
+    """``TrainConfig.attempts``: of the maps so far (``kept``, flagged) and attempt number ``attempt``'s (``again``),
+    the new one when the verdict passes it, else the one whose pushforward is nearer the target in W2 (the
+    transport check), else the earlier one; with the histories joined (steps counted on) and the time summed."""
+    history, elapsed = _joined(kept.history, again.history), kept.elapsed + again.elapsed
+    if again.stopped != "completed" or again.verdict is None:
+        best, why = kept, (f"The map was flagged; training again from a fresh start did not finish ({again.message}), "
+                           "so the earlier map is kept. " + kept.message)
+    elif again.verdict.ok:
+        best, why = again, (f"The map was flagged, so the network was trained again from a fresh start; attempt "
+                            f"{attempt}'s map passes. " + again.message)
+    elif kept.verdict.transport is not None and again.verdict.transport is not None:
+        better = again.verdict.transport_excess < kept.verdict.transport_excess
+        best = again if better else kept
+        why = (f"The map was flagged, so the network was trained again from a fresh start; attempt {attempt}'s map "
+               "was flagged too, and the map shown is " + (f"attempt {attempt}'s, " if better else "the earlier one, ")
+               + "whose pushforward is nearer the target. " + best.message)
+    else:
+        best, why = kept, ("The map was flagged; trained again from a fresh start it was flagged too, so the earlier "
+                           "map is kept. " + kept.message)
+    return replace(best, history=history, message=why, elapsed=elapsed)
 
 
 def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunContext,

@@ -13,7 +13,7 @@ from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.metrics import map_mse
 from gradnet_core.networks import seeded_map
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
-from gradnet_core.training import bandwidth_schedule
+from gradnet_core.training import ATTEMPT_SEED_STRIDE, bandwidth_schedule
 
 from helpers import disk_and_two_blobs
 
@@ -307,6 +307,55 @@ def test_auto_direction_trains_forward_alone_where_it_cannot_reverse(model, conf
     result = train(model, source, target, replace(config, direction="auto", lr=1e-4))
     assert result.direction == "forward" and result.map is model and result.steps == 5
     assert result.verdict is None or not result.verdict.ok             # flagged, yet not trained back
+
+
+# --- attempts: training again from a fresh start while the map is flagged ---------------------------
+
+def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_kept():
+    source, target = split_pair()
+    config = TrainConfig(steps=60, lr=3e-2, seed=4, objective=ReverseKL(smoothing=0.0), report_seconds=0.0)
+    seen = []
+    model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
+    result = train(model, source, target, replace(config, attempts=2),
+                   callback=lambda p: seen.append((p.step, p.total, p.model, p.note)))
+    # each attempt alone, as the library trains it: the caller's seed, then seed + ATTEMPT_SEED_STRIDE
+    runs = [train(seeded_map("mGradNet-M", seed, dim=2, width=16, modules=4), source, target, replace(config, seed=seed))
+            for seed in (4, 4 + ATTEMPT_SEED_STRIDE)]
+    assert not runs[0].verdict.ok and not runs[1].verdict.ok         # 60 steps do not split the source
+    nearer = min((0, 1), key=lambda k: runs[k].verdict.transport_excess)
+    assert result.verdict.transport_excess == pytest.approx(runs[nearer].verdict.transport_excess)
+    assert result.history["loss"] == runs[0].history["loss"] + runs[1].history["loss"]
+    assert result.history["step"] == list(range(1, 121)) and result.steps == 60
+    assert (result.map is model) == (nearer == 0) and isinstance(result.map, MGradNetM)
+    assert "fresh start" in result.message and "flagged too" in result.message
+    # the caller saw one run of 120 steps, the second half from a new network, with a note
+    assert seen[-1][:2] == (120, 120) and "attempt 2 of 2" in seen[-1][3] and seen[-1][2] is not model
+    assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
+
+
+def test_attempts_change_nothing_when_the_first_map_passes():
+    source, target = paper_pair()
+    runs = []
+    for attempts in (1, 3):
+        model = seeded_map("mGradNet-M", 0, dim=2)
+        runs.append((model, train(model, source, target, train_preset("gaussian", attempts=attempts))))
+    (_, plain), (second, again) = runs
+    assert again.verdict.ok and again.map is second and again.history == plain.history and again.message == plain.message
+
+
+def test_a_stop_while_training_again_keeps_the_earlier_map_and_says_so():
+    source, target = split_pair()
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    config = TrainConfig(steps=60, lr=3e-2, objective=ReverseKL(smoothing=0.0), attempts=2, report_seconds=0.0)
+    result = train(model, source, target, config, callback=lambda p: p.step >= 70)
+    assert result.map is model and result.stopped == "completed" and not result.verdict.ok
+    assert "did not finish" in result.message and result.history["step"][-1] == 70
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_attempts_must_be_a_positive_integer(value):
+    with pytest.raises(ValueError, match="attempts must be a positive integer"):
+        TrainConfig(attempts=value)
 
 
 def test_a_stop_in_the_second_phase_keeps_the_first_map_and_says_so():
