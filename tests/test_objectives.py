@@ -84,8 +84,8 @@ def test_two_to_three_mixture_is_learned_with_the_default_continuation(objective
     """Without it every seed leaves the middle component empty (L2-UVP about 32 %, no map 22 %). With it the
     middle component is filled, but each source cluster sends a share a few points off a third to it, and
     the seed decides by how much (1.2-8.1 % over five seeds, docs/method.md §4.6). Seed 0 of the preset passed
-    under 5 % on the machines of earlier sessions and gives 7.0 % on the AMD EPYC of 2026-12-02 (the same code,
-    another map: presumably last-bit differences between CPUs, which the training amplifies). So the bound is
+    under 5 % on the machines of earlier sessions and gives 7.0 % on the AVX2-only AMD EPYC of 2026-12-02 (the same code,
+    another map: torch's AVX2 kernels round differently from the AVX-512 ones, and the training amplifies it). So the bound is
     the filled component's, not the issue's 5 %."""
     assert _two_to_three_l2_uvp(objective) < 10.0
 
