@@ -474,11 +474,13 @@ def _density_scale(values: np.ndarray) -> float:
 
 def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.ndarray] | None = None, *,
                          title: str = "Learned map: density", particles_title: str = "Ground truth: particles",
-                         frame_ms: int = 100, max_particles: int = 400, height: int = 490) -> go.Figure:
+                         frame_ms: int = 250, max_particles: int = 200, height: int = 490) -> go.Figure:
     """The density of x_t = (1 - t) x + t T(x) as an animated heatmap, with one play/pause and one t slider;
     beside it, when ``particles`` = (x, T*(x)) is given, up to ``max_particles`` of those points moving on
-    the same axes and clock. A heatmap frame needs a full redraw, and in a browser without a GPU a redraw
-    with 1000 particles took longer than a frame: the heatmap then stayed blank until the end."""
+    the same axes and clock. A heatmap frame needs a full redraw, and when a redraw takes longer than a frame
+    the heatmap stays blank until the end. In Chromium without a GPU on a 2-core AVX2 machine a redraw took
+    60 ms for the heatmap alone plus about 23 ms per 100 particles (150-270 ms with 400 in the app's page,
+    where 100 ms frames left it blank), hence 200 particles and 250 ms frames (30 frames: 7.5 s)."""
     grid = morph.grid
     top = _density_scale(morph.densities)
     levels = [np.clip(np.round(d / top * _LEVELS), 0, _LEVELS).astype(np.uint8) for d in morph.densities]
