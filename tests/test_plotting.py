@@ -190,7 +190,7 @@ def _morph(frames: int = 6) -> DensityMorph:
 
 def test_density_morph_figure_animates_the_heatmap_and_the_particles_on_one_clock(rng):
     morph = _morph()
-    x = rng.normal(size=(300, 2))
+    x = rng.normal(size=(150, 2))                # under the figure's 200 particles: all of them drawn
     fig = density_morph_figure(morph, (x, x + 1.0))
     assert len(fig.frames) == 6 and len(fig.layout.sliders[0].steps) == 6
     assert [type(d).__name__ for d in fig.data] == ["Heatmap", "Scatter"]
@@ -201,6 +201,10 @@ def test_density_morph_figure_animates_the_heatmap_and_the_particles_on_one_cloc
                                atol=1e-4)
     assert fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["redraw"]   # heatmaps need a redraw
     assert len(density_morph_figure(morph).data) == 1
+    # More particles are subsampled: each frame's redraw must fit in a frame (its docstring gives the timings).
+    many = density_morph_figure(morph, (rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2))))
+    assert len(many.frames[-1].data[1].x) == 200
+    assert many.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] == 250
 
 
 def test_density_morph_gif_has_every_frame_with_y_up_and_holds_the_ends():
