@@ -142,9 +142,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # (results/robustness/full-2/: MNIST 133 -> 146 of 180 runs passing, onto the 4 0 -> 6 of 18; drawings 32 of
     # 40 either way; median train CPU 7.5 -> 9.0 s, a pair trained back 14-20 s).
     # Two attempts (docs/method.md §4.9): a map still flagged after training back is trained again from a fresh
-    # start. With the stratified transport check, replayed on seeds 2-3 of 45 MNIST pairs and 20 drawings
-    # (results/robustness/strat-digits/): MNIST 78 -> 82 %, drawings 90 -> 95 % of runs passing, the same as
-    # keeping the better of the two seeds; mean train CPU 13.6 -> 18.5 s, the median unchanged.
+    # start. With the stratified transport check, on seeds 2-3 of 45 MNIST pairs and 20 drawings: MNIST 78 ->
+    # 82 %, drawings 90 -> 95 % of runs passing, replayed (results/robustness/strat-digits/) and run
+    # (attempts-digits/), the same as keeping the better of the two seeds; train CPU per run median 11.2 ->
+    # 11.9 s, mean 13.6 -> 19.5 s, at most 51 s (a pair flagged twice trains four networks).
     "digits": TrainConfig(steps=1000, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
                           lr_schedule="cosine", clip_grad=10.0, direction="auto", attempts=2,
                           objective=MongeAmpere(bandwidth_end=1e-3, global_weight=100.0)),
