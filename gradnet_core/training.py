@@ -278,9 +278,9 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         fresh = seeded_map(type(template).__name__, seed, **template.config())
         fresh.to(device=next(template.parameters()).device, dtype=next(template.parameters()).dtype)
         done = result.history["step"][-1] if result.history["step"] else 0
+        label = f"Attempt {attempt + 1} of {config.attempts}: "
         phase = _Phase(done, done + config.steps, result.elapsed,
-                       f"The map was flagged: training again from a fresh start (attempt {attempt + 1} of "
-                       f"{config.attempts}).")
+                       label + "the map was flagged, so the network trains again from a fresh start.", label)
         again = _train_directed(fresh, source, target, replace(config, seed=seed, time_limit=remaining), callback,
                                 auto, phase)
         result = _better(result, again, attempt + 1)
@@ -302,8 +302,9 @@ def _train_directed(model: TransportMap, source: Any, target: Any, config: Train
         return result
     second_phase = _Phase(offset=phase.offset + result.steps, total=phase.offset + result.steps + config.steps,
                           elapsed=phase.elapsed + result.elapsed,
-                          note="The map from the source was flagged: training a second network from the target "
-                               "back to the source, whose inverse may do better.")
+                          note=_sentence(phase.attempt, "the map from the source was flagged: training a second "
+                                         "network from the target back to the source, whose inverse may do better."),
+                          attempt=phase.attempt)
     second = _train_one_way(before, source, target, replace(config, time_limit=remaining), callback, reverse=True,
                             phase=second_phase)
     return _preferred(result, second)
@@ -311,12 +312,19 @@ def _train_directed(model: TransportMap, source: Any, target: Any, config: Train
 
 @dataclass(frozen=True)
 class _Phase:
-    """Where the second run of direction "auto" sits in the whole: the steps and seconds before it."""
+    """Where a run sits in the whole (a fresh start of ``TrainConfig.attempts``, or the run back of direction
+    "auto"): the steps and seconds before it and the total so far, for progress reports, and its note."""
 
     offset: int
     total: int
     elapsed: float
     note: str
+    attempt: str = ""        # "Attempt 2 of 2: " after a fresh start (TrainConfig.attempts), to lead its notes
+
+
+def _sentence(lead: str, text: str) -> str:
+    """``text`` after ``lead``, or alone with a capital first letter."""
+    return lead + text if lead else text[:1].upper() + text[1:]
 
 
 def _relay(callback: Callback | None, shown: TransportMap | None, phase: _Phase) -> Callback | None:

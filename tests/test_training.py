@@ -329,7 +329,7 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
     assert (result.map is model) == (nearer == 0) and isinstance(result.map, MGradNetM)
     assert "fresh start" in result.message and "flagged too" in result.message
     # the caller saw one run of 120 steps, the second half from a new network, with a note
-    assert seen[-1][:2] == (120, 120) and "attempt 2 of 2" in seen[-1][3] and seen[-1][2] is not model
+    assert seen[-1][:2] == (120, 120) and seen[-1][3].startswith("Attempt 2 of 2: ") and seen[-1][2] is not model
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
 
 
