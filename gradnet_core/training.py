@@ -264,50 +264,141 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     can_reverse = config.objective.reversible and model.monotone and densities and config.assess
     auto = config.direction == "auto" and can_reverse
     # a fresh start needs a network it can build again: one of the registry's, as seeded_map builds them
-    retries = config.attempts - 1 if config.assess and type(model) in NETWORKS.values() else 0
-    template = copy.deepcopy(model) if retries else None
-    result = _train_directed(model, source, target, config, callback, auto, _Phase(0, config.steps, 0.0, ""))
-    for attempt in range(1, retries + 1):
-        if result.stopped != "completed" or result.verdict is None or result.verdict.ok:
-            break
-        remaining = None if config.time_limit is None else config.time_limit - result.elapsed
-        if remaining is not None and remaining <= 0:
-            result.message += " The map was flagged, and the time limit left no time to train it again."
-            break
-        seed = config.seed + ATTEMPT_SEED_STRIDE * attempt
-        fresh = seeded_map(type(template).__name__, seed, **template.config())
-        fresh.to(device=next(template.parameters()).device, dtype=next(template.parameters()).dtype)
-        done = result.history["step"][-1] if result.history["step"] else 0
-        label = f"Attempt {attempt + 1} of {config.attempts}: "
-        phase = _Phase(done, done + config.steps, result.elapsed,
-                       label + "the map was flagged, so the network trains again from a fresh start.", label)
-        again = _train_directed(fresh, source, target, replace(config, seed=seed, time_limit=remaining), callback,
-                                auto, phase)
-        result = _better(result, again, attempt + 1)
-    return result
+    attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
+    template = copy.deepcopy(model) if attempts > 1 else None
+    runs: list[_Run] = []
+    kept: _Run | None = None
+    cut = ""                                     # why the runs ended while the map kept was flagged
+    for attempt in range(1, attempts + 1):
+        if kept is not None:
+            if not _flagged(kept.result) or runs[-1].result.stopped != "completed":
+                break
+            if _time_left(config, runs) <= 0:
+                cut = "the time limit left no time to train it again"
+                break
+        seed = config.seed + ATTEMPT_SEED_STRIDE * (attempt - 1)
+        network = model if attempt == 1 else _fresh(template, seed)
+        before = copy.deepcopy(network) if auto else None
+        best = _run(network, source, target, replace(config, seed=seed), callback, runs, attempt, attempts,
+                    reverse=False)
+        if before is not None and _flagged(best.result):
+            if _time_left(config, runs) <= 0:
+                cut = "the time limit left no time to train it from the target back"
+            else:
+                back = _run(before, source, target, replace(config, seed=seed), callback, runs, attempt, attempts,
+                            reverse=True)
+                best = _nearer(best, back, strewn=True)
+        kept = best if kept is None else _nearer(kept, best)
+    history = runs[0].result.history
+    for later in runs[1:]:
+        history = _joined(history, later.result.history)
+    return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
+                   message=_account(runs, kept, cut))
 
 
-def _train_directed(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
-                    auto: bool, phase: "_Phase") -> TrainResult:
-    """One attempt: ``model`` trained forward and, with ``auto``, when the verdict flags it, a copy of it as it
-    was before training trained from the target back; the preferred of the two (``_preferred``). ``phase``
-    places the attempt in the whole run, for progress reports."""
-    before = copy.deepcopy(model) if auto else None
-    result = _train_one_way(model, source, target, config, callback, reverse=False, phase=phase)
-    if before is None or result.stopped != "completed" or result.verdict is None or result.verdict.ok:
-        return result
-    remaining = None if config.time_limit is None else config.time_limit - result.elapsed
-    if remaining is not None and remaining <= 0:
-        result.message += " The map was flagged, and the time limit left no time to train it from the target back."
-        return result
-    second_phase = _Phase(offset=phase.offset + result.steps, total=phase.offset + result.steps + config.steps,
-                          elapsed=phase.elapsed + result.elapsed,
-                          note=_sentence(phase.attempt, "the map from the source was flagged: training a second "
-                                         "network from the target back to the source, whose inverse may do better."),
-                          attempt=phase.attempt)
-    second = _train_one_way(before, source, target, replace(config, time_limit=remaining), callback, reverse=True,
-                            phase=second_phase)
-    return _preferred(result, second)
+@dataclass(frozen=True)
+class _Run:
+    """One training run of ``train``: attempt ``attempt`` (a fresh start of ``TrainConfig.attempts`` after the
+    first), trained from the source, or with ``reverse`` from the target back (direction "auto")."""
+
+    result: TrainResult
+    attempt: int
+    reverse: bool
+
+    @property
+    def tried(self) -> str:
+        """How this run trained the network again, for the final message."""
+        if self.attempt == 1:
+            return "from the target back"
+        return f"from the target back in attempt {self.attempt}" if self.reverse else \
+            f"from a fresh start (attempt {self.attempt})"
+
+    @property
+    def shown(self) -> str:
+        """This run's map, named in the final message."""
+        if self.reverse:
+            whose = "the network" if self.attempt == 1 else f"attempt {self.attempt}'s network"
+            return f"the inverse of {whose} trained from the target back"
+        return "the first" if self.attempt == 1 else f"attempt {self.attempt}'s"
+
+
+def _flagged(result: TrainResult) -> bool:
+    """A completed run whose map the verdict flags: one another run may improve on."""
+    return result.stopped == "completed" and result.verdict is not None and not result.verdict.ok
+
+
+def _time_left(config: TrainConfig, runs: list[_Run]) -> float:
+    return math.inf if config.time_limit is None else config.time_limit - sum(r.result.elapsed for r in runs)
+
+
+def _fresh(template: TransportMap, seed: int) -> TransportMap:
+    """A new network of ``template``'s registry class and settings, on its device and dtype, seeded with ``seed``."""
+    fresh = seeded_map(type(template).__name__, seed, **template.config())
+    return fresh.to(device=next(template.parameters()).device, dtype=next(template.parameters()).dtype)
+
+
+def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
+         runs: list[_Run], attempt: int, attempts: int, reverse: bool) -> _Run:
+    """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
+    it does when it is not the first."""
+    lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 else ""
+    if reverse:
+        note = _sentence(lead, "the map from the source was flagged: training a second network from the target back "
+                               "to the source, whose inverse may do better.")
+    else:
+        note = lead + "the map was flagged, so the network trains again from a fresh start." if lead else ""
+    done = 0
+    for earlier in runs:
+        done += earlier.result.history["step"][-1] if earlier.result.history["step"] else 0
+    phase = _Phase(offset=done, total=done + config.steps, elapsed=sum(r.result.elapsed for r in runs), note=note)
+    remaining = _time_left(config, runs)
+    config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
+    result = _train_one_way(model, source, target, config, callback, reverse=reverse, phase=phase)
+    runs.append(_Run(result, attempt, reverse))
+    return runs[-1]
+
+
+def _nearer(first: _Run, second: _Run, strewn: bool = False) -> _Run:
+    """Of two runs, ``first`` completed and flagged: ``second`` when it completed and the verdict passes it, else the
+    one whose pushforward is nearer the target in W2 (the transport check, which ranked the benchmark's maps as their
+    exact error did: docs/method.md §6.8), else ``first``.
+
+    With ``strewn`` (``second`` the run back of direction "auto"), ``second`` is also kept when its only fault named
+    is the source mass it sends where the target is thin: such an inverse was better than the flagged forward map in
+    24 of 25 MNIST runs (docs/method.md §4.8); judged at the schedule's last bandwidth it can show a large W2 excess
+    (the blurred source's rim, which the network trained back never reached, lands between the strokes) while its
+    error at the authors' final bandwidth is small, so that rule comes before the comparison."""
+    one, two = first.result.verdict, second.result.verdict
+    if second.result.stopped != "completed" or two is None:
+        return first
+    if two.ok or (strewn and set(two.failed) - {"transport"} == {"misplaced"}):
+        return second
+    if one is not None and one.transport is not None and two.transport is not None:
+        return second if two.transport_excess < one.transport_excess else first
+    return first
+
+
+def _account(runs: list[_Run], kept: _Run, cut: str) -> str:
+    """The final message: the kept run's own, and after several runs one sentence before it on what was tried
+    and which map is shown."""
+    tail = f" The map was flagged, and {cut}." if cut else ""
+    if len(runs) == 1:
+        return kept.result.message + tail
+    tried = [run.tried for run in runs[1:]]
+    series = tried[0] if len(tried) == 1 else ", ".join(tried[:-1]) + " and " + tried[-1]
+    last = runs[-1].result
+    said = f"The first map was flagged, so the network was trained again {series}"
+    if last.stopped != "completed":
+        said += (f", which did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"
+                 if len(tried) == 1 else
+                 f", the last of which did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}")
+    elif kept.result.verdict is not None and kept.result.verdict.ok:
+        said += f"; the map shown is {kept.shown}, which passes"
+    else:
+        said += ("; it was" if len(tried) == 1 else "; they were") + f" flagged too, and the map shown is {kept.shown}"
+        if kept.result.verdict is not None and kept.result.verdict.transport is not None:
+            said += ", judged the nearest the target"
+    return f"{said}. {kept.result.message}{tail}"
 
 
 @dataclass(frozen=True)
@@ -319,7 +410,6 @@ class _Phase:
     total: int
     elapsed: float
     note: str
-    attempt: str = ""        # "Attempt 2 of 2: " after a fresh start (TrainConfig.attempts), to lead its notes
 
 
 def _sentence(lead: str, text: str) -> str:
@@ -383,64 +473,6 @@ def _joined(first: dict[str, list[float]], second: dict[str, list[float]]) -> di
     for key, values in second.items():
         history.setdefault(key, []).extend([v + shift for v in values] if key == "step" else values)
     return history
-
-
-def _preferred(first: TrainResult, second: TrainResult) -> TrainResult:
-    """Direction "auto": the reverse run ``second`` when its pushforward matches the target (the verdict passes
-    it, or its only fault named is the source mass it sends where the target is thin), else the one of the two
-    flagged runs whose pushforward is nearer the target in W2 (the transport check), else the forward run
-    ``first``; with both runs' history (steps counted on) and time. An inverse whose only fault was strewn mass
-    was better than the flagged forward map in 24 of 25 MNIST runs (docs/method.md §4.8); judged at the
-    schedule's last bandwidth such an inverse can show a large W2 excess (the blurred source's rim, which the
-    network trained back never reached, lands between the strokes) while its error at the authors' final
-    bandwidth is small, so that rule comes first."""
-    history, elapsed = _joined(first.history, second.history), first.elapsed + second.elapsed
-    if second.stopped != "completed" or second.verdict is None:
-        kept, why = first, (f"The map was flagged; a second network trained from the target back to the source "
-                            f"did not finish ({second.message}), so the first map is kept.")
-    elif second.verdict.ok:
-        kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
-                             "target back to the source: the map shown is its inverse. " + second.message)
-    elif set(second.verdict.failed) - {"transport"} == {"misplaced"}:
-        kept, why = second, ("The map trained from the source was flagged, so a second network was trained from the "
-                             "target back to the source: the map shown is its inverse, whose pushforward matches "
-                             "the target better, though not everywhere. " + second.message)
-    elif first.verdict is not None and first.verdict.transport is not None and second.verdict.transport is not None:
-        # Both flagged otherwise: the transport excess ranked the benchmark's maps as their exact error did
-        # (docs/method.md §6.8), so the nearer one is kept.
-        better = second.verdict.transport_excess < first.verdict.transport_excess
-        kept = second if better else first
-        why = ("The map trained from the source was flagged, so a second network was trained from the target back "
-               "to the source; it was flagged too, and the map shown is "
-               + ("its inverse, whose pushforward is nearer the target. " if better else
-                  "the first, whose pushforward is nearer the target. ") + kept.message)
-    else:
-        kept, why = first, ("The map was flagged; a second network trained from the target back to the source was "
-                            "flagged too, so the first map is kept. " + first.message)
-    return replace(kept, history=history, message=why, elapsed=elapsed)
-
-
-def _better(kept: TrainResult, again: TrainResult, attempt: int) -> TrainResult:
-    """``TrainConfig.attempts``: of the maps so far (``kept``, flagged) and attempt number ``attempt``'s (``again``),
-    the new one when the verdict passes it, else the one whose pushforward is nearer the target in W2 (the
-    transport check), else the earlier one; with the histories joined (steps counted on) and the time summed."""
-    history, elapsed = _joined(kept.history, again.history), kept.elapsed + again.elapsed
-    if again.stopped != "completed" or again.verdict is None:
-        best, why = kept, (f"The map was flagged; training again from a fresh start did not finish ({again.message}), "
-                           "so the earlier map is kept. " + kept.message)
-    elif again.verdict.ok:
-        best, why = again, (f"The map was flagged, so the network was trained again from a fresh start; attempt "
-                            f"{attempt}'s map passes. " + again.message)
-    elif kept.verdict.transport is not None and again.verdict.transport is not None:
-        better = again.verdict.transport_excess < kept.verdict.transport_excess
-        best = again if better else kept
-        why = (f"The map was flagged, so the network was trained again from a fresh start; attempt {attempt}'s map "
-               "was flagged too, and the map shown is " + (f"attempt {attempt}'s, " if better else "the earlier one, ")
-               + "whose pushforward is nearer the target. " + best.message)
-    else:
-        best, why = kept, ("The map was flagged; trained again from a fresh start it was flagged too, so the earlier "
-                           "map is kept. " + kept.message)
-    return replace(best, history=history, message=why, elapsed=elapsed)
 
 
 def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunContext,

@@ -327,7 +327,11 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
     assert result.history["loss"] == runs[0].history["loss"] + runs[1].history["loss"]
     assert result.history["step"] == list(range(1, 121)) and result.steps == 60
     assert (result.map is model) == (nearer == 0) and isinstance(result.map, MGradNetM)
-    assert "fresh start" in result.message and "flagged too" in result.message
+    # one sentence on what was tried and which map is shown, then that map's own run's message
+    shown = "the first" if nearer == 0 else "attempt 2's"
+    assert result.message == ("The first map was flagged, so the network was trained again from a fresh start "
+                              f"(attempt 2); it was flagged too, and the map shown is {shown}, judged the nearest "
+                              f"the target. {runs[nearer].message}")
     # the caller saw one run of 120 steps, the second half from a new network, with a note
     assert seen[-1][:2] == (120, 120) and seen[-1][3].startswith("Attempt 2 of 2: ") and seen[-1][2] is not model
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
