@@ -219,8 +219,13 @@ def test_digits_table_cli_with_tiny_mnist(tmp_path, capsys):
     mnist.mkdir()
     _tiny_mnist(mnist)
     out = tmp_path / "t"
+    # one run per map (a 3-step map is flagged, and the preset would train it back and again: four runs)
     summary = _run(capsys, "digits-table", "--digits", "0", "1", "--steps", "3", "--n-test", "60",
-                   "--mnist", str(mnist), "--out", str(out), "--seeds", "2", "--draws", "2")
+                   "--mnist", str(mnist), "--out", str(out), "--seeds", "2", "--draws", "2",
+                   "--set", "digits.attempts=1", "--set", "digits.direction=forward", "--set", "digits.model.modules=2")
+    assert summary["settings"] == ["digits.attempts=1", "digits.direction=forward", "digits.model.modules=2"]
+    assert summary["train_config"]["attempts"] == 1 and summary["train_config"]["direction"] == "forward"
+    assert summary["model"]["modules"] == 2
     _check_files(summary, out, ["digits_table.csv", "digits_runs.csv", "heatmap.png", "heatmap.html", "summary.json"])
     rows = _rows(out / "digits_table.csv")
     runs = _rows(out / "digits_runs.csv")
@@ -253,6 +258,8 @@ def test_digits_table_cli_bundled_pairs_subset(tmp_path, capsys):
     assert main(["digits-table", "--digits", "0", "1", "--pairs", "0-7", "--no-progress",
                  "--out", str(tmp_path)]) == 2
     assert "outside --digits" in capsys.readouterr().err
+    assert main(["digits-table", "--pairs", "0-1", "--set", "digits.nope=1", "--no-progress", "--out", str(tmp_path)]) == 2
+    assert "'nope' is not a training setting" in capsys.readouterr().err
 
 
 def test_morph_cli_saves_map_and_gif(tmp_path, capsys):

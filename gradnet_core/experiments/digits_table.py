@@ -25,7 +25,7 @@ from ..ground_truth import barycentric_projection
 from ..images import load_bundled, load_image, mnist_pair
 from ..metrics import evaluate_map, map_mse
 from ..networks import TransportMap, seeded_map
-from ..presets import MODEL_PRESETS, train_preset, with_settings
+from ..presets import MODEL_PRESETS, parse_settings, train_preset, with_settings
 from ..training import Progress, TrainConfig, TrainResult, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description,
                      output_dir, run_tasks, write_csv, write_html, write_json)
@@ -140,13 +140,16 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
                      steps: int | None = None, mnist: str | Path | None = None,
                      pairs: Sequence[tuple[int, int]] | None = None, seed: int = 0, n_test: int = 1000,
                      on_progress: ProgressFn | None = None, write_files: bool = True, jobs: int | None = 1,
-                     seeds: int = 3, draws: int = 3, backend: str = "local") -> ExperimentResult:
+                     seeds: int = 3, draws: int = 3, backend: str = "local",
+                     settings: Sequence[str] = ()) -> ExperimentResult:
     """Train and evaluate every ordered pair of ``digits`` (or just ``pairs``); write CSV, heatmaps.
 
     Each pair trains with ``seeds`` training seeds (``seed``, ``seed + 1``, ...) and each map is scored
     on ``draws`` independent evaluation draws; a pair's numbers are the medians over those runs, with
     their minimum and maximum (``digits_table.csv``); every run is in ``digits_runs.csv``. ``jobs``
-    trains that many maps at once, in worker processes or on Ray (``backend``, see ``run_tasks``)."""
+    trains that many maps at once, in worker processes or on Ray (``backend``, see ``run_tasks``). ``settings``
+    changes the preset: ``"digits.FIELD=VALUE"`` (``"digits-paper...."`` for the paper preset;
+    ``presets.parse_settings``), recorded in summary.json."""
     for name, value in (("seeds", seeds), ("draws", draws)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -157,11 +160,14 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     stray = [p for p in todo if p[0] not in digits or p[1] not in digits]
     if stray:
         raise ValueError(f"pair {stray[0][0]}-{stray[0][1]} uses a digit outside --digits {digits}")
-    _, _, config = preset_config(preset, steps, seed)
+    if preset not in DIGIT_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(DIGIT_PRESETS)}")
+    chosen = parse_settings(settings, [DIGIT_PRESETS[preset]]).get(DIGIT_PRESETS[preset])
+    model_name, model_kwargs, config = preset_config(preset, steps, seed, chosen)
     images = {p: digit_pair_images(p[0], p[1], mnist) for p in todo}   # fail on a bad file before training
     started = time.perf_counter()
     runs = [(a, b, s) for a, b in todo for s in range(seed, seed + seeds)]
-    tasks = [(a, b, *images[(a, b)], preset, steps, s, n_test, draws) for a, b, s in runs]
+    tasks = [(a, b, *images[(a, b)], preset, steps, s, n_test, draws, chosen) for a, b, s in runs]
     tracker = ProgressTracker([config.steps] * len(runs), on_progress)
     per_run = run_tasks(_digit_pair_run, tasks, [f"{a} -> {b}, seed {s}" for a, b, s in runs], tracker, jobs,
                         backend=backend)
@@ -174,8 +180,8 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
     median = paper_table_median()
     summary = {
         "preset": preset, "train_preset": DIGIT_PRESETS[preset], "steps": config.steps,
-        "model": {"name": MODEL_PRESETS[DIGIT_PRESETS[preset]][0], **MODEL_PRESETS[DIGIT_PRESETS[preset]][1]},
-        "train_config": config.to_dict(),
+        "model": {"name": model_name, **model_kwargs},
+        "train_config": config.to_dict(), "settings": list(settings),
         "images": ("MNIST training images (source: 1st of its digit, target: 2nd, as the authors)"
                    if mnist is not None else "bundled digits (example 0 -> example 1)"),
         "digits": digits, "n_test": n_test, "seed": seed, "seeds": seeds, "draws": draws, "jobs": jobs,
@@ -210,8 +216,8 @@ def run_digits_table(out: str | Path | None = None, digits: Sequence[int] = (0, 
 def _digit_pair_run(task: tuple, callback) -> list[dict[str, Any]]:
     """Train one pair with one seed and score it on each evaluation draw; a row per draw. Module
     level: worker processes run it."""
-    a, b, src_img, tgt_img, preset, steps, seed, n_test, draws = task
-    model, result, config = train_digit_pair(src_img, tgt_img, preset, steps, seed, callback)
+    a, b, src_img, tgt_img, preset, steps, seed, n_test, draws, settings = task
+    model, result, config = train_digit_pair(src_img, tgt_img, preset, steps, seed, callback, settings)
     verdict = result.verdict.as_row() if result.verdict is not None else {}
     rows = []
     for draw in range(draws):
@@ -289,6 +295,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per pair (medians are reported)")
     parser.add_argument("--draws", type=int, default=3, help="evaluation draws per trained map")
     parser.add_argument("--n-test", type=int, default=1000, help="samples for the barycentric projection")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="PRESET.FIELD=VALUE",
+                        help="change the preset (repeatable): digits.attempts=1, digits.direction=forward, "
+                             "digits.objective.bandwidth_end=2e-3, digits.model.modules=8 (digits-paper.... for "
+                             "--preset paper)")
 
 
 def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> ExperimentResult:
@@ -296,7 +306,7 @@ def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> Expe
     return run_digits_table(args.out, digits=args.digits, preset=args.preset, steps=args.steps, mnist=args.mnist,
                             pairs=_parse_pairs(args.pairs), seed=args.seed, n_test=args.n_test,
                             on_progress=on_progress, jobs=args.jobs, seeds=args.seeds, draws=args.draws,
-                            backend=args.backend)
+                            backend=args.backend, settings=args.settings)
 
 
 def _parse_pairs(pairs: Sequence[str] | None) -> list[tuple[int, int]] | None:
