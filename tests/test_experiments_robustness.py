@@ -40,10 +40,22 @@ def test_random_mixtures_split_and_merge():
     assert any(s == 1 < t for s, t in counts) and any(t == 1 < s for s, t in counts)
 
 
-def test_tiny_run_writes_sane_columns(tmp_path):
+@pytest.fixture
+def small_pot(monkeypatch):
+    """POT's baseline map fitted on 500 samples per side, not 4000: the same code, a tenth of the time."""
+    import gradnet_core.experiments.robustness as robustness
+
+    monkeypatch.setattr(robustness, "POT_TRAIN_SIZE", 500)
+
+
+#: One run per map: a 5-step map is flagged, and the presets would train it back and again.
+ONE_RUN = ["digits.attempts=1", "digits.direction=forward", "mixture.attempts=1"]
+
+
+def test_tiny_run_writes_sane_columns(tmp_path, small_pot):
     families = ["mnist", "bundled", "drawings", "mixtures", "sample-only"]
     result = run_robustness(tmp_path, families=families, mnist=None, seeds=1, draws=2, n_test=300, cases=1,
-                            drawings=4, mixtures=1, steps=5)
+                            drawings=4, mixtures=1, steps=5, settings=ONE_RUN)
     assert result.summary["notes"] and "mnist: skipped" in result.summary["notes"][0]
     assert result.summary["complete"]
     for name in ("robustness.csv", "summary.md", "summary.json", "robustness.png"):
@@ -96,7 +108,7 @@ def test_settings_are_parsed_and_checked():
         with_settings({}, train_preset("digits"), parse_settings(["digits.objective.foo=1"], ("digits",))["digits"])
 
 
-def test_a_run_trains_with_the_settings_it_records(tmp_path):
+def test_a_run_trains_with_the_settings_it_records(tmp_path, small_pot):
     def scores(folder, settings):
         result = run_robustness(folder, families=["mixtures"], seeds=1, draws=1, n_test=200, cases=1, mixtures=0,
                                 steps=5, settings=settings)
