@@ -2,6 +2,7 @@
 
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -152,7 +153,8 @@ def test_a_sample_only_map_is_judged_against_target_samples():
     model = seeded_map(name, 0, dim=2, **kwargs)
     config = train_preset("mixture", seed=0, device="cpu",
                           **objective_overrides("Sinkhorn divergence (target samples only)", "mixture"))
-    result = train(model, source, target, config)
+    # half the app's 500 steps: L2-UVP 2.6-3.1 % over seeds 0-2 (the app's length: about 2 %), at half the time
+    result = train(model, source, target, replace(config, steps=250))
     g = torch.Generator().manual_seed(7)
     x, y = source.sample(1500, g), target.sample(1500, g)
     assert evaluate_map(model, source, target, x, barycentric_projection(x, y))["l2_uvp"] < 5.0
