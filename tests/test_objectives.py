@@ -156,7 +156,7 @@ def test_trainconfig_defaults_with_a_loss_named_beat_no_map_on_the_mixture_prese
         truth, variance = barycentric_projection(x, y), torch.trace(target.cov).item()
         torch.manual_seed(0)
         model = MGradNetM(2)
-        train(model, source, target, TrainConfig(objective=objective))
+        train(model, source, target, TrainConfig(objective=objective, assess=False))    # no verdict: same map, 1 s less
         with torch.no_grad():
             learned = l2_uvp(model(x.float()).double(), truth, variance)
         assert learned < 0.6 * l2_uvp(x, truth, variance), name
