@@ -97,45 +97,59 @@ def _forged(path, cls: str, config: dict, tensors: dict | None = None, extra_tex
 
 
 _PROBE = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from gradnet_core.files import load_map
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
-try:
-    load_map(sys.argv[1])
-    outcome = "loaded"
-except ValueError as err:
-    outcome = "ValueError: " + str(err)
-except BaseException as err:
-    outcome = type(err).__name__ + ": " + str(err)[:200]
-seconds = time.perf_counter() - start
-grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-print(json.dumps({"outcome": outcome, "seconds": seconds, "grown_mb": grown}))
+# Each file in a child forked after the imports: its own memory high-water mark, one torch import for all.
+for path in sys.argv[1:]:
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.close(read)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        try:
+            load_map(path)
+            outcome = "loaded"
+        except ValueError as err:
+            outcome = "ValueError: " + str(err)
+        except BaseException as err:
+            outcome = type(err).__name__ + ": " + str(err)[:200]
+        seconds = time.perf_counter() - start
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        os.write(write, json.dumps({"path": path, "outcome": outcome, "seconds": seconds, "grown_mb": grown}).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        print(answer.read() or json.dumps({"path": path, "outcome": "the child died"}))
+    os.wait()
 """
 
 
-def _probe(path) -> dict:
-    """load_map(path) in a fresh process: what it raised, and how much memory it grew by (MB)."""
+def _probe(paths) -> dict:
+    """load_map(path) for each of ``paths`` in a fresh process: what it raised, and how much memory it grew by
+    (MB), per path."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", _PROBE, *map(str, paths)], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    found = [json.loads(line) for line in done.stdout.strip().splitlines()[-len(paths):]]
+    return {row.pop("path"): row for row in found}
 
 
-@pytest.mark.parametrize("case, fragment", [
-    ("width 2e8", "accepts 1 to 4096"),
-    ("width 1e9", "accepts 1 to 4096"),
-    ("MLP depth 1e6", "accepts 1 to 64"),
-    ("metadata nested 100 000 deep", "not a GradNetOT Studio map"),
-    ("NaN weights", "NaN or infinite"),
-    ("inf weights", "NaN or infinite"),
-    ("sizes within the caps, weights too small for them", "does not match"),
-    ("a setting the class does not take", "does not take"),
-])
-def test_hostile_files_are_refused_at_once_without_allocating(tmp_path, case, fragment):
-    path = tmp_path / "map.safetensors"
+HOSTILE = {
+    "width 2e8": "accepts 1 to 4096",
+    "width 1e9": "accepts 1 to 4096",
+    "MLP depth 1e6": "accepts 1 to 64",
+    "metadata nested 100 000 deep": "not a GradNetOT Studio map",
+    "NaN weights": "NaN or infinite",
+    "inf weights": "NaN or infinite",
+    "sizes within the caps, weights too small for them": "does not match",
+    "a setting the class does not take": "does not take",
+}
+
+
+def _hostile_file(path, case: str) -> None:
     small = MGradNetM(2, width=4, modules=2)
     weights = {k: v.contiguous() for k, v in small.state_dict().items()}
     if case == "width 2e8":
@@ -153,9 +167,35 @@ def test_hostile_files_are_refused_at_once_without_allocating(tmp_path, case, fr
         _forged(path, "MGradNetM", {**small.config(), "width": 4096, "modules": 1024}, weights)
     else:
         _forged(path, "MGradNetM", {**small.config(), "callback": "os.system"}, weights)
-    result = _probe(path)
+
+
+@pytest.fixture(scope="module")
+def hostile_outcomes(tmp_path_factory) -> dict:
+    """Every hostile file written and loaded in one fresh process (a child each): outcome per case."""
+    folder = tmp_path_factory.mktemp("hostile")
+    paths = {case: folder / f"{k}.safetensors" for k, case in enumerate(HOSTILE)}
+    for case, path in paths.items():
+        _hostile_file(path, case)
+    found = _probe(list(paths.values()))
+    return {case: found[str(path)] for case, path in paths.items()}
+
+
+@pytest.mark.parametrize("case, fragment", HOSTILE.items())
+def test_hostile_files_are_refused_at_once_without_allocating(hostile_outcomes, case, fragment):
+    result = hostile_outcomes[case]
     assert result["outcome"].startswith("ValueError") and fragment in result["outcome"], result
     assert result["grown_mb"] < 100, result
+
+
+def test_the_memory_probe_sees_a_load_that_allocates(tmp_path):
+    # The check above can fail: an honest file near the caps (mGradNet-M on 512 dimensions, 28 modules x 1024:
+    # 14.7 M weights, 59 MB) loads, and its child's high-water mark grows by more than 100 MB.
+    path = tmp_path / "big.safetensors"
+    big = MGradNetM(512, width=1024, modules=28)
+    _forged(path, "MGradNetM", big.config(), {k: v.contiguous() for k, v in big.state_dict().items()})
+    del big
+    result = _probe([path])[str(path)]
+    assert result["outcome"] == "loaded" and result["grown_mb"] > 100, result
 
 
 def test_oversized_files_are_refused_before_reading(tmp_path):
