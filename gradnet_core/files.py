@@ -105,8 +105,10 @@ def _too_big(size: int) -> str:
 def read_map(data: bytes) -> MapFile:
     """Rebuild a map and its ``extra`` from the bytes of a ``save_map`` file; raises ValueError for anything
     else. The header is read and every size checked (against ``SIZE_CAPS``, ``MAX_PARAMETERS`` and the
-    tensors actually in the file, by building the architecture on torch's "meta" device, which allocates
-    nothing) before a single weight is loaded; non-finite weights are refused."""
+    tensors actually in the file) before a single weight is loaded; non-finite weights are refused. The
+    architecture's shapes come from building it: on the CPU when its settings bound its weights under
+    ``MAX_PARAMETERS`` (``_weights_bound``), that network then being the map; else on torch's "meta" device,
+    which allocates nothing (but imports torch._dynamo, 2.5 CPU s, on its first use)."""
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(_too_big(len(data)))
     header, info = _header(data)
@@ -117,9 +119,13 @@ def read_map(data: bytes) -> MapFile:
         raise ValueError(f"map file names an unknown architecture {str(info.get('class'))[:80]!r}")
     _check_config(cls, config)
     shapes = _tensor_shapes(header)
+    small = _weights_bound(cls, config) <= MAX_PARAMETERS
     try:
-        with torch.device("meta"):
+        if small:
             skeleton = cls(**config)
+        else:
+            with torch.device("meta"):
+                skeleton = cls(**config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"map file's settings do not build a {cls.__name__}: {err}") from err
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
@@ -132,7 +138,7 @@ def read_map(data: bytes) -> MapFile:
             raise ValueError(f"map file's weight {name!r} is not a floating-point tensor")
         if not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"map file's weight {name!r} holds NaN or infinite values: the map cannot be used")
-    model = cls(**config)
+    model = skeleton if small else cls(**config)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
@@ -189,6 +195,21 @@ def _check_config(cls: type, config: dict[str, Any]) -> None:
                 raise ValueError(f"map file's setting {name} is not finite")
         elif not (isinstance(value, str) and len(value) <= 40):
             raise ValueError(f"map file's setting {str(name)[:40]!r} is not a number, a flag or a short name")
+
+
+def _weights_bound(cls: type, config: dict[str, Any]) -> float:
+    """An upper bound on the numbers (weights and buffers) ``cls(**config)`` allocates, for every network of the
+    registry: (dim + width + 4)^2 per module or layer, and twice more, covers a module's or layer's width x dim and
+    width x width matrices, the d x d strict term, the packed Jacobian's index buffers and the scalars (tests/test_files.py checks it on each class). Infinite when a size is not
+    a plain integer (building it then fails on the meta device, with the reason)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    sizes = {}
+    for name in ("dim", "width", "modules", "depth"):
+        value = config.get(name, parameters[name].default if name in parameters else 1)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return math.inf
+        sizes[name] = value
+    return (sizes["modules"] * sizes["depth"] + 2) * (sizes["dim"] + sizes["width"] + 4) ** 2
 
 
 def _tensor_shapes(header: dict[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -1,16 +1,21 @@
 """save_map / load_map: exact round trips, and refusal of anything that is not our file."""
 
+import inspect
 import io
+import itertools
 import json
 import math
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from gradnet_core import InverseMap, MGradNetC, MGradNetM, MLPMap, load_map, save_map
-from gradnet_core.files import map_from_bytes, map_to_bytes
+from gradnet_core.files import _weights_bound, map_from_bytes, map_to_bytes
+from gradnet_core.networks import NETWORKS
 
 
 @pytest.mark.parametrize("model", [MGradNetM(2, width=8, modules=3), MGradNetC(3, width=5, depth=2, strict=True),
@@ -127,9 +132,6 @@ for path in sys.argv[1:]:
 def _probe(paths) -> dict:
     """load_map(path) for each of ``paths`` in a fresh process: what it raised, and how much memory it grew by
     (MB), per path."""
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", _PROBE, *map(str, paths)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -196,6 +198,35 @@ def test_the_memory_probe_sees_a_load_that_allocates(tmp_path):
     del big
     result = _probe([path])[str(path)]
     assert result["outcome"] == "loaded" and result["grown_mb"] > 100, result
+
+
+@pytest.mark.parametrize("cls", sorted(NETWORKS.values(), key=lambda c: c.__name__), ids=lambda c: c.__name__)
+def test_the_weights_bound_holds_for_every_network(cls):
+    # read_map builds a network on the CPU, not on the meta device, when this bound is under MAX_PARAMETERS
+    params = inspect.signature(cls.__init__).parameters
+    for dim, width, count in itertools.product((1, 2, 5, 17), (1, 3, 32), (1, 2, 5)):
+        config = {"dim": dim, "width": width, **{k: count for k in ("modules", "depth") if k in params}}
+        for strict in ((False, True) if "strict" in params else (None,)):
+            if strict is not None:
+                config["strict"] = strict
+            try:
+                built = cls(**config)
+            except ValueError:                # a size the class refuses (an mGradNet-M module of width 1)
+                continue
+            allocated = sum(t.numel() for t in itertools.chain(built.parameters(), built.buffers()))
+            assert allocated <= _weights_bound(cls, config), config
+    assert _weights_bound(cls, {"dim": "2"}) == math.inf
+
+
+def test_a_small_map_loads_without_the_compiler(tmp_path):
+    # Built on the meta device to check its shapes, every map imported torch._dynamo (2.5 CPU s): the gallery's
+    # first page render paid it. A map whose settings bound its size is built on the CPU once.
+    path = tmp_path / "small.safetensors"
+    save_map(MGradNetM(2, width=32, modules=4), path)
+    probe = ("import sys\nfrom gradnet_core.files import load_map\n"
+             f"load_map({str(path)!r})\nprint('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["False"], done.stderr
 
 
 def test_oversized_files_are_refused_before_reading(tmp_path):
