@@ -199,9 +199,10 @@ def _check_config(cls: type, config: dict[str, Any]) -> None:
 
 def _weights_bound(cls: type, config: dict[str, Any]) -> float:
     """An upper bound on the numbers (weights and buffers) ``cls(**config)`` allocates, for every network of the
-    registry: (dim + width + 4)^2 per module or layer, and twice more, covers a module's or layer's width x dim and
-    width x width matrices, the d x d strict term, the packed Jacobian's index buffers and the scalars (tests/test_files.py checks it on each class). Infinite when a size is not
-    a plain integer (building it then fails on the meta device, with the reason)."""
+    registry: (dim + width + 4)^2 per module or layer, and twice more, covers a module's or layer's width x dim
+    and width x width matrices, the d x d strict term, the packed Jacobian's index buffers and the scalars
+    (tests/test_files.py checks it on each class). Infinite when a size is not a plain integer (building it then
+    fails on the meta device, with the reason)."""
     parameters = inspect.signature(cls.__init__).parameters
     sizes = {}
     for name in ("dim", "width", "modules", "depth"):

@@ -347,9 +347,7 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
                                "to the source, whose inverse may do better.")
     else:
         note = lead + "the map was flagged, so the network trains again from a fresh start." if lead else ""
-    done = 0
-    for earlier in runs:
-        done += earlier.result.history["step"][-1] if earlier.result.history["step"] else 0
+    done = sum(r.result.history["step"][-1] for r in runs if r.result.history["step"])
     phase = _Phase(offset=done, total=done + config.steps, elapsed=sum(r.result.elapsed for r in runs), note=note)
     remaining = _time_left(config, runs)
     config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
@@ -389,9 +387,8 @@ def _account(runs: list[_Run], kept: _Run, cut: str) -> str:
     last = runs[-1].result
     said = f"The first map was flagged, so the network was trained again {series}"
     if last.stopped != "completed":
-        said += (f", which did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"
-                 if len(tried) == 1 else
-                 f", the last of which did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}")
+        which = "which" if len(tried) == 1 else "the last of which"
+        said += f", {which} did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"
     elif kept.result.verdict is not None and kept.result.verdict.ok:
         said += f"; the map shown is {kept.shown}, which passes"
     else:
