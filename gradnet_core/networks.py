@@ -175,6 +175,24 @@ def in_chunks(fn: Callable[[Tensor], Any], x: Tensor, rows: int | None) -> Any:
 #: Default Newton tolerance on |residual| / (1 + |y|), per dtype: a few hundred rounding errors of T.
 _NEWTON_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 _MAX_HALVINGS = 30
+#: A point whose step must shrink below this fraction to lower |r| has stalled (2^-30: where halving
+#: alone gave up).
+_MIN_STEP = 2.0 ** -30
+#: Each point's first trial step is this many times the step it took last (at most a full step): a
+#: point that needed a short step needs a similar one next, so it skips most halvings, and a point
+#: back in Newton's quadratic region regains full steps within a few iterations.
+_STEP_GROWTH = 4.0
+
+
+def _backtrack(scale: Tensor, phi0: Tensor, phi: Tensor) -> Tensor:
+    """The next trial step fraction after ``scale`` failed: the minimiser of the quadratic through
+    phi(0) = |r|^2, phi'(0) = -2|r|^2 (a Newton step's slope) and phi(scale), kept within [0.1, 0.5]
+    times ``scale`` (Dennis & Schnabel's safeguarded backtracking; 0.1 where phi is not finite). A step
+    that overshoots far (a saturated direction, phi(scale) >> phi(0)) shrinks tenfold, not twofold."""
+    curvature = (phi - phi0 + 2.0 * phi0 * scale) / scale ** 2
+    best = phi0 / curvature
+    best = torch.where(torch.isfinite(best) & (curvature > 0), best, 0.1 * scale)
+    return torch.minimum(torch.maximum(best, 0.1 * scale), 0.5 * scale)
 
 
 def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tensor, x: Tensor, mapped: Tensor,
@@ -184,8 +202,11 @@ def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tens
 
     The Newton step s = -J_F^-1 r is a descent direction of |r|^2 (its slope is -2|r|^2), so halving
     the step until |r| falls (Armijo) makes the iteration converge from any start where J_F stays
-    nonsingular. A point whose step cannot lower |r| in ``_MAX_HALVINGS`` halvings has stalled (at
-    rounding level, or where there is no solution) and is left where it is.
+    nonsingular. A point whose step cannot lower |r| at any fraction down to ``_MIN_STEP`` has stalled
+    (at rounding level, or where there is no solution) and is left where it is. The backtracking
+    (``_backtrack``) starts from ``_STEP_GROWTH`` times the point's last accepted fraction and shrinks
+    by up to tenfold a trial: a point outside T's range creeps towards its boundary in ever shorter
+    steps, and halving from a full step each time cost a dozen evaluations per iteration.
     """
     eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
 
@@ -199,6 +220,7 @@ def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tens
     norm = torch.linalg.vector_norm(r, dim=-1)
     limit = tol * (1.0 + torch.linalg.vector_norm(y, dim=-1))
     active = (norm > limit).nonzero()[:, 0]
+    taken = torch.ones(len(x), dtype=x.dtype, device=x.device)     # each point's last accepted step fraction
     iterations = 0
     while active.numel() and iterations < max_iter:
         iterations += 1
@@ -207,11 +229,11 @@ def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tens
         ridge = 1e-12 * torch.diagonal(j, dim1=-2, dim2=-1).abs().sum(-1).clamp_min(1e-30)
         step = torch.linalg.solve_ex(j + ridge[:, None, None] * eye, r[active])[0]
         step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
-        scale = torch.ones(active.numel(), dtype=x.dtype, device=x.device)
+        scale = (taken[active] * _STEP_GROWTH).clamp_max(1.0)
         base, start_norm = x[active], norm[active]
         accepted = torch.zeros(active.numel(), dtype=torch.bool, device=x.device)
         for _ in range(_MAX_HALVINGS):
-            pending = (~accepted).nonzero()[:, 0]
+            pending = (~accepted & (scale >= _MIN_STEP)).nonzero()[:, 0]
             if not pending.numel():
                 break
             rows = active[pending]
@@ -224,7 +246,9 @@ def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tens
             x[rows], mapped[rows], jac[rows], r[rows], norm[rows] = (candidate[ok], values[ok], jac_new[ok],
                                                                      r_new[ok], norm_new[ok])
             accepted[pending[ok]] = True
-            scale[pending[~ok]] *= 0.5
+            taken[rows] = scale[pending[ok]]
+            failed = pending[~ok]
+            scale[failed] = _backtrack(scale[failed], start_norm[failed] ** 2, norm_new[~ok] ** 2)
         active = active[accepted & (norm[active] > limit[active])]
     return InverseSolution(x=x, residual=norm, converged=norm <= limit, mapped=mapped, jacobian=jac,
                            iterations=iterations)
