@@ -24,7 +24,7 @@ from .densities import Density
 from .networks import NETWORKS, GradientNetwork, InverseMap, TransportMap, seeded_map
 from .objectives import MongeAmpere, Objective, RunContext, Stepper, bandwidth_schedule, objective_from_dict
 from .optim import SGD, Adam, Optimizer, learning_rate
-from .verdict import Verdict, assess_map
+from .verdict import Verdict, after_retries, assess_map
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
            "OPTIMIZERS", "LR_SCHEDULES", "DIRECTIONS"]
@@ -292,8 +292,11 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     history = runs[0].result.history
     for later in runs[1:]:
         history = _joined(history, later.result.history)
+    verdict = kept.result.verdict
+    if len(runs) > 1 and verdict is not None and not verdict.ok:
+        verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
-                   message=_account(runs, kept, cut))
+                   message=_account(runs, kept, cut), verdict=verdict)
 
 
 @dataclass(frozen=True)

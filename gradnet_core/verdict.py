@@ -41,7 +41,7 @@ good maps are; maps just above them are not told apart (docs/method.md §6.7).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ from .densities import Density, ImageDensity
 from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
-__all__ = ["Verdict", "assess_map", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE",
+__all__ = ["Verdict", "assess_map", "after_retries", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE",
            "UNCOVERED_TOLERANCE", "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE",
            "IMAGE_TRANSPORT_TOLERANCE", "TRANSPORT_MAX_DIM"]
 
@@ -125,6 +125,7 @@ class Verdict:
     transport_noise: float | None = None  # mean W2^2 between two target samples of the same size
     transport_scale: float = 1.0          # what the tolerance is a share of: the target's variance, 1 for an image
     transport_tolerance: float | None = None  # the largest excess that passes, in the units of ``transport``
+    advice: str = ""                      # the message's closing advice ("Try more steps or another seed."), or ""
 
     @property
     def distance_ratio(self) -> float:
@@ -344,25 +345,47 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
                    "place, not an error of a few percent.")
     else:
         message = f"The map pushes the source onto the target ({compare})."
+    advice = ""
     if not monotone:
-        message += (" It is not monotone (not the gradient of a convex function), so it need not be the optimal "
-                    "map even where its pushforward matches: paths may cross.")
+        advice = (" It is not monotone (not the gradient of a convex function), so it need not be the optimal "
+                  "map even where its pushforward matches: paths may cross.")
     elif bare and not image:
-        message += (" Another seed or more steps rarely help here: the density losses are content to leave a "
-                    "small or distant part of the target empty.")
+        advice = _BARE_MIXTURE
     elif bare:
-        # On the MNIST pairs and drawings whose map left a stroke bare, the next seed's map was right for 6 of 30
-        # such runs (results/robustness/ab-retry/).
-        message += (" Another seed helps about one time in five: the optimal map onto strokes far apart jumps "
-                    "between them, which a smooth network can only approximate.")
+        advice = _BARE_IMAGE
     elif far or squeezed or strewn:
-        message += " Try more steps or another seed."
+        advice = _TRY_AGAIN
+    message += advice
     failed = tuple(name for name, bad in (*checks, ("monotone", not monotone)) if bad)
     numbers = {} if transport is None else {"transport": transport.cost, "transport_noise": transport.noise,
                                             "transport_scale": transport.scale,
                                             "transport_tolerance": transport.tolerance}
     return Verdict(not failed, distance, noise, noise_std, kl, kl_error, n, message, uncovered, misplaced, failed,
-                   **numbers)
+                   **numbers, advice=advice)
+
+
+_BARE_MIXTURE = (" Another seed or more steps rarely help here: the density losses are content to leave a small or "
+                 "distant part of the target empty.")
+# On the MNIST pairs and drawings whose map left a stroke bare, the next seed's map was right for 6 of 30 such runs
+# (results/robustness/ab-retry/).
+_BARE_IMAGE = (" Another seed helps about one time in five: the optimal map onto strokes far apart jumps between them, "
+               "which a smooth network can only approximate.")
+_TRY_AGAIN = " Try more steps or another seed."
+#: The advice for a map kept after ``train`` trained again (a fresh start, or from the target back): another seed
+#: was tried already.
+_AFTER_RETRIES = {
+    _BARE_IMAGE: (" Training again did not find it: the optimal map onto strokes far apart jumps between them, which "
+                  "a smooth network can only approximate."),
+    _TRY_AGAIN: " Try more steps.",
+}
+
+
+def after_retries(verdict: Verdict) -> Verdict:
+    """``verdict`` on a map kept after training was tried again: its advice no longer suggests another seed."""
+    advice = _AFTER_RETRIES.get(verdict.advice)
+    if advice is None:
+        return verdict
+    return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
 
 
 def _fraction(share: float) -> str:

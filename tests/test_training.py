@@ -332,6 +332,10 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
     assert result.message == ("The first map was flagged, so the network was trained again from a fresh start "
                               f"(attempt 2); it was flagged too, and the map shown is {shown}, judged the nearest "
                               f"the target. {runs[nearer].message}")
+    # another seed was tried, so the verdict's advice no longer suggests one
+    assert runs[nearer].verdict.advice == " Try more steps or another seed."
+    assert result.verdict.message == runs[nearer].verdict.message.removesuffix(" or another seed.") + "."
+    assert result.verdict.advice == " Try more steps."
     # the caller saw one run of 120 steps, the second half from a new network, with a note
     assert seen[-1][:2] == (120, 120) and seen[-1][3].startswith("Attempt 2 of 2: ") and seen[-1][2] is not model
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)

@@ -17,7 +17,7 @@ from gradnet_core.metrics import evaluate_map
 from gradnet_core.networks import GradientNetwork, seeded_map
 from gradnet_core.objectives import MongeAmpere
 from gradnet_core.presets import MODEL_PRESETS, mixture_presets, objective_overrides, train_preset
-from gradnet_core.verdict import KL_TOLERANCE, TRANSPORT_MAX_DIM, assess_map
+from gradnet_core.verdict import KL_TOLERANCE, TRANSPORT_MAX_DIM, after_retries, assess_map
 
 
 class Affine(GradientNetwork):
@@ -80,6 +80,7 @@ def test_a_small_component_left_empty_is_measured_and_named(weight, words):
     assert re.search(f"leaves about {words} of the target's mass uncovered", verdict.message), verdict.message
     assert verdict.as_row()["uncovered_share"] == verdict.uncovered
     assert "rarely help" in verdict.message                      # no false hope: every seed fails alike
+    assert after_retries(verdict) == verdict                     # still true after training was tried again
 
 
 def test_a_map_covering_two_thirds_of_the_target_is_flagged_in_words():
@@ -212,6 +213,10 @@ def test_the_advice_after_a_bare_part_depends_on_the_target():
     verdict = assess_map(identity, _bars([6, 20], [1.0, 1.0]), _bars([6, 13, 20], [1.0, 1.0, 1.0]))
     assert "uncovered" in verdict.failed, verdict.message
     assert "one time in five" in verdict.message and "rarely help" not in verdict.message
+    # after training was tried again (train's attempts, or the run back) another seed is no longer the advice
+    retried = after_retries(verdict)
+    assert "one time in five" not in retried.message and retried.message.endswith(retried.advice)
+    assert retried.message.startswith(verdict.message.removesuffix(verdict.advice)) and retried.failed == verdict.failed
 
 
 def test_mass_put_between_components_is_not_called_uncovered():
