@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .densities import Density, ImageDensity
+from .densities import Density, GaussianMixture, ImageDensity
 from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
@@ -265,7 +265,8 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
     return _judge(distance, noise, noise_std, kl, kl_error, n, model.monotone,
                   IMAGE_DISTANCE_TOLERANCE if image else DISTANCE_TOLERANCE, uncovered,
                   IMAGE_UNCOVERED_TOLERANCE if image else UNCOVERED_TOLERANCE, misplaced,
-                  IMAGE_MISPLACED_TOLERANCE if image else None, image, transport)
+                  IMAGE_MISPLACED_TOLERANCE if image else None, image, transport,
+                  components=len(target.weights) if isinstance(target, GaussianMixture) else 1)
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
            n: int, monotone: bool, tolerance: float, uncovered: float | None = None,
            uncovered_tolerance: float = UNCOVERED_TOLERANCE, misplaced: float | None = None,
            misplaced_tolerance: float | None = None, image: bool = False,
-           transport: _Transport | None = None) -> Verdict:
+           transport: _Transport | None = None, components: int = 1) -> Verdict:
     far = distance > tolerance * noise
     bare = uncovered is not None and uncovered > uncovered_tolerance
     squeezed = kl is not None and kl - 2.0 * (kl_error or 0.0) > KL_TOLERANCE
@@ -334,6 +335,13 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
         message = (f"The map pushes the source onto the target: {compare}{kl_part}. For a monotone map this means "
                    f"it is close to the optimal map; the check is set to flag maps whose points are off by more than "
                    f"about {math.sqrt(transport.tolerance):.2g} on average (root mean square), not less.")
+        if components > 1:
+            # A share of a source component sent to the wrong target component nearly cancels in the pushforward:
+            # 9 of the 23 mixture runs above L2-UVP 5 % passed (results/robustness/strat-mixtures/), 5 of 12 on
+            # fresh cases (docs/method.md §6.8).
+            message += (" With several target components it can miss a map that sends a few per cent of the mass "
+                        "to the wrong one: on the benchmark's mixtures about a third of the maps above its error "
+                        "threshold passed.")
     elif monotone:
         kl_part = f", KL(T#p || q) ≈ {max(kl, 0.0):.3f} nats" if kl is not None else ""
         # The ratio of a right map is not 1: samples of 1000 points differ by chance, and a map a few percent off
