@@ -174,7 +174,8 @@ def in_chunks(fn: Callable[[Tensor], Any], x: Tensor, rows: int | None) -> Any:
 
 #: Default Newton tolerance on |residual| / (1 + |y|), per dtype: a few hundred rounding errors of T.
 _NEWTON_TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
-_MAX_HALVINGS = 30
+#: Trial steps per Newton iteration at most (each shrinking the last by 2 to 10 times).
+_MAX_TRIALS = 30
 #: A point whose step must shrink below this fraction to lower |r| has stalled (2^-30: where halving
 #: alone gave up).
 _MIN_STEP = 2.0 ** -30
@@ -232,7 +233,7 @@ def _newton(map_and_jacobian: Callable[[Tensor], tuple[Tensor, Tensor]], y: Tens
         scale = (taken[active] * _STEP_GROWTH).clamp_max(1.0)
         base, start_norm = x[active], norm[active]
         accepted = torch.zeros(active.numel(), dtype=torch.bool, device=x.device)
-        for _ in range(_MAX_HALVINGS):
+        for _ in range(_MAX_TRIALS):
             pending = (~accepted & (scale >= _MIN_STEP)).nonzero()[:, 0]
             if not pending.numel():
                 break
