@@ -60,6 +60,9 @@ class TrainConfig:
     #                                   monotone map); "auto": forward, then, when the verdict flags that map and the
     #                                   run allows "reverse", reverse too, keeping the inverse if its pushforward
     #                                   matches the target (docs/method.md §4.8)
+    average_from: float | None = None  # keep the average of the weights over the steps from this fraction of the run
+    #                                   on (Polyak-Ruppert tail averaging), not the last step's; None: the last step's
+    #                                   (docs/method.md §4.10)
     attempts: int = 1                 # training runs at most: while the verdict flags the map, train again from a
     #                                   fresh start (new weights and batches, seed + ATTEMPT_SEED_STRIDE x k), keeping
     #                                   the first map it passes, else the one nearest the target (docs/method.md §4.9)
@@ -77,6 +80,9 @@ class TrainConfig:
         if self.time_limit is not None and not (isinstance(self.time_limit, (int, float))
                                                 and math.isfinite(self.time_limit) and self.time_limit > 0):
             raise ValueError(f"time_limit must be a positive number of seconds or None; got {self.time_limit!r}")
+        if self.average_from is not None and (isinstance(self.average_from, bool) or not (
+                isinstance(self.average_from, (int, float)) and 0 <= self.average_from < 1)):
+            raise ValueError(f"average_from must be a fraction of the steps in [0, 1) or None; got {self.average_from!r}")
         if not (math.isfinite(self.report_seconds) and self.report_seconds >= 0):
             raise ValueError(f"report_seconds must be zero or positive; got {self.report_seconds!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -475,6 +481,34 @@ def _joined(first: dict[str, list[float]], second: dict[str, list[float]]) -> di
     return history
 
 
+class _TailAverage:
+    """The running mean of the parameters over the steps from ``start`` on (Polyak-Ruppert averaging): with a
+    constant learning rate the last step's weights jitter around the minimum they found, and their mean lies
+    nearer it (docs/method.md §4.10). Any weights of a monotone network make a monotone map, so the mean does."""
+
+    def __init__(self, params: list[Tensor], start: int):
+        self.params, self.start, self.count = params, start, 0
+        self.mean: list[Tensor] = []
+
+    def update(self, step: int) -> None:
+        if step < self.start:
+            return
+        self.count += 1
+        if self.count == 1:
+            self.mean = [p.detach().clone() for p in self.params]
+        else:
+            torch._foreach_lerp_(self.mean, [p.detach() for p in self.params], 1.0 / self.count)
+
+    def apply(self) -> bool:
+        """Put the mean in the parameters; False (and nothing changed) before the first averaged step or when the
+        mean is not finite."""
+        if not self.count or not all(bool(torch.isfinite(m).all()) for m in self.mean):
+            return False
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.mean)
+        return True
+
+
 def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunContext,
           callback: Callback | None) -> TrainResult:
     optimizer = _make_optimizer(model, config)
@@ -483,6 +517,7 @@ def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunCo
     per_step = list(history)                     # keys with one value per step, trimmed on divergence
     losses: list[Tensor] = []                    # per-step losses since the last report, on the device
     good_state, good_step = _snapshot(model), 0
+    average = None if config.average_from is None else _TailAverage(params, round(config.average_from * config.steps))
     chunks = 1                                   # batch split for GPU memory; grows on out-of-memory
     reported = 0
     stopped: str = "completed"
@@ -503,6 +538,8 @@ def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunCo
         if config.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(params, config.clip_grad, foreach=True)
         optimizer.step()
+        if average is not None:
+            average.update(step)
         losses.append(stepper.recorded(loss).detach())
 
         now = time.perf_counter()
@@ -544,9 +581,12 @@ def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunCo
     if stopped == "diverged":
         for key in per_step:
             del history[key][good_step:]
+    averaged = stopped != "diverged" and average is not None and average.apply()
     stepper.finish(history, kept, completed=stopped == "completed")
     if stopped == "completed":
         message = stepper.completed_message(history, config.steps)
+    if averaged:
+        message += f" The map is the average of the network's weights over its last {average.count:,} steps."
     if chunks > 1:
         message += (f" The device ran out of memory, so each batch of {config.batch_size} was processed "
                     f"in {chunks} parts (same gradients, slower).")

@@ -139,10 +139,33 @@ def test_training_is_reproducible_with_a_seed():
     assert histories[0] == histories[1]
 
 
+def test_averaging_keeps_the_mean_of_the_weights_over_the_last_steps():
+    """average_from: the map kept has the mean of the weights after each step of the window; the trajectory, the
+    losses and the other steps are those of the run without it."""
+    source, target = paper_pair()
+    config = TrainConfig(steps=12, batch_size=64, seed=5, lr=5e-2, report_seconds=0.0)
+    trajectory = []
+    torch.manual_seed(11)
+    plain = train(MGradNetM(2, width=8, modules=2), source, target, config, callback=lambda p: trajectory.append(
+        [q.detach().clone() for q in p.model.parameters()]))
+    assert len(trajectory) == 12
+    torch.manual_seed(11)
+    model = MGradNetM(2, width=8, modules=2)
+    averaged = train(model, source, target, replace(config, average_from=0.75))
+    assert averaged.history["loss"] == plain.history["loss"]
+    for k, q in enumerate(model.parameters()):
+        mean = torch.stack([step[k] for step in trajectory[9:]]).mean(0)     # steps 10-12: the last quarter
+        torch.testing.assert_close(q.detach(), mean, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(q.detach(), trajectory[-1][k])             # not the last step's weights
+    assert averaged.message.endswith("The map is the average of the network's weights over its last 3 steps.")
+    assert "average" not in plain.message
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(steps=0), "steps"), (dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"),
     (dict(optimizer="adagrad"), "optimizer"), (dict(objective="mse"), "objective"), (dict(clip_grad=0.0), "clip_grad"),
-    (dict(batch_size=2.5), "batch_size"),
+    (dict(batch_size=2.5), "batch_size"), (dict(average_from=1.0), "average_from"),
+    (dict(average_from=-0.1), "average_from"), (dict(average_from=True), "average_from"),
 ])
 def test_bad_config_is_refused(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
