@@ -139,26 +139,48 @@ def test_training_is_reproducible_with_a_seed():
     assert histories[0] == histories[1]
 
 
-def test_averaging_keeps_the_mean_of_the_weights_over_the_last_steps():
-    """average_from: the map kept has the mean of the weights after each step of the window; the trajectory, the
-    losses and the other steps are those of the run without it."""
+def test_averaging_keeps_the_moving_average_of_the_weights():
+    """average_from: the trajectory and the losses are those of the run without it; the map kept here (at a high
+    learning rate, whose last steps jitter) has the exponential moving average of the weights over the window."""
     source, target = paper_pair()
-    config = TrainConfig(steps=12, batch_size=64, seed=5, lr=5e-2, report_seconds=0.0)
+    config = TrainConfig(steps=12, batch_size=64, seed=5, lr=0.1, report_seconds=0.0)
     trajectory = []
     torch.manual_seed(11)
     plain = train(MGradNetM(2, width=8, modules=2), source, target, config, callback=lambda p: trajectory.append(
         [q.detach().clone() for q in p.model.parameters()]))
-    assert len(trajectory) == 12
+    assert len(trajectory) == 12 and "average" not in plain.message
     torch.manual_seed(11)
     model = MGradNetM(2, width=8, modules=2)
-    averaged = train(model, source, target, replace(config, average_from=0.75))
+    averaged = train(model, source, target, replace(config, average_from=0.5, average_decay=0.6))
     assert averaged.history["loss"] == plain.history["loss"]
-    for k, q in enumerate(model.parameters()):
-        mean = torch.stack([step[k] for step in trajectory[9:]]).mean(0)     # steps 10-12: the last quarter
-        torch.testing.assert_close(q.detach(), mean, rtol=1e-5, atol=1e-6)
-        assert not torch.allclose(q.detach(), trajectory[-1][k])             # not the last step's weights
-    assert averaged.message.endswith("The map is the average of the network's weights over its last 3 steps.")
-    assert "average" not in plain.message
+    assert "averaged over its last steps (a moving average over about 2)" in averaged.message
+    ema = trajectory[6]                                              # step 7, the first of the last half
+    for step in trajectory[7:]:
+        ema = [0.6 * e + 0.4 * q for e, q in zip(ema, step)]
+    for q, e, last in zip(model.parameters(), ema, trajectory[-1]):
+        torch.testing.assert_close(q.detach(), e, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(q.detach(), last)
+
+
+def test_the_average_or_the_last_weights_whichever_maps_nearer_the_target():
+    """_settle_average compares the two sets of weights on the same samples and keeps the nearer one."""
+    from gradnet_core.training import _MovingAverage, _settle_average
+    source, target = paper_pair()
+    torch.manual_seed(0)
+    model = MGradNetM(2, width=8, modules=2)
+    untrained = [q.detach().clone() for q in model.parameters()]
+    train(model, source, target, TrainConfig(steps=150, batch_size=500, lr=3e-2))
+    trained = [q.detach().clone() for q in model.parameters()]
+    for last, mean, kept, said in ((trained, untrained, trained, "the last step's weights"),
+                                   (untrained, trained, trained, "averaged over its last steps")):
+        with torch.no_grad():
+            for q, v in zip(model.parameters(), last):
+                q.copy_(v)
+        average = _MovingAverage(list(model.parameters()), start=0, decay=0.9)
+        average.count, average.mean = 1, [v.clone() for v in mean]
+        assert said in _settle_average(model, average, source, target, seed=3)
+        for q, v in zip(model.parameters(), kept):
+            torch.testing.assert_close(q.detach(), v)
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -166,6 +188,7 @@ def test_averaging_keeps_the_mean_of_the_weights_over_the_last_steps():
     (dict(optimizer="adagrad"), "optimizer"), (dict(objective="mse"), "objective"), (dict(clip_grad=0.0), "clip_grad"),
     (dict(batch_size=2.5), "batch_size"), (dict(average_from=1.0), "average_from"),
     (dict(average_from=-0.1), "average_from"), (dict(average_from=True), "average_from"),
+    (dict(average_decay=1.0), "average_decay"), (dict(average_decay=0.0), "average_decay"),
 ])
 def test_bad_config_is_refused(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
