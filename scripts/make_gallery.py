@@ -6,7 +6,8 @@ page builds it from the demo's inputs (``studio.inputs`` sets those inputs when 
 trained with the page's default network, preset and objective, seed 0, on one thread. Deterministic up to
 floating-point summation order; takes about a minute.
 
-Run from the repository root:  python scripts/make_gallery.py
+Run from the repository root:  python scripts/make_gallery.py [STEM ...]
+(with stems, e.g. ``mixtures-0 mixtures-1``, only those demos are trained again and the others kept)
 """
 
 from __future__ import annotations
@@ -53,12 +54,19 @@ def problem_of(page: str, inputs: dict) -> Problem:
     return Problem(page, source, target, truth="barycentric", samples=TRUTH_SAMPLES[1])
 
 
-def main() -> None:
+def main(stems: list[str]) -> None:
+    known = [demo[0] for demo in DEMOS]
+    unknown = [stem for stem in stems if stem not in known]
+    if unknown:
+        raise SystemExit(f"no demo {unknown[0]!r}; the demos are {', '.join(known)}")
     torch.set_num_threads(1)
     GALLERY_DIR.mkdir(parents=True, exist_ok=True)
-    for old in GALLERY_DIR.glob("*.safetensors"):
-        old.unlink()
+    if not stems:
+        for old in GALLERY_DIR.glob("*.safetensors"):
+            old.unlink()
     for stem, page, title, inputs in DEMOS:
+        if stems and stem not in stems:
+            continue
         problem = problem_of(page, inputs)
         preset = PRESET_OF_PAGE[page]
         network, arch = presets.MODEL_PRESETS[preset]
@@ -75,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
