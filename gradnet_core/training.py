@@ -540,10 +540,10 @@ def _settle_average(model: TransportMap, average: _MovingAverage, source: Any, t
     finally:
         model.train(was)
     if mean <= last:
-        return (f" The map kept is the network's weights averaged over its last steps (a moving average over about "
-                f"{round(1 / (1 - average.decay))}), which push the source nearer the target than the last step's.")
+        return (f" The map kept averages the network's weights over its last {round(1 / (1 - average.decay))} or so "
+                "steps: it lands nearer the target than the last step's.")
     average.swap()
-    return " The map kept is the last step's weights, which push the source nearer the target than their average."
+    return " The map kept has the last step's weights: they land nearer the target than their recent average."
 
 
 def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunContext,

@@ -153,7 +153,7 @@ def test_averaging_keeps_the_moving_average_of_the_weights():
     model = MGradNetM(2, width=8, modules=2)
     averaged = train(model, source, target, replace(config, average_from=0.5, average_decay=0.6))
     assert averaged.history["loss"] == plain.history["loss"]
-    assert "averaged over its last steps (a moving average over about 2)" in averaged.message
+    assert "averages the network's weights over its last 2 or so steps" in averaged.message
     ema = trajectory[6]                                              # step 7, the first of the last half
     for step in trajectory[7:]:
         ema = [0.6 * e + 0.4 * q for e, q in zip(ema, step)]
@@ -172,7 +172,7 @@ def test_the_average_or_the_last_weights_whichever_maps_nearer_the_target():
     train(model, source, target, TrainConfig(steps=150, batch_size=500, lr=3e-2))
     trained = [q.detach().clone() for q in model.parameters()]
     for last, mean, kept, said in ((trained, untrained, trained, "the last step's weights"),
-                                   (untrained, trained, trained, "averaged over its last steps")):
+                                   (untrained, trained, trained, "averages the network's weights")):
         with torch.no_grad():
             for q, v in zip(model.parameters(), last):
                 q.copy_(v)
