@@ -527,7 +527,7 @@ def _settle_average(model: TransportMap, average: _MovingAverage, source: Any, t
     ``target`` (``verdict.pushforward_gap``, the same samples for both); a sentence for the message saying which.
 
     The average alone was nearer the exact map on 100 of 132 mixture runs, but on a few it was much further (an
-    L2-UVP of 8 % became 23 %, a split between components smeared); the comparison keeps those at their last
+    L2-UVP of 6 % became 23 %: a split between components smeared); the comparison keeps those at their last
     step (docs/method.md §4.10)."""
     if not average.count:
         return ""

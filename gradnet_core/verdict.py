@@ -51,8 +51,8 @@ from .densities import Density, GaussianMixture, ImageDensity
 from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
-__all__ = ["Verdict", "assess_map", "after_retries", "pushforward_gap", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE",
-           "UNCOVERED_TOLERANCE", "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE",
+__all__ = ["Verdict", "assess_map", "after_retries", "pushforward_gap", "KL_TOLERANCE", "DISTANCE_TOLERANCE",
+           "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE", "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE",
            "IMAGE_TRANSPORT_TOLERANCE", "TRANSPORT_MAX_DIM"]
 
 #: Largest KL(T#p || q) estimate (nats) a map may have and pass (exp(-0.15): 86 % of the target covered;
