@@ -202,17 +202,18 @@ OBJECTIVE_CHOICES: dict[str, dict[str, Any]] = {
 
 
 #: What the mixtures page offers, its default first, and what it leaves out and why. Measured on all 22
-#: mixture cases of the robustness benchmark (results/robustness/sample-only-3/: seeds 0-1, L2-UVP against
-#: the exact map on 1500 test points, pass at 10 %): Sinkhorn median 3.9 % (42 of 44 runs pass; the two
-#: others at 10.6 %), Gaussian-moment KL 11.9 % (12 of 44), adversarial W1 18.9 % (9 of 44); the
-#: density objectives in results/robustness/after-3/ (KL: 80 % of runs within 5 %).
+#: mixture cases of the robustness benchmark (seeds 0-1, L2-UVP against the exact map on 1500 test points, pass at
+#: 10 %), with the weights' moving average of the mixture preset (results/robustness/avg-sample-only/): Sinkhorn
+#: median 3.1 % (44 of 44 runs pass; 42 without the average, sample-only-4/), Gaussian-moment KL 11.7 % (13 of 44),
+#: adversarial W1 17.6 % (15 of 44); the density objectives in results/robustness/avg-mixtures/ (KL: 79.5 % of
+#: runs within 5 %).
 MIXTURE_OBJECTIVES: tuple[str, ...] = ("KL divergence (Adam)", DEFAULT_OBJECTIVE,
                                        "Sinkhorn divergence (target samples only)")
 MIXTURE_WITHHELD: dict[str, str] = {
     # results/robustness/sample-only-3/: the 22 mixture cases, seeds 0-1.
     "Gaussian-moment KL": "it matches only the target's mean and covariance, so its maps miss a mixture's "
-                          "shape (median L2-UVP 12 % against the exact map; 12 of 44 runs within 10 %)",
-    "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 19 % (9 of 44 runs within 10 %)",
+                          "shape (median L2-UVP 12 % against the exact map; 13 of 44 runs within 10 %)",
+    "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 18 % (15 of 44 runs within 10 %)",
     "Constrained gradient flow": "it needs a log-concave target, and a mixture of several components is not",
 }
 
