@@ -210,7 +210,7 @@ OBJECTIVE_CHOICES: dict[str, dict[str, Any]] = {
 MIXTURE_OBJECTIVES: tuple[str, ...] = ("KL divergence (Adam)", DEFAULT_OBJECTIVE,
                                        "Sinkhorn divergence (target samples only)")
 MIXTURE_WITHHELD: dict[str, str] = {
-    # results/robustness/sample-only-3/: the 22 mixture cases, seeds 0-1.
+    # results/robustness/avg-sample-only/: the 22 mixture cases, seeds 0-1.
     "Gaussian-moment KL": "it matches only the target's mean and covariance, so its maps miss a mixture's "
                           "shape (median L2-UVP 12 % against the exact map; 13 of 44 runs within 10 %)",
     "Adversarial W1": "its maps missed the exact map by a median L2-UVP of 18 % (15 of 44 runs within 10 %)",

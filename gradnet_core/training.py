@@ -495,6 +495,7 @@ class _MovingAverage:
 
     def __init__(self, params: list[Tensor], start: int, decay: float):
         self.params, self.start, self.decay, self.count = params, start, decay, 0
+        self.values = [p.detach() for p in params]      # views of the parameters, which the optimiser updates in place
         self.mean: list[Tensor] = []
 
     @classmethod
@@ -509,17 +510,16 @@ class _MovingAverage:
             return
         self.count += 1
         if self.count == 1:
-            self.mean = [p.detach().clone() for p in self.params]
+            self.mean = [v.clone() for v in self.values]
         else:
-            torch._foreach_lerp_(self.mean, [p.detach() for p in self.params], 1.0 - self.decay)
+            torch._foreach_lerp_(self.mean, self.values, 1.0 - self.decay)
 
     def swap(self) -> None:
         """Exchange the parameters and the average."""
-        with torch.no_grad():
-            for p, m in zip(self.params, self.mean):
-                held = p.detach().clone()
-                p.copy_(m)
-                m.copy_(held)
+        for v, m in zip(self.values, self.mean):
+            held = v.clone()
+            v.copy_(m)
+            m.copy_(held)
 
 
 def _settle_average(model: TransportMap, average: _MovingAverage, source: Any, target: Any, seed: int) -> str:

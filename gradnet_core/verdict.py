@@ -52,8 +52,8 @@ from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
 __all__ = ["Verdict", "assess_map", "after_retries", "pushforward_gap", "KL_TOLERANCE", "DISTANCE_TOLERANCE",
-           "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE", "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE",
-           "IMAGE_TRANSPORT_TOLERANCE", "TRANSPORT_MAX_DIM"]
+           "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE", "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE",
+           "TRANSPORT_TOLERANCE", "IMAGE_TRANSPORT_TOLERANCE", "TRANSPORT_MAX_DIM"]
 
 #: Largest KL(T#p || q) estimate (nats) a map may have and pass (exp(-0.15): 86 % of the target covered;
 #: good mixture maps, L2-UVP under 2 %, show 0.05-0.08 at 1000 samples).
