@@ -67,6 +67,10 @@ class TrainConfig:
     attempts: int = 1                 # training runs at most: while the verdict flags the map, train again from a
     #                                   fresh start (new weights and batches, seed + ATTEMPT_SEED_STRIDE x k), keeping
     #                                   the first map it passes, else the one nearest the target (docs/method.md §4.9)
+    fallback: TrainConfig | None = None  # when the verdict still flags the map of a density objective, the network
+    #                                   trains again from its starting weights with these settings (their objective, steps, batch and rate;
+    #                                   the run's seed, device and time limit) and the map kept is the one the verdict
+    #                                   passes, else the one nearer the target (docs/method.md §4.11); None: no fallback
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -99,6 +103,13 @@ class TrainConfig:
         if not isinstance(self.objective, Objective):
             raise ValueError(f"objective must be a gradnet_core objective (for example MongeAmpere()); "
                              f"got {type(self.objective).__name__}")
+        if self.fallback is not None:
+            if not isinstance(self.fallback, TrainConfig):
+                raise ValueError(f"fallback must be a TrainConfig or None; got {type(self.fallback).__name__}")
+            if (self.fallback.fallback is not None or self.fallback.attempts != 1
+                    or self.fallback.direction != "forward"):
+                raise ValueError("a fallback trains once, forward: its own fallback must be None, its attempts 1 and "
+                                 "its direction 'forward'")
         if self.direction == "reverse" and not self.objective.reversible:
             raise ValueError(f"direction 'reverse' trains a map from the target back to the source, which needs a "
                              f"density objective (Monge–Ampère or KL); the {self.objective.name} objective trains "
@@ -109,18 +120,20 @@ class TrainConfig:
         return replace(self, objective=replace(self.objective, **settings))
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "objective"}
-        return {**values, "objective": self.objective.to_dict()}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("objective", "fallback")}
+        fallback = None if self.fallback is None else self.fallback.to_dict()
+        return {**values, "fallback": fallback, "objective": self.objective.to_dict()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """The config ``to_dict`` wrote; ValueError for unknown fields."""
         values = dict(values)
         objective = objective_from_dict(values.pop("objective", {"name": MongeAmpere.name}))
+        fallback = values.pop("fallback", None)
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"TrainConfig has no setting {', '.join(unknown)}")
-        return cls(**values, objective=objective)
+        return cls(**values, objective=objective, fallback=None if fallback is None else cls.from_dict(fallback))
 
 
 @dataclass
@@ -254,7 +267,9 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     flags it a copy of the model as it was before training learns the reverse one, and ``TrainResult.map``
     is the inverse when the verdict passes it (docs/method.md §4.8). A network trained in reverse gets the
     strict-convexity term if it lacks it (``GradientNetwork.add_strict_term``), so that its inverse maps every
-    point. Callers should use ``TrainResult.map``.
+    point. With ``config.attempts`` a flagged map is trained again from fresh starts; with ``config.fallback`` a map
+    still flagged after them is trained once more, from the network's starting weights, on the fallback's settings
+    (docs/method.md §4.9, §4.11). Callers should use ``TrainResult.map``.
     """
     config = config or TrainConfig()
     if isinstance(model, InverseMap):
@@ -276,6 +291,10 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     # a fresh start needs a network it can build again: one of the registry's, as seeded_map builds them
     attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
     template = copy.deepcopy(model) if attempts > 1 else None
+    # The fallback backs up the objectives that train on the target's density (reverse KL can leave a component
+    # empty); the map of an objective that compares samples is the one its user asked for.
+    fallback = config.fallback if config.assess and config.objective.needs_target_density else None
+    initial = copy.deepcopy(model) if fallback is not None else None
     runs: list[_Run] = []
     kept: _Run | None = None
     cut = ""                                     # why the runs ended while the map kept was flagged
@@ -299,6 +318,14 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
                             reverse=True)
                 best = _nearer(best, back, strewn=True)
         kept = best if kept is None else _nearer(kept, best)
+    if fallback is not None and _flagged(kept.result) and runs[-1].result.stopped == "completed":
+        if _time_left(config, runs) <= 0:
+            cut = f"the time limit left no time to train it on the {fallback.objective.title}"
+        else:
+            settings = replace(fallback, seed=config.seed, device=config.device, time_limit=config.time_limit,
+                               report_seconds=config.report_seconds, assess=True)
+            kept = _nearer(kept, _run(initial, source, target, settings, callback, runs, len(runs) + 1, attempts,
+                                      reverse=False, fallback=True))
     history = runs[0].result.history
     for later in runs[1:]:
         history = _joined(history, later.result.history)
@@ -317,10 +344,13 @@ class _Run:
     result: TrainResult
     attempt: int
     reverse: bool
+    fallback: str = ""         # the objective's title, for a run of TrainConfig.fallback
 
     @property
     def tried(self) -> str:
         """How this run trained the network again, for the final message."""
+        if self.fallback:
+            return f"from its starting weights on the {self.fallback}"
         if self.attempt == 1:
             return "from the target back"
         return f"from the target back in attempt {self.attempt}" if self.reverse else \
@@ -329,6 +359,8 @@ class _Run:
     @property
     def shown(self) -> str:
         """This run's map, named in the final message."""
+        if self.fallback:
+            return f"the one trained on the {self.fallback}"
         if self.reverse:
             whose = "the network" if self.attempt == 1 else f"attempt {self.attempt}'s network"
             return f"the inverse of {whose} trained from the target back"
@@ -351,11 +383,14 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
-         runs: list[_Run], attempt: int, attempts: int, reverse: bool) -> _Run:
+         runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
     it does when it is not the first."""
-    lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 else ""
-    if reverse:
+    lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 and not fallback else ""
+    if fallback:
+        note = (f"The map was flagged: the network trains again from its starting weights on the "
+                f"{config.objective.title}, which compares the mapped points with the target's samples as a whole.")
+    elif reverse:
         note = _sentence(lead, "the map from the source was flagged: training a second network from the target back "
                                "to the source, whose inverse may do better.")
     else:
@@ -365,7 +400,7 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     remaining = _time_left(config, runs)
     config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
     result = _train_one_way(model, source, target, config, callback, reverse=reverse, phase=phase)
-    runs.append(_Run(result, attempt, reverse))
+    runs.append(_Run(result, attempt, reverse, config.objective.title if fallback else ""))
     return runs[-1]
 
 
@@ -469,7 +504,8 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
             model.eval()
             judged = stepper.judged(start, end)
             try:
-                result.verdict = assess_map(shown, *(judged[::-1] if reverse else judged), seed=config.seed)
+                result.verdict = assess_map(shown, *(judged[::-1] if reverse else judged), seed=config.seed,
+                                            jacobian=stepper.judged_by_jacobian)
             except torch.OutOfMemoryError:
                 # Training split its batches to fit; the verdict's 1000 points at once may not fit.
                 result.message += " No verdict: the device ran out of memory while judging the map."
@@ -480,11 +516,15 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
 
 
 def _joined(first: dict[str, list[float]], second: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Two runs' histories as one: the second's steps counted on from the first's last."""
+    """Two runs' histories as one: the second's steps counted on from the first's last. A key only one of them
+    records (a fallback on another objective records other keys) gets NaN for each of the other's steps."""
+    before, after = len(first.get("step", [])), len(second.get("step", []))
     history = {key: list(values) for key, values in first.items()}
-    shift = first["step"][-1] if first.get("step") else 0
+    shift = first["step"][-1] if before else 0
     for key, values in second.items():
-        history.setdefault(key, []).extend([v + shift for v in values] if key == "step" else values)
+        history.setdefault(key, [math.nan] * before).extend([v + shift for v in values] if key == "step" else values)
+    for key in set(first) - set(second):
+        history[key].extend([math.nan] * after)
     return history
 
 

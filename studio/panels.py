@@ -221,14 +221,12 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         seed = c.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=key(page, "seed"),
                               disabled=disabled, persist_state="session")
         shown = presets.train_preset(preset, **objective)
+        fallback = shown.fallback if shown.fallback is not None and shown.objective.needs_target_density else None
         st.caption(f"Optimiser {shown.optimizer}, batch {shown.batch_size}, learning-rate schedule "
-                   f"{shown.lr_schedule}; {_describe(shown.objective)}.")
+                   f"{shown.lr_schedule}; {_describe(shown.objective)}"
+                   + (f"; if the verdict flags the map, {fallback.steps} steps of the {_describe(fallback.objective)} "
+                      "from the same start, the map nearer the target kept." if fallback else "."))
     return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed), **objective}
-
-
-#: Objectives by name, in the words the objective menus use.
-_OBJECTIVE_WORDS = {"kl": "KL divergence", "sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL",
-                    "wasserstein": "adversarial W1"}
 
 
 def _describe(objective: Objective) -> str:
@@ -237,7 +235,7 @@ def _describe(objective: Objective) -> str:
         return f"{objective.variant} constrained gradient flow"
     if isinstance(objective, MongeAmpere):
         return f"Monge–Ampère loss, {objective.residual} residual"
-    return _OBJECTIVE_WORDS.get(objective.name, f"{objective.name} loss")
+    return objective.title or f"{objective.name} loss"
 
 
 def _store_run(state: PageState, job: TrainingJob) -> None:

@@ -1,5 +1,6 @@
 """Training: analytic maps are learned, callbacks stop, divergence is caught, configs validate."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from gradnet_core.metrics import map_mse
 from gradnet_core.networks import seeded_map
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
 from gradnet_core.training import ATTEMPT_SEED_STRIDE, bandwidth_schedule
+from gradnet_core.verdict import assess_map
 
 from helpers import disk_and_two_blobs
 
@@ -410,6 +412,93 @@ def test_a_stop_while_training_again_keeps_the_earlier_map_and_says_so():
 def test_attempts_must_be_a_positive_integer(value):
     with pytest.raises(ValueError, match="attempts must be a positive integer"):
         TrainConfig(attempts=value)
+
+
+def test_a_map_trained_on_samples_is_judged_on_the_densities_without_its_jacobian():
+    source, target = split_pair()
+    model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
+    result = train(model, source, target, TrainConfig(steps=200, batch_size=256, lr=3e-2, seed=4,
+                                                      objective=SinkhornLoss(), report_seconds=0.0))
+    assert result.verdict == assess_map(model, source, target, seed=4, jacobian=False)
+    assert result.verdict.kl is None and result.verdict.uncovered is None and result.verdict.transport is not None
+
+
+# --- fallback: a flagged density map trained again on another objective -----------------------------
+
+def _with_fallback(seed: int = 4, **objective) -> TrainConfig:
+    """60 steps of KL on split_pair, too few to split the source, and a fallback of 200 Sinkhorn steps."""
+    fallback = TrainConfig(steps=200, batch_size=256, lr=3e-2, objective=SinkhornLoss())
+    return TrainConfig(steps=60, lr=3e-2, seed=seed, objective=ReverseKL(**objective), report_seconds=0.0,
+                       fallback=fallback)
+
+
+def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weights():
+    source, target = split_pair()
+    config = _with_fallback()                   # the target's smoothing on: the KL run records it, Sinkhorn does not
+    seen = []
+    model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
+    result = train(model, source, target, config, callback=lambda p: seen.append((p.step, p.total, p.model, p.note)))
+    # each run alone: the KL run, and the fallback's settings from the same starting weights with the run's seed
+    first = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target, replace(config, fallback=None))
+    alone = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target,
+                  replace(config.fallback, seed=4, report_seconds=0.0))
+    assert not first.verdict.ok and alone.verdict.ok       # KL has not split the source in 60 steps; Sinkhorn has
+    assert result.map is not model and isinstance(result.map, MGradNetM)
+    x = source.sample(500, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
+    assert result.verdict == alone.verdict and result.steps == 200
+    assert result.message == ("The first map was flagged, so the network was trained again from its starting weights "
+                              "on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn divergence, "
+                              f"which passes. {alone.message}")
+    # one history of 260 steps; the smoothing only the KL run has is NaN over the Sinkhorn run's steps
+    assert result.history["step"] == list(range(1, 261))
+    assert result.history["loss"] == first.history["loss"] + alone.history["loss"]
+    assert result.history["smoothing"][:60] == first.history["smoothing"] and first.history["smoothing"][0] > 0
+    assert len(result.history["smoothing"]) == 260 and all(math.isnan(v) for v in result.history["smoothing"][60:])
+    # the caller saw the second run counted on, on the network it trains, with a note
+    assert seen[-1][:2] == (260, 260) and seen[-1][2] is result.map
+    assert seen[-1][3] == ("The map was flagged: the network trains again from its starting weights on the Sinkhorn "
+                           "divergence, which compares the mapped points with the target's samples as a whole.")
+    assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
+
+
+def test_the_fallback_is_not_trained_when_the_map_passes_or_its_objective_compares_samples():
+    source, target = paper_pair()
+    fallback = TrainConfig(steps=50, batch_size=256, objective=SinkhornLoss())
+    model = seeded_map("mGradNet-M", 0, dim=2)
+    plain = train(seeded_map("mGradNet-M", 0, dim=2), source, target, train_preset("gaussian"))
+    backed = train(model, source, target, train_preset("gaussian", fallback=fallback))
+    assert backed.verdict.ok and backed.map is model
+    assert backed.history == plain.history and backed.message == plain.message
+    # a sample objective's flagged map stands: the user asked for that objective
+    source, target = split_pair()
+    config = TrainConfig(steps=30, lr=3e-2, objective=SinkhornLoss(), report_seconds=0.0,
+                         fallback=TrainConfig(steps=30, objective=ReverseKL()))
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    result = train(model, source, target, config)
+    assert not result.verdict.ok and result.map is model and len(result.history["step"]) == 30
+
+
+def test_a_stop_during_the_fallback_keeps_the_first_map_and_says_so():
+    source, target = split_pair()
+    model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
+    result = train(model, source, target, _with_fallback(smoothing=0.0), callback=lambda p: p.step >= 70)
+    assert result.map is model and result.stopped == "completed" and not result.verdict.ok and result.steps == 60
+    assert "on the Sinkhorn divergence, which did not finish" in result.message and result.history["step"][-1] == 70
+
+
+def test_fallback_settings_round_trip_and_a_fallback_trains_once():
+    config = train_preset("mixture")
+    values = json.loads(json.dumps(config.to_dict()))
+    assert values["fallback"]["objective"]["name"] == "sinkhorn" and values["fallback"]["fallback"] is None
+    assert TrainConfig.from_dict(values) == config and config.fallback.steps == 300
+    assert TrainConfig.from_dict({k: v for k, v in values.items() if k != "fallback"}).fallback is None
+    with pytest.raises(ValueError, match="fallback must be a TrainConfig or None"):
+        TrainConfig(fallback={"steps": 300})
+    for inner in (TrainConfig(fallback=TrainConfig()), TrainConfig(attempts=2), TrainConfig(direction="auto")):
+        with pytest.raises(ValueError, match="a fallback trains once, forward"):
+            TrainConfig(fallback=inner)
 
 
 def test_a_stop_in_the_second_phase_keeps_the_first_map_and_says_so():

@@ -87,6 +87,25 @@ def test_a_small_component_left_empty_is_measured_and_named(weight, words):
     assert after_retries(verdict) == verdict                     # still true after training was tried again
 
 
+def test_a_verdict_without_the_jacobian_checks_keeps_the_stratified_transport_check():
+    # A map trained on samples is not judged by its Jacobian (the KL, misplaced and uncovered checks), but where the
+    # target is a density its transport check still draws stratified samples: two plain samples of this target,
+    # 14 % of it 5 units away, differ by far more than the small component left empty here.
+    eye = 0.25 * np.eye(2)
+    source = Gaussian([0.0, 0.0], eye)
+    target = GaussianMixture([0.86, 0.14], [[0.0, 0.0], [5.0, 0.0]], [eye, eye])
+    identity = Affine(np.eye(2), [0.0, 0.0])
+    full = assess_map(identity, source, target, seed=3)
+    bare = assess_map(identity, source, target, seed=3, jacobian=False)
+    assert bare.kl is None and bare.uncovered is None and bare.misplaced is None
+    assert full.kl is not None and full.uncovered is not None
+    assert (bare.transport, bare.transport_noise) == (full.transport, full.transport_noise)
+    assert not bare.ok and "transport" in bare.failed and "uncovered" not in bare.message
+    points = target.sample(20_000, torch.Generator().manual_seed(0))
+    from_points = assess_map(identity, source, points, seed=3)
+    assert bare.transport_noise < 0.2 * from_points.transport_noise
+
+
 def test_a_map_covering_two_thirds_of_the_target_is_flagged_in_words():
     eye = 0.25 * np.eye(2)
     source = GaussianMixture([0.5, 0.5], [[-3.0, 1.0], [3.0, 1.0]], [eye, eye])
