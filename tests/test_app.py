@@ -219,23 +219,46 @@ def test_mixtures_bad_rows_show_an_error_and_weights_are_normalised():
     assert any("Source row 1: mean x is empty or not a finite number." in e.value for e in at.error), at.error
 
 
-def test_a_typed_mixture_whose_small_component_is_left_empty_gets_a_warning_that_says_so():
+def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_and_right():
     """Issue 13, found in the browser: the 2 -> 3 preset with its middle component typed as weight 0.08
-    (0.107 once rescaled) and mean y -4. Every seed leaves that component empty (L2-UVP about 22 %), and at
-    the default seed the energy check alone passed it: the page said the map was optimal."""
+    (0.107 once rescaled) and mean y -4. KL leaves that component empty at every seed (L2-UVP about 22 %), and at
+    the default seed the energy check alone once passed it. The verdict flags it, and the network trains again on
+    the Sinkhorn divergence (the mixture preset's fallback), whose map is right: 2.8-4.5 % for seeds 0-3."""
     at = _open("mixtures")
     state = _state(at, "mixtures")
     columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
     target = pd.DataFrame([[1 / 3, -3, 1, 0.5, 0.5, 0], [0.08, 0, -4, 0.5, 0.5, 0], [1 / 3, 3, 1, 0.5, 0.5, 0]],
                           columns=columns, dtype=float)
     state.tables["target"] = {"base": target, "edited": target, "version": 99}
-    at.slider(key="mixtures.samples").set_value(300).run()
+    _train(at, "mixtures", steps=500)
+    assert not at.warning, [w.value for w in at.warning]
+    said = " ".join(s.value for s in at.success)
+    assert ("The first map was flagged, so the network was trained again from its starting weights on the Sinkhorn "
+            "divergence; the map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
+    table = _metrics(at)
+    assert table["verdict (no ground truth)"].tolist() == ["ok"]
+    assert table["L2-UVP (%)"].iloc[0] < 8.0, table.iloc[0].to_dict()    # KL's map: about 22
+
+
+def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():
+    """`random 12` of the robustness benchmark, typed: a 14 % target component about 4.6 units from the other. KL
+    leaves it empty (L2-UVP about 80 %), the Sinkhorn fallback half fills it (14-17 %): flagged, in words."""
+    at = _open("mixtures")
+    state = _state(at, "mixtures")
+    columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
+    source = pd.DataFrame([[1.0, 2.68, -1.864, 0.42, 0.582, -0.458]], columns=columns, dtype=float)
+    target = pd.DataFrame([[0.864, 2.378, 2.149, 0.253, 0.764, -0.668], [0.136, -1.452, -0.499, 0.681, 0.695, 0.727]],
+                          columns=columns, dtype=float)
+    state.tables["source"] = {"base": source, "edited": source, "version": 99}
+    state.tables["target"] = {"base": target, "edited": target, "version": 99}
     _train(at, "mixtures", steps=500)
     assert not at.success, [s.value for s in at.success]
-    assert any("of the target's mass uncovered" in w.value for w in at.warning), [w.value for w in at.warning]
+    said = " ".join(w.value for w in at.warning)
+    assert "trained again from its starting weights on the Sinkhorn divergence; it was flagged too" in said, said
+    assert "is not the optimal map" in said or "not yet" in said, said
     table = _metrics(at)
     assert table["verdict (no ground truth)"].tolist() == ["flagged"]
-    assert table["target mass left uncovered (%)"].iloc[0] > 8.0
+    assert table["L2-UVP (%)"].iloc[0] > 8.0, table.iloc[0].to_dict()
 
 
 def test_digits_train_from_bundled_examples():
