@@ -463,7 +463,7 @@ class _SampleStepper(Stepper):
         self.model, self.sources, self.targets, self.n = model, sources, targets, run.batch_size
 
     def completed_message(self, history: dict[str, list[float]], steps: int) -> str:
-        return f"Trained {steps} steps on the {self.name} loss; final loss {history['loss'][-1]:.4g}."
+        return f"Trained {steps} steps on the {self.objective.title}; final loss {history['loss'][-1]:.4g}."
 
     def diverged_message(self, bad_step: int, bad_loss: float, good_step: int) -> str:
         return (f"Training diverged at step {bad_step}; the model was restored to its last good state after "
