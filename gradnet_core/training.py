@@ -182,6 +182,7 @@ class TrainResult:
     map: TransportMap | None = field(default=None, repr=False)   # the trained map: the model, or the
     #                                    inverse of a network trained from the target back (direction)
     direction: str = "forward"         # how ``map`` was trained: "forward" or "reverse"
+    fallback: str = ""                 # the objective's title when ``map`` is the one TrainConfig.fallback trained
 
     @property
     def final_loss(self) -> float:
@@ -333,7 +334,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     if len(runs) > 1 and verdict is not None and not verdict.ok:
         verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
-                   message=_account(runs, kept, cut), verdict=verdict)
+                   message=_account(runs, kept, cut), verdict=verdict, fallback=kept.fallback)
 
 
 @dataclass(frozen=True)

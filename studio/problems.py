@@ -234,6 +234,9 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
         mapped = to_numpy(model(torch.as_tensor(reference.points, dtype=dtype)))
         grid_mapped = (to_numpy(model(torch.as_tensor(reference.grid, dtype=dtype)))
                        if len(reference.grid) else reference.grid)
+    if result is not None and result.fallback:
+        # the map shown is the fallback's: the run's label names both objectives
+        settings = {**settings, "objective_label": f"{settings.get('objective_label', '')} → {result.fallback}"}
     if result is not None:
         metrics["training_time"] = result.elapsed
         metrics["steps"] = float(result.steps)

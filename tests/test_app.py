@@ -238,6 +238,7 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     table = _metrics(at)
     assert table["verdict (no ground truth)"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 8.0, table.iloc[0].to_dict()    # KL's map: about 22
+    assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 300 steps)"
 
 
 def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():

@@ -447,7 +447,8 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
     x = source.sample(500, torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
-    assert result.verdict == alone.verdict and result.steps == 200
+    assert result.verdict == alone.verdict and result.steps == 200 and result.fallback == "Sinkhorn divergence"
+    assert first.fallback == "" and alone.fallback == ""
     assert result.message == ("The first map was flagged, so the network was trained again from its starting weights "
                               "on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn divergence, "
                               f"which passes. {alone.message}")
