@@ -132,7 +132,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # Sinkhorn map was further (random 14: 10.7 -> 19 %) the KL map was kept. 500 steps fixed no more runs.
     "mixture": TrainConfig(steps=500, lr=3e-2, average_from=0.7, objective=ReverseKL(),
                            fallback=TrainConfig(steps=300, batch_size=256, lr=3e-2, average_from=0.7,
-                                                objective=SinkhornLoss())),
+                                                objective=SinkhornLoss()), fallback_from=0.5),
     # A small network, a large cosine-decayed learning rate, half batches and a schedule that stops at
     # bandwidth 1e-3 (ending at 1e-4 as the authors do needs their 10000 steps; in 1000 it leaves the map
     # noisier and more often wrong). The early global Sinkhorn term (weight 100 falling to 0 over 30 % of

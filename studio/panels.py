@@ -224,8 +224,9 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         fallback = shown.fallback if shown.fallback is not None and shown.objective.needs_target_density else None
         st.caption(f"Optimiser {shown.optimizer}, batch {shown.batch_size}, learning-rate schedule "
                    f"{shown.lr_schedule}; {_describe(shown.objective)}"
-                   + (f"; if the verdict flags the map, {fallback.steps} steps of the {_describe(fallback.objective)} "
-                      "from the same start, the map nearer the target kept." if fallback else "."))
+                   + (f"; if the verdict flags the map{' or passes it only just' if shown.fallback_from < 1 else ''}, "
+                      f"{fallback.steps} steps of the {_describe(fallback.objective)} from the same start, the map "
+                      "nearer the target kept." if fallback else "."))
     return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed), **objective}
 
 

@@ -481,6 +481,33 @@ def test_the_fallback_is_not_trained_when_the_map_passes_or_its_objective_compar
     assert not result.verdict.ok and result.map is model and len(result.history["step"]) == 30
 
 
+def test_with_fallback_from_a_map_passed_with_little_margin_is_trained_again_and_the_nearer_kept():
+    source, target = paper_pair()
+    fallback = TrainConfig(steps=40, batch_size=256, objective=SinkhornLoss())     # too short to be nearer
+    plain = train(seeded_map("mGradNet-M", 0, dim=2), source, target, train_preset("gaussian"))
+    assert plain.verdict.ok and plain.verdict.transport_excess < 0.5 * plain.verdict.transport_tolerance
+    seen = []
+    model = seeded_map("mGradNet-M", 0, dim=2)
+    result = train(model, source, target, train_preset("gaussian", fallback=fallback, fallback_from=0.0),
+                   callback=lambda p: seen.append(p.note))
+    assert result.map is model and result.verdict == plain.verdict and result.fallback == ""
+    assert result.message == ("The first map passed, but only just, so the network was trained again from its starting "
+                              "weights on the Sinkhorn divergence; the map shown is the first, which lands nearer the "
+                              f"target. {plain.message}")
+    assert result.history["step"] == list(range(1, 241)) and result.history["loss"][:200] == plain.history["loss"]
+    assert seen[-1].startswith("The map passed, but only just: the network trains again from its starting weights")
+    # at half the tolerance the margin of this map is enough: no second run
+    again = train(seeded_map("mGradNet-M", 0, dim=2), source, target,
+                  train_preset("gaussian", fallback=fallback, fallback_from=0.5))
+    assert again.history == plain.history and again.message == plain.message
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, True, "half"])
+def test_fallback_from_must_be_a_share(value):
+    with pytest.raises(ValueError, match="fallback_from must be a share"):
+        TrainConfig(fallback_from=value)
+
+
 def test_a_stop_during_the_fallback_keeps_the_first_map_and_says_so():
     source, target = split_pair()
     model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
