@@ -67,11 +67,11 @@ class TrainConfig:
     attempts: int = 1                 # training runs at most: while the verdict flags the map, train again from a
     #                                   fresh start (new weights and batches, seed + ATTEMPT_SEED_STRIDE x k), keeping
     #                                   the first map it passes, else the one nearest the target (docs/method.md §4.9)
-    fallback: TrainConfig | None = None  # when the verdict still flags the map of a density objective (or passes it with
-    #                                   little margin: fallback_from), the network trains again from its starting weights
-    #                                   with these settings (their objective, steps, batch and rate; the run's seed, device
-    #                                   and time limit), and the map kept is the one nearer the target (docs/method.md
-    #                                   §4.11); None: no fallback
+    fallback: TrainConfig | None = None  # when the verdict still flags the map of a density objective (or passes
+    #                                   it with little margin: fallback_from), the network trains again from its
+    #                                   starting weights with these settings (their objective, steps, batch and rate;
+    #                                   the run's seed, device and time limit), and the map kept is the one nearer the
+    #                                   target (docs/method.md §4.11); None: no fallback
     fallback_from: float = 1.0        # the fallback also trains when the transport check's excess is above this share
     #                                   of its tolerance: 1, only when the verdict flags the map; 0, whenever the check
     #                                   ran (in up to three dimensions)
@@ -277,8 +277,9 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     is the inverse when the verdict passes it (docs/method.md §4.8). A network trained in reverse gets the
     strict-convexity term if it lacks it (``GradientNetwork.add_strict_term``), so that its inverse maps every
     point. With ``config.attempts`` a flagged map is trained again from fresh starts; with ``config.fallback`` a map
-    still flagged after them is trained once more, from the network's starting weights, on the fallback's settings
-    (docs/method.md §4.9, §4.11). Callers should use ``TrainResult.map``.
+    still flagged after them (or passed with little margin, ``config.fallback_from``) is trained once more, from the
+    network's starting weights, on the fallback's settings, and the nearer map kept (docs/method.md §4.9, §4.11).
+    Callers should use ``TrainResult.map``.
     """
     config = config or TrainConfig()
     if isinstance(model, InverseMap):
@@ -412,8 +413,8 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 and not fallback else ""
     if fallback:
         note = (f"The map {'passed, but only just' if doubt else 'was flagged'}: the network trains again from its "
-                f"starting weights on the "
-                f"{config.objective.title}, which compares the mapped points with the target's samples as a whole.")
+                f"starting weights on the {config.objective.title}, which compares the mapped points with the "
+                "target's samples as a whole.")
     elif reverse:
         note = _sentence(lead, "the map from the source was flagged: training a second network from the target back "
                                "to the source, whose inverse may do better.")
@@ -472,7 +473,8 @@ def _account(runs: list[_Run], kept: _Run, cut: str) -> str:
     last = runs[-1].result
     first = runs[0].result.verdict
     doubt = first is not None and first.ok           # trained again for little margin (TrainConfig.fallback_from)
-    said = f"The first map {'passed, but only just' if doubt else 'was flagged'}, so the network was trained again {series}"
+    said = f"The first map {'passed, but only just' if doubt else 'was flagged'}, so the network was trained again " \
+           f"{series}"
     if last.stopped != "completed":
         which = "which" if len(tried) == 1 else "the last of which"
         said += f", {which} did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"

@@ -439,7 +439,8 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
     model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
     result = train(model, source, target, config, callback=lambda p: seen.append((p.step, p.total, p.model, p.note)))
     # each run alone: the KL run, and the fallback's settings from the same starting weights with the run's seed
-    first = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target, replace(config, fallback=None))
+    first = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target,
+                  replace(config, fallback=None))
     alone = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target,
                   replace(config.fallback, seed=4, report_seconds=0.0))
     assert not first.verdict.ok and alone.verdict.ok       # KL has not split the source in 60 steps; Sinkhorn has
@@ -450,8 +451,8 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
     assert result.verdict == alone.verdict and result.steps == 200 and result.fallback == "Sinkhorn divergence"
     assert first.fallback == "" and alone.fallback == ""
     assert result.message == ("The first map was flagged, so the network was trained again from its starting weights "
-                              "on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn divergence, "
-                              f"which passes. {alone.message}")
+                              "on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn "
+                              f"divergence, which passes. {alone.message}")
     # one history of 260 steps; the smoothing only the KL run has is NaN over the Sinkhorn run's steps
     assert result.history["step"] == list(range(1, 261))
     assert result.history["loss"] == first.history["loss"] + alone.history["loss"]
