@@ -408,10 +408,13 @@ def test_a_stop_while_training_again_keeps_the_earlier_map_and_says_so():
     assert "did not finish" in result.message and result.history["step"][-1] == 70
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, True])
-def test_attempts_must_be_a_positive_integer(value):
-    with pytest.raises(ValueError, match="attempts must be a positive integer"):
-        TrainConfig(attempts=value)
+@pytest.mark.parametrize("name, value, message", [
+    *(("attempts", value, "attempts must be a positive integer") for value in (0, -1, 1.5, True)),
+    *(("fallback_from", value, "fallback_from must be a share") for value in (-0.1, 1.5, True, "half")),
+])
+def test_attempts_and_fallback_from_are_checked(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{name: value})
 
 
 def test_a_map_trained_on_samples_is_judged_on_the_densities_without_its_jacobian():
@@ -501,12 +504,6 @@ def test_with_fallback_from_a_map_passed_with_little_margin_is_trained_again_and
     again = train(seeded_map("mGradNet-M", 0, dim=2), source, target,
                   train_preset("gaussian", fallback=fallback, fallback_from=0.5))
     assert again.history == plain.history and again.message == plain.message
-
-
-@pytest.mark.parametrize("value", [-0.1, 1.5, True, "half"])
-def test_fallback_from_must_be_a_share(value):
-    with pytest.raises(ValueError, match="fallback_from must be a share"):
-        TrainConfig(fallback_from=value)
 
 
 def test_a_stop_during_the_fallback_keeps_the_first_map_and_says_so():
