@@ -123,6 +123,13 @@ class TrainConfig:
                              f"density objective (Monge–Ampère or KL); the {self.objective.name} objective trains "
                              "forward only")
 
+    @property
+    def effective_fallback(self) -> "TrainConfig | None":
+        """The fallback ``train`` runs with this config: ``fallback`` where the map is judged (``assess``) and the
+        objective trains on the target's density (reverse KL can leave a component empty), else None: the map of an
+        objective that compares samples is the one its user asked for."""
+        return self.fallback if self.assess and self.objective.needs_target_density else None
+
     def with_objective(self, **settings: Any) -> "TrainConfig":
         """A copy whose objective has some settings replaced."""
         return replace(self, objective=replace(self.objective, **settings))
@@ -301,9 +308,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     # a fresh start needs a network it can build again: one of the registry's, as seeded_map builds them
     attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
     template = copy.deepcopy(model) if attempts > 1 else None
-    # The fallback backs up the objectives that train on the target's density (reverse KL can leave a component
-    # empty); the map of an objective that compares samples is the one its user asked for.
-    fallback = config.fallback if config.assess and config.objective.needs_target_density else None
+    fallback = config.effective_fallback
     initial = copy.deepcopy(model) if fallback is not None else None
     runs: list[_Run] = []
     kept: _Run | None = None

@@ -221,7 +221,7 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         seed = c.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=key(page, "seed"),
                               disabled=disabled, persist_state="session")
         shown = presets.train_preset(preset, **objective)
-        fallback = shown.fallback if shown.fallback is not None and shown.objective.needs_target_density else None
+        fallback = shown.effective_fallback
         st.caption(f"Optimiser {shown.optimizer}, batch {shown.batch_size}, learning-rate schedule "
                    f"{shown.lr_schedule}; {_describe(shown.objective)}"
                    + (f"; if the verdict flags the map{' or passes it only just' if shown.fallback_from < 1 else ''}, "
