@@ -382,8 +382,9 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
                               f"the target. {runs[nearer].message}")
     # another seed was tried, so the verdict's advice no longer suggests one
     assert runs[nearer].verdict.advice == " Try more steps or another seed."
-    assert result.verdict.message == runs[nearer].verdict.message.removesuffix(" or another seed.") + "."
-    assert result.verdict.advice == " Try more steps."
+    assert result.verdict.message == (runs[nearer].verdict.message.removesuffix(" Try more steps or another seed.")
+                                      + " Training again did not find it, and more steps rarely help here.")
+    assert result.verdict.advice == " Training again did not find it, and more steps rarely help here."
     # the caller saw one run of 120 steps, the second half from a new network, with a note
     assert seen[-1][:2] == (120, 120) and seen[-1][3].startswith("Attempt 2 of 2: ") and seen[-1][2] is not model
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
