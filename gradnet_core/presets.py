@@ -258,7 +258,8 @@ def parse_settings(items: Sequence[str], presets: Sequence[str]) -> dict[str, di
 
     FIELD is a ``TrainConfig`` field other than ``seed`` and ``device`` (the caller's), ``objective.NAME``
     (a setting of the preset's objective) or ``model.NAME`` (an argument of its network); VALUE is read as JSON where it can be (numbers,
-    ``true``/``false``, ``null``) and as a string otherwise. ValueError, naming the item, for an unknown preset
+    ``true``/``false``, ``null``, and for ``fallback`` an object of the fields to replace in the preset's fallback:
+    ``mixture.fallback={"lr": 0.2, "steps": 600}``) and as a string otherwise. ValueError, naming the item, for an unknown preset
     or TrainConfig field or an item without ``=``; ``with_settings`` checks the objective's and network's names.
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -288,8 +289,13 @@ def with_settings(model_kwargs: dict[str, Any], config: TrainConfig, settings: d
     ValueError for a name the objective does not have or a value TrainConfig refuses."""
     if not settings:
         return model_kwargs, config
+    train_settings = dict(settings.get("train", {}))
+    if isinstance(train_settings.get("fallback"), dict):
+        # mixture.fallback={"lr": 0.2}: those fields of the preset's fallback replaced (a fresh one without it)
+        base = config.fallback.to_dict() if config.fallback is not None else {}
+        train_settings["fallback"] = TrainConfig.from_dict({**base, **train_settings["fallback"]})
     try:
-        config = replace(config, **settings.get("train", {}))
+        config = replace(config, **train_settings)
         if settings.get("objective"):
             config = config.with_objective(**settings["objective"])
     except TypeError as err:          # dataclasses.replace with a field the class does not have

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -106,6 +107,17 @@ def test_settings_are_parsed_and_checked():
             parse_settings([bad], ("digits", "mixture"))
     with pytest.raises(ValueError, match="no such setting"):
         with_settings({}, train_preset("digits"), parse_settings(["digits.objective.foo=1"], ("digits",))["digits"])
+    # the fallback, a TrainConfig, takes an object of the fields to replace in the preset's
+    fb = parse_settings(['mixture.fallback={"lr": 0.2, "steps": 600}'], ("mixture",))["mixture"]
+    _, config = with_settings({}, train_preset("mixture"), fb)
+    preset = train_preset("mixture").fallback
+    assert (config.fallback.lr, config.fallback.steps) == (0.2, 600)
+    assert replace(config.fallback, lr=preset.lr, steps=preset.steps) == preset and config.fallback_from == 0.5
+    _, config = with_settings({}, train_preset("digits"), parse_settings(
+        ['digits.fallback={"steps": 300, "objective": {"name": "sinkhorn"}}'], ("digits",))["digits"])
+    assert config.fallback.steps == 300 and config.fallback.objective.name == "sinkhorn"
+    with pytest.raises(ValueError, match="no setting stepz"):
+        with_settings({}, train_preset("mixture"), parse_settings(['mixture.fallback={"stepz": 1}'], ("mixture",))["mixture"])
 
 
 def test_a_run_trains_with_the_settings_it_records(tmp_path, small_pot):
