@@ -223,7 +223,7 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     """Issue 13, found in the browser: the 2 -> 3 preset with its middle component typed as weight 0.08
     (0.107 once rescaled) and mean y -4. KL leaves that component empty at every seed (L2-UVP about 22 %), and at
     the default seed the energy check alone once passed it. The verdict flags it, and the network trains again on
-    the Sinkhorn divergence (the mixture preset's fallback), whose map is right: 2.8-4.5 % for seeds 0-3."""
+    the Sinkhorn divergence (the mixture preset's fallback), whose map is right: 1.3-3.1 % for seeds 0-3."""
     at = _open("mixtures")
     state = _state(at, "mixtures")
     columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
@@ -237,29 +237,30 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
             "divergence; the map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
     table = _metrics(at)
     assert table["verdict (no ground truth)"].tolist() == ["ok"]
-    assert table["L2-UVP (%)"].iloc[0] < 8.0, table.iloc[0].to_dict()    # KL's map: about 22
-    assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 300 steps)"
+    assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()    # KL's map: about 22
+    assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 600 steps)"
 
 
 def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():
-    """`random 12` of the robustness benchmark, typed: a 14 % target component about 4.6 units from the other. KL
-    leaves it empty (L2-UVP about 80 %), the Sinkhorn fallback half fills it (14-17 %): flagged, in words."""
+    """`random 16` of the robustness benchmark (`--seed 2`), typed, at seed 3: a 1 -> 2 split whose KL map sends a few
+    per cent of the mass to the wrong component (L2-UVP about 6-8 %), and whose Sinkhorn fallback lands further
+    still (11-13 %): flagged both times, the KL map kept, and the page says so in a warning, not a success."""
     at = _open("mixtures")
     state = _state(at, "mixtures")
     columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
-    source = pd.DataFrame([[1.0, 2.68, -1.864, 0.42, 0.582, -0.458]], columns=columns, dtype=float)
-    target = pd.DataFrame([[0.864, 2.378, 2.149, 0.253, 0.764, -0.668], [0.136, -1.452, -0.499, 0.681, 0.695, 0.727]],
+    source = pd.DataFrame([[1.0, -2.783, -2.238, 0.504, 0.859, -0.583]], columns=columns, dtype=float)
+    target = pd.DataFrame([[0.381, 1.94, 0.3, 0.768, 0.732, -0.48], [0.619, -0.665, -2.471, 0.691, 0.487, -0.16]],
                           columns=columns, dtype=float)
     state.tables["source"] = {"base": source, "edited": source, "version": 99}
     state.tables["target"] = {"base": target, "edited": target, "version": 99}
-    _train(at, "mixtures", steps=500)
+    _train(at, "mixtures", steps=500, seed=3)
     assert not at.success, [s.value for s in at.success]
     said = " ".join(w.value for w in at.warning)
     assert "trained again from its starting weights on the Sinkhorn divergence; it was flagged too" in said, said
-    assert "is not the optimal map" in said or "not yet" in said, said
+    assert "is not the optimal map" in said and "more steps rarely help" in said, said
     table = _metrics(at)
     assert table["verdict (no ground truth)"].tolist() == ["flagged"]
-    assert table["L2-UVP (%)"].iloc[0] > 8.0, table.iloc[0].to_dict()
+    assert table["L2-UVP (%)"].iloc[0] > 5.0, table.iloc[0].to_dict()
 
 
 def test_digits_train_from_bundled_examples():
