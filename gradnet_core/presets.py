@@ -265,10 +265,11 @@ def parse_settings(items: Sequence[str], presets: Sequence[str]) -> dict[str, di
     ``mixture.model.modules=16``) -> ``{preset: {"model" | "train" | "objective": {field: value}}}``.
 
     FIELD is a ``TrainConfig`` field other than ``seed`` and ``device`` (the caller's), ``objective.NAME``
-    (a setting of the preset's objective) or ``model.NAME`` (an argument of its network); VALUE is read as JSON where it can be (numbers,
-    ``true``/``false``, ``null``, and for ``fallback`` an object of the fields to replace in the preset's fallback:
-    ``mixture.fallback={"lr": 0.2, "steps": 600}``) and as a string otherwise. ValueError, naming the item, for an unknown preset
-    or TrainConfig field or an item without ``=``; ``with_settings`` checks the objective's and network's names.
+    (a setting of the preset's objective) or ``model.NAME`` (an argument of its network); VALUE is read as JSON
+    where it can be (numbers, ``true``/``false``, ``null``, and for ``fallback`` an object of the fields to replace
+    in the preset's fallback: ``mixture.fallback={"lr": 0.2, "steps": 600}``) and as a string otherwise.
+    ValueError, naming the item, for an unknown preset or TrainConfig field or an item without ``=``;
+    ``with_settings`` checks the objective's and network's names.
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     train_fields = {f.name for f in fields(TrainConfig)} - {"objective", "seed", "device"}

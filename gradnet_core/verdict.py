@@ -404,9 +404,10 @@ _BARE_IMAGE = (" Another seed helps about one time in five: the optimal map onto
 _TRY_AGAIN = " Try more steps or another seed."
 #: The advice for a map kept after ``train`` trained again (a fresh start, from the target back, or the fallback):
 #: another seed was tried already, and more steps rarely help. The mixture maps still flagged after the Sinkhorn
-#: fallback: with twice the preset's steps none of 5 came under the benchmark's threshold (random 12 stayed at
-#: 14-17 %, random 16 went 6 -> 11 %; results/robustness/ab-steps-1000-mixtures/); the digits: past 1000 steps,
-#: 1500 and 2000 gained little on the pairs that had failed (presets.py).
+#: fallback (its first settings, 300 steps at 3e-2): with twice the preset's steps none of 5 came under the
+#: benchmark's threshold (random 12 stayed at 14-17 %, random 16 went 6 -> 11 %; results/robustness/
+#: ab-steps-1000-mixtures/); the digits: past 1000 steps, 1500 and 2000 gained little on the pairs that had failed
+#: (presets.py).
 _AFTER_RETRIES = {
     _BARE_IMAGE: (" Training again did not find it: the optimal map onto strokes far apart jumps between them, which "
                   "a smooth network can only approximate."),

@@ -117,7 +117,8 @@ def test_settings_are_parsed_and_checked():
         ['digits.fallback={"steps": 300, "objective": {"name": "sinkhorn"}}'], ("digits",))["digits"])
     assert config.fallback.steps == 300 and config.fallback.objective.name == "sinkhorn"
     with pytest.raises(ValueError, match="no setting stepz"):
-        with_settings({}, train_preset("mixture"), parse_settings(['mixture.fallback={"stepz": 1}'], ("mixture",))["mixture"])
+        with_settings({}, train_preset("mixture"),
+                      parse_settings(['mixture.fallback={"stepz": 1}'], ("mixture",))["mixture"])
 
 
 def test_a_run_trains_with_the_settings_it_records(tmp_path, small_pot):

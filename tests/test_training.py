@@ -519,7 +519,8 @@ def test_fallback_settings_round_trip_and_a_fallback_trains_once():
     config = train_preset("mixture")
     values = json.loads(json.dumps(config.to_dict()))
     assert values["fallback"]["objective"]["name"] == "sinkhorn" and values["fallback"]["fallback"] is None
-    assert TrainConfig.from_dict(values) == config and (config.fallback.steps, config.fallback.lr_schedule) == (600, "cosine")
+    assert TrainConfig.from_dict(values) == config
+    assert (config.fallback.steps, config.fallback.lr_schedule) == (600, "cosine")
     assert TrainConfig.from_dict({k: v for k, v in values.items() if k != "fallback"}).fallback is None
     with pytest.raises(ValueError, match="fallback must be a TrainConfig or None"):
         TrainConfig(fallback={"steps": 300})
