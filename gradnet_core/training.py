@@ -130,6 +130,13 @@ class TrainConfig:
         objective that compares samples is the one its user asked for."""
         return self.fallback if self.assess and self.objective.needs_target_density else None
 
+    def with_steps(self, steps: int | None) -> "TrainConfig":
+        """A copy that trains ``steps`` steps, its fallback too (a quick run is quick throughout); None: unchanged."""
+        if steps is None:
+            return self
+        fallback = None if self.fallback is None else replace(self.fallback, steps=steps)
+        return replace(self, steps=steps, fallback=fallback)
+
     def with_objective(self, **settings: Any) -> "TrainConfig":
         """A copy whose objective has some settings replaced."""
         return replace(self, objective=replace(self.objective, **settings))

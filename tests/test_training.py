@@ -521,6 +521,10 @@ def test_fallback_settings_round_trip_and_a_fallback_trains_once():
     assert values["fallback"]["objective"]["name"] == "sinkhorn" and values["fallback"]["fallback"] is None
     assert TrainConfig.from_dict(values) == config
     assert (config.fallback.steps, config.fallback.lr_schedule) == (600, "cosine")
+    # a quick run (the benchmark's --steps) is quick throughout: its fallback trains as many steps
+    quick = config.with_steps(20)
+    assert (quick.steps, quick.fallback.steps) == (20, 20) and replace(quick.fallback, steps=600) == config.fallback
+    assert config.with_steps(None) is config and TrainConfig().with_steps(7) == TrainConfig(steps=7)
     assert TrainConfig.from_dict({k: v for k, v in values.items() if k != "fallback"}).fallback is None
     with pytest.raises(ValueError, match="fallback must be a TrainConfig or None"):
         TrainConfig(fallback={"steps": 300})

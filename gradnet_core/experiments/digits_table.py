@@ -85,7 +85,7 @@ def preset_config(preset: str, steps: int | None, seed: int, settings: dict[str,
     name = DIGIT_PRESETS[preset]
     model_name, kwargs = MODEL_PRESETS[name]
     kwargs, config = with_settings(dict(kwargs), train_preset(name), settings)
-    return model_name, kwargs, replace(config, seed=seed, device="cpu", steps=config.steps if steps is None else steps)
+    return model_name, kwargs, replace(config, seed=seed, device="cpu").with_steps(steps)
 
 
 def train_digit_pair(source: np.ndarray, target: np.ndarray, preset: str = "fast", steps: int | None = None,
