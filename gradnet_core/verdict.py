@@ -361,7 +361,8 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
             # A share of a source component sent to the wrong target component nearly cancels in the pushforward:
             # 9 of the 23 mixture runs above L2-UVP 5 % passed (results/robustness/strat-mixtures/), 5 of 12 on
             # fresh cases (docs/method.md §6.8), 7 of 18 with the weights' moving average (avg-mixtures/), 3 of 8 with
-            # the Sinkhorn fallback (fallback-mixtures/).
+            # the Sinkhorn fallback (fallback-mixtures/), 1 of 2 with that fallback at a cosine rate
+            # (fallback-cosine-mixtures/), where only 2 of 88 runs were above it.
             message += (" With several target components it can miss a map that sends a few per cent of the mass "
                         "to the wrong one: on the benchmark's mixtures about a third of the maps above its error "
                         "threshold passed.")
