@@ -485,8 +485,8 @@ def _account(runs: list[_Run], kept: _Run, cut: str) -> str:
     last = runs[-1].result
     first = runs[0].result.verdict
     doubt = first is not None and first.ok           # trained again for little margin (TrainConfig.fallback_from)
-    said = f"The first map {'passed, but only just' if doubt else 'was flagged'}, so the network was trained again " \
-           f"{series}"
+    said = (f"The first map {'passed, but only just' if doubt else 'was flagged'}, so the network was trained again "
+            f"{series}")
     if last.stopped != "completed":
         which = "which" if len(tried) == 1 else "the last of which"
         said += f", {which} did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"

@@ -680,7 +680,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=None, help="at most this many cases per family (quick runs)")
     parser.add_argument("--drawings", type=int, default=20, help="random drawing pairs")
     parser.add_argument("--mixtures", type=int, default=20, help="random mixture pairs (besides the app's presets)")
-    parser.add_argument("--steps", type=int, default=None, help="override every preset's training steps (its fallback's too)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override every preset's training steps (its fallback's too)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cases, pairings and first training seed")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="PRESET.FIELD=VALUE",
                         help="change a preset the density objectives train with, for an A/B in this benchmark "
