@@ -77,6 +77,23 @@ def test_the_installed_package_holds_the_bundled_images(installed):
     assert count == 30 and colours == ["daytime", "sunset"] and peak == 1.0
 
 
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler: the fused kernel "
+                    "cannot be built here (.ci/run installs one)")
+def test_the_installed_package_builds_its_fused_kernel(installed, tmp_path):
+    python, work = installed
+    venv = python.parents[1]
+    out = _python(python, work, f"""
+import json, os, torch
+os.environ["GRADNET_CACHE"] = {str(tmp_path)!r}
+from gradnet_core import MGradNetM, _fused
+MGradNetM(2).map_and_logdet(torch.rand(10, 2))
+print(json.dumps([_fused.__file__, _fused.status(), sorted(os.listdir({str(tmp_path)!r}))]))
+""")
+    module, status, built = json.loads(out.strip().splitlines()[-1])
+    assert Path(module).resolve().is_relative_to(venv.resolve())
+    assert status.startswith("in use") and len(built) == 1 and built[0].endswith(".so"), (status, built)
+
+
 def test_the_cli_morphs_bundled_digits_into_results_under_the_working_directory(installed):
     python, work = installed
     done = subprocess.run([str(python), "-m", "gradnet_core.experiments", "morph", "--source", "0", "--target", "4",

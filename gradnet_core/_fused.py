@@ -1,0 +1,173 @@
+"""mGradNet-M's softmax blocks in one fused CPU kernel (float32, d = 2), compiled on first use.
+
+The kernel (``_softmax_average.c`` beside this file) computes, for every block and sample, the softmax of
+the block's units and its average of the block's output rows in one pass over each tile of samples,
+and the backward pass by recomputing the softmax instead of storing it (docs/method.md §2.3). torch
+does the same in four batched matmuls and a softmax over a (blocks, n, h) tensor written to and read
+from memory several times; at the paper's MNIST network that tensor is 33 MB.
+
+It is built with the system's C compiler (``$CC``, else ``cc``) into a cache folder keyed by the
+source, the flags and the CPU, and loaded with ctypes: no Python headers, no build step at install,
+about a second once per machine. Where no compiler works, torch's path is used and ``status()``
+says why. ``GRADNET_FUSED=0`` in the environment switches the kernel off; ``use(False)`` does so in
+a block of code (the benchmarks compare both paths with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["applies", "forward", "backward", "status", "use"]
+
+_SOURCE = Path(__file__).with_name("_softmax_average.c")
+#: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
+_FLAGS = ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-shared", "-fPIC"]
+#: Shapes the kernel has: x with d + 1 = 3 columns; R with d = 2 columns, or 5 with the packed Jacobian.
+_COLUMNS_X, _COLUMNS_R = 3, (2, 5)
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_status = "not built yet: it is built the first time mGradNet-M trains or maps on the CPU"
+_tried = False
+_enabled = os.environ.get("GRADNET_FUSED", "1") != "0"
+
+
+def status() -> str:
+    """Whether the fused kernel is in use, and if not, why."""
+    if not _enabled:
+        return "switched off (GRADNET_FUSED=0 or use(False)): torch's path is used"
+    return _status
+
+
+@contextlib.contextmanager
+def use(enabled: bool) -> Iterator[None]:
+    """Within the block, mGradNet-M uses the fused kernel (where it applies) or torch's path."""
+    global _enabled
+    before, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def applies(x: Tensor, A: Tensor, R: Tensor) -> bool:
+    """True when the kernel computes ``_SoftmaxAverage`` of these arguments (building it if need be)."""
+    if not (_enabled and x.device.type == "cpu" and x.dtype == A.dtype == R.dtype == torch.float32
+            and x.shape[1] == _COLUMNS_X and R.shape[-1] in _COLUMNS_R):
+        return False
+    return _load() is not None
+
+
+def forward(x: Tensor, A: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
+    """softmax(x A[b]^T) @ R[b] for every block b ``(B, n, C)``, and each row's log-normaliser ``(B, n)``.
+    ``x: (n, 3)`` ends with a column of ones, ``A: (B, h, 3)``, ``R: (B, h, C)``; float32 on the CPU."""
+    x, A, R = x.contiguous(), A.contiguous(), R.contiguous()
+    (n, k), (blocks, h, c) = x.shape, R.shape
+    out, lse = x.new_empty(blocks, n, c), x.new_empty(blocks, n)
+    _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse)))
+    return out, lse
+
+
+def backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """The gradients of A and R given ``grad``, that of ``forward``'s output."""
+    x, A, R, grad = x.contiguous(), A.contiguous(), R.contiguous(), grad.contiguous()
+    (n, k), (blocks, h, c) = x.shape, R.shape
+    grad_a, grad_r = torch.empty_like(A), torch.empty_like(R)
+    _check(_library.gradnet_softmax_average_backward(
+        n, blocks, h, k, c, *_pointers(x, A, R, out, lse, grad, grad_a, grad_r)))
+    return grad_a, grad_r
+
+
+def _pointers(*tensors: Tensor) -> list[int]:
+    return [t.data_ptr() for t in tensors]
+
+
+def _check(code: int) -> None:
+    if code != 0:
+        raise RuntimeError("the fused softmax kernel was called with shapes it does not have (a bug in gradnet_core)")
+
+
+def _load() -> ctypes.CDLL | None:
+    global _library, _status, _tried
+    if _tried:
+        return _library
+    with _lock:
+        if not _tried:
+            try:
+                _library = _bind(ctypes.CDLL(str(_build())))
+                _status = "in use: mGradNet-M's softmax blocks (float32, d = 2, CPU) run in the fused kernel"
+            except (OSError, subprocess.SubprocessError) as err:
+                _status = f"not available ({err}); torch's path is used"
+            _tried = True
+    return _library
+
+
+def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    library.gradnet_softmax_average_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 5
+    library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 8
+    for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward):
+        function.restype = i32
+    return library
+
+
+def _build() -> Path:
+    """The compiled kernel's path, compiling it unless the cache has it."""
+    compiler = os.environ.get("CC", "cc")
+    source = _SOURCE.read_bytes()
+    folder, errors = _cache_folder(), []
+    # -march=native first: the sample loops then use the CPU's widest vectors (AVX2 here).
+    for flags in (_FLAGS + ["-march=native"], _FLAGS):
+        key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
+                                         _cpu_signature().encode()])).hexdigest()[:16]
+        target = folder / f"softmax_average-{key}.so"
+        if target.exists():
+            return target
+        partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            done = subprocess.run([compiler, *flags, str(_SOURCE), "-o", str(partial), "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise OSError(f"no C compiler found ({compiler!r})") from None
+        if done.returncode == 0:
+            os.replace(partial, target)            # atomic: another process may be building the same file
+            return target
+        partial.unlink(missing_ok=True)
+        errors.append(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    raise OSError(f"{compiler} could not build {_SOURCE.name}: {'; '.join(errors)}")
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("GRADNET_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gradnet_core")
+    try:
+        folder = Path(base)
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    # No writable cache (a read-only home): a private folder of this process, so it builds once per process.
+    return Path(tempfile.mkdtemp(prefix="gradnet_core-"))
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the machine and, on Linux, the CPU's feature flags."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return f"{platform.machine()} {platform.processor()} {flags.strip()}"

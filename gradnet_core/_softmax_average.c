@@ -1,0 +1,168 @@
+/* The fused CPU kernel of mGradNet-M's softmax blocks in low dimension (gradnet_core/_fused.py).
+ *
+ * For every block b and sample i: u_j = A[b, j, :] . x_i (x_i ends with a 1, so A's last column is the
+ * bias), p = softmax(u) over the block's h units, out[b, i, :] = sum_j p_j R[b, j, :]. The backward pass
+ * recomputes p from x and the saved log-normaliser lse[b, i] instead of storing the (B, n, h) matrix:
+ * with s_i = <G[b, i], out[b, i]>, dL/du_j = p_j (<G[b, i], R[b, j]> - s_i), and
+ *   grad_A[b, j, :] = sum_i dL/du_ij x_i,  grad_R[b, j, :] = sum_i p_ij G[b, i, :].
+ * Samples are processed in tiles of TILE; every inner loop runs over the samples of a tile, so it
+ * vectorises without reassociating anyone's sums (no -ffast-math: each lane is one sample). float32.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TILE 128
+#define MAX_K 4          /* columns of x: d + 1 */
+#define MAX_C 8          /* columns of R: d, or d + d(d + 1) / 2 with the Jacobian */
+
+/* e^x, relative error below 2e-7; arguments below -87 are raised to -87 (terms that far below the row's
+ * largest weigh under 1e-37 of it; CPU exp of results below the smallest normal float is slow).
+ * e^x = 2^r e^f with r = round(x / ln 2) and f = x - r ln 2 in [-0.35, 0.35], r ln 2 taken in two parts
+ * (Cody and Waite) so that f keeps its precision when |x| is large. */
+static inline float exp_clamped(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* rounded to an integer */
+    float f = x - r * 0.693145751953125f;                               /* ln 2, its leading bits */
+    f = f - r * 1.42860682030941723e-6f;                                 /* and the rest */
+    float p = 1.9841270e-4f;                                             /* e^f = sum f^k / k!, k <= 7 */
+    p = p * f + 1.3888889e-3f;
+    p = p * f + 8.3333333e-3f;
+    p = p * f + 4.1666667e-2f;
+    p = p * f + 1.6666667e-1f;
+    p = p * f + 0.5f;
+    p = p * f + 1.0f;
+    p = p * f + 1.0f;
+    int32_t bits = ((int32_t)r + 127) << 23;                             /* 2^r, r in [-126, 127] */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* u[i] = A_j . x_i for the tile's samples; xt is the tile of x transposed, (k, TILE). */
+static inline void unit_inputs(float *restrict u, const float *restrict a, const float (*restrict xt)[TILE],
+                               int k, int tn) {
+#pragma omp simd
+    for (int i = 0; i < tn; i++) {
+        float v = a[k - 1];
+        for (int c = 0; c < k - 1; c++) v += a[c] * xt[c][i];
+        u[i] = v;
+    }
+}
+
+static void load_tile(float (*restrict xt)[TILE], const float *restrict x, int k, int i0, int tn) {
+    for (int i = 0; i < tn; i++)
+        for (int c = 0; c < k - 1; c++) xt[c][i] = x[(int64_t)(i0 + i) * k + c];
+}
+
+/* x: (n, k) with its last column all ones; A: (B, h, k); R: (B, h, C); out: (B, n, C); lse: (B, n).
+ * Inlined into one copy per (k, C) below, so that the loops over them unroll and the sample loops vectorise. */
+static inline __attribute__((always_inline)) void forward(int64_t n, int64_t blocks, int64_t h, const int k,
+                                                          const int C, const float *x, const float *A,
+                                                          const float *R, float *out, float *lse) {
+    float xt[MAX_K][TILE], u[TILE], top[TILE], sum[TILE], acc[MAX_C][TILE];
+    for (int64_t i0 = 0; i0 < n; i0 += TILE) {
+        int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
+        load_tile(xt, x, k, (int)i0, tn);
+        for (int64_t b = 0; b < blocks; b++) {
+            const float *a = A + b * h * k, *r = R + b * h * C;
+            for (int i = 0; i < tn; i++) top[i] = -INFINITY;
+            for (int64_t j = 0; j < h; j++) {
+                unit_inputs(u, a + j * k, xt, k, tn);
+#pragma omp simd
+                for (int i = 0; i < tn; i++) top[i] = u[i] > top[i] ? u[i] : top[i];
+            }
+            for (int i = 0; i < tn; i++) sum[i] = 0.0f;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < tn; i++) acc[c][i] = 0.0f;
+            for (int64_t j = 0; j < h; j++) {
+                unit_inputs(u, a + j * k, xt, k, tn);
+                const float *rj = r + j * C;
+#pragma omp simd
+                for (int i = 0; i < tn; i++) {
+                    float e = exp_clamped(u[i] - top[i]);
+                    sum[i] += e;
+                    for (int c = 0; c < C; c++) acc[c][i] += e * rj[c];
+                }
+            }
+            float *o = out + (b * n + i0) * C;
+            for (int i = 0; i < tn; i++) {
+                float inv = 1.0f / sum[i];
+                for (int c = 0; c < C; c++) o[i * C + c] = acc[c][i] * inv;
+                lse[b * n + i0 + i] = top[i] + logf(sum[i]);
+            }
+        }
+    }
+}
+
+/* G: (B, n, C), the gradient of out; grad_A: (B, h, k) and grad_R: (B, h, C), overwritten. */
+static inline __attribute__((always_inline)) void backward(int64_t n, int64_t blocks, int64_t h, const int k,
+                                                           const int C, const float *x, const float *A,
+                                                           const float *R, const float *out, const float *lse,
+                                                           const float *G, float *grad_A, float *grad_R) {
+    float xt[MAX_K][TILE], gt[MAX_C][TILE], u[TILE], s[TILE], l[TILE], p[TILE], du[TILE];
+    memset(grad_A, 0, (size_t)(blocks * h * k) * sizeof(float));
+    memset(grad_R, 0, (size_t)(blocks * h * C) * sizeof(float));
+    for (int64_t i0 = 0; i0 < n; i0 += TILE) {
+        int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
+        load_tile(xt, x, k, (int)i0, tn);
+        for (int i = 0; i < tn; i++) xt[k - 1][i] = 1.0f;
+        for (int64_t b = 0; b < blocks; b++) {
+            const float *a = A + b * h * k, *r = R + b * h * C;
+            const float *g = G + (b * n + i0) * C, *o = out + (b * n + i0) * C;
+            for (int i = 0; i < tn; i++) {
+                float dot = 0.0f;
+                for (int c = 0; c < C; c++) {
+                    gt[c][i] = g[i * C + c];
+                    dot += g[i * C + c] * o[i * C + c];
+                }
+                s[i] = dot;
+                l[i] = lse[b * n + i0 + i];
+            }
+            for (int64_t j = 0; j < h; j++) {
+                unit_inputs(u, a + j * k, xt, k, tn);
+                const float *rj = r + j * C;
+#pragma omp simd
+                for (int i = 0; i < tn; i++) {
+                    float e = exp_clamped(u[i] - l[i]);
+                    float gr = 0.0f;
+                    for (int c = 0; c < C; c++) gr += gt[c][i] * rj[c];
+                    p[i] = e;
+                    du[i] = e * (gr - s[i]);
+                }
+                float *ga = grad_A + (b * h + j) * k, *gr = grad_R + (b * h + j) * C;
+                for (int c = 0; c < C; c++) {
+                    float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+                    for (int i = 0; i < tn; i++) total += p[i] * gt[c][i];
+                    gr[c] += total;
+                }
+                for (int c = 0; c < k; c++) {
+                    float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+                    for (int i = 0; i < tn; i++) total += du[i] * xt[c][i];
+                    ga[c] += total;
+                }
+            }
+        }
+    }
+}
+
+/* The exported entry points: d = 2 (k = 3), with the Jacobian's columns (C = 5) or without (C = 2).
+ * They return 1 for any other shape, which the caller never passes. */
+int gradnet_softmax_average_forward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
+                                    const float *A, const float *R, float *out, float *lse) {
+    if (k == 3 && C == 5) forward(n, blocks, h, 3, 5, x, A, R, out, lse);
+    else if (k == 3 && C == 2) forward(n, blocks, h, 3, 2, x, A, R, out, lse);
+    else return 1;
+    return 0;
+}
+
+int gradnet_softmax_average_backward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
+                                     const float *A, const float *R, const float *out, const float *lse,
+                                     const float *G, float *grad_A, float *grad_R) {
+    if (k == 3 && C == 5) backward(n, blocks, h, 3, 5, x, A, R, out, lse, G, grad_A, grad_R);
+    else if (k == 3 && C == 2) backward(n, blocks, h, 3, 2, x, A, R, out, lse, G, grad_A, grad_R);
+    else return 1;
+    return 0;
+}

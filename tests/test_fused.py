@@ -1,0 +1,142 @@
+"""The fused CPU kernel of mGradNet-M's softmax blocks: equal to torch's path, and a clean fallback without it."""
+
+import copy
+import os
+import shutil
+
+import pytest
+import torch
+
+from gradnet_core import MGradNetM, TrainConfig, Gaussian, GaussianMixture, train
+from gradnet_core import _fused
+from gradnet_core.networks import _SoftmaxAverage, autograd_map_and_logdet
+
+from helpers import random_parameters
+
+HAS_COMPILER = shutil.which(os.environ.get("CC", "cc")) is not None
+needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler here: the fused kernel cannot be built "
+                                                           "(.ci/run installs one)")
+
+
+def blocks(n, blocks_, h, columns, scale, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([4 * torch.rand(n, 2, generator=g) - 2, torch.ones(n, 1)], 1)
+    A = scale * torch.randn(blocks_, h, 3, generator=g)
+    R = torch.randn(blocks_, h, columns, generator=g)
+    G = torch.randn(blocks_, n, columns, generator=g)
+    return x, A, R, G
+
+
+def softmax_average(x, A, R, G, fused):
+    """The output and the gradients of A and R of <G, softmax_average(x, A, R)>, on the fused or torch path."""
+    A, R = A.clone().requires_grad_(), R.clone().requires_grad_()
+    with _fused.use(fused):
+        out = _SoftmaxAverage.apply(x, A, R)
+        (out * G).sum().backward()
+    return out.detach(), A.grad, R.grad
+
+
+@needs_kernel
+def test_the_kernel_builds_and_is_used_where_a_compiler_is():
+    x, A, R, _ = blocks(5, 2, 4, 5, 1.0)
+    assert _fused.applies(x, A, R), _fused.status()
+    assert _fused.status().startswith("in use")
+    # Only float32 on the CPU with d = 2: anything else keeps torch's path.
+    assert not _fused.applies(x.double(), A.double(), R.double())
+    assert not _fused.applies(x, A, R[..., :3])
+    with _fused.use(False):
+        assert not _fused.applies(x, A, R)
+        assert _fused.status().startswith("switched off")
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, blocks_, h, columns, scale", [
+    (777, 8, 32, 5, 1.0),        # a last tile of 9 samples
+    (1, 2, 2, 2, 0.3),           # one sample, two units, the map without its Jacobian
+    (300, 4, 5, 5, 30.0),        # sharp softmaxes: most exponents clamped
+    (1000, 64, 128, 5, 3.0),     # the paper's MNIST network
+])
+def test_fused_softmax_average_and_its_gradients_match_float64(n, blocks_, h, columns, scale):
+    x, A, R, G = blocks(n, blocks_, h, columns, scale)
+    exact = softmax_average(x.double(), A.double(), R.double(), G.double(), fused=False)
+    fused = softmax_average(x, A, R, G, fused=True)
+    plain = softmax_average(x, A, R, G, fused=False)
+    for name, f, p, e in zip(["output", "grad A", "grad R"], fused, plain, exact):
+        size = e.abs().max().item()
+        error, torch_error = (f.double() - e).abs().max().item(), (p.double() - e).abs().max().item()
+        # As accurate as torch's float32 path, to a few units in the last place of the largest entry.
+        assert error <= 4 * torch_error + 1e-6 * size, (name, error, torch_error, size)
+
+
+@needs_kernel
+def test_far_exponents_are_clamped_not_overflowed():
+    # Units 1000 apart in their inputs: the softmax is one-hot, every other exponent below -87.
+    x = torch.tensor([[0.0, 0.0, 1.0], [1.0, -1.0, 1.0]])
+    A = torch.tensor([[[0.0, 0.0, 1000.0], [0.0, 0.0, 0.0], [0.0, 0.0, -1000.0]]])
+    R = torch.arange(15.0).reshape(1, 3, 5)
+    out, grad_a, grad_r = softmax_average(x, A, R, torch.ones(1, 2, 5), fused=True)
+    torch.testing.assert_close(out, R[:, :1].expand(1, 2, 5))
+    assert torch.isfinite(grad_a).all() and torch.isfinite(grad_r).all()
+    torch.testing.assert_close(grad_r[0, 0], torch.full((5,), 2.0))        # both samples' weight on unit 0
+    torch.testing.assert_close(grad_r[0, 1:], torch.zeros(2, 5))
+
+
+@needs_kernel
+def test_float32_network_with_the_kernel_matches_autograd_in_float64():
+    exact = random_parameters(MGradNetM(2, width=32, modules=4), 0.5, seed=3)
+    x = torch.randn(257, 2, generator=torch.Generator().manual_seed(1))
+    ref_out, ref_logdet = autograd_map_and_logdet(exact, x.double())
+    model = copy.deepcopy(exact).float()
+    out, logdet = model.map_and_logdet(x)
+    assert _fused.applies(torch.ones(1, 3), model.W.new_ones(1, 1, 3), model.W.new_ones(1, 1, 5))
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logdet.double(), ref_logdet, rtol=1e-4, atol=1e-4)
+    # The parameters' gradients of a loss on T and log det, fused against torch's path in float32.
+    grads = {}
+    for fused in (True, False):
+        model.zero_grad()
+        with _fused.use(fused):
+            out, logdet = model.map_and_logdet(x)
+            (out.square().sum() + logdet.sum()).backward()
+        grads[fused] = [p.grad.clone() for p in model.parameters()]
+    for (name, _), f, p in zip(model.named_parameters(), grads[True], grads[False]):
+        torch.testing.assert_close(f, p, rtol=1e-4, atol=1e-4 * p.abs().max().item(), msg=name)
+
+
+@needs_kernel
+def test_training_with_the_kernel_follows_torch_path():
+    source = GaussianMixture([0.5, 0.5], [[-2.0, 0.0], [2.0, 0.0]], [[[0.25, 0], [0, 0.25]]] * 2)
+    target = Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]])
+    losses = {}
+    for fused in (True, False):
+        with _fused.use(fused):
+            torch.manual_seed(0)
+            result = train(MGradNetM(2, width=16, modules=4), source, target,
+                           TrainConfig(steps=30, batch_size=256, lr=1e-2, seed=0, assess=False))
+        losses[fused] = torch.tensor(result.history["loss"])
+    # Same batches, same start: the two paths agree to rounding, step after step.
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-3, atol=1e-4)
+    assert losses[True][-5:].mean() < losses[True][:5].mean()
+
+
+def test_without_a_compiler_torch_path_is_used_and_status_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv("GRADNET_CACHE", str(tmp_path))
+    for name, value in [("_tried", False), ("_library", None), ("_enabled", True)]:
+        monkeypatch.setattr(_fused, name, value)
+    x, A, R, G = blocks(50, 4, 8, 5, 1.0)
+    assert not _fused.applies(x, A, R)
+    assert "no C compiler found ('no-such-compiler-here')" in _fused.status()
+    out, grad_a, grad_r = softmax_average(x, A, R, G, fused=True)
+    exact = softmax_average(x.double(), A.double(), R.double(), G.double(), fused=False)
+    torch.testing.assert_close(out.double(), exact[0], rtol=1e-5, atol=1e-6)
+
+
+@needs_kernel
+def test_the_built_kernel_is_cached_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADNET_CACHE", str(tmp_path))
+    first = _fused._build()
+    assert first.parent == tmp_path and first.suffix == ".so"
+    stamp = first.stat().st_mtime_ns
+    assert _fused._build() == first and first.stat().st_mtime_ns == stamp
+    assert list(tmp_path.iterdir()) == [first]            # no partial files left behind
