@@ -4,7 +4,8 @@ The kernel (``_softmax_average.c`` beside this file) computes, for every block a
 the block's units and its average of the block's output rows in one pass over each tile of samples,
 and the backward pass by recomputing the softmax instead of storing it (docs/method.md §2.3). torch
 does the same in four batched matmuls and a softmax over a (blocks, n, h) tensor written to and read
-from memory several times; at the paper's MNIST network that tensor is 33 MB.
+from memory several times; at the paper's MNIST network that tensor is 33 MB. The image KDE's
+log-sum-exp over its pixels is the same computation with one block (``densities.ImageDensity``).
 
 It is built with the system's C compiler (``$CC``, else ``cc``) into a cache folder keyed by the
 source, the flags and the CPU, and loaded with ctypes: no Python headers, no build step at install,

@@ -1,6 +1,8 @@
 """Densities: log_prob against scipy, normalisation, sampling moments, validation."""
 
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from gradnet_core import Gaussian, GaussianMixture, ImageDensity
+from gradnet_core import Gaussian, GaussianMixture, ImageDensity, _fused
 from gradnet_core.densities import as_point_sets, covariance_2d, stratified_components
 
 
@@ -86,17 +88,23 @@ def test_image_density_integrates_to_one(bandwidth):
 
 
 @pytest.mark.parametrize("bandwidth", [1e-2, 1e-3, 1e-4])
-@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-9), (torch.float32, 2e-3)])
-def test_image_log_prob_and_score_match_the_kernel_sum(gen, bandwidth, dtype, atol):
-    # The KDE is taken by one matmul with clamped exponents; it must stay the mixture of eq. 9, its
-    # gradient included, on the image, between strokes and far outside it.
+@pytest.mark.parametrize("dtype, atol, fused", [(torch.float64, 1e-9, False), (torch.float32, 2e-3, False),
+                                                (torch.float32, 2e-3, True)])
+def test_image_log_prob_and_score_match_the_kernel_sum(gen, bandwidth, dtype, atol, fused):
+    # The KDE is taken by one matmul with clamped exponents, or in float32 by the fused kernel; it must
+    # stay the mixture of eq. 9, its gradient included, on the image, between strokes and far outside it.
     dens = ImageDensity(digit_like_image(), bandwidth=bandwidth).to(dtype=dtype)
     x = torch.cat([dens.sample(300, gen), torch.rand(300, 2, generator=gen, dtype=dtype),
                    torch.tensor([[3.0, -2.0], [0.5, 40.0]], dtype=dtype)]).requires_grad_(True)
     log_kernels = (dens.log_weights - (x[:, None, :] - dens.points).square().sum(-1) / (2 * bandwidth)
                    - math.log(2 * math.pi * bandwidth))
     direct = torch.logsumexp(log_kernels.double(), dim=1)
-    ours = dens.log_prob(x)
+    if fused and shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler here: the fused kernel cannot be built (.ci/run installs one)")
+    with _fused.use(fused):
+        assert _fused.applies(torch.ones(1, 3, dtype=dtype), torch.ones(1, 1, 3, dtype=dtype),
+                              torch.ones(1, 1, 2, dtype=dtype)) == fused
+        ours = dens.log_prob(x)
     torch.testing.assert_close(ours.double(), direct, atol=atol, rtol=1e-6)
     (g_ours,), (g_direct,) = (torch.autograd.grad(v.sum(), x) for v in (ours, direct))
     torch.testing.assert_close(g_ours.double(), g_direct.double(), atol=atol / bandwidth ** 0.5, rtol=1e-4)
