@@ -1,16 +1,20 @@
-"""mGradNet-M's softmax blocks in one fused CPU kernel (float32, d = 2), compiled on first use.
+"""Fused CPU kernels (float32, d = 2), compiled on first use: mGradNet-M's softmax blocks, the image KDE's
+log-sum-exp, and the epsilon-scaling loop of the Sinkhorn divergence.
 
-The kernel (``_softmax_average.c`` beside this file) computes, for every block and sample, the softmax of
+The softmax kernel (``_fused.c`` beside this file) computes, for every block and sample, the softmax of
 the block's units and its average of the block's output rows in one pass over each tile of samples,
 and the backward pass by recomputing the softmax instead of storing it (docs/method.md §2.3). torch
 does the same in four batched matmuls and a softmax over a (blocks, n, h) tensor written to and read
 from memory several times; at the paper's MNIST network that tensor is 33 MB. The image KDE's
 log-sum-exp over its pixels is the same computation with one block (``densities.ImageDensity``).
+The Sinkhorn loop runs the dozens of softmins of ``sample_losses._sinkhorn_potentials`` without
+gradients, each in two passes over the points; in torch each is a handful of operations on a cost
+matrix, whose per-call overhead is most of the time at a few hundred points (docs/method.md §3.5).
 
-It is built with the system's C compiler (``$CC``, else ``cc``) into a cache folder keyed by the
+They are built with the system's C compiler (``$CC``, else ``cc``) into a cache folder keyed by the
 source, the flags and the CPU, and loaded with ctypes: no Python headers, no build step at install,
 about a second once per machine. Where no compiler works, torch's path is used and ``status()``
-says why. ``GRADNET_FUSED=0`` in the environment switches the kernel off; ``use(False)`` does so in
+says why. ``GRADNET_FUSED=0`` in the environment switches the kernels off; ``use(False)`` does so in
 a block of code (the benchmarks compare both paths with it).
 """
 
@@ -30,9 +34,9 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["applies", "forward", "backward", "status", "use"]
+__all__ = ["applies", "forward", "backward", "sinkhorn_applies", "sinkhorn_potentials", "status", "use"]
 
-_SOURCE = Path(__file__).with_name("_softmax_average.c")
+_SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
 _FLAGS = ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-shared", "-fPIC"]
 #: Shapes the kernel has: x with d + 1 = 3 columns; R with d = 2 columns, or 5 with the packed Jacobian.
@@ -91,6 +95,30 @@ def backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor, grad: Te
     return grad_a, grad_r
 
 
+def sinkhorn_applies(x: Tensor, y: Tensor) -> bool:
+    """True when the kernel runs ``sinkhorn_potentials`` for these point clouds (building it if need be)."""
+    if not (_enabled and x.device.type == y.device.type == "cpu" and x.dtype == y.dtype == torch.float32
+            and x.shape[1] == y.shape[1] == 2):
+        return False
+    return _load() is not None
+
+
+def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float],
+                        debias: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The loop of ``sample_losses._sinkhorn_potentials`` without gradients: the dual potentials f_ba (n,),
+    g_ab (m,) and, when ``debias``, f_aa (n,), g_bb (m,), after the updates at each eps of ``schedule``."""
+    x, y = x.detach().contiguous(), y.detach().contiguous()
+    n, m = x.shape[0], y.shape[0]
+    f_ba, g_ab = x.new_empty(n), x.new_empty(m)
+    f_aa, g_bb = (x.new_empty(n), x.new_empty(m)) if debias else (f_ba, g_ab)
+    steps = torch.tensor(schedule, dtype=torch.float32)
+    code = _library.gradnet_sinkhorn_potentials(n, m, *_pointers(x, y, steps), len(schedule), int(debias),
+                                                *_pointers(f_ba, g_ab, f_aa, g_bb))
+    if code == 2:
+        raise MemoryError("the fused Sinkhorn kernel could not allocate its working memory")
+    return (f_ba, g_ab, f_aa, g_bb) if debias else (f_ba, g_ab, None, None)
+
+
 def _pointers(*tensors: Tensor) -> list[int]:
     return [t.data_ptr() for t in tensors]
 
@@ -108,7 +136,8 @@ def _load() -> ctypes.CDLL | None:
         if not _tried:
             try:
                 _library = _bind(ctypes.CDLL(str(_build())))
-                _status = "in use: mGradNet-M's softmax blocks (float32, d = 2, CPU) run in the fused kernel"
+                _status = ("in use: mGradNet-M's softmax blocks, the image KDE and the Sinkhorn loop run in the "
+                           "fused kernels (float32, d = 2, CPU)")
             except (OSError, subprocess.SubprocessError) as err:
                 _status = f"not available ({err}); torch's path is used"
             _tried = True
@@ -119,7 +148,9 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     library.gradnet_softmax_average_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 5
     library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 8
-    for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward):
+    library.gradnet_sinkhorn_potentials.argtypes = [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4
+    for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward,
+                     library.gradnet_sinkhorn_potentials):
         function.restype = i32
     return library
 
@@ -133,7 +164,7 @@ def _build() -> Path:
     for flags in (_FLAGS + ["-march=native"], _FLAGS):
         key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
-        target = folder / f"softmax_average-{key}.so"
+        target = folder / f"fused-{key}.so"
         if target.exists():
             return target
         partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import _fused
+
 __all__ = ["gaussian_moments", "gaussian_kl", "gaussian_moment_kl", "sinkhorn_divergence",
            "entropic_ot", "Critic", "gradient_penalty"]
 
@@ -91,6 +93,26 @@ def _epsilon_schedule(diameter_sq: float, epsilon: float, scaling: float, iterat
     return [diameter_sq * scaling ** (2 * k) for k in range(steps)] + [epsilon] * iterations
 
 
+@torch.no_grad()
+def _sinkhorn_loop(cxy: Tensor, cyx: Tensor, cxx: Tensor | None, cyy: Tensor | None, a_log: Tensor, b_log: Tensor,
+                   schedule: list[float]) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The dual potentials f_ba, g_ab (and f_aa, g_bb given ``cxx``, ``cyy``) after the updates at each eps of
+    ``schedule``, from the cost matrices; ``_fused.sinkhorn_potentials`` is the same loop in C."""
+    eps = schedule[0]
+    f_ba, g_ab = _softmin(eps, cxy, b_log), _softmin(eps, cyx, a_log)
+    f_aa, g_bb = (_softmin(eps, cxx, a_log), _softmin(eps, cyy, b_log)) if cxx is not None else (None, None)
+    for eps in schedule:
+        # Symmetric updates, each averaged with the last: far more accurate per iteration under
+        # epsilon-scaling than alternating ones (which lag by half a step at every eps).
+        ft_ba = _softmin(eps, cxy, b_log + g_ab / eps)
+        gt_ab = _softmin(eps, cyx, a_log + f_ba / eps)
+        f_ba, g_ab = 0.5 * (f_ba + ft_ba), 0.5 * (g_ab + gt_ab)
+        if cxx is not None:
+            f_aa = 0.5 * (f_aa + _softmin(eps, cxx, a_log + f_aa / eps))
+            g_bb = 0.5 * (g_bb + _softmin(eps, cyy, b_log + g_bb / eps))
+    return f_ba, g_ab, f_aa, g_bb
+
+
 def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, iterations: int, debias: bool):
     """Dual potentials of OT_eps(x, y) (and of OT_eps(x, x), OT_eps(y, y) when ``debias``), differentiable
     in x and y through one last extrapolation only (envelope theorem), as in GeomLoss."""
@@ -110,23 +132,12 @@ def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, i
         # loop reports as divergence, not an error from the eps schedule.
         nan_x, nan_y = x.sum(1) * math.nan, y.sum(1) * math.nan
         return nan_x, nan_y, (nan_x if debias else None), (nan_y if debias else None)
-    with torch.no_grad():
-        schedule = _epsilon_schedule(diameter_sq, epsilon, scaling, iterations)
-        cxy, cyx = c_xy.detach(), c_yx.detach()
-        cxx, cyy = (c_xx.detach(), c_yy.detach()) if debias else (None, None)
-        eps = schedule[0]
-        f_ba, g_ab = _softmin(eps, cxy, b_log), _softmin(eps, cyx, a_log)
-        if debias:
-            f_aa, g_bb = _softmin(eps, cxx, a_log), _softmin(eps, cyy, b_log)
-        for eps in schedule:
-            # Symmetric updates, each averaged with the last: far more accurate per iteration under
-            # epsilon-scaling than alternating ones (which lag by half a step at every eps).
-            ft_ba = _softmin(eps, cxy, b_log + g_ab / eps)
-            gt_ab = _softmin(eps, cyx, a_log + f_ba / eps)
-            f_ba, g_ab = 0.5 * (f_ba + ft_ba), 0.5 * (g_ab + gt_ab)
-            if debias:
-                f_aa = 0.5 * (f_aa + _softmin(eps, cxx, a_log + f_aa / eps))
-                g_bb = 0.5 * (g_bb + _softmin(eps, cyy, b_log + g_bb / eps))
+    schedule = _epsilon_schedule(diameter_sq, epsilon, scaling, iterations)
+    if _fused.sinkhorn_applies(x, y):
+        f_ba, g_ab, f_aa, g_bb = _fused.sinkhorn_potentials(x, y, schedule, debias)
+    else:
+        f_ba, g_ab, f_aa, g_bb = _sinkhorn_loop(c_xy.detach(), c_yx.detach(), c_xx.detach() if debias else None,
+                                                c_yy.detach() if debias else None, a_log, b_log, schedule)
     eps = epsilon
     f_ba, g_ab = _softmin(eps, c_xy, b_log + g_ab / eps), _softmin(eps, c_yx, a_log + f_ba / eps)
     if not debias:

@@ -1,6 +1,8 @@
-"""The fused CPU kernel of mGradNet-M's softmax blocks: equal to torch's path, and a clean fallback without it."""
+"""The fused CPU kernels (mGradNet-M's softmax blocks, the Sinkhorn loop): equal to torch's path, and a clean
+fallback without them."""
 
 import copy
+import math
 import os
 import shutil
 
@@ -10,6 +12,7 @@ import torch
 from gradnet_core import MGradNetM, TrainConfig, Gaussian, GaussianMixture, train
 from gradnet_core import _fused
 from gradnet_core.networks import _SoftmaxAverage, autograd_map_and_logdet
+from gradnet_core.sample_losses import _epsilon_schedule, _sinkhorn_loop, _squared_distances, sinkhorn_divergence
 
 from helpers import random_parameters
 
@@ -140,3 +143,31 @@ def test_the_built_kernel_is_cached_and_reused(monkeypatch, tmp_path):
     stamp = first.stat().st_mtime_ns
     assert _fused._build() == first and first.stat().st_mtime_ns == stamp
     assert list(tmp_path.iterdir()) == [first]            # no partial files left behind
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, m, epsilon, spread", [(256, 256, 1e-3, 1.0), (200, 131, 1e-2, 5.0), (7, 300, 0.1, 20.0)])
+def test_fused_sinkhorn_loop_gives_the_potentials_of_torch_loop(n, m, epsilon, spread):
+    g = torch.Generator().manual_seed(n + m)
+    x = spread * torch.rand(n, 2, generator=g)
+    y = spread * torch.rand(m, 2, generator=g) + 0.1 * spread
+    both = torch.cat([x, y])
+    schedule = _epsilon_schedule(float((both.amax(0) - both.amin(0)).square().sum()), epsilon, 0.7, 3)
+    assert _fused.sinkhorn_applies(x, y)
+    fused = _fused.sinkhorn_potentials(x, y, schedule, debias=True)
+    xd, yd = x.double(), y.double()
+    costs = [_squared_distances(p, q) for p, q in ((xd, yd), (yd, xd), (xd, xd), (yd, yd))]
+    exact = _sinkhorn_loop(*costs, torch.full((n,), -math.log(n), dtype=torch.float64),
+                           torch.full((m,), -math.log(m), dtype=torch.float64), schedule)
+    for name, f, e in zip(["f_ba", "g_ab", "f_aa", "g_bb"], fused, exact):
+        # Potentials are costs: float32 keeps them to about 1e-7 of the squared diameter, times the iterations.
+        torch.testing.assert_close(f.double(), e, rtol=0, atol=2e-5 * spread ** 2, msg=name)
+    # And the divergence with its gradient, fused against torch's loop in float32.
+    values = {}
+    for use in (True, False):
+        xg = x.clone().requires_grad_()
+        with _fused.use(use):
+            value = sinkhorn_divergence(xg, y, epsilon)
+        values[use] = (value.detach(), torch.autograd.grad(value, xg)[0])
+    torch.testing.assert_close(values[True][0], values[False][0], rtol=1e-4, atol=1e-6 * spread ** 2)
+    torch.testing.assert_close(values[True][1], values[False][1], rtol=1e-3, atol=1e-4 * spread)

@@ -1,6 +1,7 @@
-/* The fused CPU kernel of mGradNet-M's softmax blocks in low dimension (gradnet_core/_fused.py).
+/* Fused CPU kernels (gradnet_core/_fused.py), float32, d = 2: mGradNet-M's softmax blocks, which the image
+ * KDE's log-sum-exp reuses, and the epsilon-scaling loop of the Sinkhorn divergence.
  *
- * For every block b and sample i: u_j = A[b, j, :] . x_i (x_i ends with a 1, so A's last column is the
+ * Softmax blocks. For every block b and sample i: u_j = A[b, j, :] . x_i (x_i ends with a 1, so A's last column is the
  * bias), p = softmax(u) over the block's h units, out[b, i, :] = sum_j p_j R[b, j, :]. The backward pass
  * recomputes p from x and the saved log-normaliser lse[b, i] instead of storing the (B, n, h) matrix:
  * with s_i = <G[b, i], out[b, i]>, dL/du_j = p_j (<G[b, i], R[b, j]> - s_i), and
@@ -10,6 +11,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TILE 128
@@ -164,5 +166,87 @@ int gradnet_softmax_average_backward(int64_t n, int64_t blocks, int64_t h, int k
     if (k == 3 && C == 5) backward(n, blocks, h, 3, 5, x, A, R, out, lse, G, grad_A, grad_R);
     else if (k == 3 && C == 2) backward(n, blocks, h, 3, 2, x, A, R, out, lse, G, grad_A, grad_R);
     else return 1;
+    return 0;
+}
+
+
+/* Sinkhorn. The softmin out_i = -eps log sum_j exp(h_j - |p_i - q_j|^2 / eps) for p: (n, 2), q: (m, 2),
+ * h: (m), from the row's largest exponent, in two passes over q per tile of p (one lane per point). */
+static void softmin(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps, float *out) {
+    const float inv = 1.0f / eps;
+    float p0[TILE], p1[TILE], top[TILE], sum[TILE];
+    for (int64_t i0 = 0; i0 < n; i0 += TILE) {
+        int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
+        for (int i = 0; i < tn; i++) {
+            p0[i] = p[2 * (i0 + i)];
+            p1[i] = p[2 * (i0 + i) + 1];
+            top[i] = -INFINITY;
+            sum[i] = 0.0f;
+        }
+        for (int64_t j = 0; j < m; j++) {
+            const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
+#pragma omp simd
+            for (int i = 0; i < tn; i++) {
+                float d0 = p0[i] - q0, d1 = p1[i] - q1, z = hj - (d0 * d0 + d1 * d1) * inv;
+                top[i] = z > top[i] ? z : top[i];
+            }
+        }
+        for (int64_t j = 0; j < m; j++) {
+            const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
+#pragma omp simd
+            for (int i = 0; i < tn; i++) {
+                float d0 = p0[i] - q0, d1 = p1[i] - q1;
+                sum[i] += exp_clamped(hj - (d0 * d0 + d1 * d1) * inv - top[i]);
+            }
+        }
+        for (int i = 0; i < tn; i++) out[i0 + i] = -eps * (top[i] + logf(sum[i]));
+    }
+}
+
+/* h = log_weight + f / eps for the softmin's next update. */
+static void offsets(float *h, int64_t m, float log_weight, const float *f, float eps) {
+    for (int64_t j = 0; j < m; j++) h[j] = log_weight + f[j] / eps;
+}
+
+static void average(float *f, const float *update, int64_t n) {
+    for (int64_t i = 0; i < n; i++) f[i] = 0.5f * (f[i] + update[i]);
+}
+
+/* The dual potentials of OT_eps(x, y) (and of OT_eps(x, x), OT_eps(y, y) when debias) between uniform
+ * clouds x: (n, 2) and y: (m, 2) under epsilon-scaling: the loop of sample_losses._sinkhorn_potentials,
+ * update for update. schedule: the eps of each step. Returns 2 when memory runs out. */
+int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const float *y, const float *schedule,
+                                int steps, int debias, float *f_ba, float *g_ab, float *f_aa, float *g_bb) {
+    int64_t most = n > m ? n : m;
+    float *h = malloc(3 * most * sizeof(float));
+    if (!h) return 2;
+    float *ft = h + most, *gt = ft + most;
+    const float a_log = -logf((float)n), b_log = -logf((float)m);
+    float eps = schedule[0];
+    for (int64_t j = 0; j < m; j++) h[j] = b_log;
+    softmin(n, m, x, y, h, eps, f_ba);
+    if (debias) softmin(m, m, y, y, h, eps, g_bb);
+    for (int64_t i = 0; i < n; i++) h[i] = a_log;
+    softmin(m, n, y, x, h, eps, g_ab);
+    if (debias) softmin(n, n, x, x, h, eps, f_aa);
+    for (int k = 0; k < steps; k++) {
+        eps = schedule[k];
+        /* Symmetric updates, each averaged with the last (see the Python loop). */
+        offsets(h, m, b_log, g_ab, eps);
+        softmin(n, m, x, y, h, eps, ft);
+        offsets(h, n, a_log, f_ba, eps);
+        softmin(m, n, y, x, h, eps, gt);
+        average(f_ba, ft, n);
+        average(g_ab, gt, m);
+        if (debias) {
+            offsets(h, n, a_log, f_aa, eps);
+            softmin(n, n, x, x, h, eps, ft);
+            average(f_aa, ft, n);
+            offsets(h, m, b_log, g_bb, eps);
+            softmin(m, m, y, y, h, eps, gt);
+            average(g_bb, gt, m);
+        }
+    }
+    free(h);
     return 0;
 }
