@@ -112,7 +112,8 @@ def test_settings_are_parsed_and_checked():
     _, config = with_settings({}, train_preset("mixture"), fb)
     preset = train_preset("mixture").fallback
     assert (config.fallback.lr, config.fallback.steps) == (0.2, 600)
-    assert replace(config.fallback, lr=preset.lr, steps=preset.steps) == preset and config.fallback_from == 0.5
+    assert replace(config.fallback, lr=preset.lr, steps=preset.steps) == preset
+    assert config.fallback_from == train_preset("mixture").fallback_from          # the rest of the preset kept
     _, config = with_settings({}, train_preset("digits"), parse_settings(
         ['digits.fallback={"steps": 300, "objective": {"name": "sinkhorn"}}'], ("digits",))["digits"])
     assert config.fallback.steps == 300 and config.fallback.objective.name == "sinkhorn"
