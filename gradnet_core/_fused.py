@@ -34,7 +34,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["applies", "forward", "backward", "sinkhorn_applies", "sinkhorn_potentials", "status", "use"]
+__all__ = ["usable", "applies", "forward", "backward", "sinkhorn_applies", "sinkhorn_potentials", "status",
+           "use"]
 
 _SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
@@ -67,12 +68,17 @@ def use(enabled: bool) -> Iterator[None]:
         _enabled = before
 
 
-def applies(x: Tensor, A: Tensor, R: Tensor) -> bool:
-    """True when the kernel computes ``_SoftmaxAverage`` of these arguments (building it if need be)."""
-    if not (_enabled and x.device.type == "cpu" and x.dtype == A.dtype == R.dtype == torch.float32
-            and x.shape[1] == _COLUMNS_X and R.shape[-1] in _COLUMNS_R):
+def usable(*tensors: Tensor) -> bool:
+    """True when the kernels are on and built (building them if need be) and every tensor is float32 on the CPU:
+    what every kernel needs before its shapes."""
+    if not (_enabled and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)):
         return False
     return _load() is not None
+
+
+def applies(x: Tensor, A: Tensor, R: Tensor) -> bool:
+    """True when the kernel computes ``_SoftmaxAverage`` of these arguments (building it if need be)."""
+    return x.shape[1] == _COLUMNS_X and R.shape[-1] in _COLUMNS_R and usable(x, A, R)
 
 
 def forward(x: Tensor, A: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,10 +103,7 @@ def backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor, grad: Te
 
 def sinkhorn_applies(x: Tensor, y: Tensor) -> bool:
     """True when the kernel runs ``sinkhorn_potentials`` for these point clouds (building it if need be)."""
-    if not (_enabled and x.device.type == y.device.type == "cpu" and x.dtype == y.dtype == torch.float32
-            and x.shape[1] == y.shape[1] == 2):
-        return False
-    return _load() is not None
+    return x.shape[1] == y.shape[1] == 2 and usable(x, y)
 
 
 def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float],
@@ -112,10 +115,8 @@ def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float],
     f_ba, g_ab = x.new_empty(n), x.new_empty(m)
     f_aa, g_bb = (x.new_empty(n), x.new_empty(m)) if debias else (f_ba, g_ab)
     steps = torch.tensor(schedule, dtype=torch.float32)
-    code = _library.gradnet_sinkhorn_potentials(n, m, *_pointers(x, y, steps), len(schedule), int(debias),
-                                                *_pointers(f_ba, g_ab, f_aa, g_bb))
-    if code == 2:
-        raise MemoryError("the fused Sinkhorn kernel could not allocate its working memory")
+    _check(_library.gradnet_sinkhorn_potentials(n, m, *_pointers(x, y, steps), len(schedule), int(debias),
+                                                *_pointers(f_ba, g_ab, f_aa, g_bb)))
     return (f_ba, g_ab, f_aa, g_bb) if debias else (f_ba, g_ab, None, None)
 
 
@@ -124,8 +125,11 @@ def _pointers(*tensors: Tensor) -> list[int]:
 
 
 def _check(code: int) -> None:
+    """A kernel's return code: 0 done, 1 shapes it does not have, 2 out of memory."""
+    if code == 2:
+        raise MemoryError("a fused kernel could not allocate its working memory")
     if code != 0:
-        raise RuntimeError("the fused softmax kernel was called with shapes it does not have (a bug in gradnet_core)")
+        raise RuntimeError("a fused kernel was called with shapes it does not have (a bug in gradnet_core)")
 
 
 def _load() -> ctypes.CDLL | None:

@@ -443,11 +443,11 @@ class ImageDensity(Density):
         h = self._half_precision
         u, v = x - 0.5, self.points - 0.5
         offsets = self.log_weights - h * v.square().sum(1)
-        # In float32 on the CPU the fused kernel of mGradNet-M takes the log-sum-exp in one pass: it is a
-        # softmax over the pixels, with one block of m units (docs/method.md §4.3).
-        rows = torch.cat([(2.0 * h) * v, offsets[:, None]], 1)[None]                     # (1, m, 3)
-        ones = torch.cat([u, u.new_ones(u.shape[0], 1)], 1)
-        if _fused.applies(ones, rows, v[None]):
+        if _fused.usable(u, v):
+            # In float32 on the CPU the fused kernel of mGradNet-M takes the log-sum-exp in one pass: it is a
+            # softmax over the pixels, with one block of m units (docs/method.md §4.3).
+            rows = torch.cat([(2.0 * h) * v, offsets[:, None]], 1)[None]                 # (1, m, 3)
+            ones = torch.cat([u, u.new_ones(u.shape[0], 1)], 1)
             return _KernelLogSum.apply(ones, rows, v[None], h) + self._log_norm
         a = torch.addmm(offsets, u, (2.0 * h) * v.T)                                      # (n, m)
         top = a.amax(dim=1, keepdim=True).detach()
