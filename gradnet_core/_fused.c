@@ -171,17 +171,21 @@ int gradnet_softmax_average_backward(int64_t n, int64_t blocks, int64_t h, int k
 
 
 /* Sinkhorn. The softmin out_i = -eps log sum_j exp(h_j - |p_i - q_j|^2 / eps) for p: (n, 2), q: (m, 2),
- * h: (m), from the row's largest exponent, in two passes over q per tile of p (one lane per point). */
-static void softmin(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps, float *out) {
+ * h: (m), from the row's largest exponent, in two passes over q per tile of p (one lane per point). With
+ * bary (n, 2), the second pass also gives the softmin's weighted mean of q: out_i's gradient in p_i is
+ * 2 (p_i - bary_i) (sample_losses._PointSoftmin). */
+static inline __attribute__((always_inline)) void softmin_pass(int64_t n, int64_t m, const float *p, const float *q,
+                                                               const float *h, float eps, float *out,
+                                                               float *bary, const int with_bary) {
     const float inv = 1.0f / eps;
-    float p0[TILE], p1[TILE], top[TILE], sum[TILE];
+    float p0[TILE], p1[TILE], top[TILE], sum[TILE], m0[TILE], m1[TILE];
     for (int64_t i0 = 0; i0 < n; i0 += TILE) {
         int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
         for (int i = 0; i < tn; i++) {
             p0[i] = p[2 * (i0 + i)];
             p1[i] = p[2 * (i0 + i) + 1];
             top[i] = -INFINITY;
-            sum[i] = 0.0f;
+            sum[i] = m0[i] = m1[i] = 0.0f;
         }
         for (int64_t j = 0; j < m; j++) {
             const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
@@ -196,11 +200,32 @@ static void softmin(int64_t n, int64_t m, const float *p, const float *q, const 
 #pragma omp simd
             for (int i = 0; i < tn; i++) {
                 float d0 = p0[i] - q0, d1 = p1[i] - q1;
-                sum[i] += exp_clamped(hj - (d0 * d0 + d1 * d1) * inv - top[i]);
+                float e = exp_clamped(hj - (d0 * d0 + d1 * d1) * inv - top[i]);
+                sum[i] += e;
+                if (with_bary) {
+                    m0[i] += e * q0;
+                    m1[i] += e * q1;
+                }
             }
         }
-        for (int i = 0; i < tn; i++) out[i0 + i] = -eps * (top[i] + logf(sum[i]));
+        for (int i = 0; i < tn; i++) {
+            out[i0 + i] = -eps * (top[i] + logf(sum[i]));
+            if (with_bary) {
+                bary[2 * (i0 + i)] = m0[i] / sum[i];
+                bary[2 * (i0 + i) + 1] = m1[i] / sum[i];
+            }
+        }
     }
+}
+
+static void softmin(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps, float *out) {
+    softmin_pass(n, m, p, q, h, eps, out, NULL, 0);
+}
+
+int gradnet_softmin_barycentre(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps,
+                               float *out, float *bary) {
+    softmin_pass(n, m, p, q, h, eps, out, bary, 1);
+    return 0;
 }
 
 /* h = log_weight + f / eps for the softmin's next update. */

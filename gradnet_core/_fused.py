@@ -34,8 +34,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["usable", "applies", "forward", "backward", "sinkhorn_applies", "sinkhorn_potentials", "status",
-           "use"]
+__all__ = ["usable", "applies", "forward", "backward", "sinkhorn_applies", "sinkhorn_potentials",
+           "softmin_barycentre", "status", "use"]
 
 _SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
@@ -120,6 +120,16 @@ def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float],
     return (f_ba, g_ab, f_aa, g_bb) if debias else (f_ba, g_ab, None, None)
 
 
+def softmin_barycentre(p: Tensor, q: Tensor, h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """The softmin -eps log sum_j exp(h_j - |p_i - q_j|^2 / eps) ``(n,)`` for ``p: (n, 2)``, ``q: (m, 2)``,
+    ``h: (m,)``, and its weighted mean of the q_j ``(n, 2)``; no gradients."""
+    p, q, h = p.detach().contiguous(), q.detach().contiguous(), h.detach().contiguous()
+    out, bary = p.new_empty(p.shape[0]), torch.empty_like(p)
+    _check(_library.gradnet_softmin_barycentre(p.shape[0], q.shape[0], *_pointers(p, q, h), ctypes.c_float(eps),
+                                               *_pointers(out, bary)))
+    return out, bary
+
+
 def _pointers(*tensors: Tensor) -> list[int]:
     return [t.data_ptr() for t in tensors]
 
@@ -153,8 +163,9 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.gradnet_softmax_average_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 5
     library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 8
     library.gradnet_sinkhorn_potentials.argtypes = [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4
+    library.gradnet_softmin_barycentre.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]
     for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward,
-                     library.gradnet_sinkhorn_potentials):
+                     library.gradnet_sinkhorn_potentials, library.gradnet_softmin_barycentre):
         function.restype = i32
     return library
 

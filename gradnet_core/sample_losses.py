@@ -12,6 +12,7 @@ no density.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -119,11 +120,6 @@ def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, i
     n, m = x.shape[0], y.shape[0]
     a_log = torch.full((n,), -math.log(n), dtype=x.dtype, device=x.device)
     b_log = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)
-    # Each cost matrix carries the gradient of its first argument only: C_xy gives x its share of the
-    # plan and C_yx gives y its share (differentiating both through C_xy would count the plan twice).
-    c_xy, c_yx = _squared_distances(x, y.detach()), _squared_distances(y, x.detach())
-    c_xx = _squared_distances(x, x.detach()) if debias else None
-    c_yy = _squared_distances(y, y.detach()) if debias else None
     with torch.no_grad():
         both = torch.cat([x.detach(), y.detach()])
         diameter_sq = float((both.amax(0) - both.amin(0)).square().sum())
@@ -136,13 +132,43 @@ def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, i
     if _fused.sinkhorn_applies(x, y):
         f_ba, g_ab, f_aa, g_bb = _fused.sinkhorn_potentials(x, y, schedule, debias)
     else:
-        f_ba, g_ab, f_aa, g_bb = _sinkhorn_loop(c_xy.detach(), c_yx.detach(), c_xx.detach() if debias else None,
-                                                c_yy.detach() if debias else None, a_log, b_log, schedule)
+        xd, yd = x.detach(), y.detach()
+        f_ba, g_ab, f_aa, g_bb = _sinkhorn_loop(_squared_distances(xd, yd), _squared_distances(yd, xd),
+                                                _squared_distances(xd, xd) if debias else None,
+                                                _squared_distances(yd, yd) if debias else None, a_log, b_log, schedule)
+    # Each softmin carries the gradient of its first cloud only: x gets its share of the plan from f_ba and y
+    # its share from g_ab (differentiating both through one cost would count the plan twice).
     eps = epsilon
-    f_ba, g_ab = _softmin(eps, c_xy, b_log + g_ab / eps), _softmin(eps, c_yx, a_log + f_ba / eps)
+    f_ba, g_ab = _point_softmin(eps, x, y, b_log + g_ab / eps), _point_softmin(eps, y, x, a_log + f_ba / eps)
     if not debias:
         return f_ba, g_ab, None, None
-    return (f_ba, g_ab, _softmin(eps, c_xx, a_log + f_aa / eps), _softmin(eps, c_yy, b_log + g_bb / eps))
+    return f_ba, g_ab, _point_softmin(eps, x, x, a_log + f_aa / eps), _point_softmin(eps, y, y, b_log + g_bb / eps)
+
+
+def _point_softmin(eps: float, p: Tensor, q: Tensor, h: Tensor) -> Tensor:
+    """-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps): (n,) for points ``p: (n, d)``, ``q: (m, d)``, differentiable
+    in ``p`` only (q and the potential h are held fixed)."""
+    h = h.detach()
+    if _fused.sinkhorn_applies(p, q):
+        return _PointSoftmin.apply(p, q, h, eps) if p.requires_grad else _fused.softmin_barycentre(p, q, h, eps)[0]
+    return _softmin(eps, _squared_distances(p, q.detach()), h)
+
+
+class _PointSoftmin(torch.autograd.Function):
+    """``_point_softmin`` by the fused kernel, whose one pass also gives the softmin's weighted mean of the q_j,
+    bary_i: the gradient in p_i is 2 (p_i - bary_i). First order only (docs/method.md §3.5)."""
+
+    @staticmethod
+    def forward(ctx: Any, p: Tensor, q: Tensor, h: Tensor, eps: float) -> Tensor:
+        out, bary = _fused.softmin_barycentre(p, q, h, eps)
+        ctx.save_for_backward(2.0 * (p.detach() - bary))
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (slope,) = ctx.saved_tensors
+        return grad[:, None] * slope, None, None, None
 
 
 def _check_sinkhorn(epsilon: float, scaling: float, iterations: int) -> None:

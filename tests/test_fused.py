@@ -12,7 +12,8 @@ import torch
 from gradnet_core import MGradNetM, TrainConfig, Gaussian, GaussianMixture, train
 from gradnet_core import _fused
 from gradnet_core.networks import _SoftmaxAverage, autograd_map_and_logdet
-from gradnet_core.sample_losses import _epsilon_schedule, _sinkhorn_loop, _squared_distances, sinkhorn_divergence
+from gradnet_core.sample_losses import (_epsilon_schedule, _point_softmin, _sinkhorn_loop, _softmin, _squared_distances,
+                                        sinkhorn_divergence)
 
 from helpers import random_parameters
 
@@ -171,3 +172,40 @@ def test_fused_sinkhorn_loop_gives_the_potentials_of_torch_loop(n, m, epsilon, s
         values[use] = (value.detach(), torch.autograd.grad(value, xg)[0])
     torch.testing.assert_close(values[True][0], values[False][0], rtol=1e-4, atol=1e-6 * spread ** 2)
     torch.testing.assert_close(values[True][1], values[False][1], rtol=1e-3, atol=1e-4 * spread)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, m, eps, spread", [(256, 256, 1e-3, 1.0), (130, 7, 1e-2, 5.0), (5, 300, 0.5, 20.0)])
+def test_fused_point_softmin_and_its_gradient_match_float64_autograd(n, m, eps, spread):
+    g = torch.Generator().manual_seed(n * m)
+    p = spread * torch.rand(n, 2, generator=g)
+    q = spread * torch.rand(m, 2, generator=g)
+    h = eps * torch.randn(m, generator=g) - math.log(m)
+    weights = torch.randn(n, generator=g)
+    pf = p.clone().requires_grad_()
+    assert _fused.sinkhorn_applies(pf, q)
+    value = _point_softmin(eps, pf, q, h)
+    (grad,) = torch.autograd.grad((weights * value).sum(), pf)
+    pd = p.double().requires_grad_()
+    exact = _softmin(eps, _squared_distances(pd, q.double()), h.double())
+    (grad_exact,) = torch.autograd.grad((weights.double() * exact).sum(), pd)
+    # A softmin is a cost: float32 keeps it to about 1e-7 of the squared spread; its gradient 2 (p - bary) to
+    # about 1e-6 of the spread.
+    torch.testing.assert_close(value.double(), exact.detach(), rtol=0, atol=2e-6 * spread ** 2)
+    torch.testing.assert_close(grad.double(), grad_exact, rtol=0, atol=2e-5 * spread)
+    with torch.no_grad():                                      # the same values without autograd
+        torch.testing.assert_close(_point_softmin(eps, p, q, h), value.detach())
+
+
+@needs_kernel
+def test_fused_sinkhorn_divergence_gives_both_clouds_their_gradient():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(120, 2, generator=g), torch.rand(90, 2, generator=g) + 0.3
+    grads = {}
+    for use in (True, False):
+        xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+        with _fused.use(use):
+            grads[use] = torch.autograd.grad(sinkhorn_divergence(xg, yg, 1e-2), (xg, yg))
+    for fused, torch_path in zip(grads[True], grads[False]):
+        assert fused.abs().max() > 1e-3
+        torch.testing.assert_close(fused, torch_path, rtol=1e-3, atol=1e-5)
