@@ -8,6 +8,12 @@
  *   grad_A[b, j, :] = sum_i dL/du_ij x_i,  grad_R[b, j, :] = sum_i p_ij G[b, i, :].
  * Samples are processed in tiles of TILE; every inner loop runs over the samples of a tile, so it
  * vectorises without reassociating anyone's sums (no -ffast-math: each lane is one sample). float32.
+ *
+ * mGradNet-M combines its blocks' outputs, v_b = out[b, :, :2] and, with the Jacobian, s_b = out[b, :, 2:5]:
+ *   T = sum_b sg[b] v_b,   P = sum_b wt[b] (s_b - sq(v_b)),   sq(v) = (v0 v0, v0 v1, v1 v1),
+ * T(x) and the packed Jacobian (networks.MGradNetM). Given sg and wt the kernels form T and P in the same pass,
+ * and the backward pass takes their gradients dT, dP and forms G on the fly: G[b] = (sg[b] dT - wt[b] dsq(v_b)^T dP,
+ * wt[b] dP), with grad_sg[b] = sum_i <dT_i, v_bi> and grad_wt[b] = sum_i <dP_i, s_bi - sq(v_bi)>.
  */
 #include <math.h>
 #include <stdint.h>
@@ -61,11 +67,13 @@ static void load_tile(float (*restrict xt)[TILE], const float *restrict x, int k
  * Inlined into one copy per (k, C) below, so that the loops over them unroll and the sample loops vectorise. */
 static inline __attribute__((always_inline)) void forward(int64_t n, int64_t blocks, int64_t h, const int k,
                                                           const int C, const float *x, const float *A,
-                                                          const float *R, float *out, float *lse) {
-    float xt[MAX_K][TILE], u[TILE], top[TILE], sum[TILE], acc[MAX_C][TILE];
+                                                          const float *R, float *out, float *lse, const float *sg,
+                                                          const float *wt, float *T, float *P) {
+    float xt[MAX_K][TILE], u[TILE], top[TILE], sum[TILE], acc[MAX_C][TILE], tt[2][TILE], pt[3][TILE];
     for (int64_t i0 = 0; i0 < n; i0 += TILE) {
         int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
         load_tile(xt, x, k, (int)i0, tn);
+        for (int i = 0; i < tn; i++) tt[0][i] = tt[1][i] = pt[0][i] = pt[1][i] = pt[2][i] = 0.0f;
         for (int64_t b = 0; b < blocks; b++) {
             const float *a = A + b * h * k, *r = R + b * h * C;
             for (int i = 0; i < tn; i++) top[i] = -INFINITY;
@@ -93,31 +101,75 @@ static inline __attribute__((always_inline)) void forward(int64_t n, int64_t blo
                 for (int c = 0; c < C; c++) o[i * C + c] = acc[c][i] * inv;
                 lse[b * n + i0 + i] = top[i] + logf(sum[i]);
             }
+            if (T) {
+                const float sb = sg[b], wb = wt[b];
+                for (int i = 0; i < tn; i++) {
+                    const float v0 = o[i * C], v1 = o[i * C + 1];
+                    tt[0][i] += sb * v0;
+                    tt[1][i] += sb * v1;
+                    if (C == 5) {
+                        pt[0][i] += wb * (o[i * C + 2] - v0 * v0);
+                        pt[1][i] += wb * (o[i * C + 3] - v0 * v1);
+                        pt[2][i] += wb * (o[i * C + 4] - v1 * v1);
+                    }
+                }
+            }
         }
+        if (T)
+            for (int i = 0; i < tn; i++) {
+                T[2 * (i0 + i)] = tt[0][i];
+                T[2 * (i0 + i) + 1] = tt[1][i];
+                if (C == 5)
+                    for (int c = 0; c < 3; c++) P[3 * (i0 + i) + c] = pt[c][i];
+            }
     }
 }
 
-/* G: (B, n, C), the gradient of out; grad_A: (B, h, k) and grad_R: (B, h, C), overwritten. */
+/* dT: (n, 2) and dP: (n, 3) (unread when C = 2), the gradients of the combined T and P; grad_sg, grad_wt: (B),
+ * grad_A: (B, h, k) and grad_R: (B, h, C), overwritten. */
 static inline __attribute__((always_inline)) void backward(int64_t n, int64_t blocks, int64_t h, const int k,
                                                            const int C, const float *x, const float *A,
                                                            const float *R, const float *out, const float *lse,
-                                                           const float *G, float *grad_A, float *grad_R) {
-    float xt[MAX_K][TILE], gt[MAX_C][TILE], u[TILE], s[TILE], l[TILE], p[TILE], du[TILE];
+                                                           const float *sg, const float *wt, const float *dT,
+                                                           const float *dP, float *grad_sg, float *grad_wt,
+                                                           float *grad_A, float *grad_R) {
+    float xt[MAX_K][TILE], gt[MAX_C][TILE], u[TILE], s[TILE], l[TILE], p[TILE], du[TILE], dt[2][TILE], dp[3][TILE];
     memset(grad_A, 0, (size_t)(blocks * h * k) * sizeof(float));
     memset(grad_R, 0, (size_t)(blocks * h * C) * sizeof(float));
+    memset(grad_sg, 0, (size_t)blocks * sizeof(float));
+    memset(grad_wt, 0, (size_t)blocks * sizeof(float));
     for (int64_t i0 = 0; i0 < n; i0 += TILE) {
         int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
         load_tile(xt, x, k, (int)i0, tn);
-        for (int i = 0; i < tn; i++) xt[k - 1][i] = 1.0f;
+        for (int i = 0; i < tn; i++) {
+            xt[k - 1][i] = 1.0f;
+            dt[0][i] = dT[2 * (i0 + i)];
+            dt[1][i] = dT[2 * (i0 + i) + 1];
+            if (C == 5)
+                for (int c = 0; c < 3; c++) dp[c][i] = dP[3 * (i0 + i) + c];
+        }
         for (int64_t b = 0; b < blocks; b++) {
-            const float *a = A + b * h * k, *r = R + b * h * C;
-            const float *g = G + (b * n + i0) * C, *o = out + (b * n + i0) * C;
+            const float *a = A + b * h * k, *r = R + b * h * C, *o = out + (b * n + i0) * C;
+            const float sb = sg[b], wb = wt[b];
+            float to_sg = 0.0f, to_wt = 0.0f;
+            for (int i = 0; i < tn; i++) {
+                const float v0 = o[i * C], v1 = o[i * C + 1];
+                gt[0][i] = sb * dt[0][i];
+                gt[1][i] = sb * dt[1][i];
+                to_sg += dt[0][i] * v0 + dt[1][i] * v1;
+                if (C == 5) {
+                    gt[0][i] -= wb * (2.0f * v0 * dp[0][i] + v1 * dp[1][i]);
+                    gt[1][i] -= wb * (v0 * dp[1][i] + 2.0f * v1 * dp[2][i]);
+                    for (int c = 0; c < 3; c++) gt[2 + c][i] = wb * dp[c][i];
+                    to_wt += dp[0][i] * (o[i * C + 2] - v0 * v0) + dp[1][i] * (o[i * C + 3] - v0 * v1)
+                             + dp[2][i] * (o[i * C + 4] - v1 * v1);
+                }
+            }
+            grad_sg[b] += to_sg;
+            grad_wt[b] += to_wt;
             for (int i = 0; i < tn; i++) {
                 float dot = 0.0f;
-                for (int c = 0; c < C; c++) {
-                    gt[c][i] = g[i * C + c];
-                    dot += g[i * C + c] * o[i * C + c];
-                }
+                for (int c = 0; c < C; c++) dot += gt[c][i] * o[i * C + c];
                 s[i] = dot;
                 l[i] = lse[b * n + i0 + i];
             }
@@ -150,21 +202,26 @@ static inline __attribute__((always_inline)) void backward(int64_t n, int64_t bl
     }
 }
 
-/* The exported entry points: d = 2 (k = 3), with the Jacobian's columns (C = 5) or without (C = 2).
- * They return 1 for any other shape, which the caller never passes. */
+/* The exported entry points: d = 2 (k = 3), with the Jacobian's columns (C = 5) or without (C = 2); the forward
+ * pass's sg, wt, T and P may be NULL (no combination: the image KDE), and P is unread when C = 2. They return 1 for any other shape, which the caller never
+ * passes. */
 int gradnet_softmax_average_forward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
-                                    const float *A, const float *R, float *out, float *lse) {
-    if (k == 3 && C == 5) forward(n, blocks, h, 3, 5, x, A, R, out, lse);
-    else if (k == 3 && C == 2) forward(n, blocks, h, 3, 2, x, A, R, out, lse);
+                                    const float *A, const float *R, float *out, float *lse, const float *sg,
+                                    const float *wt, float *T, float *P) {
+    if (k == 3 && C == 5) forward(n, blocks, h, 3, 5, x, A, R, out, lse, sg, wt, T, P);
+    else if (k == 3 && C == 2) forward(n, blocks, h, 3, 2, x, A, R, out, lse, sg, wt, T, P);
     else return 1;
     return 0;
 }
 
 int gradnet_softmax_average_backward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
                                      const float *A, const float *R, const float *out, const float *lse,
-                                     const float *G, float *grad_A, float *grad_R) {
-    if (k == 3 && C == 5) backward(n, blocks, h, 3, 5, x, A, R, out, lse, G, grad_A, grad_R);
-    else if (k == 3 && C == 2) backward(n, blocks, h, 3, 2, x, A, R, out, lse, G, grad_A, grad_R);
+                                     const float *sg, const float *wt, const float *dT, const float *dP,
+                                     float *grad_sg, float *grad_wt, float *grad_A, float *grad_R) {
+    if (k == 3 && C == 5)
+        backward(n, blocks, h, 3, 5, x, A, R, out, lse, sg, wt, dT, dP, grad_sg, grad_wt, grad_A, grad_R);
+    else if (k == 3 && C == 2)
+        backward(n, blocks, h, 3, 2, x, A, R, out, lse, sg, wt, dT, dP, grad_sg, grad_wt, grad_A, grad_R);
     else return 1;
     return 0;
 }

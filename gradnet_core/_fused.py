@@ -34,8 +34,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["usable", "applies", "forward", "backward", "sinkhorn_applies", "sinkhorn_potentials",
-           "softmin_barycentre", "status", "use"]
+__all__ = ["usable", "applies", "forward", "mgradnet_forward", "mgradnet_backward", "sinkhorn_applies",
+           "sinkhorn_potentials", "softmin_barycentre", "status", "use"]
 
 _SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
@@ -77,7 +77,7 @@ def usable(*tensors: Tensor) -> bool:
 
 
 def applies(x: Tensor, A: Tensor, R: Tensor) -> bool:
-    """True when the kernel computes ``_SoftmaxAverage`` of these arguments (building it if need be)."""
+    """True when the kernel computes ``networks._SoftmaxBlocks`` of these arguments (building it if need be)."""
     return x.shape[1] == _COLUMNS_X and R.shape[-1] in _COLUMNS_R and usable(x, A, R)
 
 
@@ -87,18 +87,35 @@ def forward(x: Tensor, A: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
     x, A, R = x.contiguous(), A.contiguous(), R.contiguous()
     (n, k), (blocks, h, c) = x.shape, R.shape
     out, lse = x.new_empty(blocks, n, c), x.new_empty(blocks, n)
-    _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse)))
+    _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse),
+                                                    None, None, None, None))
     return out, lse
 
 
-def backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    """The gradients of A and R given ``grad``, that of ``forward``'s output."""
-    x, A, R, grad = x.contiguous(), A.contiguous(), R.contiguous(), grad.contiguous()
+def mgradnet_forward(x: Tensor, A: Tensor, R: Tensor, signed: Tensor,
+                     weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mGradNet-M's blocks combined: T = sum_b signed[b] v_b ``(n, 2)`` and, when R has the Jacobian's columns
+    (C = 5), P = sum_b weight[b] (s_b - sq(v_b)) ``(n, 3)`` (else ``(n, 0)``), with v_b, s_b the columns of
+    ``forward``'s output; then that output and the log-normalisers, which ``mgradnet_backward`` reads."""
+    x, A, R, signed, weight = (t.contiguous() for t in (x, A, R, signed, weight))
     (n, k), (blocks, h, c) = x.shape, R.shape
-    grad_a, grad_r = torch.empty_like(A), torch.empty_like(R)
+    out, lse = x.new_empty(blocks, n, c), x.new_empty(blocks, n)
+    T, P = x.new_empty(n, 2), x.new_empty(n, c - 2)
+    _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse, signed, weight,
+                                                                                   T, P)))
+    return T, P, out, lse
+
+
+def mgradnet_backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor, signed: Tensor, weight: Tensor,
+                      grad_T: Tensor, grad_P: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of A, R, signed and weight given those of ``mgradnet_forward``'s T and P."""
+    x, A, R, signed, weight, grad_T, grad_P = (t.contiguous() for t in (x, A, R, signed, weight, grad_T, grad_P))
+    (n, k), (blocks, h, c) = x.shape, R.shape
+    grads = torch.empty_like(A), torch.empty_like(R), torch.empty_like(signed), torch.empty_like(weight)
     _check(_library.gradnet_softmax_average_backward(
-        n, blocks, h, k, c, *_pointers(x, A, R, out, lse, grad, grad_a, grad_r)))
-    return grad_a, grad_r
+        n, blocks, h, k, c, *_pointers(x, A, R, out, lse, signed, weight, grad_T, grad_P, grads[2], grads[3],
+                                       grads[0], grads[1])))
+    return grads
 
 
 def sinkhorn_applies(x: Tensor, y: Tensor) -> bool:
@@ -160,8 +177,8 @@ def _load() -> ctypes.CDLL | None:
 
 def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-    library.gradnet_softmax_average_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 5
-    library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 8
+    library.gradnet_softmax_average_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 9
+    library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 13
     library.gradnet_sinkhorn_potentials.argtypes = [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4
     library.gradnet_softmin_barycentre.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]
     for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward,

@@ -370,7 +370,7 @@ def _low_rank_logdet(A: Tensor, U: Tensor, times_g: Callable[[Tensor], Tensor]) 
 
 
 #: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains
-#: through ``_SoftmaxAverage``; above it the packed Jacobian (d(d+1)/2 columns) dominates the cost.
+#: through ``_SoftmaxBlocks``; above it the packed Jacobian (d(d+1)/2 columns) dominates the cost.
 _SMALL_DIM = 2
 
 
@@ -566,24 +566,27 @@ class MGradNetC(GradientNetwork):
 # --------------------------------------------------------------------------------------------
 # mGradNet-M
 # --------------------------------------------------------------------------------------------
-class _SoftmaxAverage(torch.autograd.Function):
-    """M[b] = softmax(x A[b]^T) @ R[b] for every block b: the hot loop of mGradNet-M in low dimension.
+class _SoftmaxBlocks(torch.autograd.Function):
+    """mGradNet-M's softmax blocks combined into T(x) and its packed Jacobian: the hot loop in low dimension.
 
-    ``x: (n, k)`` (inputs with a column of ones last, so the last column of A is the bias),
-    ``A: (B, h, k)``, ``R: (B, h, C)``; returns ``(B, n, C)``. Only P = softmax(x A^T) is kept, and
-    the backward pass reads it once: with g' = (dM, -<dM, M>), dL/du = P * (g' [R 1]^T), so every
-    parameter gradient is a slice of the single contraction P^T [g' (x) x] and dL/du is never formed.
-    Exact, first order only; the inputs ``x`` get no gradient. On the CPU in float32 at d = 2 one fused
-    kernel does all of it, recomputing P in the backward pass (``_fused``).
+    ``x: (n, d+1)`` (inputs with a column of ones last, so the last column of A is the bias), ``A: (B, h, d+1)``,
+    ``R: (B, h, C)``, ``signed, weight: (B,)``. With M[b] = softmax(x A[b]^T) @ R[b], v_b its first d columns and
+    s_b the rest (C = d + d(d+1)/2 with the Jacobian, else C = d and s_b empty), returns
+    T = sum_b signed[b] v_b ``(n, d)`` and P = sum_b weight[b] (s_b - sq(v_b)) ``(n, C - d)``, sq(v) the products
+    v_i v_j, i <= j. Only P = softmax(x A^T) is kept (``M`` too), and the backward pass reads it once: with
+    G[b] = dL/dM[b] and g' = (G, -<G, M>), dL/du = P * (g' [R 1]^T), so every parameter gradient is a slice of
+    the single contraction P^T [g' (x) x] and dL/du is never formed. Exact, first order only; the inputs ``x``
+    get no gradient. On the CPU in float32 at d = 2 one fused kernel does all of it, combination included,
+    recomputing the softmax in the backward pass (``_fused``, docs/method.md §2.3).
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, A: Tensor, R: Tensor) -> Tensor:
-        ctx.fused = _fused.applies(x, A, R)
+    def forward(ctx: Any, x: Tensor, A: Tensor, R: Tensor, signed: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.fused = _fused.applies(x, A, R) and _fused.usable(signed, weight)
         if ctx.fused:
-            out, lse = _fused.forward(x, A, R)
-            ctx.save_for_backward(x, A, R, out, lse)
-            return out
+            T, P, out, lse = _fused.mgradnet_forward(x, A, R, signed, weight)
+            ctx.save_for_backward(x, A, R, out, lse, signed, weight)
+            return T, P
         u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (B, n, h)
         floor = _EXP_FLOOR.get(u.dtype) if u.device.type == "cpu" else None
         if floor is not None and 2.0 * _bound_abs(x, A) > -floor:
@@ -594,25 +597,45 @@ class _SoftmaxAverage(torch.autograd.Function):
         else:
             p = torch.softmax(u, dim=-1)
         out = torch.bmm(p, R)
-        ctx.save_for_backward(x, R, p, out)
-        return out
+        ctx.save_for_backward(x, R, signed, weight, p, out)
+        d = x.shape[1] - 1
+        v, T = out[..., :d], torch.einsum("b,bnd->nd", signed, out[..., :d])
+        if out.shape[-1] == d:                                                     # no Jacobian
+            return T, out.new_zeros(x.shape[0], 0)
+        rows, cols = _triu(d, x.device)
+        return T, torch.einsum("b,bnc->nc", weight, out[..., d:] - v[..., rows] * v[..., cols])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, Tensor]:
+    def backward(ctx: Any, grad_T: Tensor, grad_P: Tensor) -> tuple[None, Tensor, Tensor, Tensor, Tensor]:
         if ctx.fused:
-            return None, *_fused.backward(*ctx.saved_tensors, grad)
-        x, R, p, out = ctx.saved_tensors
-        blocks, n, c = grad.shape
+            grad_a, grad_r, grad_signed, grad_weight = _fused.mgradnet_backward(*ctx.saved_tensors, grad_T, grad_P)
+            return None, grad_a, grad_r, grad_signed, grad_weight
+        x, R, signed, weight, p, out = ctx.saved_tensors
+        blocks, n, c = out.shape
         k = x.shape[1]
-        g = torch.cat([grad, -(grad * out).sum(-1, keepdim=True)], -1)             # (B, n, C+1)
+        d = k - 1
+        v = out[..., :d]
+        # G = dL/dM: signed dT on v and, with the Jacobian, weight dP on s and -weight dP through sq(v) on v.
+        g = out.new_empty(blocks, n, c + 1)
+        torch.mul(signed[:, None, None], grad_T, out=g[..., :d])
+        grad_signed = torch.einsum("nd,bnd->b", grad_T, v)
+        grad_weight = torch.zeros_like(weight)
+        if c > d:
+            rows, cols = _triu(d, x.device)
+            weighted = weight[:, None, None] * grad_P                               # (B, n, C - d)
+            g[..., d:c] = weighted
+            g[..., :d].index_add_(-1, rows, weighted * v[..., cols], alpha=-1.0)
+            g[..., :d].index_add_(-1, cols, weighted * v[..., rows], alpha=-1.0)
+            grad_weight = torch.einsum("nc,bnc->b", grad_P, out[..., d:] - v[..., rows] * v[..., cols])
+        g[..., c] = -(g[..., :c] * out).sum(-1)
         rhs = g.new_empty(blocks, n, k, c + 1)
         for j in range(k):
             torch.mul(g, x[:, j, None], out=rhs[:, :, j])
         t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(blocks, -1, k, c + 1)
         grad_a = torch.einsum("bhc,bhkc->bhk", R, t[..., :c]) + t[..., c]
         grad_r = t[:, :, -1, :c]                                                   # the ones column of x
-        return None, grad_a, grad_r
+        return None, grad_a, grad_r, grad_signed, grad_weight
 
 
 #: Where CPU exp leaves its fast path (just above the log of the smallest normal number).
@@ -654,14 +677,8 @@ class MGradNetM(GradientNetwork):
             if jacobian:
                 sq = self._square_products(self.W)
                 w2 = torch.cat([w2, torch.cat([sq, sq])], -1)          # (2K, h, d + d(d+1)/2)
-            m = _SoftmaxAverage.apply(torch.cat([x, x.new_ones(n, 1)], -1), a2, w2)    # (2K, n, C)
-            c = m.shape[-1]
-            if not jacobian:
-                return (signed @ m.view(2 * k, -1)).view(n, d) + self.out_bias, None
-            sums = (torch.stack([signed, weight]) @ m.view(2 * k, -1)).view(2, n, c)
-            v = m[..., :d]                                             # W_k^T softmax(+-u_k)
-            outer = weight @ self._square_products(v).view(2 * k, -1)
-            return sums[0, :, :d] + self.out_bias, sums[1, :, d:] - outer.view(n, -1)
+            out, packed = _SoftmaxBlocks.apply(torch.cat([x, x.new_ones(n, 1)], -1), a2, w2, signed, weight)
+            return out + self.out_bias, (packed if jacobian else None)
         p, v, out = self._softmax_blocks(x, a2, w2, signed)
         if not jacobian:
             return out, None

@@ -82,7 +82,7 @@ def test_low_rank_logdet_matches_the_full_jacobian(kind, scale):
 
 
 def test_the_paper_sized_modular_network_matches_autograd():
-    # The paper's 32 x 128 mGradNet-M (64 softmax blocks of 128 units through _SoftmaxAverage): map,
+    # The paper's 32 x 128 mGradNet-M (64 softmax blocks of 128 units through _SoftmaxBlocks): map,
     # log det and every parameter gradient against the autograd path.
     model = perturbed(MGradNetM(2, width=128, modules=32), scale=1.0, seed=5)
     x = torch.rand(70, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
