@@ -29,6 +29,7 @@ from .metrics import energy_distance
 from .networks import NETWORKS, TransportMap, seeded_map
 from .objectives import AdversarialW1, GaussianMomentKL, Objective, SinkhornLoss
 from .training import Callback, TrainConfig, TrainResult, train
+from ._pot import import_pot
 
 __all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_LIMITS", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransfer", "ColorComparison",
            "bundled_color_images", "load_rgb", "image_pixels", "subsample", "color_config", "fit_color_map",
@@ -165,7 +166,7 @@ def recolor(model: TransportMap, image: np.ndarray, batch_size: int = 65_536) ->
 def emd_color_transfer(source: np.ndarray, target: np.ndarray, samples: int = EMD_SAMPLES, seed: int = 0) -> EMDTransfer:
     """POT's EMD colour transfer: ``ot.da.EMDTransport`` fitted on ``samples`` random pixels of each image,
     then applied to every source pixel (out-of-sample pixels move with their nearest fitted pixel)."""
-    import ot  # POT: heavy import, only here
+    ot = import_pot()  # POT: a heavy import, only here
 
     xs, xt = image_pixels(source), image_pixels(target)
     start = time.perf_counter()

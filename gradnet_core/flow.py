@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .densities import Density, Gaussian, GaussianMixture
 from .networks import GradientNetwork, logdet_packed, unpack_jacobian
+from ._pot import import_pot
 
 __all__ = ["log_concave_target", "pushforward_score", "entropic_score", "entropic_bandwidth",
            "sinkhorn_plan"]
@@ -90,7 +91,7 @@ def sinkhorn_plan(cost: Tensor, eps: float, max_iter: int = 2000, tol: float = 1
     float64, stable for any eps; it stops when the column marginal's error is below ``tol`` or after
     ``max_iter`` iterations. Rows are exact at the end (the last update matches them).
     """
-    import ot  # POT takes a second to import; only the entropic score needs it
+    ot = import_pot()  # POT: a heavy import, only here
 
     c = cost.to(torch.float64)
     n, m = c.shape

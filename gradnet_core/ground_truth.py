@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .densities import Gaussian, as_point_sets, as_tensor
+from ._pot import import_pot
 
 __all__ = ["GaussianMap", "gaussian_map", "barycentric_projection", "barycentric_projections"]
 
@@ -42,7 +43,7 @@ def gaussian_map(source: Gaussian, target: Gaussian) -> GaussianMap:
     POT's ``ot.gaussian.bures_wasserstein_mapping`` (torch backend, on the CPU) and is symmetrised
     against rounding. With target N(0, I) this is whitening, T(x) = S_s^{-1/2} (x - m_s).
     """
-    import ot  # POT: heavy import, only here
+    ot = import_pot()  # POT: a heavy import, only here
 
     if not (isinstance(source, Gaussian) and isinstance(target, Gaussian)):
         raise ValueError("gaussian_map needs two Gaussian densities")
@@ -71,7 +72,7 @@ def barycentric_projections(xs: Any, xt: Any, weights: Any = None, target_weight
     """Both barycentric projections of one exact plan G: source to target at ``xs`` ``(n, d)`` (as
     ``barycentric_projection``) and target to source at ``xt`` ``(m, d)``, y_j -> sum_i G_ij x_i / sum_i G_ij:
     the ground truth of the inverse map, for the cost of one plan."""
-    import ot  # POT: heavy import, only here
+    ot = import_pot()  # POT: a heavy import, only here
 
     xs_t, xt_t = as_point_sets(xs, xt, ("source points", "target points"), "barycentric projection")
     n, m = xs_t.shape[0], xt_t.shape[0]

@@ -14,6 +14,7 @@ from torch import Tensor
 from .densities import Density, as_point_sets, as_tensor
 from .losses import monge_ampere_residual_values
 from .networks import TransportMap
+from ._pot import import_pot
 
 __all__ = ["map_mse", "l2_uvp", "cosine_similarity", "monotonicity", "monge_ampere_residual", "evaluate_map",
            "energy_distance", "exact_w2"]
@@ -140,7 +141,7 @@ def energy_distance(x: Any, y: Any, chunk_elements: int = 4_000_000) -> float:
 def exact_w2(x: Any, y: Any) -> float:
     """W2 between the equal-weight empirical measures of ``x: (n, d)`` and ``y: (m, d)``, by POT's exact EMD
     (float64, CPU)."""
-    import ot  # POT: heavy import, only here
+    ot = import_pot()  # POT: a heavy import, only here
 
     a, b = as_point_sets(x, y, ("first sample", "second sample"), "W2")
     return math.sqrt(ot.emd2([], [], ot.dist(a.numpy(), b.numpy()), numItermax=10_000_000))

@@ -21,16 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-# Imported here, by the script thread, before any training thread exists: a training thread importing
-# POT (which imports pandas) while Plotly peeks at the half-imported pandas in a live panel breaks that
-# panel ("partially initialized module").
-import ot  # noqa: F401
 import torch
 from torch import Tensor
 
+from gradnet_core._pot import import_pot
 from gradnet_core.densities import Density
 from gradnet_core.networks import TransportMap
 from gradnet_core.training import Progress, TrainConfig, TrainResult, resolve_device, train
+
+# POT imported here, by the script thread, before any training thread exists: a training thread importing
+# it (with scikit-learn, pandas, where those are already loaded) while Plotly peeks at a half-imported
+# module in a live panel breaks that panel ("partially initialized module").
+import_pot()
 
 __all__ = ["TrainingJob", "JobSnapshot", "Work", "execute", "error_message", "GPU_LOCK", "watch_session",
            "RUN", "STOP", "ABANDON"]

@@ -50,6 +50,7 @@ from ..training import TrainConfig, TrainResult, train
 from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_description, output_dir, run_tasks,
                      write_csv, write_json)
 from .digits_table import EVAL_BANDWIDTH, digit_densities, preset_config, train_digit_pair
+from .._pot import import_pot
 
 __all__ = ["FAMILIES", "THRESHOLDS", "DRAWING_SHAPES", "draw_canvas", "drawing_image", "random_mixture_rows",
            "robustness_cases", "run_robustness", "read_rows", "resummarize", "add_arguments", "run"]
@@ -332,7 +333,7 @@ def _verdict_fields(result: TrainResult) -> dict[str, Any]:
 
 def _pot_fit(case: Case, seed: int, source: Density, target: Density):
     """POT's out-of-sample EMD map fitted on POT_TRAIN_SIZE samples per side; (map, CPU s)."""
-    import ot  # POT: heavy import, only here
+    ot = import_pot()  # POT: a heavy import, only here
 
     gen = torch.Generator().manual_seed(case.seed * 1013 + 500 + seed)
     xs = source.sample(POT_TRAIN_SIZE, gen).double().numpy()

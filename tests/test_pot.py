@@ -1,0 +1,35 @@
+"""POT imported on first use without scikit-learn (gradnet_core._pot), in a fresh interpreter each."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("sklearn")
+
+
+def run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_pot_imports_without_scikit_learn_which_stays_importable():
+    out = run("import sys\n"
+              "from gradnet_core._pot import import_pot\n"
+              "ot = import_pot()\n"
+              "assert ot is sys.modules['ot'] and import_pot() is ot\n"
+              "print('sklearn' in sys.modules, ot.lowrank.sklearn_import)\n"
+              "import numpy as np\n"
+              "a, b = np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 1.0], [1.0, 1.0]])\n"
+              "print(ot.emd2([], [], ot.dist(a, b)))\n"
+              "import sklearn.cluster\n"
+              "print(sklearn.cluster.KMeans.__name__)\n")
+    assert out.split("\n") == ["False False", "1.0", "KMeans"]
+
+
+def test_pot_uses_scikit_learn_when_it_is_already_imported():
+    out = run("import sklearn.cluster\n"
+              "from gradnet_core._pot import import_pot\n"
+              "print(import_pot().lowrank.sklearn_import)\n")
+    assert out == "True"
