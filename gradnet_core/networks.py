@@ -541,11 +541,14 @@ class MGradNetC(GradientNetwork):
 
     def _map_and_delta(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
-        sa, sb = F.softplus(self.alpha), F.softplus(self.beta)
-        aa, ab = F.softplus(self.act_a), F.softplus(self.act_b)
+        # Layer by layer through unbind, not indexing: the backward pass of each index of a (L, n, h) tensor
+        # fills a zero tensor of its whole size, and of unbind stacks the layers' gradients once.
+        sa, sb = F.softplus(self.alpha).unbind(0), F.softplus(self.beta)
+        aa, ab = F.softplus(self.act_a).unbind(0), F.softplus(self.act_b).unbind(0)
         wx = x @ self.W.T                                              # (n, h)
         # sp(b_l)(Wx + c_l) for every layer at once: (L, n, h)
-        base = torch.addcmul((sb * self.bias)[:, None, :], wx, sb[:, None, :])
+        base = torch.addcmul((sb * self.bias)[:, None, :], wx, sb[:, None, :]).unbind(0)
+        sb = sb.unbind(0)
         z = base[0]
         chain = sb[0]                                                  # d z_l / d(Wx), per unit
         for layer in range(1, self.depth):
