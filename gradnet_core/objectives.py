@@ -333,16 +333,24 @@ class _DensityStepper(Stepper):
         return x, self.source.log_prob(x)
 
     def loss(self, x: Tensor, log_p: Tensor) -> Tensor:
-        loss = self.loss_fn(self.map_and_logdet, x, log_p, self.target, **self.options)
-        if self.step < self.global_steps:
-            # The residual sees q only through log q(T(x)): between the strokes of a digit it cannot tell
-            # where the target's mass is. Early on, a global term pulls T#p towards q as a whole.
-            o = self.objective
-            weight = o.global_weight * (1.0 - self.step / self.global_steps)
-            m = min(o.global_points, x.shape[0])
-            y = self.target.sample(m, self.global_generator)
-            loss = loss + weight * sinkhorn_divergence(self.model(x[:m]), y, o.global_epsilon)
-        return loss
+        if self.step >= self.global_steps:
+            return self.loss_fn(self.map_and_logdet, x, log_p, self.target, **self.options)
+        # The residual sees q only through log q(T(x)): between the strokes of a digit it cannot tell
+        # where the target's mass is. Early on, a global term pulls T#p towards q as a whole. It compares
+        # the first points of the batch as the residual maps them, so the network runs once.
+        mapped: list[Tensor] = []
+
+        def map_and_logdet(points: Tensor) -> tuple[Tensor, Tensor]:
+            y, logdet = self.map_and_logdet(points)
+            mapped.append(y)
+            return y, logdet
+
+        loss = self.loss_fn(map_and_logdet, x, log_p, self.target, **self.options)
+        o = self.objective
+        weight = o.global_weight * (1.0 - self.step / self.global_steps)
+        m = min(o.global_points, x.shape[0])
+        y = self.target.sample(m, self.global_generator)
+        return loss + weight * sinkhorn_divergence(mapped[0][:m], y, o.global_epsilon)
 
     def info(self) -> dict[str, float]:
         return dict(self.shown)
