@@ -576,9 +576,9 @@ class _SoftmaxBlocks(torch.autograd.Function):
     ``R: (B, h, C)``, ``signed, weight: (B,)``. With M[b] = softmax(x A[b]^T) @ R[b], v_b its first d columns and
     s_b the rest (C = d + d(d+1)/2 with the Jacobian, else C = d and s_b empty), returns
     T = sum_b signed[b] v_b ``(n, d)`` and P = sum_b weight[b] (s_b - sq(v_b)) ``(n, C - d)``, sq(v) the products
-    v_i v_j, i <= j. Only P = softmax(x A^T) is kept (``M`` too), and the backward pass reads it once: with
-    G[b] = dL/dM[b] and g' = (G, -<G, M>), dL/du = P * (g' [R 1]^T), so every parameter gradient is a slice of
-    the single contraction P^T [g' (x) x] and dL/du is never formed. Exact, first order only; the inputs ``x``
+    v_i v_j, i <= j. Only the softmax S = softmax(x A^T) is kept (with M), and the backward pass reads it once:
+    with G[b] = dL/dM[b] and g' = (G, -<G, M>), dL/du = S * (g' [R 1]^T), so every parameter gradient is a slice
+    of the single contraction S^T [g' (x) x] and dL/du is never formed. Exact, first order only; the inputs ``x``
     get no gradient. On the CPU in float32 at d = 2 one fused kernel does all of it, combination included,
     recomputing the softmax in the backward pass (``_fused``, docs/method.md §2.3).
     """

@@ -155,8 +155,8 @@ def _point_softmin(eps: float, p: Tensor, q: Tensor, h: Tensor) -> Tensor:
 
 
 class _PointSoftmin(torch.autograd.Function):
-    """``_point_softmin`` by the fused kernel, whose one pass also gives the softmin's weighted mean of the q_j,
-    bary_i: the gradient in p_i is 2 (p_i - bary_i). First order only (docs/method.md §3.5)."""
+    """``_point_softmin`` by the fused kernel, whose pass over the q_j also gives the softmin's weighted mean of
+    them, bary_i: the gradient in p_i is 2 (p_i - bary_i). First order only (docs/method.md §3.5)."""
 
     @staticmethod
     def forward(ctx: Any, p: Tensor, q: Tensor, h: Tensor, eps: float) -> Tensor:
