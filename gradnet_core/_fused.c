@@ -203,8 +203,8 @@ static inline __attribute__((always_inline)) void backward(int64_t n, int64_t bl
 }
 
 /* The exported entry points: d = 2 (k = 3), with the Jacobian's columns (C = 5) or without (C = 2); the forward
- * pass's sg, wt, T and P may be NULL (no combination: the image KDE), and P is unread when C = 2. They return 1 for any other shape, which the caller never
- * passes. */
+ * pass's sg, wt, T and P may be NULL (no combination: the image KDE), and P is unread when C = 2. They return 1
+ * for any other shape, which the caller never passes. */
 int gradnet_softmax_average_forward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
                                     const float *A, const float *R, float *out, float *lse, const float *sg,
                                     const float *wt, float *T, float *P) {
