@@ -1,5 +1,5 @@
-"""Fused CPU kernels (float32, d = 2), compiled on first use: mGradNet-M's softmax blocks, the image KDE's
-log-sum-exp, and the epsilon-scaling loop of the Sinkhorn divergence.
+"""Fused CPU kernels (float32, d = 2), compiled on first use: mGradNet-M's softmax blocks (combined into T and
+its packed Jacobian), the image KDE's log-sum-exp, and the Sinkhorn divergence's softmins.
 
 The softmax kernel (``_fused.c`` beside this file) computes, for every block and sample, the softmax of
 the block's units and its average of the block's output rows in one pass over each tile of samples,
@@ -10,6 +10,7 @@ log-sum-exp over its pixels is the same computation with one block (``densities.
 The Sinkhorn loop runs the dozens of softmins of ``sample_losses._sinkhorn_potentials`` without
 gradients, each in two passes over the points; in torch each is a handful of operations on a cost
 matrix, whose per-call overhead is most of the time at a few hundred points (docs/method.md §3.5).
+Its last, differentiable softmins take their gradients from the same pass (``softmin_barycentre``).
 
 They are built with the system's C compiler (``$CC``, else ``cc``) into a cache folder keyed by the
 source, the flags and the CPU, and loaded with ctypes: no Python headers, no build step at install,

@@ -148,10 +148,10 @@ def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, i
 def _point_softmin(eps: float, p: Tensor, q: Tensor, h: Tensor) -> Tensor:
     """-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps): (n,) for points ``p: (n, d)``, ``q: (m, d)``, differentiable
     in ``p`` only (q and the potential h are held fixed)."""
-    h = h.detach()
+    q, h = q.detach(), h.detach()
     if _fused.sinkhorn_applies(p, q):
-        return _PointSoftmin.apply(p, q, h, eps) if p.requires_grad else _fused.softmin_barycentre(p, q, h, eps)[0]
-    return _softmin(eps, _squared_distances(p, q.detach()), h)
+        return _PointSoftmin.apply(p, q, h, eps)
+    return _softmin(eps, _squared_distances(p, q), h)
 
 
 class _PointSoftmin(torch.autograd.Function):
@@ -161,7 +161,8 @@ class _PointSoftmin(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, p: Tensor, q: Tensor, h: Tensor, eps: float) -> Tensor:
         out, bary = _fused.softmin_barycentre(p, q, h, eps)
-        ctx.save_for_backward(2.0 * (p.detach() - bary))
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(2.0 * (p.detach() - bary))
         return out
 
     @staticmethod
