@@ -149,9 +149,10 @@ def _point_softmin(eps: float, p: Tensor, q: Tensor, h: Tensor) -> Tensor:
     """-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps): (n,) for points ``p: (n, d)``, ``q: (m, d)``, differentiable
     in ``p`` only (q and the potential h are held fixed)."""
     q, h = q.detach(), h.detach()
-    if _fused.sinkhorn_applies(p, q):
-        return _PointSoftmin.apply(p, q, h, eps)
-    return _softmin(eps, _squared_distances(p, q), h)
+    if not _fused.sinkhorn_applies(p, q):
+        return _softmin(eps, _squared_distances(p, q), h)
+    # Without a gradient to carry (the target's side, usually) the kernel alone: an autograd Function costs more.
+    return _PointSoftmin.apply(p, q, h, eps) if p.requires_grad else _fused.softmin_barycentre(p, q, h, eps)[0]
 
 
 class _PointSoftmin(torch.autograd.Function):
@@ -161,8 +162,7 @@ class _PointSoftmin(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, p: Tensor, q: Tensor, h: Tensor, eps: float) -> Tensor:
         out, bary = _fused.softmin_barycentre(p, q, h, eps)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(2.0 * (p.detach() - bary))
+        ctx.save_for_backward(2.0 * (p.detach() - bary))
         return out
 
     @staticmethod
