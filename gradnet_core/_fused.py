@@ -1,5 +1,6 @@
 """Fused CPU kernels (float32, d = 2), compiled on first use: mGradNet-M's softmax blocks (combined into T and
-its packed Jacobian), the image KDE's log-sum-exp, and the Sinkhorn divergence's softmins.
+its packed Jacobian), mGradNet-C's cascade (at any d), the image KDE's log-sum-exp, and the Sinkhorn divergence's
+softmins.
 
 The softmax kernel (``_fused.c`` beside this file) computes, for every block and sample, the softmax of
 the block's units and its average of the block's output rows in one pass over each tile of samples,
@@ -11,6 +12,9 @@ The Sinkhorn loop runs the dozens of softmins of ``sample_losses._sinkhorn_poten
 gradients, each in two passes over the points; in torch each is a handful of operations on a cost
 matrix, whose per-call overhead is most of the time at a few hundred points (docs/method.md §3.5).
 Its last, differentiable softmins take their gradients from the same pass (``softmin_barycentre``).
+mGradNet-C's cascade is a scalar recursion per unit given Wx, which torch runs as some fifty small operations a
+layer with their backward; the kernel runs it unit by unit and back, recomputing it (``cascade_forward``,
+``cascade_backward``), and at d = 2 takes Wx, T and the packed Jacobian too.
 
 They are built with the system's C compiler (``$CC``, else ``cc``) into a cache folder keyed by the
 source, the flags and the CPU, and loaded with ctypes: no Python headers, no build step at install,
@@ -35,8 +39,9 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["usable", "applies", "forward", "mgradnet_forward", "mgradnet_backward", "sinkhorn_applies",
-           "sinkhorn_potentials", "softmin_barycentre", "status", "use"]
+__all__ = ["usable", "applies", "forward", "mgradnet_forward", "mgradnet_backward", "CASCADE_ACTIVATIONS",
+           "cascade_forward", "cascade_backward", "sinkhorn_applies", "sinkhorn_potentials", "softmin_barycentre",
+           "status", "use"]
 
 _SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
@@ -119,6 +124,44 @@ def mgradnet_backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor,
     return grads
 
 
+#: mGradNet-C's activations the cascade kernel has, by the code it knows them by.
+CASCADE_ACTIVATIONS = {"weighted-tanh": 0, "tanh": 1}
+
+
+def cascade_forward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], activation: str,
+                    jacobian: bool) -> tuple[Tensor, Tensor | None]:
+    """mGradNet-C's cascade, unit by unit, with ``layers = (sb, c, sa, aa, ab)``, each ``(L, h)``. With ``W`` None,
+    ``inputs`` is ``wx = x W^T (n, h)`` and the outputs S and, when ``jacobian``, delta ``(n, h)``, with
+    T = S W + c_L and J = W^T diag(delta) W. At d = 2 with ``W (h, 2)``, ``inputs`` is x ``(n, 2)`` and the outputs
+    T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``."""
+    inputs, layers = inputs.contiguous(), [t.contiguous() for t in layers]
+    n, h, depth = inputs.shape[0], layers[0].shape[1], layers[0].shape[0]
+    d = 0 if W is None else 2
+    out = inputs.new_empty(n, 2 if d else h)
+    packed = inputs.new_empty(n, 3 if d else h) if jacobian else None
+    _check(_library.gradnet_cascade_forward(n, h, depth, CASCADE_ACTIVATIONS[activation], d, inputs.data_ptr(),
+                                            None if W is None else W.contiguous().data_ptr(), *_pointers(*layers, out),
+                                            None if packed is None else packed.data_ptr()))
+    return out, packed
+
+
+def cascade_backward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], activation: str, grad_out: Tensor,
+                     grad_packed: Tensor | None) -> tuple[Tensor, ...]:
+    """The gradients of ``inputs`` (``W`` None) or of ``W`` (d = 2; x gets none) and of each of ``layers``, given
+    those of ``cascade_forward``'s outputs (``grad_packed`` None when it formed no Jacobian)."""
+    inputs, layers, grad_out = inputs.contiguous(), [t.contiguous() for t in layers], grad_out.contiguous()
+    grad_packed = None if grad_packed is None else grad_packed.contiguous()
+    n, h, depth = inputs.shape[0], layers[0].shape[1], layers[0].shape[0]
+    d = 0 if W is None else 2
+    W = None if W is None else W.contiguous()
+    grads = [torch.empty_like(inputs if W is None else W)] + [torch.empty_like(t) for t in layers]
+    _check(_library.gradnet_cascade_backward(n, h, depth, CASCADE_ACTIVATIONS[activation], d, inputs.data_ptr(),
+                                             None if W is None else W.data_ptr(), *_pointers(*layers, grad_out),
+                                             None if grad_packed is None else grad_packed.data_ptr(),
+                                             *_pointers(*grads)))
+    return tuple(grads)
+
+
 def sinkhorn_applies(x: Tensor, y: Tensor) -> bool:
     """True when the kernel runs ``sinkhorn_potentials`` for these point clouds (building it if need be)."""
     return x.shape[1] == y.shape[1] == 2 and usable(x, y)
@@ -168,8 +211,8 @@ def _load() -> ctypes.CDLL | None:
         if not _tried:
             try:
                 _library = _bind(ctypes.CDLL(str(_build())))
-                _status = ("in use: mGradNet-M's softmax blocks, the image KDE and the Sinkhorn loop run in the "
-                           "fused kernels (float32, d = 2, CPU)")
+                _status = ("in use: mGradNet-M's softmax blocks, mGradNet-C's cascade, the image KDE and the "
+                           "Sinkhorn loop run in the fused kernels (float32, CPU; d = 2 but for the cascade)")
             except (OSError, subprocess.SubprocessError) as err:
                 _status = f"not available ({err}); torch's path is used"
             _tried = True
@@ -182,8 +225,11 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 13
     library.gradnet_sinkhorn_potentials.argtypes = [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4
     library.gradnet_softmin_barycentre.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]
+    library.gradnet_cascade_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 9
+    library.gradnet_cascade_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 15
     for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward,
-                     library.gradnet_sinkhorn_potentials, library.gradnet_softmin_barycentre):
+                     library.gradnet_sinkhorn_potentials, library.gradnet_softmin_barycentre,
+                     library.gradnet_cascade_forward, library.gradnet_cascade_backward):
         function.restype = i32
     return library
 

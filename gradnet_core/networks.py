@@ -526,8 +526,24 @@ class MGradNetC(GradientNetwork):
         self.act_b = nn.Parameter(torch.rand(depth, width))
 
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
+        if self.dim == 2 and self._fused(x):
+            # At d = 2 the kernel also forms Wx, T and the packed Jacobian: torch's matmuls with an inner dimension
+            # of 2 are slow.
+            out, packed = _Cascade.apply(x, self.W, self.activation, jacobian, *self._layers())
+            return out + self.out_bias, (packed if jacobian else None)
         out, delta = self._map_and_delta(x, jacobian)
         return out, (None if delta is None else delta @ self._square_products(self.W))
+
+    def _fused(self, x: Tensor) -> bool:
+        """Whether the fused kernel runs the cascade for ``x`` (on the CPU in float32, where no gradient in x is
+        asked for: its backward pass is first order only)."""
+        return (self.activation in _fused.CASCADE_ACTIVATIONS and not (x.requires_grad and torch.is_grad_enabled())
+                and _fused.usable(x))
+
+    def _layers(self) -> tuple[Tensor, ...]:
+        """The layers' positive scales and biases as the kernel takes them: sp(beta), c, sp(alpha), sp(a), sp(b)."""
+        return (F.softplus(self.beta), self.bias, F.softplus(self.alpha), F.softplus(self.act_a),
+                F.softplus(self.act_b))
 
     def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not (self.strict and self.width < self.dim):
@@ -541,11 +557,15 @@ class MGradNetC(GradientNetwork):
 
     def _map_and_delta(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
+        if self._fused(x):
+            # One kernel runs the cascade and its backward unit by unit (docs/method.md §2.3).
+            S, delta = _Cascade.apply(x @ self.W.T, None, self.activation, jacobian, *self._layers())
+            return torch.addmm(self.out_bias, S, self.W), (delta if jacobian else None)
+        wx = x @ self.W.T                                              # (n, h)
         # Layer by layer through unbind, not indexing: the backward pass of each index of a (L, n, h) tensor
         # fills a zero tensor of its whole size, and of unbind stacks the layers' gradients once.
         sa, sb = F.softplus(self.alpha).unbind(0), F.softplus(self.beta)
         aa, ab = F.softplus(self.act_a).unbind(0), F.softplus(self.act_b).unbind(0)
-        wx = x @ self.W.T                                              # (n, h)
         # sp(b_l)(Wx + c_l) for every layer at once: (L, n, h)
         base = torch.addcmul((sb * self.bias)[:, None, :], wx, sb[:, None, :]).unbind(0)
         sb = sb.unbind(0)
@@ -569,6 +589,32 @@ class MGradNetC(GradientNetwork):
 # --------------------------------------------------------------------------------------------
 # mGradNet-M
 # --------------------------------------------------------------------------------------------
+class _Cascade(torch.autograd.Function):
+    """mGradNet-C's cascade in the fused kernel (``_fused.cascade_forward``), given the layers' positive scales and
+    biases ``sb, c, sa, aa, ab: (L, h)`` (``MGradNetC._map_and_delta`` has the formulas, which its torch path
+    computes layer by layer). With ``W`` None, from ``wx = x W^T (n, h)`` to S and delta ``(n, h)``; at d = 2 from
+    x ``(n, 2)`` and ``W`` to T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``, x getting no gradient. Without
+    ``jacobian`` the second output is empty. The backward pass recomputes the cascade; first order only."""
+
+    @staticmethod
+    def forward(ctx: Any, inputs: Tensor, W: Tensor | None, activation: str, jacobian: bool,
+                *layers: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.activation, ctx.jacobian, ctx.two = activation, jacobian, W is not None
+        ctx.save_for_backward(inputs, W, *layers)
+        out, packed = _fused.cascade_forward(inputs, W, layers, activation, jacobian)
+        return out, (packed if jacobian else out.new_empty(out.shape[0], 0))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor, grad_packed: Tensor) -> tuple[Tensor | None, ...]:
+        inputs, W, *layers = ctx.saved_tensors
+        grad_in, *grads = _fused.cascade_backward(inputs, W, layers, ctx.activation, grad_out,
+                                                  grad_packed if ctx.jacobian else None)
+        if ctx.two:
+            return None, grad_in, None, None, *grads
+        return grad_in, None, None, None, *grads
+
+
 class _SoftmaxBlocks(torch.autograd.Function):
     """mGradNet-M's softmax blocks combined into T(x) and its packed Jacobian: the hot loop in low dimension.
 

@@ -1,5 +1,5 @@
-"""The fused CPU kernels (mGradNet-M's softmax blocks, the Sinkhorn loop): equal to torch's path, and a clean
-fallback without them."""
+"""The fused CPU kernels (mGradNet-M's softmax blocks, mGradNet-C's cascade, the Sinkhorn loop): equal to torch's
+path, and a clean fallback without them."""
 
 import copy
 import math
@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from gradnet_core import MGradNetM, TrainConfig, Gaussian, GaussianMixture, train
+from gradnet_core import MGradNetC, MGradNetM, TrainConfig, Gaussian, GaussianMixture, train
 from gradnet_core import _fused
 from gradnet_core.networks import _SoftmaxBlocks, autograd_map_and_logdet
 from gradnet_core.sample_losses import (_epsilon_schedule, _point_softmin, _sinkhorn_loop, _softmin, _squared_distances,
@@ -137,6 +137,72 @@ def test_training_with_the_kernel_follows_torch_path():
                            TrainConfig(steps=30, batch_size=256, lr=1e-2, seed=0, assess=False))
         losses[fused] = torch.tensor(result.history["loss"])
     # Same batches, same start: the two paths agree to rounding, step after step.
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-3, atol=1e-4)
+    assert losses[True][-5:].mean() < losses[True][:5].mean()
+
+
+def cascade_outputs(model, x, jacobian, seed=0):
+    """T and the packed Jacobian of mGradNet-C ``model`` at ``x`` and the parameters' gradients of a random linear
+    functional of them (zeros for parameters the functional does not reach), all in float64."""
+    model.zero_grad()
+    out, packed = model._evaluate(x, jacobian)
+    g = torch.Generator().manual_seed(seed)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)).sum()
+    if jacobian:
+        loss = loss + (packed * torch.randn(packed.shape, generator=g, dtype=torch.float64).to(out.dtype)).sum()
+    loss.backward()
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    return [t.detach().double() for t in [out] + ([packed] if jacobian else []) + grads]
+
+
+@needs_kernel
+@pytest.mark.parametrize("activation", ["weighted-tanh", "tanh"])
+@pytest.mark.parametrize("dim, width, depth", [(2, 32, 4), (2, 5, 1), (5, 16, 3)])
+@pytest.mark.parametrize("jacobian", [True, False])
+def test_fused_cascade_and_its_gradients_match_float64(monkeypatch, activation, dim, width, depth, jacobian):
+    # Random parameters and inputs spread so that units saturate (|z| > 9, where tanh is 1 in float32) and pass near 0.
+    exact = random_parameters(MGradNetC(dim, width=width, depth=depth, activation=activation), 1.0, seed=dim + depth)
+    x = 3 * torch.randn(300, dim, generator=torch.Generator().manual_seed(1))        # 300: tiles of 128 and a rest
+    reference = cascade_outputs(exact, x.double(), jacobian)
+    calls = []
+    monkeypatch.setattr(_fused, "cascade_forward", lambda *a, **k: calls.append(1) or cascade_forward(*a, **k))
+    got = cascade_outputs(copy.deepcopy(exact).float(), x, jacobian)
+    assert calls, "the float32 network did not run the fused cascade"
+    names = ["T"] + (["packed J"] if jacobian else []) + [name for name, _ in exact.named_parameters()]
+    for name, a, b in zip(names, got, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()), msg=name)
+
+
+cascade_forward = _fused.cascade_forward
+
+
+@needs_kernel
+def test_fused_cascade_tanh_is_accurate_near_zero_and_saturates():
+    # Unit inputs near 0 (tanh z ~ z: no cancellation), moderate and far out (+-1): one unit, one layer, T = tanh(Wx).
+    model = MGradNetC(2, width=1, depth=1, activation="tanh")
+    with torch.no_grad():
+        model.W.copy_(torch.tensor([[1.0, 0.0]]))
+        for p in (model.beta, model.alpha):
+            p.fill_(math.log(math.e - 1.0))                                           # softplus = 1
+        model.bias.zero_()
+    z = torch.tensor([1e-6, -3e-4, 0.1, -0.7, 2.0, 8.9, -9.5, 30.0])
+    out, packed = model._evaluate(torch.stack([z, torch.zeros_like(z)], 1), True)
+    expected = torch.tanh(z.double())
+    torch.testing.assert_close(out[:, 0].double(), expected, rtol=4e-7, atol=0.0)
+    torch.testing.assert_close(packed[:, 0].double(), 1 - expected ** 2, rtol=1e-6, atol=1e-7)
+
+
+@needs_kernel
+def test_training_mgradnet_c_with_the_kernel_follows_torch_path():
+    source = Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]])
+    target = Gaussian([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]])
+    losses = {}
+    for fused in (True, False):
+        with _fused.use(fused):
+            torch.manual_seed(0)
+            result = train(MGradNetC(2, width=16, depth=3), source, target,
+                           TrainConfig(steps=30, batch_size=256, lr=1e-2, seed=0, assess=False))
+        losses[fused] = torch.tensor(result.history["loss"])
     torch.testing.assert_close(losses[True], losses[False], rtol=1e-3, atol=1e-4)
     assert losses[True][-5:].mean() < losses[True][:5].mean()
 
