@@ -1,4 +1,4 @@
-"""POT imported on first use without scikit-learn (gradnet_core._pot), in a fresh interpreter each."""
+"""POT imported on first use without scikit-learn or networkx (gradnet_core._pot), in a fresh interpreter each."""
 
 import subprocess
 import sys
@@ -26,6 +26,17 @@ def test_pot_imports_without_scikit_learn_which_stays_importable():
               "import sklearn.cluster\n"
               "print(sklearn.cluster.KMeans.__name__)\n")
     assert out.split("\n") == ["False False", "1.0", "KMeans"]
+
+
+def test_pot_imports_without_networkx_which_stays_importable():
+    pytest.importorskip("networkx")
+    out = run("import sys\n"
+              "from gradnet_core._pot import import_pot\n"
+              "ot = import_pot()\n"
+              "print('networkx' in sys.modules, ot.gromov._utils.networkx_import)\n"
+              "import networkx\n"
+              "print(networkx.from_numpy_array.__name__)\n")
+    assert out.split("\n") == ["False False", "from_numpy_array"]
 
 
 def test_pot_uses_scikit_learn_when_it_is_already_imported():
