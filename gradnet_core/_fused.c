@@ -24,27 +24,39 @@
 #define MAX_K 4          /* columns of x: d + 1 */
 #define MAX_C 8          /* columns of R: d, or d + d(d + 1) / 2 with the Jacobian */
 
-/* e^x, relative error below 2e-7; arguments below -87 are raised to -87 (terms that far below the row's
- * largest weigh under 1e-37 of it; CPU exp of results below the smallest normal float is slow).
- * e^x = 2^r e^f with r = round(x / ln 2) and f = x - r ln 2 in [-0.35, 0.35], r ln 2 taken in two parts
- * (Cody and Waite) so that f keeps its precision when |x| is large. */
-static inline float exp_clamped(float x) {
-    x = x < -87.0f ? -87.0f : x;
+/* x = r ln 2 + f with r = round(x / ln 2), returned (an integer as a float), and f in [-0.35, 0.35]; r ln 2 taken in
+ * two parts (Cody and Waite) so that f keeps its precision when |x| is large. */
+static inline float reduce_ln2(float x, float *f) {
     float r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* rounded to an integer */
-    float f = x - r * 0.693145751953125f;                               /* ln 2, its leading bits */
-    f = f - r * 1.42860682030941723e-6f;                                 /* and the rest */
-    float p = 1.9841270e-4f;                                             /* e^f = sum f^k / k!, k <= 7 */
+    float g = x - r * 0.693145751953125f;                               /* ln 2, its leading bits */
+    *f = g - r * 1.42860682030941723e-6f;                                /* and the rest */
+    return r;
+}
+
+/* (e^f - 1) / f = sum f^k / (k + 1)!, k <= 6, for f in [-0.35, 0.35]. */
+static inline float exp_series(float f) {
+    float p = 1.9841270e-4f;
     p = p * f + 1.3888889e-3f;
     p = p * f + 8.3333333e-3f;
     p = p * f + 4.1666667e-2f;
     p = p * f + 1.6666667e-1f;
     p = p * f + 0.5f;
-    p = p * f + 1.0f;
-    p = p * f + 1.0f;
-    int32_t bits = ((int32_t)r + 127) << 23;                             /* 2^r, r in [-126, 127] */
+    return p * f + 1.0f;
+}
+
+/* 2^r for an integer r in [-126, 127]. */
+static inline float pow2(float r) {
+    int32_t bits = ((int32_t)r + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return scale;
+}
+
+/* e^x = 2^r e^f, relative error below 2e-7; arguments below -87 are raised to -87 (terms that far below the row's
+ * largest weigh under 1e-37 of it; CPU exp of results below the smallest normal float is slow). */
+static inline float exp_clamped(float x) {
+    float f, r = reduce_ln2(x < -87.0f ? -87.0f : x, &f);
+    return (exp_series(f) * f + 1.0f) * pow2(r);
 }
 
 /* u[i] = A_j . x_i for the tile's samples; xt is the tile of x transposed, (k, TILE). */
@@ -344,26 +356,11 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
  * P = sum_j delta_j (W_j0^2, W_j0 W_j1, W_j1^2), and take W's gradient, so the network is one call each way.
  * ------------------------------------------------------------------------------------------------------------ */
 
-/* tanh z from e^{2z} - 1 = 2^r (q + 1) - 1 = 2^r q + (2^r - 1), q = e^f - 1 by its series: no cancellation near 0,
- * relative error a few 1e-7. |z| above 9 gives +-1 (tanh 9 rounds to 1 in float32). */
+/* tanh z from e^{2z} - 1 = 2^r (q + 1) - 1 = 2^r q + (2^r - 1), q = e^f - 1 = f exp_series(f): no cancellation near
+ * 0, relative error a few 1e-7. |z| above 9 gives +-1 (tanh 9 rounds to 1 in float32). */
 static inline float tanh_small(float z) {
-    z = z > 9.0f ? 9.0f : (z < -9.0f ? -9.0f : z);
-    float x = 2.0f * z;
-    float r = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float f = x - r * 0.693145751953125f;
-    f = f - r * 1.42860682030941723e-6f;
-    float q = 1.9841270e-4f;                                             /* e^f - 1 = f sum f^k / (k+1)!, k <= 6 */
-    q = q * f + 1.3888889e-3f;
-    q = q * f + 8.3333333e-3f;
-    q = q * f + 4.1666667e-2f;
-    q = q * f + 1.6666667e-1f;
-    q = q * f + 0.5f;
-    q = q * f + 1.0f;
-    q = q * f;
-    int32_t bits = ((int32_t)r + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    float em1 = scale * q + (scale - 1.0f);
+    float f, r = reduce_ln2(2.0f * (z > 9.0f ? 9.0f : (z < -9.0f ? -9.0f : z)), &f);
+    float scale = pow2(r), em1 = scale * (exp_series(f) * f) + (scale - 1.0f);
     return em1 / (em1 + 2.0f);
 }
 
