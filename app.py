@@ -6,9 +6,11 @@ Run with ``streamlit run app.py``. The pages live in ``pages/``; their shared pi
 
 import streamlit as st
 
+from studio.device import prewarm
 from studio.navigation import PAGES
 
 st.set_page_config(page_title="GradNetOT Studio", layout="wide")
 
 pages = [st.Page(page.script, title=page.title, url_path=page.url_path, default=page is PAGES[0]) for page in PAGES]
 st.navigation(pages, position="hidden").run()
+prewarm()       # the training stack, imported in the background once the first page is out

@@ -7,7 +7,8 @@
 server's CPU seconds (user + system, from /proc) are read, the page is opened in headless Chromium
 (playwright) and read again when the page's heading is on screen. The difference is what the server
 spent rendering the page, imports included; later pages of the same server are measured the same way
-in turn. **Import**: CPU seconds of ``python -c "import gradnet_core"``, and of ``python -c pass`` for
+in turn, ``--pause`` seconds apart (0: at once), and "all pages" is the server's CPU from the first request
+to the end, background work included (``studio.device.prewarm`` imports the training stack after Home). **Import**: CPU seconds of ``python -c "import gradnet_core"``, and of ``python -c pass`` for
 the interpreter itself. **Morph**: the whole ``python -m gradnet_core.experiments morph`` process with
 its default preset (or ``--steps``), CPU and wall seconds. Linux only (/proc).
 """
@@ -40,8 +41,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def page_renders(pages: list[str]) -> dict[str, tuple[float, float]]:
-    """CPU and wall seconds the server spends on each page in turn, from a fresh server."""
+def page_renders(pages: list[str], pause: float = 0.0) -> dict[str, tuple[float, float]]:
+    """CPU and wall seconds the server spends on each page in turn, from a fresh server, and under "all pages" its
+    CPU from the first page's request to ``pause`` seconds after the last heading appeared. ``pause``: seconds on each
+    page before opening the next (a visitor reading it), during which the server may work in the background
+    (``studio.device.prewarm``); with 0 the pages follow at once, the worst case for the page after Home."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, tuple[float, float]] = {}
@@ -52,12 +56,15 @@ def page_renders(pages: list[str]) -> dict[str, tuple[float, float]]:
         browser = p.chromium.launch(executable_path=_chromium())
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         time.sleep(1.0)                                  # the server settles after start-up
+        first_cpu, first_wall = _cpu_seconds(server[0].pid), time.perf_counter()
         for name in pages:
             path, text = PAGES[name]
             cpu, wall = _cpu_seconds(server[0].pid), time.perf_counter()
             page.goto(f"{url}/{path}")
             page.get_by_text(text, exact=False).first.wait_for(timeout=120_000)
             out[name] = (_cpu_seconds(server[0].pid) - cpu, time.perf_counter() - wall)
+            time.sleep(pause)
+        out["all pages"] = (_cpu_seconds(server[0].pid) - first_cpu, time.perf_counter() - first_wall)
         browser.close()
     return out
 
@@ -84,6 +91,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pages", nargs="+", default=["Home", "Gaussians"], choices=sorted(PAGES))
     parser.add_argument("--steps", type=int, help="training steps of the morph run (default: its preset's)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds on each page before the next, as a visitor reading it (default 0: at once)")
     args = parser.parse_args()
     print(f"Machine: {machine()}\n", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +105,7 @@ def main() -> None:
         }
         samples: dict[str, list[tuple[float, float]]] = {}
         for _ in range(args.rounds):
-            for name, renders in page_renders(args.pages).items():
+            for name, renders in page_renders(args.pages, args.pause).items():
                 samples.setdefault(f"page render: {name} (server)", []).append(renders)
             for name, command in processes.items():
                 samples.setdefault(name, []).append(process_seconds(command))

@@ -1,10 +1,12 @@
 """Home: what the app does, the few equations behind it, and where training runs."""
 
+import importlib.util
+import re
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import streamlit as st
 
-import gradnet_core
 from studio.navigation import page_header
 from studio.device import device_label
 
@@ -66,7 +68,18 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-packages = {"gradnet_core": gradnet_core.__version__, "torch": _version("torch"), "streamlit": _version("streamlit"),
+def _library_version() -> str:
+    """gradnet_core's ``__version__``, read from the package this app imports without importing it (and torch)."""
+    spec = importlib.util.find_spec("gradnet_core")
+    found = re.search(r'^__version__ = "([^"]+)"', Path(spec.origin).read_text(), re.M) if spec and spec.origin else None
+    if found:
+        return found.group(1)
+    import gradnet_core
+
+    return gradnet_core.__version__
+
+
+packages = {"gradnet_core": _library_version(), "torch": _version("torch"), "streamlit": _version("streamlit"),
             "plotly": _version("plotly"), "POT": _version("pot"), "numpy": _version("numpy"),
             "streamlit-drawable-canvas": _version("streamlit-drawable-canvas"), "Pillow": _version("pillow")}
 st.dataframe([{"library": k, "version": v} for k, v in packages.items()], hide_index=True, width="content")

@@ -1,15 +1,19 @@
-"""Where training runs, in words. Apart from ``studio.panels`` so that the Home page, which shows it,
-imports nothing heavier than gradnet_core (``studio.jobs`` imports POT up front)."""
+"""Where training runs, in words, and the training stack imported ahead of need.
+
+Apart from ``studio.panels`` so that the Home page, which shows it, imports neither torch nor ``gradnet_core``
+(about 2 CPU s of a fresh server's first render, most of it torch's import): where the installed torch is a CPU-only
+build the answer is known from its version (``studio.jobs`` imports POT up front, too). ``prewarm`` then imports the
+library in the background once the first page is out, so that the next page does not wait for it.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
+from importlib.metadata import PackageNotFoundError, version
 
-import torch
-
-from gradnet_core.training import resolve_device
-
-__all__ = ["device_label", "backend"]
+__all__ = ["device_label", "backend", "prewarm"]
 
 
 def device_label() -> str:
@@ -17,8 +21,49 @@ def device_label() -> str:
     if backend() == "ray":
         where = os.environ.get("RAY_ADDRESS")
         return f"Ray cluster at {where}" if where else "Ray instance on this server"
+    if _cpu_only_torch():
+        return "CPU"                                   # what resolve_device("auto") gives with such a build
+    import torch
+
+    from gradnet_core.training import resolve_device
+
     device = resolve_device("auto")
     return f"GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "CPU"
+
+
+def _cpu_only_torch() -> bool:
+    """True when the installed torch is a CPU-only build ("+cpu" in its version, as this project's CPU wheels have),
+    which never finds a CUDA device: the device is then known without importing torch."""
+    try:
+        return "+cpu" in version("torch")
+    except PackageNotFoundError:
+        return False
+
+
+_prewarm_lock = threading.Lock()
+_prewarmed = False
+
+
+def prewarm() -> None:
+    """Import the training stack (torch, ``gradnet_core``, the training panels) in a background thread, once per
+    server process: after a fresh server's first page, which needs none of it, the next page finds it imported.
+    ``GRADNET_PREWARM=0`` switches it off."""
+    global _prewarmed
+    if os.environ.get("GRADNET_PREWARM", "1") == "0":
+        return
+    with _prewarm_lock:
+        if _prewarmed:
+            return
+        _prewarmed = True
+    threading.Thread(target=_import_stack, name="gradnet-prewarm", daemon=True).start()
+
+
+def _import_stack() -> None:
+    for name in ("torch", "gradnet_core", "studio.panels"):
+        try:
+            importlib.import_module(name)
+        except Exception:         # the page that needs it will import it again and show the error
+            return
 
 
 def backend() -> str:

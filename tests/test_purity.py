@@ -3,9 +3,11 @@ and its experiments load Ray only to run on it.
 
 Checked in a fresh interpreter, because this test process has long imported all three."""
 
+import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,39 @@ def test_the_check_sees_an_app_import_in_the_library(tmp_path):
     assert "streamlit" in loaded
 
 
-def test_the_home_page_renders_without_the_training_imports():
-    # The first page a visitor sees must not pay for POT (about 1 CPU s of imports that studio.jobs
-    # makes up front for the training pages) or torch._dynamo: benchmarks/startup.py.
-    probe = ("import sys\nfrom streamlit.testing.v1 import AppTest\n"
-             "at = AppTest.from_file('app.py', default_timeout=120).run()\n"
-             "assert not at.exception and 'This machine' in [s.value for s in at.subheader], at.exception\n"
-             "print(' '.join(m for m in ('ot', 'torch._dynamo', 'studio.jobs') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+HOME_PROBE = ("import sys, threading\nfrom streamlit.testing.v1 import AppTest\n"
+              "at = AppTest.from_file('app.py', default_timeout=120).run()\n"
+              "assert not at.exception and 'This machine' in [s.value for s in at.subheader], at.exception\n"
+              "loaded = [m for m in MODULES if m in sys.modules]\n"
+              "for thread in threading.enumerate():\n"
+              "    if thread.name == 'gradnet-prewarm':\n"
+              "        thread.join(120)\n"
+              "print(' '.join(loaded), '|', ' '.join(m for m in MODULES if m in sys.modules))")
+
+
+def _home(prewarm: bool, modules: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The ``modules`` loaded once a fresh server process has rendered Home, and once the prewarm thread is done."""
+    env = {**os.environ, "GRADNET_PREWARM": "1" if prewarm else "0"}
+    done = subprocess.run([sys.executable, "-c", f"MODULES = {modules!r}\n" + HOME_PROBE], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == []
+    before, after = done.stdout.split("|")
+    return before.split(), after.split()
+
+
+def _cpu_only_torch() -> bool:
+    return "+cpu" in version("torch")
+
+
+def test_the_home_page_renders_without_the_training_imports():
+    # The first page a visitor sees pays neither for POT (about 1 CPU s of imports that studio.jobs makes up front
+    # for the training pages) nor, with a CPU-only torch, for torch and gradnet_core (about 2 CPU s): the device it
+    # names is known from torch's version (studio.device), gradnet_core's version read from its source.
+    heavy = ("ot", "torch._dynamo", "studio.jobs") + (("torch", "gradnet_core") if _cpu_only_torch() else ())
+    before, after = _home(prewarm=False, modules=heavy)
+    assert before == after == []
+
+
+def test_after_the_first_page_the_training_stack_is_imported_in_the_background():
+    before, after = _home(prewarm=True, modules=("torch", "gradnet_core", "studio.panels", "studio.jobs"))
+    assert after == ["torch", "gradnet_core", "studio.panels", "studio.jobs"]
