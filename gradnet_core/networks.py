@@ -526,7 +526,7 @@ class MGradNetC(GradientNetwork):
         self.act_b = nn.Parameter(torch.rand(depth, width))
 
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
-        if self.dim == 2 and self._fused(x):
+        if self.dim == 2 and self._kernel_applies(x):
             # At d = 2 the kernel also forms Wx, T and the packed Jacobian: torch's matmuls with an inner dimension
             # of 2 are slow.
             out, packed = _Cascade.apply(x, self.W, self.activation, jacobian, *self._layers())
@@ -534,11 +534,11 @@ class MGradNetC(GradientNetwork):
         out, delta = self._map_and_delta(x, jacobian)
         return out, (None if delta is None else delta @ self._square_products(self.W))
 
-    def _fused(self, x: Tensor) -> bool:
-        """Whether the fused kernel runs the cascade for ``x`` (on the CPU in float32, where no gradient in x is
-        asked for: its backward pass is first order only)."""
+    def _kernel_applies(self, x: Tensor) -> bool:
+        """Whether the fused kernel runs the cascade for ``x``: the network and ``x`` in float32 on the CPU, and no
+        gradient in x asked for (the kernel's backward pass is first order only)."""
         return (self.activation in _fused.CASCADE_ACTIVATIONS and not (x.requires_grad and torch.is_grad_enabled())
-                and _fused.usable(x))
+                and _fused.usable(x, self.W))
 
     def _layers(self) -> tuple[Tensor, ...]:
         """The layers' positive scales and biases as the kernel takes them: sp(beta), c, sp(alpha), sp(a), sp(b)."""
@@ -557,8 +557,8 @@ class MGradNetC(GradientNetwork):
 
     def _map_and_delta(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
-        if self._fused(x):
-            # One kernel runs the cascade and its backward unit by unit (docs/method.md §2.3).
+        if self._kernel_applies(x):
+            # One kernel runs the cascade and its backward unit by unit (docs/method.md §2.2).
             S, delta = _Cascade.apply(x @ self.W.T, None, self.activation, jacobian, *self._layers())
             return torch.addmm(self.out_bias, S, self.W), (delta if jacobian else None)
         wx = x @ self.W.T                                              # (n, h)
@@ -586,9 +586,6 @@ class MGradNetC(GradientNetwork):
         return {**super().config(), "width": self.width, "depth": self.depth, "activation": self.activation}
 
 
-# --------------------------------------------------------------------------------------------
-# mGradNet-M
-# --------------------------------------------------------------------------------------------
 class _Cascade(torch.autograd.Function):
     """mGradNet-C's cascade in the fused kernel (``_fused.cascade_forward``), given the layers' positive scales and
     biases ``sb, c, sa, aa, ab: (L, h)`` (``MGradNetC._map_and_delta`` has the formulas, which its torch path
@@ -615,6 +612,9 @@ class _Cascade(torch.autograd.Function):
         return grad_in, None, None, None, *grads
 
 
+# --------------------------------------------------------------------------------------------
+# mGradNet-M
+# --------------------------------------------------------------------------------------------
 class _SoftmaxBlocks(torch.autograd.Function):
     """mGradNet-M's softmax blocks combined into T(x) and its packed Jacobian: the hot loop in low dimension.
 

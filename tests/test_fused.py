@@ -184,6 +184,15 @@ cascade_forward = _fused.cascade_forward
 
 
 @needs_kernel
+def test_the_cascade_kernel_is_not_given_a_network_of_another_dtype_than_its_input(monkeypatch):
+    # float32 points into a float64 network: the kernel would read the float64 weights as float32 ones. Torch's path
+    # takes it and refuses the mixed product, as plain torch does.
+    monkeypatch.setattr(_fused, "cascade_forward", lambda *a, **k: pytest.fail("the kernel was called"))
+    with pytest.raises(RuntimeError, match="dtype"):
+        MGradNetC(2, width=4, depth=2).double()(torch.randn(5, 2))
+
+
+@needs_kernel
 def test_fused_cascade_tanh_is_accurate_near_zero_and_saturates():
     # Unit inputs near 0 (tanh z ~ z: no cancellation), moderate and far out (+-1): one unit, one layer, T = tanh(Wx).
     model = MGradNetC(2, width=1, depth=1, activation="tanh")
