@@ -1,5 +1,6 @@
 /* Fused CPU kernels (gradnet_core/_fused.py), float32, d = 2: mGradNet-M's softmax blocks, which the image
- * KDE's log-sum-exp reuses, and the epsilon-scaling loop of the Sinkhorn divergence.
+ * KDE's log-sum-exp reuses, the epsilon-scaling loop of the Sinkhorn divergence, and (at any d, last in this file)
+ * mGradNet-C's cascade.
  *
  * Softmax blocks. For every block b and sample i: u_j = A[b, j, :] . x_i (x_i ends with a 1, so A's last column is the
  * bias), p = softmax(u) over the block's h units, out[b, i, :] = sum_j p_j R[b, j, :]. The backward pass
