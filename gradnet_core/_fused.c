@@ -345,6 +345,7 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
     free(h);
     return 0;
 }
+
 /* ------------------------------------------------------------------------------------------------------------
  * mGradNet-C's cascade (networks.MGradNetC), every unit j on its own given w = (Wx)_j: for layers l = 0 .. L-1,
  *   z_0 = sb_0 (w + c_0),   z_l = sb_l (w + c_l) + sa_{l-1} s_{l-1},   s_l = s(z_l; a_l, b_l),
@@ -352,8 +353,11 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
  * and the outputs S = sa_{L-1} s_{L-1} (T = W^T S + c_L) and delta = sa_{L-1} s'(z_{L-1}) chain_{L-1}
  * (J = W^T diag(delta) W). The backward pass recomputes one sample's cascade and runs it back, s'' included (delta
  * depends on z through s'). The unit loops vectorise, one lane per unit; every parameter gradient is summed over the
- * samples in order within its lane. Activations: 0 weighted tanh s = (a - b) t + b z, t = tanh z
- * (s' = a + (b - a) t^2); 1 tanh. At d = 2 the kernels also form w = W x, T and the packed Jacobian
+ * samples in order within its lane. The activation: the weighted tanh s = (a - b) t + b z, t = tanh z
+ * (s' = a + (b - a) t^2); tanh is its case a = 1, b = 0, which the d = 2 kernels also have as a variant of their
+ * own ("plain", the paper's activation, with no scales' gradients to sum). One variant per activation and none per
+ * Jacobian or not (without it the packed part is not stored, or its gradient is zero): eight variants had made this
+ * file take 11.5 s to compile instead of 2.2 s; now 6.4 s, once per machine. At d = 2 the kernels also form w = W x, T and the packed Jacobian
  * P = sum_j delta_j (W_j0^2, W_j0 W_j1, W_j1^2), and take W's gradient, so the network is one call each way.
  * ------------------------------------------------------------------------------------------------------------ */
 
@@ -365,30 +369,34 @@ static inline float tanh_small(float z) {
     return em1 / (em1 + 2.0f);
 }
 
-#define CASCADE_WEIGHTED_TANH 0
-#define CASCADE_TANH 1
-
-/* The layers' positive scales and biases, each (L, h), and their gradients. */
+/* The layers' positive scales and biases, each (L, h), and their gradients. tanh is the weighted tanh with a = 1,
+ * b = 0 (the caller passes those), so one activation serves both. */
 typedef struct { const float *sb, *c, *sa, *aa, *ab; } Layers;
 typedef struct { float *sb, *c, *sa, *aa, *ab; } LayerGrads;
 
-/* s(z) and s'(z) at unit o of the layers, given t = tanh z. */
-static inline __attribute__((always_inline)) void activation(const int act, Layers p, int64_t o, float z, float t,
-                                                             float *s, float *ds) {
-    if (act == CASCADE_WEIGHTED_TANH) {
-        *s = p.ab[o] * z + (p.aa[o] - p.ab[o]) * t;
-        *ds = p.aa[o] + (p.ab[o] - p.aa[o]) * (t * t);
-    } else {
+/* s(z) = (a - b) t + b z and s'(z) = a + (b - a) t^2 at unit o of the layers, given t = tanh z. */
+static inline __attribute__((always_inline)) void activation(Layers p, int64_t o, float z, float t, float *s,
+                                                             float *ds) {
+    *s = p.ab[o] * z + (p.aa[o] - p.ab[o]) * t;
+    *ds = p.aa[o] + (p.ab[o] - p.aa[o]) * (t * t);
+}
+
+/* The same, or with ``plain`` (a compile-time constant) tanh itself: s = t, s' = 1 - t^2. */
+static inline __attribute__((always_inline)) void activation2(const int plain, Layers p, int64_t o, float z, float t,
+                                                              float *s, float *ds) {
+    if (plain) {
         *s = t;
         *ds = 1.0f - t * t;
+    } else {
+        activation(p, o, z, t, s, ds);
     }
 }
 
 /* One sample's cascade from w (h): z, t = tanh z and chain, each (L, h), and the outputs S, delta (h). */
-static inline __attribute__((always_inline)) void cascade_one(int64_t h, int64_t L, const int act, const int jac,
-                                                              const float *restrict w, Layers p, float *restrict z,
-                                                              float *restrict t, float *restrict chain,
-                                                              float *restrict S, float *restrict delta) {
+static inline __attribute__((always_inline)) void cascade_one(int64_t h, int64_t L, const float *restrict w, Layers p,
+                                                              float *restrict z, float *restrict t,
+                                                              float *restrict chain, float *restrict S,
+                                                              float *restrict delta) {
 #pragma omp simd
     for (int64_t j = 0; j < h; j++) {
         z[j] = p.sb[j] * (w[j] + p.c[j]);
@@ -400,8 +408,8 @@ static inline __attribute__((always_inline)) void cascade_one(int64_t h, int64_t
 #pragma omp simd
         for (int64_t j = 0; j < h; j++) {
             float s, ds;
-            activation(act, p, q + j, z[q + j], t[q + j], &s, &ds);
-            if (jac) chain[o + j] = p.sb[o + j] + p.sa[q + j] * ds * chain[q + j];
+            activation(p, q + j, z[q + j], t[q + j], &s, &ds);
+            chain[o + j] = p.sb[o + j] + p.sa[q + j] * ds * chain[q + j];
             z[o + j] = p.sb[o + j] * (w[j] + p.c[o + j]) + p.sa[q + j] * s;
             t[o + j] = tanh_small(z[o + j]);
         }
@@ -410,17 +418,17 @@ static inline __attribute__((always_inline)) void cascade_one(int64_t h, int64_t
 #pragma omp simd
     for (int64_t j = 0; j < h; j++) {
         float s, ds;
-        activation(act, p, q + j, z[q + j], t[q + j], &s, &ds);
+        activation(p, q + j, z[q + j], t[q + j], &s, &ds);
         S[j] = p.sa[q + j] * s;
-        if (jac) delta[j] = p.sa[q + j] * ds * chain[q + j];
+        delta[j] = p.sa[q + j] * ds * chain[q + j];
     }
 }
 
 /* One sample's cascade run back, after cascade_one: given gS and gdelta (h), gw = dL/dw (h) and the parameters'
  * gradients added to g. gs, gd, gchain: scratch (h each). */
-static inline __attribute__((always_inline)) void cascade_back_one(int64_t h, int64_t L, const int act, const int jac,
-                                                                   const float *restrict w, Layers p,
-                                                                   const float *restrict z, const float *restrict t,
+static inline __attribute__((always_inline)) void cascade_back_one(int64_t h, int64_t L, const float *restrict w,
+                                                                   Layers p, const float *restrict z,
+                                                                   const float *restrict t,
                                                                    const float *restrict chain,
                                                                    const float *restrict gS,
                                                                    const float *restrict gdelta, float *restrict gw,
@@ -431,58 +439,34 @@ static inline __attribute__((always_inline)) void cascade_back_one(int64_t h, in
 #pragma omp simd
     for (int64_t j = 0; j < h; j++) {
         float s, ds;
-        activation(act, p, last + j, z[last + j], t[last + j], &s, &ds);
-        float gsa = gS[j] * s;
+        activation(p, last + j, z[last + j], t[last + j], &s, &ds);
+        g.sa[last + j] += gS[j] * s + gdelta[j] * ds * chain[last + j];
         gs[j] = gS[j] * p.sa[last + j];
-        if (jac) {
-            gsa += gdelta[j] * ds * chain[last + j];
-            gd[j] = gdelta[j] * p.sa[last + j] * chain[last + j];
-            gchain[j] = gdelta[j] * p.sa[last + j] * ds;
-        }
-        g.sa[last + j] += gsa;
+        gd[j] = gdelta[j] * p.sa[last + j] * chain[last + j];
+        gchain[j] = gdelta[j] * p.sa[last + j] * ds;
         gw[j] = 0.0f;
     }
     for (int64_t l = L - 1; l >= 0; l--) {
         const int64_t o = l * h;
 #pragma omp simd
         for (int64_t j = 0; j < h; j++) {
-            /* Through s(z_l) and s'(z_l): dL/dz_l and the activation's parameters. */
-            float tt = t[o + j], u = 1.0f - tt * tt, dz, dds;
-            if (act == CASCADE_WEIGHTED_TANH) {
-                float a = p.aa[o + j], b = p.ab[o + j];
-                dz = a + (b - a) * (tt * tt);
-                dds = 2.0f * (b - a) * tt * u;
-                float ga = gs[j] * tt, gb = gs[j] * (z[o + j] - tt);
-                if (jac) {
-                    ga += gd[j] * u;
-                    gb += gd[j] * (tt * tt);
-                }
-                g.aa[o + j] += ga;
-                g.ab[o + j] += gb;
-            } else {
-                dz = u;
-                dds = -2.0f * tt * u;
-            }
-            float gz = gs[j] * dz;
-            if (jac) gz += gd[j] * dds;
+            /* Through s(z_l) and s'(z_l): dL/dz_l and the activation's parameters; s'' = 2 (b - a) t (1 - t^2). */
+            float tt = t[o + j], u = 1.0f - tt * tt, a = p.aa[o + j], b = p.ab[o + j];
+            float gz = gs[j] * (a + (b - a) * (tt * tt)) + gd[j] * (2.0f * (b - a) * tt * u);
+            g.aa[o + j] += gs[j] * tt + gd[j] * u;
+            g.ab[o + j] += gs[j] * (z[o + j] - tt) + gd[j] * (tt * tt);
             /* z_l = sb_l (w + c_l) + sa_{l-1} s_{l-1};  chain_l = sb_l + sa_{l-1} s'_{l-1} chain_{l-1}. */
-            float gsb = gz * (w[j] + p.c[o + j]);
-            if (jac) gsb += gchain[j];
-            g.sb[o + j] += gsb;
+            g.sb[o + j] += gz * (w[j] + p.c[o + j]) + gchain[j];
             g.c[o + j] += gz * p.sb[o + j];
             gw[j] += gz * p.sb[o + j];
             if (l > 0) {
                 const int64_t q = o - h;
                 float s, ds;
-                activation(act, p, q + j, z[q + j], t[q + j], &s, &ds);
-                float gsa = gz * s;
+                activation(p, q + j, z[q + j], t[q + j], &s, &ds);
+                g.sa[q + j] += gz * s + gchain[j] * ds * chain[q + j];
                 gs[j] = gz * p.sa[q + j];
-                if (jac) {
-                    gsa += gchain[j] * ds * chain[q + j];
-                    gd[j] = gchain[j] * p.sa[q + j] * chain[q + j];
-                    gchain[j] = gchain[j] * p.sa[q + j] * ds;
-                }
-                g.sa[q + j] += gsa;
+                gd[j] = gchain[j] * p.sa[q + j] * chain[q + j];
+                gchain[j] = gchain[j] * p.sa[q + j] * ds;
             }
         }
     }
@@ -496,33 +480,29 @@ static void zero_grads(LayerGrads g, int64_t size) {
     memset(g.ab, 0, sizeof(float) * (size_t)size);
 }
 
-/* The general kernels, sample by sample with a lane per unit, inlined once per (activation, Jacobian or not) below:
- * wx (n, h) in, S and delta (n, h) out; backward gS, gdelta (n, h) in, g_wx (n, h) out. */
-static inline __attribute__((always_inline)) int cascade_forward(int64_t n, int64_t h, int64_t L, const int act,
-                                                                 const int jac, const float *wx, Layers p, float *S,
-                                                                 float *delta) {
-    float *work = malloc(sizeof(float) * (size_t)(3 * L * h));
+/* The general kernels, sample by sample with a lane per unit: wx (n, h) in, S and delta (n, h) out (delta NULL: not
+ * stored); backward gS, gdelta (n, h) in, g_wx (n, h) out. */
+static int cascade_forward(int64_t n, int64_t h, int64_t L, const float *wx, Layers p, float *S, float *delta) {
+    float *work = malloc(sizeof(float) * (size_t)(3 * L * h + h));
     if (!work) return 2;
     for (int64_t i = 0; i < n; i++)
-        cascade_one(h, L, act, jac, wx + i * h, p, work, work + L * h, work + 2 * L * h, S + i * h,
-                    jac ? delta + i * h : NULL);
+        cascade_one(h, L, wx + i * h, p, work, work + L * h, work + 2 * L * h, S + i * h,
+                    delta ? delta + i * h : work + 3 * L * h);
     free(work);
     return 0;
 }
 
-static inline __attribute__((always_inline)) int cascade_backward(int64_t n, int64_t h, int64_t L, const int act,
-                                                                  const int jac, const float *wx, Layers p,
-                                                                  const float *gS, const float *gdelta, float *g_wx,
-                                                                  LayerGrads g) {
+static int cascade_backward(int64_t n, int64_t h, int64_t L, const float *wx, Layers p, const float *gS,
+                            const float *gdelta, float *g_wx, LayerGrads g) {
     float *work = malloc(sizeof(float) * (size_t)(3 * L * h + 5 * h));
     if (!work) return 2;
     float *z = work, *t = z + L * h, *chain = t + L * h, *gs = chain + L * h, *gd = gs + h, *gchain = gd + h;
     float *S = gchain + h, *delta = S + h;
     zero_grads(g, L * h);
     for (int64_t i = 0; i < n; i++) {
-        cascade_one(h, L, act, jac, wx + i * h, p, z, t, chain, S, delta);
-        cascade_back_one(h, L, act, jac, wx + i * h, p, z, t, chain, gS + i * h, jac ? gdelta + i * h : NULL,
-                         g_wx + i * h, g, gs, gd, gchain);
+        cascade_one(h, L, wx + i * h, p, z, t, chain, S, delta);
+        cascade_back_one(h, L, wx + i * h, p, z, t, chain, gS + i * h, gdelta + i * h, g_wx + i * h, g, gs, gd,
+                         gchain);
     }
     free(work);
     return 0;
@@ -531,10 +511,11 @@ static inline __attribute__((always_inline)) int cascade_backward(int64_t n, int
 /* At d = 2, tiles of TILE samples with a lane per sample, unit after unit: w = W_j x, the cascade of unit j over the
  * tile's samples, and its share of T = sum_j S_j W_j and P = sum_j delta_j sq(W_j) added to the tile's. The backward
  * pass recomputes unit j's cascade over the tile (z, t, chain per layer), runs it back and sums the parameters'
- * gradients over the tile's samples. x: (n, 2), W: (h, 2); T: (n, 2) (without c_L), P: (n, 3). */
-static inline __attribute__((always_inline)) void unit_forward(int tn, int64_t L, const int act, const int jac,
-                                                               Layers p, int64_t j, int64_t h, const float *w,
-                                                               float (*restrict z)[TILE], float (*restrict t)[TILE],
+ * gradients over the tile's samples. x: (n, 2), W: (h, 2); T: (n, 2) (without c_L), P: (n, 3) (NULL: not stored). */
+static inline __attribute__((always_inline)) void unit_forward(const int plain, int tn, int64_t L, Layers p, int64_t j,
+                                                               int64_t h,
+                                                               const float *w, float (*restrict z)[TILE],
+                                                               float (*restrict t)[TILE],
                                                                float (*restrict chain)[TILE], float *restrict S,
                                                                float *restrict delta) {
     const float sb0 = p.sb[j], c0 = p.c[j];
@@ -550,8 +531,8 @@ static inline __attribute__((always_inline)) void unit_forward(int tn, int64_t L
 #pragma omp simd
         for (int i = 0; i < tn; i++) {
             float s, ds;
-            activation(act, p, q, z[l - 1][i], t[l - 1][i], &s, &ds);
-            if (jac) chain[l][i] = sb + sa * ds * chain[l - 1][i];
+            activation2(plain, p, q, z[l - 1][i], t[l - 1][i], &s, &ds);
+            chain[l][i] = sb + sa * ds * chain[l - 1][i];
             z[l][i] = sb * (w[i] + c) + sa * s;
             t[l][i] = tanh_small(z[l][i]);
         }
@@ -561,15 +542,15 @@ static inline __attribute__((always_inline)) void unit_forward(int tn, int64_t L
 #pragma omp simd
     for (int i = 0; i < tn; i++) {
         float s, ds;
-        activation(act, p, q, z[L - 1][i], t[L - 1][i], &s, &ds);
+        activation2(plain, p, q, z[L - 1][i], t[L - 1][i], &s, &ds);
         S[i] = sa * s;
-        if (jac) delta[i] = sa * ds * chain[L - 1][i];
+        delta[i] = sa * ds * chain[L - 1][i];
     }
 }
 
-static inline __attribute__((always_inline)) int cascade2_forward(int64_t n, int64_t h, int64_t L, const int act,
-                                                                  const int jac, const float *x, const float *W,
-                                                                  Layers p, float *T, float *P) {
+static inline __attribute__((always_inline)) int cascade2_forward(const int plain, int64_t n, int64_t h, int64_t L,
+                                                                  const float *x, const float *W, Layers p, float *T,
+                                                                  float *P) {
     float *work = malloc(sizeof(float) * (size_t)(3 * L * TILE));
     if (!work) return 2;
     float (*z)[TILE] = (float (*)[TILE])work, (*t)[TILE] = z + L, (*chain)[TILE] = t + L;
@@ -584,31 +565,29 @@ static inline __attribute__((always_inline)) int cascade2_forward(int64_t n, int
             const float W0 = W[2 * j], W1 = W[2 * j + 1], W00 = W0 * W0, W01 = W0 * W1, W11 = W1 * W1;
 #pragma omp simd
             for (int i = 0; i < tn; i++) w[i] = W0 * x0[i] + W1 * x1[i];
-            unit_forward(tn, L, act, jac, p, j, h, w, z, t, chain, S, delta);
+            unit_forward(plain, tn, L, p, j, h, w, z, t, chain, S, delta);
 #pragma omp simd
             for (int i = 0; i < tn; i++) {
                 acc[0][i] += S[i] * W0;
                 acc[1][i] += S[i] * W1;
-                if (jac) {
-                    acc[2][i] += delta[i] * W00;
-                    acc[3][i] += delta[i] * W01;
-                    acc[4][i] += delta[i] * W11;
-                }
+                acc[2][i] += delta[i] * W00;
+                acc[3][i] += delta[i] * W01;
+                acc[4][i] += delta[i] * W11;
             }
         }
         for (int i = 0; i < tn; i++) {
             T[2 * (i0 + i)] = acc[0][i], T[2 * (i0 + i) + 1] = acc[1][i];
-            if (jac) P[3 * (i0 + i)] = acc[2][i], P[3 * (i0 + i) + 1] = acc[3][i], P[3 * (i0 + i) + 2] = acc[4][i];
+            if (P) P[3 * (i0 + i)] = acc[2][i], P[3 * (i0 + i) + 1] = acc[3][i], P[3 * (i0 + i) + 2] = acc[4][i];
         }
     }
     free(work);
     return 0;
 }
 
-static inline __attribute__((always_inline)) int cascade2_backward(int64_t n, int64_t h, int64_t L, const int act,
-                                                                   const int jac, const float *x, const float *W,
-                                                                   Layers p, const float *gT, const float *gP,
-                                                                   float *gW, LayerGrads g) {
+static inline __attribute__((always_inline)) int cascade2_backward(const int plain, int64_t n, int64_t h, int64_t L,
+                                                                   const float *x, const float *W, Layers p,
+                                                                   const float *gT, const float *gP, float *gW,
+                                                                   LayerGrads g) {
     float *work = malloc(sizeof(float) * (size_t)(3 * L * TILE));
     if (!work) return 2;
     float (*z)[TILE] = (float (*)[TILE])work, (*t)[TILE] = z + L, (*chain)[TILE] = t + L;
@@ -621,13 +600,13 @@ static inline __attribute__((always_inline)) int cascade2_backward(int64_t n, in
         for (int i = 0; i < tn; i++) {
             x0[i] = x[2 * (i0 + i)], x1[i] = x[2 * (i0 + i) + 1];
             gt[0][i] = gT[2 * (i0 + i)], gt[1][i] = gT[2 * (i0 + i) + 1];
-            if (jac) gp[0][i] = gP[3 * (i0 + i)], gp[1][i] = gP[3 * (i0 + i) + 1], gp[2][i] = gP[3 * (i0 + i) + 2];
+            gp[0][i] = gP[3 * (i0 + i)], gp[1][i] = gP[3 * (i0 + i) + 1], gp[2][i] = gP[3 * (i0 + i) + 2];
         }
         for (int64_t j = 0; j < h; j++) {
             const float W0 = W[2 * j], W1 = W[2 * j + 1], W00 = W0 * W0, W01 = W0 * W1, W11 = W1 * W1;
 #pragma omp simd
             for (int i = 0; i < tn; i++) w[i] = W0 * x0[i] + W1 * x1[i];
-            unit_forward(tn, L, act, jac, p, j, h, w, z, t, chain, S, delta);
+            unit_forward(plain, tn, L, p, j, h, w, z, t, chain, S, delta);
             /* The outputs: S = sa s(z), delta = sa s'(z) chain, at the last layer; gS = <gT, W_j>, gdelta = <gP, sq(W_j)>. */
             const int64_t last = (L - 1) * h + j;
             const float sa = p.sa[last];
@@ -635,59 +614,44 @@ static inline __attribute__((always_inline)) int cascade2_backward(int64_t n, in
 #pragma omp simd reduction(+ : gsa)
             for (int i = 0; i < tn; i++) {
                 float s, ds;
-                activation(act, p, last, z[L - 1][i], t[L - 1][i], &s, &ds);
+                activation2(plain, p, last, z[L - 1][i], t[L - 1][i], &s, &ds);
                 float gS = gt[0][i] * W0 + gt[1][i] * W1;
-                gsa += gS * s;
+                float gdelta = gp[0][i] * W00 + gp[1][i] * W01 + gp[2][i] * W11;
+                gsa += gS * s + gdelta * ds * chain[L - 1][i];
                 gs[i] = gS * sa;
-                if (jac) {
-                    float gdelta = gp[0][i] * W00 + gp[1][i] * W01 + gp[2][i] * W11;
-                    gsa += gdelta * ds * chain[L - 1][i];
-                    gd[i] = gdelta * sa * chain[L - 1][i];
-                    gchain[i] = gdelta * sa * ds;
-                }
+                gd[i] = gdelta * sa * chain[L - 1][i];
+                gchain[i] = gdelta * sa * ds;
                 gw[i] = 0.0f;
             }
             g.sa[last] += gsa;
             for (int64_t l = L - 1; l >= 0; l--) {
                 const int64_t o = l * h + j;
-                const float sb = p.sb[o], c = p.c[o];
-                const float a = act == CASCADE_WEIGHTED_TANH ? p.aa[o] : 0.0f;
-                const float b = act == CASCADE_WEIGHTED_TANH ? p.ab[o] : 0.0f;
+                const float sb = p.sb[o], c = p.c[o], a = plain ? 1.0f : p.aa[o], b = plain ? 0.0f : p.ab[o];
                 const float sa_prev = l > 0 ? p.sa[o - h] : 0.0f;
                 float ga = 0.0f, gb = 0.0f, gsb = 0.0f, gc = 0.0f, gsa_prev = 0.0f;
 #pragma omp simd reduction(+ : ga, gb, gsb, gc, gsa_prev)
                 for (int i = 0; i < tn; i++) {
-                    /* Through s(z_l) and s'(z_l): dL/dz_l and the activation's parameters. */
-                    float tt = t[l][i], u = 1.0f - tt * tt, dz, dds;
-                    if (act == CASCADE_WEIGHTED_TANH) {
-                        dz = a + (b - a) * (tt * tt);
-                        dds = 2.0f * (b - a) * tt * u;
-                        ga += gs[i] * tt + (jac ? gd[i] * u : 0.0f);
-                        gb += gs[i] * (z[l][i] - tt) + (jac ? gd[i] * (tt * tt) : 0.0f);
-                    } else {
-                        dz = u;
-                        dds = -2.0f * tt * u;
+                    /* Through s(z_l) and s'(z_l): dL/dz_l and the activation's parameters; s'' = 2 (b - a) t (1 - t^2). */
+                    float tt = t[l][i], u = 1.0f - tt * tt;
+                    float gz = gs[i] * (a + (b - a) * (tt * tt)) + gd[i] * (2.0f * (b - a) * tt * u);
+                    if (!plain) {
+                        ga += gs[i] * tt + gd[i] * u;
+                        gb += gs[i] * (z[l][i] - tt) + gd[i] * (tt * tt);
                     }
-                    float gz = gs[i] * dz;
-                    if (jac) gz += gd[i] * dds;
                     /* z_l = sb_l (w + c_l) + sa_{l-1} s_{l-1};  chain_l = sb_l + sa_{l-1} s'_{l-1} chain_{l-1}. */
-                    gsb += gz * (w[i] + c) + (jac ? gchain[i] : 0.0f);
+                    gsb += gz * (w[i] + c) + gchain[i];
                     gc += gz * sb;
                     gw[i] += gz * sb;
                     if (l > 0) {
                         float s, ds;
-                        activation(act, p, o - h, z[l - 1][i], t[l - 1][i], &s, &ds);
-                        float g_sa = gz * s;
+                        activation2(plain, p, o - h, z[l - 1][i], t[l - 1][i], &s, &ds);
+                        gsa_prev += gz * s + gchain[i] * ds * chain[l - 1][i];
                         gs[i] = gz * sa_prev;
-                        if (jac) {
-                            g_sa += gchain[i] * ds * chain[l - 1][i];
-                            gd[i] = gchain[i] * sa_prev * chain[l - 1][i];
-                            gchain[i] = gchain[i] * sa_prev * ds;
-                        }
-                        gsa_prev += g_sa;
+                        gd[i] = gchain[i] * sa_prev * chain[l - 1][i];
+                        gchain[i] = gchain[i] * sa_prev * ds;
                     }
                 }
-                if (act == CASCADE_WEIGHTED_TANH) g.aa[o] += ga, g.ab[o] += gb;
+                if (!plain) g.aa[o] += ga, g.ab[o] += gb;
                 g.sb[o] += gsb;
                 g.c[o] += gc;
                 if (l > 0) g.sa[o - h] += gsa_prev;
@@ -696,12 +660,8 @@ static inline __attribute__((always_inline)) int cascade2_backward(int64_t n, in
             float g0 = 0.0f, g1 = 0.0f;
 #pragma omp simd reduction(+ : g0, g1)
             for (int i = 0; i < tn; i++) {
-                g0 += gw[i] * x0[i] + S[i] * gt[0][i];
-                g1 += gw[i] * x1[i] + S[i] * gt[1][i];
-                if (jac) {
-                    g0 += delta[i] * (2.0f * gp[0][i] * W0 + gp[1][i] * W1);
-                    g1 += delta[i] * (gp[1][i] * W0 + 2.0f * gp[2][i] * W1);
-                }
+                g0 += gw[i] * x0[i] + S[i] * gt[0][i] + delta[i] * (2.0f * gp[0][i] * W0 + gp[1][i] * W1);
+                g1 += gw[i] * x1[i] + S[i] * gt[1][i] + delta[i] * (gp[1][i] * W0 + 2.0f * gp[2][i] * W1);
             }
             gW[2 * j] += g0;
             gW[2 * j + 1] += g1;
@@ -711,34 +671,28 @@ static inline __attribute__((always_inline)) int cascade2_backward(int64_t n, in
     return 0;
 }
 
-#define CASCADE_CASES(call, act, jac)                                                                              \
-    ((act) == CASCADE_WEIGHTED_TANH ? ((jac) ? call(CASCADE_WEIGHTED_TANH, 1) : call(CASCADE_WEIGHTED_TANH, 0))   \
-                                    : ((jac) ? call(CASCADE_TANH, 1) : call(CASCADE_TANH, 0)))
-
 /* d: 0 for the general kernel (in = wx (n, h); out = S, packed = delta, (n, h)), 2 for d = 2 (in = x (n, 2),
- * W (h, 2); out = T (n, 2) without c_L, packed = P (n, 3)). packed NULL: no Jacobian. Layers sb, c, sa, aa, ab: (L, h). */
-int gradnet_cascade_forward(int64_t n, int64_t h, int64_t L, int act, int d, const float *in, const float *W,
+ * W (h, 2); out = T (n, 2) without c_L, packed = P (n, 3)). packed NULL: the Jacobian's part is not stored.
+ * Layers sb, c, sa, aa, ab: (L, h). */
+int gradnet_cascade_forward(int64_t n, int64_t h, int64_t L, int d, int plain, const float *in, const float *W,
                             const float *sb, const float *c, const float *sa, const float *aa, const float *ab,
                             float *out, float *packed) {
-    if (L < 1 || h < 1 || (act != CASCADE_WEIGHTED_TANH && act != CASCADE_TANH) || (d != 0 && d != 2)) return 1;
+    if (L < 1 || h < 1 || (d != 0 && d != 2)) return 1;
     Layers p = {sb, c, sa, aa, ab};
-#define FORWARD(a, j) (d == 2 ? cascade2_forward(n, h, L, a, j, in, W, p, out, packed)                             \
-                              : cascade_forward(n, h, L, a, j, in, p, out, packed))
-    return CASCADE_CASES(FORWARD, act, packed != NULL);
-#undef FORWARD
+    if (d != 2) return cascade_forward(n, h, L, in, p, out, packed);
+    return plain ? cascade2_forward(1, n, h, L, in, W, p, out, packed) : cascade2_forward(0, n, h, L, in, W, p, out, packed);
 }
 
-/* g_out, g_packed: the gradients of forward's out and packed (g_packed NULL when it formed none); g_in: that of in
+/* g_out, g_packed: the gradients of forward's out and packed (zeros where it stored no packed); g_in: that of in
  * (general) or of W (d = 2); the layers' gradients, overwritten. */
-int gradnet_cascade_backward(int64_t n, int64_t h, int64_t L, int act, int d, const float *in, const float *W,
+int gradnet_cascade_backward(int64_t n, int64_t h, int64_t L, int d, int plain, const float *in, const float *W,
                              const float *sb, const float *c, const float *sa, const float *aa, const float *ab,
                              const float *g_out, const float *g_packed, float *g_in, float *g_sb, float *g_c,
                              float *g_sa, float *g_aa, float *g_ab) {
-    if (L < 1 || h < 1 || (act != CASCADE_WEIGHTED_TANH && act != CASCADE_TANH) || (d != 0 && d != 2)) return 1;
+    if (L < 1 || h < 1 || (d != 0 && d != 2)) return 1;
     Layers p = {sb, c, sa, aa, ab};
     LayerGrads g = {g_sb, g_c, g_sa, g_aa, g_ab};
-#define BACKWARD(a, j) (d == 2 ? cascade2_backward(n, h, L, a, j, in, W, p, g_out, g_packed, g_in, g)              \
-                               : cascade_backward(n, h, L, a, j, in, p, g_out, g_packed, g_in, g))
-    return CASCADE_CASES(BACKWARD, act, g_packed != NULL);
-#undef BACKWARD
+    if (d != 2) return cascade_backward(n, h, L, in, p, g_out, g_packed, g_in, g);
+    return plain ? cascade2_backward(1, n, h, L, in, W, p, g_out, g_packed, g_in, g)
+                 : cascade2_backward(0, n, h, L, in, W, p, g_out, g_packed, g_in, g);
 }

@@ -124,41 +124,41 @@ def mgradnet_backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor,
     return grads
 
 
-#: mGradNet-C's activations the cascade kernel has, by the code it knows them by.
-CASCADE_ACTIVATIONS = {"weighted-tanh": 0, "tanh": 1}
+#: mGradNet-C's activations the cascade kernel has: the weighted tanh, and tanh as its case a = 1, b = 0.
+CASCADE_ACTIVATIONS = ("weighted-tanh", "tanh")
 
 
-def cascade_forward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], activation: str,
-                    jacobian: bool) -> tuple[Tensor, Tensor | None]:
-    """mGradNet-C's cascade, unit by unit, with ``layers = (sb, c, sa, aa, ab)``, each ``(L, h)``. With ``W`` None,
-    ``inputs`` is ``wx = x W^T (n, h)`` and the outputs S and, when ``jacobian``, delta ``(n, h)``, with
-    T = S W + c_L and J = W^T diag(delta) W. At d = 2 with ``W (h, 2)``, ``inputs`` is x ``(n, 2)`` and the outputs
-    T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``."""
+def cascade_forward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], jacobian: bool,
+                    plain: bool = False) -> tuple[Tensor, Tensor | None]:
+    """mGradNet-C's cascade, unit by unit, with ``layers = (sb, c, sa, aa, ab)``, each ``(L, h)`` (the weighted
+    tanh's scales aa, ab; 1 and 0 for tanh). With ``W`` None, ``inputs`` is ``wx = x W^T (n, h)`` and the outputs S
+    and, when ``jacobian``, delta ``(n, h)``, with T = S W + c_L and J = W^T diag(delta) W. At d = 2 with
+    ``W (h, 2)``, ``inputs`` is x ``(n, 2)`` and the outputs T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``;
+    ``plain`` (tanh itself: aa = 1, ab = 0) lets that kernel skip the weighted tanh's terms."""
     inputs, layers = inputs.contiguous(), [t.contiguous() for t in layers]
     n, h, depth = inputs.shape[0], layers[0].shape[1], layers[0].shape[0]
     d = 0 if W is None else 2
     out = inputs.new_empty(n, 2 if d else h)
     packed = inputs.new_empty(n, 3 if d else h) if jacobian else None
-    _check(_library.gradnet_cascade_forward(n, h, depth, CASCADE_ACTIVATIONS[activation], d, inputs.data_ptr(),
+    _check(_library.gradnet_cascade_forward(n, h, depth, d, int(plain), inputs.data_ptr(),
                                             None if W is None else W.contiguous().data_ptr(), *_pointers(*layers, out),
                                             None if packed is None else packed.data_ptr()))
     return out, packed
 
 
-def cascade_backward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], activation: str, grad_out: Tensor,
-                     grad_packed: Tensor | None) -> tuple[Tensor, ...]:
+def cascade_backward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], grad_out: Tensor,
+                     grad_packed: Tensor | None, plain: bool = False) -> tuple[Tensor, ...]:
     """The gradients of ``inputs`` (``W`` None) or of ``W`` (d = 2; x gets none) and of each of ``layers``, given
-    those of ``cascade_forward``'s outputs (``grad_packed`` None when it formed no Jacobian)."""
+    those of ``cascade_forward``'s outputs (``grad_packed`` None when it formed no Jacobian: zeros)."""
     inputs, layers, grad_out = inputs.contiguous(), [t.contiguous() for t in layers], grad_out.contiguous()
-    grad_packed = None if grad_packed is None else grad_packed.contiguous()
     n, h, depth = inputs.shape[0], layers[0].shape[1], layers[0].shape[0]
     d = 0 if W is None else 2
+    grad_packed = (inputs.new_zeros(n, 3 if d else h) if grad_packed is None else grad_packed.contiguous())
     W = None if W is None else W.contiguous()
     grads = [torch.empty_like(inputs if W is None else W)] + [torch.empty_like(t) for t in layers]
-    _check(_library.gradnet_cascade_backward(n, h, depth, CASCADE_ACTIVATIONS[activation], d, inputs.data_ptr(),
-                                             None if W is None else W.data_ptr(), *_pointers(*layers, grad_out),
-                                             None if grad_packed is None else grad_packed.data_ptr(),
-                                             *_pointers(*grads)))
+    _check(_library.gradnet_cascade_backward(n, h, depth, d, int(plain), inputs.data_ptr(),
+                                             None if W is None else W.data_ptr(),
+                                             *_pointers(*layers, grad_out, grad_packed, *grads)))
     return tuple(grads)
 
 

@@ -529,7 +529,7 @@ class MGradNetC(GradientNetwork):
         if self.dim == 2 and self._kernel_applies(x):
             # At d = 2 the kernel also forms Wx, T and the packed Jacobian: torch's matmuls with an inner dimension
             # of 2 are slow.
-            out, packed = _Cascade.apply(x, self.W, self.activation, jacobian, *self._layers())
+            out, packed = _Cascade.apply(x, self.W, jacobian, self.activation == "tanh", *self._layers())
             return out + self.out_bias, (packed if jacobian else None)
         out, delta = self._map_and_delta(x, jacobian)
         return out, (None if delta is None else delta @ self._square_products(self.W))
@@ -541,9 +541,13 @@ class MGradNetC(GradientNetwork):
                 and _fused.usable(x, self.W))
 
     def _layers(self) -> tuple[Tensor, ...]:
-        """The layers' positive scales and biases as the kernel takes them: sp(beta), c, sp(alpha), sp(a), sp(b)."""
-        return (F.softplus(self.beta), self.bias, F.softplus(self.alpha), F.softplus(self.act_a),
-                F.softplus(self.act_b))
+        """The layers' positive scales and biases as the kernel takes them: sp(beta), c, sp(alpha) and the weighted
+        tanh's sp(a), sp(b), which are 1 and 0 for tanh."""
+        if self.activation == "tanh":
+            a, b = torch.ones_like(self.act_a), torch.zeros_like(self.act_b)
+        else:
+            a, b = F.softplus(self.act_a), F.softplus(self.act_b)
+        return F.softplus(self.beta), self.bias, F.softplus(self.alpha), a, b
 
     def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not (self.strict and self.width < self.dim):
@@ -559,7 +563,7 @@ class MGradNetC(GradientNetwork):
         """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
         if self._kernel_applies(x):
             # One kernel runs the cascade and its backward unit by unit (docs/method.md §2.2).
-            S, delta = _Cascade.apply(x @ self.W.T, None, self.activation, jacobian, *self._layers())
+            S, delta = _Cascade.apply(x @ self.W.T, None, jacobian, self.activation == "tanh", *self._layers())
             return torch.addmm(self.out_bias, S, self.W), (delta if jacobian else None)
         wx = x @ self.W.T                                              # (n, h)
         # Layer by layer through unbind, not indexing: the backward pass of each index of a (L, n, h) tensor
@@ -591,22 +595,23 @@ class _Cascade(torch.autograd.Function):
     biases ``sb, c, sa, aa, ab: (L, h)`` (``MGradNetC._map_and_delta`` has the formulas, which its torch path
     computes layer by layer). With ``W`` None, from ``wx = x W^T (n, h)`` to S and delta ``(n, h)``; at d = 2 from
     x ``(n, 2)`` and ``W`` to T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``, x getting no gradient. Without
-    ``jacobian`` the second output is empty. The backward pass recomputes the cascade; first order only."""
+    ``jacobian`` the second output is empty; ``plain`` for tanh itself. The backward pass recomputes the cascade;
+    first order only."""
 
     @staticmethod
-    def forward(ctx: Any, inputs: Tensor, W: Tensor | None, activation: str, jacobian: bool,
+    def forward(ctx: Any, inputs: Tensor, W: Tensor | None, jacobian: bool, plain: bool,
                 *layers: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.activation, ctx.jacobian, ctx.two = activation, jacobian, W is not None
+        ctx.jacobian, ctx.plain, ctx.two = jacobian, plain, W is not None
         ctx.save_for_backward(inputs, W, *layers)
-        out, packed = _fused.cascade_forward(inputs, W, layers, activation, jacobian)
+        out, packed = _fused.cascade_forward(inputs, W, layers, jacobian, plain)
         return out, (packed if jacobian else out.new_empty(out.shape[0], 0))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor, grad_packed: Tensor) -> tuple[Tensor | None, ...]:
         inputs, W, *layers = ctx.saved_tensors
-        grad_in, *grads = _fused.cascade_backward(inputs, W, layers, ctx.activation, grad_out,
-                                                  grad_packed if ctx.jacobian else None)
+        grad_in, *grads = _fused.cascade_backward(inputs, W, layers, grad_out, grad_packed if ctx.jacobian else None,
+                                                  ctx.plain)
         if ctx.two:
             return None, grad_in, None, None, *grads
         return grad_in, None, None, None, *grads
