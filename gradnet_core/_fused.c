@@ -60,6 +60,11 @@ static inline float exp_clamped(float x) {
     return (exp_series(f) * f + 1.0f) * pow2(r);
 }
 
+/* Two libraries from this file: the default one (mGradNet-M's blocks, the KDE, the Sinkhorn loop), and with
+ * -DGRADNET_CASCADE mGradNet-C's cascade alone, built the first time an mGradNet-C runs on the CPU, so that the
+ * default networks do not wait for its compilation (gradnet_core/_fused.py). */
+#ifndef GRADNET_CASCADE
+
 /* u[i] = A_j . x_i for the tile's samples; xt is the tile of x transposed, (k, TILE). */
 static inline void unit_inputs(float *restrict u, const float *restrict a, const float (*restrict xt)[TILE],
                                int k, int tn) {
@@ -346,6 +351,9 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
     return 0;
 }
 
+#endif /* not GRADNET_CASCADE */
+
+#ifdef GRADNET_CASCADE
 /* ------------------------------------------------------------------------------------------------------------
  * mGradNet-C's cascade (networks.MGradNetC), every unit j on its own given w = (Wx)_j: for layers l = 0 .. L-1,
  *   z_0 = sb_0 (w + c_0),   z_l = sb_l (w + c_l) + sa_{l-1} s_{l-1},   s_l = s(z_l; a_l, b_l),
@@ -357,7 +365,8 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
  * (s' = a + (b - a) t^2); tanh is its case a = 1, b = 0, which the d = 2 kernels also have as a variant of their
  * own ("plain", the paper's activation, with no scales' gradients to sum). One variant per activation and none per
  * Jacobian or not (without it the packed part is not stored, or its gradient is zero): eight variants had made this
- * file take 11.5 s to compile instead of 2.2 s; now 6.4 s, once per machine. At d = 2 the kernels also form w = W x, T and the packed Jacobian
+ * file take 11.5 s to compile instead of 2.2 s. Built as a library of its own (-DGRADNET_CASCADE, about 3 s, once
+ * per machine), so the default networks' library still takes about 2.4 s. At d = 2 the kernels also form w = W x, T and the packed Jacobian
  * P = sum_j delta_j (W_j0^2, W_j0 W_j1, W_j1^2), and take W's gradient, so the network is one call each way.
  * ------------------------------------------------------------------------------------------------------------ */
 
@@ -696,3 +705,4 @@ int gradnet_cascade_backward(int64_t n, int64_t h, int64_t L, int d, int plain, 
     return plain ? cascade2_backward(1, n, h, L, in, W, p, g_out, g_packed, g_in, g)
                  : cascade2_backward(0, n, h, L, in, W, p, g_out, g_packed, g_in, g);
 }
+#endif /* GRADNET_CASCADE */

@@ -39,9 +39,9 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["usable", "applies", "forward", "mgradnet_forward", "mgradnet_backward", "CASCADE_ACTIVATIONS",
-           "cascade_forward", "cascade_backward", "sinkhorn_applies", "sinkhorn_potentials", "softmin_barycentre",
-           "status", "use"]
+__all__ = ["usable", "cascade_usable", "applies", "forward", "mgradnet_forward", "mgradnet_backward",
+           "CASCADE_ACTIVATIONS", "cascade_forward", "cascade_backward", "sinkhorn_applies", "sinkhorn_potentials",
+           "softmin_barycentre", "status", "use"]
 
 _SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
@@ -53,6 +53,9 @@ _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _status = "not built yet: it is built the first time mGradNet-M trains or maps on the CPU"
 _tried = False
+#: mGradNet-C's cascade, a second library from the same file (-DGRADNET_CASCADE), built when first needed.
+_cascade_library: ctypes.CDLL | None = None
+_cascade_tried = False
 _enabled = os.environ.get("GRADNET_FUSED", "1") != "0"
 
 
@@ -72,6 +75,13 @@ def use(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _enabled = before
+
+
+def cascade_usable(*tensors: Tensor) -> bool:
+    """``usable`` for mGradNet-C's cascade, whose library is built the first time it is asked for."""
+    if not (_enabled and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)):
+        return False
+    return _load_cascade() is not None
 
 
 def usable(*tensors: Tensor) -> bool:
@@ -140,7 +150,7 @@ def cascade_forward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...]
     d = 0 if W is None else 2
     out = inputs.new_empty(n, 2 if d else h)
     packed = inputs.new_empty(n, 3 if d else h) if jacobian else None
-    _check(_library.gradnet_cascade_forward(n, h, depth, d, int(plain), inputs.data_ptr(),
+    _check(_cascade_library.gradnet_cascade_forward(n, h, depth, d, int(plain), inputs.data_ptr(),
                                             None if W is None else W.contiguous().data_ptr(), *_pointers(*layers, out),
                                             None if packed is None else packed.data_ptr()))
     return out, packed
@@ -156,7 +166,7 @@ def cascade_backward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...
     grad_packed = (inputs.new_zeros(n, 3 if d else h) if grad_packed is None else grad_packed.contiguous())
     W = None if W is None else W.contiguous()
     grads = [torch.empty_like(inputs if W is None else W)] + [torch.empty_like(t) for t in layers]
-    _check(_library.gradnet_cascade_backward(n, h, depth, d, int(plain), inputs.data_ptr(),
+    _check(_cascade_library.gradnet_cascade_backward(n, h, depth, d, int(plain), inputs.data_ptr(),
                                              None if W is None else W.data_ptr(),
                                              *_pointers(*layers, grad_out, grad_packed, *grads)))
     return tuple(grads)
@@ -211,12 +221,32 @@ def _load() -> ctypes.CDLL | None:
         if not _tried:
             try:
                 _library = _bind(ctypes.CDLL(str(_build())))
-                _status = ("in use: mGradNet-M's softmax blocks, mGradNet-C's cascade, the image KDE and the "
-                           "Sinkhorn loop run in the fused kernels (float32, CPU; d = 2 but for the cascade)")
+                _status = ("in use: mGradNet-M's softmax blocks, the image KDE and the Sinkhorn loop run in the "
+                           "fused kernels (float32, d = 2, CPU); mGradNet-C's cascade (any d) is built the first time "
+                           "one runs on the CPU")
             except (OSError, subprocess.SubprocessError) as err:
                 _status = f"not available ({err}); torch's path is used"
             _tried = True
     return _library
+
+
+def _load_cascade() -> ctypes.CDLL | None:
+    global _cascade_library, _cascade_tried
+    if _cascade_tried:
+        return _cascade_library
+    with _lock:
+        if not _cascade_tried:
+            try:
+                library = ctypes.CDLL(str(_build(cascade=True)))
+                i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+                library.gradnet_cascade_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 9
+                library.gradnet_cascade_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 15
+                library.gradnet_cascade_forward.restype = library.gradnet_cascade_backward.restype = i32
+                _cascade_library = library
+            except (OSError, subprocess.SubprocessError):
+                _cascade_library = None                  # torch's path; status() says why for the main library
+            _cascade_tried = True
+    return _cascade_library
 
 
 def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
@@ -225,22 +255,20 @@ def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
     library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 13
     library.gradnet_sinkhorn_potentials.argtypes = [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4
     library.gradnet_softmin_barycentre.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]
-    library.gradnet_cascade_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 9
-    library.gradnet_cascade_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 15
     for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward,
-                     library.gradnet_sinkhorn_potentials, library.gradnet_softmin_barycentre,
-                     library.gradnet_cascade_forward, library.gradnet_cascade_backward):
+                     library.gradnet_sinkhorn_potentials, library.gradnet_softmin_barycentre):
         function.restype = i32
     return library
 
 
-def _build() -> Path:
-    """The compiled kernel's path, compiling it unless the cache has it."""
+def _build(cascade: bool = False) -> Path:
+    """The compiled kernel's path, compiling it unless the cache has it; with ``cascade``, mGradNet-C's library."""
     compiler = os.environ.get("CC", "cc")
     source = _SOURCE.read_bytes()
     folder, errors = _cache_folder(), []
+    part = ["-DGRADNET_CASCADE"] if cascade else []
     # -march=native first: the sample loops then use the CPU's widest vectors (AVX2 here).
-    for flags in (_FLAGS + ["-march=native"], _FLAGS):
+    for flags in (_FLAGS + part + ["-march=native"], _FLAGS + part):
         key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
                                          _cpu_signature().encode()])).hexdigest()[:16]
         target = folder / f"fused-{key}.so"

@@ -538,7 +538,7 @@ class MGradNetC(GradientNetwork):
         """Whether the fused kernel runs the cascade for ``x``: the network and ``x`` in float32 on the CPU, and no
         gradient in x asked for (the kernel's backward pass is first order only)."""
         return (self.activation in _fused.CASCADE_ACTIVATIONS and not (x.requires_grad and torch.is_grad_enabled())
-                and _fused.usable(x, self.W))
+                and _fused.cascade_usable(x, self.W))
 
     def _layers(self) -> tuple[Tensor, ...]:
         """The layers' positive scales and biases as the kernel takes them: sp(beta), c, sp(alpha) and the weighted

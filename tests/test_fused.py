@@ -2,6 +2,7 @@
 path, and a clean fallback without them."""
 
 import copy
+import ctypes
 import functools
 import math
 import os
@@ -230,6 +231,15 @@ def test_the_built_kernel_is_cached_and_reused(monkeypatch, tmp_path):
     stamp = first.stat().st_mtime_ns
     assert _fused._build() == first and first.stat().st_mtime_ns == stamp
     assert list(tmp_path.iterdir()) == [first]            # no partial files left behind
+
+
+@needs_kernel
+def test_the_cascade_is_a_library_of_its_own(monkeypatch, tmp_path):
+    # mGradNet-M's kernels do not wait for mGradNet-C's to compile: two libraries from one file.
+    monkeypatch.setenv("GRADNET_CACHE", str(tmp_path))
+    main, cascade = ctypes.CDLL(str(_fused._build())), ctypes.CDLL(str(_fused._build(cascade=True)))
+    assert hasattr(main, "gradnet_softmax_average_forward") and not hasattr(main, "gradnet_cascade_forward")
+    assert hasattr(cascade, "gradnet_cascade_forward") and not hasattr(cascade, "gradnet_softmax_average_forward")
 
 
 @needs_kernel
