@@ -77,19 +77,20 @@ def use(enabled: bool) -> Iterator[None]:
         _enabled = before
 
 
+def _eligible(tensors: tuple[Tensor, ...]) -> bool:
+    """The kernels are switched on and every tensor is float32 on the CPU."""
+    return _enabled and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
 def cascade_usable(*tensors: Tensor) -> bool:
     """``usable`` for mGradNet-C's cascade, whose library is built the first time it is asked for."""
-    if not (_enabled and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)):
-        return False
-    return _load_cascade() is not None
+    return _eligible(tensors) and _load_cascade() is not None
 
 
 def usable(*tensors: Tensor) -> bool:
     """True when the kernels are on and built (building them if need be) and every tensor is float32 on the CPU:
     what every kernel needs before its shapes."""
-    if not (_enabled and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)):
-        return False
-    return _load() is not None
+    return _eligible(tensors) and _load() is not None
 
 
 def applies(x: Tensor, A: Tensor, R: Tensor) -> bool:
@@ -237,27 +238,27 @@ def _load_cascade() -> ctypes.CDLL | None:
     with _lock:
         if not _cascade_tried:
             try:
-                library = ctypes.CDLL(str(_build(cascade=True)))
-                i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-                library.gradnet_cascade_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 9
-                library.gradnet_cascade_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 15
-                library.gradnet_cascade_forward.restype = library.gradnet_cascade_backward.restype = i32
-                _cascade_library = library
+                _cascade_library = _bind(ctypes.CDLL(str(_build(cascade=True))), cascade=True)
             except (OSError, subprocess.SubprocessError):
                 _cascade_library = None                  # torch's path; status() says why for the main library
             _cascade_tried = True
     return _cascade_library
 
 
-def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
+def _bind(library: ctypes.CDLL, cascade: bool = False) -> ctypes.CDLL:
+    """The C signatures of ``library``'s functions: the default library's, or with ``cascade`` the cascade's."""
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-    library.gradnet_softmax_average_forward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 9
-    library.gradnet_softmax_average_backward.argtypes = [i64, i64, i64, i32, i32] + [ptr] * 13
-    library.gradnet_sinkhorn_potentials.argtypes = [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4
-    library.gradnet_softmin_barycentre.argtypes = [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]
-    for function in (library.gradnet_softmax_average_forward, library.gradnet_softmax_average_backward,
-                     library.gradnet_sinkhorn_potentials, library.gradnet_softmin_barycentre):
-        function.restype = i32
+    if cascade:
+        signatures = {"gradnet_cascade_forward": [i64, i64, i64, i32, i32] + [ptr] * 9,
+                      "gradnet_cascade_backward": [i64, i64, i64, i32, i32] + [ptr] * 15}
+    else:
+        signatures = {"gradnet_softmax_average_forward": [i64, i64, i64, i32, i32] + [ptr] * 9,
+                      "gradnet_softmax_average_backward": [i64, i64, i64, i32, i32] + [ptr] * 13,
+                      "gradnet_sinkhorn_potentials": [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4,
+                      "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]}
+    for name, argtypes in signatures.items():
+        function = getattr(library, name)
+        function.argtypes, function.restype = argtypes, i32
     return library
 
 
