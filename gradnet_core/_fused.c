@@ -245,6 +245,60 @@ int gradnet_softmax_average_backward(int64_t n, int64_t blocks, int64_t h, int k
 }
 
 
+/* Image KDE (densities.ImageDensity): log p(x_i) = log sum_j w_j N(x_i; g_j, s I) for x: (n, 2) and the pixels
+ * g: (m, 2), log w: (m), and hh = 1 / 2s, by the forward pass above with one block of m units: with u = x - 1/2 and
+ * v_j = g_j - 1/2, -|u - v_j|^2 hh = (2 hh v_j) . u + (log w_j - hh |v_j|^2) - hh |u|^2. The same pass gives
+ * the kernel-weighted mean mu(u) of the v_j, so the score 2 hh (mu(u) - u) goes to slope (n, 2) when it is not
+ * NULL. log_norm = -log(2 pi s). Outside the shared pass each product is rounded as torch rounds it on its own path
+ * (ImageDensity._log_prob), whose results these equal bit for bit: no fused multiply-adds there. */
+__attribute__((noinline, optimize("fp-contract=off")))
+static void kde_inputs(int64_t n, int64_t m, const float *x, const float *g, const float *log_w, double hh,
+                       float *rows, float *v, float *u) {
+    const float h = (float)hh, h2 = (float)(2.0 * hh);
+    for (int64_t j = 0; j < m; j++) {
+        const float v0 = g[2 * j] - 0.5f, v1 = g[2 * j + 1] - 0.5f;
+        const float sq0 = v0 * v0, sq1 = v1 * v1, size = h * (sq0 + sq1);
+        v[2 * j] = v0;
+        v[2 * j + 1] = v1;
+        rows[3 * j] = h2 * v0;
+        rows[3 * j + 1] = h2 * v1;
+        rows[3 * j + 2] = log_w[j] - size;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        u[3 * i] = x[2 * i] - 0.5f;
+        u[3 * i + 1] = x[2 * i + 1] - 0.5f;
+        u[3 * i + 2] = 1.0f;
+    }
+}
+
+__attribute__((noinline, optimize("fp-contract=off")))
+static void kde_outputs(int64_t n, const float *u, const float *mean, const float *lse, double hh, double log_norm,
+                        float *logp, float *slope) {
+    const float h = (float)hh, h2 = (float)(2.0 * hh), norm = (float)log_norm;
+    for (int64_t i = 0; i < n; i++) {
+        const float u0 = u[3 * i], u1 = u[3 * i + 1], sq0 = u0 * u0, sq1 = u1 * u1, size = h * (sq0 + sq1);
+        const float centred = lse[i] - size;
+        logp[i] = centred + norm;
+        if (slope) {
+            slope[2 * i] = h2 * (mean[2 * i] - u0);
+            slope[2 * i + 1] = h2 * (mean[2 * i + 1] - u1);
+        }
+    }
+}
+
+/* Returns 2 when memory runs out. */
+int gradnet_kde(int64_t n, int64_t m, const float *x, const float *g, const float *log_w, double hh, double log_norm,
+                float *logp, float *slope) {
+    float *rows = malloc((size_t)(5 * m + 6 * n) * sizeof(float));
+    if (!rows) return 2;
+    float *v = rows + 3 * m, *u = v + 2 * m, *mean = u + 3 * n, *lse = mean + 2 * n;
+    kde_inputs(n, m, x, g, log_w, hh, rows, v, u);
+    forward(n, 1, m, 3, 2, u, rows, v, mean, lse, NULL, NULL, NULL, NULL);
+    kde_outputs(n, u, mean, lse, hh, log_norm, logp, slope);
+    free(rows);
+    return 0;
+}
+
 /* Sinkhorn. The softmin out_i = -eps log sum_j exp(h_j - |p_i - q_j|^2 / eps) for p: (n, 2), q: (m, 2),
  * h: (m), from the row's largest exponent, in two passes over q per tile of p (one lane per point). With
  * bary (n, 2), the second pass also gives the softmin's weighted mean of q: out_i's gradient in p_i is

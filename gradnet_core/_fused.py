@@ -39,7 +39,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["usable", "cascade_usable", "applies", "forward", "mgradnet_forward", "mgradnet_backward",
+__all__ = ["usable", "cascade_usable", "applies", "forward", "kde", "mgradnet_forward", "mgradnet_backward",
            "CASCADE_ACTIVATIONS", "cascade_forward", "cascade_backward", "sinkhorn_applies", "sinkhorn_potentials",
            "softmin_barycentre", "status", "use"]
 
@@ -107,6 +107,18 @@ def forward(x: Tensor, A: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
     _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse),
                                                     None, None, None, None))
     return out, lse
+
+
+def kde(x: Tensor, points: Tensor, log_weights: Tensor, half_precision: float, log_norm: float,
+        slope: bool) -> tuple[Tensor, Tensor | None]:
+    """An image KDE's log-density at ``x (n, 2)`` (``densities.ImageDensity``, pixels ``points (m, 2)`` with
+    ``log_weights (m,)``, kernel variance s, ``half_precision`` 1 / 2s, ``log_norm`` -log 2 pi s) and, with
+    ``slope``, its gradient in x ``(n, 2)``: ``forward``'s pass with one block, its inputs and outputs formed in C."""
+    x, points, log_weights = x.detach().contiguous(), points.contiguous(), log_weights.contiguous()
+    logp, grad = x.new_empty(x.shape[0]), (torch.empty_like(x) if slope else None)
+    _check(_library.gradnet_kde(x.shape[0], points.shape[0], *_pointers(x, points, log_weights),
+                                half_precision, log_norm, logp.data_ptr(), None if grad is None else grad.data_ptr()))
+    return logp, grad
 
 
 def mgradnet_forward(x: Tensor, A: Tensor, R: Tensor, signed: Tensor,
@@ -255,7 +267,8 @@ def _bind(library: ctypes.CDLL, cascade: bool = False) -> ctypes.CDLL:
         signatures = {"gradnet_softmax_average_forward": [i64, i64, i64, i32, i32] + [ptr] * 9,
                       "gradnet_softmax_average_backward": [i64, i64, i64, i32, i32] + [ptr] * 13,
                       "gradnet_sinkhorn_potentials": [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4,
-                      "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr]}
+                      "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr],
+                      "gradnet_kde": [i64, i64, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double, ptr, ptr]}
     for name, argtypes in signatures.items():
         function = getattr(library, name)
         function.argtypes, function.restype = argtypes, i32

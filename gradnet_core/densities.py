@@ -440,15 +440,13 @@ class ImageDensity(Density):
         # Exponents more than EXP_FLOOR below a row's largest are clamped: their weight is under 1e-26
         # of it, and exp of values that underflow runs many times slower. The digits' training step's
         # KDE is 3-7x faster for it (benchmarks/README.md); log p moves by under 1e-3 at bandwidth 1e-4.
+        if _fused.usable(x, self.points):
+            # In float32 on the CPU the fused kernel of mGradNet-M takes the log-sum-exp in one pass: it is a
+            # softmax over the pixels, with one block of m units (docs/method.md §4.3).
+            return _KernelLogSum.apply(x, self)
         h = self._half_precision
         u, v = x - 0.5, self.points - 0.5
         offsets = self.log_weights - h * v.square().sum(1)
-        if _fused.usable(u, v):
-            # In float32 on the CPU the fused kernel of mGradNet-M takes the log-sum-exp in one pass: it is a
-            # softmax over the pixels, with one block of m units (docs/method.md §4.3).
-            rows = torch.cat([(2.0 * h) * v, offsets[:, None]], 1)[None]                 # (1, m, 3)
-            ones = torch.cat([u, u.new_ones(u.shape[0], 1)], 1)
-            return _KernelLogSum.apply(ones, rows, v[None], h) + self._log_norm
         a = torch.addmm(offsets, u, (2.0 * h) * v.T)                                      # (n, m)
         top = a.amax(dim=1, keepdim=True).detach()
         lse = (a - top).clamp_min(-EXP_FLOOR).exp().sum(1).log() + top.squeeze(1)
@@ -484,22 +482,17 @@ class ImageDensity(Density):
 
 
 class _KernelLogSum(torch.autograd.Function):
-    """log sum_i exp(a_i(u)) - h |u|^2 of the image KDE (``ImageDensity._log_prob``) by the fused kernel.
-
-    ``x: (n, 3)`` is u with a column of ones, ``rows: (1, m, 3)`` the pixels' (2h v_i, log w_i - h |v_i|^2),
-    ``centres: (1, m, 2)`` the v_i. The same pass gives the kernel-weighted mean of the centres, mu(u), so
-    the gradient 2h (mu(u) - u) costs nothing more. First order only: the score of a KDE is not differentiated.
-    """
+    """log p(x) of an image KDE (``ImageDensity._log_prob``) by the fused kernel, in one call with its inputs and
+    outputs (``_fused.kde``). The same pass gives the kernel-weighted mean of the pixels, so the gradient in x comes
+    with it when x needs one. First order only: the score of a KDE is not differentiated."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, rows: Tensor, centres: Tensor, h: float) -> Tensor:
-        mean, lse = _fused.forward(x, rows, centres)
-        u = x[:, :-1]
-        ctx.save_for_backward((2.0 * h) * (mean[0] - u))
-        return lse[0] - h * u.square().sum(1)
+    def forward(ctx: Any, x: Tensor, density: ImageDensity) -> Tensor:
+        log_p, ctx.slope = _fused.kde(x, density.points, density.log_weights, density._half_precision,
+                                      density._log_norm, slope=ctx.needs_input_grad[0])
+        return log_p
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        (slope,) = ctx.saved_tensors
-        return torch.cat([grad[:, None] * slope, grad.new_zeros(grad.shape[0], 1)], 1), None, None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad[:, None] * ctx.slope, None
