@@ -14,7 +14,8 @@
  *   T = sum_b sg[b] v_b,   P = sum_b wt[b] (s_b - sq(v_b)),   sq(v) = (v0 v0, v0 v1, v1 v1),
  * T(x) and the packed Jacobian (networks.MGradNetM). Given sg and wt the kernels form T and P in the same pass,
  * and the backward pass takes their gradients dT, dP and forms G on the fly: G[b] = (sg[b] dT - wt[b] dsq(v_b)^T dP,
- * wt[b] dP), with grad_sg[b] = sum_i <dT_i, v_bi> and grad_wt[b] = sum_i <dP_i, s_bi - sq(v_bi)>.
+ * wt[b] dP), with grad_sg[b] = sum_i <dT_i, v_bi> and grad_wt[b] = sum_i <dP_i, s_bi - sq(v_bi)>. The entry points
+ * (gradnet_mgradnet_forward, _backward) take the network's parameters and form the blocks from them.
  */
 #include <math.h>
 #include <stdint.h>
@@ -220,30 +221,138 @@ static inline __attribute__((always_inline)) void backward(int64_t n, int64_t bl
     }
 }
 
-/* The exported entry points: d = 2 (k = 3), with the Jacobian's columns (C = 5) or without (C = 2); the forward
- * pass's sg, wt, T and P may be NULL (no combination: the image KDE), and P is unread when C = 2. They return 1
- * for any other shape, which the caller never passes. */
-int gradnet_softmax_average_forward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
-                                    const float *A, const float *R, float *out, float *lse, const float *sg,
-                                    const float *wt, float *T, float *P) {
-    if (k == 3 && C == 5) forward(n, blocks, h, 3, 5, x, A, R, out, lse, sg, wt, T, P);
-    else if (k == 3 && C == 2) forward(n, blocks, h, 3, 2, x, A, R, out, lse, sg, wt, T, P);
-    else return 1;
+/* mGradNet-M itself (networks.MGradNetM) from its parameters, at d = 2: W (K, h, 2), bias (K, h), alpha, beta,
+ * softmax_a, softmax_b (K) and out_bias (2). With sp the softplus, scale_k = sp(beta_k), g_k = sp(alpha_k)
+ * sp(softmax_a_k) and g'_k = sp(alpha_k) sp(softmax_b_k), module k gives two blocks: k with A = scale_k [W_k, b_k],
+ * sg = g_k, wt = scale_k g_k, and K + k with -A, sg = -g'_k, wt = scale_k g'_k; both with R = [W_k, sq(W_k)] (or W_k
+ * alone without the Jacobian). T gets out_bias. The backward pass takes the blocks' gradients back through these
+ * transforms to the parameters' (torch ran them as some sixty small operations a step, forward and back). */
+typedef struct {
+    const float *W, *bias, *alpha, *beta, *softmax_a, *softmax_b;
+} Module;
+
+/* softplus and its derivative as torch has them (beta 1, threshold 20). */
+static inline float softplus(float z) { return z > 20.0f ? z : log1pf(expf(z)); }
+static inline float softplus_slope(float z) { return z > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-z)); }
+
+typedef struct {
+    float *A, *R, *sg, *wt, *x;
+} Blocks;
+
+/* The blocks of the parameters, and x with its column of ones, in one allocation (NULL when memory runs out). */
+static float *blocks_of(int64_t n, int64_t K, int64_t h, int C, Module p, const float *x, Blocks *b) {
+    float *memory = malloc((size_t)(2 * K * h * (3 + C) + 4 * K + 3 * n) * sizeof(float));
+    if (!memory) return NULL;
+    b->A = memory;
+    b->R = b->A + 2 * K * h * 3;
+    b->sg = b->R + 2 * K * h * C;
+    b->wt = b->sg + 2 * K;
+    b->x = b->wt + 2 * K;
+    for (int64_t k = 0; k < K; k++) {
+        const float scale = softplus(p.beta[k]), out = softplus(p.alpha[k]);
+        const float ga = out * softplus(p.softmax_a[k]), gb = out * softplus(p.softmax_b[k]);
+        b->sg[k] = ga;
+        b->sg[K + k] = -gb;
+        b->wt[k] = scale * ga;
+        b->wt[K + k] = scale * gb;
+        for (int64_t j = 0; j < h; j++) {
+            const float w0 = p.W[(k * h + j) * 2], w1 = p.W[(k * h + j) * 2 + 1], c = p.bias[k * h + j];
+            float *a = b->A + (k * h + j) * 3, *a_neg = b->A + ((K + k) * h + j) * 3;
+            float *r = b->R + (k * h + j) * C, *r_neg = b->R + ((K + k) * h + j) * C;
+            a[0] = scale * w0, a[1] = scale * w1, a[2] = scale * c;
+            a_neg[0] = -a[0], a_neg[1] = -a[1], a_neg[2] = -a[2];
+            r[0] = w0, r[1] = w1;
+            if (C == 5) r[2] = w0 * w0, r[3] = w0 * w1, r[4] = w1 * w1;
+            for (int c2 = 0; c2 < C; c2++) r_neg[c2] = r[c2];
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {
+        b->x[3 * i] = x[2 * i];
+        b->x[3 * i + 1] = x[2 * i + 1];
+        b->x[3 * i + 2] = 1.0f;
+    }
+    return memory;
+}
+
+/* x: (n, 2); C = 5 with the Jacobian, 2 without. out: (2K, n, C) and lse: (2K, n), which the backward pass reads;
+ * T: (n, 2), P: (n, 3) (unwritten when C = 2). Returns 1 for another C, 2 when memory runs out. */
+int gradnet_mgradnet_forward(int64_t n, int64_t K, int64_t h, int C, const float *x, const float *W,
+                             const float *bias, const float *alpha, const float *beta, const float *softmax_a,
+                             const float *softmax_b, const float *out_bias, float *out, float *lse, float *T,
+                             float *P) {
+    if (C != 5 && C != 2) return 1;
+    Module p = {W, bias, alpha, beta, softmax_a, softmax_b};
+    Blocks b;
+    float *memory = blocks_of(n, K, h, C, p, x, &b);
+    if (!memory) return 2;
+    if (C == 5) forward(n, 2 * K, h, 3, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
+    else forward(n, 2 * K, h, 3, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
+    for (int64_t i = 0; i < n; i++) {
+        T[2 * i] += out_bias[0];
+        T[2 * i + 1] += out_bias[1];
+    }
+    free(memory);
     return 0;
 }
 
-int gradnet_softmax_average_backward(int64_t n, int64_t blocks, int64_t h, int k, int C, const float *x,
-                                     const float *A, const float *R, const float *out, const float *lse,
-                                     const float *sg, const float *wt, const float *dT, const float *dP,
-                                     float *grad_sg, float *grad_wt, float *grad_A, float *grad_R) {
-    if (k == 3 && C == 5)
-        backward(n, blocks, h, 3, 5, x, A, R, out, lse, sg, wt, dT, dP, grad_sg, grad_wt, grad_A, grad_R);
-    else if (k == 3 && C == 2)
-        backward(n, blocks, h, 3, 2, x, A, R, out, lse, sg, wt, dT, dP, grad_sg, grad_wt, grad_A, grad_R);
-    else return 1;
+/* dT: (n, 2), dP: (n, 3) (unread when C = 2); the parameters' gradients are overwritten. */
+int gradnet_mgradnet_backward(int64_t n, int64_t K, int64_t h, int C, const float *x, const float *W,
+                              const float *bias, const float *alpha, const float *beta, const float *softmax_a,
+                              const float *softmax_b, const float *out, const float *lse, const float *dT,
+                              const float *dP, float *grad_W, float *grad_bias, float *grad_alpha, float *grad_beta,
+                              float *grad_softmax_a, float *grad_softmax_b, float *grad_out_bias) {
+    if (C != 5 && C != 2) return 1;
+    Module p = {W, bias, alpha, beta, softmax_a, softmax_b};
+    Blocks b;
+    float *memory = blocks_of(n, K, h, C, p, x, &b);
+    float *grads = malloc((size_t)(2 * K * h * (3 + C) + 4 * K) * sizeof(float));
+    if (!memory || !grads) {
+        free(memory);
+        free(grads);
+        return 2;
+    }
+    float *gA = grads, *gR = gA + 2 * K * h * 3, *gsg = gR + 2 * K * h * C, *gwt = gsg + 2 * K;
+    if (C == 5) backward(n, 2 * K, h, 3, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
+    else backward(n, 2 * K, h, 3, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
+    for (int64_t k = 0; k < K; k++) {
+        const float scale = softplus(p.beta[k]), out_scale = softplus(p.alpha[k]);
+        const float pa = softplus(p.softmax_a[k]), pb = softplus(p.softmax_b[k]);
+        const float ga = out_scale * pa, gb = out_scale * pb;
+        float grad_scale = ga * gwt[k] + gb * gwt[K + k];
+        for (int64_t j = 0; j < h; j++) {
+            const int64_t o = k * h + j;
+            const float w0 = W[2 * o], w1 = W[2 * o + 1];
+            const float *a = gA + o * 3, *a_neg = gA + ((K + k) * h + j) * 3;
+            const float *r = gR + o * C, *r_neg = gR + ((K + k) * h + j) * C;
+            const float g0 = a[0] - a_neg[0], g1 = a[1] - a_neg[1], g2 = a[2] - a_neg[2];
+            grad_scale += g0 * w0 + g1 * w1 + g2 * bias[o];
+            float gw0 = scale * g0 + (r[0] + r_neg[0]), gw1 = scale * g1 + (r[1] + r_neg[1]);
+            if (C == 5) {
+                const float s0 = r[2] + r_neg[2], s1 = r[3] + r_neg[3], s2 = r[4] + r_neg[4];
+                gw0 += 2.0f * w0 * s0 + w1 * s1;
+                gw1 += w0 * s1 + 2.0f * w1 * s2;
+            }
+            grad_W[2 * o] = gw0;
+            grad_W[2 * o + 1] = gw1;
+            grad_bias[o] = scale * g2;
+        }
+        const float grad_ga = gsg[k] + scale * gwt[k], grad_gb = scale * gwt[K + k] - gsg[K + k];
+        grad_alpha[k] = (pa * grad_ga + pb * grad_gb) * softplus_slope(p.alpha[k]);
+        grad_beta[k] = grad_scale * softplus_slope(p.beta[k]);
+        grad_softmax_a[k] = out_scale * grad_ga * softplus_slope(p.softmax_a[k]);
+        grad_softmax_b[k] = out_scale * grad_gb * softplus_slope(p.softmax_b[k]);
+    }
+    float t0 = 0.0f, t1 = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        t0 += dT[2 * i];
+        t1 += dT[2 * i + 1];
+    }
+    grad_out_bias[0] = t0;
+    grad_out_bias[1] = t1;
+    free(memory);
+    free(grads);
     return 0;
 }
-
 
 /* Image KDE (densities.ImageDensity): log p(x_i) = log sum_j w_j N(x_i; g_j, s I) for x: (n, 2) and the pixels
  * g: (m, 2), log w: (m), and hh = 1 / 2s, by the forward pass above with one block of m units: with u = x - 1/2 and

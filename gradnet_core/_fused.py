@@ -1,6 +1,6 @@
-"""Fused CPU kernels (float32, d = 2), compiled on first use: mGradNet-M's softmax blocks (combined into T and
-its packed Jacobian), mGradNet-C's cascade (at any d), the image KDE's log-sum-exp, and the Sinkhorn divergence's
-softmins.
+"""Fused CPU kernels (float32, d = 2), compiled on first use: mGradNet-M from its parameters (its softmax blocks
+combined into T and its packed Jacobian), mGradNet-C's cascade (at any d), the image KDE's log-sum-exp, and the
+Sinkhorn divergence's softmins.
 
 The softmax kernel (``_fused.c`` beside this file) computes, for every block and sample, the softmax of
 the block's units and its average of the block's output rows in one pass over each tile of samples,
@@ -39,7 +39,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["usable", "cascade_usable", "applies", "forward", "kde", "mgradnet_forward", "mgradnet_backward",
+__all__ = ["usable", "cascade_usable", "mgradnet_applies", "kde", "mgradnet_forward", "mgradnet_backward",
            "CASCADE_ACTIVATIONS", "cascade_forward", "cascade_backward", "sinkhorn_applies", "sinkhorn_potentials",
            "softmin_barycentre", "status", "use"]
 
@@ -93,20 +93,10 @@ def usable(*tensors: Tensor) -> bool:
     return _eligible(tensors) and _load() is not None
 
 
-def applies(x: Tensor, A: Tensor, R: Tensor) -> bool:
-    """True when the kernel computes ``networks._SoftmaxBlocks`` of these arguments (building it if need be)."""
-    return x.shape[1] == _COLUMNS_X and R.shape[-1] in _COLUMNS_R and usable(x, A, R)
-
-
-def forward(x: Tensor, A: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
-    """softmax(x A[b]^T) @ R[b] for every block b ``(B, n, C)``, and each row's log-normaliser ``(B, n)``.
-    ``x: (n, 3)`` ends with a column of ones, ``A: (B, h, 3)``, ``R: (B, h, C)``; float32 on the CPU."""
-    x, A, R = x.contiguous(), A.contiguous(), R.contiguous()
-    (n, k), (blocks, h, c) = x.shape, R.shape
-    out, lse = x.new_empty(blocks, n, c), x.new_empty(blocks, n)
-    _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse),
-                                                    None, None, None, None))
-    return out, lse
+def mgradnet_applies(x: Tensor, parameters: tuple[Tensor, ...]) -> bool:
+    """True when the kernel computes mGradNet-M (``networks._SoftmaxModules``) at these inputs ``(n, 2)`` with these
+    parameters (building it if need be)."""
+    return x.shape[1] == 2 and usable(x, *parameters)
 
 
 def kde(x: Tensor, points: Tensor, log_weights: Tensor, half_precision: float, log_norm: float,
@@ -121,30 +111,31 @@ def kde(x: Tensor, points: Tensor, log_weights: Tensor, half_precision: float, l
     return logp, grad
 
 
-def mgradnet_forward(x: Tensor, A: Tensor, R: Tensor, signed: Tensor,
-                     weight: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """mGradNet-M's blocks combined: T = sum_b signed[b] v_b ``(n, 2)`` and, when R has the Jacobian's columns
-    (C = 5), P = sum_b weight[b] (s_b - sq(v_b)) ``(n, 3)`` (else ``(n, 0)``), with v_b, s_b the columns of
-    ``forward``'s output; then that output and the log-normalisers, which ``mgradnet_backward`` reads."""
-    x, A, R, signed, weight = (t.contiguous() for t in (x, A, R, signed, weight))
-    (n, k), (blocks, h, c) = x.shape, R.shape
-    out, lse = x.new_empty(blocks, n, c), x.new_empty(blocks, n)
+def mgradnet_forward(x: Tensor, parameters: tuple[Tensor, ...],
+                     jacobian: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mGradNet-M at ``x (n, 2)`` from its ``parameters`` (W, bias, alpha, beta, softmax_a, softmax_b, out_bias): T
+    ``(n, 2)`` and, with ``jacobian``, the packed Jacobian ``(n, 3)`` (else ``(n, 0)``); then the blocks' averages and
+    log-normalisers, which ``mgradnet_backward`` reads."""
+    x, parameters = x.detach().contiguous(), [t.detach().contiguous() for t in parameters]
+    (n, _), (modules, h, _) = x.shape, parameters[0].shape
+    c = 5 if jacobian else 2
+    out, lse = x.new_empty(2 * modules, n, c), x.new_empty(2 * modules, n)
     T, P = x.new_empty(n, 2), x.new_empty(n, c - 2)
-    _check(_library.gradnet_softmax_average_forward(n, blocks, h, k, c, *_pointers(x, A, R, out, lse, signed, weight,
-                                                                                   T, P)))
+    _check(_library.gradnet_mgradnet_forward(n, modules, h, c, *_pointers(x, *parameters, out, lse, T, P)))
     return T, P, out, lse
 
 
-def mgradnet_backward(x: Tensor, A: Tensor, R: Tensor, out: Tensor, lse: Tensor, signed: Tensor, weight: Tensor,
-                      grad_T: Tensor, grad_P: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The gradients of A, R, signed and weight given those of ``mgradnet_forward``'s T and P."""
-    x, A, R, signed, weight, grad_T, grad_P = (t.contiguous() for t in (x, A, R, signed, weight, grad_T, grad_P))
-    (n, k), (blocks, h, c) = x.shape, R.shape
-    grads = torch.empty_like(A), torch.empty_like(R), torch.empty_like(signed), torch.empty_like(weight)
-    _check(_library.gradnet_softmax_average_backward(
-        n, blocks, h, k, c, *_pointers(x, A, R, out, lse, signed, weight, grad_T, grad_P, grads[2], grads[3],
-                                       grads[0], grads[1])))
-    return grads
+def mgradnet_backward(x: Tensor, parameters: tuple[Tensor, ...], out: Tensor, lse: Tensor, grad_T: Tensor,
+                      grad_P: Tensor | None) -> tuple[Tensor, ...]:
+    """The gradients of the ``parameters`` given those of ``mgradnet_forward``'s T and P (``grad_P`` None without
+    the Jacobian)."""
+    x, parameters = x.detach().contiguous(), [t.detach().contiguous() for t in parameters]
+    (n, _), (modules, h, _), c = x.shape, parameters[0].shape, out.shape[-1]
+    grad_P = grad_T.new_zeros(n, 3) if grad_P is None else grad_P.contiguous()
+    grads = [torch.empty_like(t) for t in parameters]
+    _check(_library.gradnet_mgradnet_backward(n, modules, h, c, *_pointers(x, *parameters[:-1], out, lse,
+                                                                         grad_T.contiguous(), grad_P, *grads)))
+    return tuple(grads)
 
 
 #: mGradNet-C's activations the cascade kernel has: the weighted tanh, and tanh as its case a = 1, b = 0.
@@ -264,8 +255,8 @@ def _bind(library: ctypes.CDLL, cascade: bool = False) -> ctypes.CDLL:
         signatures = {"gradnet_cascade_forward": [i64, i64, i64, i32, i32] + [ptr] * 9,
                       "gradnet_cascade_backward": [i64, i64, i64, i32, i32] + [ptr] * 15}
     else:
-        signatures = {"gradnet_softmax_average_forward": [i64, i64, i64, i32, i32] + [ptr] * 9,
-                      "gradnet_softmax_average_backward": [i64, i64, i64, i32, i32] + [ptr] * 13,
+        signatures = {"gradnet_mgradnet_forward": [i64, i64, i64, i32] + [ptr] * 12,
+                      "gradnet_mgradnet_backward": [i64, i64, i64, i32] + [ptr] * 18,
                       "gradnet_sinkhorn_potentials": [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4,
                       "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr],
                       "gradnet_kde": [i64, i64, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double, ptr, ptr]}

@@ -370,7 +370,7 @@ def _low_rank_logdet(A: Tensor, U: Tensor, times_g: Callable[[Tensor], Tensor]) 
 
 
 #: Up to this dimension per-sample packed products use selector matmuls, and mGradNet-M trains
-#: through ``_SoftmaxBlocks``; above it the packed Jacobian (d(d+1)/2 columns) dominates the cost.
+#: through ``_SoftmaxModules``; above it the packed Jacobian (d(d+1)/2 columns) dominates the cost.
 _SMALL_DIM = 2
 
 
@@ -620,76 +620,125 @@ class _Cascade(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 # mGradNet-M
 # --------------------------------------------------------------------------------------------
-class _SoftmaxBlocks(torch.autograd.Function):
-    """mGradNet-M's softmax blocks combined into T(x) and its packed Jacobian: the hot loop in low dimension.
+def _combine_blocks(x: Tensor, A: Tensor, R: Tensor, signed: Tensor,
+                    weight: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """mGradNet-M's softmax blocks combined into T(x) and its packed Jacobian, by torch (``_SoftmaxModules``; the
+    fused kernel does the same on the CPU in float32 at d = 2).
 
     ``x: (n, d+1)`` (inputs with a column of ones last, so the last column of A is the bias), ``A: (B, h, d+1)``,
     ``R: (B, h, C)``, ``signed, weight: (B,)``. With M[b] = softmax(x A[b]^T) @ R[b], v_b its first d columns and
     s_b the rest (C = d + d(d+1)/2 with the Jacobian, else C = d and s_b empty), returns
-    T = sum_b signed[b] v_b ``(n, d)`` and P = sum_b weight[b] (s_b - sq(v_b)) ``(n, C - d)``, sq(v) the products
-    v_i v_j, i <= j. Only the softmax S = softmax(x A^T) is kept (with M), and the backward pass reads it once:
-    with G[b] = dL/dM[b] and g' = (G, -<G, M>), dL/du = S * (g' [R 1]^T), so every parameter gradient is a slice
-    of the single contraction S^T [g' (x) x] and dL/du is never formed. Exact, first order only; the inputs ``x``
-    get no gradient. On the CPU in float32 at d = 2 one fused kernel does all of it, combination included,
-    recomputing the softmax in the backward pass (``_fused``, docs/method.md §2.3).
+    T = sum_b signed[b] v_b ``(n, d)``, P = sum_b weight[b] (s_b - sq(v_b)) ``(n, C - d)``, sq(v) the products
+    v_i v_j, i <= j, and what ``_combine_blocks_backward`` reads. Only the softmax S = softmax(x A^T) is kept (with
+    M), and the backward pass reads it once: with G[b] = dL/dM[b] and g' = (G, -<G, M>), dL/du = S * (g' [R 1]^T),
+    so every parameter gradient is a slice of the single contraction S^T [g' (x) x] and dL/du is never formed.
     """
+    u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (B, n, h)
+    floor = _EXP_FLOOR.get(u.dtype) if u.device.type == "cpu" else None
+    if floor is not None and 2.0 * _bound_abs(x, A) > -floor:
+        # CPU exp takes a slow path for results below the smallest normal float. Terms this far
+        # below the row maximum weigh < 1e-37 of it, so clamping them changes nothing.
+        u.sub_(u.amax(-1, keepdim=True)).clamp_min_(floor).exp_()
+        p = u.div_(u.sum(-1, keepdim=True))
+    else:
+        p = torch.softmax(u, dim=-1)
+    out = torch.bmm(p, R)
+    saved = (x, R, signed, weight, p, out)
+    d = x.shape[1] - 1
+    v, T = out[..., :d], torch.einsum("b,bnd->nd", signed, out[..., :d])
+    if out.shape[-1] == d:                                                     # no Jacobian
+        return T, out.new_zeros(x.shape[0], 0), saved
+    rows, cols = _triu(d, x.device)
+    return T, torch.einsum("b,bnc->nc", weight, out[..., d:] - v[..., rows] * v[..., cols]), saved
+
+
+def _combine_blocks_backward(saved: tuple[Tensor, ...], grad_T: Tensor,
+                             grad_P: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of A, R, signed and weight given those of ``_combine_blocks``'s T and P (exact; x gets none)."""
+    x, R, signed, weight, p, out = saved
+    blocks, n, c = out.shape
+    k = x.shape[1]
+    d = k - 1
+    v = out[..., :d]
+    # G = dL/dM: signed dT on v and, with the Jacobian, weight dP on s and -weight dP through sq(v) on v.
+    g = out.new_empty(blocks, n, c + 1)
+    torch.mul(signed[:, None, None], grad_T, out=g[..., :d])
+    grad_signed = torch.einsum("nd,bnd->b", grad_T, v)
+    grad_weight = torch.zeros_like(weight)
+    if c > d:
+        rows, cols = _triu(d, x.device)
+        weighted = weight[:, None, None] * grad_P                               # (B, n, C - d)
+        g[..., d:c] = weighted
+        g[..., :d].index_add_(-1, rows, weighted * v[..., cols], alpha=-1.0)
+        g[..., :d].index_add_(-1, cols, weighted * v[..., rows], alpha=-1.0)
+        grad_weight = torch.einsum("nc,bnc->b", grad_P, out[..., d:] - v[..., rows] * v[..., cols])
+    g[..., c] = -(g[..., :c] * out).sum(-1)
+    rhs = g.new_empty(blocks, n, k, c + 1)
+    for j in range(k):
+        torch.mul(g, x[:, j, None], out=rhs[:, :, j])
+    t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(blocks, -1, k, c + 1)
+    grad_a = torch.einsum("bhc,bhkc->bhk", R, t[..., :c]) + t[..., c]
+    grad_r = t[:, :, -1, :c]                                                   # the ones column of x
+    return grad_a, grad_r, grad_signed, grad_weight
+
+
+class _SoftmaxModules(torch.autograd.Function):
+    """mGradNet-M at small d for inputs that take no gradient, as one node of the graph: from ``parameters`` (W, bias,
+    alpha, beta, softmax_a, softmax_b, out_bias) to T(x) and, with ``jacobian``, the packed Jacobian (else
+    ``(n, 0)``). On the CPU in float32 at d = 2 one fused kernel does all of it each way, forming the blocks from the
+    parameters and taking their gradients back, recomputing the softmax in the backward pass (``_fused``,
+    docs/method.md §2.3). Elsewhere torch does: ``MGradNetM._blocks``, ``_combine_blocks`` and, backward, the
+    blocks' gradients taken back through the parameters' transforms by hand (which autograd ran as some twenty
+    small operations each way). First order only."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, A: Tensor, R: Tensor, signed: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.fused = _fused.applies(x, A, R) and _fused.usable(signed, weight)
+    def forward(ctx: Any, x: Tensor, net: "MGradNetM", jacobian: bool, *parameters: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.net, ctx.jacobian = net, jacobian
+        ctx.fused = _fused.mgradnet_applies(x, parameters)
         if ctx.fused:
-            T, P, out, lse = _fused.mgradnet_forward(x, A, R, signed, weight)
-            ctx.save_for_backward(x, A, R, out, lse, signed, weight)
-            return T, P
-        u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (B, n, h)
-        floor = _EXP_FLOOR.get(u.dtype) if u.device.type == "cpu" else None
-        if floor is not None and 2.0 * _bound_abs(x, A) > -floor:
-            # CPU exp takes a slow path for results below the smallest normal float. Terms this far
-            # below the row maximum weigh < 1e-37 of it, so clamping them changes nothing.
-            u.sub_(u.amax(-1, keepdim=True)).clamp_min_(floor).exp_()
-            p = u.div_(u.sum(-1, keepdim=True))
-        else:
-            p = torch.softmax(u, dim=-1)
-        out = torch.bmm(p, R)
-        ctx.save_for_backward(x, R, signed, weight, p, out)
-        d = x.shape[1] - 1
-        v, T = out[..., :d], torch.einsum("b,bnd->nd", signed, out[..., :d])
-        if out.shape[-1] == d:                                                     # no Jacobian
-            return T, out.new_zeros(x.shape[0], 0)
-        rows, cols = _triu(d, x.device)
-        return T, torch.einsum("b,bnc->nc", weight, out[..., d:] - v[..., rows] * v[..., cols])
+            T, packed, out, lse = _fused.mgradnet_forward(x, parameters, jacobian)
+            ctx.save_for_backward(x, *parameters, out, lse)
+            return T, packed
+        a2, w2, signed, weight = net._blocks()
+        if jacobian:
+            sq = net._square_products(net.W)
+            w2 = torch.cat([w2, torch.cat([sq, sq])], -1)                  # (2K, h, d + d(d+1)/2)
+        ones = torch.cat([x, x.new_ones(x.shape[0], 1)], -1)
+        T, packed, saved = _combine_blocks(ones, a2, w2, signed, weight)
+        ctx.save_for_backward(*parameters, *saved)
+        return T + parameters[-1], packed
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_T: Tensor, grad_P: Tensor) -> tuple[None, Tensor, Tensor, Tensor, Tensor]:
+    def backward(ctx: Any, grad_T: Tensor, grad_P: Tensor) -> tuple[Tensor | None, ...]:
         if ctx.fused:
-            grad_a, grad_r, grad_signed, grad_weight = _fused.mgradnet_backward(*ctx.saved_tensors, grad_T, grad_P)
-            return None, grad_a, grad_r, grad_signed, grad_weight
-        x, R, signed, weight, p, out = ctx.saved_tensors
-        blocks, n, c = out.shape
-        k = x.shape[1]
-        d = k - 1
-        v = out[..., :d]
-        # G = dL/dM: signed dT on v and, with the Jacobian, weight dP on s and -weight dP through sq(v) on v.
-        g = out.new_empty(blocks, n, c + 1)
-        torch.mul(signed[:, None, None], grad_T, out=g[..., :d])
-        grad_signed = torch.einsum("nd,bnd->b", grad_T, v)
-        grad_weight = torch.zeros_like(weight)
-        if c > d:
-            rows, cols = _triu(d, x.device)
-            weighted = weight[:, None, None] * grad_P                               # (B, n, C - d)
-            g[..., d:c] = weighted
-            g[..., :d].index_add_(-1, rows, weighted * v[..., cols], alpha=-1.0)
-            g[..., :d].index_add_(-1, cols, weighted * v[..., rows], alpha=-1.0)
-            grad_weight = torch.einsum("nc,bnc->b", grad_P, out[..., d:] - v[..., rows] * v[..., cols])
-        g[..., c] = -(g[..., :c] * out).sum(-1)
-        rhs = g.new_empty(blocks, n, k, c + 1)
-        for j in range(k):
-            torch.mul(g, x[:, j, None], out=rhs[:, :, j])
-        t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(blocks, -1, k, c + 1)
-        grad_a = torch.einsum("bhc,bhkc->bhk", R, t[..., :c]) + t[..., c]
-        grad_r = t[:, :, -1, :c]                                                   # the ones column of x
-        return None, grad_a, grad_r, grad_signed, grad_weight
+            x, *parameters, out, lse = ctx.saved_tensors
+            return None, None, None, *_fused.mgradnet_backward(x, parameters, out, lse, grad_T,
+                                                               grad_P if ctx.jacobian else None)
+        W, bias, alpha, beta, softmax_a, softmax_b, _, *saved = ctx.saved_tensors
+        grad_a2, grad_w2, grad_signed, grad_weight = _combine_blocks_backward(saved, grad_T, grad_P)
+        k, d = W.shape[0], W.shape[2]
+        scale, sa, pa, pb = (F.softplus(t) for t in (beta, alpha, softmax_a, softmax_b))
+        ga, gb = sa * pa, sa * pb
+        # a2 = [a; -a] with a = scale [W, bias]; w2 = [R; R] with R = [W, sq(W)]; signed = [ga; -gb];
+        # weight = scale [ga; gb] (MGradNetM._blocks).
+        grad_a = grad_a2[:k] - grad_a2[k:]
+        grad_r = grad_w2[:k] + grad_w2[k:]
+        grad_scale = ((grad_a[..., :d] * W).sum((1, 2)) + (grad_a[..., d] * bias).sum(1)
+                      + ga * grad_weight[:k] + gb * grad_weight[k:])
+        grad_a = scale[:, None, None] * grad_a
+        grad_W = grad_a[..., :d] + grad_r[..., :d]
+        if ctx.jacobian:
+            # sq = (W S_r) * (W S_c) with the one-hot selectors of GradientNetwork._square_products.
+            net, grad_sq = ctx.net, grad_r[..., d:]
+            grad_W = (grad_W + (grad_sq * (W @ net._select_cols)) @ net._select_rows.T
+                      + (grad_sq * (W @ net._select_rows)) @ net._select_cols.T)
+        grad_ga = grad_signed[:k] + scale * grad_weight[:k]
+        grad_gb = scale * grad_weight[k:] - grad_signed[k:]
+        softplus = torch.ops.aten.softplus_backward
+        return (None, None, None, grad_W, grad_a[..., d], softplus(pa * grad_ga + pb * grad_gb, alpha, 1, 20),
+                softplus(grad_scale, beta, 1, 20), softplus(sa * grad_ga, softmax_a, 1, 20),
+                softplus(sa * grad_gb, softmax_b, 1, 20), grad_T.sum(0))
 
 
 #: Where CPU exp leaves its fast path (just above the log of the smallest normal number).
@@ -726,13 +775,11 @@ class MGradNetM(GradientNetwork):
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         k, h, d = self.W.shape
         n = x.shape[0]
-        a2, w2, signed, weight = self._blocks()
         if d <= _SMALL_DIM and not (x.requires_grad and torch.is_grad_enabled()):
-            if jacobian:
-                sq = self._square_products(self.W)
-                w2 = torch.cat([w2, torch.cat([sq, sq])], -1)          # (2K, h, d + d(d+1)/2)
-            out, packed = _SoftmaxBlocks.apply(torch.cat([x, x.new_ones(n, 1)], -1), a2, w2, signed, weight)
-            return out + self.out_bias, (packed if jacobian else None)
+            out, packed = _SoftmaxModules.apply(x, self, jacobian, self.W, self.bias, self.alpha, self.beta,
+                                                self.softmax_a, self.softmax_b, self.out_bias)
+            return out, (packed if jacobian else None)
+        a2, w2, signed, weight = self._blocks()
         p, v, out = self._softmax_blocks(x, a2, w2, signed)
         if not jacobian:
             return out, None

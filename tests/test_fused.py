@@ -13,7 +13,7 @@ import torch
 
 from gradnet_core import MGradNetC, MGradNetM, TrainConfig, Gaussian, GaussianMixture, train
 from gradnet_core import _fused
-from gradnet_core.networks import _SoftmaxBlocks, autograd_map_and_logdet
+from gradnet_core.networks import autograd_map_and_logdet
 from gradnet_core.sample_losses import (_epsilon_schedule, _point_softmin, _sinkhorn_loop, _softmin, _squared_distances,
                                         sinkhorn_divergence)
 
@@ -24,85 +24,93 @@ needs_kernel = pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler here: 
                                                            "(.ci/run installs one)")
 
 
-def blocks(n, blocks_, h, columns, scale, seed=0):
-    """Inputs of ``_SoftmaxBlocks`` (x, A, R, signed, weight) and the gradients (dT, dP) of a loss on its outputs."""
+def network_outputs(model, x, jacobian, seed=0):
+    """T and (with ``jacobian``) the packed Jacobian of ``model`` at ``x`` and the parameters' gradients of a random
+    linear functional of them (zeros for parameters it does not reach), all in float64. mGradNet-M takes its fused
+    kernel for float32 inputs on the CPU and torch's autograd through every operation for inputs that take a
+    gradient; mGradNet-C likewise."""
+    model.zero_grad()
+    out, packed = model._evaluate(x, jacobian)
     g = torch.Generator().manual_seed(seed)
-    x = torch.cat([4 * torch.rand(n, 2, generator=g) - 2, torch.ones(n, 1)], 1)
-    A = scale * torch.randn(blocks_, h, 3, generator=g)
-    R = torch.randn(blocks_, h, columns, generator=g)
-    signed, weight = torch.randn(blocks_, generator=g), torch.rand(blocks_, generator=g)
-    dT, dP = torch.randn(n, 2, generator=g), torch.randn(n, columns - 2, generator=g)
-    return x, A, R, signed, weight, dT, dP
+    loss = (out * torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)).sum()
+    if jacobian:
+        loss = loss + (packed * torch.randn(packed.shape, generator=g, dtype=torch.float64).to(out.dtype)).sum()
+    loss.backward()
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    return [t.detach().double() for t in [out] + ([packed] if jacobian else []) + grads]
 
 
-def softmax_blocks(x, A, R, signed, weight, dT, dP, path):
-    """T, P and the gradients of A, R, signed and weight of <dT, T> + <dP, P>, computed by ``_SoftmaxBlocks`` on the
-    fused or torch path, or (``path="autograd"``) by plain torch operations and autograd: the reference."""
-    leaves = [t.clone().requires_grad_() for t in (A, R, signed, weight)]
-    if path == "autograd":
-        A_, R_, signed_, weight_ = leaves
-        m = torch.softmax(x @ A_.transpose(1, 2), -1) @ R_                        # (B, n, C)
-        v = m[..., :2]
-        T = torch.einsum("b,bnd->nd", signed_, v)
-        sq = torch.stack([v[..., 0] * v[..., 0], v[..., 0] * v[..., 1], v[..., 1] * v[..., 1]], -1)
-        P = torch.einsum("b,bnc->nc", weight_, m[..., 2:] - sq) if R.shape[-1] == 5 else x.new_zeros(x.shape[0], 0)
-    else:
-        with _fused.use(path == "fused"):
-            T, P = _SoftmaxBlocks.apply(x, *leaves)
-    grads = torch.autograd.grad((T * dT).sum() + (P * dP).sum(), leaves, allow_unused=True)
-    return (T.detach(), P.detach(), *(torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)))
+def mgradnet_m_paths(model, x, jacobian):
+    """``network_outputs`` of mGradNet-M ``model`` (float64) by autograd through every operation in float64 (x taking
+    a gradient), by the fused kernel in float32, and by torch's float32 path with the kernel off."""
+    exact = network_outputs(model, x.double().requires_grad_(), jacobian)
+    fused = network_outputs(copy.deepcopy(model).float(), x, jacobian)
+    with _fused.use(False):
+        plain = network_outputs(copy.deepcopy(model).float(), x, jacobian)
+    return exact, fused, plain
 
 
 @needs_kernel
 def test_the_kernel_builds_and_is_used_where_a_compiler_is():
-    x, A, R, *_ = blocks(5, 2, 4, 5, 1.0)
-    assert _fused.applies(x, A, R), _fused.status()
+    params = tuple(MGradNetM(2, width=4, modules=2).parameters())
+    x = torch.rand(5, 2)
+    assert _fused.mgradnet_applies(x, params), _fused.status()
     assert _fused.status().startswith("in use")
     # Only float32 on the CPU with d = 2: anything else keeps torch's path.
-    assert not _fused.applies(x.double(), A.double(), R.double())
-    assert not _fused.applies(x, A, R[..., :3])
+    assert not _fused.mgradnet_applies(x.double(), tuple(p.double() for p in params))
+    assert not _fused.mgradnet_applies(torch.rand(5, 3), tuple(MGradNetM(3, width=4, modules=2).parameters()))
     with _fused.use(False):
-        assert not _fused.applies(x, A, R)
+        assert not _fused.mgradnet_applies(x, params)
         assert _fused.status().startswith("switched off")
 
 
 @needs_kernel
-@pytest.mark.parametrize("n, blocks_, h, columns, scale", [
-    (777, 8, 32, 5, 1.0),        # a last tile of 9 samples
-    (1, 2, 2, 2, 0.3),           # one sample, two units, the map without its Jacobian
-    (300, 4, 5, 5, 30.0),        # sharp softmaxes: most exponents clamped
-    (1000, 64, 128, 5, 3.0),     # the paper's MNIST network
+@pytest.mark.parametrize("n, modules, width, scale, jacobian", [
+    (777, 4, 32, 0.5, True),      # a last tile of 9 samples
+    (1, 1, 2, 0.3, False),        # one sample, two units, the map without its Jacobian
+    (300, 2, 5, 6.0, True),       # sharp softmaxes: most exponents clamped
+    (1000, 32, 128, 1.0, True),   # the paper's MNIST network
 ])
-def test_fused_softmax_blocks_and_their_gradients_match_float64(n, blocks_, h, columns, scale):
-    inputs = blocks(n, blocks_, h, columns, scale)
-    exact = softmax_blocks(*(t.double() for t in inputs), path="autograd")
-    fused = softmax_blocks(*inputs, path="fused")
-    plain = softmax_blocks(*inputs, path="torch")
-    names = ["T", "P", "grad A", "grad R", "grad signed", "grad weight"]
+def test_fused_network_and_its_parameter_gradients_match_float64(monkeypatch, n, modules, width, scale, jacobian):
+    model = random_parameters(MGradNetM(2, width=width, modules=modules), scale, seed=modules)
+    x = 4 * torch.rand(n, 2, generator=torch.Generator().manual_seed(n)) - 2
+    calls = []
+    monkeypatch.setattr(_fused, "mgradnet_forward", lambda *a, **k: calls.append(1) or mgradnet_forward(*a, **k))
+    exact, fused, plain = mgradnet_m_paths(model, x, jacobian)
+    assert calls, "the float32 network did not run the fused kernel"
+    names = ["T"] + (["packed J"] if jacobian else []) + [name for name, _ in model.named_parameters()]
     for name, f, p, e in zip(names, fused, plain, exact):
-        if not e.numel():
-            continue
         size = e.abs().max().item()
-        error, torch_error = (f.double() - e).abs().max().item(), (p.double() - e).abs().max().item()
+        error, torch_error = (f - e).abs().max().item(), (p - e).abs().max().item()
         # torch's path is right (to float32's rounding), and the kernel as accurate as it, to a few units in the
         # last place of the largest entry.
-        assert torch_error <= 1e-4 * size, (name, torch_error, size)
-        assert error <= 4 * torch_error + 1e-6 * size, (name, error, torch_error, size)
+        assert torch_error <= 1e-4 * size + 1e-6, (name, torch_error, size)
+        assert error <= 4 * torch_error + 1e-6 * size + 1e-7, (name, error, torch_error, size)
+
+
+mgradnet_forward = _fused.mgradnet_forward
 
 
 @needs_kernel
 def test_far_exponents_are_clamped_not_overflowed():
-    # Units 1000 apart in their inputs: the softmax is one-hot, every other exponent below -87.
-    x = torch.tensor([[0.0, 0.0, 1.0], [1.0, -1.0, 1.0]])
-    A = torch.tensor([[[0.0, 0.0, 1000.0], [0.0, 0.0, 0.0], [0.0, 0.0, -1000.0]]])
-    R = torch.arange(15.0).reshape(1, 3, 5)
-    one = torch.ones(1)
-    T, P, grad_a, grad_r, *_ = softmax_blocks(x, A, R, one, one, torch.ones(2, 2), torch.zeros(2, 3), path="fused")
-    torch.testing.assert_close(T, R[0, :1, :2].expand(2, 2))              # unit 0's output row, v = (0, 1)
-    torch.testing.assert_close(P, torch.tensor([[2.0, 3.0, 3.0]] * 2))    # s - sq(v) = (2 - 0, 3 - 0, 4 - 1)
-    assert torch.isfinite(grad_a).all() and torch.isfinite(grad_r).all()
-    torch.testing.assert_close(grad_r[0, 0], torch.tensor([2.0, 2.0, 0.0, 0.0, 0.0]))   # both samples on unit 0
-    torch.testing.assert_close(grad_r[0, 1:], torch.zeros(2, 5))
+    # Units 1000 apart in their inputs: each block's softmax is one-hot, every other exponent below -87. The block of
+    # +u takes unit 0 (bias 1000), the block of -u unit 2 (bias -1000); a one-hot softmax has no Jacobian.
+    model = MGradNetM(2, width=3, modules=1)
+    with torch.no_grad():
+        model.W.copy_(torch.tensor([[[0.5, 1.0], [2.0, -1.0], [-1.0, 3.0]]]))
+        model.bias.copy_(torch.tensor([[1000.0, 0.0, -1000.0]]))
+        for p in (model.alpha, model.beta, model.softmax_a, model.softmax_b):
+            p.fill_(math.log(math.e - 1.0))                                           # softplus = 1
+    x = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    assert _fused.mgradnet_applies(x, tuple(model.parameters()))
+    T, packed, *grads = network_outputs(model, x, jacobian=True)
+    # T = W_0 - W_2 (g = g' = 1), the same for both samples.
+    torch.testing.assert_close(T, torch.tensor([[1.5, -2.0]] * 2, dtype=torch.float64))
+    torch.testing.assert_close(packed, torch.zeros(2, 3, dtype=torch.float64))
+    assert all(torch.isfinite(g).all() for g in grads)
+    grad_W = grads[0][0]
+    # The unit no block takes gets none of the gradient (its clamped weight e^-87 leaves ~1e-37).
+    assert grad_W[1].abs().max() < 1e-30 and grad_W[0].abs().max() > 1e-3
 
 
 @needs_kernel
@@ -112,10 +120,13 @@ def test_float32_network_with_the_kernel_matches_autograd_in_float64():
     ref_out, ref_logdet = autograd_map_and_logdet(exact, x.double())
     model = copy.deepcopy(exact).float()
     out, logdet = model.map_and_logdet(x)
-    assert _fused.applies(torch.ones(1, 3), model.W.new_ones(1, 1, 3), model.W.new_ones(1, 1, 5))
+    assert _fused.mgradnet_applies(x, tuple(model.parameters()))
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logdet.double(), ref_logdet, rtol=1e-4, atol=1e-4)
-    # The parameters' gradients of a loss on T and log det, fused against torch's path in float32.
+    # The parameters' gradients of a loss on T and log det, fused and on torch's path in float32, against autograd
+    # through every operation in float64 (x taking a gradient keeps the network off both).
+    ref_out, ref_logdet = autograd_map_and_logdet(exact, x.double().requires_grad_())
+    exact_grads = torch.autograd.grad(ref_out.square().sum() + ref_logdet.sum(), list(exact.parameters()))
     grads = {}
     for fused in (True, False):
         model.zero_grad()
@@ -123,8 +134,9 @@ def test_float32_network_with_the_kernel_matches_autograd_in_float64():
             out, logdet = model.map_and_logdet(x)
             (out.square().sum() + logdet.sum()).backward()
         grads[fused] = [p.grad.clone() for p in model.parameters()]
-    for (name, _), f, p in zip(model.named_parameters(), grads[True], grads[False]):
+    for (name, _), f, p, e in zip(model.named_parameters(), grads[True], grads[False], exact_grads):
         torch.testing.assert_close(f, p, rtol=1e-4, atol=1e-4 * p.abs().max().item(), msg=name)
+        torch.testing.assert_close(f.double(), e, rtol=1e-4, atol=1e-4 * e.abs().max().item(), msg=name)
 
 
 @needs_kernel
@@ -149,20 +161,6 @@ def test_training_with_the_kernel_follows_torch_path(network):
     assert losses[True][-5:].mean() < losses[True][:5].mean()
 
 
-def cascade_outputs(model, x, jacobian, seed=0):
-    """T and the packed Jacobian of mGradNet-C ``model`` at ``x`` and the parameters' gradients of a random linear
-    functional of them (zeros for parameters the functional does not reach), all in float64."""
-    model.zero_grad()
-    out, packed = model._evaluate(x, jacobian)
-    g = torch.Generator().manual_seed(seed)
-    loss = (out * torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)).sum()
-    if jacobian:
-        loss = loss + (packed * torch.randn(packed.shape, generator=g, dtype=torch.float64).to(out.dtype)).sum()
-    loss.backward()
-    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
-    return [t.detach().double() for t in [out] + ([packed] if jacobian else []) + grads]
-
-
 @needs_kernel
 @pytest.mark.parametrize("activation", ["weighted-tanh", "tanh"])
 @pytest.mark.parametrize("dim, width, depth", [(2, 32, 4), (2, 5, 1), (5, 16, 3)])
@@ -171,10 +169,10 @@ def test_fused_cascade_and_its_gradients_match_float64(monkeypatch, activation, 
     # Random parameters and inputs spread so that units saturate (|z| > 9, where tanh is 1 in float32) and pass near 0.
     exact = random_parameters(MGradNetC(dim, width=width, depth=depth, activation=activation), 1.0, seed=dim + depth)
     x = 3 * torch.randn(300, dim, generator=torch.Generator().manual_seed(1))        # 300: tiles of 128 and a rest
-    reference = cascade_outputs(exact, x.double(), jacobian)
+    reference = network_outputs(exact, x.double(), jacobian)
     calls = []
     monkeypatch.setattr(_fused, "cascade_forward", lambda *a, **k: calls.append(1) or cascade_forward(*a, **k))
-    got = cascade_outputs(copy.deepcopy(exact).float(), x, jacobian)
+    got = network_outputs(copy.deepcopy(exact).float(), x, jacobian)
     assert calls, "the float32 network did not run the fused cascade"
     names = ["T"] + (["packed J"] if jacobian else []) + [name for name, _ in exact.named_parameters()]
     for name, a, b in zip(names, got, reference):
@@ -214,13 +212,13 @@ def test_without_a_compiler_torch_path_is_used_and_status_says_why(monkeypatch, 
     monkeypatch.setenv("GRADNET_CACHE", str(tmp_path))
     for name, value in [("_tried", False), ("_library", None), ("_enabled", True)]:
         monkeypatch.setattr(_fused, name, value)
-    inputs = blocks(50, 4, 8, 5, 1.0)
-    assert not _fused.applies(*inputs[:3])
+    model = random_parameters(MGradNetM(2, width=8, modules=2), 0.5)
+    x = torch.rand(50, 2, generator=torch.Generator().manual_seed(0))
+    assert not _fused.mgradnet_applies(x, tuple(model.float().parameters()))
     assert "no C compiler found ('no-such-compiler-here')" in _fused.status()
-    fallback = softmax_blocks(*inputs, path="fused")
-    exact = softmax_blocks(*(t.double() for t in inputs), path="autograd")
+    exact, fallback, _ = mgradnet_m_paths(model.double(), x, jacobian=True)
     for f, e in zip(fallback, exact):
-        torch.testing.assert_close(f.double(), e, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-5)
 
 
 @needs_kernel
@@ -238,8 +236,8 @@ def test_the_cascade_is_a_library_of_its_own(monkeypatch, tmp_path):
     # mGradNet-M's kernels do not wait for mGradNet-C's to compile: two libraries from one file.
     monkeypatch.setenv("GRADNET_CACHE", str(tmp_path))
     main, cascade = ctypes.CDLL(str(_fused._build())), ctypes.CDLL(str(_fused._build(cascade=True)))
-    assert hasattr(main, "gradnet_softmax_average_forward") and not hasattr(main, "gradnet_cascade_forward")
-    assert hasattr(cascade, "gradnet_cascade_forward") and not hasattr(cascade, "gradnet_softmax_average_forward")
+    assert hasattr(main, "gradnet_mgradnet_forward") and not hasattr(main, "gradnet_cascade_forward")
+    assert hasattr(cascade, "gradnet_cascade_forward") and not hasattr(cascade, "gradnet_mgradnet_forward")
 
 
 @needs_kernel

@@ -44,17 +44,31 @@ def test_closed_form_matches_autograd(d):
         torch.testing.assert_close(logdet[finite], ref_logdet[finite], rtol=1e-6, atol=1e-8)
 
 
-def test_logdet_gradients_match_autograd():
-    """The closed form is also right to first order in the parameters (it is what training uses)."""
-    x = torch.randn(5, 3, dtype=torch.float64)
-    for model in (perturbed(MGradNetM(3, width=6, modules=3)), perturbed(MGradNetC(3, width=6, depth=3))):
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_logdet_gradients_match_autograd(d):
+    """The closed form is also right to first order in the parameters (it is what training uses); at d <= 2
+    mGradNet-M's parameters take their gradients by hand (networks._SoftmaxModules), with and without the strict
+    term, and of T as well as of log det."""
+    x = torch.randn(5, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    weights = torch.randn(5, d, dtype=torch.float64, generator=torch.Generator().manual_seed(10 + d))
+    for model in (perturbed(MGradNetM(d, width=6, modules=3)), perturbed(MGradNetM(d, width=5, modules=2, strict=True)),
+                  perturbed(MGradNetC(d, width=6, depth=3))):
         params = list(model.parameters())
-        g_closed = torch.autograd.grad(model.map_and_logdet(x)[1].sum(), params, allow_unused=True)
-        g_auto = torch.autograd.grad(autograd_map_and_logdet(model, x)[1].sum(), params, allow_unused=True)
-        for p, a, b in zip(params, g_closed, g_auto):
-            a = torch.zeros_like(p) if a is None else a
-            b = torch.zeros_like(p) if b is None else b
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
+
+        def loss(out_logdet):
+            return (out_logdet[0] * weights).sum() + out_logdet[1].sum()
+
+        g_closed = torch.autograd.grad(loss(model.map_and_logdet(x)), params, allow_unused=True)
+        g_auto = torch.autograd.grad(loss(autograd_map_and_logdet(model, x)), params, allow_unused=True)
+        # The map alone (sample objectives train through it), without the Jacobian's columns.
+        g_map = torch.autograd.grad((model(x) * weights).sum(), params, allow_unused=True)
+        g_map_auto = torch.autograd.grad((model(x.clone().requires_grad_()) * weights).sum(), params,
+                                         allow_unused=True)
+        for p, a, b, c, e in zip(params, g_closed, g_auto, g_map, g_map_auto):
+            for closed, auto in ((a, b), (c, e)):
+                closed = torch.zeros_like(p) if closed is None else closed
+                auto = torch.zeros_like(p) if auto is None else auto
+                torch.testing.assert_close(closed, auto, rtol=1e-6, atol=1e-10)
 
 
 
