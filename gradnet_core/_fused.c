@@ -7,8 +7,9 @@
  * recomputes p from x and the saved log-normaliser lse[b, i] instead of storing the (B, n, h) matrix:
  * with s_i = <G[b, i], out[b, i]>, dL/du_j = p_j (<G[b, i], R[b, j]> - s_i), and
  *   grad_A[b, j, :] = sum_i dL/du_ij x_i,  grad_R[b, j, :] = sum_i p_ij G[b, i, :].
- * Samples are processed in tiles of TILE; every inner loop runs over the samples of a tile, so it
- * vectorises without reassociating anyone's sums (no -ffast-math: each lane is one sample). float32.
+ * The forward pass processes samples in tiles of TILE; every inner loop runs over the samples of a tile, so it
+ * vectorises without reassociating anyone's sums (no -ffast-math: each lane is one sample). The backward pass runs
+ * each unit over all the samples, its gradient sums reduced across the lanes once. float32.
  *
  * mGradNet-M combines its blocks' outputs, v_b = out[b, :, :2] and, with the Jacobian, s_b = out[b, :, 2:5]:
  *   T = sum_b sg[b] v_b,   P = sum_b wt[b] (s_b - sq(v_b)),   sq(v) = (v0 v0, v0 v1, v1 v1),
@@ -145,80 +146,81 @@ static inline __attribute__((always_inline)) void forward(int64_t n, int64_t blo
 }
 
 /* dT: (n, 2) and dP: (n, 3) (unread when C = 2), the gradients of the combined T and P; grad_sg, grad_wt: (B),
- * grad_A: (B, h, k) and grad_R: (B, h, C), overwritten. */
-static inline __attribute__((always_inline)) void backward(int64_t n, int64_t blocks, int64_t h, const int k,
-                                                           const int C, const float *x, const float *A,
-                                                           const float *R, const float *out, const float *lse,
-                                                           const float *sg, const float *wt, const float *dT,
-                                                           const float *dP, float *grad_sg, float *grad_wt,
-                                                           float *grad_A, float *grad_R) {
-    float xt[MAX_K][TILE], gt[MAX_C][TILE], u[TILE], s[TILE], l[TILE], p[TILE], du[TILE], dt[2][TILE], dp[3][TILE];
-    memset(grad_A, 0, (size_t)(blocks * h * k) * sizeof(float));
-    memset(grad_R, 0, (size_t)(blocks * h * C) * sizeof(float));
-    memset(grad_sg, 0, (size_t)blocks * sizeof(float));
-    memset(grad_wt, 0, (size_t)blocks * sizeof(float));
-    for (int64_t i0 = 0; i0 < n; i0 += TILE) {
-        int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
-        load_tile(xt, x, k, (int)i0, tn);
-        for (int i = 0; i < tn; i++) {
-            xt[k - 1][i] = 1.0f;
-            dt[0][i] = dT[2 * (i0 + i)];
-            dt[1][i] = dT[2 * (i0 + i) + 1];
-            if (C == 5)
-                for (int c = 0; c < 3; c++) dp[c][i] = dP[3 * (i0 + i) + c];
+ * grad_A: (B, h, k) and grad_R: (B, h, C), overwritten. Block by block: first each sample's G, s = <G, M> and lse,
+ * then unit by unit over all the samples, so that each unit's k + C gradient sums stay in vector registers from the
+ * first sample to the last and are reduced across lanes once (per tile of samples, those reductions had been about
+ * a third of this pass). Returns 2 when memory runs out. */
+static inline __attribute__((always_inline)) int backward(int64_t n, int64_t blocks, int64_t h, const int k,
+                                                          const int C, const float *x, const float *A,
+                                                          const float *R, const float *out, const float *lse,
+                                                          const float *sg, const float *wt, const float *dT,
+                                                          const float *dP, float *grad_sg, float *grad_wt,
+                                                          float *grad_A, float *grad_R) {
+    float *work = malloc((size_t)((k - 1 + C + 2) * n) * sizeof(float));
+    if (!work) return 2;
+    float *xs[MAX_K], *gs[MAX_C], *s = work + (k - 1 + C) * n, *l = s + n;
+    for (int c = 0; c < k - 1; c++) xs[c] = work + c * n;
+    for (int c = 0; c < C; c++) gs[c] = work + (k - 1 + c) * n;
+    for (int64_t i = 0; i < n; i++)
+        for (int c = 0; c < k - 1; c++) xs[c][i] = x[i * k + c];
+    for (int64_t b = 0; b < blocks; b++) {
+        const float *a = A + b * h * k, *r = R + b * h * C, *o = out + b * n * C;
+        const float sb = sg[b], wb = wt[b];
+        float to_sg = 0.0f, to_wt = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float v0 = o[i * C], v1 = o[i * C + 1], d0 = dT[2 * i], d1 = dT[2 * i + 1];
+            float g0 = sb * d0, g1 = sb * d1;
+            to_sg += d0 * v0 + d1 * v1;
+            if (C == 5) {
+                const float p0 = dP[3 * i], p1 = dP[3 * i + 1], p2 = dP[3 * i + 2];
+                g0 -= wb * (2.0f * v0 * p0 + v1 * p1);
+                g1 -= wb * (v0 * p1 + 2.0f * v1 * p2);
+                gs[2][i] = wb * p0;
+                gs[3][i] = wb * p1;
+                gs[4][i] = wb * p2;
+                to_wt += p0 * (o[i * C + 2] - v0 * v0) + p1 * (o[i * C + 3] - v0 * v1) + p2 * (o[i * C + 4] - v1 * v1);
+            }
+            gs[0][i] = g0;
+            gs[1][i] = g1;
+            float dot = 0.0f;
+            for (int c = 0; c < C; c++) dot += gs[c][i] * o[i * C + c];
+            s[i] = dot;
+            l[i] = lse[b * n + i];
         }
-        for (int64_t b = 0; b < blocks; b++) {
-            const float *a = A + b * h * k, *r = R + b * h * C, *o = out + (b * n + i0) * C;
-            const float sb = sg[b], wb = wt[b];
-            float to_sg = 0.0f, to_wt = 0.0f;
-            for (int i = 0; i < tn; i++) {
-                const float v0 = o[i * C], v1 = o[i * C + 1];
-                gt[0][i] = sb * dt[0][i];
-                gt[1][i] = sb * dt[1][i];
-                to_sg += dt[0][i] * v0 + dt[1][i] * v1;
+        grad_sg[b] = to_sg;
+        grad_wt[b] = to_wt;
+        for (int64_t j = 0; j < h; j++) {
+            const float *aj = a + j * k, *rj = r + j * C;
+            float r0 = 0.0f, r1 = 0.0f, r2 = 0.0f, r3 = 0.0f, r4 = 0.0f, a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+#pragma omp simd reduction(+ : r0, r1, r2, r3, r4, a0, a1, a2)
+            for (int64_t i = 0; i < n; i++) {
+                float u = aj[k - 1];
+                for (int c = 0; c < k - 1; c++) u += aj[c] * xs[c][i];
+                const float e = exp_clamped(u - l[i]);
+                float gr = 0.0f;
+                for (int c = 0; c < C; c++) gr += gs[c][i] * rj[c];
+                const float du = e * (gr - s[i]);
+                r0 += e * gs[0][i];
+                r1 += e * gs[1][i];
                 if (C == 5) {
-                    gt[0][i] -= wb * (2.0f * v0 * dp[0][i] + v1 * dp[1][i]);
-                    gt[1][i] -= wb * (v0 * dp[1][i] + 2.0f * v1 * dp[2][i]);
-                    for (int c = 0; c < 3; c++) gt[2 + c][i] = wb * dp[c][i];
-                    to_wt += dp[0][i] * (o[i * C + 2] - v0 * v0) + dp[1][i] * (o[i * C + 3] - v0 * v1)
-                             + dp[2][i] * (o[i * C + 4] - v1 * v1);
+                    r2 += e * gs[2][i];
+                    r3 += e * gs[3][i];
+                    r4 += e * gs[4][i];
                 }
+                a0 += du * xs[0][i];
+                if (k == 3) a1 += du * xs[1][i];
+                a2 += du;
             }
-            grad_sg[b] += to_sg;
-            grad_wt[b] += to_wt;
-            for (int i = 0; i < tn; i++) {
-                float dot = 0.0f;
-                for (int c = 0; c < C; c++) dot += gt[c][i] * o[i * C + c];
-                s[i] = dot;
-                l[i] = lse[b * n + i0 + i];
-            }
-            for (int64_t j = 0; j < h; j++) {
-                unit_inputs(u, a + j * k, xt, k, tn);
-                const float *rj = r + j * C;
-#pragma omp simd
-                for (int i = 0; i < tn; i++) {
-                    float e = exp_clamped(u[i] - l[i]);
-                    float gr = 0.0f;
-                    for (int c = 0; c < C; c++) gr += gt[c][i] * rj[c];
-                    p[i] = e;
-                    du[i] = e * (gr - s[i]);
-                }
-                float *ga = grad_A + (b * h + j) * k, *gr = grad_R + (b * h + j) * C;
-                for (int c = 0; c < C; c++) {
-                    float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-                    for (int i = 0; i < tn; i++) total += p[i] * gt[c][i];
-                    gr[c] += total;
-                }
-                for (int c = 0; c < k; c++) {
-                    float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-                    for (int i = 0; i < tn; i++) total += du[i] * xt[c][i];
-                    ga[c] += total;
-                }
-            }
+            float *ga = grad_A + (b * h + j) * k, *gr = grad_R + (b * h + j) * C;
+            gr[0] = r0, gr[1] = r1;
+            if (C == 5) gr[2] = r2, gr[3] = r3, gr[4] = r4;
+            ga[0] = a0;
+            if (k == 3) ga[1] = a1;
+            ga[k - 1] = a2;
         }
     }
+    free(work);
+    return 0;
 }
 
 /* mGradNet-M itself (networks.MGradNetM) from its parameters, at d = 2: W (K, h, 2), bias (K, h), alpha, beta,
@@ -312,8 +314,13 @@ int gradnet_mgradnet_backward(int64_t n, int64_t K, int64_t h, int C, const floa
         return 2;
     }
     float *gA = grads, *gR = gA + 2 * K * h * 3, *gsg = gR + 2 * K * h * C, *gwt = gsg + 2 * K;
-    if (C == 5) backward(n, 2 * K, h, 3, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
-    else backward(n, 2 * K, h, 3, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
+    const int done = C == 5 ? backward(n, 2 * K, h, 3, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR)
+                            : backward(n, 2 * K, h, 3, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
+    if (done != 0) {
+        free(memory);
+        free(grads);
+        return done;
+    }
     for (int64_t k = 0; k < K; k++) {
         const float scale = softplus(p.beta[k]), out_scale = softplus(p.alpha[k]);
         const float pa = softplus(p.softmax_a[k]), pb = softplus(p.softmax_b[k]);
