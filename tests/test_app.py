@@ -242,7 +242,8 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
 
 
 def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():
-    """`random 16` of the robustness benchmark (`--seed 2`), typed, at seed 2: a 1 -> 2 split whose KL map sends a few
+    """`random 16` of the robustness benchmark (`--seed 2`), typed, at seed 1 (at seed 2 the backward kernel's
+    summation order, 692e232, now lands it passed): a 1 -> 2 split whose KL map sends a few
     per cent of the mass to the wrong component, and whose Sinkhorn fallback lands no nearer: flagged both times,
     the map kept at L2-UVP about 13 %, and the page says so in a warning, not a success. (Seeds 0, 1, 6 end the same
     way at 8-11 %; at seed 3 the rounding of the fused kernels, 2026-12-03, left the kept map at 3.6 %, still flagged.)"""
@@ -254,7 +255,7 @@ def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():
                           columns=columns, dtype=float)
     state.tables["source"] = {"base": source, "edited": source, "version": 99}
     state.tables["target"] = {"base": target, "edited": target, "version": 99}
-    _train(at, "mixtures", steps=500, seed=2)
+    _train(at, "mixtures", steps=500, seed=1)
     assert not at.success, [s.value for s in at.success]
     said = " ".join(w.value for w in at.warning)
     assert "trained again from its starting weights on the Sinkhorn divergence; it was flagged too" in said, said
