@@ -46,8 +46,6 @@ __all__ = ["usable", "cascade_usable", "mgradnet_applies", "kde", "mgradnet_forw
 _SOURCE = Path(__file__).with_name("_fused.c")
 #: -fno-trapping-math lets the compiler vectorise the exponent's clamp (a compare); it changes no result.
 _FLAGS = ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-shared", "-fPIC"]
-#: Shapes the kernel has: x with d + 1 = 3 columns; R with d = 2 columns, or 5 with the packed Jacobian.
-_COLUMNS_X, _COLUMNS_R = 3, (2, 5)
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -104,7 +102,7 @@ def kde(x: Tensor, points: Tensor, log_weights: Tensor, half_precision: float, l
     """An image KDE's log-density at ``x (n, 2)`` (``densities.ImageDensity``, pixels ``points (m, 2)`` with
     ``log_weights (m,)``, kernel variance s, ``half_precision`` 1 / 2s, ``log_norm`` -log 2 pi s) and, with
     ``slope``, its gradient in x ``(n, 2)``: ``forward``'s pass with one block, its inputs and outputs formed in C."""
-    x, points, log_weights = x.detach().contiguous(), points.contiguous(), log_weights.contiguous()
+    x, points, log_weights = x.contiguous(), points.contiguous(), log_weights.contiguous()
     logp, grad = x.new_empty(x.shape[0]), (torch.empty_like(x) if slope else None)
     _check(_library.gradnet_kde(x.shape[0], points.shape[0], *_pointers(x, points, log_weights),
                                 half_precision, log_norm, logp.data_ptr(), None if grad is None else grad.data_ptr()))
@@ -116,7 +114,7 @@ def mgradnet_forward(x: Tensor, parameters: tuple[Tensor, ...],
     """mGradNet-M at ``x (n, 2)`` from its ``parameters`` (W, bias, alpha, beta, softmax_a, softmax_b, out_bias): T
     ``(n, 2)`` and, with ``jacobian``, the packed Jacobian ``(n, 3)`` (else ``(n, 0)``); then the blocks' averages and
     log-normalisers, which ``mgradnet_backward`` reads."""
-    x, parameters = x.detach().contiguous(), [t.detach().contiguous() for t in parameters]
+    x, parameters = x.contiguous(), [t.contiguous() for t in parameters]
     (n, _), (modules, h, _) = x.shape, parameters[0].shape
     c = 5 if jacobian else 2
     out, lse = x.new_empty(2 * modules, n, c), x.new_empty(2 * modules, n)
@@ -129,7 +127,7 @@ def mgradnet_backward(x: Tensor, parameters: tuple[Tensor, ...], out: Tensor, ls
                       grad_P: Tensor | None) -> tuple[Tensor, ...]:
     """The gradients of the ``parameters`` given those of ``mgradnet_forward``'s T and P (``grad_P`` None without
     the Jacobian)."""
-    x, parameters = x.detach().contiguous(), [t.detach().contiguous() for t in parameters]
+    x, parameters = x.contiguous(), [t.contiguous() for t in parameters]
     (n, _), (modules, h, _), c = x.shape, parameters[0].shape, out.shape[-1]
     grad_P = grad_T.new_zeros(n, 3) if grad_P is None else grad_P.contiguous()
     grads = [torch.empty_like(t) for t in parameters]
