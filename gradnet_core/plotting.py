@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,7 +26,7 @@ from .densities import Density
 from .pushforward import DensityMorph, Grid
 
 __all__ = ["Panel", "Bounds", "COLOURSCALE", "position_colours", "interpolate", "square_bounds", "grid_points",
-           "animation_figure", "animation_gif", "loss_figure", "losses_figure", "density_heatmap", "preview_figure",
+           "animation_figure", "animation_gif", "snapshot_png", "loss_figure", "losses_figure", "density_heatmap", "preview_figure",
            "density_morph_figure", "density_morph_gif", "density_comparison_figure", "residual_figure"]
 
 #: Axis box (x0, x1, y0, y1).
@@ -285,15 +286,13 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
     x0, x1, y0, y1 = bounds
 
     def to_pixels(pts: np.ndarray, panel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        col = np.round((pts[:, 0] - x0) / (x1 - x0) * (size - 3)).astype(int)
-        row = np.round((y1 - pts[:, 1]) / (y1 - y0) * (size - 3)).astype(int)
-        inside = (col >= 0) & (col < size - 2) & (row >= 0) & (row < size - 2)
+        row, col, inside = _pixels(pts, bounds, size)
         return row + head, col + panel * (size + left) + left, inside
 
     background = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(background)
     if title:
-        draw.text((8, 4), title, fill=(0, 0, 0), font=title_font)
+        draw.text((8, 4), _pillow_text(title), fill=(0, 0, 0), font=title_font)
     ticks_x, ticks_y = _nice_ticks(x0, x1), _nice_ticks(y0, y1)
     paths = _subsample(len(x), max_paths)
     for p, (panel, mapped) in enumerate(zip(panels, maps)):
@@ -326,17 +325,87 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
     for t in np.linspace(0.0, 1.0, frames):
         canvas = np.asarray(background).copy()
         for p, mapped in enumerate(maps):
-            row, col, inside = to_pixels(interpolate(x, mapped, t), p)
-            for dr in (0, 1):
-                for dc in (0, 1):
-                    canvas[row[inside] + dr, col[inside] + dc] = colours[inside]
+            _dots(canvas, *to_pixels(interpolate(x, mapped, t), p), colours)
         image = Image.fromarray(canvas)
         frame_draw = ImageDraw.Draw(image)
         for p, panel in enumerate(panels):
-            frame_draw.text((p * (size + left) + left, head - font.size - 6), f"{panel.title}   t = {t:.2f}",
-                            fill=(0, 0, 0), font=font)
+            frame_draw.text((p * (size + left) + left, head - font.size - 6),
+                            _pillow_text(f"{panel.title}   t = {t:.2f}"), fill=(0, 0, 0), font=font)
         images.append(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
     return _gif_bytes(images, frame_ms, hold_ms)
+
+
+#: Pillow's built-in font covers ASCII only: what a figure's titles commonly hold beyond it, spelled in ASCII.
+_ASCII_SPELLING = str.maketrans({"–": "-", "—": "-", "−": "-", "→": "->", "←": "<-", "×": "x", "≤": "<=", "≥": ">="})
+
+
+def _pillow_text(text: str) -> str:
+    """``text`` in the characters Pillow's built-in font draws: accents dropped (è -> e), sub- and superscript
+    digits plain (W₂ -> W2), dashes and arrows spelled out, anything else as "?" rather than an empty box."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_ASCII_SPELLING))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).encode("ascii", "replace").decode()
+
+
+def _pixels(pts: np.ndarray, bounds: Bounds, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row and column of ``pts: (n, 2)`` in a ``size``-pixel square panel showing ``bounds`` (y up), and which
+    points lie inside it with room for a 2 x 2 dot (non-finite ones never do; their row and column are 0)."""
+    x0, x1, y0, y1 = bounds
+    with np.errstate(invalid="ignore"):
+        col = np.round((pts[:, 0] - x0) / (x1 - x0) * (size - 3))
+        row = np.round((y1 - pts[:, 1]) / (y1 - y0) * (size - 3))
+        inside = (col >= 0) & (col < size - 2) & (row >= 0) & (row < size - 2)     # False for NaN
+    return np.where(inside, row, 0).astype(int), np.where(inside, col, 0).astype(int), inside
+
+
+def _dots(canvas: np.ndarray, row: np.ndarray, col: np.ndarray, inside: np.ndarray, colours: np.ndarray) -> None:
+    """Paint 2 x 2 pixel dots of ``colours: (n, 3)`` uint8 at ``row, col`` (their top left) where ``inside``."""
+    for dr in (0, 1):
+        for dc in (0, 1):
+            canvas[row[inside] + dr, col[inside] + dc] = colours[inside]
+
+
+def snapshot_png(frames: Sequence[Sequence[np.ndarray]], colours: np.ndarray, row_titles: Sequence[str],
+                 col_titles: Sequence[str], bounds: Bounds, cell: int = 200,
+                 background: np.ndarray | None = None) -> bytes:
+    """A grid of point snapshots as PNG bytes: ``frames[r][c]`` are the ``(n, 2)`` points of row r at column c,
+    drawn as the GIF draws them (2 x 2 pixel dots of ``colours: (n, 3)`` uint8) in a ``cell``-pixel square
+    panel showing ``bounds`` = (x0, x1, y0, y1), over ``background: (m, 2)`` points as grey dots. Column titles above,
+    row titles (lines split at newlines) to the left; points outside the bounds or not finite are left out."""
+    rows, cols = len(frames), len(col_titles)
+    if rows != len(row_titles) or any(len(row) != cols for row in frames):
+        raise ValueError(f"frames must be {len(row_titles)} rows of {cols} point sets, one per row and column title")
+    font = ImageFont.load_default(size=13)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    row_titles, col_titles = [_pillow_text(t) for t in row_titles], [_pillow_text(t) for t in col_titles]
+    widest = max((measure.multiline_textbbox((0, 0), title, font=font)[2] for title in row_titles), default=0)
+    gap, top, left = 6, font.size + 12, max(60, widest + 20)
+    image = Image.new("RGB", (left + cols * (cell + gap), top + rows * (cell + gap)), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for r in range(rows):
+        for c in range(cols):
+            ox, oy = left + c * (cell + gap), top + r * (cell + gap)
+            draw.rectangle([ox, oy, ox + cell - 1, oy + cell - 1], fill=(248, 248, 248))
+    pixels = np.asarray(image).copy()
+    colours = np.asarray(colours, dtype=np.uint8)
+    grey = None if background is None else _pixels(_as_points(background, "background points"), bounds, cell)
+    for r in range(rows):
+        for c in range(cols):
+            ox, oy = left + c * (cell + gap), top + r * (cell + gap)
+            if grey is not None:
+                row, col, inside = grey
+                _dots(pixels, row + oy, col + ox, inside, np.full((len(row), 3), 205, dtype=np.uint8))
+            row, col, inside = _pixels(_as_points(frames[r][c], f"points of row {r}, column {c}"), bounds, cell)
+            _dots(pixels, row + oy, col + ox, inside, colours)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    for c, title in enumerate(col_titles):
+        draw.text((left + c * (cell + gap) + cell / 2, top - 6), title, fill=(0, 0, 0), font=font, anchor="md")
+    for r, title in enumerate(row_titles):
+        draw.multiline_text((left - 10, top + r * (cell + gap) + cell / 2), title, fill=(0, 0, 0), font=font,
+                            anchor="rm", align="right")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _gif_bytes(images: list[Image.Image], frame_ms: int, hold_ms: int) -> bytes:
@@ -526,7 +595,7 @@ def density_morph_gif(morph: DensityMorph, *, title: str = "density", size: int 
         picture = Image.fromarray(table[index]).resize((size, size), Image.Resampling.BILINEAR)
         frame = Image.new("RGB", (size, size + title_h), (255, 255, 255))
         frame.paste(picture, (0, title_h))
-        ImageDraw.Draw(frame).text((6, 4), f"{title}   t = {t:.2f}", fill=(0, 0, 0), font=font)
+        ImageDraw.Draw(frame).text((6, 4), _pillow_text(f"{title}   t = {t:.2f}"), fill=(0, 0, 0), font=font)
         images.append(frame.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
     return _gif_bytes(images, frame_ms, hold_ms)
 

@@ -10,7 +10,7 @@ from gradnet_core import Gaussian, GaussianMixture
 from gradnet_core.plotting import (
     Panel, animation_figure, animation_gif, density_comparison_figure, density_heatmap, density_morph_figure,
     density_morph_gif, grid_points, interpolate, loss_figure, position_colours, preview_figure, residual_figure,
-    square_bounds,
+    snapshot_png, square_bounds,
 )
 from gradnet_core.pushforward import DensityMorph, Grid
 
@@ -129,6 +129,41 @@ def test_gif_draws_arrows_and_trajectories(scene):
     marked = Image.open(io.BytesIO(animation_gif(x, panels[:1], frames=2, size=160, arrows=True, trajectories=True)))
     dark = [int((np.asarray(im.convert("L")) < 100).sum()) for im in (plain, marked)]
     assert dark[1] > dark[0] + 200                                          # paths and arrow heads drawn
+
+
+def _coloured_pixels(picture: np.ndarray, colour) -> np.ndarray:
+    return np.argwhere((picture == np.asarray(colour, dtype=np.uint8)).all(axis=-1))
+
+
+def test_snapshot_grid_puts_each_point_where_its_coordinates_say():
+    bounds = (0.0, 2.0, -1.0, 1.0)
+    red, blue = (220, 20, 20), (20, 20, 220)
+    colours = np.array([red, blue], dtype=np.uint8)
+    # Row 0: the centre and the top-left corner; row 1: a NaN and a point far outside (neither drawn).
+    frames = [[np.array([[1.0, 0.0], [0.0, 1.0]])] * 2, [np.array([[np.nan, 0.0], [9.0, 9.0]])] * 2]
+    picture = np.asarray(Image.open(io.BytesIO(
+        snapshot_png(frames, colours, ["first row", "second\nrow"], ["a", "b"], bounds, cell=101))).convert("RGB"))
+    reds, blues = _coloured_pixels(picture, red), _coloured_pixels(picture, blue)
+    assert len(reds) == len(blues) == 2 * 4                       # a 2 x 2 dot per panel of the first row only
+    # Within each row the panels sit one cell (plus the gap) apart; the centre dot lies 49 px right and down of
+    # the top-left dot (101 px panels: pixel (size - 3) / 2 = 49 from the corner).
+    top_left = blues.min(axis=0)
+    centre = reds[reds[:, 1] < reds[:, 1].min() + 2].min(axis=0)
+    np.testing.assert_array_equal(centre - top_left, [49, 49])
+    assert reds[:, 0].max() < blues[:, 0].min() + 101             # all in the first row of panels
+    assert np.unique(blues[:, 1]).size == 4                        # two panels side by side, two columns each
+    with pytest.raises(ValueError, match="one per row and column title"):
+        snapshot_png(frames, colours, ["only one row title"], ["a", "b"], bounds)
+
+
+def test_figure_titles_are_spelled_in_the_characters_pillow_draws():
+    from gradnet_core.plotting import _pillow_text
+
+    assert _pillow_text("Monge–Ampère W₂ → x²") == "Monge-Ampere W2 -> x2"
+    assert _pillow_text("ψ") == "?"                                  # not an empty box
+    picture = snapshot_png([[np.zeros((1, 2))]], np.zeros((1, 3), np.uint8), ["Monge–Ampère"], ["t = 0"],
+                           (-1.0, 1.0, -1.0, 1.0), cell=40)
+    assert Image.open(io.BytesIO(picture)).format == "PNG"
 
 
 def test_colours_follow_the_position_relative_to_the_mean(rng):

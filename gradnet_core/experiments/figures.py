@@ -1,5 +1,6 @@
-"""Static PNG figures of the experiments, drawn with matplotlib's Agg canvas (no display or browser
-needed): a grid of point snapshots, annotated heatmaps and a line chart with logarithmic axes.
+"""Static PNG figures of the experiments: annotated heatmaps, line charts with logarithmic axes and score strips
+drawn with matplotlib's Agg canvas (no display or browser needed), and a grid of point snapshots drawn with Pillow
+as the morph GIFs are.
 
 matplotlib is imported inside each function, so importing this module (or ``gradnet_core``) does not
 need it; ``pip install gradnet-core[experiments]`` brings it. No pyplot: each figure is its own
@@ -47,40 +48,12 @@ def snapshot_grid_png(path: Path, frames: Sequence[Sequence[np.ndarray]], colour
                       row_titles: Sequence[str], col_titles: Sequence[str],
                       bounds: tuple[float, float, float, float], cell: int = 200,
                       background: np.ndarray | None = None) -> Path:
-    """Scatter snapshots: ``frames[r][c]`` are the ``(n, 2)`` points of row r at column c, drawn in
-    ``colours: (n, 3)`` uint8 inside ``bounds`` = (x0, x1, y0, y1); ``background: (m, 2)`` in grey.
-    Each panel is ``cell`` pixels square; non-finite points are left out."""
-    rows, cols = len(frames), len(col_titles)
-    # Room for the longest row title at 10 pt (about 8 px a character): "whitening (exact)" was cut at 130.
-    longest = max((len(line) for title in row_titles for line in title.splitlines()), default=0)
-    left, top = max(130, 24 + 8 * longest), 26
-    figure = _figure(left + cols * (cell + 6), top + rows * (cell + 6))
-    figure.subplots_adjust(left=left / figure.bbox.width, right=0.995, top=1 - top / figure.bbox.height,
-                           bottom=0.005, wspace=0.03, hspace=0.03)
-    axes = figure.subplots(rows, cols, squeeze=False)
-    colours = np.asarray(colours) / 255.0
-    x0, x1, y0, y1 = bounds
-    for r in range(rows):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.set_facecolor((0.973, 0.973, 0.973))
-            if background is not None:
-                bg = np.asarray(background, dtype=np.float64)
-                ax.scatter(bg[:, 0], bg[:, 1], s=1, c=[(0.78, 0.78, 0.78)], marker="s", linewidths=0)
-            pts = np.asarray(frames[r][c], dtype=np.float64)
-            finite = np.isfinite(pts).all(axis=1) if len(pts) else np.zeros(0, bool)
-            ax.scatter(pts[finite, 0], pts[finite, 1], s=2, c=colours[finite], marker="s", linewidths=0)
-            ax.set_xlim(x0, x1)
-            ax.set_ylim(y0, y1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if r == 0:
-                ax.set_title(col_titles[c], fontsize=10, pad=4)
-            if c == 0:
-                ax.set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
-    return _save(figure, path)
+    """Scatter snapshots (``gradnet_core.plotting.snapshot_png``, drawn with Pillow like the morph GIFs: no
+    matplotlib import for a figure without axes) written to ``path``."""
+    from ..plotting import snapshot_png
+
+    path.write_bytes(snapshot_png(frames, colours, row_titles, col_titles, bounds, cell, background))
+    return path
 
 
 def heatmap_png(path: Path, panels: Sequence[tuple[str, np.ndarray]], row_labels: Sequence[str],

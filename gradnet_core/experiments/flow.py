@@ -360,9 +360,7 @@ def _figure(path: Path, maps: dict[str, TransportMap], x_ref: torch.Tensor, refe
     x = x_ref[:n]
     ends = {f"reference (barycentric\nprojection, {len(reference)} pts)": reference[:n]}
     with torch.no_grad():
-        # Pillow's default font has no glyphs beyond ASCII.
-        ends.update({label.replace(" (", "\n(").replace("–", "-").replace("è", "e"): model(x)
-                     for label, model in maps.items()})
+        ends.update({label.replace(" (", "\n("): model(x) for label, model in maps.items()})
     quadrant = (x[:, 0] > 0).long() * 2 + (x[:, 1] > 0).long()
     palette = np.array([(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167)], dtype=np.uint8)
     times = (0.0, 0.5, 1.0)
