@@ -331,7 +331,7 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
         for p, panel in enumerate(panels):
             frame_draw.text((p * (size + left) + left, head - font.size - 6),
                             _pillow_text(f"{panel.title}   t = {t:.2f}"), fill=(0, 0, 0), font=font)
-        images.append(image.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+        images.append(image)
     return _gif_bytes(images, frame_ms, hold_ms)
 
 
@@ -408,12 +408,29 @@ def snapshot_png(frames: Sequence[Sequence[np.ndarray]], colours: np.ndarray, ro
     return buffer.getvalue()
 
 
-def _gif_bytes(images: list[Image.Image], frame_ms: int, hold_ms: int) -> bytes:
-    """A looping GIF of ``images``, ``frame_ms`` a frame, the first and the last held ``hold_ms``."""
-    durations = [frame_ms] * len(images)
+def _gif_bytes(images: list[Image.Image], frame_ms: int, hold_ms: int, colours: np.ndarray | None = None) -> bytes:
+    """A looping GIF of the RGB ``images``, ``frame_ms`` a frame, the first and the last held ``hold_ms``.
+
+    One palette for every frame, of the colours of the first and the last frame and of ``colours: (k, 3)`` uint8
+    (those a frame between may hold that neither end does, such as a colour scale's), each frame mapped onto it
+    without dithering: a per-frame adaptive palette cost ten times as much (median cut on every frame) and could
+    drop a rare colour, a point's, from a frame."""
+    width, height = images[0].size
+    extra = np.zeros((0, 3), np.uint8) if colours is None else np.asarray(colours, np.uint8).reshape(-1, 3)
+    strip = -(-len(extra) // width)                                 # rows that hold the extra colours
+    ends = Image.new("RGB", (width, 2 * height + strip), (255, 255, 255))
+    ends.paste(images[0], (0, 0))
+    ends.paste(images[-1], (0, height))
+    if strip:
+        row = np.full((strip * width, 3), 255, np.uint8)
+        row[:len(extra)] = extra
+        ends.paste(Image.fromarray(row.reshape(strip, width, 3)), (0, 2 * height))
+    palette = ends.quantize(255, method=Image.Quantize.MAXCOVERAGE)
+    frames = [image.quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
+    durations = [frame_ms] * len(frames)
     durations[0] = durations[-1] = hold_ms
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
                    loop=0, optimize=False, disposal=1)
     return buffer.getvalue()
 
@@ -596,8 +613,8 @@ def density_morph_gif(morph: DensityMorph, *, title: str = "density", size: int 
         frame = Image.new("RGB", (size, size + title_h), (255, 255, 255))
         frame.paste(picture, (0, title_h))
         ImageDraw.Draw(frame).text((6, 4), _pillow_text(f"{title}   t = {t:.2f}"), fill=(0, 0, 0), font=font)
-        images.append(frame.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
-    return _gif_bytes(images, frame_ms, hold_ms)
+        images.append(frame)
+    return _gif_bytes(images, frame_ms, hold_ms, colours=table)
 
 
 def density_comparison_figure(pushed: np.ndarray, target: np.ndarray, grid: Grid, *,

@@ -257,6 +257,27 @@ def test_density_morph_gif_has_every_frame_with_y_up_and_holds_the_ends():
     assert brightness[0] > brightness[-1]                        # the blob rises: row 0 is the top
 
 
+def test_gif_frames_share_one_palette_that_holds_the_colours_between_the_ends():
+    # A blob that concentrates half way and spreads again: its peak colour (the top of viridis) is in neither
+    # end frame, and the frame between must still show it.
+    grid = Grid((0.0, 1.0, 0.0, 1.0), 60)
+    times = np.linspace(0.0, 1.0, 9)
+    gx, gy = np.meshgrid(grid.xs, grid.ys)
+    widths = 0.02 - 0.018 * np.sin(np.pi * times)
+    densities = np.stack([np.exp(-((gx - 0.5) ** 2 + (gy - 0.5) ** 2) / w) / w for w in widths])
+    morph = DensityMorph(grid=grid, times=times, densities=densities, unsolved=np.zeros(9, int), seconds=0.0)
+    gif = Image.open(io.BytesIO(density_morph_gif(morph, size=150)))
+    colours = set()
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        colours.update(map(tuple, np.asarray(gif.convert("RGB")).reshape(-1, 3)))
+    assert len(colours) <= 256                                   # one palette for all the frames
+    gif.seek(4)
+    middle = np.asarray(gif.convert("RGB")).reshape(-1, 3).astype(int)
+    top_of_viridis = np.array([253, 231, 37])
+    assert np.abs(middle - top_of_viridis).max(axis=1).min() <= 12
+
+
 def test_density_comparison_shares_a_scale_and_centres_the_difference():
     morph = _morph(2)
     fig = density_comparison_figure(morph.densities[0], morph.densities[1], morph.grid)
