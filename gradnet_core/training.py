@@ -27,11 +27,12 @@ from .optim import SGD, Adam, Optimizer, learning_rate
 from .verdict import Verdict, after_retries, assess_map, pushforward_gap
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
-           "OPTIMIZERS", "LR_SCHEDULES", "DIRECTIONS"]
+           "OPTIMIZERS", "LR_SCHEDULES", "DIRECTIONS", "FALLBACK_STARTS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIRECTIONS = ("forward", "reverse", "auto")
+FALLBACK_STARTS = ("initial", "trained")
 #: Attempt k of ``TrainConfig.attempts`` (k = 1, 2, ...) starts from weights and batches seeded with seed + this x k.
 ATTEMPT_SEED_STRIDE = 1000
 
@@ -68,13 +69,16 @@ class TrainConfig:
     #                                   fresh start (new weights and batches, seed + ATTEMPT_SEED_STRIDE x k), keeping
     #                                   the first map it passes, else the one nearest the target (docs/method.md §4.9)
     fallback: TrainConfig | None = None  # when the verdict still flags the map of a density objective (or passes
-    #                                   it with little margin: fallback_from), the network trains again from its
-    #                                   starting weights with these settings (their objective, steps, batch and rate;
-    #                                   the run's seed, device and time limit), and the map kept is the one nearer the
-    #                                   target (docs/method.md §4.11); None: no fallback
+    #                                   it with little margin: fallback_from), the network trains again (from
+    #                                   fallback_start) with these settings (their objective, steps, batch and rate;
+    #                                   the run's seed, device and time limit) on the densities the map was judged on,
+    #                                   and the map kept is the one nearer the target (docs/method.md §4.11); None: no
+    #                                   fallback
     fallback_from: float = 1.0        # the fallback also trains when the transport check's excess is above this share
     #                                   of its tolerance: 1, only when the verdict flags the map; 0, whenever the check
     #                                   ran (in up to three dimensions)
+    fallback_start: str = "initial"   # where the fallback starts: "initial", the network's starting weights; "trained",
+    #                                   the weights the forward training of the map kept reached (docs/method.md §4.12)
     objective: Objective = field(default_factory=MongeAmpere)   # what is minimised, with its own settings
 
     def __post_init__(self) -> None:
@@ -111,6 +115,8 @@ class TrainConfig:
                                                         and 0 <= self.fallback_from <= 1):
             raise ValueError(f"fallback_from must be a share of the transport check's tolerance in [0, 1]; "
                              f"got {self.fallback_from!r}")
+        if self.fallback_start not in FALLBACK_STARTS:
+            raise ValueError(f"fallback_start must be one of {', '.join(FALLBACK_STARTS)}; got {self.fallback_start!r}")
         if self.fallback is not None:
             if not isinstance(self.fallback, TrainConfig):
                 raise ValueError(f"fallback must be a TrainConfig or None; got {type(self.fallback).__name__}")
@@ -205,6 +211,8 @@ class TrainResult:
     #                                    inverse of a network trained from the target back (direction)
     direction: str = "forward"         # how ``map`` was trained: "forward" or "reverse"
     fallback: str = ""                 # the objective's title when ``map`` is the one TrainConfig.fallback trained
+    judged_on: tuple[Any, Any] | None = field(default=None, repr=False)   # the source and target the verdict
+    #                                    judged the map on (an image at the schedule's last bandwidth); None unjudged
 
     @property
     def final_loss(self) -> float:
@@ -316,7 +324,8 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
     template = copy.deepcopy(model) if attempts > 1 else None
     fallback = config.effective_fallback
-    initial = copy.deepcopy(model) if fallback is not None else None
+    initial = copy.deepcopy(model) if fallback is not None and config.fallback_start == "initial" else None
+    forward: dict[int, TransportMap] = {}        # each attempt's network trained forward (fallback_start "trained")
     runs: list[_Run] = []
     kept: _Run | None = None
     cut = ""                                     # why the runs ended while the map kept was flagged
@@ -332,6 +341,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         before = copy.deepcopy(network) if auto else None
         best = _run(network, source, target, replace(config, seed=seed), callback, runs, attempt, attempts,
                     reverse=False)
+        forward[attempt] = network
         if before is not None and _flagged(best.result):
             if _time_left(config, runs) <= 0:
                 cut = "the time limit left no time to train it from the target back"
@@ -347,8 +357,14 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         else:
             settings = replace(fallback, seed=config.seed, device=config.device, time_limit=config.time_limit,
                                report_seconds=config.report_seconds, assess=True)
-            kept = _nearer_of_two(kept, _run(initial, source, target, settings, callback, runs, len(runs) + 1,
-                                             attempts, reverse=False, fallback=True, doubt=not _flagged(kept.result)))
+            # A copy: where the fallback's map lands further from the target, the kept one stays as it was.
+            start = initial if initial is not None else copy.deepcopy(forward[kept.attempt])
+            # On the densities the kept map was judged on (an image at the schedule's last bandwidth, not the blur
+            # handed to train), so that both maps are judged alike and a fallback on samples draws sharp ones.
+            judged = kept.result.judged_on or (source, target)
+            kept = _nearer_of_two(kept, _run(start, *judged, settings, callback, runs, len(runs) + 1, attempts,
+                                             reverse=False, fallback=True, doubt=not _flagged(kept.result),
+                                             warm=initial is None))
     history = runs[0].result.history
     for later in runs[1:]:
         history = _joined(history, later.result.history)
@@ -368,12 +384,14 @@ class _Run:
     attempt: int
     reverse: bool
     fallback: str = ""         # the objective's title, for a run of TrainConfig.fallback
+    warm: bool = False         # a fallback that went on from the trained weights (TrainConfig.fallback_start)
 
     @property
     def tried(self) -> str:
         """How this run trained the network again, for the final message."""
         if self.fallback:
-            return f"from its starting weights on the {self.fallback}"
+            return (f"on the {self.fallback}, going on from the weights it reached" if self.warm
+                    else f"from its starting weights on the {self.fallback}")
         if self.attempt == 1:
             return "from the target back"
         return f"from the target back in attempt {self.attempt}" if self.reverse else \
@@ -419,14 +437,14 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
          runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False,
-         doubt: bool = False) -> _Run:
+         doubt: bool = False, warm: bool = False) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
-    it does when it is not the first."""
+    it does when it is not the first; ``warm``: a fallback that goes on from the trained weights."""
     lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 and not fallback else ""
     if fallback:
-        note = (f"The map {'passed, but only just' if doubt else 'was flagged'}: the network trains again from its "
-                f"starting weights on the {config.objective.title}, which compares the mapped points with the "
-                "target's samples as a whole.")
+        how = "goes on training from the weights it reached" if warm else "trains again from its starting weights"
+        note = (f"The map {'passed, but only just' if doubt else 'was flagged'}: the network {how} on the "
+                f"{config.objective.title}, which compares the mapped points with the target's samples as a whole.")
     elif reverse:
         note = _sentence(lead, "the map from the source was flagged: training a second network from the target back "
                                "to the source, whose inverse may do better.")
@@ -437,7 +455,7 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     remaining = _time_left(config, runs)
     config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
     result = _train_one_way(model, source, target, config, callback, reverse=reverse, phase=phase)
-    runs.append(_Run(result, attempt, reverse, config.objective.title if fallback else ""))
+    runs.append(_Run(result, attempt, reverse, config.objective.title if fallback else "", warm))
     return runs[-1]
 
 
@@ -558,8 +576,9 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
         if config.assess:
             model.eval()
             judged = stepper.judged(start, end)
+            result.judged_on = judged[::-1] if reverse else judged
             try:
-                result.verdict = assess_map(shown, *(judged[::-1] if reverse else judged), seed=config.seed,
+                result.verdict = assess_map(shown, *result.judged_on, seed=config.seed,
                                             jacobian=stepper.judged_by_jacobian)
             except torch.OutOfMemoryError:
                 # Training split its batches to fit; the verdict's 1000 points at once may not fit.

@@ -1,5 +1,6 @@
 """Training: analytic maps are learned, callbacks stop, divergence is caught, configs validate."""
 
+import copy
 import json
 import math
 from dataclasses import replace
@@ -467,6 +468,48 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
     assert seen[-1][3] == ("The map was flagged: the network trains again from its starting weights on the Sinkhorn "
                            "divergence, which compares the mapped points with the target's samples as a whole.")
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
+
+
+def test_a_warm_fallback_goes_on_from_the_trained_weights_on_the_densities_the_map_was_judged_on():
+    source, target = split_pair()
+    config = replace(_with_fallback(), fallback_start="trained")
+    seen = []
+    model = seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4)
+    result = train(model, source, target, config, callback=lambda p: seen.append(p.note))
+    first = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target,
+                  replace(config, fallback=None))
+    assert not first.verdict.ok
+    # the fallback alone: a copy of the flagged map's network, trained on the densities its verdict used (the
+    # target's smoothing annealed away)
+    alone = train(copy.deepcopy(first.map), *first.judged_on, replace(config.fallback, seed=4, report_seconds=0.0))
+    x = source.sample(500, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
+        torch.testing.assert_close(model(x), first.map(x), rtol=0, atol=0)   # the flagged map's network kept as it was
+    assert result.map is not model and result.verdict == alone.verdict and result.verdict.ok
+    assert result.message.startswith("The first map was flagged, so the network was trained again on the Sinkhorn "
+                                      "divergence, going on from the weights it reached; the map shown is the one "
+                                      "trained on the Sinkhorn divergence, which passes.")
+    assert seen[-1] == ("The map was flagged: the network goes on training from the weights it reached on the "
+                        "Sinkhorn divergence, which compares the mapped points with the target's samples as a whole.")
+    with pytest.raises(ValueError, match="fallback_start must be one of initial, trained"):
+        TrainConfig(fallback_start="last")
+
+
+def test_a_map_of_images_is_judged_and_its_fallback_trained_at_the_schedules_last_bandwidth():
+    source, target = disk_and_two_blobs()             # images at kernel variance 1e-2
+    config = TrainConfig(steps=5, objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=2e-3), report_seconds=0.0,
+                         fallback=TrainConfig(steps=5, batch_size=64, objective=SinkhornLoss()),
+                         fallback_start="trained")
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    first = train(model, source, target, replace(config, fallback=None))
+    judged_source, judged_target = first.judged_on
+    assert judged_source.bandwidth == judged_target.bandwidth == pytest.approx(2e-3)
+    assert first.verdict == assess_map(model, judged_source, judged_target, seed=0) and not first.verdict.ok
+    # the fallback samples the sharper images, not the blur handed to train
+    result = train(seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2), source, target, config)
+    alone = train(copy.deepcopy(model), judged_source, judged_target, replace(config.fallback, report_seconds=0.0))
+    assert result.history["loss"][-5:] == alone.history["loss"] and len(result.history["loss"]) == 10
 
 
 def test_the_fallback_is_not_trained_when_the_map_passes_or_its_objective_compares_samples():
