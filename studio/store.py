@@ -97,8 +97,9 @@ class RunStore:
 def _run_bytes(run: Run, problem: dict[str, Any]) -> bytes:
     result = None
     if run.result is not None:
-        # the trained map is the file's own map (run.model), not JSON
-        result = {f.name: getattr(run.result, f.name) for f in dataclasses.fields(run.result) if f.name != "map"}
+        # the trained map is the file's own map (run.model), not JSON; the densities it was judged on are the problem's
+        result = {f.name: getattr(run.result, f.name) for f in dataclasses.fields(run.result)
+                  if f.name not in ("map", "judged_on")}
         result["verdict"] = (None if run.result.verdict is None else
                              {k: _jsonable(v) for k, v in dataclasses.asdict(run.result.verdict).items()})
         result["history"] = {k: [_jsonable(float(v)) for v in values] for k, values in run.result.history.items()}
