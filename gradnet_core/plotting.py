@@ -26,8 +26,9 @@ from .densities import Density
 from .pushforward import DensityMorph, Grid
 
 __all__ = ["Panel", "Bounds", "COLOURSCALE", "position_colours", "interpolate", "square_bounds", "grid_points",
-           "animation_figure", "animation_gif", "snapshot_png", "loss_figure", "losses_figure", "density_heatmap", "preview_figure",
-           "density_morph_figure", "density_morph_gif", "density_comparison_figure", "residual_figure"]
+           "animation_figure", "animation_gif", "snapshot_png", "loss_figure", "losses_figure", "density_heatmap",
+           "preview_figure", "density_morph_figure", "density_morph_gif", "density_comparison_figure",
+           "residual_figure"]
 
 #: Axis box (x0, x1, y0, y1).
 Bounds = tuple[float, float, float, float]
@@ -336,7 +337,8 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
 
 
 #: Pillow's built-in font covers ASCII only: what a figure's titles commonly hold beyond it, spelled in ASCII.
-_ASCII_SPELLING = str.maketrans({"–": "-", "—": "-", "−": "-", "→": "->", "←": "<-", "×": "x", "≤": "<=", "≥": ">="})
+_ASCII_SPELLING = str.maketrans({"–": "-", "—": "-", "−": "-", "→": "->", "←": "<-", "×": "x", "≤": "<=",
+                                 "≥": ">="})
 
 
 def _pillow_text(text: str) -> str:
@@ -369,8 +371,8 @@ def snapshot_png(frames: Sequence[Sequence[np.ndarray]], colours: np.ndarray, ro
                  background: np.ndarray | None = None) -> bytes:
     """A grid of point snapshots as PNG bytes: ``frames[r][c]`` are the ``(n, 2)`` points of row r at column c,
     drawn as the GIF draws them (2 x 2 pixel dots of ``colours: (n, 3)`` uint8) in a ``cell``-pixel square
-    panel showing ``bounds`` = (x0, x1, y0, y1), over ``background: (m, 2)`` points as grey dots. Column titles above,
-    row titles (lines split at newlines) to the left; points outside the bounds or not finite are left out."""
+    panel showing ``bounds`` = (x0, x1, y0, y1), over ``background: (m, 2)`` points as grey dots. Column titles
+    above, row titles (lines split at newlines) to the left; points outside the bounds or not finite are left out."""
     rows, cols = len(frames), len(col_titles)
     if rows != len(row_titles) or any(len(row) != cols for row in frames):
         raise ValueError(f"frames must be {len(row_titles)} rows of {cols} point sets, one per row and column title")

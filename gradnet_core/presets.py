@@ -183,8 +183,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # flagged forward map: MNIST 2, 5, 0, 6 -> 4 from 6.4-11.5e-3 to 1.0-1.6e-3, where 3000 steps of it from the
     # starting weights reached 2.3-2.9e-3. On the 45 MNIST pairs of --seed 4 (results/robustness/s21-digits-fallback/):
     # 73 -> 87 of 90 runs within MSE 2e-3 with one attempt (86 with two), every flagged run fixed; on those of
-    # --seed 6, which nothing was chosen on, 79 -> 88 of 90; drawings 34 -> 36 and 37 -> 40 of 40. A flagged run takes 17-23 s of
-    # CPU (forward, back and the fallback), the median run 2.6-2.7 s.
+    # --seed 6, which nothing was chosen on, 79 -> 88 of 90; drawings 34 -> 36 and 37 -> 40 of 40. A flagged run
+    # takes 17-23 s of CPU (forward, back and the fallback), the median run 2.6-2.7 s.
     "digits": TrainConfig(steps=1000, batch_size=500, lr=0.5, optimizer="adamw", weight_decay=1e-4,
                           lr_schedule="cosine", clip_grad=10.0, direction="auto",
                           objective=MongeAmpere(bandwidth_end=1e-3, global_weight=100.0),

@@ -116,7 +116,8 @@ class TrainConfig:
             raise ValueError(f"fallback_from must be a share of the transport check's tolerance in [0, 1]; "
                              f"got {self.fallback_from!r}")
         if self.fallback_start not in FALLBACK_STARTS:
-            raise ValueError(f"fallback_start must be one of {', '.join(FALLBACK_STARTS)}; got {self.fallback_start!r}")
+            raise ValueError(f"fallback_start must be one of {', '.join(FALLBACK_STARTS)}; "
+                             f"got {self.fallback_start!r}")
         if self.fallback is not None:
             if not isinstance(self.fallback, TrainConfig):
                 raise ValueError(f"fallback must be a TrainConfig or None; got {type(self.fallback).__name__}")
