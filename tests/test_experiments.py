@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from gradnet_core.experiments.__main__ import main
-from gradnet_core.experiments.digits_table import digit_pair_images, reference_noise
+from gradnet_core.experiments.digits_table import _pair_summary, digit_pair_images, reference_noise
 from gradnet_core.experiments.gaussian2d import crossing_share, order_reversal_share, segment_crossings
 from gradnet_core.experiments.highdim import highdim_problem
 from gradnet_core.experiments.paper import PAPER_TABLE_I, paper_table_median, paper_table_value
@@ -300,3 +300,16 @@ def test_morph_cli_refuses_an_unwritable_save_path_before_training(tmp_path, cap
     assert main(["morph", "--steps", "2", "--no-progress", "--out", str(tmp_path),
                  "--save", str(blocker / "map.safetensors")]) == 2
     assert "cannot write the map to" in capsys.readouterr().err
+
+
+def test_a_pair_summary_takes_medians_over_the_runs_that_have_a_number():
+    # A map the fallback trained on samples has no KL in its verdict (None): the first run here, so the key must
+    # come from the other runs, and its median is over them.
+    runs = [{"source": 2, "target": 4, "seed": s, "draw": 0, "mse": m, "paper_mse": 1e-3, "verdict": "ok",
+             "verdict_kl": kl, "train_s": t} for s, m, kl, t in ((0, 3e-3, None, 20.0), (1, 1e-3, 0.2, 3.0),
+                                                               (2, 2e-3, 0.4, 4.0))]
+    row = _pair_summary(runs)
+    assert row["mse"] == 2e-3 and (row["mse_min"], row["mse_max"]) == (1e-3, 3e-3)
+    assert row["verdict_kl"] == pytest.approx(0.3) and row["train_s"] == 4.0 and row["flagged"] == 0
+    assert math.isnan(_pair_summary([{**r, "verdict_kl": None} for r in runs])["verdict_kl"])
+

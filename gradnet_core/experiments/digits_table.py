@@ -12,6 +12,7 @@ lr 1, 10000 steps).
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -236,17 +237,26 @@ def _pair_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One table row for a pair: medians over its seeds and draws, the MSE's minimum and maximum, and
     how many of its maps the verdict flagged."""
     first = runs[0]
-    numeric = [k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    # A verdict's number can be None (its KL for a map the fallback trained on samples, docs/method.md §4.12): the
+    # median is over the runs that have it, NaN when none has.
+    numeric = [k for k in dict.fromkeys(k for r in runs for k in r)
+               if all(r.get(k) is None or (isinstance(r[k], (int, float)) and not isinstance(r[k], bool)) for r in runs)
                and k not in ("source", "target", "seed", "draw", "paper_mse")]
     row: dict[str, Any] = {"source": first["source"], "target": first["target"]}
     row["mse"] = float(np.median([r["mse"] for r in runs]))
     row["mse_min"], row["mse_max"] = float(min(r["mse"] for r in runs)), float(max(r["mse"] for r in runs))
     row["paper_mse"] = first["paper_mse"]
-    row.update({k: float(np.median([r[k] for r in runs])) for k in numeric if k != "mse"})
+    row.update({k: _median_of_numbers([r.get(k) for r in runs]) for k in numeric if k != "mse"})
     row["runs"] = len(runs)
     if "verdict" in first:
         row["flagged"] = sum(1 for r in runs if r["verdict"] != "ok") // max(1, len({r["draw"] for r in runs}))
     return row
+
+
+def _median_of_numbers(values: list[Any]) -> float:
+    """The median of the values that are numbers (None left out); NaN when there is none."""
+    numbers = [float(v) for v in values if v is not None]
+    return float(np.median(numbers)) if numbers else math.nan
 
 
 def _matrix(rows: list[dict[str, Any]], digits: list[int], key: str) -> np.ndarray:
