@@ -390,12 +390,13 @@ def snapshot_png(frames: Sequence[Sequence[np.ndarray]], colours: np.ndarray, ro
     pixels = np.asarray(image).copy()
     colours = np.asarray(colours, dtype=np.uint8)
     grey = None if background is None else _pixels(_as_points(background, "background points"), bounds, cell)
+    grey_colours = None if grey is None else np.full((len(grey[0]), 3), 205, dtype=np.uint8)
     for r in range(rows):
         for c in range(cols):
             ox, oy = left + c * (cell + gap), top + r * (cell + gap)
             if grey is not None:
                 row, col, inside = grey
-                _dots(pixels, row + oy, col + ox, inside, np.full((len(row), 3), 205, dtype=np.uint8))
+                _dots(pixels, row + oy, col + ox, inside, grey_colours)
             row, col, inside = _pixels(_as_points(frames[r][c], f"points of row {r}, column {c}"), bounds, cell)
             _dots(pixels, row + oy, col + ox, inside, colours)
     image = Image.fromarray(pixels)

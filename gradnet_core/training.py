@@ -325,7 +325,8 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
     template = copy.deepcopy(model) if attempts > 1 else None
     fallback = config.effective_fallback
-    initial = copy.deepcopy(model) if fallback is not None and config.fallback_start == "initial" else None
+    warm = config.fallback_start == "trained"
+    initial = copy.deepcopy(model) if fallback is not None and not warm else None
     forward: dict[int, TransportMap] = {}        # each attempt's network trained forward (fallback_start "trained")
     runs: list[_Run] = []
     kept: _Run | None = None
@@ -359,13 +360,12 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
             settings = replace(fallback, seed=config.seed, device=config.device, time_limit=config.time_limit,
                                report_seconds=config.report_seconds, assess=True)
             # A copy: where the fallback's map lands further from the target, the kept one stays as it was.
-            start = initial if initial is not None else copy.deepcopy(forward[kept.attempt])
+            start = copy.deepcopy(forward[kept.attempt]) if warm else initial
             # On the densities the kept map was judged on (an image at the schedule's last bandwidth, not the blur
             # handed to train), so that both maps are judged alike and a fallback on samples draws sharp ones.
-            judged = kept.result.judged_on or (source, target)
-            kept = _nearer_of_two(kept, _run(start, *judged, settings, callback, runs, len(runs) + 1, attempts,
-                                             reverse=False, fallback=True, doubt=not _flagged(kept.result),
-                                             warm=initial is None))
+            kept = _nearer_of_two(kept, _run(start, *kept.result.judged_on, settings, callback, runs, len(runs) + 1,
+                                             attempts, reverse=False, fallback=True, doubt=not _flagged(kept.result),
+                                             warm=warm))
     history = runs[0].result.history
     for later in runs[1:]:
         history = _joined(history, later.result.history)
