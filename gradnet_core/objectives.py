@@ -358,8 +358,11 @@ class _DensityStepper(Stepper):
     def judged(self, source: Any, target: Any) -> tuple[Any, Any]:
         # An image handed to train() is a KDE at bandwidth_start, a blur the map is trained away from:
         # judged against it, a right map looks wrong and wrong maps hide in the blur (docs/method.md §6.7).
-        # The schedule's last step is the density the run was meant to reach.
-        end = {side: annealed.at(self.steps - 1)[0] for side, annealed in self.annealed.items()}
+        # The schedule's last step is the density the run was meant to reach; a mixture's smoothing is meant to
+        # reach 0, which a run of fewer than 1 / smoothing_fraction + 1 steps stops short of (a 1-step run judged
+        # against the smoothed target passed a map 147 % off, and the fallback trained towards that blur).
+        end = {side: annealed.at(self.steps - 1)[0] if annealed.key == "bandwidth" else annealed.base
+               for side, annealed in self.annealed.items()}
         return end.get("source", source), end.get("target", target)
 
     def diverged_message(self, bad_step: int, bad_loss: float, good_step: int) -> str:

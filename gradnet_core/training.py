@@ -331,6 +331,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     runs: list[_Run] = []
     kept: _Run | None = None
     cut = ""                                     # why the runs ended while the map kept was flagged
+    standing = ""                                # how the map stood when the fallback trained (_standing)
     for attempt in range(1, attempts + 1):
         if kept is not None:
             if not _flagged(kept.result) or runs[-1].result.stopped != "completed":
@@ -363,9 +364,9 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
             start = copy.deepcopy(forward[kept.attempt]) if warm else initial
             # On the densities the kept map was judged on (an image at the schedule's last bandwidth, not the blur
             # handed to train), so that both maps are judged alike and a fallback on samples draws sharp ones.
+            standing = _standing(kept.result, config.fallback_from)
             kept = _nearer_of_two(kept, _run(start, *kept.result.judged_on, settings, callback, runs, len(runs) + 1,
-                                             attempts, reverse=False, fallback=True, doubt=not _flagged(kept.result),
-                                             warm=warm))
+                                             attempts, reverse=False, fallback=True, standing=standing, warm=warm))
     history = runs[0].result.history
     for later in runs[1:]:
         history = _joined(history, later.result.history)
@@ -373,7 +374,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     if len(runs) > 1 and verdict is not None and not verdict.ok:
         verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
-                   message=_account(runs, kept, cut), verdict=verdict, fallback=kept.fallback)
+                   message=_account(runs, kept, cut, standing), verdict=verdict, fallback=kept.fallback)
 
 
 @dataclass(frozen=True)
@@ -426,6 +427,14 @@ def _doubtful(result: TrainResult, share: float) -> bool:
     return excess is not None and tolerance is not None and (share == 0 or excess > share * tolerance)
 
 
+def _standing(result: TrainResult, share: float) -> str:
+    """How the map a fallback follows stood, for the notes: "was flagged", "passed, but only just" (its transport
+    excess above ``share`` of the tolerance), or "passed" (``share`` 0: a fallback that follows every map)."""
+    if _flagged(result):
+        return "was flagged"
+    return "passed" if share == 0 else "passed, but only just"
+
+
 def _time_left(config: TrainConfig, runs: list[_Run]) -> float:
     return math.inf if config.time_limit is None else config.time_limit - sum(r.result.elapsed for r in runs)
 
@@ -438,13 +447,14 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
          runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False,
-         doubt: bool = False, warm: bool = False) -> _Run:
+         standing: str = "", warm: bool = False) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
-    it does when it is not the first; ``warm``: a fallback that goes on from the trained weights."""
+    it does when it is not the first; ``standing``: how the map a fallback follows stood (_standing); ``warm``: a
+    fallback that goes on from the trained weights."""
     lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 and not fallback else ""
     if fallback:
         how = "goes on training from the weights it reached" if warm else "trains again from its starting weights"
-        note = (f"The map {'passed, but only just' if doubt else 'was flagged'}: the network {how} on the "
+        note = (f"The map {standing}: the network {how} on the "
                 f"{config.objective.title}, which compares the mapped points with the target's samples as a whole.")
     elif reverse:
         note = _sentence(lead, "the map from the source was flagged: training a second network from the target back "
@@ -481,21 +491,28 @@ def _nearer(first: _Run, second: _Run, strewn: bool = False) -> _Run:
 
 
 def _nearer_of_two(first: _Run, second: _Run) -> _Run:
-    """Of the first map and the fallback's, ``second``: the one whose pushforward is nearer the target (the transport
-    check's excess; both judged on the same samples), where the check ran; otherwise ``second`` when the verdict
-    passes it and not ``first``. On 44 mixture runs trained both ways the nearer was the more accurate map every time
-    (docs/method.md §4.11)."""
+    """Of the first map and the fallback's, ``second``: a fallback that went on from the trained weights (``warm``)
+    when the verdict passes it, since it is the same network trained further; never a flagged map for a passed one;
+    otherwise the one whose pushforward is nearer the target (the transport check's excess; both judged on the same
+    samples), where the check ran, else ``second`` when the verdict passes it and not ``first``. On 44 mixture runs
+    trained both ways from the starting weights the nearer was the more accurate map every time (docs/method.md
+    §4.11); after a warm fallback the transport check can miss a seam the first map has put in the wrong place, which
+    the fallback moves (§4.13)."""
     one, two = first.result.verdict, second.result.verdict
     if second.result.stopped != "completed" or two is None:
+        return first
+    if two.ok and second.warm:
+        return second
+    if one is not None and one.ok and not two.ok:
         return first
     if one is not None and one.transport is not None and two.transport is not None:
         return second if two.transport_excess < one.transport_excess else first
     return second if two.ok and (one is None or not one.ok) else first
 
 
-def _account(runs: list[_Run], kept: _Run, cut: str) -> str:
+def _account(runs: list[_Run], kept: _Run, cut: str, standing: str = "") -> str:
     """The final message: the kept run's own, and after several runs one sentence before it on what was tried
-    and which map is shown."""
+    and which map is shown; ``standing``: how the map stood when a fallback trained (_standing)."""
     tail = f" The map was flagged, and {cut}." if cut else ""
     if len(runs) == 1:
         return kept.result.message + tail
@@ -503,14 +520,17 @@ def _account(runs: list[_Run], kept: _Run, cut: str) -> str:
     series = tried[0] if len(tried) == 1 else ", ".join(tried[:-1]) + " and " + tried[-1]
     last = runs[-1].result
     first = runs[0].result.verdict
-    doubt = first is not None and first.ok           # trained again for little margin (TrainConfig.fallback_from)
-    said = (f"The first map {'passed, but only just' if doubt else 'was flagged'}, so the network was trained again "
-            f"{series}")
+    doubt = first is not None and first.ok           # trained again after a pass (TrainConfig.fallback_from)
+    standing = standing or ("passed, but only just" if doubt else "was flagged")
+    said = (f"The first map passed, and the network was then trained {series}" if standing == "passed" else
+            f"The first map {standing}, so the network was trained again {series}")
     if last.stopped != "completed":
         which = "which" if len(tried) == 1 else "the last of which"
         said += f", {which} did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"
     elif doubt:
-        said += f"; the map shown is {kept.shown}, which lands nearer the target"
+        # both passed and the nearer kept, or the map kept passes (a warm fallback's; the first over a flagged one)
+        nearer = not runs[-1].warm and last.verdict is not None and last.verdict.ok
+        said += f"; the map shown is {kept.shown}, {'which lands nearer the target' if nearer else 'which passes'}"
     elif kept.result.verdict is not None and kept.result.verdict.ok:
         said += f"; the map shown is {kept.shown}, which passes"
     else:

@@ -29,7 +29,7 @@ from gradnet_core.plotting import (Panel, animation_figure, animation_gif, densi
                                    density_morph_figure, density_morph_gif, loss_figure, losses_figure,
                                    preview_figure, residual_figure, square_bounds)
 from gradnet_core.pushforward import density_on_grid, total_variation
-from gradnet_core.training import TrainResult
+from gradnet_core.training import TrainConfig, TrainResult
 from gradnet_core.verdict import IMAGE_MISPLACED_TOLERANCE, IMAGE_UNCOVERED_TOLERANCE, UNCOVERED_TOLERANCE
 
 from .device import device_label
@@ -221,13 +221,23 @@ def _network_settings(page: str, preset: str, networks: Sequence[str], disabled:
         seed = c.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=key(page, "seed"),
                               disabled=disabled, persist_state="session")
         shown = presets.train_preset(preset, **objective)
-        fallback = shown.effective_fallback
         st.caption(f"Optimiser {shown.optimizer}, batch {shown.batch_size}, learning-rate schedule "
-                   f"{shown.lr_schedule}; {_describe(shown.objective)}"
-                   + (f"; if the verdict flags the map{' or passes it only just' if shown.fallback_from < 1 else ''}, "
-                      f"{fallback.steps} steps of the {_describe(fallback.objective)} from the same start, the map "
-                      "nearer the target kept." if fallback else "."))
+                   f"{shown.lr_schedule}; {_describe(shown.objective)}" + _fallback_words(shown))
     return network, arch, {"steps": int(steps), "lr": float(lr), "seed": int(seed), **objective}
+
+
+def _fallback_words(config: TrainConfig) -> str:
+    """The end of the settings caption: what trains after the map, when (``fallback_from``), from where
+    (``fallback_start``) and which map is kept (training._nearer_of_two)."""
+    fallback = config.effective_fallback
+    if fallback is None:
+        return "."
+    what = f"{fallback.steps} steps of the {_describe(fallback.objective)}"
+    when = ("then" if config.fallback_from == 0 else
+            "if the verdict flags the map" + (" or passes it only just" if config.fallback_from < 1 else ""))
+    if config.fallback_start == "trained":
+        return f"; {when}, {what} from the weights it reached, that map kept when the verdict passes it."
+    return f"; {when}, {what} from the same start, the map nearer the target kept."
 
 
 def _describe(objective: Objective) -> str:

@@ -223,7 +223,8 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     """Issue 13, found in the browser: the 2 -> 3 preset with its middle component typed as weight 0.08
     (0.107 once rescaled) and mean y -4. KL leaves that component empty at every seed (L2-UVP about 22 %), and at
     the default seed the energy check alone once passed it. The verdict flags it, and the network trains again on
-    the Sinkhorn divergence (the mixture preset's fallback), whose map is right: 1.3-3.1 % for seeds 0-3."""
+    the Sinkhorn divergence from the weights it reached (the mixture preset's second phase), whose map is right:
+    0.9-1.75 % for seeds 0-3 (1.65-3.1 % when that phase started from the starting weights)."""
     at = _open("mixtures")
     state = _state(at, "mixtures")
     columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
@@ -233,20 +234,20 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     _train(at, "mixtures", steps=500)
     assert not at.warning, [w.value for w in at.warning]
     said = " ".join(s.value for s in at.success)
-    assert ("The first map was flagged, so the network was trained again from its starting weights on the Sinkhorn "
-            "divergence; the map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
+    assert ("The first map was flagged, so the network was trained again on the Sinkhorn divergence, going on from the "
+            "weights it reached; the map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
     table = _metrics(at)
     assert table["verdict (no ground truth)"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()    # KL's map: about 22
     assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 600 steps)"
 
 
-def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():
-    """`random 16` of the robustness benchmark (`--seed 2`), typed, at seed 1 (at seed 2 the backward kernel's
-    summation order, 692e232, now lands it passed): a 1 -> 2 split whose KL map sends a few
-    per cent of the mass to the wrong component, and whose Sinkhorn fallback lands no nearer: flagged both times,
-    the map kept at L2-UVP about 13 %, and the page says so in a warning, not a success. (Seeds 0, 1, 6 end the same
-    way at 8-11 %; at seed 3 the rounding of the fused kernels, 2026-12-03, left the kept map at 3.6 %, still flagged.)"""
+def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_warning():
+    """`random 16` of the robustness benchmark (`--seed 2`), typed: a 1 -> 2 split whose KL map sends a few per cent
+    of the mass to the wrong component. The fallback from the starting weights left it at 6.5-13 % (flagged at seed
+    1); going on from the KL map on the Sinkhorn divergence, 1.9-2.1 % for seeds 0-2 (docs/method.md §4.13). A run of
+    one step (smoothing not yet annealed: judged against the target itself, not the blur) is flagged, and the page
+    says so in a warning, not a success."""
     at = _open("mixtures")
     state = _state(at, "mixtures")
     columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
@@ -256,13 +257,18 @@ def test_a_mixture_map_still_wrong_after_the_fallback_gets_a_warning():
     state.tables["source"] = {"base": source, "edited": source, "version": 99}
     state.tables["target"] = {"base": target, "edited": target, "version": 99}
     _train(at, "mixtures", steps=500, seed=1)
-    assert not at.success, [s.value for s in at.success]
-    said = " ".join(w.value for w in at.warning)
-    assert "trained again from its starting weights on the Sinkhorn divergence; it was flagged too" in said, said
-    assert "is not the optimal map" in said and "more steps rarely help" in said, said
+    assert not at.warning, [w.value for w in at.warning]
     table = _metrics(at)
-    assert table["verdict (no ground truth)"].tolist() == ["flagged"]
-    assert table["L2-UVP (%)"].iloc[0] > 5.0, table.iloc[0].to_dict()
+    assert table["verdict (no ground truth)"].tolist() == ["ok"]
+    assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()
+    _train(at, "mixtures", steps=1, seed=1)
+    said = " ".join(w.value for w in at.warning)
+    assert ("trained again on the Sinkhorn divergence, going on from the weights it reached; it was flagged too"
+            in said), said
+    assert "is not the optimal map" in said, said
+    table = _metrics(at)
+    assert table["verdict (no ground truth)"].tolist() == ["ok", "flagged"]
+    assert table["L2-UVP (%)"].iloc[1] > 5.0, table.iloc[1].to_dict()
 
 
 def test_digits_train_from_bundled_examples():

@@ -496,6 +496,36 @@ def test_a_warm_fallback_goes_on_from_the_trained_weights_on_the_densities_the_m
         TrainConfig(fallback_start="last")
 
 
+def test_a_run_too_short_for_its_smoothing_to_reach_zero_is_judged_against_the_target_itself():
+    """Found in use: a 1-step KL run of a mixture ended at its first smoothing (three times the target's variance),
+    and was judged against that blur (and the fallback trained towards it): a map 147 % off passed."""
+    source, target = split_pair()
+    for steps in (1, 2, 3, 10):
+        result = train(seeded_map("mGradNet-M", 0, dim=2), source, target,
+                       TrainConfig(steps=steps, batch_size=64, objective=ReverseKL(), report_seconds=0.0))
+        assert result.history["smoothing"][-1] > 0 or steps == 10
+        assert result.judged_on[1] is not None and torch.equal(result.judged_on[1].cov, target.cov)
+        assert result.verdict.transport_scale == pytest.approx(float(torch.trace(target.cov)), rel=1e-6)
+        assert not result.verdict.ok                        # a few steps do not split the source
+
+
+def test_a_warm_fallback_that_passes_is_kept_even_where_the_transport_check_ranks_it_further():
+    """A fallback from the trained weights is the same network trained further: kept when the verdict passes it. On
+    the held-out mixtures the check ranked a KL map whose seam was misplaced (6.4 %) nearer than its warm Sinkhorn
+    continuation (2.7-3.2 %; docs/method.md §4.13)."""
+    source, target = paper_pair()
+    plain = train(seeded_map("mGradNet-M", 2, dim=2), source, target, train_preset("gaussian", seed=2))
+    fallback = TrainConfig(steps=40, batch_size=256, lr=3e-3, objective=SinkhornLoss())
+    model = seeded_map("mGradNet-M", 2, dim=2)
+    result = train(model, source, target, train_preset("gaussian", seed=2, fallback=fallback, fallback_from=0.0,
+                                                       fallback_start="trained"))
+    assert plain.verdict.ok and result.verdict.ok and result.fallback == "Sinkhorn divergence"
+    assert result.verdict.transport_excess > plain.verdict.transport_excess + 1e-3     # ranked further, kept
+    assert result.message.startswith("The first map passed, and the network was then trained on the Sinkhorn "
+                                      "divergence, going on from the weights it reached; the map shown is the one "
+                                      "trained on the Sinkhorn divergence, which passes.")
+
+
 def test_a_map_of_images_is_judged_and_its_fallback_trained_at_the_schedules_last_bandwidth():
     source, target = disk_and_two_blobs()             # images at kernel variance 1e-2
     config = TrainConfig(steps=5, objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=2e-3), report_seconds=0.0,
@@ -539,11 +569,10 @@ def test_with_fallback_from_a_map_passed_with_little_margin_is_trained_again_and
     result = train(model, source, target, train_preset("gaussian", fallback=fallback, fallback_from=0.0),
                    callback=lambda p: seen.append(p.note))
     assert result.map is model and result.verdict == plain.verdict and result.fallback == ""
-    assert result.message == ("The first map passed, but only just, so the network was trained again from its starting "
-                              "weights on the Sinkhorn divergence; the map shown is the first, which lands nearer the "
-                              f"target. {plain.message}")
+    assert result.message == ("The first map passed, and the network was then trained from its starting weights on the "
+                              f"Sinkhorn divergence; the map shown is the first, which passes. {plain.message}")
     assert result.history["step"] == list(range(1, 241)) and result.history["loss"][:200] == plain.history["loss"]
-    assert seen[-1].startswith("The map passed, but only just: the network trains again from its starting weights")
+    assert seen[-1].startswith("The map passed: the network trains again from its starting weights")
     # at half the tolerance the margin of this map is enough: no second run
     again = train(seeded_map("mGradNet-M", 0, dim=2), source, target,
                   train_preset("gaussian", fallback=fallback, fallback_from=0.5))
