@@ -492,7 +492,8 @@ def _nearer(first: _Run, second: _Run, strewn: bool = False) -> _Run:
 
 def _nearer_of_two(first: _Run, second: _Run) -> _Run:
     """Of the first map and the fallback's, ``second``: a fallback that went on from the trained weights (``warm``)
-    when the verdict passes it, since it is the same network trained further; never a flagged map for a passed one;
+    when the verdict passes it, since it is the same network trained further (not when ``first`` is the inverse of
+    a network trained back: the fallback went on from the one trained forward); never a flagged map for a passed one;
     otherwise the one whose pushforward is nearer the target (the transport check's excess; both judged on the same
     samples), where the check ran, else ``second`` when the verdict passes it and not ``first``. On 44 mixture runs
     trained both ways from the starting weights the nearer was the more accurate map every time (docs/method.md
@@ -501,7 +502,7 @@ def _nearer_of_two(first: _Run, second: _Run) -> _Run:
     one, two = first.result.verdict, second.result.verdict
     if second.result.stopped != "completed" or two is None:
         return first
-    if two.ok and second.warm:
+    if two.ok and second.warm and not first.reverse:
         return second
     if one is not None and one.ok and not two.ok:
         return first

@@ -526,6 +526,31 @@ def test_a_warm_fallback_that_passes_is_kept_even_where_the_transport_check_rank
                                       "trained on the Sinkhorn divergence, which passes.")
 
 
+def test_which_of_a_map_and_its_fallback_is_kept():
+    """training._nearer_of_two on one run's result with its verdict varied: a warm fallback that passes is kept over a
+    forward map, not over the inverse of a network trained back (the fallback went on from the forward network);
+    otherwise the nearer in W2, but never a flagged map for a passed one."""
+    from gradnet_core.training import _nearer_of_two, _Run
+    source, target = paper_pair()
+    base = train(seeded_map("mGradNet-M", 0, dim=2), source, target, train_preset("gaussian", steps=5))
+
+    def run(ok: bool, excess: float, reverse: bool = False, warm: bool = False) -> _Run:
+        verdict = replace(base.verdict, ok=ok, failed=() if ok else ("transport",), transport=0.1 + excess,
+                          transport_noise=0.1)
+        return _Run(replace(base, verdict=verdict), 1, reverse, "Sinkhorn divergence" if warm else "", warm)
+
+    near, far = 0.01, 0.03
+    forward, back = run(True, near), run(True, near, reverse=True)
+    assert _nearer_of_two(forward, warm := run(True, far, warm=True)) is warm
+    assert _nearer_of_two(back, warm) is back
+    assert _nearer_of_two(back, nearer := run(True, 0.0, warm=True)) is nearer
+    assert _nearer_of_two(forward, run(False, 0.0, warm=True)) is forward
+    cold = run(True, far)
+    assert _nearer_of_two(forward, cold) is forward and _nearer_of_two(cold, forward) is forward
+    flagged = run(False, far)
+    assert _nearer_of_two(flagged, second := run(False, near, warm=True)) is second
+
+
 def test_a_map_of_images_is_judged_and_its_fallback_trained_at_the_schedules_last_bandwidth():
     source, target = disk_and_two_blobs()             # images at kernel variance 1e-2
     config = TrainConfig(steps=5, objective=MongeAmpere(bandwidth_start=1e-2, bandwidth_end=2e-3), report_seconds=0.0,
