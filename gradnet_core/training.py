@@ -522,7 +522,8 @@ def _account(runs: list[_Run], kept: _Run, cut: str, standing: str = "") -> str:
     last = runs[-1].result
     first = runs[0].result.verdict
     doubt = first is not None and first.ok           # trained again after a pass (TrainConfig.fallback_from)
-    standing = standing or ("passed, but only just" if doubt else "was flagged")
+    # the first run's standing: a fallback after a run back followed a passed inverse, but the first map was flagged
+    standing = ("passed" if standing == "passed" else "passed, but only just") if doubt else "was flagged"
     said = (f"The first map passed, and the network was then trained {series}" if standing == "passed" else
             f"The first map {standing}, so the network was trained again {series}")
     if last.stopped != "completed":

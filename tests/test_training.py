@@ -549,6 +549,12 @@ def test_which_of_a_map_and_its_fallback_is_kept():
     assert _nearer_of_two(forward, cold) is forward and _nearer_of_two(cold, forward) is forward
     flagged = run(False, far)
     assert _nearer_of_two(flagged, second := run(False, near, warm=True)) is second
+    # the message after forward (flagged), back (passed) and the phase that follows every map: the first was flagged
+    from gradnet_core.training import _account
+    said = _account([flagged, back, warm], warm, "", "passed")
+    assert said.startswith("The first map was flagged, so the network was trained again from the target back and on "
+                           "the Sinkhorn divergence, going on from the weights it reached; the map shown is the one "
+                           "trained on the Sinkhorn divergence, which passes."), said
 
 
 def test_a_map_of_images_is_judged_and_its_fallback_trained_at_the_schedules_last_bandwidth():
