@@ -331,7 +331,6 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     runs: list[_Run] = []
     kept: _Run | None = None
     cut = ""                                     # why the runs ended while the map kept was flagged
-    standing = ""                                # how the map stood when the fallback trained (_standing)
     for attempt in range(1, attempts + 1):
         if kept is not None:
             if not _flagged(kept.result) or runs[-1].result.stopped != "completed":
@@ -364,9 +363,9 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
             start = copy.deepcopy(forward[kept.attempt]) if warm else initial
             # On the densities the kept map was judged on (an image at the schedule's last bandwidth, not the blur
             # handed to train), so that both maps are judged alike and a fallback on samples draws sharp ones.
-            standing = _standing(kept.result, config.fallback_from)
             kept = _nearer_of_two(kept, _run(start, *kept.result.judged_on, settings, callback, runs, len(runs) + 1,
-                                             attempts, reverse=False, fallback=True, standing=standing, warm=warm))
+                                             attempts, reverse=False, fallback=True,
+                                             standing=_standing(kept.result, config.fallback_from), warm=warm))
     history = runs[0].result.history
     for later in runs[1:]:
         history = _joined(history, later.result.history)
@@ -374,7 +373,7 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     if len(runs) > 1 and verdict is not None and not verdict.ok:
         verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
-                   message=_account(runs, kept, cut, standing), verdict=verdict, fallback=kept.fallback)
+                   message=_account(runs, kept, cut, config.fallback_from), verdict=verdict, fallback=kept.fallback)
 
 
 @dataclass(frozen=True)
@@ -511,9 +510,9 @@ def _nearer_of_two(first: _Run, second: _Run) -> _Run:
     return second if two.ok and (one is None or not one.ok) else first
 
 
-def _account(runs: list[_Run], kept: _Run, cut: str, standing: str = "") -> str:
+def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
     """The final message: the kept run's own, and after several runs one sentence before it on what was tried
-    and which map is shown; ``standing``: how the map stood when a fallback trained (_standing)."""
+    and which map is shown; ``share``: TrainConfig.fallback_from, for how the first map stood (_standing)."""
     tail = f" The map was flagged, and {cut}." if cut else ""
     if len(runs) == 1:
         return kept.result.message + tail
@@ -522,8 +521,7 @@ def _account(runs: list[_Run], kept: _Run, cut: str, standing: str = "") -> str:
     last = runs[-1].result
     first = runs[0].result.verdict
     doubt = first is not None and first.ok           # trained again after a pass (TrainConfig.fallback_from)
-    # the first run's standing: a fallback after a run back followed a passed inverse, but the first map was flagged
-    standing = ("passed" if standing == "passed" else "passed, but only just") if doubt else "was flagged"
+    standing = _standing(runs[0].result, share) if doubt else "was flagged"
     said = (f"The first map passed, and the network was then trained {series}" if standing == "passed" else
             f"The first map {standing}, so the network was trained again {series}")
     if last.stopped != "completed":

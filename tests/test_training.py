@@ -551,7 +551,7 @@ def test_which_of_a_map_and_its_fallback_is_kept():
     assert _nearer_of_two(flagged, second := run(False, near, warm=True)) is second
     # the message after forward (flagged), back (passed) and the phase that follows every map: the first was flagged
     from gradnet_core.training import _account
-    said = _account([flagged, back, warm], warm, "", "passed")
+    said = _account([flagged, back, warm], warm, "", 0.0)
     assert said.startswith("The first map was flagged, so the network was trained again from the target back and on "
                            "the Sinkhorn divergence, going on from the weights it reached; the map shown is the one "
                            "trained on the Sinkhorn divergence, which passes."), said
