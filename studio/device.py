@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 __all__ = ["device_label", "backend", "prewarm"]
@@ -58,11 +59,22 @@ def prewarm() -> None:
     threading.Thread(target=_import_stack, name="gradnet-prewarm", daemon=True).start()
 
 
+prewarm_errors: list[str] = []      # what a failed background import raised, for the tests and a debugger
+
+
 def _import_stack() -> None:
+    """Import each module of the stack, trying a failed one twice more a second apart: an import that races one
+    on a page's thread can fail once (importlib's deadlock detection raises in one of two threads importing each
+    other's modules), and the page that needs a module imports it again anyway."""
     for name in ("torch", "gradnet_core", "studio.panels"):
-        try:
-            importlib.import_module(name)
-        except Exception:         # the page that needs it will import it again and show the error
+        for attempt in range(3):
+            try:
+                importlib.import_module(name)
+                break
+            except Exception as exc:
+                prewarm_errors.append(f"{name}: {exc!r}")
+                time.sleep(1.0)
+        else:
             return
 
 

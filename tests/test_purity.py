@@ -66,17 +66,19 @@ HOME_PROBE = ("import sys, threading\nfrom streamlit.testing.v1 import AppTest\n
               "for thread in threading.enumerate():\n"
               "    if thread.name == 'gradnet-prewarm':\n"
               "        thread.join(120)\n"
-              "print(' '.join(loaded), '|', ' '.join(m for m in MODULES if m in sys.modules))")
+              "from studio.device import prewarm_errors\n"
+              "print(' '.join(loaded), '|', ' '.join(m for m in MODULES if m in sys.modules), '|', prewarm_errors)")
 
 
-def _home(prewarm: bool, modules: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """The ``modules`` loaded once a fresh server process has rendered Home, and once the prewarm thread is done."""
+def _home(prewarm: bool, modules: tuple[str, ...]) -> tuple[list[str], list[str], str]:
+    """The ``modules`` loaded once a fresh server process has rendered Home, and once the prewarm thread is done;
+    what the prewarm's failed imports raised."""
     env = {**os.environ, "GRADNET_PREWARM": "1" if prewarm else "0"}
     done = subprocess.run([sys.executable, "-c", f"MODULES = {modules!r}\n" + HOME_PROBE], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    before, after = done.stdout.split("|")
-    return before.split(), after.split()
+    before, after, errors = done.stdout.split("|")
+    return before.split(), after.split(), errors.strip()
 
 
 def _cpu_only_torch() -> bool:
@@ -88,10 +90,10 @@ def test_the_home_page_renders_without_the_training_imports():
     # for the training pages) nor, with a CPU-only torch, for torch and gradnet_core (about 2 CPU s): the device it
     # names is known from torch's version (studio.device), gradnet_core's version read from its source.
     heavy = ("ot", "torch._dynamo", "studio.jobs") + (("torch", "gradnet_core") if _cpu_only_torch() else ())
-    before, after = _home(prewarm=False, modules=heavy)
+    before, after, _ = _home(prewarm=False, modules=heavy)
     assert before == after == []
 
 
 def test_after_the_first_page_the_training_stack_is_imported_in_the_background():
-    before, after = _home(prewarm=True, modules=("torch", "gradnet_core", "studio.panels", "studio.jobs"))
-    assert after == ["torch", "gradnet_core", "studio.panels", "studio.jobs"]
+    before, after, errors = _home(prewarm=True, modules=("torch", "gradnet_core", "studio.panels", "studio.jobs"))
+    assert after == ["torch", "gradnet_core", "studio.panels", "studio.jobs"], errors
