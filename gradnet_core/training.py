@@ -24,7 +24,7 @@ from .densities import Density
 from .networks import NETWORKS, GradientNetwork, InverseMap, TransportMap, seeded_map
 from .objectives import MongeAmpere, Objective, RunContext, Stepper, bandwidth_schedule, objective_from_dict
 from .optim import SGD, Adam, Optimizer, learning_rate
-from .verdict import Verdict, after_retries, assess_map, pushforward_gap
+from .verdict import SHORT_RUN_STEPS, Verdict, after_retries, after_short_run, assess_map, pushforward_gap
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
            "OPTIMIZERS", "LR_SCHEDULES", "DIRECTIONS", "FALLBACK_STARTS"]
@@ -370,8 +370,11 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
     for later in runs[1:]:
         history = _joined(history, later.result.history)
     verdict = kept.result.verdict
-    if len(runs) > 1 and verdict is not None and not verdict.ok:
-        verdict = after_retries(verdict)
+    if verdict is not None and not verdict.ok:
+        if config.steps < SHORT_RUN_STEPS:
+            verdict = after_short_run(verdict, config.steps)
+        elif len(runs) > 1:
+            verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
                    message=_account(runs, kept, cut, config.fallback_from), verdict=verdict, fallback=kept.fallback)
 

@@ -51,9 +51,10 @@ from .densities import Density, GaussianMixture, ImageDensity
 from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
-__all__ = ["Verdict", "assess_map", "after_retries", "pushforward_gap", "KL_TOLERANCE", "DISTANCE_TOLERANCE",
-           "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE", "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE",
-           "TRANSPORT_TOLERANCE", "IMAGE_TRANSPORT_TOLERANCE", "TRANSPORT_MAX_DIM"]
+__all__ = ["Verdict", "assess_map", "after_retries", "after_short_run", "pushforward_gap", "SHORT_RUN_STEPS",
+           "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE",
+           "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE", "IMAGE_TRANSPORT_TOLERANCE",
+           "TRANSPORT_MAX_DIM"]
 
 #: Largest KL(T#p || q) estimate (nats) a map may have and pass (exp(-0.15): 86 % of the target covered;
 #: good mixture maps, L2-UVP under 2 %, show 0.05-0.08 at 1000 samples).
@@ -421,6 +422,20 @@ def after_retries(verdict: Verdict) -> Verdict:
     advice = _AFTER_RETRIES.get(verdict.advice)
     if advice is None:
         return verdict
+    return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
+
+
+#: A run of fewer steps than this has not had the steps the advice above was measured with (the presets train 200 to
+#: 1000): where its map is flagged, the advice is to train longer, whatever was tried.
+SHORT_RUN_STEPS = 200
+
+
+def after_short_run(verdict: Verdict, steps: int) -> Verdict:
+    """``verdict`` on a map trained for ``steps`` < ``SHORT_RUN_STEPS``: its advice says to train longer (neither
+    "another seed" nor "more steps rarely help", which hold for runs of a preset's length)."""
+    if verdict.ok or verdict.advice not in (_BARE_MIXTURE, _BARE_IMAGE, _TRY_AGAIN):
+        return verdict
+    advice = f" It was trained for only {steps} step{'' if steps == 1 else 's'}: train it longer."
     return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
 
 

@@ -16,7 +16,7 @@ from gradnet_core.metrics import map_mse
 from gradnet_core.networks import seeded_map
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
 from gradnet_core.training import ATTEMPT_SEED_STRIDE, bandwidth_schedule
-from gradnet_core.verdict import assess_map
+from gradnet_core.verdict import after_short_run, assess_map
 
 from helpers import disk_and_two_blobs
 
@@ -360,7 +360,9 @@ def test_auto_direction_trains_forward_alone_where_it_cannot_reverse(model, conf
 
 # --- attempts: training again from a fresh start while the map is flagged ---------------------------
 
-def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_kept():
+def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_kept(monkeypatch):
+    # 60 steps count as a full run here, so that the advice after training again is the one for a preset's run
+    monkeypatch.setattr("gradnet_core.training.SHORT_RUN_STEPS", 60)
     source, target = split_pair()
     config = TrainConfig(steps=60, lr=3e-2, seed=4, objective=ReverseKL(smoothing=0.0), report_seconds=0.0)
     seen = []
@@ -386,6 +388,11 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
     assert result.verdict.message == (runs[nearer].verdict.message.removesuffix(" Try more steps or another seed.")
                                       + " Training again did not find it, and more steps rarely help here.")
     assert result.verdict.advice == " Training again did not find it, and more steps rarely help here."
+    # a shorter run than that is told to train longer, not that more steps rarely help
+    monkeypatch.setattr("gradnet_core.training.SHORT_RUN_STEPS", 61)
+    short = train(seeded_map("mGradNet-M", 4, dim=2, width=16, modules=4), source, target, replace(config, attempts=2))
+    assert short.verdict.message == result.verdict.message.removesuffix(result.verdict.advice) + short.verdict.advice
+    assert short.verdict.advice == " It was trained for only 60 steps: train it longer."
     # the caller saw one run of 120 steps, the second half from a new network, with a note
     assert seen[-1][:2] == (120, 120) and seen[-1][3].startswith("Attempt 2 of 2: ") and seen[-1][2] is not model
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
@@ -566,7 +573,8 @@ def test_a_map_of_images_is_judged_and_its_fallback_trained_at_the_schedules_las
     first = train(model, source, target, replace(config, fallback=None))
     judged_source, judged_target = first.judged_on
     assert judged_source.bandwidth == judged_target.bandwidth == pytest.approx(2e-3)
-    assert first.verdict == assess_map(model, judged_source, judged_target, seed=0) and not first.verdict.ok
+    assert first.verdict == after_short_run(assess_map(model, judged_source, judged_target, seed=0), 5)
+    assert not first.verdict.ok
     # the fallback samples the sharper images, not the blur handed to train
     result = train(seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2), source, target, config)
     alone = train(copy.deepcopy(model), judged_source, judged_target, replace(config.fallback, report_seconds=0.0))

@@ -17,7 +17,7 @@ from gradnet_core.metrics import evaluate_map
 from gradnet_core.networks import GradientNetwork, seeded_map
 from gradnet_core.objectives import MongeAmpere
 from gradnet_core.presets import MODEL_PRESETS, mixture_presets, objective_overrides, train_preset
-from gradnet_core.verdict import KL_TOLERANCE, TRANSPORT_MAX_DIM, after_retries, assess_map
+from gradnet_core.verdict import KL_TOLERANCE, TRANSPORT_MAX_DIM, after_retries, after_short_run, assess_map
 
 
 class Affine(GradientNetwork):
@@ -85,6 +85,9 @@ def test_a_small_component_left_empty_is_measured_and_named(weight, words):
     assert verdict.as_row()["uncovered_share"] == verdict.uncovered
     assert "rarely help" in verdict.message                      # no false hope: every seed fails alike
     assert after_retries(verdict) == verdict                     # still true after training was tried again
+    short = after_short_run(verdict, 50)                         # not after 50 steps: the advice was measured on more
+    assert short.message == (verdict.message.removesuffix(verdict.advice)
+                             + " It was trained for only 50 steps: train it longer.")
 
 
 def test_a_verdict_without_the_jacobian_checks_keeps_the_stratified_transport_check():
