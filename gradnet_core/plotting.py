@@ -478,10 +478,15 @@ def loss_figure(steps: Sequence[float], losses: Sequence[float], *, height: int 
 
 
 def losses_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *, height: int = 260,
-                  title: str = "Training loss") -> go.Figure:
+                  title: str = "Training loss", switches: Sequence[tuple[float, str]] = ()) -> go.Figure:
     """Several loss curves (label -> (steps, losses)) overlaid on one chart; logarithmic when every loss
-    is positive. Losses of different objectives are on different scales; the legend names each run."""
+    is positive. Losses of different objectives are on different scales; the legend names each run.
+    ``switches``: (step, words) where a run went on with another training (``TrainResult.phases``), drawn as a
+    dotted line labelled "-> words", so that a jump in the curve reads as the change of objective it is."""
     fig = go.Figure()
+    for step, words in dict.fromkeys(switches):
+        fig.add_vline(x=step, line={"width": 1, "dash": "dot", "color": "#777777"}, annotation_text=f"→ {words}",
+                      annotation_position="top left", annotation_font={"size": 11, "color": "#555555"})
     positive = True
     for label, (steps, losses) in curves.items():
         s_a, l_a = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)

@@ -214,6 +214,8 @@ class TrainResult:
     fallback: str = ""                 # the objective's title when ``map`` is the one TrainConfig.fallback trained
     judged_on: tuple[Any, Any] | None = field(default=None, repr=False)   # the source and target the verdict
     #                                    judged the map on (an image at the schedule's last bandwidth); None unjudged
+    phases: tuple[tuple[int, str], ...] = ()   # after several runs, each later run's start in ``history``'s steps
+    #                                    (the step before its first) and what it trained: (1000, "Sinkhorn divergence")
 
     @property
     def final_loss(self) -> float:
@@ -366,8 +368,9 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
             kept = _nearer_of_two(kept, _run(start, *kept.result.judged_on, settings, callback, runs, len(runs) + 1,
                                              attempts, reverse=False, fallback=True,
                                              standing=_standing(kept.result, config.fallback_from), warm=warm))
-    history = runs[0].result.history
+    history, phases = runs[0].result.history, []
     for later in runs[1:]:
+        phases.append((int(history["step"][-1]) if history["step"] else 0, later.phase))
         history = _joined(history, later.result.history)
     verdict = kept.result.verdict
     if verdict is not None and not verdict.ok:
@@ -376,7 +379,8 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         elif len(runs) > 1:
             verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
-                   message=_account(runs, kept, cut, config.fallback_from), verdict=verdict, fallback=kept.fallback)
+                   message=_account(runs, kept, cut, config.fallback_from), verdict=verdict, fallback=kept.fallback,
+                   phases=tuple(phases))
 
 
 @dataclass(frozen=True)
@@ -400,6 +404,16 @@ class _Run:
             return "from the target back"
         return f"from the target back in attempt {self.attempt}" if self.reverse else \
             f"from a fresh start (attempt {self.attempt})"
+
+    @property
+    def phase(self) -> str:
+        """What this run trained, in a few words, to mark its start on a loss curve."""
+        if self.fallback:
+            return self.fallback
+        back = "from the target back"
+        if self.attempt == 1:
+            return back
+        return f"attempt {self.attempt}, {back}" if self.reverse else f"attempt {self.attempt}"
 
     @property
     def shown(self) -> str:
@@ -525,8 +539,10 @@ def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
     first = runs[0].result.verdict
     doubt = first is not None and first.ok           # trained again after a pass (TrainConfig.fallback_from)
     standing = _standing(runs[0].result, share) if doubt else "was flagged"
-    said = (f"The first map passed, and the network was then trained {series}" if standing == "passed" else
-            f"The first map {standing}, so the network was trained again {series}")
+    # "passed": a phase that follows every map (fallback_from 0), said so, so that a pass followed by more training
+    # does not read as a contradiction
+    said = (f"The first map passed; as after every map with these settings, the network was then trained {series}"
+            if standing == "passed" else f"The first map {standing}, so the network was trained again {series}")
     if last.stopped != "completed":
         which = "which" if len(tried) == 1 else "the last of which"
         said += f", {which} did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"

@@ -161,9 +161,12 @@ for name, title in EXPERIMENTS["digits-table"].folders:
     st.markdown(
         f"Ours: {s.get('images')}, {s.get('preset')} preset, {s.get('steps')} steps; paper: MNIST, "
         f"{PAPER_DIGITS['model']}, {PAPER_DIGITS['optimiser']}. MSE against the barycentric projection "
-        f"({s.get('n_test', 1000)} samples). Median: paper {paper_table_median():.2e} over 25 pairs, ours "
-        + (f"{ours_median:.2e} over {s.get('pairs')} pair{'' if s.get('pairs') == 1 else 's'}"
-           if ours_median is not None else "not available")
+        f"({s.get('n_test', 1000)} samples). "
+        # One pair (the authors' settings take hours a pair) is set beside the paper's value for it, not its median
+        + (f"One pair: ours {ours_median:.2e}, the paper's {float(res.rows[0]['paper_mse']):.2e} for it"
+           if s.get("pairs") == 1 and ours_median is not None and len(res.rows) == 1 else
+           f"Median: paper {paper_table_median():.2e} over 25 pairs, ours "
+           + (f"{ours_median:.2e} over {s.get('pairs')} pairs" if ours_median is not None else "not available"))
         + (f"; each of ours is the {s['statistic']}, with its range." if s.get("statistic") else
            "; one training seed and one evaluation draw per pair."))
     _dataframe(pd.DataFrame([{"source": r["source"], "target": r["target"], "ours": float(r["mse"]),

@@ -14,7 +14,7 @@ import threading
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["device_label", "backend", "prewarm"]
+__all__ = ["device_label", "backend", "prewarm", "after_prewarm"]
 
 
 def device_label() -> str:
@@ -42,30 +42,40 @@ def _cpu_only_torch() -> bool:
 
 
 _prewarm_lock = threading.Lock()
-_prewarmed = False
+_prewarm_thread: threading.Thread | None = None
 
 
 def prewarm() -> None:
     """Import the training stack (torch, ``gradnet_core``, the training panels) in a background thread, once per
     server process: after a fresh server's first page, which needs none of it, the next page finds it imported.
     ``GRADNET_PREWARM=0`` switches it off."""
-    global _prewarmed
+    global _prewarm_thread
     if os.environ.get("GRADNET_PREWARM", "1") == "0":
         return
     with _prewarm_lock:
-        if _prewarmed:
+        if _prewarm_thread is not None:
             return
-        _prewarmed = True
-    threading.Thread(target=_import_stack, name="gradnet-prewarm", daemon=True).start()
+        _prewarm_thread = threading.Thread(target=_import_stack, name="gradnet-prewarm", daemon=True)
+    _prewarm_thread.start()
+
+
+def after_prewarm(timeout: float = 300.0) -> None:
+    """Wait until the background import, if one runs, is done. Every page run calls this first: a page importing the
+    same modules beside it could get one half initialised (where two threads each wait for a module the other is
+    importing, importlib hands the second the module as it stands: "partially initialized module 'ot' has no
+    attribute 'gaussian'", met in the app's tests when a page ran while the import was under way)."""
+    thread = _prewarm_thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout)
 
 
 prewarm_errors: list[str] = []      # what a failed background import raised, for the tests and a debugger
 
 
 def _import_stack() -> None:
-    """Import each module of the stack, trying a failed one twice more a second apart: an import that races one
-    on a page's thread can fail once (importlib's deadlock detection raises in one of two threads importing each
-    other's modules), and the page that needs a module imports it again anyway."""
+    """Import each module of the stack, trying a failed one twice more a second apart: an import that races one on
+    another thread (the pages wait for this one, ``after_prewarm``; Streamlit's own threads do not) can fail once,
+    and the page that needs a module imports it again anyway."""
     for name in ("torch", "gradnet_core", "studio.panels"):
         for attempt in range(3):
             try:

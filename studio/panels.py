@@ -478,6 +478,9 @@ def results_panel(page: str, problem: Problem | None) -> None:
     st.markdown(f"**Metrics** of every run against the ground truth on the {len(ref.points):,} source samples "
                 "shown above")
     table = metrics_table(state.runs)
+    # A check no run has (the Jacobian checks skip maps trained on samples, the Sinkhorn phase's among them) is left
+    # out of the table on screen, which is wider than a page already; the CSV keeps every column.
+    table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     st.dataframe(table, hide_index=True, column_config={
         # the run's name stays in view while the table scrolls sideways (its columns need more than 1280 px)
         "map": st.column_config.TextColumn(pinned=True),
@@ -497,26 +500,29 @@ def results_panel(page: str, problem: Problem | None) -> None:
         METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
             format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
         METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
-            format="%.3f", help="From the Monge–Ampère residual, in nats. None where the verdict does not use "
-                                "it: image targets and maps trained on target samples only."),
+            format="%.3f", help="From the Monge–Ampère residual, in nats. Empty where the verdict does not use "
+                                "it: image targets and maps trained on target samples (the Sinkhorn phase's "
+                                "included)."),
         METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
             format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
                                 "target's density (found through the inverse map); the verdict flags more than "
                                 f"{100 * UNCOVERED_TOLERANCE:g} % ({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). "
-                                "None for maps trained on target samples only."),
+                                "Empty for maps trained on target samples (the Sinkhorn phase's included)."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
             format="%.1f", help="Share of source samples the map sends where its pushforward has over ten times "
                                 "the target's density (between a digit's strokes, say); the verdict flags more "
-                                f"than {100 * IMAGE_MISPLACED_TOLERANCE:g} % for a digit. None for maps trained on "
-                                "target samples only."),
+                                f"than {100 * IMAGE_MISPLACED_TOLERANCE:g} % for a digit. Empty for maps trained on "
+                                "target samples (the Sinkhorn phase's included)."),
     })
     _remove_control(page, state, by_number)
     loss_col, files_col = st.columns([3, 2])
     with loss_col:
         curves = {run.label: (run.result.history["step"], run.result.history["loss"])
                   for run in state.runs if run.result is not None and run.result.history["step"]}
+        switches = [switch for run in state.runs if run.result is not None for switch in run.result.phases]
         if curves:
-            chart(_cached(state, ("losses",), lambda: losses_figure(curves, height=260)), key(page, "losses"))
+            chart(_cached(state, ("losses",), lambda: losses_figure(curves, height=260, switches=switches)),
+                  key(page, "losses"))
     with files_col:
         st.markdown("**Downloads**")
         for run in shown:

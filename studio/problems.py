@@ -165,9 +165,14 @@ class Run:
             objective = self.settings.get("objective_label") or self.settings.get("training", {}).get(
                 "objective", {}).get("name", "")
             inverted = "inverse of the map trained back" if self.result and self.result.direction == "reverse" else ""
-            how = ", ".join(part for part in (str(objective), f"{self.metrics.get('steps', 0):.0f} steps", inverted)
+            how = ", ".join(part for part in (str(objective), _count(self.metrics.get('steps', 0), "step"), inverted)
                             if part)
         return f"#{self.number} {self.network} ({how})"
+
+
+def _count(n: float, noun: str) -> str:
+    """"1 step", "1,600 steps"."""
+    return f"{n:,.0f} {noun}" + ("" if n == 1 else "s")
 
 
 def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -239,7 +244,9 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
         settings = {**settings, "objective_label": f"{settings.get('objective_label', '')} → {result.fallback}"}
     if result is not None:
         metrics["training_time"] = result.elapsed
-        metrics["steps"] = float(result.steps)
+        # every step trained, the progress bar's count: the first run's and those after it (a run back, the
+        # Sinkhorn phase), not only the kept run's (TrainResult.steps)
+        metrics["steps"] = float(result.history["step"][-1] if result.history.get("step") else result.steps)
         if result.verdict is not None:
             metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
             excess = result.verdict.transport_excess
@@ -324,14 +331,20 @@ MIN_RELATIVE_STD, MIN_STD = 1e-3, 1e-4
 def _check_widths(rows: list[dict[str, float]], side: str) -> None:
     means = np.array([[r["mean_x"], r["mean_y"]] for r in rows])
     stds = np.array([[r["std_x"], r["std_y"]] for r in rows])
-    extent = max(float(stds.max()), float(np.ptp(means, axis=0).max()) if len(rows) > 1 else 0.0)
+    spread = float(np.ptp(means, axis=0).max()) if len(rows) > 1 else 0.0
+    extent = max(float(stds.max()), spread)
     floor = max(MIN_RELATIVE_STD * extent, MIN_STD)
     smallest = float(stds.min())
     if smallest < floor:
         i, j = np.unravel_index(stds.argmin(), stds.shape)
+        # Means far apart make an ordinary std a point mass (0.5 beside means 1e6 apart): then moving the means
+        # in is the other remedy, and the message names them, not only the std.
+        by_means = spread > float(stds.max())
+        scale = f"beside means up to {spread:.3g} apart" if by_means else f"(the mixture spans {extent:.3g})"
+        closer = (f", or bring the means within {smallest / MIN_RELATIVE_STD:.3g} of each other"
+                  if by_means and smallest >= MIN_STD else "")
         raise ValueError(f"{side.capitalize()} row {i + 1}: std {'xy'[j]} is {smallest:.3g}, almost a point mass "
-                         f"(the mixture spans {extent:.3g}); no network can match its density. Use at least "
-                         f"{floor:.3g}.")
+                         f"{scale}; no network can match its density. Use at least {floor:.3g}{closer}.")
 
 
 def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[GaussianMixture, str | None]:

@@ -164,7 +164,7 @@ def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
     if verdict is None:
         return [("success" if result.stopped == "completed" else "warning", result.message)]
     kind = "success" if result.stopped == "completed" and verdict.ok else "warning"
-    return [(kind, f"{result.message} {verdict.message}")]
+    return [(kind, f"{result.message}\n\n{verdict.message}")]       # what was trained, then the verdict
 
 
 def _input_values(page: str) -> dict[str, Any]:

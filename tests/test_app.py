@@ -239,7 +239,9 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     table = _metrics(at)
     assert table["verdict (no ground truth)"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()    # KL's map: about 22
-    assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 600 steps)"
+    # every step trained, as the progress bar counts them: 500 on KL, then 600 on the Sinkhorn divergence
+    assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100 steps)"
+    assert table["steps"].iloc[0] == 1100
 
 
 def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_warning():

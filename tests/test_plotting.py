@@ -9,7 +9,7 @@ from PIL import Image
 from gradnet_core import Gaussian, GaussianMixture
 from gradnet_core.plotting import (
     Panel, animation_figure, animation_gif, density_comparison_figure, density_heatmap, density_morph_figure,
-    density_morph_gif, grid_points, interpolate, loss_figure, position_colours, preview_figure, residual_figure,
+    density_morph_gif, grid_points, interpolate, loss_figure, losses_figure, position_colours, preview_figure, residual_figure,
     snapshot_png, square_bounds,
 )
 from gradnet_core.pushforward import DensityMorph, Grid
@@ -191,6 +191,15 @@ def test_loss_figure_is_logarithmic_for_positive_losses_and_updates_in_place():
     same = loss_figure([1, 2, 3, 4], [1.0, -0.5, 0.1, float("nan")], figure=fig)
     assert same is fig and fig.layout.yaxis.type == "linear"
     assert list(fig.data[0].x) == [1, 2, 3]                                # the NaN loss is left out
+
+
+def test_losses_figure_marks_where_a_run_went_on_with_another_objective():
+    curves = {"#1": ([1, 2, 3, 4], [1.0, 0.5, 0.02, 0.01]), "#2": ([1, 2], [0.3, 0.2])}
+    fig = losses_figure(curves, switches=[(2, "Sinkhorn divergence"), (2, "Sinkhorn divergence")])
+    assert [trace.name for trace in fig.data] == ["#1", "#2"]
+    assert [(shape.x0, shape.x1) for shape in fig.layout.shapes] == [(2, 2)]          # one line per distinct switch
+    assert [note.text for note in fig.layout.annotations] == ["→ Sinkhorn divergence"]
+    assert losses_figure(curves).layout.shapes == ()
 
 
 def test_density_heatmap_integrates_to_one():

@@ -97,3 +97,21 @@ def test_the_home_page_renders_without_the_training_imports():
 def test_after_the_first_page_the_training_stack_is_imported_in_the_background():
     before, after, errors = _home(prewarm=True, modules=("torch", "gradnet_core", "studio.panels", "studio.jobs"))
     assert after == ["torch", "gradnet_core", "studio.panels", "studio.jobs"], errors
+
+
+def test_a_page_run_waits_until_the_background_import_is_done(monkeypatch):
+    # A page importing beside the background import could get a module half initialised ("partially initialized
+    # module 'ot' has no attribute 'gaussian'", met in the app's tests): app.py waits for it before any page runs.
+    import time
+
+    from studio import device
+    done = []
+    monkeypatch.setattr(device, "_import_stack", lambda: (time.sleep(0.5), done.append("imported")))
+    monkeypatch.setattr(device, "_prewarm_thread", None)
+    monkeypatch.setenv("GRADNET_PREWARM", "1")
+    device.prewarm()
+    assert done == []
+    device.after_prewarm()
+    assert done == ["imported"]
+    app = (ROOT / "app.py").read_text()
+    assert app.index("after_prewarm()") < app.index("st.navigation(") < app.rindex("prewarm()")

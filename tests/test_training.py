@@ -377,6 +377,7 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
     assert result.verdict.transport_excess == pytest.approx(runs[nearer].verdict.transport_excess)
     assert result.history["loss"] == runs[0].history["loss"] + runs[1].history["loss"]
     assert result.history["step"] == list(range(1, 121)) and result.steps == 60
+    assert result.phases == ((60, "attempt 2"),)                      # where the second run begins on the curve
     assert (result.map is model) == (nearer == 0) and isinstance(result.map, MGradNetM)
     # one sentence on what was tried and which map is shown, then that map's own run's message
     shown = "the first" if nearer == 0 else "attempt 2's"
@@ -528,8 +529,9 @@ def test_a_warm_fallback_that_passes_is_kept_even_where_the_transport_check_rank
                                                        fallback_start="trained"))
     assert plain.verdict.ok and result.verdict.ok and result.fallback == "Sinkhorn divergence"
     assert result.verdict.transport_excess > plain.verdict.transport_excess + 1e-3     # ranked further, kept
-    assert result.message.startswith("The first map passed, and the network was then trained on the Sinkhorn "
-                                      "divergence, going on from the weights it reached; the map shown is the one "
+    assert result.phases == ((200, "Sinkhorn divergence"),) and plain.phases == ()
+    assert result.message.startswith("The first map passed; as after every map with these settings, the network was "
+                                      "then trained on the Sinkhorn divergence, going on from the weights it reached; the map shown is the one "
                                       "trained on the Sinkhorn divergence, which passes.")
 
 
@@ -608,8 +610,9 @@ def test_with_fallback_from_a_map_passed_with_little_margin_is_trained_again_and
     result = train(model, source, target, train_preset("gaussian", fallback=fallback, fallback_from=0.0),
                    callback=lambda p: seen.append(p.note))
     assert result.map is model and result.verdict == plain.verdict and result.fallback == ""
-    assert result.message == ("The first map passed, and the network was then trained from its starting weights on the "
-                              f"Sinkhorn divergence; the map shown is the first, which passes. {plain.message}")
+    assert result.message == ("The first map passed; as after every map with these settings, the network was then "
+                              "trained from its starting weights on the Sinkhorn divergence; the map shown is the first, "
+                              f"which passes. {plain.message}")
     assert result.history["step"] == list(range(1, 241)) and result.history["loss"][:200] == plain.history["loss"]
     assert seen[-1].startswith("The map passed: the network trains again from its starting weights")
     # at half the tolerance the margin of this map is enough: no second run

@@ -124,6 +124,12 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table([{**_row(1.0, 0, 0), "std_y": -0.5}], "source")
     with pytest.raises(ValueError, match="Source row 2: std x is 1e-09, almost a point mass"):
         mixture_from_table([_row(1.0, -2, 0), {**_row(1.0, 2, 0), "std_x": 1e-9}], "source")
+    # an ordinary std beside means far apart: the message names the means, and moving them in as a remedy
+    far = [_row(0.5, 1e6, 0), _row(0.5, 0, 0)]
+    with pytest.raises(ValueError, match=r"Target row 1: std x is 0.5, almost a point mass beside means up to 1e\+06 "
+                                         r"apart; no network can match its density. Use at least 1e\+03, or bring "
+                                         r"the means within 500 of each other\."):
+        mixture_from_table(far, "target")
     with pytest.raises(ValueError, match="row 1: std y is 1e-06, almost a point mass"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": 1e-5, "std_y": 1e-6}], "target")
     with pytest.raises(ValueError, match="all zero"):
