@@ -523,6 +523,9 @@ def results_panel(page: str, problem: Problem | None) -> None:
         if curves:
             chart(_cached(state, ("losses",), lambda: losses_figure(curves, height=260, switches=switches)),
                   key(page, "losses"))
+            st.caption("The loss of each run at every step. Where the target starts smoothed and sharpens over the "
+                       "run (the mixture and digit presets), the loss can rise as it sharpens; a dotted line marks "
+                       "where a run went on with another objective, whose loss is on another scale.")
     with files_col:
         st.markdown("**Downloads**")
         for run in shown:

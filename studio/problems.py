@@ -46,7 +46,7 @@ MIXTURE_HEADERS = {"weight": "weight", "mean_x": "mean x", "mean_y": "mean y", "
                    "corr": "correlation"}
 METRIC_COLUMNS = {                # metrics key -> table column
     "verdict": "verdict (no ground truth)", "mse": "MSE", "l2_uvp": "L2-UVP (%)", "cosine": "cosine",
-    "error_bound": "W2 excess as an RMS error (no ground truth)",
+    "error_bound": "W2 excess, RMS (no ground truth)",
     "ma_residual": "Monge–Ampère residual", "distance_ratio": "energy distance ÷ target's own",
     "kl_estimate": "KL(T#p ‖ q) estimate", "uncovered": "target mass left uncovered (%)",
     "misplaced": "source mass sent where the target is thin (%)",
