@@ -212,6 +212,8 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
                                     on_change=_on_custom, args=(page,))
         table["edited"] = edited
         rows[side] = edited.to_dict("records")
+    # Streamlit's table editor drops the "e" of a number typed in exponent form (seen in Chromium, 2026-12-04).
+    st.caption("Type numbers in full (1000000, not 1e6): the table's editor drops the e, so 1e6 becomes 16.")
     return rows
 
 
