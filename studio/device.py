@@ -77,7 +77,7 @@ def _import_stack() -> None:
     another thread (the pages wait for this one, ``after_prewarm``; Streamlit's own threads do not) can fail once,
     and the page that needs a module imports it again anyway."""
     for name in ("torch", "gradnet_core", "studio.panels"):
-        for attempt in range(3):
+        for _ in range(3):
             try:
                 importlib.import_module(name)
                 break
