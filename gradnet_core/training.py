@@ -541,8 +541,9 @@ def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
     standing = _standing(runs[0].result, share) if doubt else "was flagged"
     # "passed": a phase that follows every map (fallback_from 0), said so, so that a pass followed by more training
     # does not read as a contradiction
+    why = f" ({first.fault})" if first is not None and not first.ok and first.fault else ""
     said = (f"The first map passed; as after every map with these settings, the network was then trained {series}"
-            if standing == "passed" else f"The first map {standing}, so the network was trained again {series}")
+            if standing == "passed" else f"The first map {standing}{why}, so the network was trained again {series}")
     if last.stopped != "completed":
         which = "which" if len(tried) == 1 else "the last of which"
         said += f", {which} did not finish ({last.message.rstrip('.')}); the map shown is {kept.shown}"

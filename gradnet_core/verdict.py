@@ -141,6 +141,26 @@ class Verdict:
         return None if self.transport is None else self.transport - self.transport_noise
 
     @property
+    def fault(self) -> str:
+        """Why the map was flagged, in a few words ("" when it passed), for the account of what training tried next:
+        "its points off by about 0.05 on average, over the 0.045 the check allows"."""
+        if self.ok:
+            return ""
+        if "uncovered" in self.failed and self.uncovered is not None:
+            return f"it left about {_fraction(self.uncovered)} of the target's mass uncovered"
+        if "misplaced" in self.failed and self.misplaced is not None:
+            return f"it sent about {_fraction(self.misplaced)} of the source's mass where the target is thin"
+        excess, tolerance = self.transport_excess, self.transport_tolerance
+        if "transport" in self.failed and excess is not None and tolerance is not None and math.isfinite(excess):
+            return (f"its points off by about {math.sqrt(max(excess, 0.0)):.2g} on average, over the "
+                    f"{math.sqrt(tolerance):.2g} the check allows")
+        if "kl" in self.failed and self.kl is not None:
+            return f"KL(T#p || q) ≈ {self.kl:.2f} nats"
+        if "monotone" in self.failed:
+            return "it is not monotone"
+        return "its pushforward does not match the target"
+
+    @property
     def covered(self) -> float | None:
         """exp(-KL): roughly the share of the target's mass the map covers; None without a KL estimate."""
         return None if self.kl is None else math.exp(-max(self.kl, 0.0))
@@ -358,10 +378,13 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
         # The excess in the words the flagged maps get, beside what the check allows: "0.916 against 0.344" alone
         # read as far off to a new user, for a map whose excess was well within the tolerance of a wide target.
         where = "on the unit square" if image else "for a target this spread out"
-        message = (f"The map pushes the source onto the target: {compare}, as if its points were off from the "
-                   f"optimal map's by about {math.sqrt(max(transport.excess, 0.0)):.2g} on average (root mean square), "
-                   f"under the {math.sqrt(transport.tolerance):.2g} the check allows {where}"
-                   f"{kl_part.replace(', ', '; ', 1)}. For a monotone map this means it is close to the optimal map.")
+        allowed = f"{math.sqrt(transport.tolerance):.2g}"
+        off = (f"as if its points were off from the optimal map's by about {math.sqrt(transport.excess):.2g} on "
+               f"average (root mean square), under the {allowed} the check allows {where}" if transport.excess > 0
+               else f"no further than two samples of the target are from each other (the check allows the points to "
+                    f"be off by up to {allowed} on average, root mean square, {where})")
+        message = (f"The map pushes the source onto the target: {compare}, {off}{kl_part.replace(', ', '; ', 1)}. "
+                   f"For a monotone map this means it is close to the optimal map.")
         if components > 1:
             # A share of a source component sent to the wrong target component nearly cancels in the pushforward:
             # 9 of the 23 mixture runs above L2-UVP 5 % passed (results/robustness/strat-mixtures/), 5 of 12 on

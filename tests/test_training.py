@@ -381,8 +381,9 @@ def test_a_flagged_map_is_trained_again_from_a_fresh_start_and_the_nearer_map_ke
     assert (result.map is model) == (nearer == 0) and isinstance(result.map, MGradNetM)
     # one sentence on what was tried and which map is shown, then that map's own run's message
     shown = "the first" if nearer == 0 else "attempt 2's"
-    assert result.message == ("The first map was flagged, so the network was trained again from a fresh start "
-                              f"(attempt 2); it was flagged too, and the map shown is {shown}, judged the nearest "
+    assert runs[0].verdict.fault == "it left about a third of the target's mass uncovered"   # why, in the account
+    assert result.message == (f"The first map was flagged ({runs[0].verdict.fault}), so the network was trained again "
+                              f"from a fresh start (attempt 2); it was flagged too, and the map shown is {shown}, judged the nearest "
                               f"the target. {runs[nearer].message}")
     # another seed was tried, so the verdict's advice no longer suggests one
     assert runs[nearer].verdict.advice == " Try more steps or another seed."
@@ -463,8 +464,8 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
         torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
     assert result.verdict == alone.verdict and result.steps == 200 and result.fallback == "Sinkhorn divergence"
     assert first.fallback == "" and alone.fallback == ""
-    assert result.message == ("The first map was flagged, so the network was trained again from its starting weights "
-                              "on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn "
+    assert result.message == (f"The first map was flagged ({first.verdict.fault}), so the network was trained again "
+                              "from its starting weights on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn "
                               f"divergence, which passes. {alone.message}")
     # one history of 260 steps; the smoothing only the KL run has is NaN over the Sinkhorn run's steps
     assert result.history["step"] == list(range(1, 261))
@@ -495,8 +496,8 @@ def test_a_warm_fallback_goes_on_from_the_trained_weights_on_the_densities_the_m
         torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
         torch.testing.assert_close(model(x), first.map(x), rtol=0, atol=0)   # the flagged map's network kept as it was
     assert result.map is not model and result.verdict == alone.verdict and result.verdict.ok
-    assert result.message.startswith("The first map was flagged, so the network was trained again on the Sinkhorn "
-                                      "divergence, going on from the weights it reached; the map shown is the one "
+    assert result.message.startswith(f"The first map was flagged ({first.verdict.fault}), so the network was trained "
+                                      "again on the Sinkhorn divergence, going on from the weights it reached; the map shown is the one "
                                       "trained on the Sinkhorn divergence, which passes.")
     assert seen[-1] == ("The map was flagged: the network goes on training from the weights it reached on the "
                         "Sinkhorn divergence, which compares the mapped points with the target's samples as a whole.")
@@ -561,7 +562,8 @@ def test_which_of_a_map_and_its_fallback_is_kept():
     # the message after forward (flagged), back (passed) and the phase that follows every map: the first was flagged
     from gradnet_core.training import _account
     said = _account([flagged, back, warm], warm, "", 0.0)
-    assert said.startswith("The first map was flagged, so the network was trained again from the target back and on "
+    assert said.startswith(f"The first map was flagged ({flagged.result.verdict.fault}), so the network was trained "
+                           "again from the target back and on "
                            "the Sinkhorn divergence, going on from the weights it reached; the map shown is the one "
                            "trained on the Sinkhorn divergence, which passes."), said
 

@@ -84,6 +84,7 @@ def test_a_small_component_left_empty_is_measured_and_named(weight, words):
     assert re.search(f"leaves about {words} of the target's mass uncovered", verdict.message), verdict.message
     assert verdict.as_row()["uncovered_share"] == verdict.uncovered
     assert "rarely help" in verdict.message                      # no false hope: every seed fails alike
+    assert re.fullmatch(f"it left about {words} of the target's mass uncovered", verdict.fault), verdict.fault
     assert after_retries(verdict) == verdict                     # still true after training was tried again
     short = after_short_run(verdict, 50)                         # not after 50 steps: the advice was measured on more
     assert short.message == (verdict.message.removesuffix(verdict.advice)
