@@ -84,7 +84,11 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "") -
         except ValueError as err:
             st.error(str(err))
         else:
+            state.cache["started"] = True
             st.rerun()
+    if training and state.cache.pop("started", False):
+        # Train often sits at the window's bottom edge: the inputs grey out and the progress bar below is out of sight.
+        st.toast("Training started: its progress bar and Stop button are under the Train button.")
     if training:
         # A job waiting in line changes little: its panel refreshes less often, which spares the server
         # when a whole class waits (30 queued panels at POLL_SECONDS took most of a core).

@@ -274,6 +274,16 @@ def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_w
     assert table["L2-UVP (%)"].iloc[1] > 5.0, table.iloc[1].to_dict()
 
 
+def test_train_says_in_a_toast_that_training_started_and_where_its_progress_is():
+    at = _open("gaussians")
+    at.number_input(key="gaussians.steps").set_value(30).run()
+    at.button(key="gaussians.train").click().run()
+    assert [t.value for t in at.toast] == ["Training started: its progress bar and Stop button are under the Train "
+                                           "button."]
+    _wait(at, "gaussians")
+    assert not at.toast                                      # once, not on every refresh
+
+
 def test_digits_train_from_bundled_examples():
     at = _open("digits")
     assert not at.error
