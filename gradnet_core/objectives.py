@@ -54,6 +54,11 @@ class RunContext:
     seed: int                          # the run's seed (for generators on other devices)
 
 
+def _steps(n: int) -> str:
+    """"1 step", "600 steps": for the messages."""
+    return f"{n} step{'' if n == 1 else 's'}"
+
+
 class Stepper(ABC):
     """One run of an objective: the state the training loop drives. Subclasses implement ``batch``
     and ``loss`` and override the other hooks where they need to."""
@@ -103,7 +108,7 @@ class Stepper(ABC):
         return source, target
 
     def completed_message(self, history: dict[str, list[float]], steps: int) -> str:
-        return f"Trained {steps} step{'' if steps == 1 else 's'}; final loss {history['loss'][-1]:.4g}."
+        return f"Trained {_steps(steps)}; final loss {history['loss'][-1]:.4g}."
 
     def stopped_message(self, steps_done: int, total: int) -> str:
         return f"Stopped by request after {steps_done} of {total} steps."
@@ -474,8 +479,7 @@ class _SampleStepper(Stepper):
         self.model, self.sources, self.targets, self.n = model, sources, targets, run.batch_size
 
     def completed_message(self, history: dict[str, list[float]], steps: int) -> str:
-        return (f"Trained {steps} step{'' if steps == 1 else 's'} on the {self.objective.title}; "
-                f"final loss {history['loss'][-1]:.4g}.")
+        return f"Trained {_steps(steps)} on the {self.objective.title}; final loss {history['loss'][-1]:.4g}."
 
     def diverged_message(self, bad_step: int, bad_loss: float, good_step: int) -> str:
         return (f"Training diverged at step {bad_step}; the model was restored to its last good state after "

@@ -374,7 +374,6 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     elif far:
         message = f"The map is not the optimal map: its pushforward does not match the target; {compare}."
     elif monotone and transport is not None:
-        kl_part = f", KL(T#p || q) ≈ {max(kl, 0.0):.3f} nats" if kl is not None else ""
         # The excess in the words the flagged maps get, beside what the check allows: "0.916 against 0.344" alone
         # read as far off to a new user, for a map whose excess was well within the tolerance of a wide target.
         where = "on the unit square" if image else "for a target this spread out"
@@ -383,7 +382,8 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
                f"average (root mean square), under the {allowed} the check allows {where}" if transport.excess > 0
                else f"no further than two samples of the target are from each other (the check allows the points to "
                     f"be off by up to {allowed} on average, root mean square, {where})")
-        message = (f"The map pushes the source onto the target: {compare}, {off}{kl_part.replace(', ', '; ', 1)}. "
+        kl_part = f"; KL(T#p || q) ≈ {max(kl, 0.0):.3f} nats" if kl is not None else ""
+        message = (f"The map pushes the source onto the target: {compare}, {off}{kl_part}. "
                    f"For a monotone map this means it is close to the optimal map.")
         if components > 1:
             # A share of a source component sent to the wrong target component nearly cancels in the pushforward:
