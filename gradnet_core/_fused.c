@@ -9,7 +9,9 @@
  *   grad_A[b, j, :] = sum_i dL/du_ij x_i,  grad_R[b, j, :] = sum_i p_ij G[b, i, :].
  * The forward pass processes samples in tiles of TILE; every inner loop runs over the samples of a tile, so it
  * vectorises without reassociating anyone's sums (no -ffast-math: each lane is one sample). The backward pass runs
- * each unit over all the samples, its gradient sums reduced across the lanes once. float32.
+ * each unit over all the samples, its gradient sums reduced across the lanes once. mGradNet-M's blocks come in
+ * pairs with inputs u and -u, which one pass takes together where |u| is small enough ("Paired blocks" below).
+ * float32.
  *
  * mGradNet-M combines its blocks' outputs, v_b = out[b, :, :2] and, with the Jacobian, s_b = out[b, :, 2:5]:
  *   T = sum_b sg[b] v_b,   P = sum_b wt[b] (s_b - sq(v_b)),   sq(v) = (v0 v0, v0 v1, v1 v1),
@@ -83,140 +85,301 @@ static void load_tile(float (*restrict xt)[TILE], const float *restrict x, int k
         for (int c = 0; c < k - 1; c++) xt[c][i] = x[(int64_t)(i0 + i) * k + c];
 }
 
+/* A block's rows of the tile from their sums: out = acc / sum and lse = top + log sum (top NULL: 0), and its part of the
+ * tile's T and P, tt and pt, with its output scale sb and Jacobian weight wb (both 0 for none). */
+static inline __attribute__((always_inline)) void finish_block(int64_t n, int64_t b, int64_t i0, int tn, const int C,
+                                                               const float *top, const float *sum,
+                                                               const float (*acc)[TILE], float *out, float *lse,
+                                                               const float sb, const float wb, float (*tt)[TILE],
+                                                               float (*pt)[TILE]) {
+    float *o = out + (b * n + i0) * C;
+    for (int i = 0; i < tn; i++) {
+        float inv = 1.0f / sum[i];
+        for (int c = 0; c < C; c++) o[i * C + c] = acc[c][i] * inv;
+        lse[b * n + i0 + i] = (top ? top[i] : 0.0f) + logf(sum[i]);
+    }
+    for (int i = 0; i < tn; i++) {
+        const float v0 = o[i * C], v1 = o[i * C + 1];
+        tt[0][i] += sb * v0;
+        tt[1][i] += sb * v1;
+        if (C == 5) {
+            pt[0][i] += wb * (o[i * C + 2] - v0 * v0);
+            pt[1][i] += wb * (o[i * C + 3] - v0 * v1);
+            pt[2][i] += wb * (o[i * C + 4] - v1 * v1);
+        }
+    }
+}
+
+static void store_tile(int64_t i0, int tn, const int C, const float (*tt)[TILE], const float (*pt)[TILE], float *T,
+                       float *P) {
+    for (int i = 0; i < tn; i++) {
+        T[2 * (i0 + i)] = tt[0][i];
+        T[2 * (i0 + i) + 1] = tt[1][i];
+        if (C == 5)
+            for (int c = 0; c < 3; c++) P[3 * (i0 + i) + c] = pt[c][i];
+    }
+}
+
+/* Block b of A: (B, h, k), R: (B, h, C) at the tile xt of tn samples from i0: its rows of out and lse, and its part
+ * of the tile's T and P (finish_block). Each row's largest input is subtracted before the exponentials. */
+static inline __attribute__((always_inline)) void block_tile(int64_t n, int64_t b, int64_t h, const int k,
+                                                             const int C, const float (*xt)[TILE], int64_t i0,
+                                                             int tn, const float *A, const float *R, float *out,
+                                                             float *lse, const float sb, const float wb,
+                                                             float (*tt)[TILE], float (*pt)[TILE]) {
+    float u[TILE], top[TILE], sum[TILE], acc[MAX_C][TILE];
+    const float *a = A + b * h * k, *r = R + b * h * C;
+    for (int i = 0; i < tn; i++) top[i] = -INFINITY;
+    for (int64_t j = 0; j < h; j++) {
+        unit_inputs(u, a + j * k, xt, k, tn);
+#pragma omp simd
+        for (int i = 0; i < tn; i++) top[i] = u[i] > top[i] ? u[i] : top[i];
+    }
+    for (int i = 0; i < tn; i++) sum[i] = 0.0f;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < tn; i++) acc[c][i] = 0.0f;
+    for (int64_t j = 0; j < h; j++) {
+        unit_inputs(u, a + j * k, xt, k, tn);
+        const float *rj = r + j * C;
+#pragma omp simd
+        for (int i = 0; i < tn; i++) {
+            float e = exp_clamped(u[i] - top[i]);
+            sum[i] += e;
+            for (int c = 0; c < C; c++) acc[c][i] += e * rj[c];
+        }
+    }
+    finish_block(n, b, i0, tn, C, top, sum, acc, out, lse, sb, wb, tt, pt);
+}
+
 /* x: (n, k) with its last column all ones; A: (B, h, k); R: (B, h, C); out: (B, n, C); lse: (B, n).
  * Inlined into one copy per (k, C) below, so that the loops over them unroll and the sample loops vectorise. */
 static inline __attribute__((always_inline)) void forward(int64_t n, int64_t blocks, int64_t h, const int k,
                                                           const int C, const float *x, const float *A,
                                                           const float *R, float *out, float *lse, const float *sg,
                                                           const float *wt, float *T, float *P) {
-    float xt[MAX_K][TILE], u[TILE], top[TILE], sum[TILE], acc[MAX_C][TILE], tt[2][TILE], pt[3][TILE];
+    float xt[MAX_K][TILE], tt[2][TILE], pt[3][TILE];
     for (int64_t i0 = 0; i0 < n; i0 += TILE) {
         int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
         load_tile(xt, x, k, (int)i0, tn);
         for (int i = 0; i < tn; i++) tt[0][i] = tt[1][i] = pt[0][i] = pt[1][i] = pt[2][i] = 0.0f;
-        for (int64_t b = 0; b < blocks; b++) {
-            const float *a = A + b * h * k, *r = R + b * h * C;
-            for (int i = 0; i < tn; i++) top[i] = -INFINITY;
-            for (int64_t j = 0; j < h; j++) {
-                unit_inputs(u, a + j * k, xt, k, tn);
-#pragma omp simd
-                for (int i = 0; i < tn; i++) top[i] = u[i] > top[i] ? u[i] : top[i];
-            }
-            for (int i = 0; i < tn; i++) sum[i] = 0.0f;
-            for (int c = 0; c < C; c++)
-                for (int i = 0; i < tn; i++) acc[c][i] = 0.0f;
-            for (int64_t j = 0; j < h; j++) {
-                unit_inputs(u, a + j * k, xt, k, tn);
-                const float *rj = r + j * C;
-#pragma omp simd
-                for (int i = 0; i < tn; i++) {
-                    float e = exp_clamped(u[i] - top[i]);
-                    sum[i] += e;
-                    for (int c = 0; c < C; c++) acc[c][i] += e * rj[c];
-                }
-            }
-            float *o = out + (b * n + i0) * C;
-            for (int i = 0; i < tn; i++) {
-                float inv = 1.0f / sum[i];
-                for (int c = 0; c < C; c++) o[i * C + c] = acc[c][i] * inv;
-                lse[b * n + i0 + i] = top[i] + logf(sum[i]);
-            }
-            if (T) {
-                const float sb = sg[b], wb = wt[b];
-                for (int i = 0; i < tn; i++) {
-                    const float v0 = o[i * C], v1 = o[i * C + 1];
-                    tt[0][i] += sb * v0;
-                    tt[1][i] += sb * v1;
-                    if (C == 5) {
-                        pt[0][i] += wb * (o[i * C + 2] - v0 * v0);
-                        pt[1][i] += wb * (o[i * C + 3] - v0 * v1);
-                        pt[2][i] += wb * (o[i * C + 4] - v1 * v1);
-                    }
-                }
-            }
-        }
-        if (T)
-            for (int i = 0; i < tn; i++) {
-                T[2 * (i0 + i)] = tt[0][i];
-                T[2 * (i0 + i) + 1] = tt[1][i];
-                if (C == 5)
-                    for (int c = 0; c < 3; c++) P[3 * (i0 + i) + c] = pt[c][i];
-            }
+        for (int64_t b = 0; b < blocks; b++)
+            block_tile(n, b, h, k, C, xt, i0, tn, A, R, out, lse, T ? sg[b] : 0.0f, T ? wt[b] : 0.0f, tt, pt);
+        if (T) store_tile(i0, tn, C, tt, pt, T, P);
     }
 }
 
-/* dT: (n, 2) and dP: (n, 3) (unread when C = 2), the gradients of the combined T and P; grad_sg, grad_wt: (B),
- * grad_A: (B, h, k) and grad_R: (B, h, C), overwritten. Block by block: first each sample's G, s = <G, M> and lse,
- * then unit by unit over all the samples, so that each unit's k + C gradient sums stay in vector registers from the
- * first sample to the last and are reduced across lanes once (per tile of samples, those reductions had been about
- * a third of this pass). Returns 2 when memory runs out. */
-static inline __attribute__((always_inline)) int backward(int64_t n, int64_t blocks, int64_t h, const int k,
-                                                          const int C, const float *x, const float *A,
-                                                          const float *R, const float *out, const float *lse,
-                                                          const float *sg, const float *wt, const float *dT,
-                                                          const float *dP, float *grad_sg, float *grad_wt,
-                                                          float *grad_A, float *grad_R) {
-    float *work = malloc((size_t)((k - 1 + C + 2) * n) * sizeof(float));
-    if (!work) return 2;
-    float *xs[MAX_K], *gs[MAX_C], *s = work + (k - 1 + C) * n, *l = s + n;
-    for (int c = 0; c < k - 1; c++) xs[c] = work + c * n;
-    for (int c = 0; c < C; c++) gs[c] = work + (k - 1 + c) * n;
-    for (int64_t i = 0; i < n; i++)
-        for (int c = 0; c < k - 1; c++) xs[c][i] = x[i * k + c];
-    for (int64_t b = 0; b < blocks; b++) {
-        const float *a = A + b * h * k, *r = R + b * h * C, *o = out + b * n * C;
-        const float sb = sg[b], wb = wt[b];
-        float to_sg = 0.0f, to_wt = 0.0f;
-        for (int64_t i = 0; i < n; i++) {
-            const float v0 = o[i * C], v1 = o[i * C + 1], d0 = dT[2 * i], d1 = dT[2 * i + 1];
-            float g0 = sb * d0, g1 = sb * d1;
-            to_sg += d0 * v0 + d1 * v1;
-            if (C == 5) {
-                const float p0 = dP[3 * i], p1 = dP[3 * i + 1], p2 = dP[3 * i + 2];
-                g0 -= wb * (2.0f * v0 * p0 + v1 * p1);
-                g1 -= wb * (v0 * p1 + 2.0f * v1 * p2);
-                gs[2][i] = wb * p0;
-                gs[3][i] = wb * p1;
-                gs[4][i] = wb * p2;
-                to_wt += p0 * (o[i * C + 2] - v0 * v0) + p1 * (o[i * C + 3] - v0 * v1) + p2 * (o[i * C + 4] - v1 * v1);
+/* Paired blocks. mGradNet-M's module b gives block b with A and block K + b with -A, both with the same R, so their
+ * unit inputs are u and -u: one pass takes both blocks, with e^u and e^-u from one argument reduction (e^-u =
+ * cosh - sinh where e^u = cosh + sinh) and without the pass for each row's largest input. That needs every |u| at
+ * most PAIR_LIMIT, so that e^{+-u} stay normal floats and a row's sum of h of them finite: checked module by module
+ * over the box that holds the call's samples (pair_applies); beyond it, the module's two blocks run one by one
+ * with each row's largest input subtracted first, which any inputs allow. Both ways store the same out and lse. */
+#define PAIR_LIMIT 80.0f
+
+/* e^x and e^-x for |x| <= 88: x = r ln 2 + f, e^{+-f} = c +- s with c = cosh f and s = sinh f to f^7 (f in
+ * [-0.35, 0.35]: the next terms are below 6e-9), e^{+-x} = 2^{+-r} e^{+-f}. Relative error below 3e-7. */
+static inline void exp_pair(float x, float *plus, float *minus) {
+    float f, r = reduce_ln2(x, &f);
+    const float f2 = f * f;
+    const float c = 1.0f + f2 * (0.5f + f2 * (4.1666667e-2f + f2 * 1.3888889e-3f));
+    const float s = f * (1.0f + f2 * (1.6666667e-1f + f2 * (8.3333333e-3f + f2 * 1.9841270e-4f)));
+    *plus = (c + s) * pow2(r);
+    *minus = (c - s) * pow2(-r);
+}
+
+/* The box that holds the samples x~: (n, 3), as its centre and half-widths (m0, m1, w0, w1). */
+static void box_of(int64_t n, const float *x, float box[4]) {
+    float lo0 = INFINITY, hi0 = -INFINITY, lo1 = INFINITY, hi1 = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        const float v0 = x[3 * i], v1 = x[3 * i + 1];
+        lo0 = v0 < lo0 ? v0 : lo0, hi0 = v0 > hi0 ? v0 : hi0;
+        lo1 = v1 < lo1 ? v1 : lo1, hi1 = v1 > hi1 ? v1 : hi1;
+    }
+    box[0] = 0.5f * (lo0 + hi0), box[1] = 0.5f * (lo1 + hi1), box[2] = 0.5f * (hi0 - lo0), box[3] = 0.5f * (hi1 - lo1);
+}
+
+/* Whether the h units a: (h, 3) have |u| <= PAIR_LIMIT everywhere in the box (the largest |u| over a box is at a
+ * corner), and h of them e^{+-u} sum to a finite float. NaN anywhere answers no. */
+static int pair_applies(int64_t h, const float *a, const float box[4]) {
+    if (!(PAIR_LIMIT + logf((float)h) <= 86.0f)) return 0;
+    for (int64_t j = 0; j < h; j++) {
+        const float *aj = a + 3 * j;
+        const float bound = fabsf(aj[2] + aj[0] * box[0] + aj[1] * box[1]) + fabsf(aj[0]) * box[2] +
+                            fabsf(aj[1]) * box[3];
+        if (!(bound <= PAIR_LIMIT)) return 0;
+    }
+    return 1;
+}
+
+/* forward for mGradNet-M's K pairs of blocks (b, K + b) of A: (2K, h, 3) and R: (2K, h, C) at x~: (n, 3), with T
+ * and P; each pair in one pass where pair_applies, else by block_tile. */
+static inline __attribute__((always_inline)) void forward_pairs(int64_t n, int64_t K, int64_t h, const int C,
+                                                                const float *x, const float *A, const float *R,
+                                                                float *out, float *lse, const float *sg,
+                                                                const float *wt, float *T, float *P) {
+    float xt[MAX_K][TILE], u[TILE], sum[2][TILE], acc[2][MAX_C][TILE], tt[2][TILE], pt[3][TILE], box[4];
+    box_of(n, x, box);
+    for (int64_t i0 = 0; i0 < n; i0 += TILE) {
+        int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
+        load_tile(xt, x, 3, (int)i0, tn);
+        for (int i = 0; i < tn; i++) tt[0][i] = tt[1][i] = pt[0][i] = pt[1][i] = pt[2][i] = 0.0f;
+        for (int64_t b = 0; b < K; b++) {
+            const float *a = A + b * h * 3, *r = R + b * h * C;
+            if (!pair_applies(h, a, box)) {
+                block_tile(n, b, h, 3, C, xt, i0, tn, A, R, out, lse, sg[b], wt[b], tt, pt);
+                block_tile(n, K + b, h, 3, C, xt, i0, tn, A, R, out, lse, sg[K + b], wt[K + b], tt, pt);
+                continue;
             }
-            gs[0][i] = g0;
-            gs[1][i] = g1;
-            float dot = 0.0f;
-            for (int c = 0; c < C; c++) dot += gs[c][i] * o[i * C + c];
-            s[i] = dot;
-            l[i] = lse[b * n + i];
-        }
-        grad_sg[b] = to_sg;
-        grad_wt[b] = to_wt;
-        for (int64_t j = 0; j < h; j++) {
-            const float *aj = a + j * k, *rj = r + j * C;
-            float r0 = 0.0f, r1 = 0.0f, r2 = 0.0f, r3 = 0.0f, r4 = 0.0f, a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
-#pragma omp simd reduction(+ : r0, r1, r2, r3, r4, a0, a1, a2)
-            for (int64_t i = 0; i < n; i++) {
-                float u = aj[k - 1];
-                for (int c = 0; c < k - 1; c++) u += aj[c] * xs[c][i];
-                const float e = exp_clamped(u - l[i]);
-                float gr = 0.0f;
-                for (int c = 0; c < C; c++) gr += gs[c][i] * rj[c];
-                const float du = e * (gr - s[i]);
-                r0 += e * gs[0][i];
-                r1 += e * gs[1][i];
-                if (C == 5) {
-                    r2 += e * gs[2][i];
-                    r3 += e * gs[3][i];
-                    r4 += e * gs[4][i];
+            for (int s = 0; s < 2; s++) {
+                for (int i = 0; i < tn; i++) sum[s][i] = 0.0f;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < tn; i++) acc[s][c][i] = 0.0f;
+            }
+            for (int64_t j = 0; j < h; j++) {
+                unit_inputs(u, a + j * 3, xt, 3, tn);
+                const float *rj = r + j * C;
+#pragma omp simd
+                for (int i = 0; i < tn; i++) {
+                    float e, f;
+                    exp_pair(u[i], &e, &f);
+                    sum[0][i] += e;
+                    sum[1][i] += f;
+                    for (int c = 0; c < C; c++) {
+                        acc[0][c][i] += e * rj[c];
+                        acc[1][c][i] += f * rj[c];
+                    }
                 }
-                a0 += du * xs[0][i];
-                if (k == 3) a1 += du * xs[1][i];
-                a2 += du;
             }
-            float *ga = grad_A + (b * h + j) * k, *gr = grad_R + (b * h + j) * C;
-            gr[0] = r0, gr[1] = r1;
-            if (C == 5) gr[2] = r2, gr[3] = r3, gr[4] = r4;
-            ga[0] = a0;
-            if (k == 3) ga[1] = a1;
-            ga[k - 1] = a2;
+            finish_block(n, b, i0, tn, C, NULL, sum[0], acc[0], out, lse, sg[b], wt[b], tt, pt);
+            finish_block(n, K + b, i0, tn, C, NULL, sum[1], acc[1], out, lse, sg[K + b], wt[K + b], tt, pt);
+        }
+        store_tile(i0, tn, C, tt, pt, T, P);
+    }
+}
+
+/* Per sample of block b, from dT: (n, 2) and dP: (n, 3) (q, its columns; unread when C = 2): the block's G = dL/dM
+ * (g0, g1 and, with the Jacobian, wt[b] dP), s = <G, out>, and e^-lse; the block's grad_sg and grad_wt. */
+static inline __attribute__((always_inline)) void block_rows(int64_t n, int64_t b, const int C, const float *out,
+                                                             const float *lse, const float *sg, const float *wt,
+                                                             const float *dT, float *const q[3], float *g0s,
+                                                             float *g1s, float *ss, float *scale, float *grad_sg,
+                                                             float *grad_wt) {
+    const float *o = out + b * n * C, sb = sg[b], wb = wt[b];
+    float to_sg = 0.0f, to_wt = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float v0 = o[i * C], v1 = o[i * C + 1], d0 = dT[2 * i], d1 = dT[2 * i + 1];
+        float g0 = sb * d0, g1 = sb * d1, dot = 0.0f;
+        to_sg += d0 * v0 + d1 * v1;
+        if (C == 5) {
+            const float p0 = q[0][i], p1 = q[1][i], p2 = q[2][i];
+            g0 -= wb * (2.0f * v0 * p0 + v1 * p1);
+            g1 -= wb * (v0 * p1 + 2.0f * v1 * p2);
+            dot = wb * (p0 * o[i * C + 2] + p1 * o[i * C + 3] + p2 * o[i * C + 4]);
+            to_wt += p0 * (o[i * C + 2] - v0 * v0) + p1 * (o[i * C + 3] - v0 * v1) + p2 * (o[i * C + 4] - v1 * v1);
+        }
+        g0s[i] = g0;
+        g1s[i] = g1;
+        ss[i] = dot + g0 * v0 + g1 * v1;
+        scale[i] = exp_clamped(-lse[b * n + i]);
+    }
+    grad_sg[b] = to_sg;
+    grad_wt[b] = to_wt;
+}
+
+/* dT: (n, 2) and dP: (n, 3) (unread when C = 2), the gradients of the combined T and P of forward_pairs's K pairs;
+ * grad_sg, grad_wt: (2K), grad_A: (2K, h, 3) and grad_R: (2K, h, C), overwritten. Module by module: first each
+ * sample's G, s and e^-lse for both blocks (block_rows), then unit by unit over all the samples, so that each unit's
+ * gradient sums stay in vector registers from the first sample to the last and are reduced across lanes once. A
+ * pair that pair_applies takes both blocks in one pass, e^{u - lse} as e^u e^-lse, and stores the pair's gradients in
+ * block b's rows, zeros in block K + b's: grad_A[b] = sum_i (du_b - du_{K+b}) x~_i, which the parameters' gradients
+ * read as grad_A[b] - grad_A[K + b] (the blocks' A being a and -a), and grad_R[b] = both blocks' sums, read as
+ * grad_R[b] + grad_R[K + b]. Otherwise each block alone, its exponentials e^{u - lse} directly. Returns 2 when
+ * memory runs out. */
+static inline __attribute__((always_inline)) int backward(int64_t n, int64_t K, int64_t h, const int C,
+                                                          const float *x, const float *A, const float *R,
+                                                          const float *out, const float *lse, const float *sg,
+                                                          const float *wt, const float *dT, const float *dP,
+                                                          float *grad_sg, float *grad_wt, float *grad_A,
+                                                          float *grad_R) {
+    /* per sample: x (2), dP (3), and for each block of the pair g0, g1, s, e^-lse (4) */
+    float *work = malloc((size_t)(13 * n) * sizeof(float));
+    if (!work) return 2;
+    float *x0 = work, *x1 = x0 + n, *q[3] = {x1 + n, x1 + 2 * n, x1 + 3 * n}, *per[2][4], box[4];
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < 4; c++) per[s][c] = work + (5 + 4 * s + c) * n;
+    for (int64_t i = 0; i < n; i++) {
+        x0[i] = x[3 * i];
+        x1[i] = x[3 * i + 1];
+        for (int c = 0; c < 3; c++) q[c][i] = C == 5 ? dP[3 * i + c] : 0.0f;
+    }
+    box_of(n, x, box);
+    for (int64_t b = 0; b < K; b++) {
+        const float *a = A + b * h * 3;
+        const int paired = pair_applies(h, a, box);
+        for (int s = 0; s < 2; s++)
+            block_rows(n, b + s * K, C, out, lse, sg, wt, dT, q, per[s][0], per[s][1], per[s][2], per[s][3], grad_sg,
+                       grad_wt);
+        for (int s = 0; s < (paired ? 1 : 2); s++) {
+            const int64_t bs = b + s * K;
+            const float *ab = A + bs * h * 3, *r = R + bs * h * C, wp = wt[bs], wm = wt[K + b];
+            const float *gp0 = per[s][0], *gp1 = per[s][1], *sp = per[s][2], *cp = per[s][3];
+            const float *gm0 = per[1][0], *gm1 = per[1][1], *sm = per[1][2], *cm = per[1][3];
+            for (int64_t j = 0; j < h; j++) {
+                const float *aj = ab + j * 3, *rj = r + j * C;
+                const float rq0 = C == 5 ? rj[2] : 0.0f, rq1 = C == 5 ? rj[3] : 0.0f, rq2 = C == 5 ? rj[4] : 0.0f;
+                float r0 = 0.0f, r1 = 0.0f, r2 = 0.0f, r3 = 0.0f, r4 = 0.0f, a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+                if (paired) {
+#pragma omp simd reduction(+ : r0, r1, r2, r3, r4, a0, a1, a2)
+                    for (int64_t i = 0; i < n; i++) {
+                        float e, f;
+                        exp_pair(aj[0] * x0[i] + aj[1] * x1[i] + aj[2], &e, &f);
+                        e *= cp[i];
+                        f *= cm[i];
+                        float gp = gp0[i] * rj[0] + gp1[i] * rj[1], gm = gm0[i] * rj[0] + gm1[i] * rj[1];
+                        if (C == 5) {
+                            const float t = q[0][i] * rq0 + q[1][i] * rq1 + q[2][i] * rq2;
+                            gp += wp * t;
+                            gm += wm * t;
+                            const float w = wp * e + wm * f;
+                            r2 += w * q[0][i];
+                            r3 += w * q[1][i];
+                            r4 += w * q[2][i];
+                        }
+                        const float du = e * (gp - sp[i]) - f * (gm - sm[i]);
+                        r0 += e * gp0[i] + f * gm0[i];
+                        r1 += e * gp1[i] + f * gm1[i];
+                        a0 += du * x0[i];
+                        a1 += du * x1[i];
+                        a2 += du;
+                    }
+                } else {
+#pragma omp simd reduction(+ : r0, r1, r2, r3, r4, a0, a1, a2)
+                    for (int64_t i = 0; i < n; i++) {
+                        const float e = exp_clamped(aj[0] * x0[i] + aj[1] * x1[i] + aj[2] - lse[bs * n + i]);
+                        float gp = gp0[i] * rj[0] + gp1[i] * rj[1];
+                        if (C == 5) {
+                            gp += wp * (q[0][i] * rq0 + q[1][i] * rq1 + q[2][i] * rq2);
+                            r2 += wp * e * q[0][i];
+                            r3 += wp * e * q[1][i];
+                            r4 += wp * e * q[2][i];
+                        }
+                        const float du = e * (gp - sp[i]);
+                        r0 += e * gp0[i];
+                        r1 += e * gp1[i];
+                        a0 += du * x0[i];
+                        a1 += du * x1[i];
+                        a2 += du;
+                    }
+                }
+                float *ga = grad_A + (bs * h + j) * 3, *gr = grad_R + (bs * h + j) * C;
+                gr[0] = r0, gr[1] = r1;
+                if (C == 5) gr[2] = r2, gr[3] = r3, gr[4] = r4;
+                ga[0] = a0, ga[1] = a1, ga[2] = a2;
+            }
+        }
+        if (paired) {
+            memset(grad_A + (K + b) * h * 3, 0, (size_t)(h * 3) * sizeof(float));
+            memset(grad_R + (K + b) * h * C, 0, (size_t)(h * C) * sizeof(float));
         }
     }
     free(work);
@@ -287,8 +450,8 @@ int gradnet_mgradnet_forward(int64_t n, int64_t K, int64_t h, int C, const float
     Blocks b;
     float *memory = blocks_of(n, K, h, C, p, x, &b);
     if (!memory) return 2;
-    if (C == 5) forward(n, 2 * K, h, 3, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
-    else forward(n, 2 * K, h, 3, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
+    if (C == 5) forward_pairs(n, K, h, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
+    else forward_pairs(n, K, h, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
     for (int64_t i = 0; i < n; i++) {
         T[2 * i] += out_bias[0];
         T[2 * i + 1] += out_bias[1];
@@ -314,8 +477,8 @@ int gradnet_mgradnet_backward(int64_t n, int64_t K, int64_t h, int C, const floa
         return 2;
     }
     float *gA = grads, *gR = gA + 2 * K * h * 3, *gsg = gR + 2 * K * h * C, *gwt = gsg + 2 * K;
-    const int done = C == 5 ? backward(n, 2 * K, h, 3, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR)
-                            : backward(n, 2 * K, h, 3, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
+    const int done = C == 5 ? backward(n, K, h, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR)
+                            : backward(n, K, h, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
     if (done != 0) {
         free(memory);
         free(grads);

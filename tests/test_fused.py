@@ -91,6 +91,33 @@ def test_fused_network_and_its_parameter_gradients_match_float64(monkeypatch, n,
 mgradnet_forward = _fused.mgradnet_forward
 
 
+def largest_unit_input(model, x):
+    """Per module of mGradNet-M, the largest |u| = |sp(beta)(W_j x + b_j)| over the box that holds x: the rule by
+    which the kernel takes a module's two blocks in one pass (at most 80) or one by one."""
+    scale = torch.nn.functional.softplus(model.beta.detach().double())[:, None]
+    W, b = model.W.detach().double(), model.bias.detach().double()
+    lo, hi = x.double().amin(0), x.double().amax(0)
+    return (scale * ((W @ (lo + hi) / 2 + b).abs() + W.abs() @ (hi - lo) / 2)).amax(1)
+
+
+@needs_kernel
+def test_modules_taken_in_one_pass_or_block_by_block_both_match_float64():
+    # Module 0 reaches |u| = 79 (e^{+-u} near the ends of float32, in one pass), module 1 |u| = 120 (its blocks one
+    # by one, each row's largest input first), module 2 small (one pass).
+    model = random_parameters(MGradNetM(2, width=6, modules=3), 0.5, seed=3)
+    x = 4 * torch.rand(400, 2, generator=torch.Generator().manual_seed(1)) - 2
+    with torch.no_grad():
+        reach = largest_unit_input(model, x)
+        model.W[:2] *= (torch.tensor([79.0, 120.0], dtype=torch.float64) / reach[:2])[:, None, None]
+        model.bias[:2] *= (torch.tensor([79.0, 120.0], dtype=torch.float64) / reach[:2])[:, None]
+        reach = largest_unit_input(model, x)
+    assert reach[0] <= 80 < reach[1] and reach[2] < 20, reach
+    exact, fused, plain = mgradnet_m_paths(model, x, jacobian=True)
+    for name, f, p, e in zip(["T", "packed J"] + [name for name, _ in model.named_parameters()], fused, plain, exact):
+        size, torch_error = e.abs().max().item(), (p - e).abs().max().item()
+        assert (f - e).abs().max().item() <= 4 * torch_error + 1e-6 * size + 1e-7, name
+
+
 @needs_kernel
 def test_far_exponents_are_clamped_not_overflowed():
     # Units 1000 apart in their inputs: each block's softmax is one-hot, every other exponent below -87. The block of
