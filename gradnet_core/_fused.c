@@ -579,42 +579,61 @@ int gradnet_kde(int64_t n, int64_t m, const float *x, const float *g, const floa
 }
 
 /* Sinkhorn. The softmin out_i = -eps log sum_j exp(h_j - |p_i - q_j|^2 / eps) for p: (n, 2), q: (m, 2),
- * h: (m), from the row's largest exponent, in two passes over q per tile of p (one lane per point). With
- * bary (n, 2), the second pass also gives the softmin's weighted mean of q: out_i's gradient in p_i is
- * 2 (p_i - bary_i) (sample_losses._PointSoftmin). */
+ * h: (m), per tile of p (one lane per point). Each exponent is taken less a shift: the row's largest exponent,
+ * found in a first pass over q, or, given guess (n), -guess_i / eps, a softmin of the same rows from the loop's
+ * last update: one pass instead of two. The Sinkhorn loop's guesses lie within 7 of the row's largest exponent
+ * (digits, 500 points, every eps of the schedule); a tile where one lane's sum comes out of [1e-26, 1e30] (its
+ * largest term lost below e^-60 or near float32's top) is taken again from its rows' largest exponents. With
+ * bary (n, 2), the pass also gives the softmin's weighted mean of q: out_i's gradient in p_i is 2 (p_i - bary_i)
+ * (sample_losses._PointSoftmin). */
+static inline __attribute__((always_inline)) void softmin_sums(int64_t m, const float *q, const float *h, float inv,
+                                                               int tn, const float *p0, const float *p1,
+                                                               const float *top, float *sum, float *m0, float *m1,
+                                                               const int with_bary) {
+    for (int i = 0; i < tn; i++) sum[i] = m0[i] = m1[i] = 0.0f;
+    for (int64_t j = 0; j < m; j++) {
+        const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
+#pragma omp simd
+        for (int i = 0; i < tn; i++) {
+            float d0 = p0[i] - q0, d1 = p1[i] - q1;
+            float e = exp_clamped(hj - (d0 * d0 + d1 * d1) * inv - top[i]);
+            sum[i] += e;
+            if (with_bary) {
+                m0[i] += e * q0;
+                m1[i] += e * q1;
+            }
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void softmin_pass(int64_t n, int64_t m, const float *p, const float *q,
-                                                               const float *h, float eps, float *out,
-                                                               float *bary, const int with_bary) {
+                                                               const float *h, float eps, const float *guess,
+                                                               float *out, float *bary, const int with_bary) {
     const float inv = 1.0f / eps;
     float p0[TILE], p1[TILE], top[TILE], sum[TILE], m0[TILE], m1[TILE];
     for (int64_t i0 = 0; i0 < n; i0 += TILE) {
-        int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
+        int tn = (int)(n - i0 < TILE ? n - i0 : TILE), ok = 0;
         for (int i = 0; i < tn; i++) {
             p0[i] = p[2 * (i0 + i)];
             p1[i] = p[2 * (i0 + i) + 1];
-            top[i] = -INFINITY;
-            sum[i] = m0[i] = m1[i] = 0.0f;
         }
-        for (int64_t j = 0; j < m; j++) {
-            const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
-#pragma omp simd
-            for (int i = 0; i < tn; i++) {
-                float d0 = p0[i] - q0, d1 = p1[i] - q1, z = hj - (d0 * d0 + d1 * d1) * inv;
-                top[i] = z > top[i] ? z : top[i];
-            }
+        if (guess) {
+            for (int i = 0; i < tn; i++) top[i] = -guess[i0 + i] * inv;
+            softmin_sums(m, q, h, inv, tn, p0, p1, top, sum, m0, m1, with_bary);
+            ok = 1;
+            for (int i = 0; i < tn; i++) ok &= sum[i] >= 1e-26f && sum[i] <= 1e30f;
         }
-        for (int64_t j = 0; j < m; j++) {
-            const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
+        if (!ok) {
+            for (int i = 0; i < tn; i++) top[i] = -INFINITY;
+            for (int64_t j = 0; j < m; j++) {
+                const float q0 = q[2 * j], q1 = q[2 * j + 1], hj = h[j];
 #pragma omp simd
-            for (int i = 0; i < tn; i++) {
-                float d0 = p0[i] - q0, d1 = p1[i] - q1;
-                float e = exp_clamped(hj - (d0 * d0 + d1 * d1) * inv - top[i]);
-                sum[i] += e;
-                if (with_bary) {
-                    m0[i] += e * q0;
-                    m1[i] += e * q1;
+                for (int i = 0; i < tn; i++) {
+                    float d0 = p0[i] - q0, d1 = p1[i] - q1, z = hj - (d0 * d0 + d1 * d1) * inv;
+                    top[i] = z > top[i] ? z : top[i];
                 }
             }
+            softmin_sums(m, q, h, inv, tn, p0, p1, top, sum, m0, m1, with_bary);
         }
         for (int i = 0; i < tn; i++) {
             out[i0 + i] = -eps * (top[i] + logf(sum[i]));
@@ -626,13 +645,15 @@ static inline __attribute__((always_inline)) void softmin_pass(int64_t n, int64_
     }
 }
 
-static void softmin(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps, float *out) {
-    softmin_pass(n, m, p, q, h, eps, out, NULL, 0);
+static void softmin(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps,
+                    const float *guess, float *out) {
+    softmin_pass(n, m, p, q, h, eps, guess, out, NULL, 0);
 }
 
+/* guess: (n) or NULL (see softmin_pass). */
 int gradnet_softmin_barycentre(int64_t n, int64_t m, const float *p, const float *q, const float *h, float eps,
-                               float *out, float *bary) {
-    softmin_pass(n, m, p, q, h, eps, out, bary, 1);
+                               const float *guess, float *out, float *bary) {
+    softmin_pass(n, m, p, q, h, eps, guess, out, bary, 1);
     return 0;
 }
 
@@ -657,26 +678,26 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
     const float a_log = -logf((float)n), b_log = -logf((float)m);
     float eps = schedule[0];
     for (int64_t j = 0; j < m; j++) h[j] = b_log;
-    softmin(n, m, x, y, h, eps, f_ba);
-    if (debias) softmin(m, m, y, y, h, eps, g_bb);
+    softmin(n, m, x, y, h, eps, NULL, f_ba);
+    if (debias) softmin(m, m, y, y, h, eps, NULL, g_bb);
     for (int64_t i = 0; i < n; i++) h[i] = a_log;
-    softmin(m, n, y, x, h, eps, g_ab);
-    if (debias) softmin(n, n, x, x, h, eps, f_aa);
+    softmin(m, n, y, x, h, eps, NULL, g_ab);
+    if (debias) softmin(n, n, x, x, h, eps, NULL, f_aa);
     for (int k = 0; k < steps; k++) {
         eps = schedule[k];
         /* Symmetric updates, each averaged with the last (see the Python loop). */
         offsets(h, m, b_log, g_ab, eps);
-        softmin(n, m, x, y, h, eps, ft);
+        softmin(n, m, x, y, h, eps, f_ba, ft);
         offsets(h, n, a_log, f_ba, eps);
-        softmin(m, n, y, x, h, eps, gt);
+        softmin(m, n, y, x, h, eps, g_ab, gt);
         average(f_ba, ft, n);
         average(g_ab, gt, m);
         if (debias) {
             offsets(h, n, a_log, f_aa, eps);
-            softmin(n, n, x, x, h, eps, ft);
+            softmin(n, n, x, x, h, eps, f_aa, ft);
             average(f_aa, ft, n);
             offsets(h, m, b_log, g_bb, eps);
-            softmin(m, m, y, y, h, eps, gt);
+            softmin(m, m, y, y, h, eps, g_bb, gt);
             average(g_bb, gt, m);
         }
     }

@@ -193,13 +193,16 @@ def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float],
     return (f_ba, g_ab, f_aa, g_bb) if debias else (f_ba, g_ab, None, None)
 
 
-def softmin_barycentre(p: Tensor, q: Tensor, h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+def softmin_barycentre(p: Tensor, q: Tensor, h: Tensor, eps: float,
+                       guess: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The softmin -eps log sum_j exp(h_j - |p_i - q_j|^2 / eps) ``(n,)`` for ``p: (n, 2)``, ``q: (m, 2)``,
-    ``h: (m,)``, and its weighted mean of the q_j ``(n, 2)``; no gradients."""
+    ``h: (m,)``, and its weighted mean of the q_j ``(n, 2)``; no gradients. ``guess (n,)``, a softmin near this one
+    (the Sinkhorn loop's last), spares the kernel a pass over q; any guess gives the same result."""
     p, q, h = p.detach().contiguous(), q.detach().contiguous(), h.detach().contiguous()
+    guess = None if guess is None else guess.detach().contiguous()
     out, bary = p.new_empty(p.shape[0]), torch.empty_like(p)
     _check(_library.gradnet_softmin_barycentre(p.shape[0], q.shape[0], *_pointers(p, q, h), ctypes.c_float(eps),
-                                               *_pointers(out, bary)))
+                                               None if guess is None else guess.data_ptr(), *_pointers(out, bary)))
     return out, bary
 
 
@@ -256,7 +259,7 @@ def _bind(library: ctypes.CDLL, cascade: bool = False) -> ctypes.CDLL:
         signatures = {"gradnet_mgradnet_forward": [i64, i64, i64, i32] + [ptr] * 12,
                       "gradnet_mgradnet_backward": [i64, i64, i64, i32] + [ptr] * 18,
                       "gradnet_sinkhorn_potentials": [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4,
-                      "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr],
+                      "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr, ptr],
                       "gradnet_kde": [i64, i64, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double, ptr, ptr]}
     for name, argtypes in signatures.items():
         function = getattr(library, name)

@@ -139,20 +139,26 @@ def _sinkhorn_potentials(x: Tensor, y: Tensor, epsilon: float, scaling: float, i
     # Each softmin carries the gradient of its first cloud only: x gets its share of the plan from f_ba and y
     # its share from g_ab (differentiating both through one cost would count the plan twice).
     eps = epsilon
-    f_ba, g_ab = _point_softmin(eps, x, y, b_log + g_ab / eps), _point_softmin(eps, y, x, a_log + f_ba / eps)
+    # The loop's potentials are close to these softmins: the kernel takes them as its guesses (_point_softmin).
+    f_ba, g_ab = (_point_softmin(eps, x, y, b_log + g_ab / eps, f_ba),
+                  _point_softmin(eps, y, x, a_log + f_ba / eps, g_ab))
     if not debias:
         return f_ba, g_ab, None, None
-    return f_ba, g_ab, _point_softmin(eps, x, x, a_log + f_aa / eps), _point_softmin(eps, y, y, b_log + g_bb / eps)
+    return (f_ba, g_ab, _point_softmin(eps, x, x, a_log + f_aa / eps, f_aa),
+            _point_softmin(eps, y, y, b_log + g_bb / eps, g_bb))
 
 
-def _point_softmin(eps: float, p: Tensor, q: Tensor, h: Tensor) -> Tensor:
+def _point_softmin(eps: float, p: Tensor, q: Tensor, h: Tensor, guess: Tensor | None = None) -> Tensor:
     """-eps log sum_j exp(h_j - |p_i - q_j|^2 / eps): (n,) for points ``p: (n, d)``, ``q: (m, d)``, differentiable
-    in ``p`` only (q and the potential h are held fixed)."""
+    in ``p`` only (q and the potential h are held fixed). ``guess (n,)``, a softmin near it, spares the fused kernel
+    a pass (``_fused.softmin_barycentre``); the result does not depend on it."""
     q, h = q.detach(), h.detach()
     if not _fused.sinkhorn_applies(p, q):
         return _softmin(eps, _squared_distances(p, q), h)
     # Without a gradient to carry (the target's side, usually) the kernel alone: an autograd Function costs more.
-    return _PointSoftmin.apply(p, q, h, eps) if p.requires_grad else _fused.softmin_barycentre(p, q, h, eps)[0]
+    if p.requires_grad:
+        return _PointSoftmin.apply(p, q, h, eps, guess)
+    return _fused.softmin_barycentre(p, q, h, eps, guess)[0]
 
 
 class _PointSoftmin(torch.autograd.Function):
@@ -160,16 +166,16 @@ class _PointSoftmin(torch.autograd.Function):
     them, bary_i: the gradient in p_i is 2 (p_i - bary_i). First order only (docs/method.md §3.5)."""
 
     @staticmethod
-    def forward(ctx: Any, p: Tensor, q: Tensor, h: Tensor, eps: float) -> Tensor:
-        out, bary = _fused.softmin_barycentre(p, q, h, eps)
+    def forward(ctx: Any, p: Tensor, q: Tensor, h: Tensor, eps: float, guess: Tensor | None) -> Tensor:
+        out, bary = _fused.softmin_barycentre(p, q, h, eps, guess)
         ctx.save_for_backward(2.0 * (p.detach() - bary))
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         (slope,) = ctx.saved_tensors
-        return grad[:, None] * slope, None, None, None
+        return grad[:, None] * slope, None, None, None, None
 
 
 def _check_sinkhorn(epsilon: float, scaling: float, iterations: int) -> None:

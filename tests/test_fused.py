@@ -319,6 +319,25 @@ def test_fused_point_softmin_and_its_gradient_match_float64_autograd(n, m, eps, 
 
 
 @needs_kernel
+def test_a_softmin_does_not_depend_on_the_guess_that_spares_a_pass():
+    # The kernel shifts the exponents by the guess in one pass; a tile where that loses the largest term or nears
+    # float32's top is taken again from its rows' largest exponents. Guesses exact, close, far either way, NaN.
+    g = torch.Generator().manual_seed(5)
+    p, q = torch.rand(300, 2, generator=g), torch.rand(200, 2, generator=g)
+    eps = 1e-3
+    h = eps * torch.randn(200, generator=g) - math.log(200)
+    assert _fused.sinkhorn_applies(p, q)
+    out, bary = _fused.softmin_barycentre(p, q, h, eps)
+    exact = _softmin(eps, _squared_distances(p.double(), q.double()), h.double())
+    torch.testing.assert_close(out.double(), exact, rtol=0, atol=2e-6)
+    far = torch.where(torch.arange(300) % 3 == 0, 1.0, -1.0)          # tiles with some lanes far off, some not
+    for guess in (out, out + 0.003, out + 0.2 * far, torch.full_like(out, math.nan)):
+        got, got_bary = _fused.softmin_barycentre(p, q, h, eps, guess)
+        torch.testing.assert_close(got, out, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got_bary, bary, rtol=0, atol=1e-6)
+
+
+@needs_kernel
 def test_fused_sinkhorn_divergence_gives_both_clouds_their_gradient():
     g = torch.Generator().manual_seed(3)
     x, y = torch.rand(120, 2, generator=g), torch.rand(90, 2, generator=g) + 0.3
