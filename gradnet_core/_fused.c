@@ -172,7 +172,7 @@ static inline __attribute__((always_inline)) void forward(int64_t n, int64_t blo
  * unit inputs are u and -u: one pass takes both blocks, with e^u and e^-u from one argument reduction (e^-u =
  * cosh - sinh where e^u = cosh + sinh) and without the pass for each row's largest input. That needs every |u| at
  * most PAIR_LIMIT, so that e^{+-u} stay normal floats and a row's sum of h of them finite: checked module by module
- * over the box that holds the call's samples (pair_applies); beyond it, the module's two blocks run one by one
+ * over the box that holds the call's samples (pair_applies, once per call in blocks_of); beyond it, the module's two blocks run one by one
  * with each row's largest input subtracted first, which any inputs allow. Both ways store the same out and lse. */
 #define PAIR_LIMIT 80.0f
 
@@ -212,20 +212,20 @@ static int pair_applies(int64_t h, const float *a, const float box[4]) {
 }
 
 /* forward for mGradNet-M's K pairs of blocks (b, K + b) of A: (2K, h, 3) and R: (2K, h, C) at x~: (n, 3), with T
- * and P; each pair in one pass where pair_applies, else by block_tile. */
+ * and P; each pair in one pass where paired[b] (pair_applies, 1 or 0), else by block_tile. */
 static inline __attribute__((always_inline)) void forward_pairs(int64_t n, int64_t K, int64_t h, const int C,
                                                                 const float *x, const float *A, const float *R,
-                                                                float *out, float *lse, const float *sg,
-                                                                const float *wt, float *T, float *P) {
-    float xt[MAX_K][TILE], u[TILE], sum[2][TILE], acc[2][MAX_C][TILE], tt[2][TILE], pt[3][TILE], box[4];
-    box_of(n, x, box);
+                                                                const float *paired, float *out, float *lse,
+                                                                const float *sg, const float *wt, float *T,
+                                                                float *P) {
+    float xt[MAX_K][TILE], u[TILE], sum[2][TILE], acc[2][MAX_C][TILE], tt[2][TILE], pt[3][TILE];
     for (int64_t i0 = 0; i0 < n; i0 += TILE) {
         int tn = (int)(n - i0 < TILE ? n - i0 : TILE);
         load_tile(xt, x, 3, (int)i0, tn);
         for (int i = 0; i < tn; i++) tt[0][i] = tt[1][i] = pt[0][i] = pt[1][i] = pt[2][i] = 0.0f;
         for (int64_t b = 0; b < K; b++) {
             const float *a = A + b * h * 3, *r = R + b * h * C;
-            if (!pair_applies(h, a, box)) {
+            if (!paired[b]) {
                 block_tile(n, b, h, 3, C, xt, i0, tn, A, R, out, lse, sg[b], wt[b], tt, pt);
                 block_tile(n, K + b, h, 3, C, xt, i0, tn, A, R, out, lse, sg[K + b], wt[K + b], tt, pt);
                 continue;
@@ -290,21 +290,22 @@ static inline __attribute__((always_inline)) void block_rows(int64_t n, int64_t 
  * grad_sg, grad_wt: (2K), grad_A: (2K, h, 3) and grad_R: (2K, h, C), overwritten. Module by module: first each
  * sample's G, s and e^-lse for both blocks (block_rows), then unit by unit over all the samples, so that each unit's
  * gradient sums stay in vector registers from the first sample to the last and are reduced across lanes once. A
- * pair that pair_applies takes both blocks in one pass, e^{u - lse} as e^u e^-lse, and stores the pair's gradients in
+ * pair with paired_of[b] (as forward_pairs's paired) takes both blocks in one pass, e^{u - lse} as e^u e^-lse, and stores the pair's gradients in
  * block b's rows, zeros in block K + b's: grad_A[b] = sum_i (du_b - du_{K+b}) x~_i, which the parameters' gradients
  * read as grad_A[b] - grad_A[K + b] (the blocks' A being a and -a), and grad_R[b] = both blocks' sums, read as
  * grad_R[b] + grad_R[K + b]. Otherwise each block alone, its exponentials e^{u - lse} directly. Returns 2 when
  * memory runs out. */
 static inline __attribute__((always_inline)) int backward(int64_t n, int64_t K, int64_t h, const int C,
                                                           const float *x, const float *A, const float *R,
-                                                          const float *out, const float *lse, const float *sg,
+                                                          const float *paired_of, const float *out,
+                                                          const float *lse, const float *sg,
                                                           const float *wt, const float *dT, const float *dP,
                                                           float *grad_sg, float *grad_wt, float *grad_A,
                                                           float *grad_R) {
     /* per sample: x (2), dP (3), and for each block of the pair g0, g1, s, e^-lse (4) */
     float *work = malloc((size_t)(13 * n) * sizeof(float));
     if (!work) return 2;
-    float *x0 = work, *x1 = x0 + n, *q[3] = {x1 + n, x1 + 2 * n, x1 + 3 * n}, *per[2][4], box[4];
+    float *x0 = work, *x1 = x0 + n, *q[3] = {x1 + n, x1 + 2 * n, x1 + 3 * n}, *per[2][4];
     for (int s = 0; s < 2; s++)
         for (int c = 0; c < 4; c++) per[s][c] = work + (5 + 4 * s + c) * n;
     for (int64_t i = 0; i < n; i++) {
@@ -312,10 +313,8 @@ static inline __attribute__((always_inline)) int backward(int64_t n, int64_t K, 
         x1[i] = x[3 * i + 1];
         for (int c = 0; c < 3; c++) q[c][i] = C == 5 ? dP[3 * i + c] : 0.0f;
     }
-    box_of(n, x, box);
     for (int64_t b = 0; b < K; b++) {
-        const float *a = A + b * h * 3;
-        const int paired = pair_applies(h, a, box);
+        const int paired = paired_of[b] != 0.0f;
         for (int s = 0; s < 2; s++)
             block_rows(n, b + s * K, C, out, lse, sg, wt, dT, q, per[s][0], per[s][1], per[s][2], per[s][3], grad_sg,
                        grad_wt);
@@ -401,18 +400,20 @@ static inline float softplus(float z) { return z > 20.0f ? z : log1pf(expf(z)); 
 static inline float softplus_slope(float z) { return z > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-z)); }
 
 typedef struct {
-    float *A, *R, *sg, *wt, *x;
+    float *A, *R, *sg, *wt, *x, *paired;
 } Blocks;
 
-/* The blocks of the parameters, and x with its column of ones, in one allocation (NULL when memory runs out). */
+/* The blocks of the parameters, x with its column of ones, and for each module whether its two blocks take one pass
+ * (1 or 0: pair_applies over the box of x), in one allocation (NULL when memory runs out). */
 static float *blocks_of(int64_t n, int64_t K, int64_t h, int C, Module p, const float *x, Blocks *b) {
-    float *memory = malloc((size_t)(2 * K * h * (3 + C) + 4 * K + 3 * n) * sizeof(float));
+    float *memory = malloc((size_t)(2 * K * h * (3 + C) + 5 * K + 3 * n) * sizeof(float));
     if (!memory) return NULL;
     b->A = memory;
     b->R = b->A + 2 * K * h * 3;
     b->sg = b->R + 2 * K * h * C;
     b->wt = b->sg + 2 * K;
-    b->x = b->wt + 2 * K;
+    b->paired = b->wt + 2 * K;
+    b->x = b->paired + K;
     for (int64_t k = 0; k < K; k++) {
         const float scale = softplus(p.beta[k]), out = softplus(p.alpha[k]);
         const float ga = out * softplus(p.softmax_a[k]), gb = out * softplus(p.softmax_b[k]);
@@ -436,6 +437,9 @@ static float *blocks_of(int64_t n, int64_t K, int64_t h, int C, Module p, const 
         b->x[3 * i + 1] = x[2 * i + 1];
         b->x[3 * i + 2] = 1.0f;
     }
+    float box[4];
+    box_of(n, b->x, box);
+    for (int64_t k = 0; k < K; k++) b->paired[k] = (float)pair_applies(h, b->A + k * h * 3, box);
     return memory;
 }
 
@@ -450,8 +454,8 @@ int gradnet_mgradnet_forward(int64_t n, int64_t K, int64_t h, int C, const float
     Blocks b;
     float *memory = blocks_of(n, K, h, C, p, x, &b);
     if (!memory) return 2;
-    if (C == 5) forward_pairs(n, K, h, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
-    else forward_pairs(n, K, h, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, T, P);
+    if (C == 5) forward_pairs(n, K, h, 5, b.x, b.A, b.R, b.paired, out, lse, b.sg, b.wt, T, P);
+    else forward_pairs(n, K, h, 2, b.x, b.A, b.R, b.paired, out, lse, b.sg, b.wt, T, P);
     for (int64_t i = 0; i < n; i++) {
         T[2 * i] += out_bias[0];
         T[2 * i + 1] += out_bias[1];
@@ -477,8 +481,10 @@ int gradnet_mgradnet_backward(int64_t n, int64_t K, int64_t h, int C, const floa
         return 2;
     }
     float *gA = grads, *gR = gA + 2 * K * h * 3, *gsg = gR + 2 * K * h * C, *gwt = gsg + 2 * K;
-    const int done = C == 5 ? backward(n, K, h, 5, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR)
-                            : backward(n, K, h, 2, b.x, b.A, b.R, out, lse, b.sg, b.wt, dT, dP, gsg, gwt, gA, gR);
+    const int done = C == 5 ? backward(n, K, h, 5, b.x, b.A, b.R, b.paired, out, lse, b.sg, b.wt, dT, dP, gsg, gwt,
+                                       gA, gR)
+                            : backward(n, K, h, 2, b.x, b.A, b.R, b.paired, out, lse, b.sg, b.wt, dT, dP, gsg, gwt,
+                                       gA, gR);
     if (done != 0) {
         free(memory);
         free(grads);
