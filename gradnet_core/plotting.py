@@ -108,15 +108,19 @@ def interpolate(x: np.ndarray, mapped: np.ndarray, t: float) -> np.ndarray:
     return (1.0 - t) * x + t * mapped
 
 
-def square_bounds(*arrays: np.ndarray, margin: float = 0.08, quantile: float = 0.002) -> Bounds:
-    """A square box holding (almost) all points of every ``(n, 2)`` array; the extreme ``quantile``
-    on each side is ignored so that a few far-flung points do not shrink the picture."""
+def square_bounds(*arrays: np.ndarray, margin: float = 0.08, quantile: float = 0.002, spread: float = 1.5) -> Bounds:
+    """A square box holding all points of every ``(n, 2)`` array, unless a few lie far out: where holding every point
+    would need a box over ``spread`` times as wide as the one that leaves out the extreme ``quantile`` on each side,
+    those few far-flung points are left out so that they do not shrink the picture. (Leaving out a quantile always
+    cut the tails of plain Gaussian samples at the panels' edges.)"""
     pts = np.concatenate([_as_points(a, "points") for a in arrays if a is not None and len(a)])
     pts = pts[np.isfinite(pts).all(axis=1)]
     if not len(pts):
         return (-1.0, 1.0, -1.0, 1.0)
     lo = np.quantile(pts, quantile, axis=0)
     hi = np.quantile(pts, 1.0 - quantile, axis=0)
+    if (pts.max(axis=0) - pts.min(axis=0)).max() <= spread * (hi - lo).max():
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
     centre = (lo + hi) / 2
     half = max(float((hi - lo).max()) / 2, 1e-6) * (1 + margin)
     return (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)

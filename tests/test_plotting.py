@@ -181,6 +181,15 @@ def test_square_bounds_and_grid():
     x0, x1, y0, y1 = square_bounds(pts, margin=0.0, quantile=0.0)
     assert (x0, x1) == pytest.approx((0.0, 4.0)) and (y0 + y1) / 2 == pytest.approx(0.5)
     assert y1 - y0 == pytest.approx(4.0)
+    # Gaussian samples: every point in the box (their tails once fell off the panels' edges); a few points ten times
+    # as far out as the rest are left out rather than shrink the picture.
+    gaussian = np.random.default_rng(0).standard_normal((1000, 2))
+    x0, x1, y0, y1 = square_bounds(gaussian)
+    assert x0 < gaussian[:, 0].min() and gaussian[:, 0].max() < x1
+    assert y0 < gaussian[:, 1].min() and gaussian[:, 1].max() < y1
+    flung = np.vstack([gaussian, [[40.0, 0.0], [0.0, -40.0]]])
+    x0, x1, y0, y1 = square_bounds(flung)
+    assert x1 - x0 < 10 and x1 < 40 and y0 > -40
     grid = grid_points((0.0, 1.0, 0.0, 1.0), 4)
     assert grid.shape == (16, 2) and grid.min() == pytest.approx(0.125) and grid.max() == pytest.approx(0.875)
 
