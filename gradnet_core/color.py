@@ -25,15 +25,16 @@ from PIL import Image
 
 from ._resources import data_path
 from .images import MAX_PIXELS, MAX_UPLOAD_BYTES, ImageLimits, read_image
-from .metrics import energy_distance
+from .metrics import exact_w2
 from .networks import NETWORKS, TransportMap, seeded_map
 from .objectives import AdversarialW1, GaussianMomentKL, Objective, SinkhornLoss
 from .training import Callback, TrainConfig, TrainResult, train
+from .verdict import TRY_AGAIN, Verdict
 from ._pot import import_pot
 
 __all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_LIMITS", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransfer", "ColorComparison",
            "bundled_color_images", "load_rgb", "image_pixels", "subsample", "color_config", "fit_color_map",
-           "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "to_png_bytes",
+           "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "explain_verdict", "to_png_bytes",
            "pixel_cloud_figure"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -41,6 +42,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 COLOR_DIR = data_path("color")   # package data: gradnet_core/data/color/
 MAX_SIDE = 512            # longer side of an image after loading, px: larger ones are shrunk (box filter)
 EMD_SAMPLES = 1000        # pixels per image for POT's EMD transfer (exact EMD is ~n^2; docs/method.md §5)
+COLOR_SAMPLES = 1000      # pixels per image for the colour distance (W2 by exact EMD), as the verdict's check
+#: The page's colour distances are means over this many draws: W2 between two 1000-pixel samples of the bundled sunset
+#: ranged 0.025-0.075 from draw to draw (a small far cluster, the sun, gets more pixels in one than the other), while
+#: the learned recolouring's stayed at 0.086-0.096.
+COLOR_REPLICATES = 3
 
 #: Colour transfer reads pictures with ``images.read_image``; any picture of 2 x 2 pixels or more has colours.
 COLOR_LIMITS = ImageLimits(
@@ -77,7 +83,8 @@ class ColorComparison:
     recoloured: np.ndarray     # the learned map applied to every source pixel, (H, W, 3) in [0, 1]
     emd: EMDTransfer           # POT's EMD transfer of the same source
     learned_seconds: float     # training + recolouring every pixel
-    distances: dict[str, float]  # "source", "learned", "EMD" -> color_distance to the target
+    distances: dict[str, float]  # "source", "learned", "EMD", "target" (another sample of it) -> W2 to the target
+    verdict: Verdict | None = None  # the training's verdict, its advice told in colour-transfer terms (explain_verdict)
 
 
 def bundled_color_images() -> dict[str, Path]:
@@ -177,25 +184,61 @@ def emd_color_transfer(source: np.ndarray, target: np.ndarray, samples: int = EM
     return EMDTransfer(np.clip(mapped, 0.0, 1.0).reshape(np.shape(source)), seconds, min(samples, len(xs)))
 
 
-def color_distance(image: np.ndarray, target: np.ndarray, samples: int = 1500, seed: int = 0) -> float:
-    """Energy distance between the pixel distributions of two images (``samples`` pixels of each):
-    0 for identical colour distributions, up to sampling noise."""
-    return energy_distance(subsample(image_pixels(image), samples, seed),
-                           subsample(image_pixels(target), samples, seed + 1))
+def color_distance(image: np.ndarray, target: np.ndarray, samples: int = COLOR_SAMPLES, seed: int = 0) -> float:
+    """W2 between the pixel colours of two images, from ``samples`` random pixels of each (exact OT, POT's EMD): the
+    root mean square change of colour, in RGB units of [0, 1], that turns one sample into the other; the verdict's
+    transport check measures the same. Two samples of one image are apart by chance, by more where its colours form
+    small clusters far apart (``compare_with_emd`` averages over draws)."""
+    return exact_w2(subsample(image_pixels(image), samples, seed), subsample(image_pixels(target), samples, seed + 1))
 
 
 def compare_with_emd(model: TransportMap, result: TrainResult, source: np.ndarray, target: np.ndarray,
                      samples: int = EMD_SAMPLES, seed: int = 0) -> ColorComparison:
-    """Recolour ``source`` with a trained map, run POT's EMD transfer on the same images, and measure
-    how close each result's colours are to the target's (``color_distance``)."""
+    """Recolour ``source`` with a trained map, run POT's EMD transfer on the same images, and measure how close each
+    result's colours are to the target's (``color_distance``; "target": a second sample of the target's own pixels,
+    what an exact transfer would show). The training's verdict comes back with its advice in colour terms."""
     start = time.perf_counter()
     recoloured = recolor(model, source)
     learned_seconds = result.elapsed + time.perf_counter() - start
     emd = emd_color_transfer(source, target, samples, seed)
-    distances = {"source": color_distance(source, target, seed=seed),
-                 "learned": color_distance(recoloured, target, seed=seed),
-                 "EMD": color_distance(emd.image, target, seed=seed)}
-    return ColorComparison(recoloured, emd, learned_seconds, distances)
+    pixels = image_pixels(target)
+    n = min(COLOR_SAMPLES, len(pixels) // 2)          # two disjoint samples of the target (2 x 2 pixels at least)
+    rng = np.random.default_rng(seed + 1)
+    totals = dict.fromkeys(("source", "learned", "EMD", "target"), 0.0)
+    for _ in range(COLOR_REPLICATES):
+        order = rng.permutation(len(pixels))
+        reference = pixels[order[:n]]
+        for name, image in (("source", source), ("learned", recoloured), ("EMD", emd.image)):
+            totals[name] += exact_w2(subsample(image_pixels(image), n, int(rng.integers(2**31))), reference)
+        totals["target"] += exact_w2(pixels[order[n:2 * n]], reference)
+    distances = {name: total / COLOR_REPLICATES for name, total in totals.items()}
+    verdict = None if result.verdict is None else explain_verdict(result.verdict, distances)
+    return ColorComparison(recoloured, emd, learned_seconds, distances, verdict)
+
+
+def explain_verdict(verdict: Verdict, distances: dict[str, float]) -> Verdict:
+    """A colour map's verdict, told in colour-transfer terms where it flags the map with nothing more particular to
+    say than "Try more steps or another seed" (a run of a preset's length whose colours are off); other verdicts as
+    they are. The numbers are those of the page's table (``distances``: ``compare_with_emd``'s), which measure the
+    recoloured image itself, so that the notice and the table agree.
+
+    Where an image's colours form separate clusters (flat areas), the exact map splits a cluster between several
+    target colours, which a smooth map cannot do, and more steps bring it only a little nearer. On the bundled pair
+    (daytime -> sunset, seed 0): W2 0.108 to the target after the default 200 steps, 0.094 after 1000 at blur
+    sqrt(1e-3) (L2-UVP against the exact plan 11-16 % over seeds and settings); an mGradNet-M fitted by least squares
+    to the exact plan itself stayed 7.5 % off; POT's EMD transfer 3-5 %.
+    """
+    if verdict.ok or verdict.advice != TRY_AGAIN:
+        return verdict
+    advice = (" Where an image's colours form separate clusters (flat areas), the exact map splits a cluster between "
+              "several target colours, which a smooth map cannot do, and more steps bring it only a little nearer; "
+              "the EMD transfer does it pixel by pixel and so speckles smooth areas. Judge the recoloured image "
+              "itself.")
+    message = (f"The map is not the exact optimal transport map: the recoloured pixels are W2 "
+               f"{distances['learned']:.3g} from the target's colours, against {distances['target']:.3g} between two "
+               f"samples of the target's own pixels and {distances['EMD']:.3g} for POT's EMD transfer (the table "
+               f"below).{advice}")
+    return replace(verdict, message=message, advice=advice)
 
 
 def to_png_bytes(image: np.ndarray) -> bytes:
@@ -220,11 +263,15 @@ def pixel_cloud_figure(clouds: dict[str, np.ndarray], points: int = 2000, seed: 
         figure.add_trace(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers", name=name,
                                       marker={"size": 2.5, "color": colours,
                                               "symbol": "circle" if k == 0 else "diamond"}))
-    axis = {"range": [0, 1]}
-    figure.update_layout(height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+    # The same ticks on every axis of every figure, so that two clouds side by side read alike; the legend above
+    # the cube with markers of legend size (a 2.5 px marker there is a speck), and a camera a little further out
+    # so that the cube's lower corners are not cut off.
+    axis = {"range": [0, 1], "tickvals": [0, 0.25, 0.5, 0.75, 1], "ticktext": ["0", "", "0.5", "", "1"]}
+    figure.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 10},
                          scene={"xaxis": {**axis, "title": "R"}, "yaxis": {**axis, "title": "G"},
-                                "zaxis": {**axis, "title": "B"}, "aspectmode": "cube"},
-                         legend={"orientation": "h"})
+                                "zaxis": {**axis, "title": "B"}, "aspectmode": "cube",
+                                "camera": {"eye": {"x": 1.45, "y": 1.45, "z": 0.95}}},
+                         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "itemsizing": "constant"})
     return figure
 
 

@@ -57,7 +57,7 @@ _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _BUNDLED_NAME = re.compile(r"^([0-9])_([0-9]+)\.png$")
 
-_NOT_AN_IMAGE = ("This file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP "
+_NOT_AN_IMAGE = ("This file is not an image this app can read; upload a PNG, JPEG, GIF, BMP or WebP "
                  "file.")
 _BLANK_IMAGE = ("The image is blank: no part of it stands out from the background, so there is "
                 "no digit to find.")

@@ -51,8 +51,8 @@ from .densities import Density, GaussianMixture, ImageDensity
 from .metrics import energy_distance, exact_w2
 from .networks import TransportMap
 
-__all__ = ["Verdict", "assess_map", "after_retries", "after_short_run", "pushforward_gap", "SHORT_RUN_STEPS",
-           "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE",
+__all__ = ["Verdict", "assess_map", "after_retries", "after_short_run", "with_advice", "pushforward_gap", "TRY_AGAIN",
+           "SHORT_RUN_STEPS", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE",
            "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE", "IMAGE_TRANSPORT_TOLERANCE",
            "TRANSPORT_MAX_DIM"]
 
@@ -414,7 +414,7 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     elif bare:
         advice = _BARE_IMAGE
     elif far or squeezed or strewn:
-        advice = _TRY_AGAIN
+        advice = TRY_AGAIN
     message += advice
     failed = tuple(name for name, bad in (*checks, ("monotone", not monotone)) if bad)
     numbers = {} if transport is None else {"transport": transport.cost, "transport_noise": transport.noise,
@@ -430,7 +430,8 @@ _BARE_MIXTURE = (" Another seed or more steps rarely help here: the density loss
 # (results/robustness/ab-retry/).
 _BARE_IMAGE = (" Another seed helps about one time in five: the optimal map onto strokes far apart jumps between them, "
                "which a smooth network can only approximate.")
-_TRY_AGAIN = " Try more steps or another seed."
+#: The advice on a flagged map where nothing more particular is known.
+TRY_AGAIN = " Try more steps or another seed."
 #: The advice for a map kept after ``train`` trained again (a fresh start, from the target back, or the fallback):
 #: another seed was tried already, and more steps rarely help. The mixture maps still flagged after the Sinkhorn
 #: fallback (its first settings, 300 steps at 3e-2): with twice the preset's steps none of 5 came under the
@@ -440,16 +441,22 @@ _TRY_AGAIN = " Try more steps or another seed."
 _AFTER_RETRIES = {
     _BARE_IMAGE: (" Training again did not find it: the optimal map onto strokes far apart jumps between them, which "
                   "a smooth network can only approximate."),
-    _TRY_AGAIN: " Training again did not find it, and more steps rarely help here.",
+    TRY_AGAIN: " Training again did not find it, and more steps rarely help here.",
 }
+
+
+def with_advice(verdict: Verdict, advice: str, replacing: tuple[str, ...] | None = None) -> Verdict:
+    """``verdict`` with its closing advice replaced by ``advice`` (a sentence with a leading space); with
+    ``replacing``, only where its advice is one of those (``TRY_AGAIN``, say), else ``verdict`` as it is."""
+    if replacing is not None and verdict.advice not in replacing:
+        return verdict
+    return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
 
 
 def after_retries(verdict: Verdict) -> Verdict:
     """``verdict`` on a map kept after training was tried again: its advice no longer suggests another seed."""
     advice = _AFTER_RETRIES.get(verdict.advice)
-    if advice is None:
-        return verdict
-    return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
+    return verdict if advice is None else with_advice(verdict, advice)
 
 
 #: A run of fewer steps than this has not had the steps the advice above was measured with (the presets train 200 to
@@ -460,10 +467,9 @@ SHORT_RUN_STEPS = 200
 def after_short_run(verdict: Verdict, steps: int) -> Verdict:
     """``verdict`` on a map trained for ``steps`` < ``SHORT_RUN_STEPS``: its advice says to train longer (neither
     "another seed" nor "more steps rarely help", which hold for runs of a preset's length)."""
-    if verdict.ok or verdict.advice not in (_BARE_MIXTURE, _BARE_IMAGE, _TRY_AGAIN):
+    if verdict.ok or verdict.advice not in (_BARE_MIXTURE, _BARE_IMAGE, TRY_AGAIN):
         return verdict
-    advice = f" It was trained for only {steps} step{'' if steps == 1 else 's'}: train it longer."
-    return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
+    return with_advice(verdict, f" It was trained for only {steps} step{'' if steps == 1 else 's'}: train it longer.")
 
 
 def _fraction(share: float) -> str:

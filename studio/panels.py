@@ -36,8 +36,9 @@ from .device import device_label
 from .jobs import TrainingJob
 from .limits import SIZES, TIME_LIMIT, check_work
 from .scheduler import slots, workers
-from .problems import (METRIC_COLUMNS, Problem, Reference, Run, compute_reference, density_morph_of, evaluate_run,
-                       evaluate_training, metrics_table, morph_back, problem_from_description, residual_of, to_numpy)
+from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
+                       density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
+                       problem_from_description, residual_of, to_numpy)
 from .state import PageState, key, page_state, start_job
 from .store import store
 from .view import chart
@@ -479,45 +480,13 @@ def results_panel(page: str, problem: Problem | None) -> None:
     st.caption("Points move along x_t = (1 − t) x + t T(x); colours mark where each point started.")
     _density_section(page, state, shown)
 
-    st.markdown(f"**Metrics** of every run against the ground truth on the {len(ref.points):,} source samples "
-                "shown above")
-    table = metrics_table(state.runs)
-    # A check no run has (the Jacobian checks skip maps trained on samples, the Sinkhorn phase's among them) is left
-    # out of the table on screen, which is wider than a page already; the CSV keeps every column.
-    table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
-    st.dataframe(table, hide_index=True, column_config={
-        # the run's name stays in view while the table scrolls sideways (its columns need more than 1280 px)
-        "map": st.column_config.TextColumn(pinned=True),
-        "MSE": st.column_config.NumberColumn(format="%.3e"),
-        "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
-        "cosine": st.column_config.NumberColumn(format="%.4f"),
-        "Monge–Ampère residual": st.column_config.NumberColumn(format="%.4f"),
-        "smallest Jacobian eigenvalue": st.column_config.NumberColumn(format="%.4f"),
-        "training time (s)": st.column_config.NumberColumn(format="%.1f"),
-        "steps": st.column_config.NumberColumn(format="%d"),
-        METRIC_COLUMNS["error_bound"]: st.column_config.NumberColumn(
-            format="%.3g", help="√(W2² between the mapped samples and the target's − W2² between two samples of the "
-                                "target): about 0 for the exact map. W2²(T#p, q) is at most the map's mean squared "
-                                "error against the optimal map, so this grows with the map's error, and it ranked the "
-                                "benchmark's maps as their exact error did; compare it with √MSE. The verdict decides "
-                                "on it in two and three dimensions. None above three."),
-        METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
-            format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
-        METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
-            format="%.3f", help="From the Monge–Ampère residual, in nats. Empty where the verdict does not use "
-                                "it: image targets and maps trained on target samples (the Sinkhorn phase's "
-                                "included)."),
-        METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
-            format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
-                                "target's density (found through the inverse map); the verdict flags more than "
-                                f"{100 * UNCOVERED_TOLERANCE:g} % ({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). "
-                                "Empty for maps trained on target samples (the Sinkhorn phase's included)."),
-        METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
-            format="%.1f", help="Share of source samples the map sends where its pushforward has over ten times "
-                                "the target's density (between a digit's strokes, say); the verdict flags more "
-                                f"than {100 * IMAGE_MISPLACED_TOLERANCE:g} % for a digit. Empty for maps trained on "
-                                "target samples (the Sinkhorn phase's included)."),
-    })
+    truth = ref.name.removeprefix("Ground truth (").removesuffix(")")
+    st.markdown(f"**Metrics** of every run against the ground truth ({truth}) on the {len(ref.points):,} source "
+                "samples shown above")
+    _metrics_dataframe(state.runs, TRUTH_METRICS)
+    st.markdown("**The verdict's checks**, which use no ground truth: what the app can tell about a map where no exact "
+                "answer is known (a drawn digit, an uploaded photo, a typed mixture)")
+    _metrics_dataframe(state.runs, CHECK_METRICS, short_names=True)
     _remove_control(page, state, by_number)
     loss_col, files_col = st.columns([3, 2])
     with loss_col:
@@ -553,6 +522,56 @@ def results_panel(page: str, problem: Problem | None) -> None:
                                lambda: density_morph_gif(_morph(state, monotone), title=f"{monotone.network}: density")),
                                file_name=f"{page}-density-morph.gif", mime="image/gif",
                                key=key(page, "download_morph_gif"))
+
+
+def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: bool = False) -> None:
+    """The runs' metrics named in ``metrics`` as a table, the runs named in full or (``short_names``) by number and
+    network only. A check no run has (the Jacobian checks skip maps trained on samples, the Sinkhorn phase's among
+    them) is left out on screen; the CSV keeps every column, under its full header (shortened here to fit 1400 px)."""
+    table = metrics_table(runs, metrics=metrics)
+    table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
+    if short_names:
+        table["map"] = [run.label.split(" (")[0] for run in runs]
+    st.dataframe(table, hide_index=True, column_config={
+        # the run's name stays in view while the table scrolls sideways in a narrow window
+        "map": st.column_config.TextColumn(pinned=True),
+        "MSE": st.column_config.NumberColumn(format="%.3e"),
+        "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
+        "cosine": st.column_config.NumberColumn(format="%.4f"),
+        "Monge–Ampère residual": st.column_config.NumberColumn(
+            "MA residual", format="%.4f", help="Mean |log p(x) − log det J_T(x) − log q(T(x))| over the source "
+                                               "samples: the Monge–Ampère equation's error, 0 for the exact map."),
+        "smallest Jacobian eigenvalue": st.column_config.NumberColumn(
+            "min eigenvalue of J", format="%.4f", help="The smallest eigenvalue of the map's Jacobian over the source "
+                                                       "samples: positive for a monotone map."),
+        "training time (s)": st.column_config.NumberColumn(
+            format="%.1f", help="The optimiser's steps alone. Checking the map (the verdict), the ground truth and the "
+                                "pictures take a second or two more, and the first training after the app starts waits "
+                                "for its worker process to start (about 3 s)."),
+        "steps": st.column_config.NumberColumn(format="%d"),
+        METRIC_COLUMNS["error_bound"]: st.column_config.NumberColumn(
+            "W2 excess", format="%.3g", help="√(W2² between the mapped samples and the target's − W2² between two samples of the "
+                                "target): about 0 for the exact map. W2²(T#p, q) is at most the map's mean squared "
+                                "error against the optimal map, so this grows with the map's error, and it ranked the "
+                                "benchmark's maps as their exact error did; compare it with √MSE. The verdict decides "
+                                "on it in two and three dimensions. None above three."),
+        METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
+            "energy ratio", format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
+        METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
+            "KL estimate", format="%.3f", help="KL(T#p ‖ q) estimated from the Monge–Ampère residual, in nats. Empty where the verdict does not use "
+                                "it: image targets and maps trained on target samples (the Sinkhorn phase's "
+                                "included)."),
+        METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
+            "uncovered (%)", format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
+                                "target's density (found through the inverse map); the verdict flags more than "
+                                f"{100 * UNCOVERED_TOLERANCE:g} % ({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). "
+                                "Empty for maps trained on target samples (the Sinkhorn phase's included)."),
+        METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
+            "misplaced (%)", format="%.1f", help="Share of source samples the map sends where its pushforward has over ten times "
+                                "the target's density (between a digit's strokes, say); the verdict flags more "
+                                f"than {100 * IMAGE_MISPLACED_TOLERANCE:g} % for a digit. Empty for maps trained on "
+                                "target samples (the Sinkhorn phase's included)."),
+    })
 
 
 def _remove_control(page: str, state: PageState, by_number: dict[int, Run]) -> None:
@@ -701,7 +720,10 @@ def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str
     check_work(config.steps, model)
 
     def store(state: PageState, job: TrainingJob) -> None:
-        state.outcome = ColorOutcome(source, target, network, loss, job.result, job.evaluation)
+        comparison = job.evaluation
+        if comparison.verdict is not None:          # the verdict's advice in colour-transfer terms, for the notice
+            job.result = replace(job.result, verdict=comparison.verdict)
+        state.outcome = ColorOutcome(source, target, network, loss, job.result, comparison)
 
     job = TrainingJob(model, color.image_pixels(source), color.image_pixels(target), config, cpu_threads=CPU_THREADS,
                       slots=slots(), pool=workers(),
@@ -736,14 +758,18 @@ def color_results_panel(page: str) -> None:
     st.download_button("Download the recoloured image (.png)", color.to_png_bytes(comparison.recoloured),
                        file_name="recoloured.png", mime="image/png", key=key(page, "download"))
     st.dataframe({
-        "method": ["source as it is", f"{outcome.network} ({outcome.loss})", "POT EMD transfer"],
-        "time (s)": [None, round(comparison.learned_seconds, 2), round(comparison.emd.seconds, 2)],
-        "colour distance to the target": [comparison.distances[k] for k in ("source", "learned", "EMD")],
-    }, hide_index=True)
-    st.caption("Colour distance: energy distance between 1500 random pixels of each image and of the target "
-               "(0 for the same colour distribution). EMD matches the colours of its subsample exactly but "
-               "moves neighbouring pixels independently, so smooth regions turn speckled; the monotone map "
-               "keeps them smooth.")
+        "method": ["source as it is", f"{outcome.network} ({outcome.loss})", "POT EMD transfer",
+                   "another sample of the target's pixels"],
+        "time (s)": ["–", f"{comparison.learned_seconds:.2f}", f"{comparison.emd.seconds:.2f}", "–"],
+        "colour distance to the target (W2)": [comparison.distances[k] for k in ("source", "learned", "EMD", "target")],
+    }, hide_index=True, column_config={"colour distance to the target (W2)": st.column_config.NumberColumn(
+        format="%.3f")})
+    st.caption(f"Colour distance: W2 between {color.COLOR_SAMPLES} random pixels of each image and of the target, the "
+               "root mean square change of colour (RGB in [0, 1]) that turns one set into the other, averaged over "
+               f"{color.COLOR_REPLICATES} draws; two samples of the target's own pixels are that far apart by chance, "
+               "the least an exact transfer could show. EMD "
+               "matches the colours of its subsample exactly but moves neighbouring pixels independently, so smooth "
+               "regions turn speckled; the monotone map keeps them smooth.")
     before, after = st.columns(2)
     before.plotly_chart(color.pixel_cloud_figure({"source": outcome.source, "target": outcome.target}),
                         key=key(page, "cloud_before"))

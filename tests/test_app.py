@@ -67,9 +67,13 @@ def _animation(at: AppTest, page: str):
 
 
 def _metrics(at: AppTest) -> pd.DataFrame:
-    tables = [df.value for df in at.dataframe if "MSE" in df.value.columns]
-    assert len(tables) == 1, "no metrics table"
-    return tables[0]
+    """The page's two metrics tables (against the ground truth; the verdict's checks) joined run by run."""
+    truth = [df.value for df in at.dataframe if "MSE" in df.value.columns]
+    checks = [df.value for df in at.dataframe if "verdict" in df.value.columns]
+    assert len(truth) == 1 and len(checks) == 1, "no metrics tables"
+    names, short = truth[0]["map"].tolist(), checks[0]["map"].tolist()
+    assert short == [name.split(" (")[0] for name in names]          # "#1 mGradNet-M": number and network
+    return pd.concat([truth[0], checks[0].drop(columns="map")], axis=1)
 
 
 def _networks(table: pd.DataFrame) -> list[str]:
@@ -134,7 +138,7 @@ def test_gaussians_baseline_joins_the_comparison():
     _train(at, "gaussians", steps=20)
     table = _assert_results(at, rows=2)
     assert _networks(table) == ["mGradNet-M", "MLP baseline"]
-    assert table["verdict (no ground truth)"].tolist()[1] == "flagged"              # the MLP is not monotone
+    assert table["verdict"].tolist()[1] == "flagged"              # the MLP is not monotone
     assert any("not monotone" in w.value for w in at.warning), [w.value for w in at.warning]
     assert not at.success
     assert "#2 MLP baseline, not monotone" in _animation(at, "gaussians").proto.spec   # shown beside #1
@@ -144,11 +148,11 @@ def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
     at = _open("gaussians")
     _train(at, "gaussians", steps=200)
     assert any("optimal map" in s.value for s in at.success), [w.value for w in at.warning]
-    assert _metrics(at)["verdict (no ground truth)"].tolist() == ["ok"]
+    assert _metrics(at)["verdict"].tolist() == ["ok"]
     _train(at, "gaussians", steps=3)
     assert not at.success
     assert any("Trained 3 steps" in w.value and "not the optimal map" in w.value for w in at.warning)
-    assert _metrics(at)["verdict (no ground truth)"].tolist() == ["ok", "flagged"]          # both runs kept
+    assert _metrics(at)["verdict"].tolist() == ["ok", "flagged"]          # both runs kept
 
 
 def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
@@ -238,7 +242,7 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     assert ("), so the network was trained again on the Sinkhorn divergence, going on from the weights it reached; the "
             "map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
     table = _metrics(at)
-    assert table["verdict (no ground truth)"].tolist() == ["ok"]
+    assert table["verdict"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()    # KL's map: about 22
     # every step trained, as the progress bar counts them: 500 on KL, then 600 on the Sinkhorn divergence
     assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100 steps)"
@@ -262,7 +266,7 @@ def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_w
     _train(at, "mixtures", steps=500, seed=1)
     assert not at.warning, [w.value for w in at.warning]
     table = _metrics(at)
-    assert table["verdict (no ground truth)"].tolist() == ["ok"]
+    assert table["verdict"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()
     _train(at, "mixtures", steps=1, seed=1)
     said = " ".join(w.value for w in at.warning)
@@ -270,7 +274,7 @@ def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_w
             in said), said
     assert "is not the optimal map" in said and "It was trained for only 1 step: train it longer." in said, said
     table = _metrics(at)
-    assert table["verdict (no ground truth)"].tolist() == ["ok", "flagged"]
+    assert table["verdict"].tolist() == ["ok", "flagged"]
     assert table["L2-UVP (%)"].iloc[1] > 5.0, table.iloc[1].to_dict()
 
 
@@ -377,10 +381,10 @@ def _is_upright_bar(image: np.ndarray) -> bool:
 
 
 BAD_UPLOADS = {  # file name -> (content, the sentence the page must show)
-    "notes.png": (b"shopping list: milk, eggs", "This file is not an image PIL can read; upload a PNG, JPEG, "
+    "notes.png": (b"shopping list: milk, eggs", "This file is not an image this app can read; upload a PNG, JPEG, "
                                                 "GIF, BMP or WebP file."),
     # Another extension, as a forged request sends it: Streamlit's own type filter raised an exception box.
-    "icon.ico": (b"\x00\x00\x01\x00\x01\x00\x10\x10" + bytes(60), "This file is not an image PIL can read"),
+    "icon.ico": (b"\x00\x00\x01\x00\x01\x00\x10\x10" + bytes(60), "This file is not an image this app can read"),
     "empty.png": (b"", "The file is empty."),
     "cut.png": (_png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))[:300],
                 "The image file is damaged or incomplete"),
@@ -466,7 +470,7 @@ def test_color_transfer_bad_uploads_show_an_error_and_keep_the_target():
     at.selectbox(key="color.target.bundled").set_value("daytime")
     at.number_input(key="color.steps").set_value(77)
     at.radio(key="color.source.mode").set_value("Upload").run()
-    messages = {"notes.png": "This file is not an image PIL can read",
+    messages = {"notes.png": "This file is not an image this app can read",
                 "cut.png": "The image file is damaged or incomplete",
                 "bomb.png": "The image declares an enormous size (a decompression bomb?)",
                 "dot.png": "The image is only 1 x 1 pixels; it needs at least 2 x 2."}

@@ -265,12 +265,12 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
     assert "10MB per file" in main.inner_text(), main.inner_text()[-2000:]
 
     upload.set_input_files({"name": "notes.png", "mimeType": "image/png", "buffer": b"shopping list: milk"})
-    _wait_until(page, "the not-an-image message", _shows_only("This file is not an image PIL can read", "Uploaded:"))
-    _error_box_says(page, "This file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP file.")
+    _wait_until(page, "the not-an-image message", _shows_only("This file is not an image this app can read", "Uploaded:"))
+    _error_box_says(page, "This file is not an image this app can read; upload a PNG, JPEG, GIF, BMP or WebP file.")
     black = np.zeros((64, 64), dtype=np.uint8)
     upload.set_input_files({"name": "black.png", "mimeType": "image/png", "buffer": _png(black)})
     _wait_until(page, "the blank-image message",
-                _shows_only("The image is blank: no part of it stands out", "not an image PIL can read"))
+                _shows_only("The image is blank: no part of it stands out", "not an image this app can read"))
     _error_box_says(page, "The image is blank: no part of it stands out from the background")
     page.screenshot(path=shots / "digits-bad-upload.png", full_page=True)
     # Over the uploader's 10 MB, the limit load_image keeps too: the browser refuses the file with a message.
@@ -288,7 +288,7 @@ def test_bad_uploads_on_the_digits_page_show_a_message_not_a_traceback(page, sho
                 "() => [...document.querySelectorAll('[data-testid=stMain] button')]"
                 ".some(b => b.innerText.trim() === 'Train' && !b.disabled)")
     shown = main.inner_text()
-    assert "not an image PIL can read" not in shown and "The image is blank" not in shown, shown[-3000:]
+    assert "not an image this app can read" not in shown and "The image is blank" not in shown, shown[-3000:]
     assert "Traceback" not in main.inner_text()
     _no_exception(page)
 

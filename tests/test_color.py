@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from gradnet_core import MMGN, color
+from gradnet_core.verdict import TRY_AGAIN, after_short_run, assess_map
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,10 +107,30 @@ def test_fit_color_map_moves_the_colours_towards_the_target():
                                                                                      lr=2e-2))
     assert result.stopped == "completed" and model.monotone
     comparison = color.compare_with_emd(model, result, source, target, samples=200)
-    assert comparison.distances["learned"] < 0.3 * comparison.distances["source"]
+    # W2 to the target: the learned colours well under the source's, and above two samples of the target's own
+    distances = comparison.distances
+    assert distances["target"] < distances["learned"] < 0.5 * distances["source"]
     assert comparison.recoloured.shape == source.shape
     with pytest.raises(ValueError, match="monotone"):
         color.fit_color_map(source, target, "MLP baseline")
+
+
+def test_a_flagged_colour_map_is_told_why_in_colour_terms_and_other_verdicts_are_kept():
+    source, target = small_pair()
+    model = identity_map()                      # no recolouring at all: far from the target's colours
+    flagged = assess_map(model, color.image_pixels(source), color.image_pixels(target), samples=200)
+    assert not flagged.ok and flagged.advice == TRY_AGAIN
+    distances = {"source": 0.5, "learned": 0.11, "EMD": 0.07, "target": 0.03}
+    told = color.explain_verdict(flagged, distances)
+    assert not told.ok and told.failed == flagged.failed and TRY_AGAIN not in told.message
+    assert told.message.startswith("The map is not the exact optimal transport map: the recoloured pixels are W2 0.11 "
+                                   "from the target's colours, against 0.03 between two samples of the target's own "
+                                   "pixels and 0.07 for POT's EMD transfer")
+    assert "smooth map cannot" in told.message and told.message.endswith(told.advice)
+    short = after_short_run(flagged, 5)         # a short run keeps its advice to train longer
+    assert color.explain_verdict(short, distances) == short
+    passed = assess_map(identity_map(), color.image_pixels(target), color.image_pixels(target), samples=100)
+    assert passed.ok and color.explain_verdict(passed, distances) == passed
 
 
 def test_png_bytes_and_pixel_cloud_figure():
@@ -146,5 +167,6 @@ def test_color_page_renders_trains_and_recolours():
     assert len(at.get("plotly_chart")) == 2                   # pixel clouds before and after
     assert [b.label for b in at.get("download_button")] == ["Download the recoloured image (.png)"]
     table = at.dataframe[0].value
-    assert list(table["method"]) == ["source as it is", "M-MGN (gaussian-kl)", "POT EMD transfer"]
-    assert np.isfinite(table["colour distance to the target"].to_numpy()).all()
+    assert list(table["method"]) == ["source as it is", "M-MGN (gaussian-kl)", "POT EMD transfer",
+                                     "another sample of the target's pixels"]
+    assert np.isfinite(table["colour distance to the target (W2)"].to_numpy()).all()

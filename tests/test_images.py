@@ -224,7 +224,7 @@ def _truncated(fmt: str) -> bytes:
 
 
 BAD_INPUTS = {
-    "text": (b"hello, this is not a picture at all", "not an image PIL can read"),
+    "text": (b"hello, this is not a picture at all", "not an image this app can read"),
     "empty": (b"", "empty"),
     "pickle": (b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94.", "not an image"),
     "PDF": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "not an image"),

@@ -14,8 +14,8 @@ from gradnet_core.ground_truth import gaussian_map
 from gradnet_core.networks import seeded_map
 from gradnet_core.training import train
 from studio.problems import (
-    METRIC_COLUMNS, Problem, compute_reference, evaluate_run, gaussian_from_row, gaussian_row, metrics_table,
-    mixture_from_table,
+    CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, compute_reference, evaluate_run, gaussian_from_row,
+    gaussian_row, metrics_table, mixture_from_table,
 )
 
 PAPER = (Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]), Gaussian([0.0, 0.0], np.eye(2)))
@@ -82,6 +82,9 @@ def test_evaluate_run_and_metrics_table():
     run.number, run_b.number = 1, 2
     table = metrics_table([run, run_b])
     assert list(table.columns) == ["map", *METRIC_COLUMNS.values()]
+    assert sorted(TRUTH_METRICS + CHECK_METRICS) == sorted(METRIC_COLUMNS)     # the page's two tables show every metric
+    checks = metrics_table([run], metrics=CHECK_METRICS)
+    assert list(checks.columns) == ["map", *(METRIC_COLUMNS[k] for k in CHECK_METRICS)]
     assert table["map"].tolist() == ["#1 mGradNet-M (150 steps)", "#2 MLP baseline (5 steps)"]
     assert table["steps"].tolist() == [150, 5]
     # The CSV's table carries each run's settings and the problem it was trained on.
