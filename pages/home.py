@@ -55,7 +55,9 @@ st.markdown(
     "only (the page says why it offers no other).\n\n"
     "Every page trains live: a progress bar, the loss curve and a preview of the mapped points while it "
     "runs, then an animation of $x_t = (1-t)\\,x + t\\,T(x)$ beside the ground truth (and the "
-    "unconstrained MLP baseline, if you train it), a metrics table and downloads."
+    "unconstrained MLP baseline, if you train it), the metrics against the ground truth and downloads. "
+    "After each training the page also says whether the map is the optimal map, from checks that need no "
+    "ground truth (so they work for a digit you draw as well), and what is wrong when it is not."
 )
 
 st.subheader("This machine")
