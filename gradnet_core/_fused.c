@@ -674,21 +674,23 @@ static void average(float *f, const float *update, int64_t n) {
 
 /* The dual potentials of OT_eps(x, y) (and of OT_eps(x, x), OT_eps(y, y) when debias) between uniform
  * clouds x: (n, 2) and y: (m, 2) under epsilon-scaling: the loop of sample_losses._sinkhorn_potentials,
- * update for update. schedule: the eps of each step. Returns 2 when memory runs out. */
+ * update for update. schedule: the eps of each step; the self terms start at step self_from. Returns 2 when
+ * memory runs out. */
 int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const float *y, const float *schedule,
-                                int steps, int debias, float *f_ba, float *g_ab, float *f_aa, float *g_bb) {
+                                int steps, int debias, int self_from, float *f_ba, float *g_ab, float *f_aa,
+                                float *g_bb) {
     int64_t most = n > m ? n : m;
     float *h = malloc(3 * most * sizeof(float));
     if (!h) return 2;
     float *ft = h + most, *gt = ft + most;
     const float a_log = -logf((float)n), b_log = -logf((float)m);
-    float eps = schedule[0];
+    float eps = schedule[0], eps_self = schedule[self_from];
     for (int64_t j = 0; j < m; j++) h[j] = b_log;
     softmin(n, m, x, y, h, eps, NULL, f_ba);
-    if (debias) softmin(m, m, y, y, h, eps, NULL, g_bb);
+    if (debias) softmin(m, m, y, y, h, eps_self, NULL, g_bb);
     for (int64_t i = 0; i < n; i++) h[i] = a_log;
     softmin(m, n, y, x, h, eps, NULL, g_ab);
-    if (debias) softmin(n, n, x, x, h, eps, NULL, f_aa);
+    if (debias) softmin(n, n, x, x, h, eps_self, NULL, f_aa);
     for (int k = 0; k < steps; k++) {
         eps = schedule[k];
         /* Symmetric updates, each averaged with the last (see the Python loop). */
@@ -698,7 +700,7 @@ int gradnet_sinkhorn_potentials(int64_t n, int64_t m, const float *x, const floa
         softmin(m, n, y, x, h, eps, g_ab, gt);
         average(f_ba, ft, n);
         average(g_ab, gt, m);
-        if (debias) {
+        if (debias && k >= self_from) {
             offsets(h, n, a_log, f_aa, eps);
             softmin(n, n, x, x, h, eps, f_aa, ft);
             average(f_aa, ft, n);

@@ -179,17 +179,18 @@ def sinkhorn_applies(x: Tensor, y: Tensor) -> bool:
     return x.shape[1] == y.shape[1] == 2 and usable(x, y)
 
 
-def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float],
-                        debias: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """The loop of ``sample_losses._sinkhorn_potentials`` without gradients: the dual potentials f_ba (n,),
-    g_ab (m,) and, when ``debias``, f_aa (n,), g_bb (m,), after the updates at each eps of ``schedule``."""
+def sinkhorn_potentials(x: Tensor, y: Tensor, schedule: list[float], debias: bool,
+                        self_from: int = 0) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The loop of ``sample_losses._sinkhorn_loop`` without gradients: the dual potentials f_ba (n,),
+    g_ab (m,) and, when ``debias``, f_aa (n,), g_bb (m,), after the updates at each eps of ``schedule`` (the self
+    terms' from step ``self_from`` on)."""
     x, y = x.detach().contiguous(), y.detach().contiguous()
     n, m = x.shape[0], y.shape[0]
     f_ba, g_ab = x.new_empty(n), x.new_empty(m)
     f_aa, g_bb = (x.new_empty(n), x.new_empty(m)) if debias else (f_ba, g_ab)
     steps = torch.tensor(schedule, dtype=torch.float32)
     _check(_library.gradnet_sinkhorn_potentials(n, m, *_pointers(x, y, steps), len(schedule), int(debias),
-                                                *_pointers(f_ba, g_ab, f_aa, g_bb)))
+                                                int(self_from), *_pointers(f_ba, g_ab, f_aa, g_bb)))
     return (f_ba, g_ab, f_aa, g_bb) if debias else (f_ba, g_ab, None, None)
 
 
@@ -258,7 +259,7 @@ def _bind(library: ctypes.CDLL, cascade: bool = False) -> ctypes.CDLL:
     else:
         signatures = {"gradnet_mgradnet_forward": [i64, i64, i64, i32] + [ptr] * 12,
                       "gradnet_mgradnet_backward": [i64, i64, i64, i32] + [ptr] * 18,
-                      "gradnet_sinkhorn_potentials": [i64, i64, ptr, ptr, ptr, i32, i32] + [ptr] * 4,
+                      "gradnet_sinkhorn_potentials": [i64, i64, ptr, ptr, ptr, i32, i32, i32] + [ptr] * 4,
                       "gradnet_softmin_barycentre": [i64, i64, ptr, ptr, ptr, ctypes.c_float, ptr, ptr, ptr],
                       "gradnet_kde": [i64, i64, ptr, ptr, ptr, ctypes.c_double, ctypes.c_double, ptr, ptr]}
     for name, argtypes in signatures.items():

@@ -276,11 +276,12 @@ def test_fused_sinkhorn_loop_gives_the_potentials_of_torch_loop(n, m, epsilon, s
     both = torch.cat([x, y])
     schedule = _epsilon_schedule(float((both.amax(0) - both.amin(0)).square().sum()), epsilon, 0.7, 3)
     assert _fused.sinkhorn_applies(x, y)
-    fused = _fused.sinkhorn_potentials(x, y, schedule, debias=True)
+    self_from = len(schedule) - 3          # as sinkhorn_divergence runs it: the self terms at the last eps only
+    fused = _fused.sinkhorn_potentials(x, y, schedule, debias=True, self_from=self_from)
     xd, yd = x.double(), y.double()
     costs = [_squared_distances(p, q) for p, q in ((xd, yd), (yd, xd), (xd, xd), (yd, yd))]
     exact = _sinkhorn_loop(*costs, torch.full((n,), -math.log(n), dtype=torch.float64),
-                           torch.full((m,), -math.log(m), dtype=torch.float64), schedule)
+                           torch.full((m,), -math.log(m), dtype=torch.float64), schedule, self_from)
     for name, f, e in zip(["f_ba", "g_ab", "f_aa", "g_bb"], fused, exact):
         # Potentials are costs: float32 keeps them to about 1e-7 of the squared diameter, times the iterations.
         torch.testing.assert_close(f.double(), e, rtol=0, atol=2e-5 * spread ** 2, msg=name)

@@ -12,8 +12,9 @@ from gradnet_core import (AdversarialW1, Gaussian, GaussianMomentKL, MGradNetM, 
                           TrainConfig, build_map, train)
 from gradnet_core.objectives import SAMPLE_OBJECTIVES
 from gradnet_core.metrics import energy_distance
-from gradnet_core.sample_losses import (Critic, entropic_ot, gaussian_kl, gaussian_moment_kl,
-                                        gradient_penalty, sinkhorn_divergence)
+from gradnet_core.sample_losses import (Critic, _epsilon_schedule, _sinkhorn_loop, _softmin, _squared_distances,
+                                        entropic_ot, gaussian_kl, gaussian_moment_kl, gradient_penalty,
+                                        sinkhorn_divergence)
 
 
 def exact_moment_samples(mean, cov, n, seed=0):
@@ -85,7 +86,8 @@ def test_entropic_ot_matches_pot_and_sinkhorn_divergence_is_a_divergence():
     primal = (plan * cost).sum() + eps * (plan * np.log(plan / np.outer(a, b))).sum()
     assert entropic_ot(x, y, eps, scaling=0.9, iterations=300).item() == pytest.approx(primal, rel=1e-6)
     assert entropic_ot(x, y, eps).item() == pytest.approx(primal, rel=0.03)      # the cheap defaults
-    assert sinkhorn_divergence(x, x, eps).item() == pytest.approx(0.0, abs=1e-10)
+    # zero up to the loop's convergence (the self terms run fewer updates than the cross terms)
+    assert sinkhorn_divergence(x, x, eps).item() == pytest.approx(0.0, abs=1e-5)
     assert sinkhorn_divergence(x, y, eps).item() > 0
     # a translation by v costs exactly |v|^2 (the entropic terms cancel after debiasing)
     v = torch.tensor([0.6, -0.8], dtype=torch.float64)
@@ -93,6 +95,28 @@ def test_entropic_ot_matches_pot_and_sinkhorn_divergence_is_a_divergence():
     # for small epsilon it approaches the exact W2^2
     w2sq = ot.emd2(a, b, cost)
     assert sinkhorn_divergence(x, y, 1e-3, scaling=0.9).item() == pytest.approx(w2sq, rel=0.03)
+
+
+def test_self_terms_at_the_last_eps_only_match_the_full_schedule():
+    # sinkhorn_divergence runs OT_eps(x, x) and OT_eps(y, y) at the final eps only (their plans keep each point near
+    # itself): the potentials, and so the divergence and its gradient, as with the whole epsilon-scaling schedule.
+    g = torch.Generator().manual_seed(5)
+    centres = torch.rand(6, 2, generator=g, dtype=torch.float64)                 # clustered, like digit strokes
+    x = centres[torch.randint(6, (400,), generator=g)] + 0.03 * torch.randn(400, 2, generator=g, dtype=torch.float64)
+    y = centres[torch.randint(6, (300,), generator=g)] + 0.05 * torch.randn(300, 2, generator=g, dtype=torch.float64)
+    a_log, b_log = torch.full((400,), -math.log(400.0), dtype=torch.float64), torch.full((300,), -math.log(300.0),
+                                                                                           dtype=torch.float64)
+    costs = [_squared_distances(p, q) for p, q in ((x, y), (y, x), (x, x), (y, y))]
+    schedule = _epsilon_schedule(2.0, 1e-3, 0.7, 3)
+    full = _sinkhorn_loop(*costs, a_log, b_log, schedule)
+    short = _sinkhorn_loop(*costs, a_log, b_log, schedule, len(schedule) - 3)
+    converged = _sinkhorn_loop(*costs, a_log, b_log, schedule + [1e-3] * 300)
+    torch.testing.assert_close(short[:2], full[:2], rtol=0, atol=0)              # the cross terms as they were
+    for name, s, f, c in zip(("f_aa", "g_bb"), short[2:], full[2:], converged[2:]):
+        # potentials of size ~3e-3: the short run's within 1e-5 of the converged ones, as near as the full schedule's
+        assert (s - c).abs().max() < min(1e-5, (f - c).abs().max()), name
+    # with no update at all the self terms would be the first softmin's, further off
+    assert (_softmin(1e-3, costs[2], a_log) - converged[2]).abs().max() > 1e-4
 
 
 def test_sinkhorn_gradient_matches_finite_differences():
