@@ -550,27 +550,30 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
                                 "for its worker process to start (about 3 s)."),
         "steps": st.column_config.NumberColumn(format="%d"),
         METRIC_COLUMNS["error_bound"]: st.column_config.NumberColumn(
-            "W2 excess", format="%.3g", help="√(W2² between the mapped samples and the target's − W2² between two samples of the "
-                                "target): about 0 for the exact map. W2²(T#p, q) is at most the map's mean squared "
-                                "error against the optimal map, so this grows with the map's error, and it ranked the "
-                                "benchmark's maps as their exact error did; compare it with √MSE. The verdict decides "
-                                "on it in two and three dimensions. None above three."),
+            "W2 excess", format="%.3g",
+            help="√(W2² between the mapped samples and the target's − W2² between two samples of the target): about 0 "
+                 "for the exact map. W2²(T#p, q) is at most the map's mean squared error against the optimal map, so "
+                 "this grows with the map's error, and it ranked the benchmark's maps as their exact error did; "
+                 "compare it with √MSE. The verdict decides on it in two and three dimensions. None above three."),
         METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
-            "energy ratio", format="%.2f", help="About 1 for the exact map; the verdict flags a map far above it."),
+            "energy ratio", format="%.2f",
+            help="The energy distance between the mapped samples and the target's, over that between two samples of "
+                 "the target: about 1 for the exact map; the verdict flags a map far above it."),
         METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
-            "KL estimate", format="%.3f", help="KL(T#p ‖ q) estimated from the Monge–Ampère residual, in nats. Empty where the verdict does not use "
-                                "it: image targets and maps trained on target samples (the Sinkhorn phase's "
-                                "included)."),
+            "KL estimate", format="%.3f",
+            help="KL(T#p ‖ q) estimated from the Monge–Ampère residual, in nats. Empty where the verdict does not use "
+                 "it: image targets and maps trained on target samples (the Sinkhorn phase's included)."),
         METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
-            "uncovered (%)", format="%.1f", help="Share of target samples where the map's pushforward has under a tenth of the "
-                                "target's density (found through the inverse map); the verdict flags more than "
-                                f"{100 * UNCOVERED_TOLERANCE:g} % ({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). "
-                                "Empty for maps trained on target samples (the Sinkhorn phase's included)."),
+            "uncovered (%)", format="%.1f",
+            help="Share of target samples where the map's pushforward has under a tenth of the target's density "
+                 f"(found through the inverse map); the verdict flags more than {100 * UNCOVERED_TOLERANCE:g} % "
+                 f"({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). Empty for maps trained on target samples "
+                 "(the Sinkhorn phase's included)."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
-            "misplaced (%)", format="%.1f", help="Share of source samples the map sends where its pushforward has over ten times "
-                                "the target's density (between a digit's strokes, say); the verdict flags more "
-                                f"than {100 * IMAGE_MISPLACED_TOLERANCE:g} % for a digit. Empty for maps trained on "
-                                "target samples (the Sinkhorn phase's included)."),
+            "misplaced (%)", format="%.1f",
+            help="Share of source samples the map sends where its pushforward has over ten times the target's density "
+                 f"(between a digit's strokes, say); the verdict flags more than {100 * IMAGE_MISPLACED_TOLERANCE:g} % "
+                 "for a digit. Empty for maps trained on target samples (the Sinkhorn phase's included)."),
     })
 
 
