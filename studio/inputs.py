@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -158,8 +159,20 @@ def _side(side: str, build: Callable[[Any], Density], value: Any) -> Density:
         raise ValueError(f"{side.capitalize()}: {err}") from err
 
 
-def _mixture_frame(rows: Sequence[dict[str, float]]) -> pd.DataFrame:
-    return pd.DataFrame([{c: float(r[c]) for c in MIXTURE_COLUMNS} for r in rows], columns=list(MIXTURE_COLUMNS))
+def _mixture_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Mixture rows as the tables hold them: every cell as text. The editor's number cells lost keystrokes when typed
+    into (Chromium, 2026-12-04: "0.9" became 0 and "1e3" became 13, a minus sign went with min_value set); its text
+    cells keep what is typed, and ``mixture_from_table`` reads the numbers, saying which cell is not one."""
+    return pd.DataFrame([{c: _cell_text(r.get(c)) for c in MIXTURE_COLUMNS} for r in rows],
+                        columns=list(MIXTURE_COLUMNS), dtype=object)
+
+
+def _cell_text(value: Any) -> str | None:
+    """A table cell as text: numbers in their shortest form to 6 digits (1/3 -> "0.333333"); empty stays empty."""
+    if value is None or isinstance(value, str):
+        return value
+    value = float(value)
+    return None if math.isnan(value) else f"{value:.6g}"
 
 
 def on_mixture_preset(page: str) -> None:
@@ -183,19 +196,12 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
         on_mixture_preset(page)
     st.selectbox("Preset", [*names, "Custom"], key=key(page, "preset"), on_change=on_mixture_preset,
                  args=(page,), disabled=disabled, persist_state="session")
-    # No min_value/max_value: with them the editor silently drops a typed minus sign ("-0.5" became 0.5);
-    # without, a bad value reaches mixture_from_table, which says what is wrong with it.
-    column_config = {
-        "weight": st.column_config.NumberColumn(MIXTURE_HEADERS["weight"], format="%.3f"),
-        "mean_x": st.column_config.NumberColumn(MIXTURE_HEADERS["mean_x"], format="%.2f"),
-        "mean_y": st.column_config.NumberColumn(MIXTURE_HEADERS["mean_y"], format="%.2f"),
-        "std_x": st.column_config.NumberColumn(MIXTURE_HEADERS["std_x"], format="%.2f",
-                                               help="standard deviation along x, > 0"),
-        "std_y": st.column_config.NumberColumn(MIXTURE_HEADERS["std_y"], format="%.2f",
-                                               help="standard deviation along y, > 0"),
-        "corr": st.column_config.NumberColumn(MIXTURE_HEADERS["corr"], format="%.2f",
-                                              help="between -1 and 1, exclusive"),
-    }
+    # Text cells (see _mixture_frame): a bad value reaches mixture_from_table, which says what is wrong with it.
+    helps = {"weight": "any non-negative number: the weights are rescaled to sum to 1",
+             "std_x": "standard deviation along x, > 0", "std_y": "standard deviation along y, > 0",
+             "corr": "between -1 and 1, exclusive"}
+    column_config = {c: st.column_config.TextColumn(MIXTURE_HEADERS[c], help=helps.get(c), alignment="right")
+                     for c in MIXTURE_COLUMNS}
     rows: dict[str, list[dict[str, Any]]] = {}
     # One above the other: side by side, the last column was cut off at 1280 and 1400 px.
     for side, col in zip(("source", "target"), (st.container(), st.container())):
@@ -204,7 +210,7 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
         if table_key not in st.session_state:
             # A fresh editor (first visit, or back from another page): start from the last edits,
             # because the editor's own state holds edits relative to its base table.
-            table["base"] = table["edited"]
+            table["base"] = _mixture_frame(table["edited"].to_dict("records"))
         with col:
             st.markdown(f"**{side.capitalize()} components**")
             edited = st.data_editor(table["base"], key=table_key, num_rows="dynamic", disabled=disabled,
@@ -212,8 +218,6 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
                                     on_change=_on_custom, args=(page,))
         table["edited"] = edited
         rows[side] = edited.to_dict("records")
-    # Streamlit's table editor drops the "e" of a number typed in exponent form (seen in Chromium, 2026-12-04).
-    st.caption("Type numbers in full (1000000, not 1e6): the table's editor drops the e, so 1e6 becomes 16.")
     return rows
 
 

@@ -357,25 +357,38 @@ def _check_widths(rows: list[dict[str, float]], side: str) -> None:
                          f"{scale}; no network can match its density. Use at least {floor:.3g}{closer}.")
 
 
+def _blank(value: Any) -> bool:
+    """An empty table cell: None, NaN or whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float)
+                                                                                and math.isnan(value))
+
+
 def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[GaussianMixture, str | None]:
-    """A mixture from editor rows; weights not summing to 1 are normalised, with a note saying so.
+    """A mixture from editor rows (cells as numbers or text); weights not summing to 1 are normalised and rows left
+    wholly empty are left out, with a note saying so.
 
     Raises ValueError naming the row for an empty table, a blank or non-numeric cell, or a
     negative weight.
     """
-    if not rows:
+    # A row with every cell empty is one just added and not yet filled in: left out, and said so.
+    empty = [i for i, row in enumerate(rows, start=1) if all(_blank(row.get(col)) for col in MIXTURE_COLUMNS)]
+    if len(empty) == len(rows):
         raise ValueError(f"The {side} table has no rows: add at least one component.")
     clean = []
     for i, row in enumerate(rows, start=1):
+        if i in empty:
+            continue
         values = {}
         for col in MIXTURE_COLUMNS:
+            raw = row.get(col)
             try:
-                value = float(row.get(col))  # type: ignore[arg-type]
+                value = float(raw)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 value = math.nan
             if not math.isfinite(value):
+                typed = f' ("{raw.strip()}")' if isinstance(raw, str) and raw.strip() else ""
                 raise ValueError(f"{side.capitalize()} row {i}: {MIXTURE_HEADERS[col]} is empty or not a finite "
-                                 "number.")
+                                 f"number{typed}.")
             values[col] = value
         if values["weight"] < 0:
             raise ValueError(f"{side.capitalize()} row {i}: the weight must not be negative "
@@ -392,12 +405,18 @@ def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[Gauss
     # Divided by the largest first: weights near the float limit (1e308 + 1e308) would sum to infinity.
     scaled = sum(r["weight"] / largest for r in clean)
     total = largest * scaled
-    note = None
-    if not math.isfinite(total) or abs(total - 1.0) > 1e-6:
-        note = (f"The {side} weights summed to {total:.4g}; they were divided by that so they sum to 1."
-                if math.isfinite(total) else
-                f"The {side} weights sum to more than the largest float; they were rescaled so they sum to 1.")
+    notes = []
+    if empty:
+        rows_named = ", ".join(str(i) for i in empty)
+        notes.append(f"{side.capitalize()} row{'s' if len(empty) > 1 else ''} {rows_named} "
+                     f"{'are' if len(empty) > 1 else 'is'} empty and left out until filled in.")
+    # 1e-5: the tables show a preset's thirds to 6 digits (0.333333), which sum to 0.999999 and need no note
+    if not math.isfinite(total) or abs(total - 1.0) > 1e-5:
+        notes.append(f"The {side} weights summed to {total:.4g}; they were divided by that so they sum to 1."
+                     if math.isfinite(total) else
+                     f"The {side} weights sum to more than the largest float; they were rescaled so they sum to 1.")
         clean = [{**r, "weight": r["weight"] / largest / scaled} for r in clean]
+    note = " ".join(notes) or None
     try:
         return presets.mixture_from_rows(clean), note
     except ValueError as err:

@@ -117,6 +117,21 @@ def test_mixture_table_validation_and_normalisation():
     assert mixture.weights.tolist() == pytest.approx([0.5, 0.5]) and "more than the largest float" in note
     with pytest.raises(ValueError, match="no rows"):
         mixture_from_table([], "source")
+    # The page's tables hold text (its number cells lost keystrokes): read as typed, "1e3" and ".9" included.
+    typed = [{"weight": ".9", "mean_x": "-2", "mean_y": " 0 ", "std_x": "5e-1", "std_y": "0.5", "corr": "0"},
+             {"weight": "1e3", "mean_x": "2", "mean_y": "0", "std_x": "0.5", "std_y": "0.5", "corr": "-0.25"},
+             {"weight": None, "mean_x": "", "mean_y": None, "std_x": None, "std_y": None, "corr": None}]
+    mixture, note = mixture_from_table(typed, "source")
+    assert mixture.weights.tolist() == pytest.approx([0.9 / 1000.9, 1000 / 1000.9])
+    np.testing.assert_allclose(mixture.means.numpy(), [[-2.0, 0.0], [2.0, 0.0]])
+    np.testing.assert_allclose(mixture.covs[0].numpy(), [[0.25, 0.0], [0.0, 0.25]], atol=1e-7)
+    # the row just added and still empty is left out, and said so
+    assert note == ("Source row 3 is empty and left out until filled in. The source weights summed to 1001; they "
+                    "were divided by that so they sum to 1.")
+    with pytest.raises(ValueError, match=r'Target row 1: weight is empty or not a finite number \("1,5"\)\.'):
+        mixture_from_table([{**typed[0], "weight": "1,5"}], "target")
+    with pytest.raises(ValueError, match="no rows"):
+        mixture_from_table([typed[2]], "source")
     with pytest.raises(ValueError, match="row 2: the weight must not be negative"):
         mixture_from_table([_row(1.0, 0, 0), _row(-0.5, 1, 1)], "Source")
     with pytest.raises(ValueError, match="row 1: mean y is empty"):
