@@ -14,7 +14,7 @@ import io
 import math
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -466,10 +466,7 @@ def loss_figure(steps: Sequence[float], losses: Sequence[float], *, height: int 
     steps_a = np.asarray(steps, dtype=float)
     loss_a = np.asarray(losses, dtype=float)
     finite = np.isfinite(loss_a)
-    log = bool(finite.any() and (loss_a[finite] > 0).all())
-    # Over a decade or more, label decades only: Plotly's 2-and-5 labels crowd a small chart.
-    decades = log and np.log10(loss_a[finite].max() / loss_a[finite].min()) >= 1
-    yaxis = {"type": "log" if log else "linear", "dtick": 1 if decades else None}
+    yaxis = _loss_axis(loss_a[finite])
     if figure is not None:
         figure.data[0].update(x=steps_a[finite], y=loss_a[finite])
         figure.layout.yaxis.update(yaxis)
@@ -479,6 +476,14 @@ def loss_figure(steps: Sequence[float], losses: Sequence[float], *, height: int 
     fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
                       xaxis_title="step", yaxis_title="loss", yaxis=yaxis)
     return fig
+
+
+def _loss_axis(losses: np.ndarray) -> dict[str, Any]:
+    """The y axis for finite ``losses``: logarithmic when every one is positive, and then over a decade or more
+    labelled at decades only (Plotly's 2-and-5 labels between them read as "2, 1, 5, 2, 0.1" on a small chart)."""
+    log = bool(losses.size and (losses > 0).all())
+    decades = log and np.log10(losses.max() / losses.min()) >= 1
+    return {"type": "log" if log else "linear", "dtick": 1 if decades else None}
 
 
 def losses_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *, height: int = 260,
@@ -491,14 +496,15 @@ def losses_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *,
     for step, words in dict.fromkeys(switches):
         fig.add_vline(x=step, line={"width": 1, "dash": "dot", "color": "#777777"}, annotation_text=f"→ {words}",
                       annotation_position="top left", annotation_font={"size": 11, "color": "#555555"})
-    positive = True
+    shown = []
     for label, (steps, losses) in curves.items():
         s_a, l_a = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
         finite = np.isfinite(l_a)
-        positive &= bool(finite.any() and (l_a[finite] > 0).all())
+        # a curve with no finite loss would make the others linear, as before: an empty array is not all positive
+        shown.append(l_a[finite] if finite.any() else np.zeros(1))
         fig.add_trace(go.Scatter(x=s_a[finite], y=l_a[finite], mode="lines", line={"width": 1.5}, name=label))
     fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
-                      xaxis_title="step", yaxis_title="loss", yaxis={"type": "log" if positive else "linear"},
+                      xaxis_title="step", yaxis_title="loss", yaxis=_loss_axis(np.concatenate(shown or [np.zeros(0)])),
                       legend={"orientation": "h", "y": -0.25, "x": 0})
     return fig
 

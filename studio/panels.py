@@ -642,8 +642,14 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             chart(figure, key(page, "density_comparison"))
             tv = total_variation(morph.pushforward, target, morph.grid)
             mass = float(morph.pushforward.sum()) * morph.grid.cell_area
+            # The grid's Riemann sum of T#p: "100.2 %" of its mass in the box read as impossible, so to the percent.
             st.markdown(f"Total variation between T#p and q: **{tv:.3f}** (0 when the map carries p exactly onto "
-                        f"q, 1 when they do not overlap). T#p has {mass:.1%} of its mass in this box.")
+                        f"q, 1 when they do not overlap). T#p has about {min(mass, 1.0):.0%} of its mass in this box.")
+            st.caption("Where the optimal map has to jump (to split one source component between two target "
+                       "components, or to carry mass across a gap), a network, being smooth, cannot: T#p then shows "
+                       "seams, bands or bent shapes near the split that the target does not have, holding the little "
+                       "mass that lies between. The total variation says how much mass is out of place, and the "
+                       "verdict's W2 check how far it is moved.")
             _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
         elif view == "Where the map is wrong":
             field, grid = _cached(state, ("run", run.number, "residual"), lambda: residual_of(ref, run))

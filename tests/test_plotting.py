@@ -209,6 +209,10 @@ def test_losses_figure_marks_where_a_run_went_on_with_another_objective():
     assert [(shape.x0, shape.x1) for shape in fig.layout.shapes] == [(2, 2)]          # one line per distinct switch
     assert [note.text for note in fig.layout.annotations] == ["→ Sinkhorn divergence"]
     assert losses_figure(curves).layout.shapes == ()
+    # spanning two decades: logarithmic, labelled at decades only; a negative loss anywhere makes it linear
+    assert (fig.layout.yaxis.type, fig.layout.yaxis.dtick) == ("log", 1)
+    assert losses_figure({"#1": ([1, 2], [0.3, 0.2])}).layout.yaxis.dtick is None
+    assert losses_figure({**curves, "#3": ([1], [-0.1])}).layout.yaxis.type == "linear"
 
 
 def test_density_heatmap_integrates_to_one():
