@@ -157,14 +157,18 @@ def _collect(state: PageState) -> None:
 
 def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
     """What the page says about a finished run: green only when training completed and the verdict
-    holds; a warning that says what is wrong when the map is not the optimal map."""
+    holds; a warning that says what is wrong when the map is not the optimal map. It opens with the verdict in one
+    bold line, then what was trained and how the map was judged (a new user found the full account, first, too long
+    to find the answer in)."""
     verdict = result.verdict
     if result.stopped == "diverged":
         return [("error", result.message)]
     if verdict is None:
         return [("success" if result.stopped == "completed" else "warning", result.message)]
     kind = "success" if result.stopped == "completed" and verdict.ok else "warning"
-    return [(kind, f"{result.message}\n\n{verdict.message}")]       # what was trained, then the verdict
+    headline = ("The map is close to the optimal map." if verdict.ok else
+                f"The map is not the optimal map: {verdict.fault}.")
+    return [(kind, f"**{headline}** {result.message}\n\n{verdict.message}")]
 
 
 def _input_values(page: str) -> dict[str, Any]:

@@ -147,11 +147,14 @@ def test_gaussians_baseline_joins_the_comparison():
 def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
     at = _open("gaussians")
     _train(at, "gaussians", steps=200)
-    assert any("optimal map" in s.value for s in at.success), [w.value for w in at.warning]
+    # the verdict first, in one bold line, then what was trained and how the map was judged
+    assert any(s.value.startswith("**The map is close to the optimal map.** Trained 200 steps") for s in at.success), \
+        [w.value for w in at.warning]
     assert _metrics(at)["verdict"].tolist() == ["ok"]
     _train(at, "gaussians", steps=3)
     assert not at.success
-    assert any("Trained 3 steps" in w.value and "not the optimal map" in w.value for w in at.warning)
+    assert any(w.value.startswith("**The map is not the optimal map: ") and "Trained 3 steps" in w.value
+               for w in at.warning), [w.value for w in at.warning]
     assert _metrics(at)["verdict"].tolist() == ["ok", "flagged"]          # both runs kept
 
 
