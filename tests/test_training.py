@@ -30,11 +30,13 @@ def test_one_dimensional_gaussian_map_is_affine():
     """N(0, 1) -> N(1, 4): the OT map is 2x + 1."""
     source, target = Gaussian([0.0], [[1.0]]), Gaussian([1.0], [[4.0]])
     model = MGradNetC(1, width=16, depth=2)
-    result = train(model, source, target, TrainConfig(steps=600, batch_size=500, lr=2e-2))
+    # The rate decays to 0 (cosine): at a constant 2e-2 the last step's map jitters, 0.03-0.14 off at x = +-2 for
+    # seeds 0-3 (within 0.08 by luck on one CPU, not on another); decayed, 0.000-0.003.
+    result = train(model, source, target, TrainConfig(steps=600, batch_size=500, lr=2e-2, lr_schedule="cosine"))
     assert result.stopped == "completed"
     x = torch.linspace(-2, 2, 41)[:, None]
     with torch.no_grad():
-        torch.testing.assert_close(model(x), 2 * x + 1, atol=0.08, rtol=0)
+        torch.testing.assert_close(model(x), 2 * x + 1, atol=0.02, rtol=0)
 
 
 @pytest.mark.parametrize("cls", [MGradNetC, MGradNetM])
@@ -111,8 +113,13 @@ def test_divergence_restores_last_good_model():
 
 def test_singular_jacobian_is_reported_as_divergence_with_a_hint():
     source = Gaussian(torch.zeros(4), torch.eye(4))
-    result = train(MGradNetC(4, width=2), source, source, TrainConfig(steps=10, batch_size=32))
-    assert result.stopped == "diverged" and "singular" in result.message
+    model = MGradNetC(4, width=2)
+    # J = W^T diag(.) W has rank 2 in 4-D. Its computed log det is rounding noise, -inf on one CPU and finite on
+    # another; with W's last two columns 0, two rows of J are exactly 0 on every CPU and the first loss is infinite.
+    with torch.no_grad():
+        model.W[:, 2:] = 0.0
+    result = train(model, source, source, TrainConfig(steps=10, batch_size=32))
+    assert result.stopped == "diverged" and result.steps == 0 and "singular" in result.message
 
 
 def test_image_bandwidth_is_annealed_without_touching_callers_density():
