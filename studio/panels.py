@@ -250,7 +250,9 @@ def _describe(objective: Objective) -> str:
     if isinstance(objective, ConstrainedFlow):
         return f"{objective.variant} constrained gradient flow"
     if isinstance(objective, MongeAmpere):
-        return f"Monge–Ampère loss, {objective.residual} residual"
+        # the residual named only when it is not the authors' l1, which every preset uses ("l1 residual" in every
+        # digit run's label read as jargon to a new user)
+        return "Monge–Ampère loss" + ("" if objective.residual == "l1" else f", {objective.residual} residual")
     return objective.title or f"{objective.name} loss"
 
 

@@ -223,5 +223,6 @@ def test_a_runs_objective_is_named_as_the_menus_name_it():
     from gradnet_core.objectives import MongeAmpere, ReverseKL, SinkhornLoss
     from studio.panels import _describe
 
-    assert _describe(MongeAmpere()) == "Monge–Ampère loss, l1 residual"
+    assert _describe(MongeAmpere()) == "Monge–Ampère loss"
+    assert _describe(MongeAmpere(residual="l2")) == "Monge–Ampère loss, l2 residual"
     assert _describe(ReverseKL()) == "KL divergence" and _describe(SinkhornLoss()) == "Sinkhorn divergence"
