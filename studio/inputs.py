@@ -125,7 +125,8 @@ def gaussian_inputs(page: str, disabled: bool) -> dict[str, dict[str, float]]:
         st.session_state[key(page, "preset")] = options[0]
         _set_gaussian_rows(page, _gaussian_preset_rows(options[0], page))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.selectbox("Preset", options, key=key(page, "preset"), on_change=on_gaussian_preset, args=(page,),
+    left.selectbox("Problem to train: a preset, or set your own with the sliders", options, key=key(page, "preset"),
+                   on_change=on_gaussian_preset, args=(page,),
                    disabled=disabled, persist_state="session")
     right.button("New random pair", on_click=_on_random_pair, args=(page,), disabled=disabled,
                  key=key(page, "random"))
@@ -194,7 +195,9 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
     state = page_state(page)
     if not state.tables:
         on_mixture_preset(page)
-    st.selectbox("Preset", [*names, "Custom"], key=key(page, "preset"), on_change=on_mixture_preset,
+    # Named for what it sets: beside the instant demo's box, which names the same cases, "Preset" read as its twin.
+    st.selectbox("Problem to train: a preset, or type your own in the tables", [*names, "Custom"],
+                 key=key(page, "preset"), on_change=on_mixture_preset,
                  args=(page,), disabled=disabled, persist_state="session")
     # Text cells (see _mixture_frame): a bad value reaches mixture_from_table, which says what is wrong with it.
     helps = {"weight": "any non-negative number: the weights are rescaled to sum to 1",
