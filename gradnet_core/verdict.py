@@ -445,11 +445,8 @@ _AFTER_RETRIES = {
 }
 
 
-def with_advice(verdict: Verdict, advice: str, replacing: tuple[str, ...] | None = None) -> Verdict:
-    """``verdict`` with its closing advice replaced by ``advice`` (a sentence with a leading space); with
-    ``replacing``, only where its advice is one of those (``TRY_AGAIN``, say), else ``verdict`` as it is."""
-    if replacing is not None and verdict.advice not in replacing:
-        return verdict
+def with_advice(verdict: Verdict, advice: str) -> Verdict:
+    """``verdict`` with its closing advice replaced by ``advice`` (a sentence with a leading space)."""
     return replace(verdict, message=verdict.message.removesuffix(verdict.advice) + advice, advice=advice)
 
 

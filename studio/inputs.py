@@ -161,9 +161,9 @@ def _side(side: str, build: Callable[[Any], Density], value: Any) -> Density:
 
 
 def _mixture_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Mixture rows as the tables hold them: every cell as text. The editor's number cells lost keystrokes when typed
-    into (Chromium, 2026-12-04: "0.9" became 0 and "1e3" became 13, a minus sign went with min_value set); its text
-    cells keep what is typed, and ``mixture_from_table`` reads the numbers, saying which cell is not one."""
+    """Mixture rows as the tables hold them: every cell as text. The editor's number cells lost keystrokes (Chromium,
+    2026-12-04: "1e3" typed at 150 ms a key became 13; with min_value set a minus sign went); its text cells keep what
+    is typed, and ``mixture_from_table`` reads the numbers, saying which cell is not one."""
     return pd.DataFrame([{c: _cell_text(r.get(c)) for c in MIXTURE_COLUMNS} for r in rows],
                         columns=list(MIXTURE_COLUMNS), dtype=object)
 
