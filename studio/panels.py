@@ -96,8 +96,12 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "") -
         queued = state.job.snapshot().phase == "queued"
         state.cache["live_every"] = QUEUED_POLL_SECONDS if queued else POLL_SECONDS
         st.fragment(run_every=state.cache["live_every"])(_live_panel)(page)
-    for kind, text in state.notices:
-        getattr(st, kind)(text)
+    # The last job's notices speak of the inputs it trained on; while the inputs on screen cannot be trained (a bad
+    # cell, no picture yet) they are left out rather than stand beside inputs they do not describe. The runs below
+    # keep their verdicts in the checks table.
+    if start is not None or training:
+        for kind, text in state.notices:
+            getattr(st, kind)(text)
 
 
 def _live_panel(page: str) -> None:

@@ -226,6 +226,25 @@ def test_mixtures_bad_rows_show_an_error_and_weights_are_normalised():
     assert any("Source row 1: mean x is empty or not a finite number." in e.value for e in at.error), at.error
 
 
+def test_the_last_runs_notice_is_left_out_while_the_inputs_cannot_be_trained():
+    at = _open("mixtures")
+    _train(at, "mixtures", steps=50)
+    notices = [*at.success, *at.warning]
+    assert len(notices) == 1
+    state = _state(at, "mixtures")
+    columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
+    trained = state.tables["source"]["edited"]
+    bad = pd.DataFrame([[-0.5, 0, 0, 1, 1, 0]], columns=columns, dtype=float)
+    state.tables["source"] = {"base": bad, "edited": bad, "version": 99}
+    at.run()
+    assert at.button(key="mixtures.train").disabled and any("must not be negative" in e.value for e in at.error)
+    assert not at.success and not at.warning          # the notice spoke of the inputs it trained on
+    assert len(_metrics(at)) == 1                     # the run stays below, with its verdict in the checks table
+    state.tables["source"] = {"base": trained, "edited": trained, "version": 100}
+    at.run()
+    assert [n.value for n in [*at.success, *at.warning]] == [notices[0].value]
+
+
 def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_and_right():
     """Issue 13, found in the browser: the 2 -> 3 preset with its middle component typed as weight 0.08
     (0.107 once rescaled) and mean y -4. KL leaves that component empty at every seed (L2-UVP about 22 %), and at
