@@ -441,7 +441,7 @@ def _panels(reference: Reference, shown: Sequence[Run]) -> list[Panel]:
     """The first shown run, the ground truth, then the second shown run."""
     def panel(run: Run) -> Panel:
         suffix = "" if run.model.monotone else ", not monotone"
-        return Panel(f"{run.label.split(' (')[0]}{suffix}", run.mapped, (reference.grid, run.grid_mapped))
+        return Panel(f"{run.name}{suffix}", run.mapped, (reference.grid, run.grid_mapped))
 
     truth = Panel(reference.name, reference.mapped, (reference.grid, reference.grid_mapped))
     return [panel(run) for run in shown[:1]] + [truth] + [panel(run) for run in shown[1:2]]
@@ -508,7 +508,7 @@ def results_panel(page: str, problem: Problem | None) -> None:
     with files_col:
         st.markdown("**Downloads**")
         for run in shown:
-            st.download_button(f"Map {run.label.split(' (')[0]} (.safetensors)",
+            st.download_button(f"Map {run.name} (.safetensors)",
                                _cached(state, ("run", run.number, "file"), lambda run=run: map_to_bytes(
                                    run.model, {**run.settings, "network": run.network})),
                                file_name=f"{page}-run{run.number}-{run.network.replace(' ', '-')}.safetensors",
@@ -537,7 +537,7 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     table = metrics_table(runs, metrics=metrics)
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     if short_names:
-        table["map"] = [run.label.split(" (")[0] for run in runs]
+        table["map"] = [run.name for run in runs]
     st.dataframe(table, hide_index=True, column_config={
         # the run's name stays in view while the table scrolls sideways in a narrow window
         "map": st.column_config.TextColumn(pinned=True),

@@ -165,6 +165,11 @@ class Run:
     number: int = 0            # set when the page files it: #1, #2, ...
 
     @property
+    def name(self) -> str:
+        """"#2 mGradNet-M": the run's number and network, where the whole label is too long (panel titles, tables)."""
+        return f"#{self.number} {self.network}"
+
+    @property
     def label(self) -> str:
         """"#2 mGradNet-M (KL divergence, 500 steps)", or "#3 mGradNet-C (from map.safetensors)"."""
         if self.origin:
@@ -175,7 +180,7 @@ class Run:
             inverted = "inverse of the map trained back" if self.result and self.result.direction == "reverse" else ""
             how = ", ".join(part for part in (str(objective), _count(self.metrics.get('steps', 0), "step"), inverted)
                             if part)
-        return f"#{self.number} {self.network} ({how})"
+        return f"{self.name} ({how})"
 
 
 def _count(n: float, noun: str) -> str:
