@@ -752,14 +752,17 @@ static inline __attribute__((always_inline)) void activation(Layers p, int64_t o
     *ds = p.aa[o] + (p.ab[o] - p.aa[o]) * (t * t);
 }
 
-/* The same, or with ``plain`` (a compile-time constant) tanh itself: s = t, s' = 1 - t^2. */
-static inline __attribute__((always_inline)) void activation2(const int plain, Layers p, int64_t o, float z, float t,
+/* The same for one unit of the d = 2 kernels, its scales a, b read once before the loop over the samples (read in the
+ * loop, through the Layers pointers, they made the backward pass 2.6 times slower: 0.50 against 0.19 ms at 1000
+ * samples, 32 units, 4 layers), or with ``plain`` (a compile-time constant) tanh itself: s = t, s' = 1 - t^2. */
+static inline __attribute__((always_inline)) void activation2(const int plain, float a, float b, float z, float t,
                                                               float *s, float *ds) {
     if (plain) {
         *s = t;
         *ds = 1.0f - t * t;
     } else {
-        activation(p, o, z, t, s, ds);
+        *s = b * z + (a - b) * t;
+        *ds = a + (b - a) * (t * t);
     }
 }
 
@@ -898,22 +901,22 @@ static inline __attribute__((always_inline)) void unit_forward(const int plain, 
     }
     for (int64_t l = 1; l < L; l++) {
         const int64_t o = l * h + j, q = o - h;
-        const float sb = p.sb[o], c = p.c[o], sa = p.sa[q];
+        const float sb = p.sb[o], c = p.c[o], sa = p.sa[q], a = plain ? 1.0f : p.aa[q], b = plain ? 0.0f : p.ab[q];
 #pragma omp simd
         for (int i = 0; i < tn; i++) {
             float s, ds;
-            activation2(plain, p, q, z[l - 1][i], t[l - 1][i], &s, &ds);
+            activation2(plain, a, b, z[l - 1][i], t[l - 1][i], &s, &ds);
             chain[l][i] = sb + sa * ds * chain[l - 1][i];
             z[l][i] = sb * (w[i] + c) + sa * s;
             t[l][i] = tanh_small(z[l][i]);
         }
     }
     const int64_t q = (L - 1) * h + j;
-    const float sa = p.sa[q];
+    const float sa = p.sa[q], a = plain ? 1.0f : p.aa[q], b = plain ? 0.0f : p.ab[q];
 #pragma omp simd
     for (int i = 0; i < tn; i++) {
         float s, ds;
-        activation2(plain, p, q, z[L - 1][i], t[L - 1][i], &s, &ds);
+        activation2(plain, a, b, z[L - 1][i], t[L - 1][i], &s, &ds);
         S[i] = sa * s;
         delta[i] = sa * ds * chain[L - 1][i];
     }
@@ -980,12 +983,12 @@ static inline __attribute__((always_inline)) int cascade2_backward(const int pla
             unit_forward(plain, tn, L, p, j, h, w, z, t, chain, S, delta);
             /* The outputs: S = sa s(z), delta = sa s'(z) chain, at the last layer; gS = <gT, W_j>, gdelta = <gP, sq(W_j)>. */
             const int64_t last = (L - 1) * h + j;
-            const float sa = p.sa[last];
+            const float sa = p.sa[last], a_last = plain ? 1.0f : p.aa[last], b_last = plain ? 0.0f : p.ab[last];
             float gsa = 0.0f;
 #pragma omp simd reduction(+ : gsa)
             for (int i = 0; i < tn; i++) {
                 float s, ds;
-                activation2(plain, p, last, z[L - 1][i], t[L - 1][i], &s, &ds);
+                activation2(plain, a_last, b_last, z[L - 1][i], t[L - 1][i], &s, &ds);
                 float gS = gt[0][i] * W0 + gt[1][i] * W1;
                 float gdelta = gp[0][i] * W00 + gp[1][i] * W01 + gp[2][i] * W11;
                 gsa += gS * s + gdelta * ds * chain[L - 1][i];
@@ -999,6 +1002,8 @@ static inline __attribute__((always_inline)) int cascade2_backward(const int pla
                 const int64_t o = l * h + j;
                 const float sb = p.sb[o], c = p.c[o], a = plain ? 1.0f : p.aa[o], b = plain ? 0.0f : p.ab[o];
                 const float sa_prev = l > 0 ? p.sa[o - h] : 0.0f;
+                const float a_prev = l > 0 && !plain ? p.aa[o - h] : 1.0f;
+                const float b_prev = l > 0 && !plain ? p.ab[o - h] : 0.0f;
                 float ga = 0.0f, gb = 0.0f, gsb = 0.0f, gc = 0.0f, gsa_prev = 0.0f;
 #pragma omp simd reduction(+ : ga, gb, gsb, gc, gsa_prev)
                 for (int i = 0; i < tn; i++) {
@@ -1015,7 +1020,7 @@ static inline __attribute__((always_inline)) int cascade2_backward(const int pla
                     gw[i] += gz * sb;
                     if (l > 0) {
                         float s, ds;
-                        activation2(plain, p, o - h, z[l - 1][i], t[l - 1][i], &s, &ds);
+                        activation2(plain, a_prev, b_prev, z[l - 1][i], t[l - 1][i], &s, &ds);
                         gsa_prev += gz * s + gchain[i] * ds * chain[l - 1][i];
                         gs[i] = gz * sa_prev;
                         gd[i] = gchain[i] * sa_prev * chain[l - 1][i];
