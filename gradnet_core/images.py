@@ -53,6 +53,8 @@ _INK_LEVEL = 0.1            # fraction of the peak that counts as ink when findi
 _CANVAS_INK = 0.25          # canvas pixel counts as drawn at this fraction of the stroke's peak
 _CANVAS_MIN_CELLS = 10      # drawn 28-scale cells below this: a dot or a scribble, not a digit
 _CANVAS_MIN_EXTENT = 4.0    # ... and so is a drawing spanning under 4/28 (1/7) of the canvas
+_UPLOAD_MIN_SIDE = 5        # an uploaded image's ink spanning under 5 px, or under 1/50 of the image's longer
+_UPLOAD_MIN_SHARE = 1 / 50  # side, is a speck (dust, a scanner mark), not a digit: blown up it became a square
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _BUNDLED_NAME = re.compile(r"^([0-9])_([0-9]+)\.png$")
@@ -65,6 +67,8 @@ _TRANSPARENT = "The image is blank: it is fully transparent, so there is no digi
 _EMPTY_CANVAS = "Draw a digit first: the canvas is empty."
 _SMALL_CANVAS = ("The drawing is too small: it looks like a dot or a tiny scribble. Draw a digit "
                  "that fills most of the canvas.")
+_SPECK = ("Only a speck stands out from the background ({h} x {w} px of a {H} x {W} px image): there is no digit to "
+          "find. Upload an image in which the digit spans a good part of the picture.")
 
 
 @dataclass(frozen=True)
@@ -117,10 +121,16 @@ def load_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES, max_pi
     """Decode an image file (bytes or path) into an MNIST-style ``(28, 28)`` float64 array in [0, 1].
 
     Accepts PNG, JPEG, GIF (first frame), BMP and WebP in any mode; transparency is composited on
-    the backdrop that contrasts with the drawing, and a light background is inverted.
+    the backdrop that contrasts with the drawing, and a light background is inverted. An image whose ink spans under
+    5 px, or under 1/50 of its longer side (a speck), is refused.
     """
     gray = _grayscale(read_image(data, max_bytes, max_pixels=max_pixels), _TRANSPARENT)
-    return _centre(_foreground(gray, _BLANK_IMAGE))
+    ink = _foreground(gray, _BLANK_IMAGE)
+    rows, cols = np.nonzero(ink >= _INK_LEVEL)
+    height, width = int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1
+    if max(height, width) < max(_UPLOAD_MIN_SIDE, _UPLOAD_MIN_SHARE * max(ink.shape)):
+        raise ValueError(_SPECK.format(h=height, w=width, H=ink.shape[0], W=ink.shape[1]))
+    return _centre(ink)
 
 
 def canvas_to_image(rgba: np.ndarray) -> np.ndarray:

@@ -249,6 +249,19 @@ def test_bad_input_raises_a_clear_value_error(name):
         load_image(data)
 
 
+def test_a_speck_is_refused_and_a_small_digit_in_a_large_photo_is_not():
+    # A review uploaded light paper with one faint 3 x 3 dot: it became a solid 20 x 20 square to train on.
+    paper = np.full((300, 300), 246, np.uint8)
+    paper[149:152, 149:152] = 200
+    with pytest.raises(ValueError, match=r"Only a speck stands out .*3 x 3 px of a 300 x 300 px image"):
+        load_image(encode(Image.fromarray(paper)))
+    # A seven 20 px wide and 30 px tall on a 1000 x 800 page (3 % of its longer side) is a digit.
+    photo = Image.new("L", (1000, 800), 240)
+    ImageDraw.Draw(photo).line([(500, 400), (520, 400), (508, 430)], fill=30, width=3)
+    digit = load_image(encode(photo, "JPEG"))
+    assert (digit > 0.5).sum() > 40 and (digit > 0.1).mean() < 0.5    # strokes, not a filled box
+
+
 def test_read_image_applies_the_callers_limits():
     small = encode(Image.new("RGB", (4, 5), (200, 10, 10)))
     with pytest.raises(ValueError, match="at least 8 x 8"):
