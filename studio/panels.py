@@ -69,9 +69,10 @@ def _duration(seconds: float) -> str:
 # =============================================================================================
 # Train button and live panel, shared
 # =============================================================================================
-def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "") -> None:
+def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", current: bool = True) -> None:
     """The Train button (off while training, and when ``start`` is None: then ``hint`` says why), where
-    training runs, the live panel while a job runs, then the last job's notices."""
+    training runs, the live panel while a job runs, then the last job's notices, unless the inputs on screen
+    are not the ones it trained on (``current`` False)."""
     state = page_state(page)
     # Not is_training(): a job that ended after the page drew its (locked) inputs is collected by
     # the live panel's rerun, so the inputs are drawn unlocked again.
@@ -97,11 +98,15 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "") -
         state.cache["live_every"] = QUEUED_POLL_SECONDS if queued else POLL_SECONDS
         st.fragment(run_every=state.cache["live_every"])(_live_panel)(page)
     # The last job's notices speak of the inputs it trained on; while the inputs on screen cannot be trained (a bad
-    # cell, no picture yet) they are left out rather than stand beside inputs they do not describe. The runs below
+    # cell, no picture yet), or are other inputs (a slider moved since), they are left out rather than stand beside
+    # inputs they do not describe: a review read a green verdict under sliders it had already moved. The runs below
     # keep their verdicts in the checks table.
-    if start is not None or training:
+    if training or (start is not None and current):
         for kind, text in state.notices:
             getattr(st, kind)(text)
+    elif start is not None and state.notices:
+        st.caption("The inputs have changed since the last training: press Train to train on them. The runs below "
+                   "are for the inputs they were trained on, each with its verdict in the checks table.")
 
 
 def _live_panel(page: str) -> None:
@@ -363,7 +368,9 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     network, arch, overrides = _network_settings(page, preset, networks, disabled=training,
                                                  objectives=objectives, withheld=withheld)
     start = None if problem is None else lambda: _start(page, problem, preset, network, arch, overrides)
-    _run_controls(page, start, hint=" Fix the input above to train.")
+    reference = page_state(page).reference
+    _run_controls(page, start, hint=" Fix the input above to train.",
+                  current=problem is None or reference is None or reference.signature == problem.signature)
     if not training:
         _map_upload(page, problem)
 
@@ -753,7 +760,12 @@ def color_training_panel(page: str, source: np.ndarray | None, target: np.ndarra
     training = page_state(page).job is not None
     network, loss, settings = _color_settings(page, disabled=training)
     ready = source is not None and target is not None
-    _run_controls(page, (lambda: _start_color(page, source, target, network, loss, settings)) if ready else None)
+    outcome: ColorOutcome | None = page_state(page).outcome
+    current = outcome is None or not ready or all(
+        shown is trained or (shown.shape == trained.shape and np.array_equal(shown, trained))
+        for shown, trained in ((source, outcome.source), (target, outcome.target)))
+    _run_controls(page, (lambda: _start_color(page, source, target, network, loss, settings)) if ready else None,
+                  current=current)
 
 
 def color_results_panel(page: str) -> None:

@@ -243,6 +243,18 @@ def test_the_last_runs_notice_is_left_out_while_the_inputs_cannot_be_trained():
     state.tables["source"] = {"base": trained, "edited": trained, "version": 100}
     at.run()
     assert [n.value for n in [*at.success, *at.warning]] == [notices[0].value]
+    # Other inputs that can be trained (a review read a green verdict under a slider it had moved): the notice is
+    # left out too, a caption says why, and it comes back with the inputs it spoke of.
+    moved = trained.copy()
+    moved.loc[0, "mean_x"] = float(moved.loc[0, "mean_x"]) + 1.0
+    state.tables["source"] = {"base": moved, "edited": moved, "version": 101}
+    at.run()
+    assert not at.button(key="mixtures.train").disabled and not at.error
+    assert not at.success and not at.warning
+    assert any("inputs have changed since the last training" in c.value for c in at.caption)
+    state.tables["source"] = {"base": trained, "edited": trained, "version": 102}
+    at.run()
+    assert [n.value for n in [*at.success, *at.warning]] == [notices[0].value]
 
 
 def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_and_right():
@@ -509,6 +521,20 @@ def test_color_transfer_bad_uploads_show_an_error_and_keep_the_target():
                                                            "image/png")).run()
     assert not at.error and not at.exception
     assert _captions(at)[0] == "64 x 64 px" and not at.button(key="color.train").disabled
+
+
+def test_the_color_transfer_notice_is_left_out_while_another_image_is_on_screen():
+    at = _open("color_transfer")
+    _train(at, "color", steps=20)
+    notices = [n.value for n in [*at.success, *at.warning]]
+    assert len(notices) == 1, notices
+    trained = at.selectbox(key="color.target.bundled").value
+    other = next(name for name in at.selectbox(key="color.target.bundled").options if name != trained)
+    at.selectbox(key="color.target.bundled").set_value(other).run()
+    assert not at.success and not at.warning and not at.button(key="color.train").disabled
+    assert any("inputs have changed since the last training" in c.value for c in at.caption)
+    at.selectbox(key="color.target.bundled").set_value(trained).run()
+    assert [n.value for n in [*at.success, *at.warning]] == notices
 
 
 def test_results_survive_a_trip_to_another_page():
