@@ -57,7 +57,8 @@ GAUSSIAN_FIELDS: dict[str, tuple[str, float, float, float]] = {   # label, min, 
     "mean_y": (MIXTURE_HEADERS["mean_y"], -3.0, 3.0, 0.05),
     "std_x": (MIXTURE_HEADERS["std_x"], 0.05, 3.0, 0.05),    # not 0: a standard deviation of 0 is no density
     "std_y": (MIXTURE_HEADERS["std_y"], 0.05, 3.0, 0.05),
-    "corr": (MIXTURE_HEADERS["corr"], -1.0, 1.0, 0.05),
+    # not +-1 either: a review met "covariance must be symmetric positive definite" at the slider's ends
+    "corr": (MIXTURE_HEADERS["corr"], -0.95, 0.95, 0.05),
 }
 # The uploaders take any file and the loader judges its content: with ``type=[...]`` Streamlit itself raises
 # (an exception box, not our message) for a file whose name has another extension, which a browser's
