@@ -84,6 +84,8 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", c
     if clicked and start is not None:
         try:
             start()
+        except AlreadyTrained as err:
+            st.info(str(err))
         except ValueError as err:
             st.error(str(err))
         else:
@@ -328,6 +330,15 @@ def _runs_changed(state: PageState, shown: list[int]) -> None:
     state.cache = {k: v for k, v in state.cache.items() if k[0] == "run" and k[1] in numbers}
 
 
+class AlreadyTrained(ValueError):
+    """Train pressed for a run that is already on the page (same inputs, settings and seed)."""
+
+
+def _what_trains(settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings less its label and problem description: the same for two runs that train alike."""
+    return {k: v for k, v in settings.items() if k not in ("objective_label", "problem")}
+
+
 def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[str, int],
            overrides: dict[str, Any]) -> None:
     state = page_state(page)
@@ -346,6 +357,15 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
     picked = st.session_state.get(key(page, "objective")) or _describe(config.objective)
     settings = {"network": network, **arch, "objective_label": picked,
                 "training": config.to_dict(), "problem": problem.describe()}
+    same = next((run for run in state.runs if not run.origin and run.signature == problem.signature
+                 and run.result is not None and run.result.stopped == "completed"
+                 and _what_trains(run.settings) == _what_trains(settings)), None)
+    if same is not None:
+        # Training is deterministic: a review's runs #3 and #4 matched to the last digit. (A run that was stopped, or
+        # one opened from a file or the gallery, may be trained again: it would not come out the same or is not live.)
+        raise AlreadyTrained(f"{same.name} was trained on these inputs with these settings and seed: training again "
+                             "would give the same map. Change the seed (Network and training settings) to train "
+                             "another.")
 
     finish = partial(evaluate_training, problem=problem, reference=cached, network=network, settings=settings)
     job = TrainingJob(model, problem.source, problem.target, config, preview_points=preview,

@@ -158,6 +158,19 @@ def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
     assert _metrics(at)["verdict"].tolist() == ["ok", "flagged"]          # both runs kept
 
 
+def test_train_again_with_the_same_settings_and_seed_says_so_instead_of_adding_a_copy():
+    # Training is deterministic: a review pressed Train twice and got two runs equal to the last digit.
+    at = _open("gaussians")
+    _train(at, "gaussians", steps=20)
+    at.button(key="gaussians.train").click().run()
+    assert _state(at, "gaussians").job is None and len(_state(at, "gaussians").runs) == 1
+    assert any(i.value.startswith("#1 mGradNet-M was trained on these inputs with these settings and seed")
+               for i in at.info), [i.value for i in at.info]
+    assert not at.error
+    _train(at, "gaussians", steps=20, seed=1)
+    assert len(_state(at, "gaussians").runs) == 2 and not at.error
+
+
 def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
     at = _open("gaussians")
     at.number_input(key="gaussians.steps").set_value(20000).run()
