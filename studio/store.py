@@ -120,6 +120,9 @@ def _run_from_bytes(data: bytes) -> tuple[Run, dict[str, Any]]:
         raw = dict(saved["result"])
         verdict = raw.pop("verdict")
         raw["history"] = {k: [math.nan if v is None else v for v in values] for k, values in raw["history"].items()}
+        # JSON gave lists where the result holds tuples: the loss chart hashes the phases (a reload once ended there in
+        # "unhashable type: 'list'" on every page whose runs have a second phase).
+        raw["phases"] = tuple((int(step), str(words)) for step, words in raw.get("phases", ()))
         if verdict is not None:
             verdict = Verdict(**{**verdict, "failed": tuple(verdict.get("failed", ()))})
         result = TrainResult(**raw, verdict=verdict, map=loaded.model)

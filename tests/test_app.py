@@ -808,6 +808,21 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
         assert _state(stranger, "gaussians").runs == []
 
 
+def test_runs_with_a_second_phase_survive_a_reload():
+    # A mixture run goes on with the Sinkhorn phase: its TrainResult.phases came back from the store as JSON lists,
+    # and the loss chart, which hashes them, ended the reloaded page in "unhashable type: 'list'" (a review).
+    at = _open("mixtures")
+    _train(at, "mixtures", steps=50)
+    before = _state(at, "mixtures").runs
+    assert before[0].result.phases, "the mixture preset's run has no second phase: this test tests nothing"
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = at.session_state["session.token"]
+    again.run().switch_page("pages/mixtures.py").run()
+    assert not again.exception, again.exception
+    assert _state(again, "mixtures").runs[0].result.phases == before[0].result.phases
+    assert "mixtures.losses" in [c.key for c in _charts(again)]
+
+
 def test_every_objective_respects_the_steps_and_work_limits():
     at = _press_train_on_the_flow(outer=1000, inner=1000)
     assert not at.exception and _state(at, "gaussians").job is None             # refused, nothing started
