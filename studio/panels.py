@@ -40,7 +40,7 @@ from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
                        problem_from_description, residual_of, to_numpy)
-from .state import PageState, key, page_state, start_job
+from .state import PageState, key, page_state, removed_notice, start_job
 from .store import store
 from .view import chart
 
@@ -277,20 +277,42 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
     """Add ``run`` to the page's runs and show it first, beside the run shown before; runs on another
     problem are dropped, and past ``MAX_RUNS`` the oldest."""
     kept = store() if state.token else None          # no token yet: nothing to keep it under
+    other = [old.number for old in state.runs]
     if state.reference is None or state.reference.signature != reference.signature:
         state.runs, state.shown = [], []
         if kept:
             kept.clear(state.token, state.page)
+    else:
+        other = []
     state.reference = reference
     state.run_counter += 1
     run.number = state.run_counter
     runs = state.runs + [run]
     state.runs = runs[-MAX_RUNS:]
+    oldest = [dropped.number for dropped in runs[:-MAX_RUNS]]
     if kept:
         kept.save(state.token, state.page, run, reference.problem)
-        for dropped in runs[:-MAX_RUNS]:
-            kept.remove(state.token, state.page, dropped.number)
+        for number in oldest:
+            kept.remove(state.token, state.page, number)
     _runs_changed(state, [run.number] + state.shown[:1])
+    # Said in the notice (a review lost three runs to a loaded map without a word about them).
+    said = []
+    if other:
+        runs_, were = _run_numbers(other)
+        said.append(f"{runs_}, trained on other inputs, {were} removed: the page compares runs on one problem at a "
+                    "time (download a run's map before changing the inputs to keep it; it can be loaded back).")
+    if oldest:
+        runs_, were = _run_numbers(oldest)
+        said.append(f"{runs_}, the oldest, {were} removed: the page keeps {MAX_RUNS} runs.")
+    state.set_aside = " ".join(said)
+
+
+def _run_numbers(numbers: Sequence[int]) -> tuple[str, str]:
+    """('Run #3', 'was') or ('Runs #1, #2 and #4', 'were')."""
+    named = [f"#{n}" for n in numbers]
+    if len(named) == 1:
+        return f"Run {named[0]}", "was"
+    return f"Runs {', '.join(named[:-1])} and {named[-1]}", "were"
 
 
 def _restore_runs(page: str) -> None:
@@ -427,7 +449,7 @@ def _open_pending_demo(page: str, problem: Problem | None) -> None:
     steps = (loaded.extra or {}).get("training", {}).get("steps")
     state.notices = [("info", f"Demo opened as run #{run.number}: {run.network}"
                       + (f", trained in advance for {steps:,} steps" if isinstance(steps, int) else "")
-                      + ". Press Train to train one live and compare the two.")]
+                      + ". Press Train to train one live and compare the two.")] + removed_notice(state)
 
 
 def _map_upload(page: str, problem: Problem | None) -> None:
@@ -458,7 +480,7 @@ def _map_upload(page: str, problem: Problem | None) -> None:
             where = " It was trained on another problem; its metrics are measured on this one."
         else:
             where = " The file does not say what it was trained on; its metrics are measured on this problem."
-        state.notices = [("info", f"Loaded {upload.name} as run #{run.number}.{where}")]
+        state.notices = [("info", f"Loaded {upload.name} as run #{run.number}.{where}")] + removed_notice(state)
         st.rerun()
 
 

@@ -51,6 +51,7 @@ class PageState:
     page: str = ""                                        # the page it belongs to
     outcome: Any = None                                   # other pages: their last result
     notices: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) from the last job
+    set_aside: str = ""                                   # what the last run added removed (panels.add_run)
     cache: dict[Any, Any] = field(default_factory=dict)  # figures and files of the current results
     tables: dict[str, Any] = field(default_factory=dict)  # mixture tables: base and edited
     drawings: dict[str, Any] = field(default_factory=dict)  # canvas drawings, kept across pages
@@ -152,7 +153,13 @@ def _collect(state: PageState) -> None:
         state.notices = [("error", job.error)]
         return
     state.job_store(state, job)
-    state.notices = outcome_notices(job.result)
+    state.notices = outcome_notices(job.result) + removed_notice(state)
+
+
+def removed_notice(state: PageState) -> list[tuple[str, str]]:
+    """The note on the runs the last run added removed (``PageState.set_aside``), once."""
+    said, state.set_aside = state.set_aside, ""
+    return [("info", said)] if said else []
 
 
 def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:

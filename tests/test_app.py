@@ -808,6 +808,26 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
         assert _state(stranger, "gaussians").runs == []
 
 
+def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
+    # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) removes the others. A
+    # review lost three runs to a loaded map without a word about them.
+    at = _open("gaussians")
+    _train(at, "gaussians", steps=20)
+    _train(at, "gaussians", steps=20, seed=1)
+    at.slider(key="gaussians.target.mean_x").set_value(1.0).run()
+    _train(at, "gaussians", steps=20)
+    assert [run.number for run in _state(at, "gaussians").runs] == [3]
+    said = [i.value for i in at.info]
+    assert any(text.startswith("Runs #1 and #2, trained on other inputs, were removed") for text in said), said
+    at.slider(key="gaussians.target.mean_x").set_value(0.0).run()
+    at.button(key="gaussians.open_demo").click().run()
+    said = [i.value for i in at.info]
+    assert any(text.startswith("Demo opened as run #4") for text in said), said
+    assert any(text.startswith("Run #3, trained on other inputs, was removed") for text in said), said
+    _train(at, "gaussians", steps=20)
+    assert not any("removed" in i.value for i in at.info)            # said once, not again
+
+
 def test_runs_with_a_second_phase_survive_a_reload():
     # A mixture run goes on with the Sinkhorn phase: its TrainResult.phases came back from the store as JSON lists,
     # and the loss chart, which hashes them, ended the reloaded page in "unhashable type: 'list'" (a review).
