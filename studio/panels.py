@@ -447,9 +447,17 @@ def _open_pending_demo(page: str, problem: Problem | None) -> None:
     demo = (loaded.extra or {}).get("demo", {})
     run = _file_map(state, problem, loaded, origin=f"demo {demo.get('title', Path(path).stem)}")
     steps = (loaded.extra or {}).get("training", {}).get("steps")
-    state.notices = [("info", f"Demo opened as run #{run.number}: {run.network}"
-                      + (f", trained in advance for {steps:,} steps" if isinstance(steps, int) else "")
-                      + ". Press Train to train one live and compare the two.")] + removed_notice(state)
+    state.notices = [_file_notice(run, f"Demo opened as run #{run.number}: {run.network}"
+                                  + (f", trained in advance for {steps:,} steps" if isinstance(steps, int) else "")
+                                  + ". Press Train to train one live and compare the two.")] + removed_notice(state)
+
+
+def _file_notice(run: Run, said: str) -> tuple[str, str]:
+    """The notice on a map read from a file: ``said``, and a warning when the verdict flags it on these inputs."""
+    if run.metrics.get("verdict") == "flagged":
+        return ("warning", f"**The map is not the optimal map for these inputs**: see the verdict's checks below. "
+                           f"{said}")
+    return ("info", said)
 
 
 def _map_upload(page: str, problem: Problem | None) -> None:
@@ -480,7 +488,8 @@ def _map_upload(page: str, problem: Problem | None) -> None:
             where = " It was trained on another problem; its metrics are measured on this one."
         else:
             where = " The file does not say what it was trained on; its metrics are measured on this problem."
-        state.notices = [("info", f"Loaded {upload.name} as run #{run.number}.{where}")] + removed_notice(state)
+        state.notices = ([_file_notice(run, f"Loaded {upload.name} as run #{run.number}.{where}")]
+                         + removed_notice(state))
         st.rerun()
 
 

@@ -28,6 +28,7 @@ from gradnet_core.networks import TransportMap
 from gradnet_core.plotting import grid_points, square_bounds
 from gradnet_core.pushforward import DensityMorph, Grid, density_morph, monge_ampere_field
 from gradnet_core.training import TrainResult
+from gradnet_core.verdict import Verdict, assess_map
 
 __all__ = [
     "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "evaluate_training", "metrics_table",
@@ -244,7 +245,8 @@ def compute_reference(problem: Problem) -> Reference:
 def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult | None,
                  network: str, settings: dict[str, Any], origin: str = "") -> Run:
     """Map the reference's samples and arrow starts and compute every metric of the map (``result`` is
-    None for a map loaded from ``origin``, a file: no training time, steps or verdict then)."""
+    None for a map loaded from ``origin``, a file: no training time or steps then, and the verdict is taken here,
+    on this problem: ``file_verdict``)."""
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
     metrics: dict[str, Any] = evaluate_map(model, source, target, reference.points, reference.mapped)
     dtype = next(model.parameters()).dtype
@@ -260,17 +262,27 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
         # every step trained, the progress bar's count: the first run's and those after it (a run back, the
         # Sinkhorn phase), not only the kept run's (TrainResult.steps)
         metrics["steps"] = float(result.history["step"][-1] if result.history.get("step") else result.steps)
-        if result.verdict is not None:
-            metrics["verdict"] = "ok" if result.verdict.ok else "flagged"
-            excess = result.verdict.transport_excess
-            metrics["error_bound"] = math.nan if excess is None else math.sqrt(max(excess, 0.0))
-            metrics["distance_ratio"] = result.verdict.distance_ratio
-            metrics["kl_estimate"] = math.nan if result.verdict.kl is None else result.verdict.kl
-            uncovered, misplaced = result.verdict.uncovered, result.verdict.misplaced
-            metrics["uncovered"] = math.nan if uncovered is None else 100.0 * uncovered
-            metrics["misplaced"] = math.nan if misplaced is None else 100.0 * misplaced
+    verdict = result.verdict if result is not None else file_verdict(problem, model, settings)
+    if verdict is not None:
+        metrics["verdict"] = "ok" if verdict.ok else "flagged"
+        excess = verdict.transport_excess
+        metrics["error_bound"] = math.nan if excess is None else math.sqrt(max(excess, 0.0))
+        metrics["distance_ratio"] = verdict.distance_ratio
+        metrics["kl_estimate"] = math.nan if verdict.kl is None else verdict.kl
+        metrics["uncovered"] = math.nan if verdict.uncovered is None else 100.0 * verdict.uncovered
+        metrics["misplaced"] = math.nan if verdict.misplaced is None else 100.0 * verdict.misplaced
     return Run(network=network, model=model, result=result, signature=problem.signature, settings=settings,
                mapped=mapped, grid_mapped=grid_mapped, metrics=metrics, origin=origin)
+
+
+def file_verdict(problem: Problem, model: TransportMap, settings: dict[str, Any]) -> Verdict:
+    """The verdict on a map read from a file (a saved map, a gallery demo), as a training judges its map, on the
+    page's problem, whose densities are those a training on it is judged against; with the seed it was trained
+    with, so that a run and its own file loaded back get the same numbers. (A review loaded a map of another
+    problem, 498 % off, and nothing said so.)"""
+    training = settings.get("training")
+    seed = training.get("seed", 0) if isinstance(training, dict) else 0
+    return assess_map(model, problem.source.to("cpu"), problem.target.to("cpu"), seed=int(seed))
 
 
 def evaluate_training(model: TransportMap, result: TrainResult, *, problem: Problem, reference: Reference | None,

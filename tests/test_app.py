@@ -697,6 +697,10 @@ def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
     assert loaded.metrics["mse"] == pytest.approx(trained.metrics["mse"])
     assert any("Loaded mine.safetensors as run #2." == i.value for i in at.info), [i.value for i in at.info]
     assert _metrics(at)["map"].tolist()[1] == "#2 mGradNet-M (from mine.safetensors)"
+    # Judged as its training judged it: a run and its own file loaded back get the same verdict and numbers (a review
+    # saw "ok" beside "None").
+    for name in ("verdict", "error_bound", "distance_ratio"):
+        assert loaded.metrics[name] == trained.metrics[name], name
     # Bad files: a message, nothing lost.
     nan_model = trained.model.__class__(**trained.model.config())
     with torch.no_grad():
@@ -712,6 +716,14 @@ def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
         errors = [e.value for e in at.error]
         assert len(errors) == 1 and errors[0].startswith(name) and message in errors[0], errors
         assert [run.number for run in state.runs] == [1, 2]
+    # The same map loaded on other inputs is not their optimal map, and the page says so (a review's 498 % off
+    # map of another problem came with an info note only).
+    at.slider(key="gaussians.target.mean_x").set_value(2.5).run()
+    key_now = [w for w in at.get("file_uploader") if w.key.startswith("gaussians.map_upload")][0].key
+    at.file_uploader(key=key_now).set_value(("mine.safetensors", data, "application/octet-stream")).run()
+    assert not at.exception and state.runs[-1].metrics["verdict"] == "flagged"
+    assert any(w.value.startswith("**The map is not the optimal map for these inputs**") and "another problem" in w.value
+               for w in at.warning), [w.value for w in at.warning]
 
 
 @pytest.mark.parametrize("page", ["gaussians", "mixtures", "digits"])
