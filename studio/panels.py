@@ -323,6 +323,12 @@ def _restore_runs(page: str) -> None:
     if state.token == token or not token:
         return
     state.token, state.page = token, page
+    # A training that was running when the tab was reloaded or closed stopped with it (jobs.watch_session): said,
+    # rather than gone without a word (a review reloaded at step 1,887 of 20,000 and found nothing).
+    left = store().take_training(token, page)
+    if left is not None and state.job is None:
+        state.notices = [("info", f"A training ({left}) was running on this page when it was reloaded or closed, and "
+                          "stopped with it. Press Train to run it again.")]
     if state.runs:
         return
     kept = store().load(token, page)
@@ -340,8 +346,8 @@ def _restore_runs(page: str) -> None:
     state.runs, state.reference = runs[-MAX_RUNS:], reference
     state.run_counter = max(run.number for run in runs)
     _runs_changed(state, [run.number for run in reversed(runs)][:2])
-    state.notices = [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
-                      "before the reload.")]
+    state.notices += [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
+                       "before the reload.")]
 
 
 def _runs_changed(state: PageState, shown: list[int]) -> None:
@@ -395,6 +401,8 @@ def _start(page: str, problem: Problem, preset: str, network: str, arch: dict[st
                       finish=finish, cpu_threads=CPU_THREADS, slots=slots(), pool=workers())
     start_job(page, job, label=network, store=_store_run, preview=(to_numpy(preview), preview_target),
               finishing="Training finished; computing the ground truth and the metrics…")
+    if state.token:
+        store().mark_training(state.token, page, f"{network}, {config.steps:,} steps")
 
 
 def training_panel(page: str, problem: Problem | None, preset: str,

@@ -23,6 +23,7 @@ from gradnet_core.training import TrainResult
 
 from .jobs import TrainingJob, watch_session
 from .problems import Reference, Run
+from .store import store
 
 __all__ = ["PageState", "page_state", "key", "start_job", "is_training", "release_closed"]
 
@@ -149,6 +150,8 @@ def _collect(state: PageState) -> None:
     if job is None or not job.done:
         return
     state.job = None
+    if state.token:
+        store().end_training(state.token, state.page)
     if job.error is not None:
         state.notices = [("error", job.error)]
         return

@@ -46,6 +46,8 @@ class RunStore:
             db.execute("CREATE TABLE IF NOT EXISTS runs (token TEXT NOT NULL, page TEXT NOT NULL, number INTEGER "
                        "NOT NULL, saved REAL NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL, "
                        "PRIMARY KEY (token, page, number))")
+            db.execute("CREATE TABLE IF NOT EXISTS training (token TEXT NOT NULL, page TEXT NOT NULL, "
+                       "what TEXT NOT NULL, started REAL NOT NULL, PRIMARY KEY (token, page))")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10)
@@ -88,6 +90,24 @@ class RunStore:
             except (ValueError, KeyError, TypeError):
                 continue                        # a run this version cannot read is skipped, not fatal
         return runs
+
+    def mark_training(self, token: str, page: str, what: str) -> None:
+        """Note that ``page`` of ``token`` is training (``what``: its words for it) until ``end_training``: a tab
+        reloaded meanwhile ends the training with it, and the page that comes back says so (``take_training``)."""
+        with self._lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO training VALUES (?, ?, ?, ?)", (token, page, what, time.time()))
+
+    def end_training(self, token: str, page: str) -> None:
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM training WHERE token = ? AND page = ?", (token, page))
+
+    def take_training(self, token: str, page: str) -> str | None:
+        """The words of a training ``mark_training`` noted and nothing ended, forgetting it; None when there is none
+        (or it is older than the runs are kept)."""
+        with self._lock, self._connect() as db:
+            row = db.execute("SELECT what, started FROM training WHERE token = ? AND page = ?", (token, page)).fetchone()
+            db.execute("DELETE FROM training WHERE token = ? AND page = ?", (token, page))
+        return row[0] if row is not None and row[1] >= time.time() - self.seconds else None
 
     def size(self, token: str) -> int:
         with self._lock, self._connect() as db:

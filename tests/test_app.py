@@ -840,6 +840,31 @@ def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
     assert not any("removed" in i.value for i in at.info)            # said once, not again
 
 
+def test_a_reload_during_training_says_the_training_stopped():
+    # A closed or reloaded tab ends its training (jobs.watch_session); a review reloaded at step 1,887 of 20,000 and
+    # the page said nothing of it. A training that ended before the reload leaves no such note.
+    at = _open("gaussians")
+    token = at.session_state["session.token"]
+    _train(at, "gaussians", steps=20)
+    at.number_input(key="gaussians.steps").set_value(20000)
+    at.run()
+    at.button(key="gaussians.train").click().run()
+    assert _state(at, "gaussians").job is not None
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/gaussians.py").run()
+    said = [i.value for i in again.info]
+    assert any(text.startswith("A training (mGradNet-M, 20,000 steps) was running on this page when it was "
+                               "reloaded or closed") for text in said), said
+    assert any("1 run of this session brought back" in text for text in said), said
+    at.button(key="gaussians.stop").click().run()
+    _wait(at, "gaussians")
+    third = AppTest.from_file(str(APP), default_timeout=60)
+    third.query_params["session"] = token
+    third.run().switch_page("pages/gaussians.py").run()
+    assert not any("was running" in i.value for i in third.info), [i.value for i in third.info]
+
+
 def test_runs_with_a_second_phase_survive_a_reload():
     # A mixture run goes on with the Sinkhorn phase: its TrainResult.phases came back from the store as JSON lists,
     # and the loss chart, which hashes them, ended the reloaded page in "unhashable type: 'list'" (a review).
