@@ -505,7 +505,8 @@ def losses_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *,
         fig.add_trace(go.Scatter(x=s_a[finite], y=l_a[finite], mode="lines", line={"width": 1.5}, name=label))
     fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
                       xaxis_title="step", yaxis_title="loss", yaxis=_loss_axis(np.concatenate(shown or [np.zeros(0)])),
-                      legend={"orientation": "h", "y": -0.25, "x": 0})
+                      # under the axis title, not across it (a review read "#2 mGradNet-M (KLstep...")
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.32, "x": 0})
     return fig
 
 

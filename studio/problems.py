@@ -172,15 +172,18 @@ class Run:
 
     @property
     def label(self) -> str:
-        """"#2 mGradNet-M (KL divergence, 500 steps)", or "#3 mGradNet-C (from map.safetensors)"."""
+        """"#2 mGradNet-M (KL divergence, 500 steps)", "#4 mGradNet-M (KL divergence, 500 steps, seed 7)", or
+        "#3 mGradNet-C (from map.safetensors)"."""
         if self.origin:
             how = f"from {self.origin}"
         else:
             objective = self.settings.get("objective_label") or self.settings.get("training", {}).get(
                 "objective", {}).get("name", "")
             inverted = "inverse of the map trained back" if self.result and self.result.direction == "reverse" else ""
-            how = ", ".join(part for part in (str(objective), _count(self.metrics.get('steps', 0), "step"), inverted)
-                            if part)
+            # the seed where it is not the default: two runs of one network told apart (a review saw #2 and #5 alike)
+            seed = self.settings.get("training", {}).get("seed", 0)
+            how = ", ".join(part for part in (str(objective), _count(self.metrics.get('steps', 0), "step"), inverted,
+                                              f"seed {seed}" if seed else "") if part)
         return f"{self.name} ({how})"
 
 

@@ -169,6 +169,9 @@ def test_train_again_with_the_same_settings_and_seed_says_so_instead_of_adding_a
     assert not at.error
     _train(at, "gaussians", steps=20, seed=1)
     assert len(_state(at, "gaussians").runs) == 2 and not at.error
+    # the seed in the label where it is not the default: two runs of one network told apart
+    assert [run.label for run in _state(at, "gaussians").runs] == [
+        "#1 mGradNet-M (Monge–Ampère loss (Adam), 20 steps)", "#2 mGradNet-M (Monge–Ampère loss (Adam), 20 steps, seed 1)"]
 
 
 def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
