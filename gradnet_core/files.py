@@ -156,6 +156,8 @@ _NOT_OURS = "this is not a GradNetOT Studio map file (expected a safetensors fil
 
 def _header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """The safetensors header and our description in its metadata, checked for size and shape."""
+    if not data:
+        raise ValueError("the file is empty")
     if len(data) < 8:
         raise ValueError(_NOT_OURS)
     length = int.from_bytes(data[:8], "little")
@@ -173,6 +175,12 @@ def _header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValueError(_NOT_OURS) from err
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(_NOT_OURS)
+    offsets = [spec.get("data_offsets") for name, spec in header.items() if name != "__metadata__" and
+               isinstance(spec, dict)]
+    if any(isinstance(o, list) and len(o) == 2 and isinstance(o[1], int) and 8 + length + o[1] > len(data)
+           for o in offsets):
+        # ours, cut short: a download or a copy that did not finish (a review's half file got "not ours")
+        raise ValueError("the map file is incomplete: it ends before its weights do; download or copy it again")
     if info.get("version") != _VERSION:
         raise ValueError(f"map file version {str(info.get('version'))[:20]} is not supported (expected {_VERSION})")
     return header, info

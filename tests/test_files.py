@@ -57,10 +57,16 @@ def test_pickle_payload_is_refused_without_running_it(tmp_path, monkeypatch):
 
 
 def test_truncated_file_is_refused(tmp_path):
+    # Said as what it is (a review's half file and empty file were both "not a GradNetOT Studio map file").
     data = map_to_bytes(MGradNetM(2))
-    with pytest.raises(ValueError, match="not a GradNetOT Studio map"):
-        map_from_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="not a GradNetOT Studio map"):
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    for cut in (len(data) // 2, header_end + 1, len(data) - 1):
+        assert cut > header_end
+        with pytest.raises(ValueError, match="the map file is incomplete"):
+            map_from_bytes(data[:cut])
+    with pytest.raises(ValueError, match="not a GradNetOT Studio map"):      # cut inside the header
+        map_from_bytes(data[: header_end // 2])
+    with pytest.raises(ValueError, match="the file is empty"):
         map_from_bytes(b"")
 
 
