@@ -591,9 +591,11 @@ def results_panel(page: str, problem: Problem | None) -> None:
                            file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
         monotone = _monotone_run(shown)
         if monotone is not None:
-            st.download_button("Density morph (.gif)", lambda: _cached(state, ("run", monotone.number, "morph_gif"),
-                               lambda: density_morph_gif(_morph(state, monotone), title=f"{monotone.network}: density")),
-                               file_name=f"{page}-density-morph.gif", mime="image/gif",
+            # named for its run, as the map's file is: two mGradNet-M runs shown gave two alike (a review)
+            st.download_button(f"Density morph of {monotone.name} (.gif)", lambda: _cached(
+                                   state, ("run", monotone.number, "morph_gif"), lambda: density_morph_gif(
+                                       _morph(state, monotone), title=f"{monotone.name}: density")),
+                               file_name=f"{page}-run{monotone.number}-density-morph.gif", mime="image/gif",
                                key=key(page, "download_morph_gif"))
 
 
@@ -697,7 +699,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
                     persist_state="session", label_visibility="collapsed")
     not_monotone = [other.network for other in runs if not other.model.monotone]
     if not_monotone:
-        st.caption(f"These pictures are for {run.network}; the {not_monotone[0]} is not monotone and has no inverse.")
+        st.caption(f"These pictures are for {run.name}; the {not_monotone[0]} is not monotone and has no inverse.")
     with st.spinner("Computing the exact density (once per trained map)…"):
         if view == "Density morph":
             morph = _morph(state, run)

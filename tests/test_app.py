@@ -634,7 +634,7 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
         assert chart in [c.key for c in _charts(at)], view
     morph = state.cache[("run", state.runs[-1].number, "morph")]
     assert morph.densities.shape == (30, 100, 100)
-    assert any("These pictures are for mGradNet-M" in c.value for c in at.caption)
+    assert any("These pictures are for #2 mGradNet-M" in c.value for c in at.caption)
     # The pushforward of a trained Gaussian map is close to the target: the page says by how much.
     at.radio(key="gaussians.density_view").set_value("Pushforward vs target").run()
     tv = [m.value for m in at.markdown if m.value.startswith("Total variation")]
@@ -642,7 +642,7 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
     # Views are cached per map: switching back recomputes nothing.
     at.radio(key="gaussians.density_view").set_value("Density morph").run()
     assert state.cache[("run", state.runs[-1].number, "morph")] is morph
-    assert any(b.label == "Density morph (.gif)" for b in at.get("download_button"))
+    assert any(b.label == "Density morph of #2 mGradNet-M (.gif)" for b in at.get("download_button"))
 
 
 def test_runs_accumulate_compare_any_two_and_can_be_removed():
