@@ -190,13 +190,16 @@ def _play_controls(ts: np.ndarray, redraw: bool, frame_ms: int) -> dict:
     still = {"frame": {"duration": 0, "redraw": redraw}, "mode": "immediate", "transition": {"duration": 0}}
     return {
         "updatemenus": [{
-            "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": -0.1,
-            "xanchor": "left", "yanchor": "top", "pad": {"t": 0, "r": 10},
+            # under the slider's start, not beside it: beside it, they covered its handle at t = 0 on a narrow window
+            # or a projector (a review)
+            # (offsets in pixels, through pad, so that they hold at any figure height)
+            "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0,
+            "xanchor": "left", "yanchor": "top", "pad": {"t": 110, "r": 10},
             "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, animate]},
                         {"label": "❚❚ Pause", "method": "animate", "args": [[None], still]}],
         }],
         "sliders": [{
-            "active": 0, "x": 0.17, "len": 0.83, "y": -0.06, "yanchor": "top", "pad": {"t": 0},
+            "active": 0, "x": 0.0, "len": 1.0, "y": 0.0, "yanchor": "top", "pad": {"t": 20},
             "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right", "font": {"size": 14}},
             "font": {"size": 12, "color": _TEXT},
             "steps": [{"label": f"{t:.2f}", "method": "animate", "args": [[f"{k}"], still]}
@@ -257,7 +260,7 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
     ]
     for col in range(1, n_panels + 1):
         _square_axes(fig, bounds, 1, col, "" if col == 1 else str(col))
-    fig.update_layout(font=FONT, height=490, margin={"l": 10, "r": 10, "t": 40, "b": 110}, plot_bgcolor="white",
+    fig.update_layout(font=FONT, height=530, margin={"l": 10, "r": 10, "t": 40, "b": 150}, plot_bgcolor="white",
                       **_play_controls(ts, redraw=False, frame_ms=frame_ms))
     return fig
 
@@ -579,7 +582,7 @@ def _density_scale(values: np.ndarray) -> float:
 
 def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.ndarray] | None = None, *,
                          title: str = "Learned map: density", particles_title: str = "Ground truth: particles",
-                         frame_ms: int = 250, max_particles: int = 200, height: int = 490) -> go.Figure:
+                         frame_ms: int = 250, max_particles: int = 200, height: int = 530) -> go.Figure:
     """The density of x_t = (1 - t) x + t T(x) as an animated heatmap, with one play/pause and one t slider;
     beside it, when ``particles`` = (x, T*(x)) is given, up to ``max_particles`` of those points moving on
     the same axes and clock. A heatmap frame needs a full redraw, and when a redraw takes longer than a frame
@@ -612,7 +615,7 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
     fig.frames = frames
     for col in range(1, cols + 1):
         _square_axes(fig, grid.bounds, 1, col, "" if col == 1 else str(col))
-    fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 110}, plot_bgcolor="white",
+    fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 150}, plot_bgcolor="white",
                       **_play_controls(morph.times, redraw=True, frame_ms=frame_ms))
     return fig
 
