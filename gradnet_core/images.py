@@ -126,8 +126,8 @@ def load_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES, max_pi
     """
     gray = _grayscale(read_image(data, max_bytes, max_pixels=max_pixels), _TRANSPARENT)
     ink = _foreground(gray, _BLANK_IMAGE)
-    rows, cols = np.nonzero(ink >= _INK_LEVEL)
-    height, width = int(np.ptp(rows)) + 1, int(np.ptp(cols)) + 1
+    rows, cols = _ink_box(ink)
+    height, width = rows.stop - rows.start, cols.stop - cols.start
     if max(height, width) < max(_UPLOAD_MIN_SIDE, _UPLOAD_MIN_SHARE * max(ink.shape)):
         raise ValueError(_SPECK.format(h=height, w=width, H=ink.shape[0], W=ink.shape[1]))
     return _centre(ink)
@@ -371,12 +371,17 @@ def _foreground(gray: np.ndarray, blank_message: str) -> np.ndarray:
     return np.clip((gray - level) / contrast, 0.0, 1.0)
 
 
+def _ink_box(ink: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns of ``ink: (h, w)`` (peak 1) holding its ink (``_INK_LEVEL`` of the peak and above)."""
+    mask = ink >= _INK_LEVEL
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def _centre(ink: np.ndarray) -> np.ndarray:
     """Crop ``ink: (h, w)`` (peak 1) to its bounding box, fit it in a 20 px box, centre by centre of
     mass in 28 x 28. The shift is clipped so that no ink leaves the frame; returns ``(28, 28)``."""
-    mask = ink >= _INK_LEVEL
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    crop = ink[_ink_box(ink)]
     height, width = crop.shape
     scale = DIGIT_BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))

@@ -183,23 +183,27 @@ def _square_axes(fig: go.Figure, bounds: Bounds, row: int, col: int, suffix: str
                      scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain")
 
 
+#: Pixels under an animation's panels for its controls: the t slider from ``_SLIDER_TOP`` down, the play/pause
+#: buttons under its start from ``_BUTTONS_TOP`` (beside it, they covered its handle at t = 0 on a narrow window or a
+#: projector: a review). Offsets in pixels, through pad, so that they hold at any figure height.
+_CONTROLS_HEIGHT, _SLIDER_TOP, _BUTTONS_TOP = 150, 20, 110
+
+
 def _play_controls(ts: np.ndarray, redraw: bool, frame_ms: int) -> dict:
-    """Play/pause buttons and a t slider driving frames named "0", "1", ... (layout keywords)."""
+    """Play/pause buttons and a t slider driving frames named "0", "1", ... (layout keywords; the figure's bottom
+    margin must be ``_CONTROLS_HEIGHT``)."""
     animate = {"frame": {"duration": frame_ms, "redraw": redraw}, "transition": {"duration": 0},
                "mode": "immediate", "fromcurrent": True}
     still = {"frame": {"duration": 0, "redraw": redraw}, "mode": "immediate", "transition": {"duration": 0}}
     return {
         "updatemenus": [{
-            # under the slider's start, not beside it: beside it, they covered its handle at t = 0 on a narrow window
-            # or a projector (a review)
-            # (offsets in pixels, through pad, so that they hold at any figure height)
             "type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0,
-            "xanchor": "left", "yanchor": "top", "pad": {"t": 110, "r": 10},
+            "xanchor": "left", "yanchor": "top", "pad": {"t": _BUTTONS_TOP, "r": 10},
             "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, animate]},
                         {"label": "❚❚ Pause", "method": "animate", "args": [[None], still]}],
         }],
         "sliders": [{
-            "active": 0, "x": 0.0, "len": 1.0, "y": 0.0, "yanchor": "top", "pad": {"t": 20},
+            "active": 0, "x": 0.0, "len": 1.0, "y": 0.0, "yanchor": "top", "pad": {"t": _SLIDER_TOP},
             "currentvalue": {"prefix": "t = ", "visible": True, "xanchor": "right", "font": {"size": 14}},
             "font": {"size": 12, "color": _TEXT},
             "steps": [{"label": f"{t:.2f}", "method": "animate", "args": [[f"{k}"], still]}
@@ -260,7 +264,7 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
     ]
     for col in range(1, n_panels + 1):
         _square_axes(fig, bounds, 1, col, "" if col == 1 else str(col))
-    fig.update_layout(font=FONT, height=530, margin={"l": 10, "r": 10, "t": 40, "b": 150}, plot_bgcolor="white",
+    fig.update_layout(font=FONT, height=530, margin={"l": 10, "r": 10, "t": 40, "b": _CONTROLS_HEIGHT}, plot_bgcolor="white",
                       **_play_controls(ts, redraw=False, frame_ms=frame_ms))
     return fig
 
@@ -615,7 +619,7 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
     fig.frames = frames
     for col in range(1, cols + 1):
         _square_axes(fig, grid.bounds, 1, col, "" if col == 1 else str(col))
-    fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 150}, plot_bgcolor="white",
+    fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 40, "b": _CONTROLS_HEIGHT}, plot_bgcolor="white",
                       **_play_controls(morph.times, redraw=True, frame_ms=frame_ms))
     return fig
 

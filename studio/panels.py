@@ -277,13 +277,12 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
     """Add ``run`` to the page's runs and show it first, beside the run shown before; runs on another
     problem are dropped, and past ``MAX_RUNS`` the oldest."""
     kept = store() if state.token else None          # no token yet: nothing to keep it under
-    other = [old.number for old in state.runs]
-    if state.reference is None or state.reference.signature != reference.signature:
+    new_problem = state.reference is None or state.reference.signature != reference.signature
+    other = [old.number for old in state.runs] if new_problem else []
+    if new_problem:
         state.runs, state.shown = [], []
         if kept:
             kept.clear(state.token, state.page)
-    else:
-        other = []
     state.reference = reference
     state.run_counter += 1
     run.number = state.run_counter
