@@ -223,13 +223,14 @@ class Student:
 
     async def attend(self, delay: float = 0.0, load_timeout: float = 300.0, timeout: float = 900.0,
                      think: float = 1.0, wait_for_seed: bool = False,
-                     close_when_training: bool = False) -> Attendance:
+                     close_when_training: bool = False, steps: int | None = None) -> Attendance:
         """The whole visit (the tab stays open; ``leave`` closes it): the Train click comes ``think`` seconds
         after the seed was typed (Enter), or after the seed's rerun ended with ``wait_for_seed``. With
-        ``close_when_training``, the tab closes as soon as its training has taken a step (a closed tab)."""
+        ``close_when_training``, the tab closes as soon as its training has taken a step (a closed tab). ``steps``,
+        typed into the Steps box before the seed, replaces the preset's."""
         await asyncio.sleep(delay)
         try:
-            await self._visit(load_timeout, timeout, think, wait_for_seed, close_when_training)
+            await self._visit(load_timeout, timeout, think, wait_for_seed, close_when_training, steps)
         except (LookupError, OSError, TimeoutError, WebSocketException) as err:
             self.record.problem = self.record.problem or f"{type(err).__name__}: {err}"
         self.record.auto_reruns = self.tab.auto_reruns
@@ -237,7 +238,7 @@ class Student:
         return self.record
 
     async def _visit(self, load_timeout: float, timeout: float, think: float, wait_for_seed: bool,
-                     close_when_training: bool) -> None:
+                     close_when_training: bool, steps: int | None = None) -> None:
         r, tab = self.record, self.tab
         started = time.monotonic()
         self.phase = "loading"
@@ -246,6 +247,8 @@ class Student:
             r.problem = f"the page did not load within {load_timeout:g} s"
             return
         r.load = time.monotonic() - started
+        if steps is not None:
+            await tab.set_number("Steps", steps)
         runs = tab.full_runs
         await tab.set_number("Seed", r.seed)
         if wait_for_seed and not await tab.wait_until(lambda: tab.full_runs > runs and self._train_ready(),
