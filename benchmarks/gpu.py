@@ -86,13 +86,47 @@ def preset_rows(device: str, steps: int, full: bool) -> list[list]:
     return rows
 
 
+def profile_rows(device: str, steps: int) -> list[list]:
+    """Per step: wall ms, kernel launches, host-device syncs, summed kernel ms; and the busiest host ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    source, target = digit_densities()
+    digits = train_preset("digits", device=device, report_seconds=3600.0, assess=False)
+    cases = [("digits", "digits", digits), ("digits-paper", "digits-paper",
+                                            train_preset("digits-paper", device=device, report_seconds=3600.0,
+                                                         assess=False))]
+    if digits.fallback is not None:
+        cases.append(("digits, Sinkhorn phase", "digits",
+                      replace(digits.fallback, device=device, report_seconds=3600.0, assess=False)))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    for label, preset, config in cases:
+        network, kwargs = MODEL_PRESETS[preset]
+        model = seeded_model(network, 0, dim=2, **kwargs).to(device)
+        timed_train(model, source, target, replace(config, steps=20))               # warm-up
+        wall = timed_train(model, source, target, replace(config, steps=steps)) / steps
+        with profile(activities=activities) as prof:
+            timed_train(model, source, target, replace(config, steps=steps))
+        events = prof.key_averages()
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
+                                                            "cudaLaunchKernelExC", "cuLaunchKernelEx"))
+        syncs = sum(e.count for e in events if "Synchronize" in e.key or e.key == "cudaMemcpy"
+                    or e.key == "aten::item" or e.key == "aten::_local_scalar_dense")
+        kernel_us = sum(getattr(e, "self_device_time_total", 0.0) for e in events if e.device_type.name == "CUDA")
+        rows.append([label, 1e3 * wall, launches / steps, syncs / steps, kernel_us / 1e3 / steps])
+        print(f"  {label}: {1e3 * wall:.2f} ms/step, {launches / steps:.0f} launches, {syncs / steps:.1f} syncs,"
+              f" kernels {kernel_us / 1e3 / steps:.2f} ms", flush=True)
+        print(events.table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=48), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, ... or cpu for a dry run")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
     parser.add_argument("--full", action="store_true", help="train the paper preset's 10000 steps (eager)")
     parser.add_argument("--cases", type=int, default=len(RATIO_CASES), help="first N rows of the step table")
-    parser.add_argument("--only", choices=("ratio", "presets"), help="print one table only")
+    parser.add_argument("--only", choices=("ratio", "presets", "profile"), help="print one table only")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("No CUDA device here: nothing measured. Run this on a machine with a GPU.")
@@ -100,10 +134,15 @@ def main() -> None:
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = False      # full float32 matmuls, as on the CPU
     print(f"Machine: {machine()}; device {args.device}\n", flush=True)
-    if args.only != "presets":
+    if args.only not in ("presets", "profile"):
         print("Closed-form vs autograd, one training step:", flush=True)
         print(table(["configuration (batch 1000)", "closed-form ms", "autograd ms", "ratio"],
                     ratio_rows(args.device, args.steps, args.cases)) + "\n", flush=True)
+    if args.only == "profile":
+        print("Where a training step's time goes (torch.profiler):", flush=True)
+        print(table(["run", "wall ms/step", "kernel launches/step", "syncs/step", "kernel ms/step"],
+                    profile_rows(args.device, args.steps)), flush=True)
+        return
     if args.only != "ratio":
         print("Digit presets, eager and compiled:", flush=True)
         print(table(["preset", "variant", "first step s", "steps/s", "preset wall s"],
