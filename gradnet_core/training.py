@@ -27,6 +27,7 @@ from .optim import SGD, Adam, Optimizer, learning_rate
 from .verdict import SHORT_RUN_STEPS, Verdict, after_retries, after_short_run, assess_map, pushforward_gap
 
 __all__ = ["TrainConfig", "TrainResult", "Progress", "Callback", "train", "bandwidth_schedule", "resolve_device",
+           "step_work", "GPU_MIN_WORK",
            "OPTIMIZERS", "LR_SCHEDULES", "DIRECTIONS", "FALLBACK_STARTS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -52,7 +53,8 @@ class TrainConfig:
     lr_gamma: float = 0.5             # decay factor of the "step" schedule
     clip_grad: float | None = None    # max gradient norm, None for no clipping
     seed: int = 0                     # seeds the batches (seed the model with torch.manual_seed)
-    device: str = "auto"              # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"              # "auto" (CUDA when available and the step large enough: resolve_device),
+    #                                   "cpu", "cuda", "cuda:1", ...
     report_seconds: float = 0.25      # wall time between progress reports (and divergence checks)
     assess: bool = True               # judge the trained map without ground truth (TrainResult.verdict)
     time_limit: float | None = None   # wall seconds: training stops there, keeps the model and says so
@@ -222,10 +224,29 @@ class TrainResult:
         return self.history["loss"][-1] if self.history["loss"] else math.nan
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else as torch understands it."""
+#: ``device="auto"`` trains on the GPU only when a step's work, ``step_work``, reaches this. Below it a step is
+#: bound by the host launching small kernels, not by the GPU: on an H200 (benchmarks/README.md, GPU round) the
+#: digits preset's step launches 427 kernels that run 0.6 ms and takes 7.7 ms, against 1.6 ms on that machine's
+#: CPU, and the app's 2-D presets (0.4-1.6 M) all train 3-6x faster on the CPU; the paper MNIST preset (25 M)
+#: and the d = 16 networks (23-39 M) are 1.1-2.4x faster on the GPU, d = 64 (0.7-1.1 G) 3-16x.
+GPU_MIN_WORK = 10_000_000
+
+
+def step_work(model: TransportMap, batch_size: int) -> int:
+    """A training step's size: batch x (parameters x d + d^3), the d x d Jacobian and its log det per sample."""
+    d = model.dim
+    return batch_size * (sum(p.numel() for p in model.parameters()) * d + d ** 3)
+
+
+def resolve_device(device: str = "auto", model: TransportMap | None = None, batch_size: int | None = None
+                   ) -> torch.device:
+    """"auto" -> CUDA when available and, given the model and batch size, when the step is large enough to gain
+    from it (``GPU_MIN_WORK``), else the CPU; anything else as torch understands it."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        small = model is not None and batch_size is not None and step_work(model, batch_size) < GPU_MIN_WORK
+        return torch.device("cpu" if small else "cuda")
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
@@ -594,7 +615,7 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
                    reverse: bool, phase: _Phase | None = None) -> TrainResult:
     """One training run of ``model``: from source to target, or with ``reverse`` from target to source,
     the map then being its inverse; judged as a map from source to target when ``config.assess``."""
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, model, config.batch_size)
     home = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     run = RunContext(steps=config.steps, batch_size=config.batch_size, device=device, dtype=dtype,

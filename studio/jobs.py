@@ -180,7 +180,7 @@ class TrainingJob:
         self._slots = slots               # a scheduler.Slots to wait for, or None to start at once
         self._pool = pool                 # a workers.WorkerPool to train in, or None to train in the thread
         self._lock = threading.Lock()
-        self._state = _State(device=str(resolve_device(config.device)))
+        self._state = _State(device=str(resolve_device(config.device, model, config.batch_size)))
         self._stop = threading.Event()
         self._abandoned = threading.Event()
         self._done = threading.Event()
@@ -248,7 +248,7 @@ class TrainingJob:
             self._done.set()
             return
         try:
-            on_gpu = resolve_device(self.config.device).type == "cuda"
+            on_gpu = resolve_device(self.config.device, self.model, self.config.batch_size).type == "cuda"
             if on_gpu:
                 self._set(phase="waiting")        # its slot is free; the GPU may not be
                 with GPU_LOCK:

@@ -368,7 +368,7 @@ def test_a_job_with_a_slot_waiting_for_the_gpu_says_so(monkeypatch):
         def __str__(self):
             return "cuda"
 
-    monkeypatch.setattr(studio.jobs, "resolve_device", lambda device: Cuda())
+    monkeypatch.setattr(studio.jobs, "resolve_device", lambda device, *size: Cuda())
     source, target = _problem()
     model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
     with GPU_LOCK:                                 # another session trains on the GPU
@@ -408,3 +408,14 @@ def test_a_job_whose_map_is_an_inverse_hands_that_map_on(in_pool, request):
     assert any(total == 400 and note for step, total, note in notes)
     with torch.no_grad():                   # the last preview shows the inverse map, not the network trained back
         np.testing.assert_allclose(snap.preview, job.model(preview).double().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_device_label_says_small_networks_train_on_the_cpu_of_a_gpu_server(monkeypatch):
+    import studio.device
+
+    monkeypatch.setattr(studio.device, "_cpu_only_torch", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert studio.device.device_label() == "GPU (NVIDIA H200) for large networks and the CPU for small ones"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert studio.device.device_label() == "CPU"

@@ -247,6 +247,24 @@ def test_cuda_request_without_gpu_is_explained():
         train(MGradNetM(2), source, target, TrainConfig(steps=1, device="cuda"))
 
 
+def test_auto_device_keeps_small_steps_on_the_cpu_where_a_gpu_is_present(monkeypatch):
+    from gradnet_core.training import GPU_MIN_WORK, resolve_device, step_work
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    digits = seeded_map("mGradNet-M", 0, dim=2, width=32, modules=4)         # the digits preset's network
+    paper = seeded_map("mGradNet-M", 0, dim=2, width=128, modules=32)        # the paper MNIST preset's
+    assert step_work(digits, 500) == 500 * (402 * 2 + 2 ** 3)                # 402 parameters
+    assert step_work(digits, 500) < GPU_MIN_WORK <= step_work(paper, 1000)
+    assert resolve_device("auto", digits, 500).type == "cpu"
+    assert resolve_device("auto", paper, 1000).type == "cuda"
+    assert resolve_device("auto").type == "cuda"                             # nothing to size: the GPU
+    assert resolve_device("cpu", paper, 1000).type == "cpu"                  # asked for: as asked
+    # The one training loop asks the same: a small model trains here although "a GPU is present".
+    source, target = paper_pair()
+    result = train(MGradNetM(2, width=8, modules=2), source, target, TrainConfig(steps=3, assess=False))
+    assert result.device == "cpu" and result.steps == 3
+
+
 def test_time_limit_stops_training_and_keeps_the_model():
     source, target = paper_pair()
     model = MGradNetM(2, width=8, modules=2)
