@@ -1,7 +1,6 @@
 """Paper results: run the paper's 2-D Gaussian figure and a small high-dimensional sweep live, and show
 the last saved results of the long experiments beside the authors' figures."""
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ from gradnet_core.experiments.paper import (PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAP
                                            paper_table_value)
 from gradnet_core.experiments.saved import load_saved
 from studio.navigation import page_header
+from studio.view import table
 
 PAGE = "paper"
 #: The repository's saved results: the folder beside app.py, wherever the app is started from.
@@ -56,28 +56,17 @@ _HEADERS = {"model": "map", "mse": "MSE", "order_reversal_share": "order reversa
 
 def _dataframe(frame: pd.DataFrame) -> None:
     """st.dataframe with readable headers, MSE-like columns as 1.23e-4, times as 12.3 whatever their
-    magnitude, and empty cells blank. A numeric column with empty cells (a diverged run has no MSE, a
-    one-draw run no reference noise) is shown as text with a dash there: the grid writes "None" in an
-    empty number cell."""
+    magnitude, and a dash in empty cells (a diverged run has no MSE, a one-draw run no reference noise)."""
     config = {}
     for column in frame.columns:
         label = _HEADERS.get(column, column)
         if column in _SECONDS or column in _SHARES or any(key in column for key in _SCIENTIFIC):
-            values = pd.to_numeric(frame[column], errors="coerce")
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
             number_format = "%.1f" if column in _SECONDS else "%.4f" if column in _SHARES else "%.2e"
-            if values.isna().any():
-                # as the grid writes numbers: 1.08e-3, not 1.08e-03
-                frame[column] = values.map(lambda v: "\u2014" if pd.isna(v) else
-                                           re.sub(r"e([+-])0(\d)", r"e\1\2", number_format % v))
-                config[column] = st.column_config.TextColumn(label, alignment="right")
-            else:
-                frame[column] = values
-                config[column] = st.column_config.NumberColumn(label, format=number_format)
+            config[column] = st.column_config.NumberColumn(label, format=number_format)
         else:
-            if frame[column].dtype == object:
-                frame[column] = frame[column].map(lambda v: "" if v is None else v)
             config[column] = st.column_config.Column(label)
-    st.dataframe(frame, hide_index=True, column_config=config)
+    table(frame, config)
 
 
 # --- Fig. 1 --------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Re
                        problem_from_description, residual_of, to_numpy)
 from .state import PageState, key, page_state, removed_notice, start_job
 from .store import store
-from .view import chart
+from .view import chart, table as show_table
 
 __all__ = ["training_panel", "results_panel", "color_training_panel", "color_results_panel",
            "ColorOutcome", "COLOR_LOSSES"]
@@ -606,7 +606,7 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     if short_names:
         table["map"] = [run.name for run in runs]
-    st.dataframe(table, hide_index=True, column_config={
+    show_table(table, {
         # the run's name stays in view while the table scrolls sideways in a narrow window
         "map": st.column_config.TextColumn(pinned=True),
         "MSE": st.column_config.NumberColumn(format="%.3e"),
@@ -847,13 +847,12 @@ def color_results_panel(page: str) -> None:
         column.image(image, caption=caption, width="stretch")   # not 160 x 120 thumbnails
     st.download_button("Download the recoloured image (.png)", color.to_png_bytes(comparison.recoloured),
                        file_name="recoloured.png", mime="image/png", key=key(page, "download"))
-    st.dataframe({
+    show_table({
         "method": ["source as it is", f"{outcome.network} ({outcome.loss})", "POT EMD transfer",
                    "another sample of the target's pixels"],
         "time (s)": ["–", f"{comparison.learned_seconds:.2f}", f"{comparison.emd.seconds:.2f}", "–"],
         "colour distance to the target (W2)": [comparison.distances[k] for k in ("source", "learned", "EMD", "target")],
-    }, hide_index=True, column_config={"colour distance to the target (W2)": st.column_config.NumberColumn(
-        format="%.3f")})
+    }, {"colour distance to the target (W2)": st.column_config.NumberColumn(format="%.3f")})
     st.caption(f"Colour distance: W2 between {color.COLOR_SAMPLES} random pixels of each image and of the target, the "
                "root mean square change of colour (RGB in [0, 1]) that turns one set into the other, averaged over "
                f"{color.COLOR_REPLICATES} draws; two samples of the target's own pixels are that far apart by chance, "

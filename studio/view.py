@@ -1,4 +1,4 @@
-"""How charts are drawn, and the projector view: large text and markers for a room.
+"""How charts and tables are drawn, and the projector view: large text and markers for a room.
 
 ``chart`` draws every Plotly figure of the transport pages. With the projector view on (a toggle in
 the sidebar, drawn by ``navigation.page_header``) it draws the figure with 20 px text and markers
@@ -15,12 +15,13 @@ import streamlit as st
 if TYPE_CHECKING:                  # the Home page draws no chart: keep Plotly out of its first render
     import plotly.graph_objects as go
 
-__all__ = ["PROJECTOR_KEY", "projector", "projector_css", "chart"]
+__all__ = ["PROJECTOR_KEY", "projector", "projector_css", "chart", "table"]
 
 PROJECTOR_KEY = "view.projector"
 PROJECTOR_FONT = 20            # px, for chart text
 PROJECTOR_MARKERS = 1.8        # times the usual marker size
 PROJECTOR_CSS = "<style>html { font-size: 20px; }</style>"   # Streamlit sizes its text in rem
+EMPTY_CELL = "\u2014"          # what a table shows where a value is missing (the grid's own default is "None")
 
 
 def projector() -> bool:
@@ -58,3 +59,9 @@ def chart(fig: "go.Figure", key: str, **kwargs: Any) -> None:
             slider.font.size = size
         for trace, size in markers:
             trace.marker.size = size
+
+
+def table(data: Any, column_config: dict[str, Any] | None = None) -> None:
+    """``st.dataframe`` without the index, a dash in empty cells: a loaded map has no training time, a diverged run
+    no MSE, and the grid would write "None" there."""
+    st.dataframe(data, hide_index=True, column_config=column_config, placeholder=EMPTY_CELL)

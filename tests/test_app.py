@@ -700,6 +700,9 @@ def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
     assert loaded.metrics["mse"] == pytest.approx(trained.metrics["mse"])
     assert any("Loaded mine.safetensors as run #2." == i.value for i in at.info), [i.value for i in at.info]
     assert _metrics(at)["map"].tolist()[1] == "#2 mGradNet-M (from mine.safetensors)"
+    # A file has no training time: its cell is a dash, not the grid's "None" (a review saw "None" there).
+    truth = next(element for element in at.dataframe if "MSE" in element.value.columns)
+    assert math.isnan(truth.value["training time (s)"].iloc[1]) and truth.proto.placeholder == "\u2014"
     # Judged as its training judged it: a run and its own file loaded back get the same verdict and numbers (a review
     # saw "ok" beside "None").
     for name in ("verdict", "error_bound", "distance_ratio"):

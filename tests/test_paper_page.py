@@ -2,6 +2,7 @@
 high-dimensional sweep live on tiny budgets, and shows saved results when a results folder has them."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,10 @@ def test_page_shows_the_saved_sweep_as_medians_with_every_run_below(tmp_path, mo
     assert not at.exception
     medians = next(df for df in _frames(at) if "median_mse" in df.columns)
     assert medians.iloc[0]["completed"] == 2
-    # a diverged run has no MSE: a dash, not the grid's "None", and the numbers beside it as the grid writes them
-    assert list(medians["median_mse"]) == ["2.00e-4", "\u2014"]
+    # a diverged run has no MSE: the table shows a dash in the empty cell, not the grid's "None"
+    assert medians["median_mse"].iloc[0] == pytest.approx(2e-4) and math.isnan(medians["median_mse"].iloc[1])
+    table = next(element for element in at.dataframe if "median_mse" in element.value.columns)
+    assert table.proto.placeholder == "\u2014"
     runs = next(df for df in _frames(at) if "seed" in df.columns and "mse" in df.columns)
     assert sorted(runs["seed"].astype(int)) == [0, 1]
     assert any(e.label == "Every run (2)" for e in at.expander)
