@@ -228,8 +228,8 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
     ts = np.linspace(0.0, 1.0, frames)
 
     n_panels = len(panels)
-    fig = make_subplots(rows=1, cols=n_panels, subplot_titles=[p.title for p in panels],
-                        horizontal_spacing=0.04)
+    titles = [_two_lines(p.title) for p in panels]
+    fig = make_subplots(rows=1, cols=n_panels, subplot_titles=titles, horizontal_spacing=0.04)
     point_traces: list[int] = []
     paths = _subsample(len(x), max_paths)
     for col, (panel, mapped) in enumerate(zip(panels, maps), start=1):
@@ -264,9 +264,30 @@ def animation_figure(points: np.ndarray, panels: Sequence[Panel], target_samples
     ]
     for col in range(1, n_panels + 1):
         _square_axes(fig, bounds, 1, col, "" if col == 1 else str(col))
-    fig.update_layout(font=FONT, height=530, margin={"l": 10, "r": 10, "t": 40, "b": _CONTROLS_HEIGHT}, plot_bgcolor="white",
-                      **_play_controls(ts, redraw=False, frame_ms=frame_ms))
+    top = 60 if any("<br>" in t for t in titles) else 40
+    fig.update_layout(font=FONT, height=530 + top - 40, margin={"l": 10, "r": 10, "t": top, "b": _CONTROLS_HEIGHT},
+                      plot_bgcolor="white", **_play_controls(ts, redraw=False, frame_ms=frame_ms))
     return fig
+
+
+#: Characters of a panel title on one line: three panels of a window 900 px wide have about 190 px each.
+_TITLE_LINE = 24
+
+
+def _two_lines(title: str) -> str:
+    """A long panel title on two lines (Plotly's ``<br>``), broken before its parenthesis or after its last comma or
+    space that leaves the first line short enough: "Ground truth (barycentric, n=1000)" overlapped its neighbours'
+    titles in a narrow window."""
+    if len(title) <= _TITLE_LINE:
+        return title
+    cut = title.find(" (")
+    if cut > 0:
+        return f"{title[:cut]}<br>{title[cut + 1:]}"
+    cut = title.rfind(", ", 0, _TITLE_LINE)
+    if cut > 0:
+        return f"{title[:cut + 1]}<br>{title[cut + 2:]}"
+    cut = title.rfind(" ", 0, _TITLE_LINE + 1)
+    return f"{title[:cut]}<br>{title[cut + 1:]}" if cut > 0 else title
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:

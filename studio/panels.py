@@ -607,8 +607,10 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     if short_names:
         table["map"] = [run.name for run in runs]
     show_table(table, {
-        # the run's name stays in view while the table scrolls sideways in a narrow window
-        "map": st.column_config.TextColumn(pinned=True),
+        # the run's name stays in view while the table scrolls sideways in a narrow window, at a width that leaves
+        # room for numbers there (a full label, "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100
+        # steps)", took a 900 px window's whole table): a long one is cut, and shown whole in the CSV
+        "map": st.column_config.TextColumn(pinned=True, width="medium"),
         "MSE": st.column_config.NumberColumn(format="%.3e"),
         "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
         "cosine": st.column_config.NumberColumn(format="%.4f"),

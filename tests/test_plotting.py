@@ -314,3 +314,17 @@ def test_residual_figure_leaves_outside_the_support_blank():
     field[0] = np.nan
     z = np.asarray(residual_figure(field, grid).data[0].z, dtype=float)
     assert np.isnan(z[0]).all() and np.isfinite(z[1:]).all()
+
+
+def test_long_panel_titles_take_two_lines_and_the_figure_room_for_them(scene):
+    # "Ground truth (barycentric, n=1000)" overlapped its neighbours' titles in a window 900 px wide (a review).
+    x, panels, target = scene
+    short = animation_figure(x, [Panel("#1 mGradNet-M", panels[0].mapped)], target, frames=3)
+    long = animation_figure(x, [Panel("#1 mGradNet-M", panels[0].mapped),
+                                Panel("Ground truth (barycentric, n=1000)", panels[0].mapped),
+                                Panel("#12 ICNN baseline, not monotone", panels[0].mapped)], target, frames=3)
+    assert [a.text for a in short.layout.annotations] == ["#1 mGradNet-M"]
+    assert [a.text for a in long.layout.annotations] == [
+        "#1 mGradNet-M", "Ground truth<br>(barycentric, n=1000)", "#12 ICNN baseline,<br>not monotone"]
+    # the second line goes into a taller top margin, the panels keep their height
+    assert long.layout.margin.t - short.layout.margin.t == long.layout.height - short.layout.height > 0
