@@ -162,9 +162,15 @@ def store() -> RunStore:
     """The server's store, from ``GRADNET_STORE`` (a file path), ``GRADNET_STORE_HOURS`` and ``GRADNET_STORE_MB``."""
     global _STORE
     path = Path(os.environ.get("GRADNET_STORE") or Path(tempfile.gettempdir()) / "gradnetot-studio" / "runs.sqlite")
+    if path.is_dir():
+        path = path / "runs.sqlite"             # a folder named for the file: the file in it
     with _STORE_LOCK:
         if _STORE is None or _STORE.path != path:
-            _STORE = RunStore(path, hours=float(os.environ.get("GRADNET_STORE_HOURS", 24)),
-                              max_bytes=int(float(os.environ.get("GRADNET_STORE_MB", 50)) * 1e6))
+            try:
+                _STORE = RunStore(path, hours=float(os.environ.get("GRADNET_STORE_HOURS", 24)),
+                                  max_bytes=int(float(os.environ.get("GRADNET_STORE_MB", 50)) * 1e6))
+            except (OSError, sqlite3.Error) as err:
+                raise RuntimeError(f"The app cannot keep runs in {path} ({err}): set GRADNET_STORE to a file in a "
+                                   "folder the server can write to, or leave it unset.") from None
         return _STORE
 

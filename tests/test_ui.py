@@ -156,6 +156,21 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table([_row(1.0, 0, 0, r=1.0)], "target")
 
 
+def test_the_store_setting_takes_a_folder_and_explains_a_path_it_cannot_use(tmp_path, monkeypatch):
+    # GRADNET_STORE set to a folder ended every transport page in "sqlite3.OperationalError: unable to open
+    # database file" (seen while testing the app).
+    import studio.store
+
+    monkeypatch.setattr(studio.store, "_STORE", None)
+    monkeypatch.setenv("GRADNET_STORE", str(tmp_path))
+    assert studio.store.store().path == tmp_path / "runs.sqlite" and (tmp_path / "runs.sqlite").is_file()
+    blocked = tmp_path / "a file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("GRADNET_STORE", str(blocked / "runs.sqlite"))        # its folder is a file
+    with pytest.raises(RuntimeError, match="cannot keep runs in .*set GRADNET_STORE to a file in a folder"):
+        studio.store.store()
+
+
 def test_run_store_expires_caps_each_token_and_keeps_tokens_apart(tmp_path, monkeypatch):
     from studio.store import RunStore
 
