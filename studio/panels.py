@@ -573,6 +573,10 @@ def results_panel(page: str, problem: Problem | None) -> None:
                        "where a run went on with another objective, whose loss is on another scale.")
     with files_col:
         st.markdown("**Downloads**")
+        hidden = len(state.runs) - len(shown)
+        if hidden:
+            st.caption(f"The maps of the runs shown above. To download another run's map ({hidden} more), show it "
+                       "above.")
         for run in shown:
             st.download_button(f"Map {run.name} (.safetensors)",
                                _cached(state, ("run", run.number, "file"), lambda run=run: map_to_bytes(

@@ -662,6 +662,10 @@ def test_runs_accumulate_compare_any_two_and_can_be_removed():
     spec = _animation(at, "gaussians").proto.spec
     assert spec.index("#1 mGradNet-M") < spec.index("Ground truth") < spec.index("#3 MLP baseline")
     assert "#2 mGradNet-C" not in spec
+    # The maps to download are the shown runs', and the page says how to get the others'.
+    downloads = [b.proto.label for b in at.get("download_button") if b.proto.label.startswith("Map ")]
+    assert downloads == ["Map #1 mGradNet-M (.safetensors)", "Map #3 MLP baseline (.safetensors)"]
+    assert any("another run's map (1 more), show it above" in c.value for c in at.caption)
     csv = pd.read_csv(io.StringIO(metrics_csv(at)))
     assert len(csv) == 3 and {"settings", "trained on"} <= set(csv.columns)
     assert json.loads(csv["trained on"][0])["ground_truth"] == "gaussian"
