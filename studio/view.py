@@ -42,21 +42,25 @@ def chart(fig: "go.Figure", key: str, **kwargs: Any) -> None:
         st.plotly_chart(fig, key=key, **kwargs)
         return
     layout = fig.layout
-    saved_font = layout.font.size
-    saved_sliders = [slider.font.size for slider in layout.sliders]
+    # Each font's projector size: the text, the slider's labels and its "t = ..." value, and the annotations that
+    # carry their own size (the panels' titles, 16 px: they stayed small beside 20 px text, as "t =" did at 14 px).
+    fonts = [(layout.font, PROJECTOR_FONT)]
+    fonts += [(slider.font, PROJECTOR_FONT - 4) for slider in layout.sliders]
+    fonts += [(slider.currentvalue.font, PROJECTOR_FONT) for slider in layout.sliders]
+    fonts += [(note.font, min(round(note.font.size * PROJECTOR_FONT / 13), PROJECTOR_FONT + 2))
+              for note in layout.annotations if note.font.size]
+    saved_fonts = [(font, font.size) for font, _ in fonts]
     markers = [(trace, trace.marker.size) for trace in fig.data
                if getattr(trace, "marker", None) is not None and isinstance(trace.marker.size, (int, float))]
     try:
-        layout.font.size = PROJECTOR_FONT
-        for slider in layout.sliders:
-            slider.font.size = PROJECTOR_FONT - 4
+        for font, size in fonts:
+            font.size = size
         for trace, size in markers:
             trace.marker.size = size * PROJECTOR_MARKERS
         st.plotly_chart(fig, key=key, **kwargs)
     finally:
-        layout.font.size = saved_font
-        for slider, size in zip(layout.sliders, saved_sliders):
-            slider.font.size = size
+        for font, size in saved_fonts:
+            font.size = size
         for trace, size in markers:
             trace.marker.size = size
 

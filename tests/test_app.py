@@ -797,6 +797,11 @@ def test_projector_view_enlarges_charts_without_changing_the_cached_figures():
     assert (normal["layout"]["font"]["size"], large["layout"]["font"]["size"]) == (13, 20)
     assert [t["marker"]["size"] for t in large["data"]] == [7.2, 7.2]           # 1.8 x the usual 4
     assert large["layout"]["sliders"][0]["font"]["size"] == 16
+    # the "t = ..." value and the panels' titles too (they stayed at 14 and 16 px beside 20 px text)
+    assert (normal["layout"]["sliders"][0]["currentvalue"]["font"]["size"],
+            large["layout"]["sliders"][0]["currentvalue"]["font"]["size"]) == (14, 20)
+    assert {a["font"]["size"] for a in normal["layout"]["annotations"]} == {16}
+    assert {a["font"]["size"] for a in large["layout"]["annotations"]} == {22}
     cached = next(v for k, v in _state(at, "gaussians").cache.items() if k[0] == "animation")
     assert cached.layout.font.size == 13                                   # the run's figure is as it was
     assert any("font-size: 20px" in h.proto.body for h in at.get("html"))
