@@ -291,11 +291,17 @@ def _two_lines(title: str) -> str:
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
-    """About ``count`` round tick values inside [lo, hi] (steps of 1, 2 or 5 times a power of ten)."""
+    """About ``count`` round tick values inside [lo, hi] (steps of 1, 2 or 5 times a power of ten), at least three:
+    the step that fits ``count`` can leave one ([-4.9, 4.9] in steps of 5: only 0, a GIF's axes without a scale)."""
     raw = (hi - lo) / max(count - 1, 1)
     power = 10.0 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    return np.arange(math.ceil(lo / step) * step, hi + 1e-9 * step, step)
+    steps = [m * power for m in (0.1, 0.2, 0.5, 1, 2, 5, 10)]
+    largest = next(i for i, step in enumerate(steps) if step >= raw)
+    for step in reversed(steps[:largest + 1]):
+        ticks = np.arange(math.ceil(lo / step) * step, hi + 1e-9 * step, step)
+        if len(ticks) >= 3:
+            break
+    return ticks
 
 
 def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,

@@ -328,3 +328,16 @@ def test_long_panel_titles_take_two_lines_and_the_figure_room_for_them(scene):
         "#1 mGradNet-M", "Ground truth<br>(barycentric, n=1000)", "#12 ICNN baseline,<br>not monotone"]
     # the second line goes into a taller top margin, the panels keep their height
     assert long.layout.margin.t - short.layout.margin.t == long.layout.height - short.layout.height > 0
+
+
+@pytest.mark.parametrize("lo, hi", [(-4.9, 4.9), (-5.7, 5.0), (0.0, 1.0), (-0.04, 1.04), (-12.0, 12.0), (3.1, 3.4)])
+def test_gif_axes_get_at_least_three_round_ticks_inside_the_range(lo, hi):
+    # A mixture GIF's axes over about [-4.9, 4.9] had one tick, "0", and no scale (a review).
+    from gradnet_core.plotting import _nice_ticks
+
+    ticks = _nice_ticks(lo, hi)
+    steps = np.diff(ticks)
+    assert 3 <= len(ticks) <= 11 and lo - 1e-9 <= ticks[0] and ticks[-1] <= hi + 1e-9
+    np.testing.assert_allclose(steps, steps[0])
+    mantissa = steps[0] / 10.0 ** np.floor(np.log10(steps[0]))
+    assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-9
