@@ -563,6 +563,14 @@ def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
     # "passed": a phase that follows every map (fallback_from 0), said so, so that a pass followed by more training
     # does not read as a contradiction
     why = f" ({first.fault})" if first is not None and not first.ok and first.fault else ""
+    if (standing == "passed" and len(runs) == 2 and kept is runs[-1] and kept.warm and last.stopped == "completed"
+            and last.verdict is not None and last.verdict.ok):
+        # The usual end of the digit and mixture presets, told in one sentence (a review found the long account
+        # below hard to read after every digit): the kept run's own message without its "Trained N steps" sentence.
+        rest = kept.result.message.partition(". ")[2]
+        return (f"The map passed after {runs[0].result.steps:,} steps and, as these settings always do, trained "
+                f"{last.steps:,} more on the {kept.fallback} from there; it passes again, and that is the map shown."
+                + (f" {rest}" if rest else "") + tail)
     said = (f"The first map passed; as after every map with these settings, the network was then trained {series}"
             if standing == "passed" else f"The first map {standing}{why}, so the network was trained again {series}")
     if last.stopped != "completed":
