@@ -48,9 +48,10 @@ COLOR_SAMPLES = 1000      # pixels per image for the colour distance (W2 by exac
 #: the learned recolouring's stayed at 0.086-0.096.
 COLOR_REPLICATES = 3
 
-#: Colour transfer reads pictures with ``images.read_image``; any picture of 2 x 2 pixels or more has colours.
+#: Colour transfer reads pictures with ``images.read_image``: 8 x 8 pixels at least, as the digits (a 3 x 3 photo has
+#: nine colours, too few to judge a map on: verdict.MIN_SAMPLES).
 COLOR_LIMITS = ImageLimits(
-    min_side=2, decode_side=MAX_SIDE,
+    min_side=8, decode_side=MAX_SIDE,
     too_small="The image is only {width} x {height} pixels; it needs at least {min_side} x {min_side}.",
     bomb="The image declares an enormous size (a decompression bomb?); shrink it first.")
 

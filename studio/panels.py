@@ -870,5 +870,5 @@ def color_results_panel(page: str) -> None:
                         key=key(page, "cloud_before"))
     after.plotly_chart(color.pixel_cloud_figure({"recoloured": comparison.recoloured, "target": outcome.target}),
                        key=key(page, "cloud_after"))
-    before.caption("Before: source and target pixels in RGB space (2000 of each).")
+    before.caption("Before: source and target pixels in RGB space (up to 2000 of each).")
     after.caption("After: recoloured source pixels and target pixels.")

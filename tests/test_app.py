@@ -527,7 +527,7 @@ def test_color_transfer_bad_uploads_show_an_error_and_keep_the_target():
     messages = {"notes.png": "This file is not an image this app can read",
                 "cut.png": "The image file is damaged or incomplete",
                 "bomb.png": "The image declares an enormous size (a decompression bomb?)",
-                "dot.png": "The image is only 1 x 1 pixels; it needs at least 2 x 2."}
+                "dot.png": "The image is only 1 x 1 pixels; it needs at least 8 x 8."}
     for name, message in messages.items():
         at.file_uploader(key="color.source.upload").set_value((name, BAD_UPLOADS[name][0], "image/png")).run()
         assert not at.exception, f"{name}: {at.exception}"
@@ -541,6 +541,26 @@ def test_color_transfer_bad_uploads_show_an_error_and_keep_the_target():
                                                            "image/png")).run()
     assert not at.error and not at.exception
     assert _captions(at)[0] == "64 x 64 px" and not at.button(key="color.train").disabled
+
+
+def test_a_color_source_too_small_to_judge_gets_no_green_verdict():
+    # A 3 x 3 photo's recolouring was called "close to the optimal map" at 4 pixels a sample (a review); it is refused
+    # now, and a 12 x 12 one (144 pixels) is trained and said to be too small to judge.
+    at = _open("color_transfer")
+    at.radio(key="color.source.mode").set_value("Upload").run()
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    at.file_uploader(key="color.source.upload").set_value(("small.png", _png(pixels), "image/png")).run()
+    assert not at.error and not at.exception
+    at.number_input(key="color.steps").set_value(20).run()
+    at.button(key="color.train").click().run()
+    deadline = time.monotonic() + TIMEOUT
+    while at.session_state["color.state"].job is not None:
+        assert time.monotonic() < deadline, "training did not finish in time"
+        time.sleep(0.2)
+        at.run()
+    assert not at.exception and not at.success
+    assert any("Too few points to judge the map: the source has 144" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
 
 
 def test_the_color_transfer_notice_is_left_out_while_another_image_is_on_screen():

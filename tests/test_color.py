@@ -75,7 +75,7 @@ def test_load_rgb_modes_and_arrays():
     (b"definitely not an image", "not an image"),
     (png(np.zeros((40, 40, 3), dtype=np.uint8))[:60], "damaged|not an image"),
     (np.zeros((5, 5), dtype=np.uint8), "shape"),
-    (np.full((4, 4, 3), 1.5), r"\[0, 1\]"),
+    (np.full((8, 8, 3), 1.5), r"\[0, 1\]"),
     (np.zeros((1, 9, 3), dtype=np.uint8), "at least"),
     (12, "bytes, a path or an array"),
 ])

@@ -135,6 +135,23 @@ def test_a_shifted_map_is_flagged_with_samples_only():
     assert exact.ok and abs(exact.transport_excess) < 0.02 * exact.transport_scale, exact.message
 
 
+def test_too_few_points_to_judge_are_said_so_and_never_pass():
+    # A 3 x 3 photo's recolouring passed at 4 points a sample: two samples of one target that small differ by chance
+    # as much as a wrong map's from it (a review).
+    from gradnet_core.verdict import MIN_SAMPLES
+
+    model, source, target = _exact_gaussian_map()
+    points = target.sample(2 * MIN_SAMPLES - 2, torch.Generator().manual_seed(1))
+    few = assess_map(model, source, points)
+    assert not few.ok and few.failed == ("samples",) and few.samples == MIN_SAMPLES - 1
+    assert few.message.startswith(f"Too few points to judge the map: the target has {2 * MIN_SAMPLES - 2}, and the "
+                                  f"check needs {2 * MIN_SAMPLES}")
+    assert few.fault == "too few points to judge it" and after_short_run(few, 5) == few
+    enough = assess_map(model, source, target.sample(2 * MIN_SAMPLES, torch.Generator().manual_seed(1)))
+    assert enough.ok and enough.samples == MIN_SAMPLES
+    assert assess_map(model, source, target, samples=50).ok     # a small sample asked for is the caller's choice
+
+
 def test_a_map_that_is_not_monotone_is_never_called_optimal():
     torch.manual_seed(0)
     verdict = assess_map(MLPMap(2, width=8, depth=1), Gaussian([0.0, 0.0], np.eye(2)), Gaussian([0.0, 0.0], np.eye(2)))
