@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from gradnet_core.experiments import EXPERIMENTS
+from gradnet_core.experiments.common import torch_threads
 from gradnet_core.experiments.gaussian2d import run_gaussian2d
 from gradnet_core.experiments.highdim import HIGHDIM_DIMS, grouped_by_dim, run_highdim
 from gradnet_core.experiments.paper import (PAPER_DIGITS, PAPER_GAUSSIAN_2D, PAPER_HIGHDIM, paper_table_median,
@@ -85,8 +86,9 @@ with st.form(f"{PAGE}.fig1"):
 if run_2d:
     bar, update = _progress_bar("Fig. 1")
     try:
-        st.session_state[f"{PAGE}.fig1_result"] = run_gaussian2d(steps=int(steps_2d), on_progress=update,
-                                                                 write_files=False)
+        with torch_threads(1):        # one thread per training job, as the other pages' (two lost 10x on a busy server)
+            st.session_state[f"{PAGE}.fig1_result"] = run_gaussian2d(steps=int(steps_2d), on_progress=update,
+                                                                     write_files=False)
     except ValueError as err:
         st.error(str(err))
     bar.empty()
@@ -124,8 +126,9 @@ if run_hd:
     else:
         bar, update = _progress_bar("Fig. 2")
         try:
-            st.session_state[f"{PAGE}.fig2_result"] = run_highdim(dims=sorted(dims), steps=int(steps_hd),
-                                                                  on_progress=update, write_files=False)
+            with torch_threads(1):
+                st.session_state[f"{PAGE}.fig2_result"] = run_highdim(dims=sorted(dims), steps=int(steps_hd),
+                                                                      on_progress=update, write_files=False)
         except ValueError as err:
             st.error(str(err))
         bar.empty()

@@ -26,3 +26,13 @@ def disk_and_two_blobs():
     disk = ((rows - 13.5) ** 2 + (cols - 13.5) ** 2 < 36).astype(float)
     blobs = (((rows - 13.5) ** 2 + (cols - 5) ** 2 < 16) | ((rows - 13.5) ** 2 + (cols - 22) ** 2 < 16)).astype(float)
     return ImageDensity(disk, bandwidth=1e-2), ImageDensity(blobs, bandwidth=1e-2)
+
+
+def after_prewarm() -> None:
+    """Wait for the app's background import of the training stack, as app.py does at the start of every run: AppTest
+    runs a page switched to without app.py, and a page that imports POT beside that thread can get it half
+    initialised ("partially initialized module 'ot' has no attribute 'gaussian'", the paper page's live Fig. 1 run
+    alone)."""
+    from studio.device import after_prewarm as wait
+
+    wait()

@@ -19,6 +19,8 @@ from PIL import Image
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from helpers import after_prewarm  # noqa: E402
+
 from gradnet_core import MGradNetM, presets  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -27,6 +29,7 @@ TIMEOUT = 120
 
 def _open(page: str | None = None) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60).run()
+    after_prewarm()
     if page is not None:
         at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception

@@ -13,6 +13,7 @@ from PIL import Image
 
 from gradnet_core import MMGN, color
 from gradnet_core.verdict import TRY_AGAIN, after_short_run, assess_map
+from helpers import after_prewarm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,6 +147,7 @@ def test_color_page_renders_trains_and_recolours():
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    after_prewarm()
     at.switch_page("pages/color_transfer.py").run()
     assert not at.exception and not at.error
     assert len(at.get("image")) == 2                          # source and target

@@ -6,9 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from helpers import after_prewarm  # noqa: E402
 
 from gradnet_core.experiments import saved as saved_module  # noqa: E402
 from gradnet_core.experiments.saved import load_saved  # noqa: E402
@@ -19,6 +22,7 @@ PAGE = "paper"
 
 def _open() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=120).run()
+    after_prewarm()
     at.switch_page("pages/paper_results.py").run()
     assert not at.exception, at.exception
     return at
@@ -35,7 +39,14 @@ def test_page_renders_with_both_forms():
     assert "Run Fig. 1" in labels and "Run the sweep" in labels
 
 
-def test_page_runs_fig1_live():
+def test_page_runs_fig1_live(monkeypatch):
+    import gradnet_core.experiments.gaussian2d as gaussian2d
+
+    # One torch thread, as every training job: on two the live Fig. 1 took 14x the command line's time on a busy
+    # server (a review).
+    threads, real = [], gaussian2d.run_gaussian2d
+    monkeypatch.setattr(gaussian2d, "run_gaussian2d", lambda **kw: threads.append(torch.get_num_threads()) or real(**kw))
+    torch.set_num_threads(2)
     at = _open()
     at.number_input(key=f"{PAGE}.steps_2d").set_value(10)
     next(b for b in at.button if b.label == "Run Fig. 1").click().run()
@@ -46,6 +57,7 @@ def test_page_runs_fig1_live():
     monotone = table[table["model"] != "MLP baseline"]
     assert (monotone["order_reversal_share"] == 0).all()
     assert result.files == []                      # the live run writes nothing to results/
+    assert threads == [1] and torch.get_num_threads() == 2
     assert any("0.0115" in c.value for c in at.caption)
     # a 10-step run is not set beside the paper's 1000 steps as if they were alike
     captions = [c.value for c in at.caption]

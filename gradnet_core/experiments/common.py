@@ -9,6 +9,7 @@ tqdm bar and the app one progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -21,14 +22,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from ..training import Progress
 
-__all__ = ["RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "BACKENDS", "run_tasks", "output_dir",
+__all__ = ["torch_threads", "RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "BACKENDS", "run_tasks", "output_dir",
            "write_csv", "write_json", "write_html", "machine_description", "finite_or_none"]
 
 
@@ -158,6 +159,19 @@ def run_tasks(run: Callable[[Any, Callable[[Progress], None]], Task], tasks: Seq
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads of the calling thread set to ``threads`` within the block, as before after it (the
+    experiments' small steps run slower on two threads than on one, and far slower on a busy machine:
+    benchmarks/README.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run_reporting(run: Callable[[Any, Callable[[Progress], None]], Task], task: Any, index: int, reports) -> Task:

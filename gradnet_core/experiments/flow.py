@@ -40,8 +40,8 @@ from ..networks import TransportMap, build_map
 from ..presets import MODEL_PRESETS, mixture_presets
 from ..objectives import ConstrainedFlow, MongeAmpere, ReverseKL
 from ..training import Progress, TrainConfig, train
-from .common import (ExperimentResult, ProgressFn, RunProgress, machine_description, output_dir, write_csv,
-                     write_json)
+from .common import (ExperimentResult, ProgressFn, RunProgress, machine_description, output_dir, torch_threads,
+                     write_csv, write_json)
 from .figures import snapshot_grid_png
 
 __all__ = ["FLOW_METHODS", "TAU_SWEEP", "flow_problem", "run_flow", "run_tau_sweep", "add_arguments", "run"]
@@ -161,9 +161,7 @@ def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(FLOW_METHODS)}")
 
     started = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         source, target = flow_problem()
         g = torch.Generator().manual_seed(12345)
         x_ref, y_ref = source.sample(n_reference, g), target.sample(n_reference, g)
@@ -240,8 +238,6 @@ def run_flow(out: str | Path | None = None, seeds: int = 10, budget: float = 15.
             result.files.append(table)
             result.files.append(write_json(folder / "flow.json", result.summary))
             result.files.append(_figure(folder / "flow_maps.png", seed0_maps, x_ref, reference, target))
-    finally:
-        torch.set_num_threads(threads_before)
     result.elapsed = time.perf_counter() - started
     return result
 
@@ -277,9 +273,7 @@ def run_tau_sweep(out: str | Path | None = None, seeds: int = 3, budget: float =
     """
     _check_seeds_and_budget(seeds, budget)
     started = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         source, target = flow_problem()
         base = {"explicit": FLOW_METHODS["flow, explicit (exact score)"], "implicit": FLOW_METHODS["flow, implicit"]}
         train(_build_model(0), source, target, _shortened(base["explicit"], device="cpu"))
@@ -348,8 +342,6 @@ def run_tau_sweep(out: str | Path | None = None, seeds: int = 3, budget: float =
             table = folder / "flow_tau_sweep.md"
             table.write_text("\n".join(lines) + "\n", encoding="utf-8")
             result.files.append(table)
-    finally:
-        torch.set_num_threads(threads_before)
     result.elapsed = time.perf_counter() - started
     return result
 
