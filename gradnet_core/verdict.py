@@ -149,7 +149,7 @@ class Verdict:
     @property
     def fault(self) -> str:
         """Why the map was flagged, in a few words ("" when it passed), for the account of what training tried next:
-        "its points off by about 0.05 on average, over the 0.045 the check allows"."""
+        "its points are off by about 0.05 on average, over the 0.045 the check allows"."""
         if self.ok:
             return ""
         if "samples" in self.failed:
@@ -160,7 +160,7 @@ class Verdict:
             return f"it sent about {_fraction(self.misplaced)} of the source's mass where the target is thin"
         excess, tolerance = self.transport_excess, self.transport_tolerance
         if "transport" in self.failed and excess is not None and tolerance is not None and math.isfinite(excess):
-            return (f"its points off by about {math.sqrt(max(excess, 0.0)):.2g} on average, over the "
+            return (f"its points are off by about {math.sqrt(max(excess, 0.0)):.2g} on average, over the "
                     f"{math.sqrt(tolerance):.2g} the check allows")
         if "kl" in self.failed and self.kl is not None:
             return f"KL(T#p || q) ≈ {self.kl:.2f} nats"

@@ -845,16 +845,20 @@ def color_results_panel(page: str) -> None:
         return
     comparison = outcome.comparison
     st.divider()
-    st.subheader(f"Results: {outcome.network}, {COLOR_LOSSES[outcome.loss].split(' (')[0]}")
+    loss_name = COLOR_LOSSES[outcome.loss].split(" (")[0]
+    st.subheader(f"Results: {outcome.network}, {loss_name}")
     shown = (("Source", outcome.source), ("Target", outcome.target),
              (f"Recoloured by {outcome.network}", comparison.recoloured),
              (f"POT EMD transfer ({comparison.emd.samples} pixels)", comparison.emd.image))
     for column, (caption, image) in zip(st.columns(4), shown):
         column.image(image, caption=caption, width="stretch")   # not 160 x 120 thumbnails
-    st.download_button("Download the recoloured image (.png)", color.to_png_bytes(comparison.recoloured),
+    height, width = comparison.recoloured.shape[:2]
+    # its size said: an upload is shrunk to at most MAX_SIDE px, and a 4000 x 3000 photo came back 512 x 384 (a review)
+    st.download_button(f"Download the recoloured image ({width} x {height} px, .png)",
+                       color.to_png_bytes(comparison.recoloured),
                        file_name="recoloured.png", mime="image/png", key=key(page, "download"))
     show_table({
-        "method": ["source as it is", f"{outcome.network} ({outcome.loss})", "POT EMD transfer",
+        "method": ["source as it is", f"{outcome.network} ({loss_name})", "POT EMD transfer",
                    "another sample of the target's pixels"],
         "time (s)": ["–", f"{comparison.learned_seconds:.2f}", f"{comparison.emd.seconds:.2f}", "–"],
         "colour distance to the target (W2)": [comparison.distances[k] for k in ("source", "learned", "EMD", "target")],

@@ -177,6 +177,7 @@ def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
         return [("success" if result.stopped == "completed" else "warning", result.message)]
     kind = "success" if result.stopped == "completed" and verdict.ok else "warning"
     headline = ("The map is close to the optimal map." if verdict.ok else
+                "The map cannot be judged: too few points." if "samples" in verdict.failed else
                 f"The map is not the optimal map: {verdict.fault}.")
     return [(kind, f"**{headline}** {result.message}\n\n{verdict.message}")]
 

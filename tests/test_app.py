@@ -562,7 +562,8 @@ def test_a_color_source_too_small_to_judge_gets_no_green_verdict():
         time.sleep(0.2)
         at.run()
     assert not at.exception and not at.success
-    assert any("Too few points to judge the map: the source has 144" in w.value for w in at.warning), \
+    assert any(w.value.startswith("**The map cannot be judged: too few points.**") and
+               "Too few points to judge the map: the source has 144" in w.value for w in at.warning), \
         [w.value for w in at.warning]
 
 

@@ -167,8 +167,8 @@ def test_color_page_renders_trains_and_recolours():
     assert not at.success
     assert len(at.get("image")) == 6                          # inputs, then source, target, learned, EMD
     assert len(at.get("plotly_chart")) == 2                   # pixel clouds before and after
-    assert [b.label for b in at.get("download_button")] == ["Download the recoloured image (.png)"]
+    assert [b.label for b in at.get("download_button")] == ["Download the recoloured image (160 x 120 px, .png)"]
     table = at.dataframe[0].value
-    assert list(table["method"]) == ["source as it is", "M-MGN (gaussian-kl)", "POT EMD transfer",
+    assert list(table["method"]) == ["source as it is", "M-MGN (Gaussian-moment KL)", "POT EMD transfer",
                                      "another sample of the target's pixels"]
     assert np.isfinite(table["colour distance to the target (W2)"].to_numpy()).all()

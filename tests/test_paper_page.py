@@ -127,7 +127,9 @@ def test_page_shows_the_saved_sweep_as_medians_with_every_run_below(tmp_path, mo
 
 def test_saved_sections_say_what_each_number_is(tmp_path, monkeypatch):
     results = tmp_path / "results"
-    for name, summary in (("gaussian2d", {"seeds": 3, "n_test": 1000}),
+    for name, summary in (("gaussian2d", {"seeds": 3, "n_test": 1000, "mse": {"mGradNet-M": 7e-5},
+                                          "mse_range": {"mGradNet-M": [2e-5, 9e-5]}, "crossing_share": {"mGradNet-M": 0.005},
+                                          "train_s": {"mGradNet-M": 1.0}}),
                           ("digits-table", {"images": "bundled digits", "preset": "fast", "steps": 1000,
                                             "median_mse": 5e-4, "pairs": 2,
                                             "statistic": "per pair: median over 3 training seeds x 3 evaluation draws"}),
@@ -141,7 +143,11 @@ def test_saved_sections_say_what_each_number_is(tmp_path, monkeypatch):
     headers = [h.value for h in at.subheader]
     assert headers.index("Fig. 1: saved run") < headers.index("Table I: digit pairs") \
         < headers.index("One morph: 0 → 4"), headers       # Fig. 1 first, as in the paper and the live sections above
-    assert any(c.value.startswith("One row per network and training seed (3 seeds)") for c in at.caption)
+    # Fig. 1 as medians over its seeds with the MSE's range (it showed one row per seed, no median: a review)
+    assert any(c.value.startswith("Medians over 3 training seeds, each scored on its own 1000 fresh samples")
+               for c in at.caption)
+    fig1 = next(df for df in _frames(at) if "median_mse" in df.columns and "crossing_share" in df.columns)
+    assert fig1.iloc[0][["median_mse", "min_mse", "max_mse"]].tolist() == pytest.approx([7e-5, 2e-5, 9e-5])
     assert any("over 2 pairs. Ours per pair: the median over 3 training seeds x 3 evaluation draws, with their "
                "range (min, max)." in m.value for m in at.markdown), [m.value for m in at.markdown]
     morph = next(c.value for c in at.caption if c.value.startswith("Ours: MSE 3.10e-04"))
