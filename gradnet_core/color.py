@@ -235,7 +235,7 @@ def explain_verdict(verdict: Verdict, distances: dict[str, float]) -> Verdict:
               "several target colours, which a smooth map cannot do, and more steps bring it only a little nearer; "
               "the EMD transfer does it pixel by pixel and so speckles smooth areas. Judge the recoloured image "
               "itself.")
-    message = (f"The map is not the exact optimal transport map: the recoloured pixels are W2 "
+    message = (f"The recoloured pixels are W2 "
                f"{distances['learned']:.3g} from the target's colours, against {distances['target']:.3g} between two "
                f"samples of the target's own pixels and {distances['EMD']:.3g} for POT's EMD transfer (the table "
                f"below).{advice}")

@@ -583,9 +583,10 @@ def results_panel(page: str, problem: Problem | None) -> None:
                                    run.model, {**run.settings, "network": run.network})),
                                file_name=f"{page}-run{run.number}-{run.network.replace(' ', '-')}.safetensors",
                                mime="application/octet-stream", key=key(page, "download_map", run.number))
-        st.download_button("Metrics of every run, with settings and problem (.csv)",
-                           metrics_table(state.runs, details=True).to_csv(index=False),
-                           file_name=f"{page}-metrics.csv", mime="text/csv", key=key(page, "download_csv"))
+        # a short label: a longer one was cut short beside the loss chart at 1280 px (a review)
+        st.download_button("Metrics of every run (.csv)", metrics_table(state.runs, details=True).to_csv(index=False),
+                           file_name=f"{page}-metrics.csv", mime="text/csv", key=key(page, "download_csv"),
+                           help="Every run's metrics and checks, with its settings and the problem it was trained on.")
         st.download_button("Animation (.gif)", lambda: _cached(
                                state, ("gif", tuple(chosen), show_target, arrows, paths), lambda: animation_gif(
                                    ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES,

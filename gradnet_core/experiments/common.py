@@ -55,7 +55,8 @@ ProgressFn = Callable[[RunProgress], None]
 class ProgressTracker:
     """Turns ``train()``'s per-run callbacks into ``RunProgress`` reports for the whole experiment.
 
-    ``steps`` lists the planned steps of every run in order. Call ``callback(i, label)`` to get the
+    ``steps`` lists the planned steps of every run in order; a run whose progress reports a larger total (a second
+    phase) grows to it. Call ``callback(i, label)`` to get the
     ``train`` callback of run ``i``, and ``finish(i)`` when that run ends (it may stop early). Runs
     may overlap (``run_tasks`` with several jobs): ``done`` is the sum of every run's steps so far.
     """
@@ -70,6 +71,11 @@ class ProgressTracker:
         self.report(run, label, 0, None)
 
         def report(progress: Progress) -> None:
+            if progress.total > self.steps[run]:
+                # a run that goes on with another objective (a digit's Sinkhorn phase) counts those steps too: the
+                # bar reached 100 % at the first phase's end and stayed there through the second (a review)
+                self.total += progress.total - self.steps[run]
+                self.steps[run] = progress.total
             self.report(run, label, progress.step, progress.loss)
 
         return report
