@@ -65,7 +65,16 @@ def chart(fig: "go.Figure", key: str, **kwargs: Any) -> None:
             trace.marker.size = size
 
 
+#: Tables of up to this many rows are shown whole; longer ones scroll inside ten rows' height.
+WHOLE_TABLE_ROWS = 30
+
+
 def table(data: Any, column_config: dict[str, Any] | None = None) -> None:
-    """``st.dataframe`` without the index, a dash in empty cells: a loaded map has no training time, a diverged run
-    no MSE, and the grid would write "None" there."""
-    st.dataframe(data, hide_index=True, column_config=column_config, placeholder=EMPTY_CELL)
+    """``st.dataframe`` without the index, a dash in empty cells (a loaded map has no training time, a diverged run
+    no MSE, and the grid would write "None" there), and every row in view up to ``WHOLE_TABLE_ROWS``: Table I's 25
+    pairs scrolled inside ten rows, and a projector's audience saw two source digits of five (a review)."""
+    import pandas as pd             # here: the Home page, which imports this module, draws no table
+
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    st.dataframe(frame, hide_index=True, column_config=column_config, placeholder=EMPTY_CELL,
+                 height="content" if len(frame) <= WHOLE_TABLE_ROWS else "auto")
