@@ -57,7 +57,7 @@ from servers import streamlit_server  # noqa: E402
 from streamlit_client import Tab  # noqa: E402
 
 LOG = Path("/tmp/class_load_server.log")
-CSV_LABEL = "Metrics of every run, with settings and problem (.csv)"
+CSV_LABEL = "Metrics of every run (.csv)"          # the metrics download's label on the transport pages (studio.panels)
 PAGE_TITLES = {"gaussians": "Gaussians", "digits": "Digits", "mixtures": "Gaussian mixtures"}
 
 

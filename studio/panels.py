@@ -611,6 +611,9 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     if short_names:
         table["map"] = [run.name for run in runs]
+    kl = METRIC_COLUMNS["kl_estimate"]
+    if kl in table:
+        table[kl] = table[kl].round(3) + 0.0      # shown to 3 decimals: -0.0002 as 0.000, not "-0.000" (a review)
     show_table(table, {
         # the run's name stays in view while the table scrolls sideways in a narrow window, at a width that leaves
         # room for numbers there (a full label, "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100

@@ -154,6 +154,9 @@ def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
     assert any(s.value.startswith("**The map is close to the optimal map.** Trained 200 steps") for s in at.success), \
         [w.value for w in at.warning]
     assert _metrics(at)["verdict"].tolist() == ["ok"]
+    # The KL estimate of a right map is about 0, on screen to 3 decimals: never "-0.000" (a review saw it)
+    kl = _metrics(at)["KL(T#p ‖ q) estimate"].iloc[0]
+    assert abs(kl) < 0.01 and kl == round(kl, 3) and not (kl == 0 and math.copysign(1.0, kl) < 0)
     _train(at, "gaussians", steps=3)
     assert not at.success
     assert any(w.value.startswith("**The map is not the optimal map: ") and "Trained 3 steps" in w.value
