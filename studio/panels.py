@@ -345,8 +345,30 @@ def _restore_runs(page: str) -> None:
     state.runs, state.reference = runs[-MAX_RUNS:], reference
     state.run_counter = max(run.number for run in runs)
     _runs_changed(state, [run.number for run in reversed(runs)][:2])
+    trained = [run for run in runs if run.result is not None and not run.origin]
+    if trained:
+        _restore_settings(page, trained[-1].settings)
     state.notices += [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
-                       "before the reload.")]
+                       "before the reload" + (", with the settings of the last one trained" if trained else "")
+                       + ".")]
+
+
+def _restore_settings(page: str, settings: dict[str, Any]) -> None:
+    """The training settings of a run brought back after a reload, in the page's boxes (they came back at their
+    defaults: a review reloaded after training with its own steps and seed and found the preset's). Set before the
+    boxes are drawn; a setting the run does not carry keeps its default."""
+    network, training = settings.get("network"), settings.get("training") or {}
+    if network in NETWORKS:
+        st.session_state[key(page, "network")] = network
+        for name in ("width", "depth", "modules"):
+            if isinstance(settings.get(name), int):
+                st.session_state[key(page, network, name)] = settings[name]
+    for name, kind in (("steps", int), ("lr", float), ("seed", int)):
+        if isinstance(training.get(name), (int, float)):
+            st.session_state[key(page, name)] = kind(training[name])
+    label = str(settings.get("objective_label", "")).split(" → ")[0]      # the objective picked, not its fallback
+    if label in presets.OBJECTIVE_CHOICES:
+        st.session_state[key(page, "objective")] = label
 
 
 def _runs_changed(state: PageState, shown: list[int]) -> None:

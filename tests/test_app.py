@@ -838,7 +838,8 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
     at = _open("gaussians")
     token = at.session_state["session.token"]
     assert at.query_params["session"] == token and len(token) >= 22          # in the URL, 128 random bits
-    _train(at, "gaussians", steps=40)
+    at.selectbox(key="gaussians.network").set_value("mGradNet-C")
+    _train(at, "gaussians", steps=40, seed=7)
     at.button(key="gaussians.open_demo").click().run()
     before = _state(at, "gaussians").runs
     # F5: a new session whose URL carries the token.
@@ -851,7 +852,11 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
     assert after[0].result.history["loss"] == pytest.approx(before[0].result.history["loss"], nan_ok=True)
     np.testing.assert_allclose(after[1].mapped, before[1].mapped)
     assert _metrics(again)["MSE"].tolist() == pytest.approx(_metrics(at)["MSE"].tolist())
-    assert any("2 runs of this session brought back" in i.value for i in again.info)
+    assert any("2 runs of this session brought back from before the reload, with the settings of the last one "
+               "trained." in i.value for i in again.info)
+    # ... and the settings it was trained with are in their boxes again, not the preset's (a review)
+    assert again.selectbox(key="gaussians.network").value == "mGradNet-C"
+    assert (again.number_input(key="gaussians.steps").value, again.number_input(key="gaussians.seed").value) == (40, 7)
     # Another browser (no token, or a made-up one) sees nothing of it.
     for other in (None, "A" * 22):
         stranger = AppTest.from_file(str(APP), default_timeout=60)
