@@ -13,7 +13,7 @@ from gradnet_core import Gaussian, GaussianMixture, MGradNetM, MLPMap, TrainConf
 from gradnet_core.densities import ImageDensity
 from gradnet_core.ground_truth import barycentric_projection, gaussian_map
 from gradnet_core.images import load_bundled
-from gradnet_core.metrics import evaluate_map
+from gradnet_core.metrics import evaluate_map, exact_w2
 from gradnet_core.networks import GradientNetwork, seeded_map
 from gradnet_core.objectives import MongeAmpere
 from gradnet_core.presets import MODEL_PRESETS, mixture_presets, objective_overrides, train_preset
@@ -150,6 +150,26 @@ def test_too_few_points_to_judge_are_said_so_and_never_pass():
     enough = assess_map(model, source, target.sample(2 * MIN_SAMPLES, torch.Generator().manual_seed(1)))
     assert enough.ok and enough.samples == MIN_SAMPLES
     assert assess_map(model, source, target, samples=50).ok     # a small sample asked for is the caller's choice
+
+
+def test_the_reference_w2_of_the_same_target_samples_is_computed_once(monkeypatch):
+    # A digit or mixture training judges two maps on one target with one seed: the target-vs-target W2s are the same.
+    from collections import OrderedDict
+
+    import gradnet_core.verdict as verdict
+
+    monkeypatch.setattr(verdict, "_W2_CACHE", OrderedDict())
+    calls = []
+    monkeypatch.setattr(verdict, "exact_w2", lambda a, b: calls.append(1) or exact_w2(a, b))
+    model, source, target = _exact_gaussian_map()
+    first = assess_map(model, source, target, seed=3)
+    assert len(calls) == 1 + verdict.TRANSPORT_REPLICATES                # the map's W2 and the reference's
+    shifted = Affine(model.A.detach(), model.b.detach() + torch.tensor([0.5, 0.0]))
+    second = assess_map(shifted, source, target, seed=3)
+    assert len(calls) == 2 + verdict.TRANSPORT_REPLICATES                # the map's W2 only
+    assert second.transport_noise == first.transport_noise and second.transport > first.transport
+    assess_map(model, source, target, seed=4)                            # other samples: computed
+    assert len(calls) == 3 + 2 * verdict.TRANSPORT_REPLICATES
 
 
 def test_a_map_that_is_not_monotone_is_never_called_optimal():
