@@ -142,7 +142,9 @@ def canvas_to_image(rgba: np.ndarray) -> np.ndarray:
     spanning less than 1/7 of the canvas's longer side), is refused.
     """
     image = _canvas_image(rgba)
-    fg = _foreground(_grayscale(image, _EMPTY_CANVAS), _EMPTY_CANVAS)
+    # White strokes on black, as the canvas draws them: no light-background test, which inverted a frame drawn along
+    # the border (or a U touching three edges) into a filled square (a review).
+    fg = _foreground(_grayscale(image, _EMPTY_CANVAS), _EMPTY_CANVAS, light_ink=True)
     # Measure the drawing's footprint at 28 px scale, whatever the pen width: a thin stroke across
     # the canvas is a digit, a fat dot is not.
     rows, cols = np.nonzero(fg >= _CANVAS_INK)
@@ -354,17 +356,21 @@ def _composite(luminance: np.ndarray, alpha: np.ndarray, blank_message: str) -> 
 
 # --- normalisation -------------------------------------------------------------------------------
 
-def _foreground(gray: np.ndarray, blank_message: str) -> np.ndarray:
+def _foreground(gray: np.ndarray, blank_message: str, light_ink: bool = False) -> np.ndarray:
     """Ink in [0, 1] (peak 1) from ``(h, w)`` luminance: invert a light background, subtract it.
 
     The background level is the median of the border pixels plus three robust standard deviations,
     so paper texture and JPEG noise fall below it; a digit touching under half the border is fine.
+    With ``light_ink`` (a drawing canvas: light strokes on a black background) the background is black.
     """
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    if np.median(border) > 0.5:
-        gray, border = 1.0 - gray, 1.0 - border
-    centre = float(np.median(border))
-    level = centre + 3.0 * 1.4826 * float(np.median(np.abs(border - centre)))
+    if light_ink:
+        level = 0.0
+    else:
+        border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+        if np.median(border) > 0.5:
+            gray, border = 1.0 - gray, 1.0 - border
+        centre = float(np.median(border))
+        level = centre + 3.0 * 1.4826 * float(np.median(np.abs(border - centre)))
     contrast = float(gray.max()) - level
     if not contrast >= _MIN_CONTRAST:
         raise ValueError(blank_message)

@@ -339,6 +339,17 @@ def test_thin_long_stroke_is_a_digit_not_a_dot():
     assert_mnist(canvas_to_image(one))
 
 
+def test_a_frame_drawn_along_the_canvas_border_stays_a_frame():
+    # The photo rule (a light border means a light background: invert) turned a frame drawn along the edges, or a U
+    # touching three of them, into a filled square (a review). The canvas draws light strokes on black.
+    frame = canvas(lambda d: d.rectangle([2, 2, 277, 277], outline=(255, 255, 255, 255), width=14))
+    out = canvas_to_image(frame)
+    assert_mnist(out)
+    assert out[12:16, 12:16].max() < 0.05 and out[4:24, 4].max() > 0.5      # hollow inside, ink on its left edge
+    u = canvas(lambda d: d.line([(4, 0), (4, 275), (275, 275), (275, 0)], fill=(255, 255, 255, 255), width=12))
+    assert canvas_to_image(u)[10:16, 10:18].max() < 0.05                      # the U's inside stays empty
+
+
 @pytest.mark.parametrize("transparent", [False, True])
 def test_empty_canvas_is_refused(transparent):
     with pytest.raises(ValueError, match="Draw a digit first"):
