@@ -31,7 +31,7 @@ from gradnet_core.plotting import (Panel, animation_figure, animation_gif, densi
 from gradnet_core.pushforward import density_on_grid, total_variation
 from gradnet_core.training import TrainConfig, TrainResult
 from gradnet_core.verdict import (DISTANCE_TOLERANCE, IMAGE_MISPLACED_TOLERANCE, IMAGE_UNCOVERED_TOLERANCE,
-                                  UNCOVERED_TOLERANCE)
+                                  SAMPLE_UNCOVERED_TOLERANCE, UNCOVERED_TOLERANCE)
 
 from .device import device_label
 from .jobs import TrainingJob
@@ -675,8 +675,9 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
             "uncovered (%)", format="%.1f",
             help="Share of target samples where the map's pushforward has under a tenth of the target's density "
                  f"(found through the inverse map); the verdict flags more than {100 * UNCOVERED_TOLERANCE:g} % "
-                 f"({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit). Empty for maps trained on target samples "
-                 "(the Sinkhorn phase's included)."),
+                 f"({100 * IMAGE_UNCOVERED_TOLERANCE:g} % for a digit; {100 * SAMPLE_UNCOVERED_TOLERANCE:g} % for "
+                 "a map trained on target samples, the Sinkhorn phase's included). Empty for a digit's map trained on "
+                 "target samples."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
             "misplaced (%)", format="%.1f",
             help="Share of source samples the map sends where its pushforward has over ten times the target's density "

@@ -309,6 +309,24 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     assert table["steps"].iloc[0] == 1100
 
 
+def test_two_blobs_typed_and_turned_by_90_degrees_get_no_green_verdict_for_a_squeezed_map():
+    """A review's typed mixture: blobs at (-10, 0), (10, 0) onto blobs at (0, -10), (0, 10). The Sinkhorn phase's map
+    squeezed each target blob to a sliver (129 % L2-UVP in the page's table) and passed: its pushforward lands in
+    the right blobs. The uncovered share now decides for maps trained on samples (docs/method.md §6.9)."""
+    at = _open("mixtures")
+    state = _state(at, "mixtures")
+    columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
+    source = pd.DataFrame([[0.5, -10, 0, 0.5, 0.5, 0], [0.5, 10, 0, 0.5, 0.5, 0]], columns=columns, dtype=float)
+    target = pd.DataFrame([[0.5, 0, -10, 0.5, 0.5, 0], [0.5, 0, 10, 0.5, 0.5, 0]], columns=columns, dtype=float)
+    state.tables["source"] = {"base": source, "edited": source, "version": 99}
+    state.tables["target"] = {"base": target, "edited": target, "version": 99}
+    _train(at, "mixtures", steps=500, seed=0)
+    table = _metrics(at)
+    assert table["L2-UVP (%)"].iloc[0] > 20.0, table.iloc[0].to_dict()          # wrong, and
+    assert not at.success and table["verdict"].tolist() == ["flagged"]             # said so
+    assert any("of the target's mass uncovered" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_warning():
     """`random 16` of the robustness benchmark (`--seed 2`), typed: a 1 -> 2 split whose KL map sends a few per cent
     of the mass to the wrong component. The fallback from the starting weights left it at 6.5-13 % (flagged at seed

@@ -459,7 +459,9 @@ def test_a_map_trained_on_samples_is_judged_on_the_densities_without_its_jacobia
     result = train(model, source, target, TrainConfig(steps=200, batch_size=256, lr=3e-2, seed=4,
                                                       objective=SinkhornLoss(), report_seconds=0.0))
     assert result.verdict == assess_map(model, source, target, seed=4, jacobian=False)
-    assert result.verdict.kl is None and result.verdict.uncovered is None and result.verdict.transport is not None
+    # no KL or misplaced-mass check; the uncovered share is measured, at the sample-trained maps' tolerance
+    assert result.verdict.kl is None and result.verdict.misplaced is None and result.verdict.transport is not None
+    assert result.verdict.uncovered is not None
 
 
 # --- fallback: a flagged density map trained again on another objective -----------------------------

@@ -17,7 +17,8 @@ from gradnet_core.metrics import evaluate_map, exact_w2
 from gradnet_core.networks import GradientNetwork, seeded_map
 from gradnet_core.objectives import MongeAmpere
 from gradnet_core.presets import MODEL_PRESETS, mixture_presets, objective_overrides, train_preset
-from gradnet_core.verdict import KL_TOLERANCE, TRANSPORT_MAX_DIM, TRY_AGAIN, after_retries, after_short_run, assess_map
+from gradnet_core.verdict import (KL_TOLERANCE, SAMPLE_UNCOVERED_TOLERANCE, TRANSPORT_MAX_DIM, TRY_AGAIN, after_retries,
+                                   after_short_run, assess_map)
 
 
 class Affine(GradientNetwork):
@@ -101,13 +102,29 @@ def test_a_verdict_without_the_jacobian_checks_keeps_the_stratified_transport_ch
     identity = Affine(np.eye(2), [0.0, 0.0])
     full = assess_map(identity, source, target, seed=3)
     bare = assess_map(identity, source, target, seed=3, jacobian=False)
-    assert bare.kl is None and bare.uncovered is None and bare.misplaced is None
-    assert full.kl is not None and full.uncovered is not None
+    assert bare.kl is None and bare.misplaced is None and full.kl is not None
+    # the uncovered share is still measured, and checked at SAMPLE_UNCOVERED_TOLERANCE (the 14 % left empty, with
+    # the tails, comes to 15.1 %)
+    assert bare.uncovered == full.uncovered and bare.uncovered > SAMPLE_UNCOVERED_TOLERANCE
     assert (bare.transport, bare.transport_noise) == (full.transport, full.transport_noise)
-    assert not bare.ok and "transport" in bare.failed and "uncovered" not in bare.message
+    assert not bare.ok and bare.failed == ("transport", "distance", "uncovered") and "uncovered" in bare.message
     points = target.sample(20_000, torch.Generator().manual_seed(0))
     from_points = assess_map(identity, source, points, seed=3)
     assert bare.transport_noise < 0.2 * from_points.transport_noise
+
+
+def test_a_map_trained_on_samples_that_squeezes_far_apart_components_is_flagged():
+    # Blobs 20 apart: the transport check's tolerance, a share of the target's variance (about 100, nearly all of it
+    # the spread between the blobs), passes a map that squeezes each blob to a sliver. A review's Sinkhorn maps did
+    # that and passed, 9-80 % L2-UVP off; the uncovered share (here about 0.6) now decides beside it.
+    blob = 0.25 * np.eye(2)
+    target = GaussianMixture([0.5, 0.5], [[0.0, -10.0], [0.0, 10.0]], [blob, blob])
+    squeeze = Affine(np.diag([0.2, 1.0]), [0.0, 0.0])
+    verdict = assess_map(squeeze, target, target, seed=0, jacobian=False)
+    assert verdict.transport_excess < verdict.transport_tolerance                   # the transport check passes
+    assert not verdict.ok and verdict.failed == ("uncovered",) and verdict.uncovered > 0.4
+    assert verdict.message.startswith(f"The map is not the optimal map: it leaves about {round(100 * verdict.uncovered)}")
+    assert assess_map(Affine(np.eye(2), [0.0, 0.0]), target, target, seed=0, jacobian=False).ok
 
 
 def test_a_map_covering_two_thirds_of_the_target_is_flagged_in_words():
