@@ -577,6 +577,11 @@ def results_panel(page: str, problem: Problem | None) -> None:
     truth = ref.name.removeprefix("Ground truth (").removesuffix(")")
     st.markdown(f"**Metrics** of every run against the ground truth ({truth}) on the {len(ref.points):,} source "
                 "samples shown above")
+    if ref.noise_mse is not None:
+        st.caption(f"This ground truth is itself an estimate from {len(ref.points):,} samples: the exact map would "
+                   f"score about MSE {ref.noise_mse:.1e} (L2-UVP {ref.noise_l2_uvp:.1f} %) against it, half what two "
+                   "such estimates from independent samples differ by. Differences of that size are its noise, not "
+                   "the map's error; more samples (the slider Ground-truth samples n) make it smaller.")
     _metrics_dataframe(state.runs, TRUTH_METRICS)
     st.markdown("**The verdict's checks**, which use no ground truth: what the app can tell about a map where no exact "
                 "answer is known (a drawn digit, an uploaded photo, a typed mixture)")
