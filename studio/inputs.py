@@ -203,7 +203,11 @@ def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]
     # Text cells (see _mixture_frame): a bad value reaches mixture_from_table, which says what is wrong with it.
     helps = {"weight": "any non-negative number: the weights are rescaled to sum to 1",
              "std_x": "standard deviation along x, > 0", "std_y": "standard deviation along y, > 0",
-             "corr": "between -1 and 1, exclusive"}
+             # the covariance check refuses a component a million times longer than wide (densities._check_covariance):
+             # a review typed 0.999999 after reading "between -1 and 1, exclusive"
+             "corr": "between -1 and 1, exclusive; a component whose covariance is over a million times longer one "
+                     "way than the other (a correlation of ±0.999999, or stds 1 and 0.001) is too thin to compute "
+                     "with and is refused"}
     column_config = {c: st.column_config.TextColumn(MIXTURE_HEADERS[c], help=helps.get(c), alignment="right")
                      for c in MIXTURE_COLUMNS}
     rows: dict[str, list[dict[str, Any]]] = {}
