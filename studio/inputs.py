@@ -188,13 +188,53 @@ def on_mixture_preset(page: str) -> None:
                               "version": state.tables.get(side, {}).get("version", 0) + 1}
 
 
+def _restore_mixture_tables(page: str) -> bool:
+    """After a reload: the tables (and the ground-truth samples) of the problem this session's last kept run was
+    trained on, where they came back at the first preset and the page then said the inputs had changed (a review,
+    who had typed them). True when there was such a run."""
+    from .store import store          # here: the store's SQLite and map decoding only when a page starts afresh
+
+    token = st.session_state.get("session.token")
+    kept = store().load(token, page) if token else []
+    problem = kept[-1][1] if kept else {}
+    sides = [problem.get(side) or {} for side in ("source", "target")]
+    if not all(side.get("type") == "GaussianMixture" for side in sides):
+        return False
+    state = page_state(page)
+    tables = [[_mixture_row(w, m, c) for w, m, c in zip(d["weights"], d["means"], d["covs"])] for d in sides]
+    for side, rows in zip(("source", "target"), tables):
+        state.tables[side] = {"base": _mixture_frame(rows), "edited": _mixture_frame(rows), "version": 1}
+    named = [name for name, preset in presets.MIXTURE_ROWS.items()
+             if all(_mixture_frame(a).equals(_mixture_frame(b)) for a, b in zip(_normalised(preset), tables))]
+    st.session_state[key(page, "preset")] = named[0] if named else "Custom"
+    if isinstance(problem.get("samples"), int):
+        st.session_state[key(page, "samples")] = problem["samples"]
+    return True
+
+
+def _mixture_row(weight: float, mean: Sequence[float], cov: Sequence[Sequence[float]]) -> dict[str, float]:
+    """A table row of a mixture component: weight, mean, standard deviations and correlation."""
+    sx, sy = math.sqrt(cov[0][0]), math.sqrt(cov[1][1])
+    return {"weight": weight, "mean_x": mean[0], "mean_y": mean[1], "std_x": sx, "std_y": sy,
+            "corr": cov[0][1] / (sx * sy)}
+
+
+def _normalised(tables: Sequence[Sequence[dict[str, float]]]) -> list[list[dict[str, float]]]:
+    """A preset's rows with their weights summing to 1, as a mixture built from them describes them."""
+    out = []
+    for rows in tables:
+        total = sum(row["weight"] for row in rows)
+        out.append([{**row, "weight": row["weight"] / total} for row in rows])
+    return out
+
+
 def mixture_inputs(page: str, disabled: bool) -> dict[str, list[dict[str, Any]]]:
     """Preset picker and one editable table per side; returns the edited rows."""
     names = list(presets.MIXTURE_ROWS)
     if key(page, "preset") not in st.session_state:
         st.session_state[key(page, "preset")] = names[0]
     state = page_state(page)
-    if not state.tables:
+    if not state.tables and not _restore_mixture_tables(page):
         on_mixture_preset(page)
     # Named for what it sets: beside the instant demo's box, which names the same cases, "Preset" read as its twin.
     st.selectbox("Problem to train: a preset, or type your own in the tables", [*names, "Custom"],

@@ -889,6 +889,32 @@ def test_runs_survive_a_reload_and_no_other_session_sees_them():
         assert _state(stranger, "gaussians").runs == []
 
 
+def test_a_reload_brings_back_the_typed_mixture_tables_of_the_runs():
+    # The run came back after F5, the typed tables at the first preset, and the page then said the inputs had
+    # changed (a review).
+    at = _open("mixtures")
+    token = at.session_state["session.token"]
+    state = _state(at, "mixtures")
+    columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
+    source = pd.DataFrame([[0.3, -1.5, 0.5, 0.4, 0.7, 0.25], [0.7, 2.0, -1.0, 0.6, 0.5, -0.5]], columns=columns)
+    target = pd.DataFrame([[1.0, 0.5, 2.0, 1.2, 0.8, 0.1]], columns=columns)
+    state.tables["source"] = {"base": source, "edited": source, "version": 99}
+    state.tables["target"] = {"base": target, "edited": target, "version": 99}
+    at.slider(key="mixtures.samples").set_value(300)
+    _train(at, "mixtures", steps=30)
+    trained_on = state.runs[0].signature
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/mixtures.py").run()
+    assert not again.exception
+    back = _state(again, "mixtures")
+    assert again.selectbox(key="mixtures.preset").value == "Custom" and again.slider(key="mixtures.samples").value == 300
+    for side, typed in (("source", source), ("target", target)):
+        np.testing.assert_allclose(back.tables[side]["edited"].astype(float).to_numpy(), typed.to_numpy(), rtol=1e-5)
+    assert back.runs[0].signature == trained_on == back.reference.signature
+    assert not any("inputs have changed" in c.value for c in again.caption)
+
+
 def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
     # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) removes the others. A
     # review lost three runs to a loaded map without a word about them.
