@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from gradnet_core import color, presets
-from gradnet_core.densities import Density, ImageDensity
+from gradnet_core.densities import Density, Gaussian, ImageDensity
 from gradnet_core.images import (DIGIT_SETS, MAX_UPLOAD_BYTES, bundled_digits, canvas_to_image, load_bundled,
                                  load_image)
 from gradnet_core.plotting import density_heatmap, square_bounds
@@ -84,11 +84,15 @@ def side_by_side(draw: Callable[[str], T]) -> dict[str, T]:
 # =============================================================================================
 # Gaussians and mixtures
 # =============================================================================================
+def _snapped(rows: dict[str, dict[str, float]]) -> dict[tuple[str, str], float]:
+    """Slider rows at the sliders' steps and bounds, by (side, field)."""
+    return {(side, name): round(min(max(round(row[name] / step) * step, lo), hi), 6)
+            for side, row in rows.items() for name, (_, lo, hi, step) in GAUSSIAN_FIELDS.items()}
+
+
 def _set_gaussian_rows(page: str, rows: dict[str, dict[str, float]]) -> None:
-    for side, row in rows.items():
-        for name, (_, lo, hi, step) in GAUSSIAN_FIELDS.items():
-            value = min(max(round(row[name] / step) * step, lo), hi)
-            st.session_state[key(page, side, name)] = round(value, 6)
+    for (side, name), value in _snapped(rows).items():
+        st.session_state[key(page, side, name)] = value
 
 
 def _gaussian_preset_rows(name: str, page: str) -> dict[str, dict[str, float]] | None:
@@ -122,7 +126,7 @@ def _on_custom(page: str) -> None:
 def gaussian_inputs(page: str, disabled: bool) -> dict[str, dict[str, float]]:
     """Preset picker and sliders for a source and a target Gaussian; returns their slider rows."""
     options = [*presets.gaussian_presets(), "Random pair", "Custom"]
-    if key(page, "preset") not in st.session_state:
+    if key(page, "preset") not in st.session_state and not _restore_gaussian_rows(page):
         st.session_state[key(page, "preset")] = options[0]
         _set_gaussian_rows(page, _gaussian_preset_rows(options[0], page))
     left, right = st.columns([3, 1], vertical_alignment="bottom")
@@ -188,15 +192,36 @@ def on_mixture_preset(page: str) -> None:
                               "version": state.tables.get(side, {}).get("version", 0) + 1}
 
 
-def _restore_mixture_tables(page: str) -> bool:
-    """After a reload: the tables (and the ground-truth samples) of the problem this session's last kept run was
-    trained on, where they came back at the first preset and the page then said the inputs had changed (a review,
-    who had typed them). True when there was such a run."""
+def _kept_problem(page: str) -> dict[str, Any]:
+    """After a reload: the description of the problem this session's last kept run on ``page`` was trained on
+    (``Problem.describe``), or {}. The pages' inputs came back at their presets, and the page then said the inputs
+    had changed (a review, who had typed them)."""
     from .store import store          # here: the store's SQLite and map decoding only when a page starts afresh
 
     token = st.session_state.get("session.token")
     kept = store().load(token, page) if token else []
-    problem = kept[-1][1] if kept else {}
+    return kept[-1][1] if kept else {}
+
+
+def _restore_gaussian_rows(page: str) -> bool:
+    """The sliders of the kept runs' problem (``_kept_problem``), the preset box naming the preset they match or
+    "Custom"; True when there was such a problem."""
+    problem = _kept_problem(page)
+    sides = [problem.get(side) or {} for side in ("source", "target")]
+    if not all(side.get("type") == "Gaussian" for side in sides):
+        return False
+    rows = {side: gaussian_row(Gaussian(d["mean"], d["cov"])) for side, d in zip(("source", "target"), sides)}
+    _set_gaussian_rows(page, rows)
+    named = [name for name, pair in presets.gaussian_presets().items()
+             if _snapped({"source": gaussian_row(pair[0]), "target": gaussian_row(pair[1])}) == _snapped(rows)]
+    st.session_state[key(page, "preset")] = named[0] if named else "Custom"
+    return True
+
+
+def _restore_mixture_tables(page: str) -> bool:
+    """The tables and the ground-truth samples of the kept runs' problem (``_kept_problem``), the preset box naming the
+    preset they match or "Custom"; True when there was such a problem."""
+    problem = _kept_problem(page)
     sides = [problem.get(side) or {} for side in ("source", "target")]
     if not all(side.get("type") == "GaussianMixture" for side in sides):
         return False

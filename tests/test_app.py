@@ -915,6 +915,25 @@ def test_a_reload_brings_back_the_typed_mixture_tables_of_the_runs():
     assert not any("inputs have changed" in c.value for c in again.caption)
 
 
+def test_a_reload_brings_back_the_gaussian_sliders_of_the_runs():
+    at = _open("gaussians")
+    token = at.session_state["session.token"]
+    at.slider(key="gaussians.source.mean_x").set_value(1.5)
+    at.slider(key="gaussians.target.corr").set_value(-0.4)
+    _train(at, "gaussians", steps=30)
+    assert at.selectbox(key="gaussians.preset").value == "Custom"
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/gaussians.py").run()
+    assert not again.exception
+    assert again.selectbox(key="gaussians.preset").value == "Custom"
+    for side in ("source", "target"):
+        for name in ("mean_x", "mean_y", "std_x", "std_y", "corr"):
+            assert again.slider(key=f"gaussians.{side}.{name}").value == pytest.approx(
+                at.slider(key=f"gaussians.{side}.{name}").value), (side, name)
+    assert not any("inputs have changed" in c.value for c in again.caption)
+
+
 def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
     # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) removes the others. A
     # review lost three runs to a loaded map without a word about them.
