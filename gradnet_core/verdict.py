@@ -40,13 +40,12 @@ good maps are; maps just above them are not told apart (docs/method.md §6.7).
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -312,35 +311,27 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
         scale = 1.0 if image else _variance(target)
         transport = _Transport(cost, reference / TRANSPORT_REPLICATES, scale,
                                (IMAGE_TRANSPORT_TOLERANCE if image else TRANSPORT_TOLERANCE) * scale)
+    uncovered_tolerance = (IMAGE_UNCOVERED_TOLERANCE if image else UNCOVERED_TOLERANCE if jacobian
+                           else SAMPLE_UNCOVERED_TOLERANCE)
     return _judge(distance, noise, noise_std, kl, kl_error, n, model.monotone,
-                  IMAGE_DISTANCE_TOLERANCE if image else DISTANCE_TOLERANCE, uncovered,
-                  IMAGE_UNCOVERED_TOLERANCE if image else UNCOVERED_TOLERANCE if jacobian else SAMPLE_UNCOVERED_TOLERANCE,
-                  misplaced,
+                  IMAGE_DISTANCE_TOLERANCE if image else DISTANCE_TOLERANCE, uncovered, uncovered_tolerance, misplaced,
                   IMAGE_MISPLACED_TOLERANCE if image else None, image, transport,
                   components=len(target.weights) if isinstance(target, GaussianMixture) else 1,
                   uncovered_alone=not jacobian)
-
-
-_W2_CACHE: OrderedDict[bytes, float] = OrderedDict()
-_W2_CACHE_LOCK = threading.Lock()
-_W2_CACHE_SIZE = 32
 
 
 def _target_w2sq(a: Tensor, b: Tensor) -> float:
     """W2^2 between two target samples, kept by the samples' bytes: a digit or mixture training judges its first map
     and its Sinkhorn phase's on the same target with the same seed, so the two calls draw the same reference samples,
     and their two exact W2s (0.23 s of a 1000-point pair's 0.46 s assessment) were computed twice."""
-    key = hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in (a, b))).digest()
-    with _W2_CACHE_LOCK:
-        if key in _W2_CACHE:
-            _W2_CACHE.move_to_end(key)
-            return _W2_CACHE[key]
-    value = exact_w2(a, b) ** 2
-    with _W2_CACHE_LOCK:
-        _W2_CACHE[key] = value
-        while len(_W2_CACHE) > _W2_CACHE_SIZE:
-            _W2_CACHE.popitem(last=False)
-    return value
+    a64, b64 = (t.detach().to("cpu", torch.float64).contiguous() for t in (a, b))
+    return _w2sq(a64.numpy().tobytes(), b64.numpy().tobytes(), a64.shape[1])
+
+
+@functools.lru_cache(maxsize=32)
+def _w2sq(a: bytes, b: bytes, dim: int) -> float:
+    """``exact_w2(a, b) ** 2`` of two float64 point sets given as bytes (``_target_w2sq``'s cache)."""
+    return exact_w2(*(np.frombuffer(data).reshape(-1, dim).copy() for data in (a, b))) ** 2
 
 
 def pushforward_gap(model: TransportMap, source: Any, target: Any, samples: int = 1000, seed: int = 0) -> float:

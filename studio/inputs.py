@@ -192,46 +192,52 @@ def on_mixture_preset(page: str) -> None:
                               "version": state.tables.get(side, {}).get("version", 0) + 1}
 
 
-def _kept_problem(page: str) -> dict[str, Any]:
+def _kept_problem(page: str, kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """After a reload: the description of the problem this session's last kept run on ``page`` was trained on
-    (``Problem.describe``), or {}. The pages' inputs came back at their presets, and the page then said the inputs
-    had changed (a review, who had typed them)."""
+    (``Problem.describe``) and its two sides, when both are ``kind`` densities; else None. The pages' inputs came back
+    at their presets, and the page then said the inputs had changed (a review, who had typed them)."""
     from .store import store          # here: the store's SQLite and map decoding only when a page starts afresh
 
     token = st.session_state.get("session.token")
     kept = store().load(token, page) if token else []
-    return kept[-1][1] if kept else {}
+    problem = kept[-1][1] if kept else {}
+    sides = [problem.get(side) or {} for side in ("source", "target")]
+    return (problem, sides) if all(side.get("type") == kind for side in sides) else None
+
+
+def _name_preset(page: str, names: Sequence[str]) -> None:
+    """The preset box after a restore: the first of the presets the restored inputs match, else "Custom"."""
+    st.session_state[key(page, "preset")] = names[0] if names else "Custom"
 
 
 def _restore_gaussian_rows(page: str) -> bool:
     """The sliders of the kept runs' problem (``_kept_problem``), the preset box naming the preset they match or
     "Custom"; True when there was such a problem."""
-    problem = _kept_problem(page)
-    sides = [problem.get(side) or {} for side in ("source", "target")]
-    if not all(side.get("type") == "Gaussian" for side in sides):
+    kept = _kept_problem(page, "Gaussian")
+    if kept is None:
         return False
-    rows = {side: gaussian_row(Gaussian(d["mean"], d["cov"])) for side, d in zip(("source", "target"), sides)}
+    rows = {side: gaussian_row(Gaussian(d["mean"], d["cov"])) for side, d in zip(("source", "target"), kept[1])}
     _set_gaussian_rows(page, rows)
-    named = [name for name, pair in presets.gaussian_presets().items()
-             if _snapped({"source": gaussian_row(pair[0]), "target": gaussian_row(pair[1])}) == _snapped(rows)]
-    st.session_state[key(page, "preset")] = named[0] if named else "Custom"
+    shown = _snapped(rows)
+    _name_preset(page, [name for name, (source, target) in presets.gaussian_presets().items()
+                        if _snapped({"source": gaussian_row(source), "target": gaussian_row(target)}) == shown])
     return True
 
 
 def _restore_mixture_tables(page: str) -> bool:
     """The tables and the ground-truth samples of the kept runs' problem (``_kept_problem``), the preset box naming the
     preset they match or "Custom"; True when there was such a problem."""
-    problem = _kept_problem(page)
-    sides = [problem.get(side) or {} for side in ("source", "target")]
-    if not all(side.get("type") == "GaussianMixture" for side in sides):
+    kept = _kept_problem(page, "GaussianMixture")
+    if kept is None:
         return False
+    problem, sides = kept
     state = page_state(page)
     tables = [[_mixture_row(w, m, c) for w, m, c in zip(d["weights"], d["means"], d["covs"])] for d in sides]
     for side, rows in zip(("source", "target"), tables):
         state.tables[side] = {"base": _mixture_frame(rows), "edited": _mixture_frame(rows), "version": 1}
-    named = [name for name, preset in presets.MIXTURE_ROWS.items()
-             if all(_mixture_frame(a).equals(_mixture_frame(b)) for a, b in zip(_normalised(preset), tables))]
-    st.session_state[key(page, "preset")] = named[0] if named else "Custom"
+    _name_preset(page, [name for name, preset in presets.MIXTURE_ROWS.items()
+                        if all(_mixture_frame(a).equals(_mixture_frame(b))
+                               for a, b in zip(_normalised(preset), tables))])
     if isinstance(problem.get("samples"), int):
         st.session_state[key(page, "samples")] = problem["samples"]
     return True

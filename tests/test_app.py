@@ -232,7 +232,7 @@ def test_mixtures_train_against_the_barycentric_projection():
     # the barycentric ground truth says how far off it is itself (the closed form, on Gaussians, does not)
     noise = _state(at, "mixtures").reference.noise_l2_uvp
     assert any(c.value.startswith("This ground truth is itself an estimate from 300 samples: the exact map would "
-                                  f"score about MSE ") and f"(L2-UVP {noise:.1f} %)" in c.value for c in at.caption)
+                                  "score about MSE ") and f"(L2-UVP {noise:.1f} %)" in c.value for c in at.caption)
 
 
 def test_mixtures_bad_rows_show_an_error_and_weights_are_normalised():

@@ -171,11 +171,9 @@ def test_too_few_points_to_judge_are_said_so_and_never_pass():
 
 def test_the_reference_w2_of_the_same_target_samples_is_computed_once(monkeypatch):
     # A digit or mixture training judges two maps on one target with one seed: the target-vs-target W2s are the same.
-    from collections import OrderedDict
-
     import gradnet_core.verdict as verdict
 
-    monkeypatch.setattr(verdict, "_W2_CACHE", OrderedDict())
+    verdict._w2sq.cache_clear()
     calls = []
     monkeypatch.setattr(verdict, "exact_w2", lambda a, b: calls.append(1) or exact_w2(a, b))
     model, source, target = _exact_gaussian_map()

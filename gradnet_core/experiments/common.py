@@ -71,12 +71,11 @@ class ProgressTracker:
         self.report(run, label, 0, None)
 
         def report(progress: Progress) -> None:
-            total = getattr(progress, "total", 0)       # the robustness benchmark reports steps of several seeds
-            if total > self.steps[run]:
+            if progress.total > self.steps[run]:
                 # a run that goes on with another objective (a digit's Sinkhorn phase) counts those steps too: the
                 # bar reached 100 % at the first phase's end and stayed there through the second (a review)
-                self.total += total - self.steps[run]
-                self.steps[run] = total
+                self.total += progress.total - self.steps[run]
+                self.steps[run] = progress.total
             self.report(run, label, progress.step, progress.loss)
 
         return report

@@ -357,7 +357,9 @@ def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
     trained: list[tuple[int, TransportMap | None, dict[str, Any]]] = []
     for k, seed in enumerate(seeds):
         offset = k * per_run
-        report = (lambda p, offset=offset: callback(SimpleNamespace(step=offset + p.step, loss=p.loss)))
+        # steps of all the seeds in one run of the progress tracker: its planned total, len(seeds) x per_run
+        report = (lambda p, offset=offset: callback(SimpleNamespace(step=offset + p.step, total=len(seeds) * per_run,
+                                                                    loss=p.loss)))
         cpu, wall = time.process_time(), time.perf_counter()
         try:
             model, result = _train(case, seed, steps, settings, report)
