@@ -13,6 +13,10 @@ Adam (Kingma & Ba 2015), with ``weight_decay`` added to the gradient (L2); AdamW
     m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   p <- p - lr / (1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps)
 
 SGD with momentum: b <- mu b + g (b = g at the first step), p <- p - lr b; ``weight_decay`` adds to g.
+
+``Optimizer.clip_grad_norm_`` scales the gradients as ``torch.nn.utils.clip_grad_norm_`` does (2-norm, foreach), with
+the same operations and so the same gradients bit for bit, without that function's grouping of the tensors by device
+and dtype on every call: about 20 Python-level torch calls, a twentieth of a small step (mGradNet-C at d = 2).
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ class Optimizer(ABC):
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> None:
+        """Scale the gradients by min(1, max_norm / (||g|| + 1e-6)), ||g|| the 2-norm of all of them together."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        if grads[0].device.type not in _FUSED_DEVICES or len({(g.device, g.dtype) for g in grads}) != 1:
+            torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=False)
+            return
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total + 1e-6), max=1.0))
 
     @torch.no_grad()
     def step(self) -> None:

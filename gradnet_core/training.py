@@ -733,7 +733,6 @@ def _settle_average(model: TransportMap, average: _MovingAverage, source: Any, t
 def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunContext,
           callback: Callback | None, average: "_MovingAverage | None" = None) -> TrainResult:
     optimizer = _make_optimizer(model, config)
-    params = [p for p in model.parameters() if p.requires_grad]
     history: dict[str, list[float]] = {"step": [], "loss": [], "lr": [], **{k: [] for k in stepper.history_keys}}
     per_step = list(history)                     # keys with one value per step, trimmed on divergence
     losses: list[Tensor] = []                    # per-step losses since the last report, on the device
@@ -756,7 +755,7 @@ def _loop(model: TransportMap, stepper: Stepper, config: TrainConfig, run: RunCo
         optimizer.zero_grad()
         loss, chunks = _backward_in_chunks(stepper, batch, chunks, optimizer)
         if config.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(params, config.clip_grad, foreach=True)
+            optimizer.clip_grad_norm_(config.clip_grad)
         optimizer.step()
         if average is not None:
             average.update(step)

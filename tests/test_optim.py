@@ -89,3 +89,25 @@ def test_learning_rates_follow_torch_schedulers(schedule):
     assert learning_rate(base, total // 2, "cosine", total) == pytest.approx(base / 2)
     assert learning_rate(base, total, "cosine", total) == pytest.approx(0.0, abs=1e-15)
     assert math.isclose(learning_rate(base, 0, schedule, total), base)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("max_norm", [0.3, 1e6])
+def test_clip_grad_norm_matches_torch_bit_for_bit(dtype, max_norm):
+    """Optimizer.clip_grad_norm_ gives torch.nn.utils.clip_grad_norm_'s gradients exactly, clipping (0.3) or not
+    (1e6); a parameter without a gradient is left out of the norm and stays without one."""
+    params, loss = _problem(dtype)
+    ours = [p.clone().requires_grad_(True) for p in params]
+    theirs = [p.clone().requires_grad_(True) for p in params]
+    for ps in (ours, theirs):
+        loss(ps, step=1).backward()                # the third parameter gets no gradient at odd steps
+    assert ours[2].grad is None
+    before = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours[:2]]))
+    Adam(ours, lr=0.1).clip_grad_norm_(max_norm)
+    torch.nn.utils.clip_grad_norm_(theirs, max_norm, foreach=True)
+    for p, q in zip(ours, theirs):
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            assert torch.equal(p.grad, q.grad)
+    after = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours[:2]]))
+    assert float(after) == pytest.approx(min(float(before), max_norm), rel=1e-5)
