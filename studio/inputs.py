@@ -39,6 +39,7 @@ GAUSSIAN_SAMPLES = 1000          # test samples for the Gaussian metrics (the pa
 TRUTH_SAMPLES = (200, 1000, 4000)  # barycentric projection samples: min, default, max (EMD is ~n^2)
 DIGIT_DEFAULTS = {"source": (0, 0), "target": (4, 1)}  # (digit, example): the authors' 0 -> 4 notebook
 DIGIT_SET_NAMES = {"mnist": "MNIST", "uci": "UCI"}     # the bundled sets (gradnet_core.images.DIGIT_SETS)
+KEPT_PICTURE = "\0kept"     # state.uploads' name of a picture restored from the kept runs (no file has it)
 COLOR_DEFAULTS = {"source": "daytime", "target": "sunset"}  # bundled pictures
 CANVAS_SIZE = 224
 CANVAS_COMPONENT = "streamlit-drawable-canvas.streamlit_drawable_canvas"   # its registered name
@@ -356,6 +357,8 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
     density; None (after a message) when there is none or it is unusable."""
     st.markdown(f"**{side.capitalize()}**")
     mode_key = key(page, side, "mode")
+    if mode_key not in st.session_state:
+        _restore_digit_images(page)
     st.session_state.setdefault(mode_key, "Example")
     mode = st.radio("Image from", ["Example", "Draw", "Upload"], key=mode_key, horizontal=True,
                     disabled=disabled, persist_state="session", label_visibility="collapsed")
@@ -396,6 +399,43 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
     if image is not None:
         _show_digit(image, caption, key(page, side, "heatmap"))
     return image
+
+
+def _restore_digit_images(page: str) -> None:
+    """After a reload, once per page: the two pictures of the kept runs' problem (``_kept_problem``) in the inputs, a
+    bundled example chosen in its boxes, any other picture (drawn or uploaded) as the side's upload, named as such.
+    The inputs had come back at the bundled 0 and 4 beside runs trained on the user's own drawings."""
+    flag = key(page, "restored")
+    if flag in st.session_state:
+        return
+    st.session_state[flag] = True
+    kept = _kept_problem(page, "ImageDensity")
+    if kept is None:
+        return
+    state = page_state(page)
+    for side, described in zip(("source", "target"), kept[1]):
+        image = np.asarray(described["image"], dtype=np.float64)
+        example = _bundled_example(image)
+        if example is None:
+            state.uploads[side] = (KEPT_PICTURE, image)
+            st.session_state[key(page, side, "mode")] = "Upload"
+            continue
+        collection, digit, index = example
+        st.session_state[key(page, side, "mode")] = "Example"
+        st.session_state[key(page, side, "set")] = collection
+        st.session_state[key(page, side, "digit")] = digit
+        st.session_state[key(page, side, "index")] = index
+
+
+def _bundled_example(image: np.ndarray) -> tuple[str, int, int] | None:
+    """(set, digit, index) of the bundled example ``image`` is (to float32 rounding), or None."""
+    for collection in DIGIT_SET_NAMES:
+        for digit, paths in bundled_digits(collection).items():
+            for index in range(len(paths)):
+                example = load_bundled(digit, index, collection)
+                if example.shape == image.shape and np.allclose(example, image, rtol=0.0, atol=1e-6):
+                    return collection, digit, index
+    return None
 
 
 def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
@@ -462,7 +502,8 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
     if file is None:
         if fresh and side in state.uploads:
             name, image = state.uploads[side]
-            return image, f"Uploaded earlier: {name}"
+            return image, ("Your picture of the last training here, kept over the reload" if name == KEPT_PICTURE
+                           else f"Uploaded earlier: {name}")
         state.uploads.pop(side, None)
         st.info("Upload a picture of a digit: any size, dark ink on light paper or light on dark.")
         return None, ""

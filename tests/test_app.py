@@ -934,6 +934,34 @@ def test_a_reload_brings_back_the_gaussian_sliders_of_the_runs():
     assert not any("inputs have changed" in c.value for c in again.caption)
 
 
+def test_a_reload_brings_back_the_digit_pictures_of_the_runs():
+    # After F5 the runs on an uploaded (or drawn) digit came back beside the bundled 0 and 4 in the inputs.
+    at = _open("digits")
+    token = at.session_state["session.token"]
+    at.selectbox(key="digits.target.digit").set_value(7)
+    at.selectbox(key="digits.target.index").set_value(1)
+    at.radio(key="digits.source.mode").set_value("Upload").run()
+    _upload(at, "one.png", _png(_stroke()))
+    _train(at, "digits", steps=20)
+    uploaded = _state(at, "digits").uploads["source"][1]
+    trained_on = _state(at, "digits").runs[0].signature
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/digits.py").run()
+    assert not again.exception and not again.error
+    assert again.radio(key="digits.source.mode").value == "Upload"
+    assert (again.radio(key="digits.target.mode").value, again.selectbox(key="digits.target.set").value,
+            again.selectbox(key="digits.target.digit").value, again.selectbox(key="digits.target.index").value) == (
+        "Example", "mnist", 7, 1)
+    assert _captions(again) == ["Your picture of the last training here, kept over the reload",
+                                "MNIST example: digit 7, #2"]
+    np.testing.assert_allclose(_state(again, "digits").uploads["source"][1], uploaded, atol=1e-6)
+    back = _state(again, "digits")
+    assert back.runs[0].signature == trained_on == back.reference.signature
+    assert not any("inputs have changed" in c.value for c in again.caption)
+    assert not again.button(key="digits.train").disabled
+
+
 def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
     # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) removes the others. A
     # review lost three runs to a loaded map without a word about them.
