@@ -7,7 +7,8 @@ metrics. See ``gradnet_core.ground_truth`` and ``gradnet_core.metrics`` for the 
 from .densities import Density, Gaussian, GaussianMixture, ImageDensity, covariance_2d
 from .files import load_map, save_map
 from .images import bundled_digits, canvas_to_image, load_bundled, load_image
-from .networks import NETWORKS, InverseMap, InverseSolution, MGradNetC, MGradNetM, MLPMap, TransportMap, build_map, seeded_map
+from .networks import (NETWORKS, InverseMap, InverseSolution, MGradNetC, MGradNetM, MLPMap, RescaledMap, TransportMap,
+                       build_map, seeded_map)
 from .objectives import (OBJECTIVES, AdversarialW1, ConstrainedFlow, GaussianMomentKL, MongeAmpere, Objective,
                          ReverseKL, SinkhornLoss)
 from .training import Progress, TrainConfig, TrainResult, train
@@ -21,7 +22,7 @@ NETWORKS.update(BASELINES)
 __all__ = [
     "Density", "Gaussian", "GaussianMixture", "ImageDensity", "covariance_2d",
     "TransportMap", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "build_map", "seeded_map", "InverseSolution",
-    "InverseMap",
+    "InverseMap", "RescaledMap",
     "CMGN", "MMGN", "ICNNMap",
     "TrainConfig", "TrainResult", "Progress", "train",
     "Objective", "OBJECTIVES", "MongeAmpere", "ReverseKL", "GaussianMomentKL", "SinkhornLoss", "AdversarialW1",

@@ -169,6 +169,21 @@ class Density(ABC):
         raise ValueError(f"{type(self).__name__} cannot be smoothed: its convolution with a Gaussian has no "
                          f"closed form here")
 
+    def scaled(self, scale: float, shift: Any) -> "Density":
+        """The law of ``scale`` X + ``shift`` for X ~ p (``scale`` > 0, ``shift``: (d,)), as a density of the same
+        kind; ``training.train`` trains problems far from the unit scale in such coordinates (docs/method.md §4.14).
+        Gaussians and mixtures only."""
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"the scale must be a positive number; got {scale}")
+        shift = torch.as_tensor(shift, dtype=self.dtype, device=self.device).reshape(-1)
+        if shift.shape != (self.dim,) or not bool(torch.isfinite(shift).all()):
+            raise ValueError(f"the shift must be {self.dim} finite numbers; got {shift.tolist()}")
+        return self._scaled(scale, shift)
+
+    def _scaled(self, scale: float, shift: Tensor) -> "Density":
+        raise ValueError(f"{type(self).__name__} cannot be rescaled here")
+
     @property
     def device(self) -> torch.device:
         return self._reference_tensor().device
@@ -261,6 +276,12 @@ class Gaussian(Density):
         new._set_constants()
         return new
 
+    def _scaled(self, scale: float, shift: Tensor) -> "Gaussian":
+        new = copy.copy(self)
+        new.mean, new.cov = scale * self.mean + shift, scale * scale * self.cov
+        new._set_constants()
+        return new
+
     def _log_prob(self, x: Tensor) -> Tensor:
         z = (x - self.mean) @ self.chol_inv.T
         return self.log_norm - 0.5 * z.square().sum(-1)
@@ -327,6 +348,12 @@ class GaussianMixture(Density):
     def _smoothed(self, variance: float) -> "GaussianMixture":
         new = copy.copy(self)
         new.covs = self.covs + variance * torch.eye(self.dim, dtype=self.covs.dtype, device=self.covs.device)
+        new._set_constants()
+        return new
+
+    def _scaled(self, scale: float, shift: Tensor) -> "GaussianMixture":
+        new = copy.copy(self)
+        new.means, new.covs = scale * self.means + shift, scale * scale * self.covs
         new._set_constants()
         return new
 

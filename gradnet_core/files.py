@@ -2,7 +2,7 @@
 
 A file holds the map's tensors and, in the safetensors metadata, ``{"format": "gradnetot-map",
 "version": 1, "class": ..., "config": {...}}`` (and ``"inverse": true`` for an ``InverseMap``, stored as its
-network). Loading rebuilds the class from the registry and loads the tensors; nothing in the file is ever
+network; ``"rescaled": {"scale": s, "center": [...]}`` for a ``RescaledMap``). Loading rebuilds the class from the registry and loads the tensors; nothing in the file is ever
 executed.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .networks import NETWORKS, InverseMap, TransportMap, network_of
+from .networks import NETWORKS, InverseMap, RescaledMap, TransportMap, network_of
 
 __all__ = ["save_map", "load_map", "load_map_file", "map_to_bytes", "map_from_bytes", "read_map", "MapFile",
            "FORMAT", "MAX_FILE_BYTES", "MAX_PARAMETERS", "SIZE_CAPS"]
@@ -31,6 +31,9 @@ def _metadata(model: TransportMap, extra: dict[str, Any] | None) -> dict[str, st
         raise ValueError(f"only gradnet_core maps can be saved; got {type(model).__name__}")
     network = network_of(model)
     info = {"format": FORMAT, "version": _VERSION, "class": type(network).__name__, "config": network.config()}
+    if isinstance(model, RescaledMap):
+        info["rescaled"] = {"scale": model.scale, "center": model.center.tolist()}
+        model = model.base
     if network is not model:
         info["inverse"] = True
     if extra:
@@ -147,6 +150,13 @@ def read_map(data: bytes) -> MapFile:
         if not model.monotone:
             raise ValueError(f"map file asks for the inverse of {cls.__name__}, which is not monotone")
         model = InverseMap(model)
+    rescaled = info.get("rescaled")
+    if rescaled is not None:
+        try:
+            model = RescaledMap(model, rescaled["scale"], rescaled["center"])
+        except (TypeError, KeyError, ValueError) as err:
+            raise ValueError(f"map file's rescaling is not a positive scale and a centre of {model.dim} numbers: "
+                             f"{str(rescaled)[:80]}") from err
     extra = info.get("extra")
     return MapFile(model=model.eval(), extra=extra if isinstance(extra, dict) else None)
 

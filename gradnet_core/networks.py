@@ -24,7 +24,7 @@ from . import _fused
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
     "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
-    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "network_of", "evaluation_rows",
+    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "RescaledMap", "network_of", "evaluation_rows",
     "in_chunks",
 ]
 
@@ -907,8 +907,78 @@ class InverseMap(TransportMap):
         return {"dim": self.dim, "inverse_of": type(self.base).__name__, **self.base.config()}
 
 
+class RescaledMap(TransportMap):
+    """T(x) = s B((x - c) / s) + c: a map ``base`` B learned in coordinates u = (x - c) / s, in the problem's own.
+
+    ``training.train`` learns a problem far from the scale its presets were tuned at (a mixture typed in
+    millimetres or in kilometres) in such coordinates (docs/method.md §4.14). A shift and one scale for every axis
+    keep optimality for the squared-distance cost: B is the optimal map between the rescaled densities exactly when
+    T is between the problem's. T is monotone when B is (T = grad of s^2 phi((x - c) / s) + c.x for B = grad phi),
+    J_T(x) = J_B(u) and log det J_T(x) = log det J_B(u).
+    """
+
+    def __init__(self, base: TransportMap, scale: float, center: Any):
+        if not isinstance(base, TransportMap) or isinstance(base, RescaledMap):
+            raise ValueError(f"only a map that is not rescaled already can be rescaled; got {type(base).__name__}")
+        super().__init__(base.dim)
+        scale = float(scale)
+        center = torch.as_tensor(center, dtype=torch.float64).reshape(-1)
+        if not (math.isfinite(scale) and scale > 0) or center.shape != (base.dim,) or not bool(
+                torch.isfinite(center).all()):
+            raise ValueError(f"a rescaled map needs a positive scale and {base.dim} finite centre coordinates; got "
+                             f"{scale} and {center.tolist()}")
+        self.base, self.scale = base, scale
+        self.register_buffer("center", center.to(base.dtype_and_device()[0]), persistent=False)
+        self.monotone = base.monotone
+
+    def _inner(self, x: Tensor) -> Tensor:
+        return (x - self.center.to(x)) / self.scale
+
+    def _outer(self, u: Tensor) -> Tensor:
+        return u * self.scale + self.center.to(u)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._outer(self.base(self._inner(x)))
+
+    def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out, logdet = self.base.map_and_logdet(self._inner(x))
+        return self._outer(out), logdet
+
+    def jacobian(self, x: Tensor) -> Tensor:
+        return self.base.jacobian(self._inner(x))
+
+    def map_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out, jac = self.base.map_and_jacobian(self._inner(x))
+        return self._outer(out), jac
+
+    def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
+                      tol: float | None = None, max_iter: int = 100) -> InverseSolution:
+        """(1 - t) x + t T(x) = y is (1 - t) u + t B(u) = (y - c) / s: B's solve, its points taken back."""
+        dtype, device = self.dtype_and_device()
+        inner_y = self._inner(torch.as_tensor(y).to(device=device, dtype=dtype))
+        if isinstance(start, InverseSolution):
+            start = InverseSolution(x=self._inner(start.x), residual=start.residual / self.scale,
+                                    converged=start.converged, mapped=self._inner(start.mapped),
+                                    jacobian=start.jacobian, iterations=start.iterations)
+        elif start is not None:
+            start = self._inner(torch.as_tensor(start).to(device=device, dtype=dtype))
+        solution = self.base.solve_inverse(inner_y, start, t=t, tol=tol, max_iter=max_iter)
+        return InverseSolution(x=self._outer(solution.x), residual=solution.residual * self.scale,
+                               converged=solution.converged, mapped=self._outer(solution.mapped),
+                               jacobian=solution.jacobian, iterations=solution.iterations)
+
+    def dtype_and_device(self) -> tuple[torch.dtype, torch.device | None]:
+        return self.base.dtype_and_device()
+
+    def config(self) -> dict[str, Any]:
+        return {**self.base.config(), "scale": self.scale, "center": self.center.tolist()}
+
+
 def network_of(model: TransportMap) -> TransportMap:
-    """The network whose weights ``model`` is: the model itself, or the network an ``InverseMap`` inverts."""
+    """The network whose weights ``model`` is: the model itself, or the network an ``InverseMap`` inverts (either
+    within a ``RescaledMap``)."""
+    if isinstance(model, RescaledMap):
+        model = model.base
     return model.base if isinstance(model, InverseMap) else model
 
 

@@ -962,6 +962,29 @@ def test_a_reload_brings_back_the_digit_pictures_of_the_runs():
     assert not again.button(key="digits.train").disabled
 
 
+def test_a_mixture_typed_in_other_units_gets_the_same_map():
+    # The 2 -> 3 preset typed in hundredths (a review) was flagged at 25 % L2-UVP, at x100 at 8 %: it now trains in
+    # rescaled coordinates (docs/method.md section 4.14), passes and scores as the preset does; a reload brings it back.
+    at = _open("mixtures")
+    token = at.session_state["session.token"]
+    state = _state(at, "mixtures")
+    for side, rows in zip(("source", "target"), presets.MIXTURE_ROWS["ICASSP 2023 example: 2 -> 3 components"]):
+        frame = pd.DataFrame([{**r, "mean_x": r["mean_x"] / 100, "mean_y": r["mean_y"] / 100, "std_x": r["std_x"] / 100,
+                               "std_y": r["std_y"] / 100} for r in rows])
+        state.tables[side] = {"base": frame, "edited": frame, "version": 99}
+    _train(at, "mixtures", steps=500)
+    run = state.runs[0]
+    assert [s.value for s in at.success] and not at.warning, [w.value for w in at.warning]
+    assert run.metrics["l2_uvp"] < 5.0, run.metrics
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/mixtures.py").run()
+    assert not again.exception
+    back = _state(again, "mixtures").runs[0]
+    assert back.metrics["l2_uvp"] == pytest.approx(run.metrics["l2_uvp"])
+    np.testing.assert_allclose(back.mapped, run.mapped, rtol=1e-5, atol=1e-7)
+
+
 def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
     # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) removes the others. A
     # review lost three runs to a loaded map without a word about them.

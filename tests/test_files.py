@@ -269,3 +269,29 @@ def test_an_inverse_map_comes_back_as_the_inverse_of_its_network(tmp_path):
     header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
     assert json.loads(header["__metadata__"]["gradnetot"])["inverse"] is True
     assert set(header) - {"__metadata__"} == set(network.state_dict())
+
+
+def test_a_rescaled_map_round_trips_with_its_frame():
+    from gradnet_core import RescaledMap
+    torch.manual_seed(0)
+    for base in (MGradNetM(2, width=4, modules=2), InverseMap(MGradNetC(2, width=4, depth=2, strict=True))):
+        model = RescaledMap(base, 250.0, [10.0, -20.0])
+        loaded = map_from_bytes(map_to_bytes(model))
+        assert isinstance(loaded, RescaledMap) and type(loaded.base) is type(base)
+        assert loaded.scale == 250.0 and loaded.center.tolist() == [10.0, -20.0]
+        x = 10.0 + 250.0 * torch.randn(5, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_a_bad_frame_in_a_map_file_is_refused(tmp_path):
+    path = tmp_path / "map.safetensors"
+    model = MGradNetM(2, width=4, modules=2)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for bad in ({"scale": -1.0, "center": [0.0, 0.0]}, {"scale": 2.0, "center": [0.0]},
+                {"scale": 2.0, "center": ["a", "b"]}, "tall", {"scale": float("nan"), "center": [0.0, 0.0]}):
+        info = {"format": "gradnetot-map", "version": 1, "class": "MGradNetM", "config": model.config(),
+                "rescaled": bad}
+        save_file(tensors, str(path), metadata={"gradnetot": json.dumps(info)})
+        with pytest.raises(ValueError, match="rescaling"):
+            load_map(path)
