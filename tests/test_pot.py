@@ -44,3 +44,17 @@ def test_pot_uses_scikit_learn_when_it_is_already_imported():
               "from gradnet_core._pot import import_pot\n"
               "print(import_pot().lowrank.sklearn_import)\n")
     assert out == "True"
+
+
+def test_pot_defers_its_toy_datasets_and_their_scipy_stats_import():
+    # ot.datasets (and scipy.stats with it, 0.25-0.45 s) runs when first used, not at POT's import.
+    out = run("import sys\n"
+              "from gradnet_core._pot import import_pot\n"
+              "ot = import_pot()\n"
+              "print('scipy.stats' in sys.modules, type(ot.datasets).__name__)\n"
+              "print(ot.datasets.make_1D_gauss(5, 2, 1).shape, 'scipy.stats' in sys.modules)\n"
+              "try:\n"
+              "    ot.datasets.no_such_thing\n"
+              "except AttributeError:\n"
+              "    print('AttributeError')\n")
+    assert out.split("\n") == ["False module", "(5,) True", "AttributeError"]
