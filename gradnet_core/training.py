@@ -392,6 +392,10 @@ def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, c
     attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
     template = copy.deepcopy(model) if attempts > 1 else None
     fallback = config.effective_fallback
+    if fallback is not None and fallback.objective.name == config.objective.name and config.steps < SHORT_RUN_STEPS:
+        # A fallback on the run's own objective is more of the same training: a run asked for with few steps (a
+        # class shown what 3 steps give) stays that short, and its verdict says to train longer (after_short_run).
+        fallback = None
     warm = config.fallback_start == "trained"
     initial = copy.deepcopy(model) if fallback is not None and not warm else None
     forward: dict[int, TransportMap] = {}        # each attempt's network trained forward (fallback_start "trained")

@@ -616,7 +616,7 @@ def test_the_fallback_is_not_trained_when_the_map_passes_or_its_objective_compar
     fallback = TrainConfig(steps=50, batch_size=256, objective=SinkhornLoss())
     model = seeded_map("mGradNet-M", 0, dim=2)
     plain = train(seeded_map("mGradNet-M", 0, dim=2), source, target, train_preset("gaussian"))
-    backed = train(model, source, target, train_preset("gaussian", fallback=fallback))
+    backed = train(model, source, target, train_preset("gaussian", fallback=fallback, fallback_start="initial"))
     assert backed.verdict.ok and backed.map is model
     assert backed.history == plain.history and backed.message == plain.message
     # a sample objective's flagged map stands: the user asked for that objective
@@ -635,7 +635,7 @@ def test_with_fallback_from_a_map_passed_with_little_margin_is_trained_again_and
     assert plain.verdict.ok and plain.verdict.transport_excess < 0.5 * plain.verdict.transport_tolerance
     seen = []
     model = seeded_map("mGradNet-M", 0, dim=2)
-    result = train(model, source, target, train_preset("gaussian", fallback=fallback, fallback_from=0.0),
+    result = train(model, source, target, train_preset("gaussian", fallback=fallback, fallback_from=0.0, fallback_start="initial"),
                    callback=lambda p: seen.append(p.note))
     assert result.map is model and result.verdict == plain.verdict and result.fallback == ""
     assert result.message == ("The first map passed; as after every map with these settings, the network was then "
@@ -645,7 +645,7 @@ def test_with_fallback_from_a_map_passed_with_little_margin_is_trained_again_and
     assert seen[-1].startswith("The map passed: the network trains again from its starting weights")
     # at half the tolerance the margin of this map is enough: no second run
     again = train(seeded_map("mGradNet-M", 0, dim=2), source, target,
-                  train_preset("gaussian", fallback=fallback, fallback_from=0.5))
+                  train_preset("gaussian", fallback=fallback, fallback_from=0.5, fallback_start="initial"))
     assert again.history == plain.history and again.message == plain.message
 
 
@@ -721,10 +721,11 @@ def test_a_gaussian_pair_far_from_the_unit_scale_gets_its_optimal_map(k, shift):
     # the verdict's W2 is in the problem's units: the target's variance times a small share, not a unit-scale number
     assert 0 < result.verdict.transport_scale == pytest.approx(float(torch.trace(target.cov)), rel=1e-4)
     assert result.judged_on[1].mean.tolist() == pytest.approx(target.mean.tolist(), rel=1e-5, abs=1e-6 * k)
-    # without the rescaling the same training does not learn it at 0.01 (the network's unit-scale start)
+    assert result.fallback == ""                                      # the preset's 200 steps, nothing more
+    # without the rescaling those steps do not learn it at 0.01 (the network's unit-scale start)
     if k == 0.01:
         torch.manual_seed(0)
-        plain = train(MGradNetC(2), source, target, replace(train_preset("gaussian"), rescale=False))
+        plain = train(MGradNetC(2), source, target, replace(train_preset("gaussian"), rescale=False, fallback=None))
         with torch.no_grad():
             assert map_mse(plain.map(x), gaussian_map(source, target)(x)) / k ** 2 > 10 * relative
 
@@ -747,3 +748,20 @@ def test_a_rescaled_map_is_the_inner_map_in_the_problems_coordinates():
     assert T.monotone and network_of(T) is base
     with pytest.raises(ValueError, match="positive scale"):
         RescaledMap(base, 0.0, center)
+
+
+def test_a_hard_gaussian_pair_flagged_after_the_preset_goes_on_training_and_a_short_run_does_not():
+    """Standard deviations 0.05 against 3 on one axis (the Gaussians page's slider ends): 200 steps left the map at
+    L2-UVP 50 %, flagged; the preset's fallback goes on from those weights on the Monge-Ampere loss. A run asked for
+    with fewer steps than a preset's stays that short (more of the same objective), its verdict saying so."""
+    source = Gaussian([0.0, 0.0], [[0.05 ** 2, 0.0], [0.0, 9.0]])
+    target = Gaussian([0.0, 0.0], [[9.0, 0.0], [0.0, 0.05 ** 2]])
+    result = train(seeded_map("mGradNet-M", 0, dim=2), source, target, train_preset("gaussian"))
+    assert result.verdict.ok and result.fallback == "Monge–Ampère loss" and result.steps == 800
+    x = source.sample(2000, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        error = map_mse(result.map(x), gaussian_map(source, target)(x)) / float(torch.trace(target.cov))
+    assert error < 5e-3                                                # L2-UVP under 0.5 %
+    short = train(seeded_map("mGradNet-M", 0, dim=2), source, target, replace(train_preset("gaussian"), steps=50))
+    assert not short.verdict.ok and short.fallback == "" and short.history["step"][-1] == 50
+    assert "train it longer" in short.verdict.message
