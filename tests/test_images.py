@@ -128,6 +128,26 @@ def test_noisy_photo_of_paper_keeps_only_the_digit(rng, reference):
     assert np.corrcoef(out.ravel(), reference.ravel())[0, 1] > 0.9
 
 
+@pytest.mark.parametrize("light", ["falling off", "shadow on the left", "shadows on two edges"])
+def test_unevenly_lit_photo_of_paper_keeps_only_the_digit(rng, reference, light):
+    """A phone photo: light falling off by a third across the sheet, or a shadow along one or two edges (a hand, a
+    table edge). One background level for the picture had called each blank (a review), or counted a shadow as ink."""
+    mask = np.asarray(draw_seven(size=(300, 400), offset=(75, 100)), dtype=np.float64) / 255.0
+    yy, xx = np.mgrid[0:400, 0:300]
+    paper = 0.85 + rng.normal(0.0, 0.02, size=(400, 300))
+    if light == "falling off":
+        paper = paper * (1.0 - 0.35 * xx / 300) * (1.0 - 0.15 * yy / 400)
+    else:
+        paper = paper * np.where(xx < 50, 0.6, 1.0) * (np.where(yy > 350, 0.7, 1.0) if light == "shadows on two edges"
+                                                      else 1.0)
+    photo = np.clip(paper * (1.0 - 0.7 * mask), 0.0, 1.0)
+    out = load_image(encode(Image.fromarray(np.rint(photo * 255).astype(np.uint8)), "JPEG", quality=80))
+    assert_mnist(out)
+    digit = reference > 0.2
+    assert out[~digit].sum() < 0.1 * out.sum()                              # no shadow edge counted as ink
+    assert np.corrcoef(out.ravel(), reference.ravel())[0, 1] > 0.85
+
+
 def test_exif_rotation_is_applied(reference):
     stored = draw_seven().transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
