@@ -40,7 +40,7 @@ from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
                        problem_from_description, residual_of, to_numpy)
-from .state import PageState, key, page_state, removed_notice, start_job
+from .state import PageState, key, outcome_notices, page_state, removed_notice, start_job
 from .store import store
 from .view import chart, table as show_table
 
@@ -351,6 +351,11 @@ def _restore_runs(page: str) -> None:
     state.notices += [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
                        "before the reload" + (", with the settings of the last one trained" if trained else "")
                        + ".")]
+    # and what the page had said of the last run trained, its verdict in words (only "ok" or "flagged" in the checks
+    # table had come back: a review)
+    latest = max(runs, key=lambda run: run.number)
+    if latest.result is not None and not latest.origin:
+        state.notices += outcome_notices(latest.result)
 
 
 def _restore_settings(page: str, settings: dict[str, Any]) -> None:

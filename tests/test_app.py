@@ -949,6 +949,9 @@ def test_a_reload_brings_back_the_digit_pictures_of_the_runs():
     again.query_params["session"] = token
     again.run().switch_page("pages/digits.py").run()
     assert not again.exception and not again.error
+    # the verdict in words comes back with the run, as the page had said it
+    said = [box.value for box in [*again.success, *again.warning]]
+    assert [box.value for box in [*at.success, *at.warning]] == said and len(said) == 1, said
     assert again.radio(key="digits.source.mode").value == "Upload"
     assert (again.radio(key="digits.target.mode").value, again.selectbox(key="digits.target.set").value,
             again.selectbox(key="digits.target.digit").value, again.selectbox(key="digits.target.index").value) == (
