@@ -394,6 +394,17 @@ def _blank(value: Any) -> bool:
                                                                                 and math.isnan(value))
 
 
+def _cell_number(raw: Any) -> float:
+    """A table cell's number, NaN where it has none; "-2,5" (a decimal comma, no point) reads as -2.5 (a review
+    typed it, as much of Europe writes it)."""
+    if isinstance(raw, str) and raw.count(",") == 1 and "." not in raw:
+        raw = raw.replace(",", ".")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[GaussianMixture, str | None]:
     """A mixture from editor rows (cells as numbers or text); weights not summing to 1 are normalised and rows left
     wholly empty are left out, with a note saying so.
@@ -412,10 +423,7 @@ def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[Gauss
         values = {}
         for col in MIXTURE_COLUMNS:
             raw = row.get(col)
-            try:
-                value = float(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                value = math.nan
+            value = _cell_number(raw)
             if not math.isfinite(value):
                 typed = f' ("{raw.strip()}")' if isinstance(raw, str) and raw.strip() else ""
                 raise ValueError(f"{side.capitalize()} row {i}: {MIXTURE_HEADERS[col]} is empty or not a finite "

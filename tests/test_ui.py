@@ -142,8 +142,14 @@ def test_mixture_table_validation_and_normalisation():
     # the row just added and still empty is left out, and said so
     assert note == ("Source row 3 is empty and left out until filled in. The source weights summed to 1001; they "
                     "were divided by that so they sum to 1.")
-    with pytest.raises(ValueError, match=r'Target row 1: weight is empty or not a finite number \("1,5"\)\.'):
-        mixture_from_table([{**typed[0], "weight": "1,5"}], "target")
+    # a decimal comma reads as a point (much of Europe types "-2,5"); a cell with more than one separator does not
+    mixture, _ = mixture_from_table([{**typed[0], "mean_x": "-2,5", "std_x": "0,25"}], "target")
+    assert mixture.means[0].tolist() == pytest.approx([-2.5, 0.0]) and float(mixture.covs[0, 0, 0]) == pytest.approx(
+        0.0625)
+    with pytest.raises(ValueError, match=r'Target row 1: weight is empty or not a finite number \("1,5,0"\)\.'):
+        mixture_from_table([{**typed[0], "weight": "1,5,0"}], "target")
+    with pytest.raises(ValueError, match=r'Target row 1: weight is empty or not a finite number \("1.000,5"\)\.'):
+        mixture_from_table([{**typed[0], "weight": "1.000,5"}], "target")
     with pytest.raises(ValueError, match="no rows"):
         mixture_from_table([typed[2]], "source")
     with pytest.raises(ValueError, match="row 2: the weight must not be negative"):
