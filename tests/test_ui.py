@@ -52,6 +52,17 @@ def test_barycentric_reference_arrows_start_at_samples():
     assert dist.max() < 1e-9
 
 
+def test_small_blobs_far_apart_still_get_arrows():
+    # Blobs 100 apart of standard deviation 1 fell between the 12 x 12 arrow grid's nodes: no arrow (a review).
+    source = GaussianMixture([0.5, 0.5], [[-50.0, 0.0], [50.0, 0.0]], [np.eye(2)] * 2)
+    target = GaussianMixture([1.0], [[0.0, 0.0]], [np.eye(2)])
+    ref = compute_reference(Problem("t", source, target, truth="barycentric", samples=300))
+    assert len(ref.grid) >= 12 and np.isfinite(ref.grid_mapped).all()
+    assert ref.grid[:, 0].min() < -40 and ref.grid[:, 0].max() > 40              # arrows on both blobs
+    rows = [np.flatnonzero((ref.points == g).all(axis=1)) for g in ref.grid]     # starting at samples
+    np.testing.assert_array_equal(ref.grid_mapped, ref.mapped[[r[0] for r in rows]])
+
+
 def test_the_barycentric_ground_truth_says_its_own_error():
     # Right maps showed above the thresholds in the metrics table: the identity at 1.8 % L2-UVP against a 1000-sample
     # ground truth (a review). The reference estimates what an exact map scores against it; on a problem whose exact
