@@ -53,6 +53,10 @@ PAGES = (                      # the first is the home page
 )
 
 
+#: The URL's query parameter that keeps the projector view over a reload (``?projector=1``).
+PROJECTOR_PARAM = "projector"
+
+
 def page_header(title: str) -> None:
     """The wide layout, the tab's title, the menu of ``PAGES`` in the sidebar and the heading."""
     st.set_page_config(page_title=f"{title} · GradNetOT Studio", layout="wide")
@@ -61,7 +65,14 @@ def page_header(title: str) -> None:
         for page in PAGES:
             st.page_link(page.script, label=page.title)
         st.divider()
-        st.toggle("Projector view", key=PROJECTOR_KEY, persist_state="session",
-                  help="Large text and markers, for a class or a talk.")
+        # Kept in the URL too, as the session's token is, so that a reload in front of a class keeps the view.
+        if PROJECTOR_KEY not in st.session_state and st.query_params.get(PROJECTOR_PARAM) == "1":
+            st.session_state[PROJECTOR_KEY] = True
+        on = st.toggle("Projector view", key=PROJECTOR_KEY, persist_state="session",
+                       help="Large text and markers, for a class or a talk.")
+    if on and st.query_params.get(PROJECTOR_PARAM) != "1":
+        st.query_params[PROJECTOR_PARAM] = "1"
+    elif not on and PROJECTOR_PARAM in st.query_params:
+        del st.query_params[PROJECTOR_PARAM]
     projector_css()
     st.title(title)

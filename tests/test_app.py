@@ -856,6 +856,20 @@ def test_projector_view_enlarges_charts_without_changing_the_cached_figures():
     assert any("font-size: 20px" in h.proto.body for h in at.get("html"))
 
 
+def test_the_projector_view_survives_a_reload():
+    # A reload in front of a class dropped the large layout (a review): it is kept in the URL beside the token.
+    at = _open("gaussians")
+    at.toggle(key="view.projector").set_value(True).run()
+    assert at.query_params["projector"] == "1"
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = at.session_state["session.token"]
+    again.query_params["projector"] = "1"
+    again.run()
+    assert not again.exception and again.toggle(key="view.projector").value is True
+    again.toggle(key="view.projector").set_value(False).run()
+    assert "projector" not in again.query_params
+
+
 def test_runs_survive_a_reload_and_no_other_session_sees_them():
     at = _open("gaussians")
     token = at.session_state["session.token"]
