@@ -305,6 +305,21 @@ def test_bomb_is_refused_from_its_header_without_touching_pil_globals():
     assert Image.MAX_IMAGE_PIXELS == before
 
 
+def test_a_jpeg_over_the_pixel_limit_is_read_at_the_scale_it_decodes_at():
+    # A phone's 48-megapixel photo was refused by its header's size, though a JPEG decodes straight at 1/8 scale (a
+    # review); a PNG of that size still is, and so is a JPEG whose reduced size is over the limit the caller sets.
+    page = Image.new("L", (8_000, 6_000), 235)
+    ImageDraw.Draw(page).line([(3_000, 2_000), (5_000, 2_000), (3_800, 4_500)], fill=30, width=120)
+    data = encode(page, "JPEG", quality=60)
+    digit = load_image(data)
+    assert (digit > 0.5).sum() > 30 and (digit > 0.1).mean() < 0.5
+    assert read_image(data).size == (2_000, 1_500)                  # decoded at 1/4: at least 1024 px a side
+    with pytest.raises(ValueError, match="2000 x 1500 pixels"):
+        load_image(data, max_pixels=1_000_000)
+    with pytest.raises(ValueError, match="megapixels"):
+        load_image(encode(page, "PNG"))
+
+
 def test_files_over_the_size_limit_are_refused(tmp_path):
     data = encode(draw_seven())
     with pytest.raises(ValueError, match="limit"):
