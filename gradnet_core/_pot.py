@@ -9,9 +9,8 @@ afterwards (``ot.da`` imports scikit-learn lazily where an option needs it). Whe
 it as usual.
 
 POT's package also imports ``ot.datasets`` (toy data generators this library never calls), and with it
-``scipy.stats``: 0.35-0.45 of the 1.2 s POT's import takes with torch loaded. It is registered first as a lazy module
-(``importlib.util.LazyLoader``, the standard library's deferred import), which runs when one of its attributes is
-first read: ``ot.datasets.make_1D_gauss`` works as before.
+``scipy.stats``: 0.35-0.45 of the 1.2 s POT's import takes with torch loaded. It is registered first as a module
+whose code runs when one of its attributes is first read (``_defer``): ``ot.datasets.make_1D_gauss`` works as before.
 """
 
 from __future__ import annotations

@@ -267,7 +267,8 @@ def pixel_cloud_figure(clouds: dict[str, np.ndarray], points: int = 2000, seed: 
     # The same ticks on every axis of every figure, so that two clouds side by side read alike; the legend above
     # the cube with markers of legend size (a 2.5 px marker there is a speck), and a camera a little further out
     # so that the cube's lower corners and the B axis's title are not cut off (in a 420 px column, the page's two
-    # side by side at 1280 px, only half the B showed: a review). Grey walls, so that near-white pixels (a grey photo's) show.
+    # side by side at 1280 px, only half the B showed: a review). Grey walls, so that near-white pixels (a grey photo's)
+    # show.
     axis = {"range": [0, 1], "tickvals": [0, 0.25, 0.5, 0.75, 1], "ticktext": ["0", "", "0.5", "", "1"],
             "showbackground": True, "backgroundcolor": "rgb(222, 222, 226)", "gridcolor": "white"}
     figure.update_layout(height=height, margin={"l": 0, "r": 0, "t": 10, "b": 10},

@@ -2,8 +2,8 @@
 
 A file holds the map's tensors and, in the safetensors metadata, ``{"format": "gradnetot-map",
 "version": 1, "class": ..., "config": {...}}`` (and ``"inverse": true`` for an ``InverseMap``, stored as its
-network; ``"rescaled": {"scale": s, "center": [...]}`` for a ``RescaledMap``). Loading rebuilds the class from the registry and loads the tensors; nothing in the file is ever
-executed.
+network; ``"rescaled": {"scale": s, "center": [...]}`` for a ``RescaledMap``). Loading rebuilds the class from
+the registry and loads the tensors; nothing in the file is ever executed.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ def read_image(data: bytes | PathLike, max_bytes: int = MAX_UPLOAD_BYTES,
 
     PNG, JPEG, GIF (first frame), BMP and WebP; at most ``max_bytes`` bytes and ``max_pixels``
     pixels (at most ``MAX_PIXELS``; checked from the header, before decoding, at the reduced scale a JPEG decodes at),
-    at least ``limits.min_side`` px a side; EXIF rotation applied. Bad input of any kind raises ``ValueError`` with a sentence for the user.
+    at least ``limits.min_side`` px a side; EXIF rotation applied. Bad input of any kind raises ``ValueError`` with a
+    sentence for the user.
     """
     image = _open_checked(_read_bytes(data, max_bytes), limits, min(max_pixels, MAX_PIXELS))
     try:
@@ -287,10 +288,10 @@ def _open_checked(raw: bytes, limits: ImageLimits, max_pixels: int = MAX_PIXELS)
         raise ValueError(limits.bomb) from err
     except Exception as err:  # PIL's plugins raise many exception types on malformed headers
         raise ValueError(_NOT_AN_IMAGE) from err
-    if min(image.size) >= limits.min_side:
-        # A JPEG decodes straight at 1/2, 1/4 or 1/8 scale: what counts is that size (a phone's 48-megapixel photo
-        # decodes at 12 or 3 megapixels and was refused by its header's size; a review). Other formats: unchanged.
-        image.draft(None, (limits.decode_side, limits.decode_side))
+    # A JPEG decodes straight at 1/2, 1/4 or 1/8 scale, never under ``decode_side`` a side: what counts is that size (a
+    # phone's 48-megapixel photo decodes at 12 or 3 megapixels and was refused by its header's size; a review). A
+    # smaller JPEG and other formats keep theirs.
+    image.draft(None, (limits.decode_side, limits.decode_side))
     width, height = image.size
     if width * height > max_pixels:
         raise ValueError(f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "

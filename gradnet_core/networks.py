@@ -24,8 +24,8 @@ from . import _fused
 __all__ = [
     "TransportMap", "GradientNetwork", "MGradNetC", "MGradNetM", "MLPMap", "NETWORKS", "ACTIVATIONS",
     "autograd_jacobian", "autograd_map_and_logdet", "build_map", "seeded_map", "unpack_jacobian", "logdet_packed",
-    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "RescaledMap", "network_of", "evaluation_rows",
-    "in_chunks",
+    "check_positive_int", "xavier_uniform", "InverseSolution", "InverseMap", "RescaledMap", "network_of",
+    "evaluation_rows", "in_chunks",
 ]
 
 

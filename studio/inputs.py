@@ -28,7 +28,7 @@ from gradnet_core.plotting import density_heatmap, square_bounds
 from .limits import truth_samples_cap, upload_pixels
 from .problems import (MIXTURE_COLUMNS, MIXTURE_HEADERS, Problem, gaussian_from_row, gaussian_row, mixture_from_table,
                        to_numpy)
-from .state import key, page_state
+from .state import key, kept_runs, page_state
 
 __all__ = [
     "gaussian_inputs", "gaussian_problem", "mixture_inputs", "mixture_problem", "truth_samples_input",
@@ -197,10 +197,7 @@ def _kept_problem(page: str, kind: str) -> tuple[dict[str, Any], list[dict[str, 
     """After a reload: the description of the problem this session's last kept run on ``page`` was trained on
     (``Problem.describe``) and its two sides, when both are ``kind`` densities; else None. The pages' inputs came back
     at their presets, and the page then said the inputs had changed (a review, who had typed them)."""
-    from .store import store          # here: the store's SQLite and map decoding only when a page starts afresh
-
-    token = st.session_state.get("session.token")
-    kept = store().load(token, page) if token else []
+    kept = kept_runs(page)
     problem = kept[-1][1] if kept else {}
     sides = [problem.get(side) or {} for side in ("source", "target")]
     return (problem, sides) if all(side.get("type") == kind for side in sides) else None

@@ -40,7 +40,7 @@ from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
                        problem_from_description, residual_of, to_numpy)
-from .state import PageState, key, outcome_notices, page_state, removed_notice, start_job
+from .state import PageState, key, kept_runs, outcome_notices, page_state, removed_notice, start_job
 from .store import store
 from .view import chart, table as show_table
 
@@ -330,7 +330,7 @@ def _restore_runs(page: str) -> None:
                           "stopped with it. Press Train to run it again.")]
     if state.runs:
         return
-    kept = store().load(token, page)
+    kept = kept_runs(page, keep=False)
     if not kept:
         return
     runs = [run for run, _ in kept]

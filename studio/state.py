@@ -25,7 +25,7 @@ from .jobs import TrainingJob, watch_session
 from .problems import Reference, Run
 from .store import store
 
-__all__ = ["PageState", "page_state", "key", "start_job", "is_training", "release_closed"]
+__all__ = ["PageState", "page_state", "key", "kept_runs", "start_job", "is_training", "release_closed"]
 
 #: How a finished job's result is filed in the page state: ``store(state, job)``.
 Store = Callable[["PageState", TrainingJob], None]
@@ -57,6 +57,7 @@ class PageState:
     tables: dict[str, Any] = field(default_factory=dict)  # mixture tables: base and edited
     drawings: dict[str, Any] = field(default_factory=dict)  # canvas drawings, kept across pages
     uploads: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # side -> (file name, image)
+    kept: tuple[str, list[tuple[Run, dict[str, Any]]]] | None = None  # (token, its runs on disk): kept_runs's load
     counter: int = 0                                      # random presets drawn so far
 
 
@@ -67,6 +68,22 @@ def page_state(page: str) -> PageState:
         st.session_state[name] = PageState()
         _SESSIONS.setdefault(_session_id(), []).append(weakref.ref(st.session_state[name]))
     return st.session_state[name]
+
+
+def kept_runs(page: str, keep: bool = True) -> list[tuple[Run, dict[str, Any]]]:
+    """The runs of ``page`` this session's token kept on disk (a reload brings them back), each with its problem's
+    description, loaded from the store once: the inputs (to show the problem the runs were trained on) and the results
+    panel (to file the runs) both read them when a page starts afresh. ``keep`` False drops the loaded runs after."""
+    state = page_state(page)
+    token = st.session_state.get("session.token")
+    if not token:
+        return []
+    if state.kept is None or state.kept[0] != token:
+        state.kept = (token, store().load(token, page))
+    runs = state.kept[1]
+    if not keep:
+        state.kept = None
+    return runs
 
 
 #: Each session's page states (weakly), so that a closed session's can be released (``release_closed``).

@@ -29,8 +29,8 @@ import torch
 
 from ..training import Progress
 
-__all__ = ["torch_threads", "RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "BACKENDS", "run_tasks", "output_dir",
-           "write_csv", "write_json", "write_html", "machine_description", "finite_or_none"]
+__all__ = ["torch_threads", "RunProgress", "ProgressFn", "ExperimentResult", "ProgressTracker", "BACKENDS", "run_tasks",
+           "output_dir", "write_csv", "write_json", "write_html", "machine_description", "finite_or_none"]
 
 
 @dataclass(frozen=True)
