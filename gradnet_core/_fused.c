@@ -924,7 +924,7 @@ static inline __attribute__((always_inline)) void unit_forward(const int plain, 
 
 static inline __attribute__((always_inline)) int cascade2_forward(const int plain, int64_t n, int64_t h, int64_t L,
                                                                   const float *x, const float *W, Layers p, float *T,
-                                                                  float *P) {
+                                                                  float *P, float *ld) {
     float *work = malloc(sizeof(float) * (size_t)(3 * L * TILE));
     if (!work) return 2;
     float (*z)[TILE] = (float (*)[TILE])work, (*t)[TILE] = z + L, (*chain)[TILE] = t + L;
@@ -952,6 +952,7 @@ static inline __attribute__((always_inline)) int cascade2_forward(const int plai
         for (int i = 0; i < tn; i++) {
             T[2 * (i0 + i)] = acc[0][i], T[2 * (i0 + i) + 1] = acc[1][i];
             if (P) P[3 * (i0 + i)] = acc[2][i], P[3 * (i0 + i) + 1] = acc[3][i], P[3 * (i0 + i) + 2] = acc[4][i];
+            if (ld) ld[i0 + i] = logf(acc[2][i] * acc[4][i] - acc[3][i] * acc[3][i]);
         }
     }
     free(work);
@@ -960,8 +961,8 @@ static inline __attribute__((always_inline)) int cascade2_forward(const int plai
 
 static inline __attribute__((always_inline)) int cascade2_backward(const int plain, int64_t n, int64_t h, int64_t L,
                                                                    const float *x, const float *W, Layers p,
-                                                                   const float *gT, const float *gP, float *gW,
-                                                                   LayerGrads g) {
+                                                                   const float *gT, const float *gP, const float *P,
+                                                                   const float *gld, float *gW, LayerGrads g) {
     float *work = malloc(sizeof(float) * (size_t)(3 * L * TILE));
     if (!work) return 2;
     float (*z)[TILE] = (float (*)[TILE])work, (*t)[TILE] = z + L, (*chain)[TILE] = t + L;
@@ -974,7 +975,13 @@ static inline __attribute__((always_inline)) int cascade2_backward(const int pla
         for (int i = 0; i < tn; i++) {
             x0[i] = x[2 * (i0 + i)], x1[i] = x[2 * (i0 + i) + 1];
             gt[0][i] = gT[2 * (i0 + i)], gt[1][i] = gT[2 * (i0 + i) + 1];
-            gp[0][i] = gP[3 * (i0 + i)], gp[1][i] = gP[3 * (i0 + i) + 1], gp[2][i] = gP[3 * (i0 + i) + 2];
+            if (gld) {      /* d log(ac - b^2) / d(a, b, c) = (c, -2 b, a) / (ac - b^2) */
+                const float a = P[3 * (i0 + i)], b = P[3 * (i0 + i) + 1], c = P[3 * (i0 + i) + 2];
+                const float q = gld[i0 + i] / (a * c - b * b);
+                gp[0][i] = q * c, gp[1][i] = -2.0f * q * b, gp[2][i] = q * a;
+            } else {
+                gp[0][i] = gP[3 * (i0 + i)], gp[1][i] = gP[3 * (i0 + i) + 1], gp[2][i] = gP[3 * (i0 + i) + 2];
+            }
         }
         for (int64_t j = 0; j < h; j++) {
             const float W0 = W[2 * j], W1 = W[2 * j + 1], W00 = W0 * W0, W01 = W0 * W1, W11 = W1 * W1;
@@ -1049,27 +1056,30 @@ static inline __attribute__((always_inline)) int cascade2_backward(const int pla
 
 /* d: 0 for the general kernel (in = wx (n, h); out = S, packed = delta, (n, h)), 2 for d = 2 (in = x (n, 2),
  * W (h, 2); out = T (n, 2) without c_L, packed = P (n, 3)). packed NULL: the Jacobian's part is not stored.
+ * logdet (d = 2, with packed; else NULL): log det J = log(P_0 P_2 - P_1^2) (n) as well.
  * Layers sb, c, sa, aa, ab: (L, h). */
 int gradnet_cascade_forward(int64_t n, int64_t h, int64_t L, int d, int plain, const float *in, const float *W,
                             const float *sb, const float *c, const float *sa, const float *aa, const float *ab,
-                            float *out, float *packed) {
-    if (L < 1 || h < 1 || (d != 0 && d != 2)) return 1;
+                            float *out, float *packed, float *logdet) {
+    if (L < 1 || h < 1 || (d != 0 && d != 2) || (logdet && (d != 2 || !packed))) return 1;
     Layers p = {sb, c, sa, aa, ab};
     if (d != 2) return cascade_forward(n, h, L, in, p, out, packed);
-    return plain ? cascade2_forward(1, n, h, L, in, W, p, out, packed) : cascade2_forward(0, n, h, L, in, W, p, out, packed);
+    return plain ? cascade2_forward(1, n, h, L, in, W, p, out, packed, logdet)
+                 : cascade2_forward(0, n, h, L, in, W, p, out, packed, logdet);
 }
 
-/* g_out, g_packed: the gradients of forward's out and packed (zeros where it stored no packed); g_in: that of in
- * (general) or of W (d = 2); the layers' gradients, overwritten. */
+/* g_out, g_packed: the gradients of forward's out and packed (zeros where it stored no packed); or, at d = 2, with
+ * g_logdet that of forward's logdet and packed forward's P (g_packed unread); g_in: that of in (general) or of W
+ * (d = 2); the layers' gradients, overwritten. */
 int gradnet_cascade_backward(int64_t n, int64_t h, int64_t L, int d, int plain, const float *in, const float *W,
                              const float *sb, const float *c, const float *sa, const float *aa, const float *ab,
-                             const float *g_out, const float *g_packed, float *g_in, float *g_sb, float *g_c,
-                             float *g_sa, float *g_aa, float *g_ab) {
-    if (L < 1 || h < 1 || (d != 0 && d != 2)) return 1;
+                             const float *g_out, const float *g_packed, const float *packed, const float *g_logdet,
+                             float *g_in, float *g_sb, float *g_c, float *g_sa, float *g_aa, float *g_ab) {
+    if (L < 1 || h < 1 || (d != 0 && d != 2) || (g_logdet && (d != 2 || !packed))) return 1;
     Layers p = {sb, c, sa, aa, ab};
     LayerGrads g = {g_sb, g_c, g_sa, g_aa, g_ab};
     if (d != 2) return cascade_backward(n, h, L, in, p, g_out, g_packed, g_in, g);
-    return plain ? cascade2_backward(1, n, h, L, in, W, p, g_out, g_packed, g_in, g)
-                 : cascade2_backward(0, n, h, L, in, W, p, g_out, g_packed, g_in, g);
+    return plain ? cascade2_backward(1, n, h, L, in, W, p, g_out, g_packed, packed, g_logdet, g_in, g)
+                 : cascade2_backward(0, n, h, L, in, W, p, g_out, g_packed, packed, g_logdet, g_in, g);
 }
 #endif /* GRADNET_CASCADE */

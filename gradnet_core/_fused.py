@@ -141,36 +141,45 @@ CASCADE_ACTIVATIONS = ("weighted-tanh", "tanh")
 
 
 def cascade_forward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], jacobian: bool,
-                    plain: bool = False) -> tuple[Tensor, Tensor | None]:
+                    plain: bool = False, logdet: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """mGradNet-C's cascade, unit by unit, with ``layers = (sb, c, sa, aa, ab)``, each ``(L, h)`` (the weighted
     tanh's scales aa, ab; 1 and 0 for tanh). With ``W`` None, ``inputs`` is ``wx = x W^T (n, h)`` and the outputs S
     and, when ``jacobian``, delta ``(n, h)``, with T = S W + c_L and J = W^T diag(delta) W. At d = 2 with
     ``W (h, 2)``, ``inputs`` is x ``(n, 2)`` and the outputs T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``;
-    ``plain`` (tanh itself: aa = 1, ab = 0) lets that kernel skip the weighted tanh's terms."""
+    ``plain`` (tanh itself: aa = 1, ab = 0) lets that kernel skip the weighted tanh's terms. The third output, with
+    ``logdet`` (d = 2 and ``jacobian``), is log det J ``(n,)``; else None."""
     inputs, layers = inputs.contiguous(), [t.contiguous() for t in layers]
     n, h, depth = inputs.shape[0], layers[0].shape[1], layers[0].shape[0]
     d = 0 if W is None else 2
     out = inputs.new_empty(n, 2 if d else h)
     packed = inputs.new_empty(n, 3 if d else h) if jacobian else None
+    ld = inputs.new_empty(n) if logdet else None
     _check(_cascade_library.gradnet_cascade_forward(n, h, depth, d, int(plain), inputs.data_ptr(),
                                             None if W is None else W.contiguous().data_ptr(), *_pointers(*layers, out),
-                                            None if packed is None else packed.data_ptr()))
-    return out, packed
+                                            *(None if t is None else t.data_ptr() for t in (packed, ld))))
+    return out, packed, ld
 
 
 def cascade_backward(inputs: Tensor, W: Tensor | None, layers: tuple[Tensor, ...], grad_out: Tensor,
-                     grad_packed: Tensor | None, plain: bool = False) -> tuple[Tensor, ...]:
+                     grad_packed: Tensor | None, plain: bool = False, packed: Tensor | None = None,
+                     grad_logdet: Tensor | None = None) -> tuple[Tensor, ...]:
     """The gradients of ``inputs`` (``W`` None) or of ``W`` (d = 2; x gets none) and of each of ``layers``, given
-    those of ``cascade_forward``'s outputs (``grad_packed`` None when it formed no Jacobian: zeros)."""
+    those of ``cascade_forward``'s outputs (``grad_packed`` None when it formed no Jacobian: zeros). With
+    ``grad_logdet`` (d = 2), that of its log det instead of ``grad_packed``, and ``packed`` the Jacobians it was
+    formed from."""
     inputs, layers, grad_out = inputs.contiguous(), [t.contiguous() for t in layers], grad_out.contiguous()
     n, h, depth = inputs.shape[0], layers[0].shape[1], layers[0].shape[0]
     d = 0 if W is None else 2
-    grad_packed = (inputs.new_zeros(n, 3 if d else h) if grad_packed is None else grad_packed.contiguous())
+    if grad_logdet is None:
+        grad_packed = inputs.new_zeros(n, 3 if d else h) if grad_packed is None else grad_packed.contiguous()
+        ends = (grad_packed, None, None)
+    else:
+        ends = (None, packed.contiguous(), grad_logdet.contiguous())
     W = None if W is None else W.contiguous()
     grads = [torch.empty_like(inputs if W is None else W)] + [torch.empty_like(t) for t in layers]
     _check(_cascade_library.gradnet_cascade_backward(n, h, depth, d, int(plain), inputs.data_ptr(),
-                                             None if W is None else W.data_ptr(),
-                                             *_pointers(*layers, grad_out, grad_packed, *grads)))
+                                             None if W is None else W.data_ptr(), *_pointers(*layers, grad_out),
+                                             *(None if t is None else t.data_ptr() for t in ends), *_pointers(*grads)))
     return tuple(grads)
 
 
@@ -254,8 +263,8 @@ def _bind(library: ctypes.CDLL, cascade: bool = False) -> ctypes.CDLL:
     """The C signatures of ``library``'s functions: the default library's, or with ``cascade`` the cascade's."""
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     if cascade:
-        signatures = {"gradnet_cascade_forward": [i64, i64, i64, i32, i32] + [ptr] * 9,
-                      "gradnet_cascade_backward": [i64, i64, i64, i32, i32] + [ptr] * 15}
+        signatures = {"gradnet_cascade_forward": [i64, i64, i64, i32, i32] + [ptr] * 10,
+                      "gradnet_cascade_backward": [i64, i64, i64, i32, i32] + [ptr] * 17}
     else:
         signatures = {"gradnet_mgradnet_forward": [i64, i64, i64, i32] + [ptr] * 12,
                       "gradnet_mgradnet_backward": [i64, i64, i64, i32] + [ptr] * 18,

@@ -529,7 +529,7 @@ class MGradNetC(GradientNetwork):
         if self.dim == 2 and self._kernel_applies(x):
             # At d = 2 the kernel also forms Wx, T and the packed Jacobian: torch's matmuls with an inner dimension
             # of 2 are slow.
-            out, packed = _Cascade.apply(x, self.W, jacobian, self.activation == "tanh", *self._layers())
+            out, packed = _Cascade.apply(x, self.W, jacobian, self.activation == "tanh", False, *self._layers())
             return out + self.out_bias, (packed if jacobian else None)
         out, delta = self._map_and_delta(x, jacobian)
         return out, (None if delta is None else delta @ self._square_products(self.W))
@@ -550,6 +550,11 @@ class MGradNetC(GradientNetwork):
         return F.softplus(self.beta), self.bias, F.softplus(self.alpha), a, b
 
     def map_and_logdet(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.dim == 2 and not self.strict and self._kernel_applies(x):
+            # The kernel takes the log det of its 2 x 2 Jacobians too, and its gradient back: a tenth of a 2-D
+            # Gaussian training step less than the few small operations of logdet_packed each way.
+            out, logdet = _Cascade.apply(x, self.W, True, self.activation == "tanh", True, *self._layers())
+            return out + self.out_bias, logdet
         if not (self.strict and self.width < self.dim):
             return super().map_and_logdet(x)
         # J = A + W^T diag(delta) W with A = eps I + V^T V: an update of rank width < d. By the matrix
@@ -563,7 +568,7 @@ class MGradNetC(GradientNetwork):
         """T(x) without the quadratic term and, when ``jacobian``, delta >= 0 with J = W^T diag(delta) W."""
         if self._kernel_applies(x):
             # One kernel runs the cascade and its backward unit by unit (docs/method.md §2.2).
-            S, delta = _Cascade.apply(x @ self.W.T, None, jacobian, self.activation == "tanh", *self._layers())
+            S, delta = _Cascade.apply(x @ self.W.T, None, jacobian, self.activation == "tanh", False, *self._layers())
             return torch.addmm(self.out_bias, S, self.W), (delta if jacobian else None)
         wx = x @ self.W.T                                              # (n, h)
         # Layer by layer through unbind, not indexing: the backward pass of each index of a (L, n, h) tensor
@@ -594,27 +599,33 @@ class _Cascade(torch.autograd.Function):
     """mGradNet-C's cascade in the fused kernel (``_fused.cascade_forward``), given the layers' positive scales and
     biases ``sb, c, sa, aa, ab: (L, h)`` (``MGradNetC._map_and_delta`` has the formulas, which its torch path
     computes layer by layer). With ``W`` None, from ``wx = x W^T (n, h)`` to S and delta ``(n, h)``; at d = 2 from
-    x ``(n, 2)`` and ``W`` to T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``, x getting no gradient. Without
-    ``jacobian`` the second output is empty; ``plain`` for tanh itself. The backward pass recomputes the cascade;
-    first order only."""
+    x ``(n, 2)`` and ``W`` to T - c_L ``(n, 2)`` and the packed Jacobian ``(n, 3)``, or with ``logdet`` its log det
+    ``(n,)``, x getting no gradient. Without ``jacobian`` the second output is empty; ``plain`` for tanh itself. The
+    backward pass recomputes the cascade; first order only."""
 
     @staticmethod
-    def forward(ctx: Any, inputs: Tensor, W: Tensor | None, jacobian: bool, plain: bool,
+    def forward(ctx: Any, inputs: Tensor, W: Tensor | None, jacobian: bool, plain: bool, logdet: bool,
                 *layers: Tensor) -> tuple[Tensor, Tensor]:
-        ctx.jacobian, ctx.plain, ctx.two = jacobian, plain, W is not None
-        ctx.save_for_backward(inputs, W, *layers)
-        out, packed = _fused.cascade_forward(inputs, W, layers, jacobian, plain)
+        ctx.jacobian, ctx.plain, ctx.two, ctx.logdet = jacobian, plain, W is not None, logdet
+        out, packed, ld = _fused.cascade_forward(inputs, W, layers, jacobian, plain, logdet)
+        ctx.save_for_backward(inputs, W, packed if logdet else None, *layers)
+        if logdet:
+            return out, ld
         return out, (packed if jacobian else out.new_empty(out.shape[0], 0))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: Tensor, grad_packed: Tensor) -> tuple[Tensor | None, ...]:
-        inputs, W, *layers = ctx.saved_tensors
-        grad_in, *grads = _fused.cascade_backward(inputs, W, layers, grad_out, grad_packed if ctx.jacobian else None,
-                                                  ctx.plain)
+    def backward(ctx: Any, grad_out: Tensor, grad_second: Tensor) -> tuple[Tensor | None, ...]:
+        inputs, W, packed, *layers = ctx.saved_tensors
+        if ctx.logdet:
+            grads = _fused.cascade_backward(inputs, W, layers, grad_out, None, ctx.plain, packed, grad_second)
+        else:
+            grads = _fused.cascade_backward(inputs, W, layers, grad_out, grad_second if ctx.jacobian else None,
+                                            ctx.plain)
+        grad_in, *grads = grads
         if ctx.two:
-            return None, grad_in, None, None, *grads
-        return grad_in, None, None, None, *grads
+            return None, grad_in, None, None, None, *grads
+        return grad_in, None, None, None, None, *grads
 
 
 # --------------------------------------------------------------------------------------------

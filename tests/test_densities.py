@@ -34,6 +34,15 @@ def test_gaussian_score_is_gradient_of_log_prob(rng):
     torch.testing.assert_close(g.score(x.detach()), auto)
 
 
+def test_gaussian_log_prob_gives_its_mean_a_gradient_when_asked(rng):
+    # log_prob's own node gives x its gradient only; a mean that takes one goes through autograd: d/dmu = -score.
+    g = Gaussian(rng.normal(size=2), random_spd(rng, 2))
+    g.mean.requires_grad_(True)
+    x = torch.from_numpy(rng.normal(size=(10, 2)))
+    (grad,) = torch.autograd.grad(g.log_prob(x).sum(), g.mean)
+    torch.testing.assert_close(grad, -g.score(x).sum(0).detach())
+
+
 def test_mixture_log_prob_matches_scipy(rng):
     w = np.array([0.2, 0.5, 0.3])
     means = rng.normal(size=(3, 2)) * 2

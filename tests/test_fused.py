@@ -210,6 +210,34 @@ cascade_forward = _fused.cascade_forward
 
 
 @needs_kernel
+@pytest.mark.parametrize("activation", ["weighted-tanh", "tanh"])
+def test_fused_cascade_log_det_and_its_gradients_match_float64(monkeypatch, activation):
+    # At d = 2 the kernel also takes log det J and its gradient (MGradNetC.map_and_logdet): against autograd through
+    # every operation in float64, of a loss weighing each sample's T and log det at random.
+    exact = random_parameters(MGradNetC(2, width=32, depth=4, activation=activation), 1.0, seed=3)
+    x = 3 * torch.randn(300, 2, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    weights = torch.randn(300, 2, generator=g, dtype=torch.float64), torch.randn(300, generator=g, dtype=torch.float64)
+
+    def outputs(model, points):
+        model.zero_grad()
+        out, logdet = model.map_and_logdet(points)
+        ((out * weights[0].to(out.dtype)).sum() + (logdet * weights[1].to(out.dtype)).sum()).backward()
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+        return [t.detach().double() for t in (out, logdet, *grads)]
+
+    reference = outputs(exact, x.double())
+    calls = []
+    monkeypatch.setattr(_fused, "cascade_forward", lambda *a, **k: calls.append(k.get("logdet", a[5:6] == (True,)))
+                        or cascade_forward(*a, **k))
+    got = outputs(copy.deepcopy(exact).float(), x)
+    assert calls == [True], "the float32 network did not take its log det in the fused cascade"
+    names = ["T", "log det"] + [name for name, _ in exact.named_parameters()]
+    for name, a, b in zip(names, got, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()), msg=name)
+
+
+@needs_kernel
 def test_the_cascade_kernel_is_not_given_a_network_of_another_dtype_than_its_input(monkeypatch):
     # float32 points into a float64 network: the kernel would read the float64 weights as float32 ones. Torch's path
     # takes it and refuses the mixed product, as plain torch does.
