@@ -53,10 +53,16 @@ def small_pot(monkeypatch):
 ONE_RUN = ["digits.attempts=1", "digits.direction=forward", "mixture.attempts=1"]
 
 
-def test_tiny_run_writes_sane_columns(tmp_path, small_pot):
+def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
+    import gradnet_core.experiments.robustness as robustness
+
+    # Without n_test each family draws its own number of points (the mixtures' references need more), here scaled down.
+    monkeypatch.setattr(robustness, "N_TEST", {"mnist": 300, "bundled": 300, "drawings": 300, "mixtures": 400,
+                                               "sample-only": 350})
     families = ["mnist", "bundled", "drawings", "mixtures", "sample-only"]
-    result = run_robustness(tmp_path, families=families, mnist=None, seeds=1, draws=2, n_test=300, cases=1,
+    result = run_robustness(tmp_path, families=families, mnist=None, seeds=1, draws=2, cases=1,
                             drawings=4, mixtures=1, steps=5, settings=ONE_RUN)
+    assert result.summary["n_test"] == robustness.N_TEST
     assert result.summary["notes"] and "mnist: skipped" in result.summary["notes"][0]
     assert result.summary["complete"]
     for name in ("robustness.csv", "summary.md", "summary.json", "robustness.png"):
@@ -77,6 +83,7 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot):
         assert 0 < float(r["noise"]) < 0.5 * float(r["no_map"])
         assert np.isfinite(float(r["score"])) and r["passes"] in ("True", "False")
         assert (r["pot_score"] != "") == (r["family"] == "mixtures")
+        assert int(r["n_test"]) == robustness.N_TEST[r["family"]]
     for r in rows:
         if r["family"] == "mixtures":
             assert 0 <= float(r["pot_score"]) < float(r["no_map"])   # POT's map beats no map
