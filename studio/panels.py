@@ -40,7 +40,8 @@ from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
                        problem_from_description, residual_of, to_numpy)
-from .state import PageState, key, kept_runs, outcome_notices, page_state, removed_notice, start_job
+from .state import (PageState, key, kept_runs, outcome_notices, page_state, removed_notice, show_notices,
+                    start_job)
 from .store import store
 from .view import chart, table as show_table
 
@@ -105,8 +106,7 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", c
     # inputs they do not describe: a review read a green verdict under sliders it had already moved. The runs below
     # keep their verdicts in the checks table.
     if training or (start is not None and current):
-        for kind, text in state.notices:
-            getattr(st, kind)(text)
+        show_notices(state.notices)
     elif start is not None and state.notices:
         st.caption("The inputs have changed since the last training: press Train to train on them. The runs below "
                    "are for the inputs they were trained on, each with its verdict in the checks table.")

@@ -182,11 +182,16 @@ def removed_notice(state: PageState) -> list[tuple[str, str]]:
     return [("info", said)] if said else []
 
 
+#: The label of the expander under a run's verdict with the whole account (a notice of kind "details").
+DETAILS_LABEL = "How the map was trained and judged"
+
+
 def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
     """What the page says about a finished run: green only when training completed and the verdict
-    holds; a warning that says what is wrong when the map is not the optimal map. It opens with the verdict in one
-    bold line, then what was trained and how the map was judged (a new user found the full account, first, too long
-    to find the answer in)."""
+    holds; a warning that says what is wrong when the map is not the optimal map. The box holds the verdict in one
+    bold line and, when it fails, what to do; what was trained and how the map was judged follow in an expander
+    (kind "details"): reviews found the whole account, 60 to 130 words in the box, too long to find the answer in,
+    and a class reads the box from the back of the room."""
     verdict = result.verdict
     if result.stopped == "diverged":
         return [("error", result.message)]
@@ -196,7 +201,20 @@ def outcome_notices(result: TrainResult) -> list[tuple[str, str]]:
     headline = ("The map is close to the optimal map." if verdict.ok else
                 "The map cannot be judged: too few points." if "samples" in verdict.failed else
                 f"The map is not the optimal map: {verdict.fault}.")
-    return [(kind, f"**{headline}** {result.message}\n\n{verdict.message}")]
+    if result.stopped != "completed":
+        headline += " Training was stopped before its last step."
+    advice = "" if verdict.ok else verdict.advice
+    return [(kind, f"**{headline}**{advice}"), ("details", f"{result.message}\n\n{verdict.message}")]
+
+
+def show_notices(notices: list[tuple[str, str]]) -> None:
+    """Draw a page's notices: each in its box (``st.success``, ``st.warning``, ...), a "details" one in an expander."""
+    for kind, text in notices:
+        if kind == "details":
+            with st.expander(DETAILS_LABEL):
+                st.markdown(text)
+        else:
+            getattr(st, kind)(text)
 
 
 def _input_values(page: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from helpers import after_prewarm  # noqa: E402
 
 from gradnet_core import MGradNetM, presets  # noqa: E402
+from studio.state import DETAILS_LABEL  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT = 120
@@ -69,6 +70,12 @@ def _animation(at: AppTest, page: str):
     return charts[0]
 
 
+def _said(at: AppTest) -> str:
+    """Everything the page says of its last run: its boxes and the account in the expander under them."""
+    details = [m.value for e in at.expander if e.label == DETAILS_LABEL for m in e.markdown]
+    return " ".join([*(n.value for n in [*at.success, *at.warning, *at.info]), *details])
+
+
 def _metrics(at: AppTest) -> pd.DataFrame:
     """The page's two metrics tables (against the ground truth; the verdict's checks) joined run by run."""
     truth = [df.value for df in at.dataframe if "MSE" in df.value.columns]
@@ -89,7 +96,7 @@ def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
     # Green only when the verdict holds; a short run gets a warning that says what is wrong.
     notices = [s.value for s in at.success] + [w.value for w in at.warning if "not the optimal map" in w.value
                                                or "not monotone" in w.value]
-    assert any("Trained" in text for text in notices), notices
+    assert len(notices) == 1 and "Trained" in _said(at), _said(at)
     assert len(_charts(at)) >= 2                                  # animation and loss curve
     table = _metrics(at)
     assert len(table) == rows
@@ -150,17 +157,19 @@ def test_gaussians_baseline_joins_the_comparison():
 def test_gaussians_preset_gets_a_green_verdict_and_a_short_run_a_warning():
     at = _open("gaussians")
     _train(at, "gaussians", steps=200)
-    # the verdict first, in one bold line, then what was trained and how the map was judged
-    assert any(s.value.startswith("**The map is close to the optimal map.** Trained 200 steps") for s in at.success), \
-        [w.value for w in at.warning]
+    # the verdict in one bold line; what was trained and how the map was judged in the expander under it
+    assert [s.value for s in at.success] == ["**The map is close to the optimal map.**"], [w.value for w in at.warning]
+    assert [e.label for e in at.expander if e.label == DETAILS_LABEL] == [DETAILS_LABEL]
+    assert "Trained 200 steps" in _said(at) and "optimal transport distance W2" in _said(at)
     assert _metrics(at)["verdict"].tolist() == ["ok"]
     # The KL estimate of a right map is about 0, on screen to 3 decimals: never "-0.000" (a review saw it)
     kl = _metrics(at)["KL(T#p ‖ q) estimate"].iloc[0]
     assert abs(kl) < 0.01 and kl == round(kl, 3) and not (kl == 0 and math.copysign(1.0, kl) < 0)
     _train(at, "gaussians", steps=3)
     assert not at.success
-    assert any(w.value.startswith("**The map is not the optimal map: ") and "Trained 3 steps" in w.value
-               for w in at.warning), [w.value for w in at.warning]
+    assert [w.value for w in at.warning if w.value.startswith("**The map is not the optimal map: ")
+            and w.value.endswith("It was trained for only 3 steps: train it longer.")], [w.value for w in at.warning]
+    assert "Trained 3 steps" in _said(at)
     assert _metrics(at)["verdict"].tolist() == ["ok", "flagged"]          # both runs kept
 
 
@@ -192,7 +201,7 @@ def test_gaussians_live_panel_locks_inputs_and_stop_keeps_the_model():
     assert at.button(key="gaussians.train").disabled
     at.button(key="gaussians.stop").click().run()
     _wait(at, "gaussians")
-    assert any("Stopped by request" in w.value for w in at.warning)
+    assert "Stopped by request" in _said(at) and "stopped before its last step" in at.warning[0].value
     run = _state(at, "gaussians").runs[-1]
     assert 0 < run.result.steps < 20000 and run.result.stopped == "stopped"
     assert len(_metrics(at)) == 1
@@ -300,8 +309,8 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
                           columns=columns, dtype=float)
     state.tables["target"] = {"base": target, "edited": target, "version": 99}
     _train(at, "mixtures", steps=500)
-    assert not at.warning, [w.value for w in at.warning]
-    said = " ".join(s.value for s in at.success)
+    assert not at.warning and at.success, [w.value for w in at.warning]
+    said = _said(at)
     assert "The first map was flagged (" in said, said            # with why, in a few words
     assert ("), so the network was trained again on the Sinkhorn divergence, going on from the weights it reached; the "
             "map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
@@ -351,7 +360,8 @@ def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_w
     assert table["verdict"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()
     _train(at, "mixtures", steps=1, seed=1)
-    said = " ".join(w.value for w in at.warning)
+    assert at.warning and not at.success
+    said = _said(at)
     assert ("trained again on the Sinkhorn divergence, going on from the weights it reached; it was flagged too"
             in said), said
     assert "is not the optimal map" in said and "It was trained for only 1 step: train it longer." in said, said
@@ -587,8 +597,8 @@ def test_a_color_source_too_small_to_judge_gets_no_green_verdict():
         time.sleep(0.2)
         at.run()
     assert not at.exception and not at.success
-    assert any(w.value.startswith("**The map cannot be judged: too few points.**") and
-               "Too few points to judge the map: the source has 144" in w.value for w in at.warning), \
+    assert any(w.value.startswith("**The map cannot be judged: too few points.**") for w in at.warning) and \
+        "Too few points to judge the map: the source has 144" in _said(at), \
         [w.value for w in at.warning]
 
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from servers import streamlit_server
+from studio.state import DETAILS_LABEL
 
 pytestmark = pytest.mark.browser
 
@@ -178,6 +179,8 @@ def test_train_the_gaussian_preset_and_play_the_animation(page, shots):
 
     page.get_by_role("heading", name="Results").wait_for(timeout=600_000)
     page.get_by_text("▶ Play").first.wait_for()
+    page.locator("[data-testid=stAlertContainer]", has_text="optimal map").first.wait_for()     # the verdict's box
+    page.get_by_text(DETAILS_LABEL).click()                                   # and under it, the whole account
     page.get_by_text("Trained " + TRAIN_STEPS + " steps").wait_for()
     _no_exception(page)
     page.locator("[data-testid=stDataFrame]").first.wait_for()                # the metrics table

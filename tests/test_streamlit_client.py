@@ -33,8 +33,8 @@ def test_a_simulated_student_trains_the_gaussian_default_and_gets_its_own_result
     # Its own run, and only it: the metrics CSV the page offers names the seed typed into the Seed box.
     assert record.own_result and record.result_label.startswith("#1 mGradNet-M")
     assert record.seed_box == 4321
-    assert record.verdict.startswith(("success: **The map is close to the optimal map.** Trained 2000 steps",
-                                      "warning: **The map is not the optimal map: "))
+    assert record.verdict in ("success: **The map is close to the optimal map.**",) or \
+        record.verdict.startswith("warning: **The map is not the optimal map: "), record.verdict
     # The live panel asked for reruns while training, and its timer stopped once the fragment was gone.
     assert record.auto_reruns > 0 and record.timers_left == 0
     found = scan_log(log)
