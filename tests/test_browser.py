@@ -343,10 +343,20 @@ def test_a_teacher_opens_a_demo_loads_a_saved_map_and_compares_the_two(browser, 
     time.sleep(0.5)
     page.screenshot(path=shots / "digits-demo-1280.png")
 
-    # A saved map (another network, trained elsewhere) joins as run #2, shown beside the demo.
-    from gradnet_core import MGradNetC, save_map
+    # A saved map (another network, trained elsewhere on the demo's digits) joins as run #2, shown beside the demo.
+    from dataclasses import replace
+
+    import torch
+
+    from gradnet_core import MGradNetC, save_map, train
+    from gradnet_core.experiments.digits_table import digit_densities, preset_config
+    from gradnet_core.images import load_bundled
+    config = preset_config("fast", None, 0)[2]
+    pair = digit_densities(load_bundled(0, 0, "mnist"), load_bundled(4, 1, "mnist"), config.objective.bandwidth_start)
+    torch.manual_seed(0)
+    trained = train(MGradNetC(2, width=32, depth=4), *pair, replace(config, direction="forward", device="cpu"))
     saved = tmp_path / "my-map.safetensors"
-    save_map(MGradNetC(2, width=16, depth=2), saved, extra={"network": "mGradNet-C"})
+    save_map(trained.map, saved, extra={"network": "mGradNet-C"})
     page.get_by_text("Load a saved map (.safetensors)").click()
     page.locator("[data-testid=stFileUploaderDropzoneInput]").last.set_input_files(str(saved))
     page.get_by_text("Loaded my-map.safetensors as run #2").wait_for()
@@ -354,6 +364,10 @@ def test_a_teacher_opens_a_demo_loads_a_saved_map_and_compares_the_two(browser, 
     _wait_until(page, "both runs in the animation",
                 "() => [...document.querySelectorAll('.annotation-text')].map(e => e.textContent).join('|')"
                 ".match(/#2 mGradNet-C.*Ground truth.*#1 mGradNet-M/)")
+    page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.get_by_text("▶ Play").first.click()                                   # the README's picture: both at t = 1
+    _wait_until(page, "the animation at its end",
+                "() => [...document.querySelectorAll('.slider-label')].some(e => /t = 1\\.00/.test(e.textContent))")
     page.get_by_role("heading", name="Results").evaluate("e => e.scrollIntoView({block: 'start'})")
     time.sleep(0.5)
     page.screenshot(path=shots / "digits-compare-1280.png")
