@@ -549,7 +549,7 @@ def _cached(state: PageState, name: tuple, make: Callable[[], Any]) -> Any:
 
 
 def results_panel(page: str, problem: Problem | None) -> None:
-    """The runs to show, the animation with its toggles, the density pictures, the metrics of every run,
+    """The runs to show, the animation with its toggles, the metrics of every run, the density pictures,
     the loss curves and the downloads."""
     state = page_state(page)
     if not state.runs or state.reference is None:
@@ -577,7 +577,6 @@ def results_panel(page: str, problem: Problem | None) -> None:
         trajectories=paths, show_target=show_target))
     chart(figure, key(page, "animation"))
     st.caption("Points move along x_t = (1 − t) x + t T(x); colours mark where each point started.")
-    _density_section(page, state, shown)
 
     truth = ref.name.removeprefix("Ground truth (").removesuffix(")")
     st.markdown(f"**Metrics** of every run against the ground truth ({truth}) on the {len(ref.points):,} source "
@@ -592,6 +591,9 @@ def results_panel(page: str, problem: Problem | None) -> None:
                 "answer is known (a drawn digit, an uploaded photo, a typed mixture)")
     _metrics_dataframe(state.runs, CHECK_METRICS, short_names=True)
     _remove_control(page, state, by_number)
+    # After the tables: the exact density takes 1-8 s the first time a map is shown, and the numbers should not wait
+    # for it (a review).
+    _density_section(page, state, shown)
     loss_col, files_col = st.columns([3, 2])
     with loss_col:
         curves = {run.label: (run.result.history["step"], run.result.history["loss"])
