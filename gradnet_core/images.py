@@ -65,7 +65,7 @@ _BLANK_IMAGE = ("The image is blank: no part of it stands out from the backgroun
                 "no digit to find.")
 _TRANSPARENT = "The image is blank: it is fully transparent, so there is no digit to find."
 _EMPTY_CANVAS = "Draw a digit first: the canvas is empty."
-_SMALL_CANVAS = ("The drawing is too small: it looks like a dot or a tiny scribble. Draw a digit "
+_SMALL_CANVAS = ("The drawing is too small: it looks like a dot, a few dots or a tiny scribble. Draw a digit "
                  "that fills most of the canvas.")
 _SPECK = ("Only a speck stands out from the background ({h} x {w} px of a {H} x {W} px image): there is no digit to "
           "find. Upload an image in which the digit spans a good part of the picture.")
@@ -139,7 +139,7 @@ def canvas_to_image(rgba: np.ndarray) -> np.ndarray:
     Made for streamlit-drawable-canvas (black background, white stroke); ``(H, W, 3)`` RGB and
     ``(H, W)`` gray arrays with values in 0..255 are accepted too. An empty canvas, or a drawing too
     small to be a digit (touching fewer than 10 cells of a 28 x 28 grid laid over the canvas, or
-    spanning less than 1/7 of the canvas's longer side), is refused.
+    spanning less than 1/7 of the canvas's longer side, or with no stroke that long: dots), is refused.
     """
     image = _canvas_image(rgba)
     # White strokes on black, as the canvas draws them: no light-background test, which inverted a frame drawn along
@@ -151,9 +151,19 @@ def canvas_to_image(rgba: np.ndarray) -> np.ndarray:
     cell = IMAGE_SIZE / max(fg.shape)
     cells = np.unique((rows * cell).astype(np.int64) * IMAGE_SIZE + (cols * cell).astype(np.int64))
     extent = (max(np.ptp(rows), np.ptp(cols)) + 1) * cell
-    if cells.size < _CANVAS_MIN_CELLS or extent < _CANVAS_MIN_EXTENT:
+    if cells.size < _CANVAS_MIN_CELLS or extent < _CANVAS_MIN_EXTENT or not _has_stroke(fg >= _CANVAS_INK, cell):
         raise ValueError(_SMALL_CANVAS)
     return _centre(fg)
+
+
+def _has_stroke(drawn: np.ndarray, cell: float) -> bool:
+    """Whether a connected part of the drawing spans at least ``_CANVAS_MIN_EXTENT`` cells of 28 (``cell`` of them a
+    pixel): two dots in opposite corners span the canvas together, but neither is a stroke (a review trained them
+    onto a 3). A digit of several strokes has at least one long one."""
+    from scipy import ndimage
+
+    parts = ndimage.find_objects(ndimage.label(drawn, structure=np.ones((3, 3), dtype=bool))[0])
+    return any(max(rows.stop - rows.start, cols.stop - cols.start) * cell >= _CANVAS_MIN_EXTENT for rows, cols in parts)
 
 
 def mnist_frame(gray: np.ndarray) -> np.ndarray:

@@ -401,6 +401,25 @@ def test_dot_or_tiny_scribble_is_refused(draw):
         canvas_to_image(canvas(draw))
 
 
+def test_dots_far_apart_are_refused_and_a_digit_of_two_strokes_is_not():
+    # Two dots in opposite corners span the canvas together, but neither is a stroke (a review trained them onto a 3).
+    def dots(d):
+        for x, y in ((30, 30), (250, 250)):
+            d.ellipse([x - 17, y - 17, x + 17, y + 17], fill=(255, 255, 255, 255))
+    with pytest.raises(ValueError, match="a few dots"):
+        canvas_to_image(canvas(dots))
+
+    def four(d):                                            # a 4 of two strokes that do not touch
+        d.line([(150, 40), (70, 170), (210, 170)], fill=(255, 255, 255, 255), width=20)
+        d.line([(175, 110), (175, 250)], fill=(255, 255, 255, 255), width=20)
+    assert canvas_to_image(canvas(four)).sum() > 0
+
+    def seven_and_dot(d):                                   # a stroke and a stray dot: the stroke makes it a drawing
+        d.line([(60, 50), (220, 50), (120, 240)], fill=(255, 255, 255, 255), width=20)
+        d.ellipse([20, 230, 40, 250], fill=(255, 255, 255, 255))
+    assert canvas_to_image(canvas(seven_and_dot)).sum() > 0
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros((280, 280, 5), np.uint8), "RGBA"),
     (np.zeros(280, np.uint8), "RGBA"),
