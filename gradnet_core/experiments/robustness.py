@@ -67,7 +67,7 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
 #: n points is off the continuous one by its own sampling error: for the digits' MSE about a twentieth of the
 #: threshold at 1500; for a mixture's L2-UVP 0.5-3.4 % at 1500 (a draw's noise, half its score against a second
 #: target draw), against a threshold of 5 %, so right maps failed on the reference's error (a map at 1 % against
-#: 6000 points scored 2-10 % against 1500), and 0.4-1.5 % at 4000-6000 (results/robustness/README.md).
+#: 6000 points scored 2-10 % against 1500), and 0.4-1.5 % at 4000-6000 (results/robustness/s29-n4000/README.md).
 N_TEST: dict[str, int] = {"mnist": 1500, "bundled": 1500, "drawings": 1500, "mixtures": 4000, "sample-only": 4000}
 
 DENSITY_OBJECTIVE = "monge-ampere"   # what the digit and mixture families train with (the presets' default)
