@@ -33,8 +33,8 @@ from .verdict import TRY_AGAIN, Verdict
 from ._pot import import_pot
 
 __all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_LIMITS", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransfer", "ColorComparison",
-           "bundled_color_images", "load_rgb", "image_pixels", "subsample", "color_config", "fit_color_map",
-           "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "explain_verdict", "to_png_bytes",
+           "bundled_color_images", "load_rgb", "check_colors", "image_pixels", "subsample", "color_config",
+           "fit_color_map", "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "explain_verdict", "to_png_bytes",
            "pixel_cloud_figure"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -117,6 +117,16 @@ def load_rgb(data: bytes | PathLike | np.ndarray, max_side: int = MAX_SIDE,
     return np.asarray(image, dtype=np.float64) / 255.0
 
 
+def check_colors(image: np.ndarray) -> None:
+    """Refuse a picture of one flat colour (every channel within one level of 255): its pixels are one point, with no
+    colour distribution to map from or onto (a monotone map cannot spread a point, and the verdict's tolerance,
+    set by two samples of the target, is then zero)."""
+    pixels = image_pixels(image)
+    if float(np.ptp(pixels, axis=0).max()) < 1.0 / 255.0:
+        raise ValueError("The picture is one flat colour: there is no distribution of colours to transfer. "
+                         "Use a picture with several colours.")
+
+
 def image_pixels(image: np.ndarray) -> np.ndarray:
     """``(H, W, 3)`` image -> its pixels as ``(H * W, 3)`` points."""
     image = np.asarray(image, dtype=np.float64)
@@ -153,6 +163,11 @@ def fit_color_map(source: np.ndarray, target: np.ndarray, network: str = "M-MGN"
     """
     if network not in COLOR_NETWORKS:
         raise ValueError(f"colour transfer needs a monotone map; choose one of {', '.join(COLOR_NETWORKS)}")
+    for side, image in (("source", source), ("target", target)):
+        try:
+            check_colors(image)
+        except ValueError as err:
+            raise ValueError(f"The {side}: {err}") from None
     model = seeded_map(network, seed, dim=3, **network_kwargs)
     result = train(model, image_pixels(source), image_pixels(target), config or COLOR_CONFIG, callback)
     return model, result

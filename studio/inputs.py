@@ -547,6 +547,7 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
             return None
         try:
             image = color.load_rgb(file.getvalue(), max_pixels=upload_pixels())
+            color.check_colors(image)
         except ValueError as err:
             st.error(str(err))
             return None

@@ -575,6 +575,12 @@ def test_color_transfer_bad_uploads_show_an_error_and_keep_the_target():
         assert at.selectbox(key="color.target.bundled").value == "daytime", name
         assert at.number_input(key="color.steps").value == 77, name
         assert len(at.get("image")) == 1, name                        # the target is still shown
+    # A picture of one flat colour is an image but no colour distribution (the verdict's tolerance was 3.6e-8).
+    flat = _png(np.full((32, 32, 3), 200, np.uint8))
+    at.file_uploader(key="color.source.upload").set_value(("flat.png", flat, "image/png")).run()
+    assert [e.value for e in at.error] == ["The picture is one flat colour: there is no distribution of colours to "
+                                           "transfer. Use a picture with several colours."]
+    assert at.button(key="color.train").disabled and at.number_input(key="color.steps").value == 77
     at.file_uploader(key="color.source.upload").set_value(("sixteen-bit.png", ODD_UPLOADS["sixteen-bit.png"],
                                                            "image/png")).run()
     assert not at.error and not at.exception

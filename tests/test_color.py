@@ -143,6 +143,16 @@ def test_png_bytes_and_pixel_cloud_figure():
     assert [len(trace.x) for trace in figure.data] == [100, 100]
 
 
+def test_a_flat_picture_is_refused_on_either_side():
+    rng = np.random.default_rng(0)
+    photo, flat = rng.random((16, 16, 3)), np.full((16, 16, 3), 0.4)
+    flat[0, 0] += 0.5 / 255                                     # under one level of 255: still one colour
+    color.check_colors(photo)
+    for source, target, side in ((photo, flat, "target"), (flat, photo, "source")):
+        with pytest.raises(ValueError, match=f"The {side}: The picture is one flat colour"):
+            color.fit_color_map(source, target)
+
+
 def test_color_page_renders_trains_and_recolours():
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
