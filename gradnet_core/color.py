@@ -34,8 +34,8 @@ from ._pot import import_pot
 
 __all__ = ["COLOR_DIR", "MAX_SIDE", "COLOR_LIMITS", "COLOR_NETWORKS", "COLOR_CONFIG", "EMDTransfer", "ColorComparison",
            "bundled_color_images", "load_rgb", "check_colors", "image_pixels", "subsample", "color_config",
-           "fit_color_map", "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "explain_verdict", "to_png_bytes",
-           "pixel_cloud_figure"]
+           "fit_color_map", "recolor", "emd_color_transfer", "color_distance", "compare_with_emd", "explain_verdict",
+           "to_png_bytes", "pixel_cloud_figure"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

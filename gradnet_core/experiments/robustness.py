@@ -604,14 +604,13 @@ def resummarize(folder: str | Path) -> dict[str, Any]:
 
 def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMILIES, mnist: str | Path | None = None,
                    seeds: int = 3, draws: int = 3, n_test: int | None = None, cases: int | None = None,
-                   drawings: int = 20,
-                   mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int | None = 1,
+                   drawings: int = 20, mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int | None = 1,
                    on_progress: ProgressFn | None = None, write_files: bool = True,
                    figure_every: int = 10, backend: str = "local", settings: Sequence[str] = ()) -> ExperimentResult:
     """Train the app's defaults on every case of ``families`` with ``seeds`` seeds, score each map on
     ``draws`` draws of ``n_test`` points (None: each family's ``N_TEST``) against the exact discrete OT map; write
-    robustness.csv, summary.md,
-    summary.json and robustness.png to ``out`` as cases finish (so a run stopped early leaves what it did).
+    robustness.csv, summary.md, summary.json and robustness.png to ``out`` as cases finish (so a run stopped early
+    leaves what it did).
 
     ``steps`` overrides every preset's training steps (for quick runs and tests). ``settings`` changes the
     presets the density objectives train with, for A/B comparisons in this benchmark: ``"digits.FIELD=VALUE"``
