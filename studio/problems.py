@@ -176,7 +176,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        """"#2 mGradNet-M (KL divergence, 500 steps)", "#4 mGradNet-M (KL divergence, 500 steps, seed 7)", or
+        """"#2 mGradNet-M (KL divergence, 500 steps)", "#4 mGradNet-M (KL divergence, 500 steps, seed 7)",
+        "#5 mGradNet-M (KL divergence, 1,100 steps, the 500-step map kept)" (a later phase's map not kept), or
         "#3 mGradNet-C (from map.safetensors)"."""
         if self.origin:
             how = f"from {self.origin}"
@@ -186,8 +187,10 @@ class Run:
             inverted = "inverse of the map trained back" if self.result and self.result.direction == "reverse" else ""
             # the seed where it is not the default: two runs of one network told apart (a review saw #2 and #5 alike)
             seed = self.settings.get("training", {}).get("seed", 0)
-            how = ", ".join(part for part in (str(objective), _count(self.metrics.get('steps', 0), "step"), inverted,
-                                              f"seed {seed}" if seed else "") if part)
+            steps = _count(self.metrics.get("steps", 0), "step")
+            if self.metrics.get("kept_steps"):
+                steps += f", the {self.metrics['kept_steps']:,.0f}-step map kept"
+            how = ", ".join(part for part in (str(objective), steps, inverted, f"seed {seed}" if seed else "") if part)
         return f"{self.name} ({how})"
 
 
@@ -280,6 +283,9 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
         # every step trained, the progress bar's count: the first run's and those after it (a run back, the
         # Sinkhorn phase), not only the kept run's (TrainResult.steps)
         metrics["steps"] = float(result.history["step"][-1] if result.history.get("step") else result.steps)
+        if not result.fallback and result.steps < metrics["steps"]:
+            # a later phase (the Sinkhorn continuation) trained and its map was not kept: the label says which was
+            metrics["kept_steps"] = float(result.steps)
     verdict = result.verdict if result is not None else file_verdict(problem, model, settings)
     if verdict is not None:
         metrics["verdict"] = "ok" if verdict.ok else "flagged"

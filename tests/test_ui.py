@@ -121,6 +121,23 @@ def test_evaluate_run_and_metrics_table():
     assert json.loads(metrics_table([loaded], details=True)["trained on"][0])["ground_truth"] == "gaussian"
 
 
+def test_a_run_whose_later_phase_was_not_kept_says_which_map_is_shown():
+    # A continuation that lands further from the target is dropped; the steps it trained count (the progress bar's),
+    # and the label says which map is shown (a review read "1,100 steps" for a map of 500).
+    from gradnet_core.objectives import SinkhornLoss
+    problem = Problem("t", *PAPER, truth="gaussian", samples=300)
+    ref = compute_reference(problem)
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    wild = TrainConfig(steps=5, batch_size=200, lr=50.0, objective=SinkhornLoss())     # a step far off the target
+    result = train(model, *PAPER, TrainConfig(steps=150, batch_size=500, fallback=wild, fallback_from=0.0,
+                                              fallback_start="trained"))
+    assert result.fallback == "" and result.steps == 150 and result.history["step"][-1] == 155
+    run = evaluate_run(problem, ref, result.map, result, "mGradNet-M", {"objective_label": "Monge–Ampère loss"})
+    run.number = 1
+    assert run.metrics["steps"] == 155
+    assert run.label == "#1 mGradNet-M (Monge–Ampère loss, 155 steps, the 150-step map kept)"
+
+
 def test_gaussian_rows_round_trip():
     row = {"mean_x": 1.0, "mean_y": -1.0, "std_x": 2.0, "std_y": 0.5, "corr": -0.3}
     g = gaussian_from_row(row)
