@@ -17,7 +17,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import BinaryIO, Union
 
 import numpy as np
 import torch
@@ -424,17 +424,10 @@ def _without_background(gray: np.ndarray) -> np.ndarray:
     scale = min(1.0, _UNEVEN_SIDE / max(h, w))
     if scale < 1.0:
         gray = _resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+    from scipy import ndimage
+
     side = max(3, max(gray.shape) // 8) | 1
-    return np.clip(gray - _running(_running(gray, side, np.min), side, np.max), 0.0, None)
-
-
-def _running(image: np.ndarray, side: int, reduce: Any) -> np.ndarray:
-    """``reduce`` (np.min or np.max) over the ``side`` x ``side`` square about each pixel (edges repeated)."""
-    half = side // 2
-    for axis in (0, 1):
-        padded = np.pad(image, [(half, half) if a == axis else (0, 0) for a in (0, 1)], mode="edge")
-        image = reduce(np.lib.stride_tricks.sliding_window_view(padded, side, axis=axis), axis=-1)
-    return image
+    return np.clip(gray - ndimage.grey_opening(gray, size=(side, side), mode="nearest"), 0.0, None)
 
 
 def _ink_box(ink: np.ndarray) -> tuple[slice, slice]:
