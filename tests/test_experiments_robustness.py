@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import replace
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from gradnet_core.experiments import EXPERIMENTS
-from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, THRESHOLDS, draw_canvas, drawing_image,
+from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, PHOTO_CHARACTERS, PHOTO_FONTS, THRESHOLDS,
+                                                 draw_canvas, drawing_image, photo_image, photograph,
                                                  random_mixture_rows, resummarize, robustness_cases, run_robustness)
 from gradnet_core.presets import mixture_from_rows, parse_settings, train_preset, with_settings
 
@@ -24,6 +26,31 @@ def test_drawings_go_through_the_canvas_path():
         assert image.shape == (28, 28) and 0.0 <= image.min() and image.max() <= 1.0
         assert image.sum() > 10                                     # ink, not a dot
     np.testing.assert_array_equal(draw_canvas("star", 5), draw_canvas("star", 5))
+
+
+def test_photos_go_through_the_upload_path():
+    from PIL import Image
+
+    # A "0" photographed eight ways, on paper and (seeds 17, 22) chalk on a board: the upload path finds the same ring
+    # every time, its hole empty, and a "1" is not it.
+    seeds = [0, 1, 2, 3, 4, 5, 17, 22]
+    boards = [np.asarray(Image.open(io.BytesIO(photograph("0", "DejaVuSans-Bold.ttf", k)))).mean() < 128 for k in seeds]
+    assert boards == [False] * 6 + [True] * 2
+    zeros = np.stack([photo_image("0", "DejaVuSans-Bold.ttf", k).ravel() for k in seeds])
+    ones = np.stack([photo_image("1", "DejaVuSans-Bold.ttf", k).ravel() for k in seeds])
+    assert zeros.shape == (8, 784) and zeros.max() == 1.0 and zeros.min() >= 0.0
+    assert np.corrcoef(zeros).min() > 0.75
+    assert np.corrcoef(zeros, ones)[:8, 8:].max() < 0.5
+    assert zeros.reshape(8, 28, 28)[:, 12:16, 12:16].max() < 0.1            # the hole
+    assert photograph("&", "cmr10.ttf", 3) == photograph("&", "cmr10.ttf", 3)
+    with pytest.raises(ValueError, match="unknown font"):
+        photograph("0", "Arial.ttf", 0)
+    cases, _ = robustness_cases(["photos"], photos=6, seed=2)
+    assert len(cases) == 6 and all(c.is_digits and c.source.shape == c.target.shape == (28, 28) for c in cases)
+    for c in cases:                                                 # two different characters in known fonts
+        a, b = (part.split("[") for part in c.name.split("->"))
+        assert a[0] != b[0] and {a[0], b[0]} <= set(PHOTO_CHARACTERS)
+        assert {a[1][:-1] + ".ttf", b[1][:-1] + ".ttf"} <= set(PHOTO_FONTS)
 
 
 def test_random_mixtures_split_and_merge():
@@ -57,11 +84,11 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
     import gradnet_core.experiments.robustness as robustness
 
     # Without n_test each family draws its own number of points (the mixtures' references need more), here scaled down.
-    monkeypatch.setattr(robustness, "N_TEST", {"mnist": 300, "bundled": 300, "drawings": 300, "mixtures": 400,
-                                               "sample-only": 350})
-    families = ["mnist", "bundled", "drawings", "mixtures", "sample-only"]
+    monkeypatch.setattr(robustness, "N_TEST", {"mnist": 300, "bundled": 300, "drawings": 300, "photos": 300,
+                                               "mixtures": 400, "sample-only": 350})
+    families = ["mnist", "bundled", "drawings", "photos", "mixtures", "sample-only"]
     result = run_robustness(tmp_path, families=families, mnist=None, seeds=1, draws=2, cases=1,
-                            drawings=4, mixtures=1, steps=5, settings=ONE_RUN)
+                            drawings=4, mixtures=1, photos=2, steps=5, settings=ONE_RUN)
     assert result.summary["n_test"] == robustness.N_TEST
     assert result.summary["notes"] and "mnist: skipped" in result.summary["notes"][0]
     assert result.summary["complete"]
@@ -75,7 +102,7 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
         assert column in rows[0], column
     # one case per family (three objectives for sample-only) x 1 seed x 2 draws
     assert {r["family"] for r in rows} == set(FAMILIES) - {"mnist"}
-    assert len(rows) == (3 + 3) * 2
+    assert len(rows) == (4 + 3) * 2
     for r in rows:
         metric, threshold = THRESHOLDS[r["family"]]
         assert r["metric"] == metric and float(r["threshold"]) == threshold
@@ -91,7 +118,7 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
     for family in summary["families_summary"]:          # every run was judged: above or under the threshold
         assert family["verdict"]["above_threshold"] + family["verdict"]["under_threshold"] == family["runs"]
     labels = [s["family"] for s in summary["families_summary"]]
-    assert labels[:4] == ["bundled", "drawings", "mixtures", "sample-only"]
+    assert labels[:5] == ["bundled", "drawings", "photos", "mixtures", "sample-only"]
     # a saved run's summary can be recomputed from its CSV (for a run stopped early)
     again = resummarize(tmp_path)
     assert [(s["family"], s["runs"], s["pass_share"]) for s in again["families_summary"]] == \

@@ -87,7 +87,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         summary="flow.json"),
     Experiment(
         "robustness", "robustness", "run_robustness",
-        "the app's defaults on untuned digits, drawings, mixtures and sample-only losses vs the exact OT map",
+        "the app's defaults on untuned digits, drawings, photos, mixtures and sample-only losses vs the exact OT map",
         "Robustness: untuned inputs against the exact OT map",
         "robustness.csv", ("robustness.png",),
         ("family", "metric", "threshold", "cases", "runs", "pass_share", "run_pass_share", "no_map", "noise",

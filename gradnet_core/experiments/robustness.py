@@ -9,6 +9,10 @@ Families of cases:
 * ``drawings``: stroke drawings made by a seeded generator the way a mouse draws on the app's canvas
   (polylines and arcs, 20-30 px strokes on a 280 x 280 black RGBA canvas, i.e. 2-3 px at 28 x 28),
   passed through ``images.canvas_to_image`` as the app does, and paired at random.
+* ``photos``: printed characters (digits, letters and signs, in the fonts matplotlib ships) photographed by a seeded
+  generator the way a phone sees a sheet (uneven light, a shadow along an edge, blur, tilt, sensor noise, JPEG; dark
+  ink on paper, pencil, or chalk on a board), passed through ``images.load_image`` as the app's upload is, and
+  paired at random.
 * ``mixtures``: seeded random 2-D Gaussian mixture pairs (1-5 components a side, splits and merges,
   unequal weights, anisotropic covariances) and the app's mixture presets, trained on both densities
   (the app's default objective); POT's out-of-sample EMD map (``ot.da.EMDTransport``) beside them.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import time
@@ -41,7 +46,7 @@ import torch
 
 from ..densities import Density
 from ..ground_truth import barycentric_projection
-from ..images import canvas_to_image, load_bundled, mnist_pair
+from ..images import canvas_to_image, load_bundled, load_image, mnist_pair
 from ..metrics import l2_uvp, map_mse
 from ..networks import TransportMap, seeded_map
 from ..presets import (MIXTURE_ROWS, MODEL_PRESETS, SAMPLE_LOSS_SETTINGS, mixture_from_rows, parse_settings,
@@ -52,14 +57,15 @@ from .common import (ExperimentResult, ProgressFn, ProgressTracker, machine_desc
 from .digits_table import EVAL_BANDWIDTH, digit_densities, preset_config, train_digit_pair
 from .._pot import import_pot
 
-__all__ = ["FAMILIES", "THRESHOLDS", "DRAWING_SHAPES", "draw_canvas", "drawing_image", "random_mixture_rows",
+__all__ = ["FAMILIES", "THRESHOLDS", "DRAWING_SHAPES", "draw_canvas", "drawing_image", "PHOTO_CHARACTERS",
+           "PHOTO_FONTS", "photograph", "photo_image", "random_mixture_rows",
            "robustness_cases", "run_robustness", "read_rows", "resummarize", "add_arguments", "run"]
 
-FAMILIES = ("mnist", "bundled", "drawings", "mixtures", "sample-only")
+FAMILIES = ("mnist", "bundled", "drawings", "photos", "mixtures", "sample-only")
 
 #: family -> (score, pass threshold): a run passes when its score is at or below the threshold.
 THRESHOLDS: dict[str, tuple[str, float]] = {
-    "mnist": ("mse", 2e-3), "bundled": ("mse", 2e-3), "drawings": ("mse", 2e-3),
+    "mnist": ("mse", 2e-3), "bundled": ("mse", 2e-3), "drawings": ("mse", 2e-3), "photos": ("mse", 2e-3),
     "mixtures": ("l2_uvp", 5.0), "sample-only": ("l2_uvp", 10.0),
 }
 
@@ -68,7 +74,8 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
 #: threshold at 1500; for a mixture's L2-UVP 0.5-3.4 % at 1500 (a draw's noise, half its score against a second
 #: target draw), against a threshold of 5 %, so right maps failed on the reference's error (a map at 1 % against
 #: 6000 points scored 2-10 % against 1500), and 0.4-1.5 % at 4000-6000 (results/robustness/s29-n4000/README.md).
-N_TEST: dict[str, int] = {"mnist": 1500, "bundled": 1500, "drawings": 1500, "mixtures": 4000, "sample-only": 4000}
+N_TEST: dict[str, int] = {"mnist": 1500, "bundled": 1500, "drawings": 1500, "photos": 1500, "mixtures": 4000,
+                          "sample-only": 4000}
 
 DENSITY_OBJECTIVE = "monge-ampere"   # what the digit and mixture families train with (the presets' default)
 SAMPLE_TARGET_SIZE = 20_000          # target samples a sample-only objective trains on (as experiments.gmm)
@@ -168,6 +175,62 @@ def drawing_image(shape: str, seed: int) -> np.ndarray:
     return canvas_to_image(draw_canvas(shape, seed))
 
 
+# --- photos ---------------------------------------------------------------------------------------
+
+#: What the photos family prints: digits, letters and signs, some in several parts (``=``, ``%``, ``!``, ``:``).
+PHOTO_CHARACTERS = "0123456789ABCDEGHKMNPRSWXZabdegkmxy%&?@#$=:!"
+#: Fonts of matplotlib's own (a pinned dependency), so that every machine prints the same glyphs: sans and serif,
+#: light to bold, upright and slanted, and TeX's Computer Modern.
+PHOTO_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
+               "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf", "DejaVuSansMono.ttf",
+               "cmr10.ttf", "cmss10.ttf")
+
+
+def photograph(character: str, font: str, seed: int) -> bytes:
+    """A JPEG file of ``character`` printed in ``font`` (a ``PHOTO_FONTS`` name) and photographed by a seeded hand:
+    a 240-480 px picture, the glyph 45-75 % of its shorter side, off centre and tilted up to 15 degrees, blurred;
+    dark ink on paper (a third of the time faint, as pencil) or, one time in five, chalk on a dark board; light
+    falling off across the sheet, a shadow along one edge three times in ten, sensor noise, JPEG quality 60-95."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+    import matplotlib
+
+    if font not in PHOTO_FONTS:
+        raise ValueError(f"unknown font {font!r}; choose from {', '.join(PHOTO_FONTS)}")
+    rng = np.random.default_rng(seed)
+    width, height = (int(v) for v in rng.integers(240, 481, 2))
+    chalk = rng.random() < 0.2
+    if chalk:
+        paper, ink = rng.uniform(20, 70), rng.uniform(170, 240)
+    else:
+        paper = rng.uniform(170, 245)
+        ink = rng.uniform(5, 70) if rng.random() < 0.7 else rng.uniform(90, 130)
+    glyph = Image.new("L", (width, height), 0)
+    pen = ImageDraw.Draw(glyph)
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / font
+    typeface = ImageFont.truetype(str(path), int(rng.uniform(0.45, 0.75) * min(width, height)))
+    left, top, right, bottom = pen.textbbox((0, 0), character, font=typeface)
+    at = ((width - (right - left)) / 2 - left + rng.uniform(-0.08, 0.08) * width,
+          (height - (bottom - top)) / 2 - top + rng.uniform(-0.08, 0.08) * height)
+    pen.text(at, character, fill=255, font=typeface)
+    glyph = glyph.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
+    glyph = glyph.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 2.5)))
+    mask = np.asarray(glyph, dtype=np.float64) / 255.0
+    yy, xx = np.mgrid[0:height, 0:width]
+    theta = rng.uniform(0, 2 * np.pi)
+    light = 1 + rng.uniform(0, 0.3) * ((xx / width - 0.5) * np.cos(theta) + (yy / height - 0.5) * np.sin(theta))
+    if rng.random() < 0.3:
+        light = light * np.where(xx / width < rng.uniform(0.05, 0.2), rng.uniform(0.55, 0.8), 1.0)
+    picture = (paper + (ink - paper) * mask) * light + rng.normal(0, rng.uniform(1, 6), mask.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=int(rng.integers(60, 96)))
+    return out.getvalue()
+
+
+def photo_image(character: str, font: str, seed: int) -> np.ndarray:
+    """The ``(28, 28)`` image the app makes of ``photograph(character, font, seed)`` uploaded."""
+    return load_image(photograph(character, font, seed))
+
+
 # --- mixtures -------------------------------------------------------------------------------------
 
 def random_mixture_rows(seed: int, components: tuple[int, int] | None = None) -> tuple[list[dict], list[dict]]:
@@ -203,7 +266,7 @@ class Case:
 
     @property
     def is_digits(self) -> bool:
-        return self.family in ("mnist", "bundled", "drawings")
+        return self.family in ("mnist", "bundled", "drawings", "photos")
 
 
 def _digit_pairs(rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -213,14 +276,15 @@ def _digit_pairs(rng: np.random.Generator) -> list[tuple[int, int]]:
 
 
 def robustness_cases(families: Sequence[str] = FAMILIES, mnist: str | Path | None = None, drawings: int = 20,
-                     mixtures: int = 20, cases: int | None = None, seed: int = 0) -> tuple[list[Case], list[str]]:
+                     mixtures: int = 20, cases: int | None = None, seed: int = 0, photos: int = 20
+                     ) -> tuple[list[Case], list[str]]:
     """The benchmark's cases, family by family (at most ``cases`` per family), and notes on what was
-    skipped. ``drawings`` and ``mixtures`` are the numbers of random drawing pairs and mixture pairs."""
+    skipped. ``drawings``, ``photos`` and ``mixtures`` are the numbers of random drawing, photo and mixture pairs."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
-    if drawings < 2 or mixtures < 0:
-        raise ValueError("there must be at least 2 drawings and no negative number of mixtures")
+    if drawings < 2 or mixtures < 0 or photos < 0:
+        raise ValueError("there must be at least 2 drawings and no negative number of photos or mixtures")
     notes: list[str] = []
     out: dict[str, list[Case]] = {f: [] for f in families}
     rng = np.random.default_rng(seed)
@@ -247,6 +311,14 @@ def robustness_cases(families: Sequence[str] = FAMILIES, mnist: str | Path | Non
         images = [drawing_image(s, k) for s, k in made]
         out["drawings"] = [Case("drawings", f"{made[i][0]}#{i}->{made[perm[i]][0]}#{perm[i]}",
                                 images[i], images[perm[i]], seed + 3000 + i) for i in range(drawings)]
+    if "photos" in families:
+        # a generator of their own, so that the other families' cases stay what they were before this one
+        pick = np.random.default_rng([seed, 6007])
+        for i in range(photos):
+            a, b = (str(c) for c in pick.choice(list(PHOTO_CHARACTERS), 2, replace=False))
+            fa, fb = (str(f) for f in pick.choice(PHOTO_FONTS, 2))
+            first, second = photo_image(a, fa, seed * 7919 + 2 * i), photo_image(b, fb, seed * 7919 + 2 * i + 1)
+            out["photos"].append(Case("photos", f"{a}[{fa[:-4]}]->{b}[{fb[:-4]}]", first, second, seed + 6000 + i))
     mixture_cases: list[Case] = []
     if "mixtures" in families or "sample-only" in families:
         for name, (rows_s, rows_t) in MIXTURE_ROWS.items():
@@ -605,6 +677,7 @@ def resummarize(folder: str | Path) -> dict[str, Any]:
 def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMILIES, mnist: str | Path | None = None,
                    seeds: int = 3, draws: int = 3, n_test: int | None = None, cases: int | None = None,
                    drawings: int = 20, mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int | None = 1,
+                   photos: int = 20,
                    on_progress: ProgressFn | None = None, write_files: bool = True,
                    figure_every: int = 10, backend: str = "local", settings: Sequence[str] = ()) -> ExperimentResult:
     """Train the app's defaults on every case of ``families`` with ``seeds`` seeds, score each map on
@@ -637,7 +710,7 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
             raise ValueError(f"the {preset} preset's network {MODEL_PRESETS[preset][0]} does not take those "
                              f"settings: {err}") from err
     started = time.perf_counter()
-    all_cases, notes = robustness_cases(families, mnist, drawings, mixtures, cases, seed)
+    all_cases, notes = robustness_cases(families, mnist, drawings, mixtures, cases, seed, photos)
     todo = _interleave(all_cases)
     seed_list = [seed + k for k in range(seeds)]
     tasks = [(c, seed_list, draws, N_TEST[c.family] if n_test is None else n_test, steps, parsed,
@@ -650,7 +723,7 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
         "families": families, "seeds": seed_list, "draws": draws,
         "n_test": {f: N_TEST[f] if n_test is None else n_test for f in families}, "steps_override": steps,
         "settings": list(settings),
-        "cases_cap": cases, "drawings": drawings, "mixtures": mixtures, "seed": seed, "jobs": jobs,
+        "cases_cap": cases, "drawings": drawings, "photos": photos, "mixtures": mixtures, "seed": seed, "jobs": jobs,
         "backend": backend,
         "eval_bandwidth_digits": EVAL_BANDWIDTH, "sample_target_size": SAMPLE_TARGET_SIZE,
         "pot_train_size": POT_TRAIN_SIZE, "thresholds": {f: {"metric": m, "max": t} for f, (m, t) in THRESHOLDS.items()},
@@ -690,10 +763,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per case")
     parser.add_argument("--draws", type=int, default=3, help="evaluation draws per trained map")
     parser.add_argument("--n-test", type=int, default=None,
-                        help="source and target samples per draw (default: 1500 for the digit families, 4000 for "
-                             "the mixtures)")
+                        help="source and target samples per draw (default: 1500 for the digit and photo families, "
+                             "4000 for the mixtures)")
     parser.add_argument("--cases", type=int, default=None, help="at most this many cases per family (quick runs)")
     parser.add_argument("--drawings", type=int, default=20, help="random drawing pairs")
+    parser.add_argument("--photos", type=int, default=20, help="random pairs of photographed printed characters")
     parser.add_argument("--mixtures", type=int, default=20, help="random mixture pairs (besides the app's presets)")
     parser.add_argument("--steps", type=int, default=None,
                         help="override every preset's training steps (its fallback's too)")
@@ -710,6 +784,7 @@ def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> Expe
 
     result = run_robustness(args.out, families=args.families, mnist=args.mnist, seeds=args.seeds, draws=args.draws,
                             n_test=args.n_test, cases=args.cases, drawings=args.drawings, mixtures=args.mixtures,
+                            photos=args.photos,
                             steps=args.steps, seed=args.seed, jobs=args.jobs, on_progress=on_progress,
                             backend=args.backend, settings=args.settings)
     for note in result.summary["notes"]:
