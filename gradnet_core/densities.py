@@ -400,9 +400,10 @@ class GaussianMixture(Density):
 
     @property
     def cov(self) -> Tensor:
-        m = self.mean
-        second = torch.einsum("k,kij->ij", self.weights, self.covs + self.means[:, :, None] * self.means[:, None, :])
-        return second - torch.outer(m, m)
+        # About the mean, not E[x x^T] - m m^T: far from the origin (means of 3e5, standard deviations of 1) the two
+        # terms cancel in float32 and left a variance of 0 or negative, which broke the verdict's tolerance.
+        offsets = self.means - self.mean
+        return torch.einsum("k,kij->ij", self.weights, self.covs + offsets[:, :, None] * offsets[:, None, :])
 
     def _reference_tensor(self) -> Tensor:
         return self.means

@@ -379,6 +379,13 @@ def gaussian_from_row(row: dict[str, float]) -> Gaussian:
 MIN_RELATIVE_STD, MIN_STD = 1e-3, 1e-4
 
 
+#: How far from the origin a component's mean may lie, in its own narrower standard deviation. Samples and densities
+#: are float32 (7 significant digits): 1e6 standard deviations out a point is rounded to 6 % of one, and the 2 -> 3
+#: preset moved by 1e6 (2e6 of its standard deviations) still trained right (L2-UVP 0.8-0.9 %); moved by 1e7 its points
+#: were rounded to a fifth of one and the maps were 38-40 % off (flagged). A review typed such means.
+MAX_OFFSET_IN_STDS = 1e6
+
+
 def _check_widths(rows: list[dict[str, float]], side: str) -> None:
     means = np.array([[r["mean_x"], r["mean_y"]] for r in rows])
     stds = np.array([[r["std_x"], r["std_y"]] for r in rows])
@@ -396,6 +403,14 @@ def _check_widths(rows: list[dict[str, float]], side: str) -> None:
                   if by_means and smallest >= MIN_STD else "")
         raise ValueError(f"{side.capitalize()} row {i + 1}: std {'xy'[j]} is {smallest:.3g}, almost a point mass "
                          f"{scale}; no network can match its density. Use at least {floor:.3g}{closer}.")
+    offsets = np.abs(means).max(axis=1) / stds.min(axis=1)
+    if float(offsets.max()) > MAX_OFFSET_IN_STDS:
+        i = int(offsets.argmax())
+        raise ValueError(f"{side.capitalize()} row {i + 1}: the mean ({means[i, 0]:.6g}, {means[i, 1]:.6g}) lies "
+                         f"{offsets[i]:.3g} standard deviations ({stds[i].min():.3g}) from the origin; the app computes "
+                         f"with 7 significant digits, which would round the component's shape away. Subtract the same "
+                         f"offset from every mean of both tables: moving both sides moves the optimal map with them "
+                         f"and changes nothing else.")
 
 
 def _blank(value: Any) -> bool:

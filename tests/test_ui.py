@@ -198,6 +198,12 @@ def test_mixture_table_validation_and_normalisation():
         mixture_from_table(far, "target")
     with pytest.raises(ValueError, match="row 1: std y is 1e-06, almost a point mass"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": 1e-5, "std_y": 1e-6}], "target")
+    # a component over 1e6 standard deviations from the origin: float32 rounds its shape away (a review's means of 1e7
+    # beside standard deviations of 0.5 gave maps 38-40 % off); 1e6 itself is taken
+    mixture_from_table([_row(1.0, 1e6, 0, sx=1.0, sy=1.0)], "source")
+    with pytest.raises(ValueError, match=r"Source row 2: the mean \(0, -3e\+06\) lies 1e\+07 standard deviations "
+                                         r"\(0.3\) from the origin.*Subtract the same offset"):
+        mixture_from_table([_row(0.5, 0, -3e6, sx=100.0, sy=100.0), _row(0.5, 0, -3e6, sx=3.0, sy=0.3)], "source")
     with pytest.raises(ValueError, match="all zero"):
         mixture_from_table([_row(0.0, 0, 0)], "source")
     with pytest.raises(ValueError, match="^Target: covariance of component 1"):
