@@ -2,7 +2,8 @@
 
 A file holds the map's tensors and, in the safetensors metadata, ``{"format": "gradnetot-map",
 "version": 1, "class": ..., "config": {...}}`` (and ``"inverse": true`` for an ``InverseMap``, stored as its
-network; ``"rescaled": {"scale": s, "center": [...]}`` for a ``RescaledMap``). Loading rebuilds the class from
+network; ``"rescaled": {"scale": s, "center": [...], "center_out": [...]}`` for a ``RescaledMap``, files from before
+the target's own centre without ``center_out``). Loading rebuilds the class from
 the registry and loads the tensors; nothing in the file is ever executed.
 """
 
@@ -32,7 +33,8 @@ def _metadata(model: TransportMap, extra: dict[str, Any] | None) -> dict[str, st
     network = network_of(model)
     info = {"format": FORMAT, "version": _VERSION, "class": type(network).__name__, "config": network.config()}
     if isinstance(model, RescaledMap):
-        info["rescaled"] = {"scale": model.scale, "center": model.center.tolist()}
+        info["rescaled"] = {"scale": model.scale, "center": model.center.tolist(),
+                            "center_out": model.center_out.tolist()}
         model = model.base
     if network is not model:
         info["inverse"] = True
@@ -153,9 +155,9 @@ def read_map(data: bytes) -> MapFile:
     rescaled = info.get("rescaled")
     if rescaled is not None:
         try:
-            model = RescaledMap(model, rescaled["scale"], rescaled["center"])
-        except (TypeError, KeyError, ValueError) as err:
-            raise ValueError(f"map file's rescaling is not a positive scale and a centre of {model.dim} numbers: "
+            model = RescaledMap(model, rescaled["scale"], rescaled["center"], rescaled.get("center_out"))
+        except (TypeError, KeyError, ValueError, AttributeError) as err:
+            raise ValueError(f"map file's rescaling is not a positive scale and centres of {model.dim} numbers: "
                              f"{str(rescaled)[:80]}") from err
     extra = info.get("extra")
     return MapFile(model=model.eval(), extra=extra if isinstance(extra, dict) else None)

@@ -919,34 +919,38 @@ class InverseMap(TransportMap):
 
 
 class RescaledMap(TransportMap):
-    """T(x) = s B((x - c) / s) + c: a map ``base`` B learned in coordinates u = (x - c) / s, in the problem's own.
+    """T(x) = s B((x - c) / s) + c': a map ``base`` B learned in coordinates u = (x - c) / s of the source and
+    v = (y - c') / s of the target (``center_out`` c', by default c), in the problem's own.
 
     ``training.train`` learns a problem far from the scale its presets were tuned at (a mixture typed in
-    millimetres or in kilometres) in such coordinates (docs/method.md §4.14). A shift and one scale for every axis
-    keep optimality for the squared-distance cost: B is the optimal map between the rescaled densities exactly when
-    T is between the problem's. T is monotone when B is (T = grad of s^2 phi((x - c) / s) + c.x for B = grad phi),
-    J_T(x) = J_B(u) and log det J_T(x) = log det J_B(u).
+    millimetres or in kilometres, or a target typed 100 units from the source) in such coordinates (docs/method.md
+    §4.14). A shift of either side and one scale for every axis keep optimality for the squared-distance cost: B is
+    the optimal map between the rescaled densities exactly when T is between the problem's. T is monotone when B is
+    (T = grad of s^2 phi((x - c) / s) + c'.x for B = grad phi), J_T(x) = J_B(u) and log det J_T(x) = log det J_B(u).
     """
 
-    def __init__(self, base: TransportMap, scale: float, center: Any):
+    def __init__(self, base: TransportMap, scale: float, center: Any, center_out: Any = None):
         if not isinstance(base, TransportMap) or isinstance(base, RescaledMap):
             raise ValueError(f"only a map that is not rescaled already can be rescaled; got {type(base).__name__}")
         super().__init__(base.dim)
         scale = float(scale)
-        center = torch.as_tensor(center, dtype=torch.float64).reshape(-1)
-        if not (math.isfinite(scale) and scale > 0) or center.shape != (base.dim,) or not bool(
-                torch.isfinite(center).all()):
-            raise ValueError(f"a rescaled map needs a positive scale and {base.dim} finite centre coordinates; got "
-                             f"{scale} and {center.tolist()}")
+        centers = [torch.as_tensor(c, dtype=torch.float64).reshape(-1)
+                   for c in (center, center if center_out is None else center_out)]
+        if not (math.isfinite(scale) and scale > 0) or any(
+                c.shape != (base.dim,) or not bool(torch.isfinite(c).all()) for c in centers):
+            raise ValueError(f"a rescaled map needs a positive scale and {base.dim} finite centre coordinates a side; "
+                             f"got {scale} and {[c.tolist() for c in centers]}")
         self.base, self.scale = base, scale
-        self.register_buffer("center", center.to(base.dtype_and_device()[0]), persistent=False)
+        dtype = base.dtype_and_device()[0]
+        self.register_buffer("center", centers[0].to(dtype), persistent=False)
+        self.register_buffer("center_out", centers[1].to(dtype), persistent=False)
         self.monotone = base.monotone
 
-    def _inner(self, x: Tensor) -> Tensor:
-        return (x - self.center.to(x)) / self.scale
+    def _inner(self, x: Tensor, center: Tensor | None = None) -> Tensor:
+        return (x - (self.center if center is None else center).to(x)) / self.scale
 
-    def _outer(self, u: Tensor) -> Tensor:
-        return u * self.scale + self.center.to(u)
+    def _outer(self, u: Tensor, center: Tensor | None = None) -> Tensor:
+        return u * self.scale + (self.center_out if center is None else center).to(u)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._outer(self.base(self._inner(x)))
@@ -964,17 +968,19 @@ class RescaledMap(TransportMap):
 
     def solve_inverse(self, y: Tensor, start: "Tensor | InverseSolution | None" = None, *, t: float = 1.0,
                       tol: float | None = None, max_iter: int = 100) -> InverseSolution:
-        """(1 - t) x + t T(x) = y is (1 - t) u + t B(u) = (y - c) / s: B's solve, its points taken back."""
+        """(1 - t) x + t T(x) = y is (1 - t) u + t B(u) = (y - c_t) / s with c_t = (1 - t) c + t c': B's solve, its
+        points taken back."""
         dtype, device = self.dtype_and_device()
-        inner_y = self._inner(torch.as_tensor(y).to(device=device, dtype=dtype))
+        between = (1.0 - t) * self.center + t * self.center_out
+        inner_y = self._inner(torch.as_tensor(y).to(device=device, dtype=dtype), between)
         if isinstance(start, InverseSolution):
             start = InverseSolution(x=self._inner(start.x), residual=start.residual / self.scale,
-                                    converged=start.converged, mapped=self._inner(start.mapped),
+                                    converged=start.converged, mapped=self._inner(start.mapped, self.center_out),
                                     jacobian=start.jacobian, iterations=start.iterations)
         elif start is not None:
             start = self._inner(torch.as_tensor(start).to(device=device, dtype=dtype))
         solution = self.base.solve_inverse(inner_y, start, t=t, tol=tol, max_iter=max_iter)
-        return InverseSolution(x=self._outer(solution.x), residual=solution.residual * self.scale,
+        return InverseSolution(x=self._outer(solution.x, self.center), residual=solution.residual * self.scale,
                                converged=solution.converged, mapped=self._outer(solution.mapped),
                                jacobian=solution.jacobian, iterations=solution.iterations)
 
@@ -982,7 +988,8 @@ class RescaledMap(TransportMap):
         return self.base.dtype_and_device()
 
     def config(self) -> dict[str, Any]:
-        return {**self.base.config(), "scale": self.scale, "center": self.center.tolist()}
+        return {**self.base.config(), "scale": self.scale, "center": self.center.tolist(),
+                "center_out": self.center_out.tolist()}
 
 
 def network_of(model: TransportMap) -> TransportMap:

@@ -320,20 +320,24 @@ FRAME_CENTRE = 3.0
 FRAME_TARGET_SPREAD = 1.5
 
 
-def problem_frame(source: Any, target: Any) -> tuple[float, Tensor] | None:
-    """(scale, centre) for ``train`` to learn the problem in coordinates u = (x - centre) / scale, or None to learn
-    it as it is: None unless both sides are 2-D Gaussians or mixtures whose spread or centre lies outside the
-    presets' (FRAME_SPREAD, FRAME_CENTRE)."""
+def problem_frame(source: Any, target: Any) -> tuple[float, Tensor, Tensor] | None:
+    """(scale, source centre, target centre) for ``train`` to learn the problem in coordinates u = (x - c) / scale of
+    the source and v = (y - c') / scale of the target, or None to learn it as it is: None unless both sides are 2-D
+    Gaussians or mixtures whose spread or centre lies outside the presets' (FRAME_SPREAD, FRAME_CENTRE), the spread
+    being the root mean variance per axis of both sides together about their midpoint. Each side is centred on its
+    own mean and the scale brings the sides' own spread (about their means) to FRAME_TARGET_SPREAD: a target typed
+    far from its source is the same problem moved, and one scale for both would have shrunk its components to specks
+    (docs/method.md §4.14)."""
     if not all(isinstance(d, (Gaussian, GaussianMixture)) and d.dim == 2 for d in (source, target)):
         return None     # measured on the app's 2-D problems only; Fig. 2's (spread 3-11 at d = 16-256) train as given
     means = [d.mean.double().cpu() for d in (source, target)]
     center = 0.5 * (means[0] + means[1])
-    variance = sum(float(torch.trace(d.cov.double())) + float((m - center).square().sum())
-                   for d, m in zip((source, target), means)) / (2 * source.dim)
+    own = sum(float(torch.trace(d.cov.double())) for d in (source, target))
+    variance = (own + sum(float((m - center).square().sum()) for m in means)) / (2 * source.dim)
     spread = math.sqrt(max(variance, 0.0))
     if FRAME_SPREAD[0] <= spread <= FRAME_SPREAD[1] and float(center.abs().max()) <= FRAME_CENTRE:
         return None
-    return spread / FRAME_TARGET_SPREAD, center
+    return math.sqrt(own / (2 * source.dim)) / FRAME_TARGET_SPREAD, means[0], means[1]
 
 
 def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | None = None,
@@ -365,16 +369,17 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         return _train(model, source, target, config, callback, None)
     # The network learns the map between the rescaled densities, at the scale the presets were tuned at; its
     # verdict, progress and the map returned are in the problem's own coordinates (RescaledMap).
-    scale, center = frame
-    inner = [d.scaled(1.0 / scale, -center / scale) for d in (source, target)]
+    scale, centers = frame[0], frame[1:]
+    inner = [d.scaled(1.0 / scale, -c / scale) for d, c in zip((source, target), centers)]
     result = _train(model, *inner, config, callback, frame)
-    judged = None if result.judged_on is None else tuple(d.scaled(scale, center) for d in result.judged_on)
+    judged = None if result.judged_on is None else tuple(d.scaled(scale, c) for d, c in zip(result.judged_on, centers))
     return replace(result, judged_on=judged)
 
 
 def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
-           frame: tuple[float, Tensor] | None) -> TrainResult:
-    """``train``, the problem rescaled by ``frame`` (scale, centre) or None: densities u = (x - centre) / scale."""
+           frame: tuple[float, Tensor, Tensor] | None) -> TrainResult:
+    """``train``, the problem rescaled by ``frame`` (scale, source centre, target centre) or None: densities
+    u = (x - centre) / scale, each side about its own centre."""
     if not isinstance(model, TransportMap):
         raise ValueError(f"model must be a gradnet_core map (TransportMap); got {type(model).__name__}")
     densities = isinstance(source, Density) and isinstance(target, Density)
@@ -533,7 +538,7 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
          runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False,
-         standing: str = "", warm: bool = False, frame: tuple[float, Tensor] | None = None) -> _Run:
+         standing: str = "", warm: bool = False, frame: tuple[float, Tensor, Tensor] | None = None) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
     it does when it is not the first; ``standing``: how the map a fallback follows stood (_standing); ``warm``: a
     fallback that goes on from the trained weights."""
@@ -670,11 +675,11 @@ def _relay(callback: Callback | None, shown: TransportMap | None, phase: _Phase)
 
 def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
                    reverse: bool, phase: _Phase | None = None,
-                   frame: tuple[float, Tensor] | None = None) -> TrainResult:
+                   frame: tuple[float, Tensor, Tensor] | None = None) -> TrainResult:
     """One training run of ``model``: from source to target, or with ``reverse`` from target to source,
     the map then being its inverse; judged as a map from source to target when ``config.assess``. With ``frame``
-    (scale, centre) the densities are the problem's rescaled: the map (``TrainResult.map``, also in the progress
-    reports) is a RescaledMap, judged on the problem's own densities; ``judged_on`` stays rescaled."""
+    (scale, source centre, target centre) the densities are the problem's rescaled: the map (``TrainResult.map``, also
+    in the progress reports) is a RescaledMap, judged on the problem's own densities; ``judged_on`` stays rescaled."""
     device = resolve_device(config.device, model, config.batch_size)
     home = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -702,7 +707,8 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
             model.eval()
             judged = stepper.judged(start, end)
             result.judged_on = judged[::-1] if reverse else judged
-            problem = result.judged_on if frame is None else [d.scaled(*frame) for d in result.judged_on]
+            problem = (result.judged_on if frame is None else
+                       [d.scaled(frame[0], c) for d, c in zip(result.judged_on, frame[1:])])
             try:
                 result.verdict = assess_map(shown, *problem, seed=config.seed, jacobian=stepper.judged_by_jacobian)
             except torch.OutOfMemoryError:

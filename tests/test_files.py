@@ -275,13 +275,32 @@ def test_a_rescaled_map_round_trips_with_its_frame():
     from gradnet_core import RescaledMap
     torch.manual_seed(0)
     for base in (MGradNetM(2, width=4, modules=2), InverseMap(MGradNetC(2, width=4, depth=2, strict=True))):
-        model = RescaledMap(base, 250.0, [10.0, -20.0])
+        model = RescaledMap(base, 250.0, [10.0, -20.0], [110.0, -20.0])
         loaded = map_from_bytes(map_to_bytes(model))
         assert isinstance(loaded, RescaledMap) and type(loaded.base) is type(base)
         assert loaded.scale == 250.0 and loaded.center.tolist() == [10.0, -20.0]
+        assert loaded.center_out.tolist() == [110.0, -20.0]
         x = 10.0 + 250.0 * torch.randn(5, 2)
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_a_rescaled_map_file_from_before_the_targets_own_centre_loads(tmp_path):
+    """Files written before RescaledMap had a target centre hold one centre, for both sides."""
+    from gradnet_core import RescaledMap
+    torch.manual_seed(0)
+    model = MGradNetM(2, width=4, modules=2)
+    info = {"format": "gradnetot-map", "version": 1, "class": "MGradNetM", "config": model.config(),
+            "rescaled": {"scale": 3.0, "center": [5.0, 1.0]}}
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"gradnetot": json.dumps(info)})
+    loaded = load_map(path)
+    assert isinstance(loaded, RescaledMap) and loaded.center_out.tolist() == [5.0, 1.0]
+    x = torch.randn(4, 2)
+    with torch.no_grad():
+        centre = torch.tensor([5.0, 1.0])
+        torch.testing.assert_close(loaded(x), 3.0 * model((x - centre) / 3.0) + centre)
 
 
 def test_a_bad_frame_in_a_map_file_is_refused(tmp_path):
@@ -289,7 +308,9 @@ def test_a_bad_frame_in_a_map_file_is_refused(tmp_path):
     model = MGradNetM(2, width=4, modules=2)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     for bad in ({"scale": -1.0, "center": [0.0, 0.0]}, {"scale": 2.0, "center": [0.0]},
-                {"scale": 2.0, "center": ["a", "b"]}, "tall", {"scale": float("nan"), "center": [0.0, 0.0]}):
+                {"scale": 2.0, "center": ["a", "b"]}, "tall", {"scale": float("nan"), "center": [0.0, 0.0]},
+                {"scale": 2.0, "center": [0.0, 0.0], "center_out": [1.0]},
+                {"scale": 2.0, "center": [0.0, 0.0], "center_out": [float("inf"), 0.0]}):
         info = {"format": "gradnetot-map", "version": 1, "class": "MGradNetM", "config": model.config(),
                 "rescaled": bad}
         save_file(tensors, str(path), metadata={"gradnetot": json.dumps(info)})

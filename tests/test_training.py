@@ -12,7 +12,7 @@ import torch
 from gradnet_core import (Gaussian, GaussianMixture, ImageDensity, InverseMap, MGradNetC, MGradNetM, MLPMap, MongeAmpere,
                           RescaledMap, ReverseKL, SinkhornLoss, TrainConfig, train)
 from gradnet_core.ground_truth import gaussian_map
-from gradnet_core.metrics import map_mse
+from gradnet_core.metrics import l2_uvp, map_mse
 from gradnet_core.networks import autograd_jacobian, network_of, seeded_map
 from gradnet_core.presets import PAPER_GAUSSIAN, train_preset
 from gradnet_core.training import ATTEMPT_SEED_STRIDE, bandwidth_schedule
@@ -695,14 +695,14 @@ def test_problem_frame_leaves_the_presets_and_rescales_far_problems():
     for pair in presets.gaussian_presets().values():
         assert problem_frame(*pair) is None
     source, target = paper_pair()
-    for k, shift in ((0.01, 0.0), (100.0, 0.0), (1.0, 30.0)):
-        scaled = [d.scaled(k, [shift, -shift]) for d in (source, target)]
-        scale, center = problem_frame(*scaled)
-        inner = [d.scaled(1 / scale, -center / scale) for d in scaled]
-        spread = math.sqrt(sum(float(torch.trace(d.cov)) + float((d.mean.double() - 0).square().sum())
-                               for d in inner) / 4)
-        assert spread == pytest.approx(FRAME_TARGET_SPREAD, rel=1e-4)     # the rescaled problem: centred, spread 1.5
-        assert float((inner[0].mean + inner[1].mean).abs().max()) < 1e-5
+    for k, shift, apart in ((0.01, 0.0, 0.0), (100.0, 0.0, 0.0), (1.0, 30.0, 0.0), (1.0, 0.0, 100.0)):
+        scaled = [source.scaled(k, [shift, -shift]), target.scaled(k, [shift + apart, -shift])]
+        scale, *centers = problem_frame(*scaled)
+        torch.testing.assert_close(torch.stack(centers), torch.stack([d.mean.double() for d in scaled]))
+        inner = [d.scaled(1 / scale, -c / scale) for d, c in zip(scaled, centers)]
+        spread = math.sqrt(sum(float(torch.trace(d.cov)) for d in inner) / 4)
+        assert spread == pytest.approx(FRAME_TARGET_SPREAD, rel=1e-4)     # the rescaled problem: spread 1.5,
+        assert float(torch.cat([d.mean for d in inner]).abs().max()) < 1e-4   # each side about its own centre
     assert problem_frame(Gaussian(torch.zeros(3), 1e-4 * torch.eye(3)), Gaussian(torch.ones(3), torch.eye(3))) is None
 
 
@@ -730,21 +730,51 @@ def test_a_gaussian_pair_far_from_the_unit_scale_gets_its_optimal_map(k, shift):
             assert map_mse(plain.map(x), gaussian_map(source, target)(x)) / k ** 2 > 10 * relative
 
 
-def test_a_rescaled_map_is_the_inner_map_in_the_problems_coordinates():
+def test_a_mixture_target_typed_far_from_its_source_is_learned_as_the_same_problem_moved():
+    """The 2 -> 3 preset with its target typed 100 units to the right (a review): one scale for both sides had shrunk
+    the components to specks 100 apart, and the map scored 16-18 % L2-UVP (flagged). A move of the target moves the
+    optimal map with it, so each side is centred on its own mean (docs/method.md §4.14) and it scores as the preset."""
+    from gradnet_core import presets
+    from gradnet_core.ground_truth import barycentric_projection
+    source, target = presets.mixture_presets()["ICASSP 2023 example: 2 -> 3 components"]
+    target = target.scaled(1.0, [100.0, 0.0])
+    network, kwargs = presets.MODEL_PRESETS["mixture"]
+    result = train(seeded_map(network, 0, dim=2, **kwargs), source, target, train_preset("mixture"))
+    assert isinstance(result.map, RescaledMap) and result.verdict.ok, result.verdict.message
+    torch.testing.assert_close(result.map.center_out, target.mean, rtol=0, atol=1e-5)
+    gen = torch.Generator().manual_seed(3)
+    x = source.sample(3000, gen)
+    truth = barycentric_projection(x, target.sample(3000, gen))
+    with torch.no_grad():
+        assert l2_uvp(result.map(x).double(), truth, float(torch.trace(target.cov.double()))) < 5.0
+
+
+@pytest.mark.parametrize("apart", [0.0, 0.5])
+def test_a_rescaled_map_is_the_inner_map_in_the_problems_coordinates(apart):
+    """T(x) = s B((x - c) / s) + c', with the target's centre c' the source's or (``apart``) 25 scales away."""
     torch.manual_seed(0)
     base = MGradNetM(2, width=8, modules=3)
     scale, center = 0.02, torch.tensor([3.0, -1.0], dtype=torch.float64)
-    T = RescaledMap(base, scale, center)
+    out = center + torch.tensor([apart, -apart], dtype=torch.float64)
+    T = RescaledMap(base, scale, center, out)
     x = center.float() + scale * torch.randn(64, 2)
     u = (x - center.float()) / scale
     with torch.no_grad():
-        torch.testing.assert_close(T(x), scale * base(u) + center.float())
+        torch.testing.assert_close(T(x), scale * base(u) + out.float())
         mapped, logdet = T.map_and_logdet(x)
         torch.testing.assert_close(logdet, base.map_and_logdet(u)[1])
         torch.testing.assert_close(T.jacobian(x), autograd_jacobian(T, x), rtol=1e-4, atol=1e-5)
     inverse = T.solve_inverse(mapped)
     assert bool(inverse.converged.all())
     torch.testing.assert_close(inverse.x, x, rtol=1e-4, atol=1e-4 * scale)
+    torch.testing.assert_close(inverse.mapped, mapped, rtol=1e-4, atol=1e-4 * scale)
+    # half way along the displacement: (1 - t) x + t T(x) = y, and a solve at t = 0.7 started from that one
+    for t, start in ((0.5, None), (0.7, "previous")):
+        y = (1 - t) * x + t * mapped
+        found = T.solve_inverse(y, inverse if start else None, t=t)
+        assert bool(found.converged.all())
+        torch.testing.assert_close(found.x, x, rtol=1e-4, atol=1e-4 * scale)
+        inverse = found
     assert T.monotone and network_of(T) is base
     with pytest.raises(ValueError, match="positive scale"):
         RescaledMap(base, 0.0, center)
