@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from types import SimpleNamespace
 from dataclasses import replace
 
 import numpy as np
@@ -68,6 +69,36 @@ def test_random_mixtures_split_and_merge():
     assert any(s == 1 < t for s, t in counts) and any(t == 1 < s for s, t in counts)
 
 
+def test_a_mixture_reference_does_not_charge_a_right_map_for_random_counts(monkeypatch):
+    """Two blobs 40 apart onto the same turned by 30 degrees: the exact map moves each blob whole. Scored against the
+    exact discrete plan between plain draws it had L2-UVP of several per cent (a review: 8.6 %), the plan carrying the
+    random surplus of one blob's points to the other; the reference's draws are stratified now, and it scores ~0."""
+    import torch
+    import gradnet_core.experiments.robustness as robustness
+    from gradnet_core.experiments.robustness import Case, _run_case
+
+    turn = np.radians(30.0)
+    rows_s = [{"weight": 0.5, "mean_x": m, "mean_y": 0.0, "std_x": 1.0, "std_y": 1.0, "corr": 0.0} for m in (-20.0, 20.0)]
+    rows_t = [{**r, "mean_x": r["mean_x"] * np.cos(turn), "mean_y": r["mean_x"] * np.sin(turn)} for r in rows_s]
+
+    class Exact(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            side = torch.where(x[:, :1] < 0, -1.0, 1.0)
+            return x + side * torch.tensor([20.0 * (np.cos(turn) - 1.0), 20.0 * np.sin(turn)], dtype=x.dtype)
+
+    monkeypatch.setattr(robustness, "_train", lambda *args: (Exact(), SimpleNamespace(
+        stopped="completed", steps=1, direction="forward", final_loss=0.0, verdict=None)))
+    rows = _run_case((Case("mixtures", "turned", rows_s, rows_t, 7), [0], 2, 1500, 1, None, False), lambda p: None)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["score"] < 0.3 and row["noise"] < 0.3, row        # per cent of the target's variance
+        assert "score_plain" in row
+
+
 @pytest.fixture
 def small_pot(monkeypatch):
     """POT's baseline map fitted on 500 samples per side, not 4000: the same code, a tenth of the time."""
@@ -114,9 +145,14 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
     for r in rows:
         if r["family"] == "mixtures":
             assert 0 <= float(r["pot_score"]) < float(r["no_map"])   # POT's map beats no map
+        # the mixtures also scored against plain draws (the reference before 2026-12-05), the digits not
+        assert (r["score_plain"] != "") == (r["family"] in ("mixtures", "sample-only"))
+        assert (r["pot_score_plain"] != "") == (r["family"] == "mixtures")
     summary = json.loads((tmp_path / "summary.json").read_text())
     for family in summary["families_summary"]:          # every run was judged: above or under the threshold
         assert family["verdict"]["above_threshold"] + family["verdict"]["under_threshold"] == family["runs"]
+    assert [s["family"] for s in summary["families_summary"] if "plain_reference" in s][:1] == ["mixtures"]
+    assert "the same maps against a reference of plain draws" in (tmp_path / "summary.md").read_text()
     labels = [s["family"] for s in summary["families_summary"]]
     assert labels[:5] == ["bundled", "drawings", "photos", "mixtures", "sample-only"]
     # a saved run's summary can be recomputed from its CSV (for a run stopped early)
