@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -419,6 +420,11 @@ def _blank(value: Any) -> bool:
                                                                                 and math.isnan(value))
 
 
+#: A cell that reads two ways: "1,500" is 1.5 with a decimal comma and 1500 with a thousands separator (a review typed
+#: "1,000" for a thousand and got 1). "0,125" is not ambiguous: a thousands separator does not follow a leading 0.
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2},\d{3}")
+
+
 def _cell_number(raw: Any) -> float:
     """A table cell's number, NaN where it has none; "-2,5" (a decimal comma, no point) reads as -2.5 (a review
     typed it, as much of Europe writes it)."""
@@ -448,6 +454,11 @@ def mixture_from_table(rows: Sequence[dict[str, Any]], side: str) -> tuple[Gauss
         values = {}
         for col in MIXTURE_COLUMNS:
             raw = row.get(col)
+            if isinstance(raw, str) and _THOUSANDS.fullmatch(raw.strip()):
+                text = raw.strip()
+                raise ValueError(f'{side.capitalize()} row {i}: {MIXTURE_HEADERS[col]} "{text}" could be '
+                                 f'{_cell_number(text):g} with a decimal comma or {float(text.replace(",", "")):g} '
+                                 f'with a thousands separator; type it with a point, or without the comma.')
             value = _cell_number(raw)
             if not math.isfinite(value):
                 typed = f' ("{raw.strip()}")' if isinstance(raw, str) and raw.strip() else ""

@@ -174,6 +174,14 @@ def test_mixture_table_validation_and_normalisation():
     mixture, _ = mixture_from_table([{**typed[0], "mean_x": "-2,5", "std_x": "0,25"}], "target")
     assert mixture.means[0].tolist() == pytest.approx([-2.5, 0.0]) and float(mixture.covs[0, 0, 0]) == pytest.approx(
         0.0625)
+    # "1,000" reads two ways (a review meant a thousand and got 1): refused, saying both; "0,125" reads one way
+    with pytest.raises(ValueError, match=r'Source row 1: mean x "1,000" could be 1 with a decimal comma or 1000 with a '
+                                         r'thousands separator; type it with a point, or without the comma\.'):
+        mixture_from_table([{**typed[0], "mean_x": " 1,000"}], "source")
+    with pytest.raises(ValueError, match=r'"-12,500" could be -12.5 with a decimal comma or -12500'):
+        mixture_from_table([{**typed[0], "mean_y": "-12,500"}], "source")
+    mixture, _ = mixture_from_table([{**typed[0], "std_x": "0,125", "mean_x": "1,5"}], "target")
+    assert float(mixture.covs[0, 0, 0]) == pytest.approx(0.125 ** 2) and float(mixture.means[0, 0]) == 1.5
     with pytest.raises(ValueError, match=r'Target row 1: weight is empty or not a finite number \("1,5,0"\)\.'):
         mixture_from_table([{**typed[0], "weight": "1,5,0"}], "target")
     with pytest.raises(ValueError, match=r'Target row 1: weight is empty or not a finite number \("1.000,5"\)\.'):
