@@ -400,7 +400,8 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
 
 def _restore_digit_images(page: str) -> None:
     """After a reload, once per page: the two pictures of the kept runs' problem (``_kept_problem``) in the inputs, a
-    bundled example chosen in its boxes, any other picture (drawn or uploaded) as the side's upload, named as such.
+    bundled example chosen in its boxes, a drawing as its strokes on the canvas, any other picture (uploaded, or drawn
+    before runs kept the strokes) as the side's upload, named as such.
     The inputs had come back at the bundled 0 and 4 beside runs trained on the user's own drawings."""
     flag = key(page, "restored")
     if flag in st.session_state:
@@ -410,9 +411,15 @@ def _restore_digit_images(page: str) -> None:
     if kept is None:
         return
     state = page_state(page)
+    strokes = kept[0].get("drawings") or {}
     for side, described in zip(("source", "target"), kept[1]):
         image = np.asarray(described["image"], dtype=np.float64)
         example = _bundled_example(image)
+        if example is None and isinstance(strokes.get(side), dict):
+            # drawn on the canvas: its strokes, redrawn when the canvas mounts, to go on drawing
+            state.drawings[side] = {"mount": None, "json": strokes[side], "rgba": None, "image": image}
+            st.session_state[key(page, side, "mode")] = "Draw"
+            continue
         if example is None:
             state.uploads[side] = (KEPT_PICTURE, image)
             st.session_state[key(page, side, "mode")] = "Upload"
@@ -456,10 +463,16 @@ def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
     rgba = result.image_data if objects else None
     if objects and rgba is not None:
         saved["json"], saved["rgba"] = result.json_data, rgba
+        saved.pop("image", None)
     elif objects and saved["rgba"] is not None:
         rgba = saved["rgba"]
+    elif objects and saved.get("image") is not None:
+        # Redrawn from the strokes kept with the runs after a reload: the canvas returns its picture only once drawn
+        # on, so until then the side is the picture the runs were trained on.
+        return saved["image"]
     if not objects:
         saved["json"], saved["rgba"] = None, None
+        saved.pop("image", None)
         st.info("Draw a digit on the black canvas (white ink); it is centred and scaled like MNIST.")
         return None
     if rgba is None:
@@ -515,10 +528,13 @@ def digit_problem(page: str, source: np.ndarray | None, target: np.ndarray | Non
     if source is None or target is None:
         return None
     bandwidth = _bandwidth("digits")
+    drawn = page_state(page).drawings
+    drawings = {side: drawn[side]["json"] for side in ("source", "target")
+                if st.session_state.get(key(page, side, "mode")) == "Draw" and (drawn.get(side) or {}).get("json")}
     try:
         return Problem(page, _side("source", lambda im: ImageDensity(im, bandwidth=bandwidth), source),
                        _side("target", lambda im: ImageDensity(im, bandwidth=bandwidth), target),
-                       truth="barycentric", samples=samples)
+                       truth="barycentric", samples=samples, drawings=drawings)
     except ValueError as err:
         st.error(str(err))
         return None

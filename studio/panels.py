@@ -39,7 +39,7 @@ from .limits import SIZES, TIME_LIMIT, check_work
 from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
-                       problem_from_description, residual_of, to_numpy)
+                       problem_from_description, residual_of, to_numpy, without_strokes)
 from .state import (PageState, key, kept_runs, outcome_notices, page_state, removed_notice, show_notices,
                     start_job)
 from .store import store
@@ -516,7 +516,8 @@ def _map_upload(page: str, problem: Problem | None) -> None:
             return
         run = _file_map(state, problem, loaded, origin=upload.name)
         trained_on = (loaded.extra or {}).get("problem")
-        if trained_on == json.loads(json.dumps(problem.describe())):
+        if isinstance(trained_on, dict) and without_strokes(trained_on) == without_strokes(
+                json.loads(json.dumps(problem.describe()))):
             where = ""
         elif trained_on:
             where = " It was trained on another problem; its metrics are measured on this one."

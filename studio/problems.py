@@ -37,7 +37,7 @@ __all__ = [
     "gaussian_row", "gaussian_from_row", "mixture_from_table", "MIXTURE_COLUMNS", "METRIC_COLUMNS", "TRUTH_METRICS",
     "CHECK_METRICS",
     "density_morph_of", "residual_of", "morph_back", "PICTURE_RESOLUTION", "PICTURE_FRAMES",
-    "density_from_description", "problem_from_description",
+    "density_from_description", "problem_from_description", "without_strokes",
 ]
 
 ARROW_GRID = 12                  # arrows on a 12 x 12 grid, kept where the source has mass
@@ -89,6 +89,12 @@ def density_from_description(described: dict[str, Any]) -> Density:
     raise ValueError(f"cannot rebuild a density of type {kind!r}")
 
 
+def without_strokes(described: dict[str, Any]) -> dict[str, Any]:
+    """A problem's description (``Problem.describe``) less the canvas strokes it was drawn with: the same images drawn
+    anew are the same problem."""
+    return {k: v for k, v in described.items() if k != "drawings"}
+
+
 def problem_from_description(page: str, described: dict[str, Any]) -> Problem:
     """The problem ``Problem.describe`` described, on ``page``."""
     return Problem(page, density_from_description(described["source"]), density_from_description(described["target"]),
@@ -115,6 +121,9 @@ class Problem:
     truth: str                 # "gaussian" (closed form) or "barycentric" (exact EMD on samples)
     samples: int               # source (and target) samples for ground truth, metrics and animation
     seed: int = 0              # seeds those samples
+    # The canvas's strokes (its JSON) of a side drawn on the Digits page, kept with the runs so that a reload brings
+    # the drawing back as strokes to go on with, not a picture; not part of the problem (the images are).
+    drawings: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.truth not in ("gaussian", "barycentric"):
@@ -129,8 +138,11 @@ class Problem:
                               f"{self.samples}{self.seed}".encode()).hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        return {"source": _describe(self.source), "target": _describe(self.target),
-                "ground_truth": self.truth, "samples": self.samples}
+        described = {"source": _describe(self.source), "target": _describe(self.target),
+                     "ground_truth": self.truth, "samples": self.samples}
+        if self.drawings:
+            described["drawings"] = dict(self.drawings)
+        return described
 
 
 @dataclass
@@ -336,7 +348,10 @@ def metrics_table(runs: Sequence[Run], details: bool = False, metrics: Sequence[
         if details:
             settings = {k: v for k, v in run.settings.items() if k != "problem"}
             row["settings"] = json.dumps(settings, sort_keys=True, default=str)
-            row["trained on"] = json.dumps(run.settings.get("problem"), default=str)
+            trained_on = run.settings.get("problem")
+            # the pictures say what it was trained on; the strokes are long
+            row["trained on"] = json.dumps(without_strokes(trained_on) if isinstance(trained_on, dict) else trained_on,
+                                           default=str)
         rows.append(row)
     columns = ["map", *labels.values(), *(("settings", "trained on") if details else ())]
     table = pd.DataFrame(rows, columns=columns)

@@ -964,6 +964,48 @@ def test_a_reload_brings_back_the_gaussian_sliders_of_the_runs():
     assert not any("inputs have changed" in c.value for c in again.caption)
 
 
+def test_a_reload_brings_back_a_drawing_as_its_strokes(monkeypatch):
+    # A drawing came back after F5 as an uploaded picture: a teacher could not go on drawing it (a review). The strokes
+    # are kept with the runs and redrawn on the canvas, whose picture is the one the runs were trained on until the
+    # next stroke. (The canvas component does not run here: a stand-in returns what the browser's does.)
+    import sys
+    from types import SimpleNamespace
+    from gradnet_core.experiments.robustness import draw_canvas
+
+    strokes = {"version": "4.4.0",
+               "objects": [{"type": "path", "path": [["M", 50, 50], ["L", 170, 50], ["L", 100, 190]]}]}
+    canvas = {"image": draw_canvas("7", 3), "calls": []}
+
+    def stand_in(**kwargs):
+        canvas["calls"].append(kwargs.get("initial_drawing"))
+        return SimpleNamespace(json_data=strokes, image_data=canvas["image"])
+
+    # (the component's module registers itself when imported, which needs a running server)
+    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", SimpleNamespace(st_canvas=stand_in))
+    at = _open("digits")
+    token = at.session_state["session.token"]
+    at.radio(key="digits.source.mode").set_value("Draw").run()
+    assert _captions(at)[0] == "Your drawing, as a 28 x 28 digit"
+    _train(at, "digits", steps=20)
+    trained_on = _state(at, "digits").runs[0].signature
+    canvas["image"], canvas["calls"] = None, []        # a canvas just mounted returns its strokes, not yet its picture
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/digits.py").run()
+    assert not again.exception and not again.error
+    assert again.radio(key="digits.source.mode").value == "Draw"
+    assert canvas["calls"] and canvas["calls"][0] == strokes                     # the strokes, redrawn
+    assert _captions(again)[0] == "Your drawing, as a 28 x 28 digit"
+    back = _state(again, "digits")
+    assert back.runs[0].signature == trained_on == back.reference.signature
+    assert not any("inputs have changed" in c.value for c in again.caption)
+    assert not again.button(key="digits.train").disabled
+    # the next stroke: the canvas's own picture again, another problem
+    canvas["image"] = draw_canvas("1", 4)
+    again.run()
+    assert any("inputs have changed" in c.value for c in again.caption)
+
+
 def test_a_reload_brings_back_the_digit_pictures_of_the_runs():
     # After F5 the runs on an uploaded (or drawn) digit came back beside the bundled 0 and 4 in the inputs.
     at = _open("digits")
