@@ -470,6 +470,9 @@ def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
         # Redrawn from the strokes kept with the runs after a reload: the canvas returns its picture only once drawn
         # on, so until then the side is the picture the runs were trained on.
         return saved["image"]
+    if not objects and result.json_data is None and saved["mount"] is not None:
+        # Just mounted with strokes to redraw, and nothing reported yet: keep them (the picture, after a reload).
+        return saved.get("image")
     if not objects:
         saved["json"], saved["rgba"] = None, None
         saved.pop("image", None)
