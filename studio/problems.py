@@ -430,10 +430,10 @@ def _check_widths(rows: list[dict[str, float]], side: str) -> None:
     if float(offsets.max()) > MAX_OFFSET_IN_STDS:
         i = int(offsets.argmax())
         raise ValueError(f"{side.capitalize()} row {i + 1}: the mean ({means[i, 0]:.6g}, {means[i, 1]:.6g}) lies "
-                         f"{offsets[i]:.3g} standard deviations ({stds[i].min():.3g}) from the origin; the app computes "
-                         f"with 7 significant digits, which would round the component's shape away. Subtract the same "
-                         f"offset from every mean of both tables: moving both sides moves the optimal map with them "
-                         f"and changes nothing else.")
+                         f"{offsets[i]:.3g} standard deviations ({stds[i].min():.3g}) from the origin; the app "
+                         f"computes with 7 significant digits, which would round the component's shape away. "
+                         f"Subtract the same offset from every mean of both tables: moving both sides moves the "
+                         f"optimal map with them and changes nothing else.")
 
 
 def _blank(value: Any) -> bool:

@@ -78,7 +78,8 @@ def test_a_mixture_reference_does_not_charge_a_right_map_for_random_counts(monke
     from gradnet_core.experiments.robustness import Case, _run_case
 
     turn = np.radians(30.0)
-    rows_s = [{"weight": 0.5, "mean_x": m, "mean_y": 0.0, "std_x": 1.0, "std_y": 1.0, "corr": 0.0} for m in (-20.0, 20.0)]
+    rows_s = [{"weight": 0.5, "mean_x": m, "mean_y": 0.0, "std_x": 1.0, "std_y": 1.0, "corr": 0.0}
+              for m in (-20.0, 20.0)]
     rows_t = [{**r, "mean_x": r["mean_x"] * np.cos(turn), "mean_y": r["mean_x"] * np.sin(turn)} for r in rows_s]
 
     class Exact(torch.nn.Module):

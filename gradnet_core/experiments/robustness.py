@@ -628,10 +628,10 @@ def summary_markdown(summaries: list[dict[str, Any]]) -> str:
         if p:
             unit = " %" if s["metric"] == "l2_uvp" else ""
             pot = "" if p["pot_pass_share"] is None else f", POT's rows {p['pot_pass_share']:.0%}"
-            notes.append(f"{s['family']}, the same maps against a reference of plain draws (random counts per component, "
-                         f"as before 2026-12-05): median {_fmt(p['score']['median'], s['metric'])}{unit}, runs passing "
-                         f"{p['run_pass_share']:.0%}{pot}; runs above the threshold {p['runs_above']}, flagged "
-                         f"{p['runs_above_flagged']}.")
+            notes.append(f"{s['family']}, the same maps against a reference of plain draws (random counts per "
+                         f"component, as before 2026-12-05): median {_fmt(p['score']['median'], s['metric'])}{unit}, "
+                         f"runs passing {p['run_pass_share']:.0%}{pot}; runs above the threshold {p['runs_above']}, "
+                         f"flagged {p['runs_above_flagged']}.")
     return "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 
