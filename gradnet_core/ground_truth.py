@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .densities import Gaussian, as_point_sets, as_tensor
+from .densities import Density, Gaussian, GaussianMixture, as_point_sets, as_tensor
 from ._pot import import_pot
 
-__all__ = ["GaussianMap", "gaussian_map", "barycentric_projection", "barycentric_projections"]
+__all__ = ["GaussianMap", "gaussian_map", "barycentric_projection", "barycentric_projections", "reference_sample"]
 
 
 class GaussianMap:
@@ -104,3 +104,15 @@ def _weights(w: Any, n: int, name: str) -> np.ndarray:
     if not np.isfinite(arr).all() or (arr < 0).any() or arr.sum() <= 0:
         raise ValueError(f"{name} must be non-negative with a positive sum")
     return arr / arr.sum()
+
+
+def reference_sample(density: Density, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` samples of ``density`` for a barycentric-projection reference: a mixture's stratified (each component its
+    share of the points, ``Density.sample_stratified``), others plain. With random counts per component the exact
+    plan carries the surplus of one component's points to another, far from where the continuous map sends them: the
+    exact map between two blobs 40 apart scored 6 % L2-UVP against 1500 plain points a side, under 0.3 % stratified,
+    and a second reference from another target draw at the same source points does not show it (docs/method.md
+    §5.2)."""
+    if isinstance(density, GaussianMixture):
+        return density.sample_stratified(n, generator)
+    return density.sample(n, generator)

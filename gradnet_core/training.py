@@ -15,7 +15,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -320,7 +320,25 @@ FRAME_CENTRE = 3.0
 FRAME_TARGET_SPREAD = 1.5
 
 
-def problem_frame(source: Any, target: Any) -> tuple[float, Tensor, Tensor] | None:
+class ProblemFrame(NamedTuple):
+    """Coordinates a problem is learned in: u = (x - source_center) / scale for the source and
+    v = (y - target_center) / scale for the target (``problem_frame``); the map is ``RescaledMap(network, *frame)``."""
+
+    scale: float
+    source_center: Tensor
+    target_center: Tensor
+
+    def inward(self, source: Density, target: Density) -> tuple[Density, Density]:
+        """The two densities in the frame's coordinates."""
+        return (source.scaled(1.0 / self.scale, -self.source_center / self.scale),
+                target.scaled(1.0 / self.scale, -self.target_center / self.scale))
+
+    def outward(self, source: Density, target: Density) -> tuple[Density, Density]:
+        """The two densities back in the problem's coordinates."""
+        return source.scaled(self.scale, self.source_center), target.scaled(self.scale, self.target_center)
+
+
+def problem_frame(source: Any, target: Any) -> ProblemFrame | None:
     """(scale, source centre, target centre) for ``train`` to learn the problem in coordinates u = (x - c) / scale of
     the source and v = (y - c') / scale of the target, or None to learn it as it is: None unless both sides are 2-D
     Gaussians or mixtures whose spread or centre lies outside the presets' (FRAME_SPREAD, FRAME_CENTRE), the spread
@@ -337,7 +355,7 @@ def problem_frame(source: Any, target: Any) -> tuple[float, Tensor, Tensor] | No
     spread = math.sqrt(max(variance, 0.0))
     if FRAME_SPREAD[0] <= spread <= FRAME_SPREAD[1] and float(center.abs().max()) <= FRAME_CENTRE:
         return None
-    return math.sqrt(own / (2 * source.dim)) / FRAME_TARGET_SPREAD, means[0], means[1]
+    return ProblemFrame(math.sqrt(own / (2 * source.dim)) / FRAME_TARGET_SPREAD, means[0], means[1])
 
 
 def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | None = None,
@@ -369,17 +387,13 @@ def train(model: TransportMap, source: Any, target: Any, config: TrainConfig | N
         return _train(model, source, target, config, callback, None)
     # The network learns the map between the rescaled densities, at the scale the presets were tuned at; its
     # verdict, progress and the map returned are in the problem's own coordinates (RescaledMap).
-    scale, centers = frame[0], frame[1:]
-    inner = [d.scaled(1.0 / scale, -c / scale) for d, c in zip((source, target), centers)]
-    result = _train(model, *inner, config, callback, frame)
-    judged = None if result.judged_on is None else tuple(d.scaled(scale, c) for d, c in zip(result.judged_on, centers))
-    return replace(result, judged_on=judged)
+    result = _train(model, *frame.inward(source, target), config, callback, frame)
+    return replace(result, judged_on=None if result.judged_on is None else frame.outward(*result.judged_on))
 
 
 def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
-           frame: tuple[float, Tensor, Tensor] | None) -> TrainResult:
-    """``train``, the problem rescaled by ``frame`` (scale, source centre, target centre) or None: densities
-    u = (x - centre) / scale, each side about its own centre."""
+           frame: ProblemFrame | None) -> TrainResult:
+    """``train``, the problem in ``frame``'s coordinates (``ProblemFrame.inward``), or as it is for None."""
     if not isinstance(model, TransportMap):
         raise ValueError(f"model must be a gradnet_core map (TransportMap); got {type(model).__name__}")
     densities = isinstance(source, Density) and isinstance(target, Density)
@@ -538,7 +552,7 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
          runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False,
-         standing: str = "", warm: bool = False, frame: tuple[float, Tensor, Tensor] | None = None) -> _Run:
+         standing: str = "", warm: bool = False, frame: ProblemFrame | None = None) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
     it does when it is not the first; ``standing``: how the map a fallback follows stood (_standing); ``warm``: a
     fallback that goes on from the trained weights."""
@@ -675,10 +689,10 @@ def _relay(callback: Callback | None, shown: TransportMap | None, phase: _Phase)
 
 def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
                    reverse: bool, phase: _Phase | None = None,
-                   frame: tuple[float, Tensor, Tensor] | None = None) -> TrainResult:
+                   frame: ProblemFrame | None = None) -> TrainResult:
     """One training run of ``model``: from source to target, or with ``reverse`` from target to source,
     the map then being its inverse; judged as a map from source to target when ``config.assess``. With ``frame``
-    (scale, source centre, target centre) the densities are the problem's rescaled: the map (``TrainResult.map``, also
+    (a ``ProblemFrame``) the densities are the problem's in its coordinates: the map (``TrainResult.map``, also
     in the progress reports) is a RescaledMap, judged on the problem's own densities; ``judged_on`` stays rescaled."""
     device = resolve_device(config.device, model, config.batch_size)
     home = next(model.parameters()).device
@@ -707,8 +721,7 @@ def _train_one_way(model: TransportMap, source: Any, target: Any, config: TrainC
             model.eval()
             judged = stepper.judged(start, end)
             result.judged_on = judged[::-1] if reverse else judged
-            problem = (result.judged_on if frame is None else
-                       [d.scaled(frame[0], c) for d, c in zip(result.judged_on, frame[1:])])
+            problem = result.judged_on if frame is None else frame.outward(*result.judged_on)
             try:
                 result.verdict = assess_map(shown, *problem, seed=config.seed, jacobian=stepper.judged_by_jacobian)
             except torch.OutOfMemoryError:

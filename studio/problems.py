@@ -23,7 +23,8 @@ import torch
 
 from gradnet_core import presets
 from gradnet_core.densities import Density, Gaussian, GaussianMixture, ImageDensity
-from gradnet_core.ground_truth import barycentric_projection, barycentric_projections, gaussian_map
+from gradnet_core.ground_truth import (barycentric_projection, barycentric_projections, gaussian_map,
+                                       reference_sample)
 from gradnet_core.metrics import evaluate_map
 from gradnet_core.networks import TransportMap
 from gradnet_core.plotting import grid_points, square_bounds
@@ -243,21 +244,14 @@ def _nearest_samples(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.unique(nearest[close])
 
 
-def _reference_sample(density: Density, n: int, gen: torch.Generator) -> torch.Tensor:
-    """A mixture's samples stratified (each component its share of the points, ``Density.sample_stratified``): with
-    random counts the exact plan carries the surplus of one component's points to another, and the exact map between
-    two blobs 40 apart scored 6 % L2-UVP against it (the robustness benchmark draws its mixtures the same way)."""
-    return density.sample_stratified(n, gen) if isinstance(density, GaussianMixture) else density.sample(n, gen)
-
-
 def compute_reference(problem: Problem) -> Reference:
     """Sample the source and target and compute the ground-truth map at the source samples (and
     at the arrow starts: grid nodes for the closed form, the samples nearest to them otherwise)."""
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(problem.seed)
     source, target = problem.source.to("cpu"), problem.target.to("cpu")
-    x = to_numpy(_reference_sample(source, problem.samples, gen))
-    y = to_numpy(_reference_sample(target, problem.samples, gen))
+    x = to_numpy(reference_sample(source, problem.samples, gen))
+    y = to_numpy(reference_sample(target, problem.samples, gen))
     grid = _arrow_grid(source, x)
     noise: dict[str, float] = {}
     if problem.truth == "gaussian":
@@ -274,7 +268,7 @@ def compute_reference(problem: Problem) -> Reference:
         # A second ground truth from other target samples: a review found right maps above the thresholds in the
         # metrics table (the identity at 1.8 % L2-UVP, a drawn "=" -> "||" at MSE 7.9e-4 to 6.8e-3 by the sampling
         # seed alone), the ground truth's own error at n = 1000.
-        again = to_numpy(barycentric_projection(x, to_numpy(_reference_sample(target, problem.samples, gen))))
+        again = to_numpy(barycentric_projection(x, to_numpy(reference_sample(target, problem.samples, gen))))
         gap = float(np.mean(np.sum((mapped - again) ** 2, axis=1))) / 2.0
         noise = {"noise_mse": gap / x.shape[1], "noise_l2_uvp": 100.0 * gap / float(torch.trace(target.cov.double()))}
     return Reference(signature=problem.signature, name=name, source=source, target=target, points=x,

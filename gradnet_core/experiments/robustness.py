@@ -22,13 +22,11 @@ Families of cases:
 Training uses the app's presets ("digits" as ``digits_table.train_digit_pair``, "mixture") with
 ``seeds`` seeds. Each of ``draws`` evaluation draws takes ``n_test`` fresh source and target samples (``N_TEST``);
 the truth is the barycentric projection of POT's exact EMD plan between them (digits at kernel
-variance 1e-4, as ``digits_table``). A mixture's draws are stratified (``Density.sample_stratified``: each component
-its share of the points): with plain draws the plan carries the random surplus of one component's points to another,
-an error of the reference (6 % L2-UVP for the exact map between two blobs 40 apart) that its noise does not show; the
-mixture rows also hold the score against plain draws (``score_plain``, ``pot_score_plain``; the reference until
-2026-12-05). Beside each score: the identity map's ("no map") and the
-reference noise, half the score of one projection against a second one onto an independent target
-draw (what an exact map would score). Scores: MSE for digits, L2-UVP (percent) for mixtures.
+variance 1e-4, as ``digits_table``). A mixture's draws are stratified (``ground_truth.reference_sample``: each
+component its share of the points), as the Mixtures page's are; the mixture rows also hold the score against plain
+draws (``score_plain``, ``pot_score_plain``; the reference until 2026-12-05). Beside each score: the identity map's
+("no map") and the reference noise, half the score of one projection against a second one onto an independent
+target draw (what an exact map would score). Scores: MSE for digits, L2-UVP (percent) for mixtures.
 """
 
 from __future__ import annotations
@@ -49,7 +47,7 @@ import numpy as np
 import torch
 
 from ..densities import Density
-from ..ground_truth import barycentric_projection
+from ..ground_truth import barycentric_projection, reference_sample
 from ..images import canvas_to_image, load_bundled, load_image, mnist_pair
 from ..metrics import l2_uvp, map_mse
 from ..networks import TransportMap, seeded_map
@@ -429,6 +427,13 @@ def _pot_fit(case: Case, seed: int, source: Density, target: Density):
     return pot, time.process_time() - started
 
 
+def _mapped(model: TransportMap, x: torch.Tensor) -> torch.Tensor | None:
+    """T(x) in float64, or None where the map sends a point to infinity or NaN (scored as infinitely wrong)."""
+    with torch.no_grad():
+        mapped = model(x.to(next(model.parameters()).dtype)).double()
+    return mapped if bool(torch.isfinite(mapped).all()) else None
+
+
 def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
     """Train ``seeds`` maps for one case and score each on ``draws`` draws; its CSV rows.
     Module level: worker processes run it. A run that raises becomes a row with ``error``."""
@@ -464,13 +469,9 @@ def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for draw in range(draws):
         gen = torch.Generator().manual_seed(case.seed * 7919 + 104729 * (draw + 1))
-        # A mixture's samples are stratified (each component gets its share of the points, rounded): with plain draws
-        # the counts per component are random, and the exact discrete plan must carry the surplus of one component to
-        # another, an error of the reference that its noise (a second target draw at the same x) does not show.
-        draw_from = Density.sample if case.is_digits else Density.sample_stratified
-        x = draw_from(source, n_test, gen)
-        y = draw_from(target, n_test, gen)
-        y_other = draw_from(target, n_test, gen)
+        x = reference_sample(source, n_test, gen)
+        y = reference_sample(target, n_test, gen)
+        y_other = reference_sample(target, n_test, gen)
         started = time.process_time()
         truth = barycentric_projection(x, y)
         truth_s = time.process_time() - started
@@ -486,18 +487,14 @@ def _run_case(task: tuple, callback) -> list[dict[str, Any]]:
         for seed, model, info in trained:
             row = {**base, "seed": seed, **common}
             if model is not None:
-                with torch.no_grad():
-                    mapped = model(x.to(next(model.parameters()).dtype)).double()
-                finite = bool(torch.isfinite(mapped).all())
-                value = score(mapped, truth) if finite else math.inf
+                mapped = _mapped(model, x)
+                value = score(mapped, truth) if mapped is not None else math.inf
                 row.update({"score": value, "passes": bool(value <= threshold),
-                            "mse": map_mse(mapped, truth) if finite else math.inf,
-                            "l2_uvp": l2_uvp(mapped, truth, variance) if finite else math.inf})
+                            "mse": map_mse(mapped, truth) if mapped is not None else math.inf,
+                            "l2_uvp": l2_uvp(mapped, truth, variance) if mapped is not None else math.inf})
                 if plain is not None:
-                    with torch.no_grad():
-                        mapped_plain = model(plain[0].to(next(model.parameters()).dtype)).double()
-                    row["score_plain"] = (score(mapped_plain, plain[2]) if bool(torch.isfinite(mapped_plain).all())
-                                          else math.inf)
+                    mapped_plain = _mapped(model, plain[0])
+                    row["score_plain"] = score(mapped_plain, plain[2]) if mapped_plain is not None else math.inf
             if seed in pots:
                 pot, fit_s = pots[seed]
                 started = time.process_time()
