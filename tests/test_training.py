@@ -467,8 +467,9 @@ def test_a_map_trained_on_samples_is_judged_on_the_densities_without_its_jacobia
 # --- fallback: a flagged density map trained again on another objective -----------------------------
 
 def _with_fallback(seed: int = 4, **objective) -> TrainConfig:
-    """60 steps of KL on split_pair, too few to split the source, and a fallback of 200 Sinkhorn steps."""
-    fallback = TrainConfig(steps=200, batch_size=256, lr=3e-2, objective=SinkhornLoss())
+    """60 steps of KL on split_pair, too few to split the source, and a fallback of 400 Sinkhorn steps (200 left a
+    map 2.4 % L2-UVP off that the mixture's transport check, at 2.75 % of the variance, read 2.9 %: flagged)."""
+    fallback = TrainConfig(steps=400, batch_size=256, lr=3e-2, objective=SinkhornLoss())
     return TrainConfig(steps=60, lr=3e-2, seed=seed, objective=ReverseKL(**objective), report_seconds=0.0,
                        fallback=fallback)
 
@@ -489,18 +490,18 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
     x = source.sample(500, torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
-    assert result.verdict == alone.verdict and result.steps == 200 and result.fallback == "Sinkhorn divergence"
+    assert result.verdict == alone.verdict and result.steps == 400 and result.fallback == "Sinkhorn divergence"
     assert first.fallback == "" and alone.fallback == ""
     assert result.message == (f"The first map was flagged ({first.verdict.fault}), so the network was trained again "
                               "from its starting weights on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn "
                               f"divergence, which passes. {alone.message}")
-    # one history of 260 steps; the smoothing only the KL run has is NaN over the Sinkhorn run's steps
-    assert result.history["step"] == list(range(1, 261))
+    # one history of 460 steps; the smoothing only the KL run has is NaN over the Sinkhorn run's steps
+    assert result.history["step"] == list(range(1, 461))
     assert result.history["loss"] == first.history["loss"] + alone.history["loss"]
     assert result.history["smoothing"][:60] == first.history["smoothing"] and first.history["smoothing"][0] > 0
-    assert len(result.history["smoothing"]) == 260 and all(math.isnan(v) for v in result.history["smoothing"][60:])
+    assert len(result.history["smoothing"]) == 460 and all(math.isnan(v) for v in result.history["smoothing"][60:])
     # the caller saw the second run counted on, on the network it trains, with a note
-    assert seen[-1][:2] == (260, 260) and seen[-1][2] is result.map
+    assert seen[-1][:2] == (460, 460) and seen[-1][2] is result.map
     assert seen[-1][3] == ("The map was flagged: the network trains again from its starting weights on the Sinkhorn "
                            "divergence, which compares the mapped points with the target's samples as a whole.")
     assert all(p is model and not note and total == 60 for step, total, p, note in seen if step <= 60)
