@@ -113,9 +113,11 @@ IMAGE_TRANSPORT_TOLERANCE = 2e-3
 #: one 1000-point W2 noisy: a map at L2-UVP 5.2 % read 0.03-0.145 of the variance over eight draws. On 176 mixture
 #: runs (the robustness cases of four case seeds, two training seeds each; 3 runs above L2-UVP 5 %, several at 4-5 %
 #: under it) one 1000-point W2 at 0.04 flagged 1 of the 3 above; at 0.025, 2 of 3 and 3.75 of the 173 under (means
-#: over four verdict draws); two draws of 2000 points at 0.0275 flagged 3 of 3 and 1.5 of 173, for about 2.6 CPU s
-#: more per training of the mixture preset (docs/method.md §6.10).
-MIXTURE_TRANSPORT_TOLERANCE = 0.0275
+#: over four verdict draws); two draws of 2000 points flagged 3 of 3 at 0.0275 and 1.5 of 173, at 0.0225 3 of 3 and
+#: 4 of 173, each of those 3.0-4.6 % off. 0.0225, since near misses sit at the edge: in the trainings' own verdicts
+#: the 5.33 % map read 0.0275 and one at 5.84 % on fresh cases 0.025. About 1.8 CPU s more per training of the mixture
+#: preset (docs/method.md §6.10).
+MIXTURE_TRANSPORT_TOLERANCE = 0.0225
 MIXTURE_TRANSPORT_FACTOR = 2
 MIXTURE_TRANSPORT_DRAWS = 2
 #: Above this dimension the transport check is not made: two samples of 1000 points are far apart in W2
