@@ -3,6 +3,7 @@
     python benchmarks/gpu.py                     # needs CUDA; prints a note and exits without one
     python benchmarks/gpu.py --full              # also train the paper preset's 10000 steps end to end
     python benchmarks/gpu.py --device cpu --steps 20   # exercise the same code paths on the CPU
+    python benchmarks/gpu.py --device cpu --only ops   # torch operations per step: a GPU step's host work
 
 Three variants of the digit presets are timed: eager (what ``train`` does), and the map's
 ``map_and_logdet`` under ``torch.compile`` in its default mode and in "reduce-overhead" mode (CUDA
@@ -120,13 +121,53 @@ def profile_rows(device: str, steps: int) -> list[list]:
     return rows
 
 
+#: Operations that make a view of a tensor: no kernel runs for them.
+VIEW_OPS = {"view", "_unsafe_view", "permute", "slice", "select", "unsqueeze", "squeeze", "expand", "transpose", "t",
+            "detach", "alias", "unbind", "split", "as_strided", "unflatten", "flatten", "reshape", "lift_fresh"}
+
+
+def ops_rows(device: str, steps: int) -> list[list]:
+    """Per training step of the paper preset: the torch operations dispatched, all and those that run a kernel. On a
+    GPU the host's time per step is about proportional to them (15-20 us each). On the CPU the fused kernels are
+    switched off, so the count is of torch's path, which a GPU takes too, bar the CPU's exponent clamps."""
+    import collections
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from gradnet_core import _fused
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    source, target = digit_densities()
+    network, kwargs = MODEL_PRESETS["digits-paper"]
+    config = train_preset("digits-paper", device=device, report_seconds=3600.0, assess=False)
+    model = seeded_model(network, 0, dim=2, **kwargs).to(device)
+    counts = []
+    with _fused.use(False):
+        timed_train(model, source, target, replace(config, steps=3))                 # warm-up
+        for n in (1, 1 + steps):                    # the difference is steps steps, without train's fixed work
+            with Count() as count:
+                timed_train(model, source, target, replace(config, steps=n))
+            counts.append(count.ops)
+    per_step = {k: (counts[1][k] - counts[0][k]) / steps for k in counts[1]}
+    launching = sum(v for k, v in per_step.items() if k not in VIEW_OPS)
+    print(f"  digits-paper: {sum(per_step.values()):.0f} operations a step, {launching:.0f} of them kernels",
+          flush=True)
+    return [["digits-paper", sum(per_step.values()), launching]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, ... or cpu for a dry run")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
     parser.add_argument("--full", action="store_true", help="train the paper preset's 10000 steps (eager)")
     parser.add_argument("--cases", type=int, default=len(RATIO_CASES), help="first N rows of the step table")
-    parser.add_argument("--only", choices=("ratio", "presets", "profile"), help="print one table only")
+    parser.add_argument("--only", choices=("ratio", "presets", "profile", "ops"), help="print one table only")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("No CUDA device here: nothing measured. Run this on a machine with a GPU.")
@@ -134,6 +175,10 @@ def main() -> None:
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = False      # full float32 matmuls, as on the CPU
     print(f"Machine: {machine()}; device {args.device}\n", flush=True)
+    if args.only == "ops":
+        print("Torch operations per training step (fused kernels off):", flush=True)
+        print(table(["preset", "operations/step", "of them kernels"], ops_rows(args.device, args.steps)), flush=True)
+        return
     if args.only not in ("presets", "profile"):
         print("Closed-form vs autograd, one training step:", flush=True)
         print(table(["configuration (batch 1000)", "closed-form ms", "autograd ms", "ratio"],

@@ -416,6 +416,12 @@ class GaussianMixture(Density):
 EXP_FLOOR = 60.0
 
 
+def _clamps_exponents(t: Tensor) -> bool:
+    """Whether the image KDE clamps its exponents (``ImageDensity._log_prob``): on the CPU, whose exp runs many times
+    slower on results that underflow."""
+    return t.device.type == "cpu"
+
+
 #: The narrowest image kernel (a variance). At 1e-30 the log-density of a point between pixels is about
 #: -1e27, and training "completed" at a loss of 1.35e27.
 MIN_BANDWIDTH = 1e-8
@@ -455,6 +461,9 @@ class ImageDensity(Density):
         grid = torch.stack([cols.reshape(-1) / (w - 1), (h - 1 - rows.reshape(-1)) / (h - 1)], dim=1)
         self.image = img
         self.points = grid[keep].to(img.dtype)
+        # The pixels measured from the image's centre, and their squared norms (``_log_prob``).
+        self._centred = self.points - 0.5
+        self._centred_square = self._centred.square().sum(1)
         self.weights = weights[keep] / weights[keep].sum()
         self.log_weights = torch.log(self.weights)
         self.threshold = threshold
@@ -493,13 +502,19 @@ class ImageDensity(Density):
             # In float32 on the CPU the fused kernel of mGradNet-M takes the log-sum-exp in one pass: it is a
             # softmax over the pixels, with one block of m units (docs/method.md §4.3).
             return _KernelLogSum.apply(x, self)
+        # Each operation here is a kernel launch on a GPU, where the host's time per launch is most of a step: the
+        # pixels' own terms come from tensors the density keeps (shared by its smoothings), the log-sum-exp is
+        # one call where exp has no slow path.
         h = self._half_precision
-        u, v = x - 0.5, self.points - 0.5
-        offsets = self.log_weights - h * v.square().sum(1)
-        a = torch.addmm(offsets, u, (2.0 * h) * v.T)                                      # (n, m)
-        top = a.amax(dim=1, keepdim=True).detach()
-        lse = (a - top).clamp_min(-EXP_FLOOR).exp().sum(1).log() + top.squeeze(1)
-        return lse - h * u.square().sum(1) + self._log_norm
+        u = x - 0.5
+        offsets = torch.add(self.log_weights, self._centred_square, alpha=-h).add_(self._log_norm)
+        a = torch.addmm(offsets, u, self._centred.T, alpha=2.0 * h)                       # (n, m)
+        if _clamps_exponents(a):
+            top = a.amax(dim=1, keepdim=True).detach()
+            lse = (a - top).clamp_min(-EXP_FLOOR).exp().sum(1).log() + top.squeeze(1)
+        else:
+            lse = torch.logsumexp(a, 1)
+        return torch.sub(lse, u.square().sum(1), alpha=h)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         return self._from_pixels(torch.multinomial(self.weights, n, replacement=True, generator=generator),

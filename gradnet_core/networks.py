@@ -276,6 +276,12 @@ def _index_maps(d: int, device: torch.device) -> tuple[Tensor, Tensor]:
 
 
 @functools.lru_cache(maxsize=64)
+def _diagonal_twice(d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Per packed entry, 2 on the diagonal and 1 off it (the derivative of v_i v_j in v_i where i = j); cached."""
+    return 3.0 - _off_diagonal_twice(d, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
 def _off_diagonal_twice(d: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Per packed entry, 1 on the diagonal and 2 off it (an off-diagonal entry stands for two of the
     matrix); cached, built once per (d, device, dtype)."""
@@ -636,15 +642,19 @@ def _combine_blocks(x: Tensor, A: Tensor, R: Tensor, signed: Tensor,
     """mGradNet-M's softmax blocks combined into T(x) and its packed Jacobian, by torch (``_SoftmaxModules``; the
     fused kernel does the same on the CPU in float32 at d = 2).
 
-    ``x: (n, d+1)`` (inputs with a column of ones last, so the last column of A is the bias), ``A: (B, h, d+1)``,
-    ``R: (B, h, C)``, ``signed, weight: (B,)``. With M[b] = softmax(x A[b]^T) @ R[b], v_b its first d columns and
-    s_b the rest (C = d + d(d+1)/2 with the Jacobian, else C = d and s_b empty), returns
-    T = sum_b signed[b] v_b ``(n, d)``, P = sum_b weight[b] (s_b - sq(v_b)) ``(n, C - d)``, sq(v) the products
-    v_i v_j, i <= j, and what ``_combine_blocks_backward`` reads. Only the softmax S = softmax(x A^T) is kept (with
-    M), and the backward pass reads it once: with G[b] = dL/dM[b] and g' = (G, -<G, M>), dL/du = S * (g' [R 1]^T),
-    so every parameter gradient is a slice of the single contraction S^T [g' (x) x] and dL/du is never formed.
+    ``x: (n, d+1)`` (inputs with a column of ones last, so the last column of A is the bias), ``A: (2K, h, d+1)``,
+    ``R: (K, h, C)`` (block b's output rows are those of module b mod K: a module's two blocks share them),
+    ``signed, weight: (2K,)``. With M[b] = softmax(x A[b]^T) @ R[b mod K], v_b its first d columns and s_b the rest
+    (C = d + d(d+1)/2 with the Jacobian, else C = d and s_b empty), returns T = sum_b signed[b] v_b ``(n, d)``,
+    P = sum_b weight[b] (s_b - sq(v_b)) ``(n, C - d)``, sq(v) the products v_i v_j, i <= j, and what
+    ``_combine_blocks_backward`` reads. Only the softmax S = softmax(x A^T) is kept (with M), and the backward pass
+    reads it once: with G[b] = dL/dM[b] and g' = (G, <G, M>), dL/du = S * (g' [R -1]^T), so every parameter
+    gradient is a slice of the single contraction S^T [g' (x) x] and dL/du is never formed.
+
+    On a GPU every operation costs about as much host time as it takes there at the paper's size, so each line
+    here is as few operations as it can be (a module's two blocks broadcast against one R, the ones column a pad).
     """
-    u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (B, n, h)
+    u = torch.bmm(x.expand(A.shape[0], -1, -1), A.transpose(1, 2))           # (2K, n, h)
     floor = _EXP_FLOOR.get(u.dtype) if u.device.type == "cpu" else None
     if floor is not None and 2.0 * _bound_abs(x, A) > -floor:
         # CPU exp takes a slow path for results below the smallest normal float. Terms this far
@@ -653,20 +663,28 @@ def _combine_blocks(x: Tensor, A: Tensor, R: Tensor, signed: Tensor,
         p = u.div_(u.sum(-1, keepdim=True))
     else:
         p = torch.softmax(u, dim=-1)
-    out = torch.bmm(p, R)
-    saved = (x, R, signed, weight, p, out)
+    blocks, n, h = p.shape
+    out = torch.matmul(p.view(2, -1, n, h), R).view(blocks, n, -1)          # (2K, n, C)
     d = x.shape[1] - 1
-    v, T = out[..., :d], torch.einsum("b,bnd->nd", signed, out[..., :d])
+    v = out[..., :d]
+    T = torch.einsum("b,bnd->nd", signed, v)
     if out.shape[-1] == d:                                                     # no Jacobian
-        return T, out.new_zeros(x.shape[0], 0), saved
-    rows, cols = _triu(d, x.device)
-    return T, torch.einsum("b,bnc->nc", weight, out[..., d:] - v[..., rows] * v[..., cols]), saved
+        return T, out.new_zeros(n, 0), (x, R, signed, weight, p, out)
+    spread = out[..., d:] - _pack(v[..., :, None] * v[..., None, :])            # s_b - sq(v_b)
+    return T, torch.einsum("b,bnc->nc", weight, spread), (x, R, signed, weight, p, out, spread)
+
+
+def _square_products_backward(grad: Tensor, v: Tensor) -> Tensor:
+    """The gradient in v of <grad, sq(v)>, sq(v) the packed products v_i v_j, i <= j (``_pack``), for ``grad``
+    ``(..., d(d+1)/2)`` and ``v`` ``(..., d)``: S v with S the symmetric matrix of ``grad``, its diagonal doubled."""
+    d = v.shape[-1]
+    return torch.matmul(unpack_jacobian(grad * _diagonal_twice(d, v.device, v.dtype), d), v[..., None])[..., 0]
 
 
 def _combine_blocks_backward(saved: tuple[Tensor, ...], grad_T: Tensor,
                              grad_P: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The gradients of A, R, signed and weight given those of ``_combine_blocks``'s T and P (exact; x gets none)."""
-    x, R, signed, weight, p, out = saved
+    x, R, signed, weight, p, out, *spread = saved
     blocks, n, c = out.shape
     k = x.shape[1]
     d = k - 1
@@ -675,22 +693,18 @@ def _combine_blocks_backward(saved: tuple[Tensor, ...], grad_T: Tensor,
     g = out.new_empty(blocks, n, c + 1)
     torch.mul(signed[:, None, None], grad_T, out=g[..., :d])
     grad_signed = torch.einsum("nd,bnd->b", grad_T, v)
-    grad_weight = torch.zeros_like(weight)
     if c > d:
-        rows, cols = _triu(d, x.device)
-        weighted = weight[:, None, None] * grad_P                               # (B, n, C - d)
-        g[..., d:c] = weighted
-        g[..., :d].index_add_(-1, rows, weighted * v[..., cols], alpha=-1.0)
-        g[..., :d].index_add_(-1, cols, weighted * v[..., rows], alpha=-1.0)
-        grad_weight = torch.einsum("nc,bnc->b", grad_P, out[..., d:] - v[..., rows] * v[..., cols])
-    g[..., c] = -(g[..., :c] * out).sum(-1)
-    rhs = g.new_empty(blocks, n, k, c + 1)
-    for j in range(k):
-        torch.mul(g, x[:, j, None], out=rhs[:, :, j])
-    t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(blocks, -1, k, c + 1)
-    grad_a = torch.einsum("bhc,bhkc->bhk", R, t[..., :c]) + t[..., c]
-    grad_r = t[:, :, -1, :c]                                                   # the ones column of x
-    return grad_a, grad_r, grad_signed, grad_weight
+        weighted = torch.mul(weight[:, None, None], grad_P, out=g[..., d:c])    # (2K, n, C - d)
+        g[..., :d] -= _square_products_backward(weighted, v)
+        grad_weight = torch.einsum("nc,bnc->b", grad_P, spread[0])
+    else:
+        grad_weight = torch.zeros_like(weight)
+    torch.linalg.vecdot(g[..., :c], out, out=g[..., c])
+    rhs = torch.mul(g[:, :, None, :], x[:, :, None])                         # (2K, n, d+1, C+1)
+    t = torch.bmm(p.transpose(1, 2), rhs.view(blocks, n, -1)).view(2, R.shape[0], -1, k, c + 1)
+    grad_a = torch.einsum("khc,xkhjc->xkhj", R, t[..., :c]) - t[..., c]
+    grad_r = t[..., -1, :c].sum(0)                                           # the ones column of x, both blocks
+    return grad_a.flatten(0, 1), grad_r, grad_signed, grad_weight
 
 
 class _SoftmaxModules(torch.autograd.Function):
@@ -698,8 +712,8 @@ class _SoftmaxModules(torch.autograd.Function):
     alpha, beta, softmax_a, softmax_b, out_bias) to T(x) and, with ``jacobian``, the packed Jacobian (else
     ``(n, 0)``). On the CPU in float32 at d = 2 one fused kernel does all of it each way, forming the blocks from the
     parameters and taking their gradients back, recomputing the softmax in the backward pass (``_fused``,
-    docs/method.md §2.3). Elsewhere torch does: ``MGradNetM._blocks``, ``_combine_blocks`` and, backward, the
-    blocks' gradients taken back through the parameters' transforms by hand (which autograd ran as some twenty
+    docs/method.md §2.3). Elsewhere torch does: ``MGradNetM._block_parts``, ``_combine_blocks`` and, backward, the
+    blocks' gradients taken back through the parameters' transforms by hand (which autograd ran as some forty
     small operations each way). First order only."""
 
     @staticmethod
@@ -710,13 +724,10 @@ class _SoftmaxModules(torch.autograd.Function):
             T, packed, out, lse = _fused.mgradnet_forward(x, parameters, jacobian)
             ctx.save_for_backward(x, *parameters, out, lse)
             return T, packed
-        a2, w2, signed, weight = net._blocks()
-        if jacobian:
-            sq = net._square_products(net.W)
-            w2 = torch.cat([w2, torch.cat([sq, sq])], -1)                  # (2K, h, d + d(d+1)/2)
-        ones = torch.cat([x, x.new_ones(x.shape[0], 1)], -1)
-        T, packed, saved = _combine_blocks(ones, a2, w2, signed, weight)
-        ctx.save_for_backward(*parameters, *saved)
+        a2, signed, weight, raw, softplus, inputs = net._block_parts()
+        R = torch.cat([net.W, _pack(net.W[..., :, None] * net.W[..., None, :])], -1) if jacobian else net.W
+        T, packed, saved = _combine_blocks(F.pad(x, (0, 1), value=1.0), a2, R, signed, weight)
+        ctx.save_for_backward(raw, softplus, inputs, *saved)
         return T + parameters[-1], packed
 
     @staticmethod
@@ -726,30 +737,26 @@ class _SoftmaxModules(torch.autograd.Function):
             x, *parameters, out, lse = ctx.saved_tensors
             return None, None, None, *_fused.mgradnet_backward(x, parameters, out, lse, grad_T,
                                                                grad_P if ctx.jacobian else None)
-        W, bias, alpha, beta, softmax_a, softmax_b, _, *saved = ctx.saved_tensors
-        grad_a2, grad_w2, grad_signed, grad_weight = _combine_blocks_backward(saved, grad_T, grad_P)
-        k, d = W.shape[0], W.shape[2]
-        scale, sa, pa, pb = (F.softplus(t) for t in (beta, alpha, softmax_a, softmax_b))
-        ga, gb = sa * pa, sa * pb
-        # a2 = [a; -a] with a = scale [W, bias]; w2 = [R; R] with R = [W, sq(W)]; signed = [ga; -gb];
-        # weight = scale [ga; gb] (MGradNetM._blocks).
-        grad_a = grad_a2[:k] - grad_a2[k:]
-        grad_r = grad_w2[:k] + grad_w2[k:]
-        grad_scale = ((grad_a[..., :d] * W).sum((1, 2)) + (grad_a[..., d] * bias).sum(1)
-                      + ga * grad_weight[:k] + gb * grad_weight[k:])
-        grad_a = scale[:, None, None] * grad_a
-        grad_W = grad_a[..., :d] + grad_r[..., :d]
+        raw, softplus, inputs, *saved = ctx.saved_tensors
+        grad_a2, grad_r, grad_signed, grad_weight = _combine_blocks_backward(saved, grad_T, grad_P)
+        k, h, d = grad_r.shape[0], grad_r.shape[1], inputs.shape[-1] - 1
+        scale, sa, g = softplus[0], softplus[1], softplus[1] * softplus[2:]     # g: rows ga, gb (2, K)
+        # a2 = [a; -a] with a = scale [W, bias] (inputs = [W, bias]); R = [W, sq(W)] for both blocks of a module;
+        # signed = [ga; -gb]; weight = scale [ga; gb] (MGradNetM._block_parts).
+        grad_a = grad_a2.view(2, k, h, d + 1)
+        grad_a = grad_a[0] - grad_a[1]
+        grad_weight, grad_signed = grad_weight.view(2, k), grad_signed.view(2, k)
+        grad_scale = (grad_a * inputs).sum((1, 2)) + (grad_weight * g).sum(0)
+        grad_inputs = scale[:, None, None] * grad_a
+        grad_W = grad_inputs[..., :d] + grad_r[..., :d]
         if ctx.jacobian:
-            # sq = (W S_r) * (W S_c) with the one-hot selectors of GradientNetwork._square_products.
-            net, grad_sq = ctx.net, grad_r[..., d:]
-            grad_W = (grad_W + (grad_sq * (W @ net._select_cols)) @ net._select_rows.T
-                      + (grad_sq * (W @ net._select_rows)) @ net._select_cols.T)
-        grad_ga = grad_signed[:k] + scale * grad_weight[:k]
-        grad_gb = scale * grad_weight[k:] - grad_signed[k:]
-        softplus = torch.ops.aten.softplus_backward
-        return (None, None, None, grad_W, grad_a[..., d], softplus(pa * grad_ga + pb * grad_gb, alpha, 1, 20),
-                softplus(grad_scale, beta, 1, 20), softplus(sa * grad_ga, softmax_a, 1, 20),
-                softplus(sa * grad_gb, softmax_b, 1, 20), grad_T.sum(0))
+            grad_W += _square_products_backward(grad_r[..., d:], inputs[..., :d])
+        grad_g = torch.addcmul(grad_signed * ctx.net._signs, grad_weight, scale)
+        grad_softplus = torch.cat([grad_scale[None], (grad_g * softplus[2:]).sum(0, keepdim=True), sa * grad_g])
+        grad_beta, grad_alpha, grad_softmax_a, grad_softmax_b = torch.ops.aten.softplus_backward(
+            grad_softplus, raw, 1, 20).unbind()
+        return (None, None, None, grad_W, grad_inputs[..., d], grad_alpha, grad_beta, grad_softmax_a, grad_softmax_b,
+                grad_T.sum(0))
 
 
 #: Where CPU exp leaves its fast path (just above the log of the smallest normal number).
@@ -782,6 +789,8 @@ class MGradNetM(GradientNetwork):
         self.softmax_a = nn.Parameter(torch.full((modules,), 0.5))
         self.softmax_b = nn.Parameter(torch.full((modules,), 0.5))
         self.out_bias = nn.Parameter(torch.zeros(dim))
+        # A module's two softmax blocks, of +u and -u, in the 2K blocks' order (_block_parts).
+        self.register_buffer("_signs", torch.tensor([[1.0], [-1.0]]), persistent=False)
 
     def _evaluate(self, x: Tensor, jacobian: bool) -> tuple[Tensor, Tensor | None]:
         k, h, d = self.W.shape
@@ -804,14 +813,23 @@ class MGradNetM(GradientNetwork):
     def _blocks(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The 2K softmax blocks: input weights with the bias last ``(2K, h, d+1)``, output weights
         ``(2K, h, d)``, each block's signed output scale and its positive Jacobian weight ``(2K,)``."""
-        scale = F.softplus(self.beta)                                  # (K,)
-        sa = F.softplus(self.alpha)
-        ga, gb = sa * F.softplus(self.softmax_a), sa * F.softplus(self.softmax_b)
+        a2, signed, weight, *_ = self._block_parts()
+        return a2, torch.cat([self.W, self.W]), signed, weight
+
+    def _block_parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``_blocks``'s input weights, signed scales and Jacobian weights (block b's output weights are W[b mod K]),
+        and what ``_SoftmaxModules`` takes their gradients back through: the raw (beta, alpha, softmax_a, softmax_b)
+        stacked ``(4, K)``, their softplus, and [W, bias] ``(K, h, d+1)``. In as few operations as they take (each
+        is a kernel launch on a GPU)."""
+        k, h, d = self.W.shape
+        raw = torch.stack([self.beta, self.alpha, self.softmax_a, self.softmax_b])
+        softplus = F.softplus(raw)
+        scale, g = softplus[0], softplus[1] * softplus[2:]                # g: rows ga, gb (2, K)
+        inputs = torch.cat([self.W, self.bias[..., None]], -1)            # (K, h, d+1)
         # softmax(-u_k) is the softmax of a module with weights -W_k, -b_k: 2K blocks in one pass.
-        a = scale[:, None, None] * torch.cat([self.W, self.bias[..., None]], -1)     # (K, h, d+1)
+        a2 = ((self._signs * scale)[..., None, None] * inputs).view(2 * k, h, d + 1)
         # J = sum_k sp(beta_k) [ga_k (W^T diag p W - vp vp^T) + gb_k (W^T diag q W - vq vq^T)]
-        return (torch.cat([a, -a]), torch.cat([self.W, self.W]), torch.cat([ga, -gb]),
-                torch.cat([scale * ga, scale * gb]))
+        return a2, (self._signs * g).view(-1), (scale * g).view(-1), raw, softplus, inputs
 
     def _softmax_blocks(self, x: Tensor, a2: Tensor, w2: Tensor, signed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """softmax(+-u_k) of every block ``(n, 2K, h)``, W_k^T of it ``(2K, n, d)`` and T(x) without the

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy import stats
 
-from gradnet_core import Gaussian, GaussianMixture, ImageDensity, _fused
+from gradnet_core import Gaussian, GaussianMixture, ImageDensity, _fused, densities
 from gradnet_core.densities import as_point_sets, covariance_2d, stratified_components
 
 
@@ -110,12 +110,17 @@ def test_image_density_integrates_to_one(bandwidth):
 
 
 @pytest.mark.parametrize("bandwidth", [1e-2, 1e-3, 1e-4])
-@pytest.mark.parametrize("dtype, atol, fused", [(torch.float64, 1e-9, False), (torch.float32, 2e-3, False),
-                                                (torch.float32, 2e-3, True)])
-def test_image_log_prob_and_score_match_the_kernel_sum(gen, bandwidth, dtype, atol, fused):
-    # The KDE is taken by one matmul with clamped exponents, or in float32 by the fused kernel; it must
-    # stay the mixture of eq. 9, its gradient included, on the image, between strokes and far outside it.
-    dens = ImageDensity(digit_like_image(), bandwidth=bandwidth).to(dtype=dtype)
+@pytest.mark.parametrize("dtype, atol, fused, clamps", [(torch.float64, 1e-9, False, True),
+                                                        (torch.float32, 2e-3, False, True),
+                                                        (torch.float64, 1e-9, False, False),
+                                                        (torch.float32, 2e-3, False, False),
+                                                        (torch.float32, 2e-3, True, True)])
+def test_image_log_prob_and_score_match_the_kernel_sum(monkeypatch, gen, bandwidth, dtype, atol, fused, clamps):
+    # The KDE is taken by one matmul and a log-sum-exp with clamped exponents (the CPU's) or torch's (a GPU's), or in
+    # float32 by the fused kernel; it must stay the mixture of eq. 9, its gradient included, on the image, between
+    # strokes and far outside it. Smoothed copies share the pixels' terms and must see their own kernel.
+    monkeypatch.setattr(densities, "_clamps_exponents", lambda t: clamps)
+    dens = ImageDensity(digit_like_image(), bandwidth=bandwidth / 2).to(dtype=dtype).smoothed(bandwidth / 2)
     x = torch.cat([dens.sample(300, gen), torch.rand(300, 2, generator=gen, dtype=dtype),
                    torch.tensor([[3.0, -2.0], [0.5, 40.0]], dtype=dtype)]).requires_grad_(True)
     log_kernels = (dens.log_weights - (x[:, None, :] - dens.points).square().sum(-1) / (2 * bandwidth)
