@@ -5,9 +5,11 @@
     python benchmarks/gpu.py --device cpu --steps 20   # exercise the same code paths on the CPU
     python benchmarks/gpu.py --device cpu --only ops   # torch operations per step: a GPU step's host work
 
-Three variants of the digit presets are timed: eager (what ``train`` does), and the map's
+Four variants of the digit presets are timed: eager (what ``train`` does), the map's
 ``map_and_logdet`` under ``torch.compile`` in its default mode and in "reduce-overhead" mode (CUDA
-graphs). The compile time is the first step's extra seconds. The densities, the loss and the fused
+graphs), and its forward and backward passes captured as they are in two CUDA graphs
+(``torch.cuda.make_graphed_callables``; a GPU only). The compile or capture time is the first step's
+extra seconds. The densities, the loss and the fused
 optimiser stay eager: the image densities' bandwidth is a Python number that changes every step,
 which a captured graph would freeze. ``train`` itself never synchronises with the GPU between
 progress reports (every 0.25 s), so each timing below covers queued work up to the last step.
@@ -26,7 +28,34 @@ from gradnet_core import train
 from gradnet_core.presets import MODEL_PRESETS, train_preset
 from step_speed import RATIO_CASES, STEP_BANDWIDTH, problem
 
-VARIANTS = {"eager": None, "compile": "default", "compile + CUDA graphs": "reduce-overhead"}
+VARIANTS = {"eager": None, "compile": "default", "compile + CUDA graphs": "reduce-overhead",
+            "CUDA graphs of the network": "graphed"}
+
+
+class _MapAndLogdet(torch.nn.Module):
+    """A map's ``map_and_logdet`` as a module, so that ``torch.cuda.make_graphed_callables`` finds its parameters."""
+
+    def __init__(self, model, method):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, x):
+        return self.method(x)
+
+
+def with_variant(model, mode, batch_size: int, device: str):
+    """``model`` with its ``map_and_logdet`` (what ``train`` calls each step) compiled in ``mode``, or for "graphed"
+    captured forward and backward in two CUDA graphs (``torch.cuda.make_graphed_callables``: the training-mode call
+    at a fixed batch replays them; an evaluation-mode call runs eagerly)."""
+    if mode == "graphed":
+        if not device.startswith("cuda"):
+            raise RuntimeError("CUDA graphs need a GPU")
+        sample = torch.rand(batch_size, model.dim, device=device)
+        model.map_and_logdet = torch.cuda.make_graphed_callables(_MapAndLogdet(model, model.map_and_logdet),
+                                                                 (sample,))
+    elif mode is not None:
+        model.map_and_logdet = torch.compile(model.map_and_logdet, mode=mode)
+    return model
 
 
 def timed_train(model, source, target, config) -> float:
@@ -68,20 +97,24 @@ def preset_rows(device: str, steps: int, full: bool) -> list[list]:
             if mode is not None and not hasattr(torch, "compile"):
                 continue
             model = seeded_model(network, 0, dim=2, **kwargs).to(device)    # no moves inside train()
-            if mode is not None:
-                # train() calls model.map_and_logdet; the compiled version replaces it on this instance.
-                model.map_and_logdet = torch.compile(model.map_and_logdet, mode=mode)
             try:
-                first = timed_train(model, source, target, replace(config, steps=1))
+                # train() calls model.map_and_logdet; the variant replaces it on this instance.
+                model.train()
+                start = time.perf_counter()
+                model = with_variant(model, mode, config.batch_size, device)
+                first = time.perf_counter() - start + timed_train(model, source, target, replace(config, steps=1))
                 seconds = timed_train(model, source, target, replace(config, steps=steps))
             except Exception as err:                                       # compile unavailable here
                 print(f"  {preset}, {variant}: failed ({type(err).__name__}: {err})", flush=True)
                 continue
             rate = steps / seconds
             row = [preset, variant, first, rate, config.steps / rate]
-            if full and variant == "eager" and preset == "digits-paper":
+            if full and mode in (None, "graphed") and preset == "digits-paper":
                 model = seeded_model(network, 0, dim=2, **kwargs).to(device)
-                row[-1] = timed_train(model, source, target, config)
+                model.train()
+                start = time.perf_counter()
+                model = with_variant(model, mode, config.batch_size, device)
+                row[-1] = time.perf_counter() - start + timed_train(model, source, target, config)
             rows.append(row)
             print(f"  {preset}, {variant}: {rate:.1f} steps/s, first step {first:.1f} s", flush=True)
     return rows
@@ -165,7 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, ... or cpu for a dry run")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
-    parser.add_argument("--full", action="store_true", help="train the paper preset's 10000 steps (eager)")
+    parser.add_argument("--full", action="store_true",
+                        help="train the paper preset's 10000 steps (eager, and with the network in CUDA graphs)")
     parser.add_argument("--cases", type=int, default=len(RATIO_CASES), help="first N rows of the step table")
     parser.add_argument("--only", choices=("ratio", "presets", "profile", "ops"), help="print one table only")
     args = parser.parse_args()
