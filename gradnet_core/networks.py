@@ -713,7 +713,7 @@ class _SoftmaxModules(torch.autograd.Function):
     ``(n, 0)``). On the CPU in float32 at d = 2 one fused kernel does all of it each way, forming the blocks from the
     parameters and taking their gradients back, recomputing the softmax in the backward pass (``_fused``,
     docs/method.md §2.3). Elsewhere torch does: ``MGradNetM._block_parts``, ``_combine_blocks`` and, backward, the
-    blocks' gradients taken back through the parameters' transforms by hand (which autograd ran as some forty
+    blocks' gradients taken back through the parameters' transforms by hand (which autograd ran as some twenty
     small operations each way). First order only."""
 
     @staticmethod
