@@ -22,7 +22,10 @@ The checks, all from what training itself has:
 - **The Monge–Ampère residual as a KL estimate**, when both densities are known: for an injective
   map, E_p[log p(x) - log det J_T(x) - log q(T(x))] = KL(T#p || q). A map that squeezes the source
   onto a share f of the target's mass has KL ≈ -log f, so exp(-KL) reads as "the share of the
-  target the map covers" (2 of 3 equal components: KL = log 3/2 = 0.41, 67 %).
+  target the map covers" (2 of 3 equal components: KL = log 3/2 = 0.41, 67 %). On a target of several
+  components a gross estimate (``KL_GROSS_TOLERANCE``) fails a map whatever the transport check says, a map
+  trained on samples too: that check's tolerance, a share of the whole variance, lets narrow components far
+  apart land several of their own widths off.
 - **The source's mass the map puts where the target is thin**, when both densities are known: the share
   of source samples whose Monge–Ampère residual r(x) = log p(x) - log det J_T(x) - log q(T(x)) exceeds
   log 10, i.e. where T#p(T(x)) is over ten times q(T(x)): mass sent between a digit's strokes. The inverse
@@ -59,11 +62,21 @@ __all__ = ["Verdict", "assess_map", "after_retries", "after_short_run", "with_ad
            "SHORT_RUN_STEPS", "KL_TOLERANCE", "DISTANCE_TOLERANCE", "IMAGE_DISTANCE_TOLERANCE", "UNCOVERED_TOLERANCE",
            "IMAGE_UNCOVERED_TOLERANCE", "IMAGE_MISPLACED_TOLERANCE", "TRANSPORT_TOLERANCE", "IMAGE_TRANSPORT_TOLERANCE",
            "TRANSPORT_MAX_DIM", "MIN_SAMPLES", "SAMPLE_UNCOVERED_TOLERANCE", "MIXTURE_TRANSPORT_TOLERANCE",
-           "MIXTURE_TRANSPORT_FACTOR", "MIXTURE_TRANSPORT_DRAWS"]
+           "MIXTURE_TRANSPORT_FACTOR", "MIXTURE_TRANSPORT_DRAWS", "KL_GROSS_TOLERANCE"]
 
 #: Largest KL(T#p || q) estimate (nats) a map may have and pass (exp(-0.15): 86 % of the target covered;
 #: good mixture maps, L2-UVP under 2 %, show 0.05-0.08 at 1000 samples).
 KL_TOLERANCE = 0.15
+#: On a target of several components, the KL(T#p || q) estimate (less two standard errors) above which a map fails
+#: whatever the transport check says, for a map trained on samples too. The transport check's tolerance is a share of
+#: the target's variance, most of it the spread between the components, so each narrow component may land a few of
+#: its own widths off and pass: two blobs 16 apart (sd 0.3) turned by 90 degrees, a map sending each blob whole to
+#: one target blob (L2-UVP 190 %; the optimal map cuts both in two) passed with W2^2 excess 1.1 against the 1.44
+#: allowed, at KL 6.7 nats. On the 457 right maps (L2-UVP <= 5 %) of 470 saved from the mixture benchmark's cases
+#: (220 runs: five case seeds, two training seeds, most saved again under session 31's verdict; the maps shown, nearly
+#: all the Sinkhorn phase's) the estimate was at most 1.36, less two standard errors 1.10: exp(-2.5) reads as under a
+#: tenth of the target's mass matched (docs/method.md §6.11).
+KL_GROSS_TOLERANCE = 2.5
 #: How many times the target-vs-target energy distance the map's may be. Set on the robustness
 #: benchmark (results/robustness/, 1000 samples): good maps (digit MSE <= 2e-3, mixture L2-UVP <= 5 %)
 #: reached ratios up to 7-13, wrong mixture maps 39-260, wrong digit maps 1.7-41; 8 flags every wrong
@@ -239,6 +252,12 @@ def _kl_estimate(terms: Tensor) -> tuple[float, float]:
     return float(terms.mean()), float(terms.std() / math.sqrt(terms.numel()))
 
 
+def _gross(kl: float | None, kl_error: float | None, components: int) -> bool:
+    """Whether a KL estimate fails the map on its own, whatever the transport check says (``KL_GROSS_TOLERANCE``)."""
+    return (components > 1 and kl is not None and math.isfinite(kl)
+            and kl - 2.0 * (kl_error or 0.0) > KL_GROSS_TOLERANCE)
+
+
 def _misplaced_share(terms: Tensor) -> float:
     """Share of the source samples where T#p(T(x)) > q(T(x)) / THIN_RATIO (NaN counts as misplaced)."""
     return float((~(terms <= -math.log(THIN_RATIO))).double().mean())
@@ -303,15 +322,24 @@ def assess_map(model: TransportMap, source: Any, target: Any, samples: int = 100
     kl = kl_error = uncovered = misplaced = None
     densities = isinstance(source, Density) and isinstance(target, Density)
     image = isinstance(target, ImageDensity)
+    components = len(target.weights) if isinstance(target, GaussianMixture) else 1
     if densities and jacobian:
         terms = _residuals(model, source, target, x)
         misplaced = _misplaced_share(terms)
         if not image:
             kl, kl_error = _kl_estimate(terms)
+    elif densities and components > 1 and model.monotone:
+        # A map trained on samples is not judged by its KL estimate (such right maps read up to about 1.4 nats), but a
+        # gross one fails it (KL_GROSS_TOLERANCE); only then is it reported.
+        terms = _residuals(model, source, target, x)
+        kl, kl_error = _kl_estimate(terms)
+        if _gross(kl, kl_error, components):
+            misplaced = _misplaced_share(terms)
+        else:
+            kl = kl_error = None
     if densities and (jacobian or not image) and model.monotone and model.dim <= UNCOVERED_MAX_DIM:
         uncovered = _uncovered_share(model, source, target, y)
     transport = None
-    components = len(target.weights) if isinstance(target, GaussianMixture) else 1
     if model.dim <= TRANSPORT_MAX_DIM:
         tolerance = IMAGE_TRANSPORT_TOLERANCE if image else TRANSPORT_TOLERANCE
         if densities:
@@ -417,27 +445,33 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
     if transport is not None:
         # In low dimensions the transport check decides (module docstring); the others name what went wrong,
         # the energy distance included (direction "auto" keeps an inverse whose only named fault is strewn mass).
-        # ``uncovered_alone``: the uncovered share decides beside it (a map trained on samples: its own tolerance).
-        far = transport.failed or (uncovered_alone and bare)
+        # ``uncovered_alone``: the uncovered share decides beside it (a map trained on samples: its own tolerance);
+        # on a target of several components so does a gross KL estimate.
+        gross = _gross(kl, kl_error, components)
+        far = transport.failed or (uncovered_alone and bare) or gross
+        # A gross KL is said as the source's mass sent where the target is thin, where that is measured: a few per
+        # cent sent far from every component raise the KL as much as most of the target left bare would.
+        strewn = strewn or (gross and misplaced is not None and misplaced >= 0.01)
         bare, squeezed, strewn = bare and far, squeezed and far, strewn and far
         compare = transport.compare()
-        checks = (("transport", transport.failed), *((name, bad and far) for name, bad in checks))
+        checks = (("transport", transport.failed), ("distance", checks[0][1] and far), ("kl", squeezed),
+                  ("uncovered", bare), ("misplaced", strewn))
     if far and transport is not None and not (bare or squeezed or strewn):
         message = (f"The map is not the optimal map: {compare}, as if its points were off from the optimal map's by "
                    f"about {math.sqrt(max(transport.excess, 0.0)):.2g} on average (root mean square).")
     elif bare:
         message = (f"The map is not the optimal map: it leaves about {_fraction(uncovered)} of the target's mass "
                    f"uncovered (where its pushforward has under a tenth of the target's density), and {compare}.")
+    elif strewn:
+        message = (f"The map is not the optimal map: it sends about {_fraction(misplaced)} of the source's mass where "
+                   f"the target is thin (its pushforward has over ten times the target's density there), and "
+                   f"{compare}.")
     elif squeezed:
         # KL(T#p || q) alone does not say where the pushforward goes wrong: mass left out of part of the target
         # and mass put between its components both raise it (a mixture with bridges between components did).
         message = (f"The map is not the optimal map: its pushforward differs from the target by KL(T#p || q) ≈ "
                    f"{kl:.2f} nats, as much as if about {_fraction(1.0 - math.exp(-kl))} of the target's mass were "
                    f"left uncovered or put where the target has little, and {compare}.")
-    elif strewn:
-        message = (f"The map is not the optimal map: it sends about {_fraction(misplaced)} of the source's mass where "
-                   f"the target is thin (its pushforward has over ten times the target's density there), and "
-                   f"{compare}.")
     elif far:
         message = f"The map is not the optimal map: its pushforward does not match the target; {compare}."
     elif monotone and transport is not None:

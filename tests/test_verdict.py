@@ -152,6 +152,31 @@ def test_a_map_trained_on_samples_that_squeezes_far_apart_components_is_flagged(
     assert assess_map(Affine(np.eye(2), [0.0, 0.0]), target, target, seed=0, jacobian=False).ok
 
 
+@pytest.mark.parametrize("jacobian", [True, False])
+def test_a_gross_kl_fails_a_map_the_transport_check_passes_on_components_far_apart(jacobian):
+    # Narrow blobs 16 apart: the transport check allows an excess of 2.25 % of the variance (64, nearly all of it the
+    # spread between the blobs), W2^2 = 1.44. A map that lands each blob 3 of its widths off (0.3, sd 0.1) or puts 2 %
+    # of the mass midway shows 0.09 or 1.0 and passed; a trained map that sent each of two such blobs whole to a blob
+    # turned by 90 degrees (L2-UVP 190 %) passed so. Their KL estimates, 4-9 nats, now fail them, for maps trained on
+    # samples too (whose KL is otherwise left out), and name what went wrong.
+    target = GaussianMixture([0.5, 0.5], [[-8.0, 0.0], [8.0, 0.0]], [0.01 * np.eye(2)] * 2)
+    shifted = GaussianMixture([0.5, 0.5], [[-7.7, 0.0], [8.3, 0.0]], [0.01 * np.eye(2)] * 2)
+    blobs = [[-8.0, 0.0], [0.0, 0.0], [8.0, 0.0]]
+    midway = GaussianMixture([0.49, 0.02, 0.49], blobs, [0.09 * np.eye(2)] * 3)
+    wide = GaussianMixture([0.5, 0.5], [[-8.0, 0.0], [8.0, 0.0]], [0.09 * np.eye(2)] * 2)
+    identity = Affine(np.eye(2), [0.0, 0.0])
+    for source, target, named, words in ((shifted, target, "uncovered", "of the target's mass uncovered"),
+                                         (midway, wide, "misplaced", r"sends about [23] % of the source's mass")):
+        for seed in range(2):
+            verdict = assess_map(identity, source, target, seed=seed, jacobian=jacobian)
+            assert verdict.transport_excess < verdict.transport_tolerance                # the transport check passes
+            assert not verdict.ok and "kl" in verdict.failed and named in verdict.failed, verdict.message
+            assert verdict.kl > 4.0 and re.search(words, verdict.message), verdict.message
+        # The exact map passes, and a map trained on samples reports no KL where it does not decide.
+        exact = assess_map(identity, target, target, seed=0, jacobian=jacobian)
+        assert exact.ok and (exact.kl is None) == (not jacobian), exact.message
+
+
 def test_a_map_covering_two_thirds_of_the_target_is_flagged_in_words():
     eye = 0.25 * np.eye(2)
     source = GaussianMixture([0.5, 0.5], [[-3.0, 1.0], [3.0, 1.0]], [eye, eye])
