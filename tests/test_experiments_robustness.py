@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from gradnet_core.experiments import EXPERIMENTS
-from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, PHOTO_CHARACTERS, PHOTO_FONTS, THRESHOLDS,
-                                                 draw_canvas, drawing_image, photo_image, photograph,
+from gradnet_core.experiments.robustness import (DRAWING_SHAPES, FAMILIES, LAYOUT_TURNS, PHOTO_CHARACTERS, PHOTO_FONTS,
+                                                 THRESHOLDS, draw_canvas, drawing_image, photo_image, photograph,
                                                  random_mixture_rows, resummarize, robustness_cases, run_robustness)
 from gradnet_core.presets import mixture_from_rows, parse_settings, train_preset, with_settings
 
@@ -52,6 +52,24 @@ def test_photos_go_through_the_upload_path():
         a, b = (part.split("[") for part in c.name.split("->"))
         assert a[0] != b[0] and {a[0], b[0]} <= set(PHOTO_CHARACTERS)
         assert {a[1][:-1] + ".ttf", b[1][:-1] + ".ttf"} <= set(PHOTO_FONTS)
+
+
+def test_layouts_turn_equal_blobs_on_a_ring_onto_themselves():
+    # Each layout is n equal blobs on a ring and the same ring turned by 1/2, 1/3 or 1/6 of the angle between
+    # neighbours; the blobs stay apart (their spread at most a sixth of the distance between neighbours).
+    cases, _ = robustness_cases(["layouts"], layouts=12, seed=3)
+    assert [len(c.source) for c in cases] == [2, 3, 4, 6] * 3 and all(not c.is_digits for c in cases)
+    for i, c in enumerate(cases):
+        n, share = len(c.source), LAYOUT_TURNS[i // 4]
+        src, tgt = (np.array([[r["mean_x"], r["mean_y"]] for r in rows]) for rows in (c.source, c.target))
+        radius = np.linalg.norm(src, axis=1)
+        assert np.allclose(radius, radius[0]) and np.allclose(np.linalg.norm(tgt, axis=1), radius[0])
+        turn = np.angle(complex(*tgt[0])) - np.angle(complex(*src[0]))
+        assert np.isclose(np.exp(1j * turn), np.exp(1j * share * 2 * np.pi / n))
+        gap = 2 * radius[0] * np.sin(np.pi / n)
+        assert all(r["std_x"] == r["std_y"] <= gap / 6 and r["weight"] == 1 / n for r in c.source + c.target)
+        assert f"{n} blobs turned 1/{round(1 / share)} step" in c.name
+    assert robustness_cases(["layouts"], layouts=12, seed=3)[0][5].source == cases[5].source   # seeded
 
 
 def test_random_mixtures_split_and_merge():
@@ -117,8 +135,8 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
 
     # Without n_test each family draws its own number of points (the mixtures' references need more), here scaled down.
     monkeypatch.setattr(robustness, "N_TEST", {"mnist": 300, "bundled": 300, "drawings": 300, "photos": 300,
-                                               "mixtures": 400, "sample-only": 350})
-    families = ["mnist", "bundled", "drawings", "photos", "mixtures", "sample-only"]
+                                               "mixtures": 400, "layouts": 400, "sample-only": 350})
+    families = ["mnist", "bundled", "drawings", "photos", "mixtures", "layouts", "sample-only"]
     result = run_robustness(tmp_path, families=families, mnist=None, seeds=1, draws=2, cases=1,
                             drawings=4, mixtures=1, photos=2, steps=5, settings=ONE_RUN)
     assert result.summary["n_test"] == robustness.N_TEST
@@ -134,28 +152,28 @@ def test_tiny_run_writes_sane_columns(tmp_path, small_pot, monkeypatch):
         assert column in rows[0], column
     # one case per family (three objectives for sample-only) x 1 seed x 2 draws
     assert {r["family"] for r in rows} == set(FAMILIES) - {"mnist"}
-    assert len(rows) == (4 + 3) * 2
+    assert len(rows) == (5 + 3) * 2
     for r in rows:
         metric, threshold = THRESHOLDS[r["family"]]
         assert r["metric"] == metric and float(r["threshold"]) == threshold
         # the reference noise (an exact map's score) is far below doing nothing
         assert 0 < float(r["noise"]) < 0.5 * float(r["no_map"])
         assert np.isfinite(float(r["score"])) and r["passes"] in ("True", "False")
-        assert (r["pot_score"] != "") == (r["family"] == "mixtures")
+        assert (r["pot_score"] != "") == (r["family"] in ("mixtures", "layouts"))
         assert int(r["n_test"]) == robustness.N_TEST[r["family"]]
     for r in rows:
-        if r["family"] == "mixtures":
+        if r["family"] in ("mixtures", "layouts"):
             assert 0 <= float(r["pot_score"]) < float(r["no_map"])   # POT's map beats no map
         # the mixtures also scored against plain draws (the reference before 2026-12-05), the digits not
-        assert (r["score_plain"] != "") == (r["family"] in ("mixtures", "sample-only"))
-        assert (r["pot_score_plain"] != "") == (r["family"] == "mixtures")
+        assert (r["score_plain"] != "") == (r["family"] in ("mixtures", "layouts", "sample-only"))
+        assert (r["pot_score_plain"] != "") == (r["family"] in ("mixtures", "layouts"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     for family in summary["families_summary"]:          # every run was judged: above or under the threshold
         assert family["verdict"]["above_threshold"] + family["verdict"]["under_threshold"] == family["runs"]
     assert [s["family"] for s in summary["families_summary"] if "plain_reference" in s][:1] == ["mixtures"]
     assert "the same maps against a reference of plain draws" in (tmp_path / "summary.md").read_text()
     labels = [s["family"] for s in summary["families_summary"]]
-    assert labels[:5] == ["bundled", "drawings", "photos", "mixtures", "sample-only"]
+    assert labels[:6] == ["bundled", "drawings", "photos", "mixtures", "layouts", "sample-only"]
     # a saved run's summary can be recomputed from its CSV (for a run stopped early)
     again = resummarize(tmp_path)
     assert [(s["family"], s["runs"], s["pass_share"]) for s in again["families_summary"]] == \

@@ -16,6 +16,10 @@ Families of cases:
 * ``mixtures``: seeded random 2-D Gaussian mixture pairs (1-5 components a side, splits and merges,
   unequal weights, anisotropic covariances) and the app's mixture presets, trained on both densities
   (the app's default objective); POT's out-of-sample EMD map (``ot.da.EMDTransport``) beside them.
+* ``layouts``: mixtures as a teacher types a demo: 2, 3, 4 or 6 equal narrow blobs on a ring onto the same ring
+  turned by half, a third or a sixth of the angle between neighbours (``layout_rows``). Half is a tie the optimal map
+  breaks by cutting every blob in two, a jump a smooth network can only approximate: those maps are expected to be
+  wrong, and the verdict to say so. Trained and scored as the mixtures are.
 * ``sample-only``: the mixture cases again with the sample-only objectives (Gaussian-moment KL,
   adversarial W1, Sinkhorn; ``presets.SAMPLE_LOSS_SETTINGS``), the target given as 20 000 samples.
 
@@ -60,15 +64,15 @@ from .digits_table import EVAL_BANDWIDTH, digit_densities, preset_config, train_
 from .._pot import import_pot
 
 __all__ = ["FAMILIES", "THRESHOLDS", "DRAWING_SHAPES", "draw_canvas", "drawing_image", "PHOTO_CHARACTERS",
-           "PHOTO_FONTS", "photograph", "photo_image", "random_mixture_rows",
+           "PHOTO_FONTS", "photograph", "photo_image", "random_mixture_rows", "layout_rows", "LAYOUT_TURNS",
            "robustness_cases", "run_robustness", "read_rows", "resummarize", "add_arguments", "run"]
 
-FAMILIES = ("mnist", "bundled", "drawings", "photos", "mixtures", "sample-only")
+FAMILIES = ("mnist", "bundled", "drawings", "photos", "mixtures", "layouts", "sample-only")
 
 #: family -> (score, pass threshold): a run passes when its score is at or below the threshold.
 THRESHOLDS: dict[str, tuple[str, float]] = {
     "mnist": ("mse", 2e-3), "bundled": ("mse", 2e-3), "drawings": ("mse", 2e-3), "photos": ("mse", 2e-3),
-    "mixtures": ("l2_uvp", 5.0), "sample-only": ("l2_uvp", 10.0),
+    "mixtures": ("l2_uvp", 5.0), "layouts": ("l2_uvp", 5.0), "sample-only": ("l2_uvp", 10.0),
 }
 
 #: family -> source and target samples per evaluation draw, unless ``n_test`` says otherwise. The exact discrete map on
@@ -77,7 +81,7 @@ THRESHOLDS: dict[str, tuple[str, float]] = {
 #: target draw), against a threshold of 5 %, so right maps failed on the reference's error (a map at 1 % against
 #: 6000 points scored 2-10 % against 1500), and 0.4-1.5 % at 4000-6000 (results/robustness/s29-n4000/README.md).
 N_TEST: dict[str, int] = {"mnist": 1500, "bundled": 1500, "drawings": 1500, "photos": 1500, "mixtures": 4000,
-                          "sample-only": 4000}
+                          "layouts": 4000, "sample-only": 4000}
 
 DENSITY_OBJECTIVE = "monge-ampere"   # what the digit and mixture families train with (the presets' default)
 SAMPLE_TARGET_SIZE = 20_000          # target samples a sample-only objective trains on (as experiments.gmm)
@@ -252,6 +256,28 @@ def random_mixture_rows(seed: int, components: tuple[int, int] | None = None) ->
     return side(counts[0]), side(counts[1])
 
 
+#: The turns of the layouts family, as shares of the angle between neighbouring blobs: a half is a tie.
+LAYOUT_TURNS = (1 / 2, 1 / 3, 1 / 6)
+
+
+def layout_rows(seed: int, i: int) -> tuple[list[dict], list[dict], str]:
+    """Source and target rows and the name of layout ``i``: ``(2, 3, 4, 6)[i % 4]`` equal blobs on a ring of radius 3-9
+    (its angle at random), standard deviations from 0.15 to a sixth of the distance between neighbours (at most 1),
+    onto the same ring turned by ``LAYOUT_TURNS[i // 4 % 3]`` of the angle between neighbours."""
+    rng = np.random.default_rng([seed, 7001, i])
+    n, share = (2, 3, 4, 6)[i % 4], LAYOUT_TURNS[i // 4 % 3]
+    radius, start = float(rng.uniform(3.0, 9.0)), float(rng.uniform(0.0, 2 * math.pi))
+    sd = float(rng.uniform(0.15, min(1.0, 2 * radius * math.sin(math.pi / n) / 6)))
+
+    def ring(turn: float) -> list[dict]:
+        return [{"weight": 1.0 / n, "mean_x": radius * math.cos(start + turn + 2 * math.pi * k / n),
+                 "mean_y": radius * math.sin(start + turn + 2 * math.pi * k / n), "std_x": sd, "std_y": sd,
+                 "corr": 0.0} for k in range(n)]
+
+    name = f"{n} blobs turned 1/{round(1 / share)} step (r {radius:.1f}, sd {sd:.2f})"
+    return ring(0.0), ring(share * 2 * math.pi / n), name
+
+
 # --- cases ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -278,15 +304,16 @@ def _digit_pairs(rng: np.random.Generator) -> list[tuple[int, int]]:
 
 
 def robustness_cases(families: Sequence[str] = FAMILIES, mnist: str | Path | None = None, drawings: int = 20,
-                     mixtures: int = 20, cases: int | None = None, seed: int = 0, photos: int = 20
+                     mixtures: int = 20, cases: int | None = None, seed: int = 0, photos: int = 20, layouts: int = 12
                      ) -> tuple[list[Case], list[str]]:
     """The benchmark's cases, family by family (at most ``cases`` per family), and notes on what was
-    skipped. ``drawings``, ``photos`` and ``mixtures`` are the numbers of random drawing, photo and mixture pairs."""
+    skipped. ``drawings``, ``photos``, ``mixtures`` and ``layouts`` are the numbers of random drawing, photo, mixture
+    and layout pairs."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
-    if drawings < 2 or mixtures < 0 or photos < 0:
-        raise ValueError("there must be at least 2 drawings and no negative number of photos or mixtures")
+    if drawings < 2 or mixtures < 0 or photos < 0 or layouts < 0:
+        raise ValueError("there must be at least 2 drawings and no negative number of photos, mixtures or layouts")
     notes: list[str] = []
     out: dict[str, list[Case]] = {f: [] for f in families}
     rng = np.random.default_rng(seed)
@@ -337,6 +364,10 @@ def robustness_cases(families: Sequence[str] = FAMILIES, mnist: str | Path | Non
             picked = mixture_cases if cases is None else mixture_cases[:cases]
             out["sample-only"] = [Case("sample-only", c.name, c.source, c.target, c.seed, loss)
                                   for c in picked for loss in SAMPLE_LOSS_SETTINGS]
+    if "layouts" in families:
+        for i in range(layouts):
+            rows_s, rows_t, name = layout_rows(seed, i)
+            out["layouts"].append(Case("layouts", name, rows_s, rows_t, seed + 7000 + i))
     for family in families:
         cap = cases if family != "sample-only" or cases is None else cases * len(SAMPLE_LOSS_SETTINGS)
         out[family] = out[family][:cap] if cap is not None else out[family]
@@ -716,7 +747,7 @@ def resummarize(folder: str | Path) -> dict[str, Any]:
 def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMILIES, mnist: str | Path | None = None,
                    seeds: int = 3, draws: int = 3, n_test: int | None = None, cases: int | None = None,
                    drawings: int = 20, mixtures: int = 20, steps: int | None = None, seed: int = 0, jobs: int | None = 1,
-                   photos: int = 20,
+                   photos: int = 20, layouts: int = 12,
                    on_progress: ProgressFn | None = None, write_files: bool = True,
                    figure_every: int = 10, backend: str = "local", settings: Sequence[str] = ()) -> ExperimentResult:
     """Train the app's defaults on every case of ``families`` with ``seeds`` seeds, score each map on
@@ -749,11 +780,11 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
             raise ValueError(f"the {preset} preset's network {MODEL_PRESETS[preset][0]} does not take those "
                              f"settings: {err}") from err
     started = time.perf_counter()
-    all_cases, notes = robustness_cases(families, mnist, drawings, mixtures, cases, seed, photos)
+    all_cases, notes = robustness_cases(families, mnist, drawings, mixtures, cases, seed, photos, layouts)
     todo = _interleave(all_cases)
     seed_list = [seed + k for k in range(seeds)]
     tasks = [(c, seed_list, draws, N_TEST[c.family] if n_test is None else n_test, steps, parsed,
-              c.family == "mixtures") for c in todo]
+              c.family in ("mixtures", "layouts")) for c in todo]
     labels = [f"{c.family}: {c.name}" + ("" if c.loss == DENSITY_OBJECTIVE else f", {c.loss}") for c in todo]
     tracker = ProgressTracker([seeds * _train_steps(c, steps, parsed) for c in todo], on_progress)
     folder = output_dir(out, "robustness") if write_files else None
@@ -762,7 +793,8 @@ def run_robustness(out: str | Path | None = None, families: Sequence[str] = FAMI
         "families": families, "seeds": seed_list, "draws": draws,
         "n_test": {f: N_TEST[f] if n_test is None else n_test for f in families}, "steps_override": steps,
         "settings": list(settings),
-        "cases_cap": cases, "drawings": drawings, "photos": photos, "mixtures": mixtures, "seed": seed, "jobs": jobs,
+        "cases_cap": cases, "drawings": drawings, "photos": photos, "mixtures": mixtures, "layouts": layouts,
+        "seed": seed, "jobs": jobs,
         "backend": backend,
         "eval_bandwidth_digits": EVAL_BANDWIDTH, "sample_target_size": SAMPLE_TARGET_SIZE,
         "pot_train_size": POT_TRAIN_SIZE, "thresholds": {f: {"metric": m, "max": t} for f, (m, t) in THRESHOLDS.items()},
@@ -803,11 +835,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=int, default=3, help="evaluation draws per trained map")
     parser.add_argument("--n-test", type=int, default=None,
                         help="source and target samples per draw (default: 1500 for the digit and photo families, "
-                             "4000 for the mixtures)")
+                             "4000 for the mixtures and layouts)")
     parser.add_argument("--cases", type=int, default=None, help="at most this many cases per family (quick runs)")
     parser.add_argument("--drawings", type=int, default=20, help="random drawing pairs")
     parser.add_argument("--photos", type=int, default=20, help="random pairs of photographed printed characters")
     parser.add_argument("--mixtures", type=int, default=20, help="random mixture pairs (besides the app's presets)")
+    parser.add_argument("--layouts", type=int, default=12, help="rings of blobs turned onto themselves")
     parser.add_argument("--steps", type=int, default=None,
                         help="override every preset's training steps (its fallback's too)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cases, pairings and first training seed")
@@ -823,7 +856,7 @@ def run(args: argparse.Namespace, on_progress: ProgressFn | None = None) -> Expe
 
     result = run_robustness(args.out, families=args.families, mnist=args.mnist, seeds=args.seeds, draws=args.draws,
                             n_test=args.n_test, cases=args.cases, drawings=args.drawings, mixtures=args.mixtures,
-                            photos=args.photos,
+                            photos=args.photos, layouts=args.layouts,
                             steps=args.steps, seed=args.seed, jobs=args.jobs, on_progress=on_progress,
                             backend=args.backend, settings=args.settings)
     for note in result.summary["notes"]:
