@@ -526,9 +526,14 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
 
 #: The advice on a mixture target with a component left bare. A single Gaussian left bare is advised to train longer
 #: (TRY_AGAIN): N(0, I) onto a nearly flat Gaussian (std 3 and 0.05, correlation -0.95), L2-UVP 87 % after the
-#: page's 200 steps, was 7 % after 1000 and 2.1 % after 2000 (a new-user review, 2026-12-04).
-_BARE_MIXTURE = (" Another seed or more steps rarely help here: the density losses are content to leave a small or "
-                 "distant part of the target empty.")
+#: page's 200 steps, was 7 % after 1000 and 2.1 % after 2000 (a new-user review, 2026-12-04). Said of whichever loss
+#: trained the map, and of a small part left bare as of most of the target (a review read "a small part" beside
+#: "100 % uncovered"). What a user can change: two blobs turned by 90 degrees onto themselves, 6 apart with standard
+#: deviation 1, were learned within L2-UVP 0.6 %; 8 apart with 0.5, 3-12 %; 16 apart with 0.3, 180-190 % (seeds 0-1;
+#: results/robustness/s32-layouts/ has rings of 2-6 blobs).
+_BARE_MIXTURE = (" Another seed or more steps rarely help here: the optimal map jumps across the gaps between the "
+                 "target's components, and a smooth network can only approximate a jump. It comes closer where the "
+                 "components are wider or nearer each other.")
 # On the MNIST pairs and drawings whose map left a stroke bare, the next seed's map was right for 6 of 30 such runs
 # (results/robustness/ab-retry/).
 _BARE_IMAGE = (" Another seed helps about one time in five: the optimal map onto strokes far apart jumps between them, "

@@ -168,6 +168,9 @@ if "gaussian2d" in saved:
         _dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "seed", "mse", "order_reversal_share",
                                                          "crossing_share", "final_loss", "train_s")}
                                  for r in res.rows]))
+    if res.figures and seeds and seeds > 1:
+        st.caption(f"The pictures show the first training seed's maps (seed {summary.get('seed', 0)}) and that "
+                   "run's MSE, not the medians above.")
     for path in res.figures:
         st.image(str(path))
 

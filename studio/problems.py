@@ -349,7 +349,8 @@ def metrics_table(runs: Sequence[Run], details: bool = False, metrics: Sequence[
         rows.append(row)
     columns = ["map", *labels.values(), *(("settings", "trained on") if details else ())]
     table = pd.DataFrame(rows, columns=columns)
-    return table.astype({"steps": "float64"}) if len(table) and "steps" in table else table
+    # whole numbers, a loaded map's missing ones left empty: the CSV wrote 200.0 (a review)
+    return table.astype({"steps": "Int64"}) if len(table) and "steps" in table else table
 
 
 def density_morph_of(reference: Reference, run: Run) -> DensityMorph:

@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from helpers import after_prewarm  # noqa: E402
 
 from gradnet_core import MGradNetM, presets  # noqa: E402
+from studio.problems import METRIC_COLUMNS  # noqa: E402
 from studio.state import DETAILS_LABEL  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -103,6 +104,11 @@ def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
     assert {"MSE", "L2-UVP (%)", "cosine", "Monge–Ampère residual", "smallest Jacobian eigenvalue",
             "training time (s)"} <= set(table.columns)
     assert np.isfinite(table["MSE"].to_numpy()).all()
+    # which of the checks decide is said under their table (a green map beside "uncovered 13 %" read as a contradiction)
+    assert any(c.value.startswith("The W2 excess decides") for c in at.caption)
+    kl = METRIC_COLUMNS["kl_estimate"]
+    if kl in table:
+        assert (table[kl].dropna() >= 0).all()                     # the estimate's noise below 0 is shown as 0
     labels = [b.label for b in at.get("download_button")]
     assert any(".safetensors" in label for label in labels) and any(".csv" in label for label in labels)
     assert any(".gif" in label for label in labels)

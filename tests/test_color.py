@@ -2,6 +2,7 @@
 and the page under AppTest (renders, trains a few steps, recolours)."""
 
 import io
+import math
 import sys
 import time
 from pathlib import Path
@@ -129,6 +130,10 @@ def test_a_flagged_colour_map_is_told_why_in_colour_terms_and_other_verdicts_are
                                    "from the target's colours, against 0.03 between two samples of the target's own "
                                    "pixels and 0.07 for POT's EMD transfer")
     assert "smooth map cannot" in told.message and told.message.endswith(told.advice)
+    # the tolerance the headline quotes ("over the 0.068 the check allows") is said where it comes from
+    allowed = math.sqrt(flagged.transport_tolerance)
+    assert f"allows the colours to be off from the optimal map's by up to {allowed:.2g} on average" in told.message
+    assert "20 % of the target colours' own spread" in told.message
     short = after_short_run(flagged, 5)         # a short run keeps its advice to train longer
     assert color.explain_verdict(short, distances) == short
     passed = assess_map(identity_map(), color.image_pixels(target), color.image_pixels(target), samples=100)

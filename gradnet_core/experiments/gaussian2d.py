@@ -208,7 +208,7 @@ def run_gaussian2d(out: str | Path | None = None, steps: int | None = None, seed
         colours = position_colours(first_x)
         frames = [[(1 - t) * first_x + t * first_mapped[m] for t in SNAPSHOT_TIMES] for m in labels]
         first_rows = {r["model"]: r for r in rows if r["seed"] == seed}
-        titles = [m + ("" if m == WHITENING else f"\nMSE {first_rows[m]['mse']:.2e}") for m in labels]
+        titles = [m + ("" if m == WHITENING else f"\nseed {seed}: MSE {first_rows[m]['mse']:.2e}") for m in labels]
         files.append(snapshot_grid_png(folder / "snapshots.png", frames, colours, titles,
                                        [f"t = {t:g}" for t in SNAPSHOT_TIMES], bounds))
         files.append(write_html(folder / "animation.html", figures["animation"]))
