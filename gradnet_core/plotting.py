@@ -304,6 +304,28 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> np.ndarray:
     return ticks
 
 
+def _gif_margins(size: int) -> tuple[int, int, ImageFont.FreeTypeFont]:
+    """The left and bottom margins, px, that a GIF panel of ``size`` px keeps for its ticks, and their font."""
+    return max(34, size // 9), max(22, size // 14), ImageFont.load_default(size=max(11, size // 28))
+
+
+def _panel_axes(draw: ImageDraw.ImageDraw, bounds: Bounds, origin: tuple[int, int], size: int,
+                font: ImageFont.FreeTypeFont) -> None:
+    """A GIF panel's frame, and round ticks with their values under and left of it: the panel is ``size`` px square
+    with its top left corner at ``origin`` and shows ``bounds`` (x0, x1, y0, y1), y up."""
+    x0, x1, y0, y1 = bounds
+    ox, oy = origin
+    draw.rectangle([ox - 1, oy - 1, ox + size - 1, oy + size - 1], outline=(120, 120, 120))
+    for value in _nice_ticks(x0, x1):
+        c = ox + (value - x0) / (x1 - x0) * (size - 3)
+        draw.line([(c, oy + size - 1), (c, oy + size + 3)], fill=(90, 90, 90))
+        draw.text((c, oy + size + 5), f"{value:g}", fill=(40, 40, 40), font=font, anchor="mt")
+    for value in _nice_ticks(y0, y1):
+        r = oy + (y1 - value) / (y1 - y0) * (size - 3)
+        draw.line([(ox - 4, r), (ox - 1, r)], fill=(90, 90, 90))
+        draw.text((ox - 6, r), f"{value:g}", fill=(40, 40, 40), font=font, anchor="rm")
+
+
 def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: np.ndarray | None = None,
                   *, frames: int = 30, size: int = 360, frame_ms: int = 70, hold_ms: int = 1200,
                   show_target: bool = False, arrows: bool = False, trajectories: bool = False,
@@ -317,12 +339,11 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
     x, maps, target, bounds = _animation_inputs(points, panels, target_samples, frames, max_points, bounds,
                                                 quantile=0.0, margin=0.04)
     colours = position_colours(x)
-    font = ImageFont.load_default(size=max(11, size // 28))
+    left, bottom, font = _gif_margins(size)
     title_font = ImageFont.load_default(size=max(13, size // 22))
-    left, bottom, top_pad = max(34, size // 9), max(22, size // 14), 8
+    top_pad = 8
     head = (title_font.size + 10 if title else 0) + font.size + 10          # title line, then panel titles
     width, height = (size + left) * len(panels), head + size + bottom + top_pad
-    x0, x1, y0, y1 = bounds
 
     def to_pixels(pts: np.ndarray, panel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         row, col, inside = _pixels(pts, bounds, size)
@@ -332,19 +353,9 @@ def animation_gif(points: np.ndarray, panels: Sequence[Panel], target_samples: n
     draw = ImageDraw.Draw(background)
     if title:
         draw.text((8, 4), _pillow_text(title), fill=(0, 0, 0), font=title_font)
-    ticks_x, ticks_y = _nice_ticks(x0, x1), _nice_ticks(y0, y1)
     paths = _subsample(len(x), max_paths)
     for p, (panel, mapped) in enumerate(zip(panels, maps)):
-        ox = p * (size + left) + left
-        draw.rectangle([ox - 1, head - 1, ox + size - 1, head + size - 1], outline=(120, 120, 120))
-        for value in ticks_x:
-            c = ox + (value - x0) / (x1 - x0) * (size - 3)
-            draw.line([(c, head + size - 1), (c, head + size + 3)], fill=(90, 90, 90))
-            draw.text((c, head + size + 5), f"{value:g}", fill=(40, 40, 40), font=font, anchor="mt")
-        for value in ticks_y:
-            r = head + (y1 - value) / (y1 - y0) * (size - 3)
-            draw.line([(ox - 4, r), (ox - 1, r)], fill=(90, 90, 90))
-            draw.text((ox - 6, r), f"{value:g}", fill=(40, 40, 40), font=font, anchor="rm")
+        _panel_axes(draw, bounds, (p * (size + left) + left, head), size, font)
         if show_target and target is not None:
             row, col, inside = to_pixels(target, p)
             pixels = np.asarray(background).copy()
@@ -653,19 +664,22 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
 
 def density_morph_gif(morph: DensityMorph, *, title: str = "density", size: int = 300, frame_ms: int = 80,
                       hold_ms: int = 1000) -> bytes:
-    """The density morph as an animated GIF (viridis, y up), holding the first and last frames for
-    ``hold_ms``; returns the file's bytes."""
+    """The density morph as an animated GIF (viridis, y up) with the axes of its grid, holding the first and last
+    frames for ``hold_ms``; returns the file's bytes."""
     top = _density_scale(morph.densities)
     table = _viridis_table()
-    font = ImageFont.load_default()
-    title_h = 22
+    left, bottom, font = _gif_margins(size)
+    title_h = font.size + 12
     images = []
     for t, density in zip(morph.times, morph.densities):
         index = np.clip(np.round(density / top * 255), 0, 255).astype(np.uint8)[::-1]   # row 0 at the top
         picture = Image.fromarray(table[index]).resize((size, size), Image.Resampling.BILINEAR)
-        frame = Image.new("RGB", (size, size + title_h), (255, 255, 255))
-        frame.paste(picture, (0, title_h))
-        ImageDraw.Draw(frame).text((6, 4), _pillow_text(f"{title}   t = {t:.2f}"), fill=(0, 0, 0), font=font)
+        frame = Image.new("RGB", (left + size + 8, title_h + size + bottom), (255, 255, 255))
+        frame.paste(picture, (left, title_h))
+        draw = ImageDraw.Draw(frame)
+        # the axes of the page's heatmap: a slide without them did not say where the mass goes (a review)
+        _panel_axes(draw, morph.grid.bounds, (left, title_h), size, font)
+        draw.text((left, 4), _pillow_text(f"{title}   t = {t:.2f}"), fill=(0, 0, 0), font=font)
         images.append(frame)
     return _gif_bytes(images, frame_ms, hold_ms, colours=table)
 

@@ -264,19 +264,30 @@ def test_density_morph_figure_animates_the_heatmap_and_the_particles_on_one_cloc
     assert many.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] == 250
 
 
-def test_density_morph_gif_has_every_frame_with_y_up_and_holds_the_ends():
-    gif = Image.open(io.BytesIO(density_morph_gif(_morph(), size=120)))
+def test_density_morph_gif_has_every_frame_with_y_up_axes_and_holds_the_ends():
+    morph = _morph()
+    gif = Image.open(io.BytesIO(density_morph_gif(morph, size=120)))
     assert gif.n_frames == 6
     durations = []
-    brightness = []
+    blob_rows = []
     for k in range(gif.n_frames):
         gif.seek(k)
         durations.append(gif.info["duration"])
-        pixels = np.asarray(gif.convert("L"))[22:].astype(float)             # below the title
-        rows = pixels.mean(axis=1)
-        brightness.append(rows.argmax())
+        rgb = np.asarray(gif.convert("RGB")).astype(float)
+        yellow = rgb[..., 0] + rgb[..., 1] - 2 * rgb[..., 2]           # viridis' top; 0 on the white and grey axes
+        blob_rows.append(np.unravel_index(yellow.argmax(), yellow.shape)[0])
     assert durations[0] == durations[-1] > durations[1]
-    assert brightness[0] > brightness[-1]                        # the blob rises: row 0 is the top
+    assert blob_rows[0] > blob_rows[-1]                          # the blob rises: row 0 is the top
+    # The axes of the grid (a slide without them did not say where the mass goes): a frame around the picture and
+    # tick labels in dark text left of it and under it, in margins that hold no density colour.
+    from gradnet_core.plotting import _gif_margins, _nice_ticks
+    left, bottom, _ = _gif_margins(120)
+    rgb = np.asarray(gif.convert("RGB")).astype(int)
+    dark = (rgb.max(axis=-1) - rgb.min(axis=-1) < 30) & (rgb.mean(axis=-1) < 120)   # grey text, not viridis' purple
+    yellow_rows = np.nonzero((yellow > 100).any(axis=1))[0]
+    assert dark[:, : left - 2].any() and dark[-bottom + 4:, left:].any()
+    assert dark[-bottom + 4:, left:].any(axis=0).sum() >= 3       # several x labels
+    assert len(_nice_ticks(*morph.grid.bounds[:2])) >= 3 and yellow_rows.max() < gif.size[1] - bottom
 
 
 def test_gif_frames_share_one_palette_that_holds_the_colours_between_the_ends():
