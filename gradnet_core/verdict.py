@@ -451,11 +451,8 @@ def _judge(distance: float, noise: float, noise_std: float, kl: float | None, kl
         # In low dimensions the transport check decides (module docstring); the others name what went wrong,
         # the energy distance included (direction "auto" keeps an inverse whose only named fault is strewn mass).
         # ``uncovered_alone``: the uncovered share decides beside it (a map trained on samples: its own tolerance);
-        # on a target of several components so do that share, for every map, and a gross KL estimate.
+        # on a target of several components so do that share for every map, at the same tolerance, and a gross KL.
         gross = _gross(kl, kl_error, components)
-        # On a target of several components the uncovered share decides for every map, at the tolerance of maps
-        # trained on samples (SAMPLE_UNCOVERED_TOLERANCE): density-trained maps 5.2-6.5 % off left 18-31 % of a layout's
-        # blobs bare and passed.
         spread_bare = components > 1 and uncovered is not None and uncovered > SAMPLE_UNCOVERED_TOLERANCE
         far = transport.failed or (uncovered_alone and bare) or spread_bare or gross
         # A gross KL is said as the source's mass sent where the target is thin, where that is measured: a few per
