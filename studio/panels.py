@@ -592,9 +592,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
     _metrics_dataframe(state.runs, CHECK_METRICS, short_names=True)
     # Which columns decide: a green box beside "uncovered 13 %" read as a contradiction (a review).
     st.caption(f"The W2 excess decides, against the tolerance the verdict's message names. Beside it the uncovered "
-               f"share decides above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} % for a map trained on target samples or "
-               f"onto several components, and a KL estimate above {KL_GROSS_TOLERANCE:g} nats for a map onto several "
-               "components. The other "
+               f"share decides for a map trained on target samples (above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %), and "
+               f"a KL estimate above {KL_GROSS_TOLERANCE:g} nats for a map onto several components. The other "
                "columns say what went wrong when a map is flagged: a right map onto a narrow component can leave some "
                "of it uncovered.")
     _remove_control(page, state, by_number)
@@ -696,10 +695,9 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
         METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
             "uncovered (%)", format="%.1f",
             help="Share of target samples where the map's pushforward has under a tenth of the target's density "
-                 f"(found through the inverse map). It decides above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} % for a map "
-                 "trained on target samples (the Sinkhorn phase's included) or onto several components; for the "
-                 "others it names what went wrong when the W2 excess flags the map. Empty for a digit's map trained "
-                 "on target samples."),
+                 "(found through the inverse map). It decides for a map trained on target samples (the Sinkhorn "
+                 f"phase's included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names what went "
+                 "wrong when the W2 excess flags the map. Empty for a digit's map trained on target samples."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
             "misplaced (%)", format="%.1f",
             help="Share of source samples the map sends where its pushforward has over ten times the target's density "

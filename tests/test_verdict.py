@@ -138,24 +138,18 @@ def test_a_verdict_without_the_jacobian_checks_keeps_the_stratified_transport_ch
     assert bare.transport_noise < 0.2 * from_points.transport_noise
 
 
-@pytest.mark.parametrize("jacobian", [False, True])
-def test_a_map_that_squeezes_far_apart_components_is_flagged(jacobian):
+def test_a_map_trained_on_samples_that_squeezes_far_apart_components_is_flagged():
     # Blobs 20 apart: the transport check's tolerance, a share of the target's variance (about 100, nearly all of it
     # the spread between the blobs), passes a map that squeezes each blob to a sliver. A review's Sinkhorn maps did
-    # that and passed, 9-80 % L2-UVP off; the uncovered share (here about 0.6) now decides beside it, for maps trained
-    # on the densities too (layouts 5-8 % off left 18-31 % bare and passed). Its KL, 1.1 nats, is not gross.
+    # that and passed, 9-80 % L2-UVP off; the uncovered share (here about 0.6) now decides beside it.
     blob = 0.25 * np.eye(2)
     target = GaussianMixture([0.5, 0.5], [[0.0, -10.0], [0.0, 10.0]], [blob, blob])
     squeeze = Affine(np.diag([0.2, 1.0]), [0.0, 0.0])
-    verdict = assess_map(squeeze, target, target, seed=0, jacobian=jacobian)
+    verdict = assess_map(squeeze, target, target, seed=0, jacobian=False)
     assert verdict.transport_excess < verdict.transport_tolerance                   # the transport check passes
-    assert not verdict.ok and verdict.failed[-1] == "uncovered" and verdict.uncovered > 0.4, verdict.failed
+    assert not verdict.ok and verdict.failed == ("uncovered",) and verdict.uncovered > 0.4
     assert verdict.message.startswith(f"The map is not the optimal map: it leaves about {round(100 * verdict.uncovered)}")
-    assert assess_map(Affine(np.eye(2), [0.0, 0.0]), target, target, seed=0, jacobian=jacobian).ok
-    # One Gaussian of the same spread keeps the rule as it was: the uncovered share decides for a map trained on
-    # samples, and only names what went wrong for one trained on the densities.
-    wide = Gaussian([0.0, 0.0], np.diag([0.25, 100.25]))
-    assert assess_map(squeeze, wide, wide, seed=0, jacobian=jacobian).ok == jacobian
+    assert assess_map(Affine(np.eye(2), [0.0, 0.0]), target, target, seed=0, jacobian=False).ok
 
 
 @pytest.mark.parametrize("jacobian", [True, False])
