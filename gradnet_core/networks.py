@@ -725,7 +725,7 @@ class _SoftmaxModules(torch.autograd.Function):
             ctx.save_for_backward(x, *parameters, out, lse)
             return T, packed
         a2, signed, weight, raw, softplus, inputs = net._block_parts()
-        R = torch.cat([net.W, _pack(net.W[..., :, None] * net.W[..., None, :])], -1) if jacobian else net.W
+        R = torch.cat([net.W, net._square_products(net.W)], -1) if jacobian else net.W
         T, packed, saved = _combine_blocks(F.pad(x, (0, 1), value=1.0), a2, R, signed, weight)
         ctx.save_for_backward(raw, softplus, inputs, *saved)
         return T + parameters[-1], packed
