@@ -41,6 +41,11 @@ DIGIT_DEFAULTS = {"source": (0, 0), "target": (4, 1)}  # (digit, example): the a
 DIGIT_SET_NAMES = {"mnist": "MNIST", "uci": "UCI"}     # the bundled sets (gradnet_core.images.DIGIT_SETS)
 KEPT_PICTURE = "\0kept"     # state.uploads' name of a picture restored from the kept runs (no file has it)
 COLOR_DEFAULTS = {"source": "daytime", "target": "sunset"}  # bundled pictures
+# What a teacher can say about the bundled pair (assets/README.md): its exact answer is known.
+BUNDLED_COLOR_HELP = ("The sunset is the daytime picture regraded pixel by pixel by a colour map that is the gradient "
+                      "of a convex function: by Brenier's theorem, the optimal map between the two pictures' colours. "
+                      "So this pair has an exact answer, each pixel's own colour in the other picture, and a map "
+                      "close to it recolours one picture into the other.")
 CANVAS_SIZE = 224
 CANVAS_COMPONENT = "streamlit-drawable-canvas.streamlit_drawable_canvas"   # its registered name
 #: The canvas's toolbar (undo, redo, clear) is invisible until the pointer is over the canvas, but until then it
@@ -556,7 +561,7 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
         bundled = color.bundled_color_images()
         st.session_state.setdefault(key(page, side, "bundled"), COLOR_DEFAULTS[side])
         name = st.selectbox("Example", list(bundled), key=key(page, side, "bundled"), disabled=disabled,
-                            persist_state="session")
+                            persist_state="session", help=BUNDLED_COLOR_HELP)
         image = color.load_rgb(bundled[name])
     else:
         file = st.file_uploader(UPLOAD_LABEL, key=key(page, side, "upload"), max_upload_size=UPLOAD_MB,
