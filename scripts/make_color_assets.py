@@ -117,7 +117,8 @@ def images(width: int, height: int) -> dict[str, np.ndarray]:
     daytime = render(SCENE, width, height)
     sunset = grade(daytime / 255.0)
     # every daytime colour grades inside the unit cube, so rounding is all that the 8-bit file changes
-    assert sunset.min() >= 0.0 and sunset.max() <= 1.0, "the grade left the unit cube"
+    if sunset.min() < 0.0 or sunset.max() > 1.0:
+        raise ValueError("the sunset grade takes a daytime colour outside the unit cube; refit GRADE")
     return {"daytime": daytime, "sunset": np.round(sunset * 255).astype(np.uint8)}
 
 
