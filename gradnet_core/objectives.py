@@ -134,6 +134,12 @@ class Objective(ABC):
     def __post_init__(self) -> None:
         self._validate()
 
+    @property
+    def heading(self) -> str:
+        """The objective as a run's later phase is named ("the KL divergence with a Sinkhorn term"): its title, and
+        what it trains with beside it."""
+        return self.title
+
     def _validate(self) -> None:
         """Raise ValueError on bad settings."""
 
@@ -234,6 +240,10 @@ class _DensityObjective(Objective):
     global_fraction: float = 0.3       # ... falling linearly to 0 at this fraction of the steps
     global_epsilon: float = 1e-3       # its entropic regularisation (squared data units)
     global_points: int = 256           # mapped points and target samples it compares per step
+
+    @property
+    def heading(self) -> str:
+        return f"{self.title} with a Sinkhorn term" if self.global_weight else self.title
 
     def _validate(self) -> None:
         owner = type(self).__name__

@@ -411,8 +411,10 @@ def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, c
     attempts = config.attempts if config.assess and type(model) in NETWORKS.values() else 1
     template = copy.deepcopy(model) if attempts > 1 else None
     fallback = config.effective_fallback
-    if fallback is not None and fallback.objective.name == config.objective.name and config.steps < SHORT_RUN_STEPS:
-        # A fallback on the run's own objective is more of the same training: a run asked for with few steps (a
+    same = fallback is not None and fallback.objective.heading == config.objective.heading
+    if same and config.steps < SHORT_RUN_STEPS:
+        # A fallback on the run's own objective (the Gaussian preset's, on the Monge-Ampere loss without a target's
+        # smoothing, which a Gaussian never has) is more of the same training: a run asked for with few steps (a
         # class shown what 3 steps give) stays that short, and its verdict says to train longer (after_short_run).
         fallback = None
     warm = config.fallback_start == "trained"
@@ -559,8 +561,7 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     lead = f"Attempt {attempt} of {attempts}: " if attempt > 1 and not fallback else ""
     if fallback:
         how = "goes on training from the weights it reached" if warm else "trains again from its starting weights"
-        note = (f"The map {standing}: the network {how} on the "
-                f"{config.objective.title}, which compares the mapped points with the target's samples as a whole.")
+        note = f"The map {standing}: the network {how} on the {config.objective.heading}, {_what_it_sees(config)}."
     elif reverse:
         note = _sentence(lead, "the map from the source was flagged: training a second network from the target back "
                                "to the source, whose inverse may do better.")
@@ -571,8 +572,18 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     remaining = _time_left(config, runs)
     config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
     result = _train_one_way(model, source, target, config, callback, reverse=reverse, phase=phase, frame=frame)
-    runs.append(_Run(result, attempt, reverse, config.objective.title if fallback else "", warm))
+    runs.append(_Run(result, attempt, reverse, config.objective.heading if fallback else "", warm))
     return runs[-1]
+
+
+def _what_it_sees(config: TrainConfig) -> str:
+    """Why a fallback's objective can do what the run before it did not, for its note."""
+    if not config.objective.needs_target_density:
+        return "which compares the mapped points with the target's samples as a whole"
+    if getattr(config.objective, "global_weight", 0):
+        return ("whose Sinkhorn term first moves mass between the target's parts as a whole, then fades so that the "
+                f"{config.objective.title} sharpens each part's shape")
+    return f"for {config.steps} more steps"
 
 
 def _nearer(first: _Run, second: _Run, strewn: bool = False) -> _Run:

@@ -248,7 +248,7 @@ def _fallback_words(config: TrainConfig) -> str:
     fallback = config.effective_fallback
     if fallback is None:
         return "."
-    what = f"{fallback.steps} steps of the {_describe(fallback.objective)}"
+    what = f"{fallback.steps} steps of the {fallback.objective.heading}"
     when = ("then" if config.fallback_from == 0 else
             "if the verdict flags the map" + (" or passes it only just" if config.fallback_from < 1 else ""))
     if config.fallback_start == "trained":
@@ -645,8 +645,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
 
 def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: bool = False) -> None:
     """The runs' metrics named in ``metrics`` as a table, the runs named in full or (``short_names``) by number and
-    network only. A check no run has (the Jacobian checks skip maps trained on samples, the Sinkhorn phase's among
-    them) is left out on screen; the CSV keeps every column, under its full header (shortened here to fit 1400 px)."""
+    network only. A check no run has (the Jacobian checks skip maps trained on samples, a digit map's Sinkhorn
+    phase among them) is left out on screen; the CSV keeps every column, under its full header (shortened here to fit 1400 px)."""
     table = metrics_table(runs, metrics=metrics)
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     if short_names:
@@ -691,18 +691,20 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
             help="KL(T#p ‖ q) estimated from the Monge–Ampère residual, in nats (0 for the exact map; the estimate's "
                  f"noise, which can fall below 0, is shown as 0). It decides above {KL_GROSS_TOLERANCE:g} on a target "
                  "of several components, and names what went wrong when a map is flagged. Empty for image targets, "
-                 "and for maps trained on target samples (the Sinkhorn phase's included) unless it is that large."),
+                 "and for maps trained on target samples (a digit map's Sinkhorn phase included) unless it is that "
+                 "large."),
         METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
             "uncovered (%)", format="%.1f",
             help="Share of target samples where the map's pushforward has under a tenth of the target's density "
-                 "(found through the inverse map). It decides for a map trained on target samples (the Sinkhorn "
-                 f"phase's included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names what went "
+                 "(found through the inverse map). It decides for a map trained on target samples (a digit map's "
+                 f"Sinkhorn phase included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names what went "
                  "wrong when the W2 excess flags the map. Empty for a digit's map trained on target samples."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
             "misplaced (%)", format="%.1f",
             help="Share of source samples the map sends where its pushforward has over ten times the target's density "
                  "(between a digit's strokes, say). It names what went wrong when a map is flagged. Empty for maps "
-                 "trained on target samples (the Sinkhorn phase's included) unless their KL estimate decides."),
+                 "trained on target samples (a digit map's Sinkhorn phase included) unless their KL estimate "
+                 "decides."),
     })
 
 

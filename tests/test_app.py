@@ -306,8 +306,8 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     """Issue 13, found in the browser: the 2 -> 3 preset with its middle component typed as weight 0.08
     (0.107 once rescaled) and mean y -4. KL leaves that component empty at every seed (L2-UVP about 22 %), and at
     the default seed the energy check alone once passed it. The verdict flags it, and the network trains again on
-    the Sinkhorn divergence from the weights it reached (the mixture preset's second phase), whose map is right:
-    0.9-1.75 % for seeds 0-3 (1.65-3.1 % when that phase started from the starting weights)."""
+    the KL divergence with a Sinkhorn term from the weights it reached (the mixture preset's second phase; the
+    Sinkhorn divergence until 2026-12-05: 0.9-1.75 % for seeds 0-3), whose map is right."""
     at = _open("mixtures")
     state = _state(at, "mixtures")
     columns = ["weight", "mean_x", "mean_y", "std_x", "std_y", "corr"]
@@ -318,14 +318,16 @@ def test_a_typed_mixture_whose_small_component_kl_leaves_empty_is_trained_again_
     assert not at.warning and at.success, [w.value for w in at.warning]
     said = _said(at)
     assert "The first map was flagged (" in said, said            # with why, in a few words
-    assert ("), so the network was trained again on the Sinkhorn divergence, going on from the weights it reached; the "
-            "map shown is the one trained on the Sinkhorn divergence, which passes.") in said, said
+    assert ("), so the network was trained again on the KL divergence with a Sinkhorn term, going on from the weights "
+            "it reached; the map shown is the one trained on the KL divergence with a Sinkhorn term, which passes."
+            ) in said, said
     table = _metrics(at)
     assert table["verdict"].tolist() == ["ok"]
     assert table["L2-UVP (%)"].iloc[0] < 5.0, table.iloc[0].to_dict()    # KL's map: about 22
-    # every step trained, as the progress bar counts them: 500 on KL, then 600 on the Sinkhorn divergence
-    assert table["map"].iloc[0] == "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100 steps)"
-    assert table["steps"].iloc[0] == 1100
+    # every step trained, as the progress bar counts them: 500 on KL, then 900 on KL with a Sinkhorn term
+    assert table["map"].iloc[0] == ("#1 mGradNet-M (KL divergence (Adam) → KL divergence with a Sinkhorn term, "
+                                    "1,400 steps)")
+    assert table["steps"].iloc[0] == 1400
 
 
 def test_two_blobs_typed_and_turned_by_90_degrees_get_no_green_verdict_for_a_squeezed_map():
@@ -368,8 +370,8 @@ def test_a_typed_split_is_right_at_the_default_steps_and_a_one_step_run_gets_a_w
     _train(at, "mixtures", steps=1, seed=1)
     assert at.warning and not at.success
     said = _said(at)
-    assert ("trained again on the Sinkhorn divergence, going on from the weights it reached; it was flagged too"
-            in said), said
+    assert ("trained again on the KL divergence with a Sinkhorn term, going on from the weights it reached; it was "
+            "flagged too" in said), said
     assert "is not the optimal map" in said and "It was trained for only 1 step: train it longer." in said, said
     table = _metrics(at)
     assert table["verdict"].tolist() == ["ok", "flagged"]
@@ -1116,7 +1118,7 @@ def test_a_reload_during_training_says_the_training_stopped():
 
 
 def test_runs_with_a_second_phase_survive_a_reload():
-    # A mixture run goes on with the Sinkhorn phase: its TrainResult.phases came back from the store as JSON lists,
+    # A mixture run goes on with a second phase: its TrainResult.phases came back from the store as JSON lists,
     # and the loss chart, which hashes them, ended the reloaded page in "unhashable type: 'list'" (a review).
     at = _open("mixtures")
     _train(at, "mixtures", steps=50)
