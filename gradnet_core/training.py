@@ -580,7 +580,7 @@ def _what_it_sees(config: TrainConfig) -> str:
     """Why a fallback's objective can do what the run before it did not, for its note."""
     if not config.objective.needs_target_density:
         return "which compares the mapped points with the target's samples as a whole"
-    if getattr(config.objective, "global_weight", 0):
+    if config.objective.heading != config.objective.title:       # a density objective with its Sinkhorn term
         return ("whose Sinkhorn term first moves mass between the target's parts as a whole, then fades so that the "
                 f"{config.objective.title} sharpens each part's shape")
     return f"for {config.steps} more steps"

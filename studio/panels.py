@@ -646,7 +646,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
 def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: bool = False) -> None:
     """The runs' metrics named in ``metrics`` as a table, the runs named in full or (``short_names``) by number and
     network only. A check no run has (the Jacobian checks skip maps trained on samples, a digit map's Sinkhorn
-    phase among them) is left out on screen; the CSV keeps every column, under its full header (shortened here to fit 1400 px)."""
+    phase among them) is left out on screen; the CSV keeps every column, under its full header (shortened here to
+    fit 1400 px)."""
     table = metrics_table(runs, metrics=metrics)
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     if short_names:
@@ -697,8 +698,8 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
             "uncovered (%)", format="%.1f",
             help="Share of target samples where the map's pushforward has under a tenth of the target's density "
                  "(found through the inverse map). It decides for a map trained on target samples (a digit map's "
-                 f"Sinkhorn phase included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names what went "
-                 "wrong when the W2 excess flags the map. Empty for a digit's map trained on target samples."),
+                 f"Sinkhorn phase included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names "
+                 "what went wrong when the W2 excess flags the map. Empty for a digit's map trained on target samples."),
         METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
             "misplaced (%)", format="%.1f",
             help="Share of source samples the map sends where its pushforward has over ten times the target's density "
