@@ -100,6 +100,12 @@ def _check_covariance(cov: Tensor, name: str = "covariance") -> None:
     if smallest <= 0:
         raise ValueError(f"{name} must be symmetric positive definite; smallest eigenvalue is "
                          f"{smallest:.3g}" + (" (it is singular)" if smallest == 0 else ""))
+    # Below the square root of the smallest normal number, the precision (1 / variance) and the quadratic
+    # form of log_prob overflow to inf for points at ordinary distances: log_prob is -inf, not a density.
+    floor = torch.finfo(cov.dtype).tiny ** 0.5 if cov.dtype.is_floating_point else 0.0
+    if smallest < floor:
+        raise ValueError(f"{name} is too small to compute with: its smallest eigenvalue is {smallest:.3g}, "
+                         f"below {floor:.1g} ({str(cov.dtype).removeprefix('torch.')}); use a larger variance")
     # float32 Cholesky loses the small eigenvalues of badly conditioned matrices.
     limit = 1e6 if cov.dtype == torch.float32 else 1e13
     if largest / smallest > limit:

@@ -227,6 +227,7 @@ def test_float64_and_float32_inputs_keep_precision():
     ([[1.0, 0.5], [0.0, 1.0]], "symmetric"),
     ([[1.0, float("nan")], [float("nan"), 1.0]], "finite"),
     ([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "shape (2, 2)"),
+    ([[1e-30, 0.0], [0.0, 1e-30]], "too small to compute with"),
 ])
 def test_gaussian_rejects_bad_covariance(cov, fragment):
     with pytest.raises(ValueError, match=None) as err:
@@ -288,6 +289,21 @@ def test_mixture_constructor_fuzz(weights, shift, scale):
         return
     assert mix.weights.sum().item() == pytest.approx(1.0)
     assert torch.isfinite(mix.log_prob(torch.zeros(3, 2, dtype=mix.dtype))).all()
+
+
+@pytest.mark.parametrize("variance, refused", [(2.2e-309, True), (1e-160, True), (1e-150, False)])
+def test_a_variance_too_small_for_float64_is_refused(variance, refused):
+    """Found by the fuzz test: a subnormal variance (2.2e-309) was accepted and log_prob was -inf three units
+    from the mean. Variances below sqrt(tiny) are refused; just above it, log_prob is finite there."""
+    covs = np.stack([np.eye(2) * variance] * 2)
+    means = np.array([[1.0, 2.0], [3.0, 4.0]])
+    if refused:
+        with pytest.raises(ValueError, match="component 1 is too small to compute with"):
+            GaussianMixture([0.0, 1.0], means, covs)
+        return
+    mix = GaussianMixture([0.0, 1.0], means, covs)
+    assert mix.dtype == torch.float64
+    assert torch.isfinite(mix.log_prob(torch.zeros(3, 2, dtype=torch.float64))).all()
 
 
 def test_image_density_of_huge_intensities_still_has_unit_mass():
