@@ -11,6 +11,13 @@ same way. The preimages are found by Newton (``TransportMap.solve_inverse``), ea
 from the solution at the time before (t = 0 is the identity), so each solve takes a few steps.
 A grid point whose preimage does not converge (it lies outside the range of T, possible at t = 1 for
 maps with a bounded range) gets density 0 and is counted.
+
+Values at cell centres miss a density narrower than a cell: a Gaussian line 0.016 wide on cells of 0.18 showed
+as a few bright dashes, its frames holding 35-365 % of the mass. ``sampled_density_morph`` draws the same frames as
+each cell's share of many source points carried along x_t, which holds such a density whole but is noisy (two
+histograms of 200 000 points of a round Gaussian 5 cells wide differ by a total variation of 0.1).
+``unresolved_frames`` tells the frames whose cell-centre values lose or invent mass, and ``morph_picture`` and
+``density_picture`` keep the exact values wherever the grid resolves them and a histogram elsewhere.
 """
 
 from __future__ import annotations
@@ -25,12 +32,20 @@ from torch import Tensor
 from .densities import Density
 from .networks import InverseSolution, TransportMap, check_positive_int, evaluation_rows, in_chunks
 
-__all__ = ["Grid", "DensityMorph", "density_on_grid", "density_morph", "pushforward_density",
-           "monge_ampere_field", "total_variation"]
+__all__ = ["Grid", "DensityMorph", "density_on_grid", "density_morph", "sampled_density_morph", "sampled_density",
+           "unresolved_frames", "morph_picture", "density_picture", "pushforward_density", "monge_ampere_field",
+           "total_variation"]
 
 #: Newton steps per frame of a morph: the start (the previous frame's preimage) is close, so a
 #: point still unsolved after this many lies outside the range rather than far away.
 FRAME_ITERATIONS = 30
+#: Source points behind a sampled morph: about 2 % sampling noise in a cell holding 1/400 of the mass.
+MORPH_SAMPLES = 200_000
+#: Source points carried along to check that the grid resolves a frame: its share in the box to about 0.4 %.
+CHECK_SAMPLES = 20_000
+#: How far a frame's mass on the grid (its Riemann sum) may stray from the share of sampled points in the box before
+#: its cell-centre values are taken as unresolved: a Gaussian sampled at cells twice its width sums to 1.4 %.
+MASS_TOLERANCE = 0.05
 #: Points per chunk when a density is evaluated on the CPU: a 10 000 x 219-pixel image KDE in one pass
 #: ran 2-4x slower than in chunks that stay in cache.
 DENSITY_ROWS = 1024
@@ -89,11 +104,18 @@ class DensityMorph:
     densities: np.ndarray      # (f, r, r)
     unsolved: np.ndarray       # (f,) grid points whose preimage did not converge (density 0 there)
     seconds: float             # time to compute it
+    samples: int = 0           # source points behind the frames drawn as histograms (0: none)
+    sampled: tuple[int, ...] = ()  # those frames; the others are exact values at the cell centres
 
     @property
     def pushforward(self) -> np.ndarray:
         """T#p on the grid: the last frame ``(r, r)``."""
         return self.densities[-1]
+
+    @property
+    def masses(self) -> np.ndarray:
+        """Each frame's mass in the grid's box, its Riemann sum: ``(f,)``."""
+        return self.densities.sum(axis=(1, 2)) * self.grid.cell_area
 
 
 def _model_tensor(model: TransportMap, points: np.ndarray) -> Tensor:
@@ -150,6 +172,85 @@ def density_morph(model: TransportMap, source: Density, grid: Grid, frames: int 
             unsolved.append(int((~solution.converged).sum()))
     return DensityMorph(grid=grid, times=times, densities=np.stack(dens), unsolved=np.asarray(unsolved),
                         seconds=time.perf_counter() - started)
+
+
+def _histogram(points: np.ndarray, grid: Grid, total: int) -> np.ndarray:
+    """Each cell's share of ``total`` points over its area ``(r, r)``, [row, column] = [y, x]; points outside the box
+    count in ``total`` but in no cell."""
+    x0, x1, y0, y1 = grid.bounds
+    counts, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=grid.resolution, range=[[y0, y1], [x0, x1]])
+    return counts / (total * grid.cell_area)
+
+
+def sampled_density(density: Density, grid: Grid, samples: int = MORPH_SAMPLES,
+                    generator: torch.Generator | None = None) -> np.ndarray:
+    """``density`` on the grid as each cell's share of ``samples`` draws over its area ``(r, r)``: the cell averages,
+    noisy, where ``density_on_grid``'s cell-centre values miss a density narrower than a cell."""
+    check_positive_int(samples, "samples")
+    points = density.sample(samples, generator).detach().cpu().double().numpy()
+    return _histogram(points, grid, samples)
+
+
+def sampled_density_morph(model: TransportMap, source: Density, grid: Grid, frames: int = 30,
+                          samples: int = MORPH_SAMPLES, generator: torch.Generator | None = None) -> DensityMorph:
+    """The density of x_t at ``frames`` times in [0, 1] as each cell's share of ``samples`` source points carried
+    along x_t = (1 - t) x + t T(x), over its area: the cell averages of the density, with sampling noise. One pass of
+    the map, no inverse, so any ``model`` will do. Unlike ``density_morph``'s values at the cell centres it holds a
+    density narrower than a cell whole."""
+    _check_2d(model, source)
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames must be an integer >= 2; got {frames!r}")
+    check_positive_int(samples, "samples")
+    started = time.perf_counter()
+    with torch.no_grad():
+        x = source.sample(samples, generator)
+        points = _model_tensor(model, x.detach().cpu().numpy())
+        mapped = in_chunks(model, points, evaluation_rows(model, points.device))
+    x, mapped = points.cpu().double().numpy(), mapped.cpu().double().numpy()
+    times = np.linspace(0.0, 1.0, frames)
+    dens = np.stack([_histogram((1.0 - t) * x + t * mapped, grid, samples) for t in times])
+    return DensityMorph(grid=grid, times=times, densities=dens, unsolved=np.zeros(frames, dtype=int),
+                        seconds=time.perf_counter() - started, samples=samples, sampled=tuple(range(frames)))
+
+
+def unresolved_frames(exact: DensityMorph, sampled: DensityMorph, tolerance: float = MASS_TOLERANCE) -> np.ndarray:
+    """Indices of the frames whose cell-centre values (``exact``) hold a mass in the box that strays more than
+    ``tolerance`` from the share of ``sampled``'s points in it: a density narrower than the cells (the values miss
+    it or, where a centre falls on it, count it a whole cell wide). Empty when the grid resolves every frame."""
+    if exact.densities.shape != sampled.densities.shape or exact.grid != sampled.grid:
+        raise ValueError("the two morphs must have the same grid and frames")
+    return np.flatnonzero(np.abs(exact.masses - sampled.masses) > tolerance)
+
+
+def morph_picture(model: TransportMap, source: Density, grid: Grid, frames: int = 30, samples: int = MORPH_SAMPLES,
+                  generator: torch.Generator | None = None) -> DensityMorph:
+    """``density_morph``'s exact frames, except those the grid does not resolve (``unresolved_frames``, checked
+    against ``CHECK_SAMPLES`` carried points), which are histograms of ``samples`` carried points instead."""
+    exact = density_morph(model, source, grid, frames)
+    started = time.perf_counter()
+    check = sampled_density_morph(model, source, grid, frames, min(CHECK_SAMPLES, samples), generator)
+    unresolved = unresolved_frames(exact, check)
+    if not len(unresolved):
+        return exact
+    sampled = sampled_density_morph(model, source, grid, frames, samples, generator)
+    densities = exact.densities.copy()
+    densities[unresolved] = sampled.densities[unresolved]
+    unsolved = exact.unsolved.copy()
+    unsolved[unresolved] = 0
+    return DensityMorph(grid=grid, times=exact.times, densities=densities, unsolved=unsolved,
+                        seconds=exact.seconds + time.perf_counter() - started, samples=samples,
+                        sampled=tuple(int(k) for k in unresolved))
+
+
+def density_picture(density: Density, grid: Grid, samples: int = MORPH_SAMPLES,
+                    generator: torch.Generator | None = None) -> tuple[np.ndarray, bool]:
+    """``density`` on the grid ``(r, r)``: its exact values at the cell centres, or, where those lose or invent mass
+    (a density narrower than a cell), each cell's share of ``samples`` draws; and whether it is the latter."""
+    exact = density_on_grid(density, grid)
+    share = float(sampled_density(density, grid, min(CHECK_SAMPLES, samples), generator).sum()) * grid.cell_area
+    if abs(float(exact.sum()) * grid.cell_area - share) <= MASS_TOLERANCE:
+        return exact, False
+    return sampled_density(density, grid, samples, generator), True
 
 
 def pushforward_density(model: TransportMap, source: Density, grid: Grid, steps: int = 8) -> np.ndarray:

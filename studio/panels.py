@@ -28,7 +28,7 @@ from gradnet_core.networks import NETWORKS, network_of, seeded_map
 from gradnet_core.plotting import (Panel, animation_figure, animation_gif, density_comparison_figure,
                                    density_morph_figure, density_morph_gif, loss_figure, losses_figure,
                                    preview_figure, residual_figure, square_bounds)
-from gradnet_core.pushforward import density_on_grid, total_variation
+from gradnet_core.pushforward import density_picture, total_variation
 from gradnet_core.training import TrainConfig, TrainResult
 from gradnet_core.verdict import DISTANCE_TOLERANCE, KL_GROSS_TOLERANCE, SAMPLE_UNCOVERED_TOLERANCE
 
@@ -37,7 +37,7 @@ from .jobs import TrainingJob
 from .limits import SIZES, TIME_LIMIT, check_work
 from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
-                       density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back,
+                       density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back, picked_objective,
                        problem_from_description, residual_of, to_numpy, without_strokes)
 from .state import (PageState, key, kept_runs, outcome_notices, page_state, removed_notice, show_notices,
                     start_job)
@@ -370,7 +370,7 @@ def _restore_settings(page: str, settings: dict[str, Any]) -> None:
     for name, kind in (("steps", int), ("lr", float), ("seed", int)):
         if isinstance(training.get(name), (int, float)):
             st.session_state[key(page, name)] = kind(training[name])
-    label = str(settings.get("objective_label", "")).split(" → ")[0]      # the objective picked, not its fallback
+    label = picked_objective(str(settings.get("objective_label", "")))
     if label in presets.OBJECTIVE_CHOICES:
         st.session_state[key(page, "objective")] = label
 
@@ -589,13 +589,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
     _metrics_dataframe(state.runs, TRUTH_METRICS)
     st.markdown("**The verdict's checks**, which use no ground truth: what the app can tell about a map where no exact "
                 "answer is known (a drawn digit, an uploaded photo, a typed mixture)")
-    _metrics_dataframe(state.runs, CHECK_METRICS, short_names=True)
-    # Which columns decide: a green box beside "uncovered 13 %" read as a contradiction (a review).
-    st.caption(f"The W2 excess decides, against the tolerance the verdict's message names. Beside it the uncovered "
-               f"share decides for a map trained on target samples (above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %), and "
-               f"a KL estimate above {KL_GROSS_TOLERANCE:g} nats for a map onto several components. The other "
-               "columns say what went wrong when a map is flagged: a right map onto a narrow component can leave some "
-               "of it uncovered.")
+    shown_checks = _metrics_dataframe(state.runs, CHECK_METRICS, short_names=True)
+    st.caption(_checks_caption(shown_checks))
     _remove_control(page, state, by_number)
     # After the tables: the exact density takes 1-8 s the first time a map is shown, and the numbers should not wait
     # for it (a review).
@@ -610,7 +605,8 @@ def results_panel(page: str, problem: Problem | None) -> None:
                   key(page, "losses"))
             st.caption("The loss of each run at every step. Where the target starts smoothed and sharpens over the "
                        "run (the mixture and digit presets), the loss can rise as it sharpens; a dotted line marks "
-                       "where a run went on with another objective, whose loss is on another scale.")
+                       "where a run went on with another objective, whose loss is on another scale, or trained on "
+                       "after its map was flagged.")
     with files_col:
         st.markdown("**Downloads**")
         hidden = len(state.runs) - len(shown)
@@ -643,11 +639,27 @@ def results_panel(page: str, problem: Problem | None) -> None:
                                key=key(page, "download_morph_gif"))
 
 
-def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: bool = False) -> None:
+def _checks_caption(columns: list[str]) -> str:
+    """Which of the verdict's columns shown decide, and what the others are for. A green box beside "uncovered 13 %"
+    read as a contradiction (a review); a note on the uncovered share and the KL estimate under a digits table that
+    has neither read as a mistake (another)."""
+    said = ["The W2 excess decides, against the tolerance the verdict's message names."]
+    uncovered, kl = METRIC_COLUMNS["uncovered"] in columns, METRIC_COLUMNS["kl_estimate"] in columns
+    if uncovered:
+        said.append(f"Beside it the uncovered share decides for a map trained on target samples (above "
+                    f"{100 * SAMPLE_UNCOVERED_TOLERANCE:g} %).")
+    if kl:
+        said.append(f"The KL estimate decides above {KL_GROSS_TOLERANCE:g} nats for a map onto several components.")
+    said.append("The other columns say what went wrong when a map is flagged" + (
+        ": a right map onto a narrow component can leave some of it uncovered." if uncovered else "."))
+    return " ".join(said)
+
+
+def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: bool = False) -> list[str]:
     """The runs' metrics named in ``metrics`` as a table, the runs named in full or (``short_names``) by number and
-    network only. A check no run has (the Jacobian checks skip maps trained on samples, a digit map's Sinkhorn
-    phase among them) is left out on screen; the CSV keeps every column, under its full header (shortened here to
-    fit 1400 px)."""
+    network only; returns the columns shown. A check no run has (the Jacobian checks skip maps trained on samples, a
+    digit map's Sinkhorn phase among them) is left out on screen; the CSV keeps every column, under its full header
+    (shortened here to fit 1400 px)."""
     table = metrics_table(runs, metrics=metrics)
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
     if short_names:
@@ -707,6 +719,7 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
                  "trained on target samples (a digit map's Sinkhorn phase included) unless their KL estimate "
                  "decides."),
     })
+    return list(table.columns)
 
 
 def _remove_control(page: str, state: PageState, by_number: dict[int, Run]) -> None:
@@ -764,11 +777,12 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             chart(figure, key(page, "density_morph"))
             st.caption("Left: the exact density of x_t = (1 − t) x + t T(x), p(x) / det((1 − t) I + t J_T(x)) at "
                        "the preimage x of each pixel, found by Newton's method on the map's closed-form Jacobian. "
-                       "Right: the ground truth's particles on the same clock.")
+                       "Right: the ground truth's particles on the same clock." + _sampled_note(morph))
             _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
         elif view == "Pushforward vs target":
             morph = _morph(state, run)
-            target = _cached(state, ("run", run.number, "target_grid"), lambda: density_on_grid(ref.target, morph.grid))
+            target, target_sampled = _cached(state, ("run", run.number, "target_grid"), lambda: density_picture(
+                ref.target, morph.grid, generator=torch.Generator().manual_seed(run.number)))
             figure = _cached(state, ("run", run.number, "comparison"), lambda: density_comparison_figure(
                 morph.pushforward, target, morph.grid, titles=(f"T#p ({run.network})", "target q", "T#p − q")))
             chart(figure, key(page, "density_comparison"))
@@ -776,7 +790,8 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             mass = float(morph.pushforward.sum()) * morph.grid.cell_area
             # The grid's Riemann sum of T#p: "100.2 %" of its mass in the box read as impossible, so to the percent.
             st.markdown(f"Total variation between T#p and q: **{tv:.3f}** (0 when the map carries p exactly onto "
-                        f"q, 1 when they do not overlap). T#p has about {min(mass, 1.0):.0%} of its mass in this box.")
+                        f"q, 1 when they do not overlap). T#p has about {min(mass, 1.0):.0%} of its mass in this box."
+                        + _histogram_note(len(morph.times) - 1 in morph.sampled, target_sampled))
             st.caption("Where the optimal map has to jump (to split one source component between two target "
                        "components, or to carry mass across a gap), a network, being smooth, cannot: T#p then shows "
                        "seams, bands or bent shapes near the split that the target does not have, holding the little "
@@ -804,6 +819,27 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             st.caption("The target's samples flow back to the source along y_t = (1 − t) y + t T⁻¹(y), with T⁻¹ "
                        "solved by Newton's method; nothing is retrained. Colours mark where each point started.")
             _unsolved_note(int((~converged).sum()), len(converged), "target samples", "they are left out")
+
+
+def _sampled_note(morph: Any) -> str:
+    """What the morph's caption adds when some frames are histograms (pushforward.morph_picture)."""
+    if not morph.sampled:
+        return ""
+    which = "every frame" if len(morph.sampled) == len(morph.times) else (
+        f"{len(morph.sampled)} of the {len(morph.times)} frames (t = "
+        f"{', '.join(f'{morph.times[k]:.2f}' for k in morph.sampled[:3])}{', …' if len(morph.sampled) > 3 else ''})")
+    return (f" Here the density is narrower than a pixel in {which}: its values at the pixel centres would miss most of "
+            f"it and draw a few dashes, so those frames show each pixel's share of {morph.samples:,} source points "
+            f"carried along by the map instead (grainy where the density is spread out).")
+
+
+def _histogram_note(pushforward: bool, target: bool) -> str:
+    """What the total variation's line adds when T#p or q is a histogram (pushforward.density_picture)."""
+    if not (pushforward or target):
+        return ""
+    which = "T#p and q are" if pushforward and target else ("T#p is" if pushforward else "q is")
+    return (f" {which} narrower than a pixel here and drawn as histograms of sampled points, whose sampling alone "
+            f"adds up to about 0.1 to the total variation.")
 
 
 def _unsolved_note(unsolved: int, total: int, what: str = "grid points",
@@ -834,7 +870,11 @@ def _color_settings(page: str, disabled: bool) -> tuple[str, str, dict[str, Any]
         a, b = st.columns(2)
         st.session_state.setdefault(key(page, "network"), "M-MGN")
         network = a.selectbox("Map", color.COLOR_NETWORKS, key=key(page, "network"), disabled=disabled,
-                              persist_state="session", help="Every monotone map in the library.")
+                              persist_state="session",
+                              help="Every monotone map in the library: GradNetOT's mGradNet-M and mGradNet-C; the "
+                                   "modular and cascaded monotone gradient networks of ICASSP 2023 (M-MGN, the "
+                                   "default: it reaches the bundled pair's exact answer both ways, and C-MGN); and "
+                                   "an input-convex network's gradient (ICNN).")
         loss = b.selectbox("Loss", list(COLOR_LOSSES), format_func=COLOR_LOSSES.get, key=key(page, "loss"),
                            disabled=disabled, persist_state="session")
         c, d, e = st.columns(3)

@@ -28,13 +28,13 @@ from gradnet_core.ground_truth import (barycentric_projection, barycentric_proje
 from gradnet_core.metrics import evaluate_map
 from gradnet_core.networks import TransportMap
 from gradnet_core.plotting import grid_points, square_bounds
-from gradnet_core.pushforward import DensityMorph, Grid, density_morph, monge_ampere_field
+from gradnet_core.pushforward import DensityMorph, Grid, monge_ampere_field, morph_picture
 from gradnet_core.training import TrainResult
 from gradnet_core.verdict import Verdict, assess_map
 
 __all__ = [
     "Problem", "Reference", "Run", "compute_reference", "evaluate_run", "evaluate_training", "metrics_table",
-    "to_numpy",
+    "to_numpy", "picked_objective", "TRAINED_ON",
     "gaussian_row", "gaussian_from_row", "mixture_from_table", "MIXTURE_COLUMNS", "METRIC_COLUMNS", "TRUTH_METRICS",
     "CHECK_METRICS",
     "density_morph_of", "residual_of", "morph_back", "PICTURE_RESOLUTION", "PICTURE_FRAMES",
@@ -277,6 +277,15 @@ def compute_reference(problem: Problem) -> Reference:
                      problem=problem.describe(), **noise)
 
 
+#: What a run's label adds when its fallback trained the same objective on (TrainResult.longer).
+TRAINED_ON = ", trained on"
+
+
+def picked_objective(label: str) -> str:
+    """The objective picked for a run, from its label: without what its fallback added (" → Sinkhorn divergence")."""
+    return label.split(" → ")[0].removesuffix(TRAINED_ON)
+
+
 def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, result: TrainResult | None,
                  network: str, settings: dict[str, Any], origin: str = "") -> Run:
     """Map the reference's samples and arrow starts and compute every metric of the map (``result`` is
@@ -290,8 +299,10 @@ def evaluate_run(problem: Problem, reference: Reference, model: TransportMap, re
         grid_mapped = (to_numpy(model(torch.as_tensor(reference.grid, dtype=dtype)))
                        if len(reference.grid) else reference.grid)
     if result is not None and result.fallback:
-        # the map shown is the fallback's: the run's label names both objectives
-        settings = {**settings, "objective_label": f"{settings.get('objective_label', '')} → {result.fallback}"}
+        # the map shown is the fallback's: the run's label names both objectives, or says that it trained on (a review
+        # read "Monge–Ampère loss (Adam) → Monge–Ampère loss" as a switch to the loss it had)
+        then = TRAINED_ON if result.longer else f" → {result.fallback}"
+        settings = {**settings, "objective_label": f"{settings.get('objective_label', '')}{then}"}
     if result is not None:
         metrics["training_time"] = result.elapsed
         # every step trained, the progress bar's count: the first run's and those after it (a run back, the
@@ -354,10 +365,13 @@ def metrics_table(runs: Sequence[Run], details: bool = False, metrics: Sequence[
 
 
 def density_morph_of(reference: Reference, run: Run) -> DensityMorph:
-    """The exact density of the run's interpolant x_t at ``PICTURE_FRAMES`` times, on a grid over the
-    source, its image and the target (the point animation's box); the last frame is T#p."""
+    """The density of the run's interpolant x_t at ``PICTURE_FRAMES`` times, on a grid over the source, its image and
+    the target (the point animation's box); the last frame is T#p. Exact at the cell centres, except the frames
+    narrower than the cells (a thin Gaussian drew as dashes), which are histograms of carried points
+    (``morph.sampled``)."""
     grid = Grid(square_bounds(reference.points, run.mapped, reference.target_samples), PICTURE_RESOLUTION)
-    return density_morph(run.model.cpu(), reference.source, grid, frames=PICTURE_FRAMES)
+    return morph_picture(run.model.cpu(), reference.source, grid, PICTURE_FRAMES,
+                         generator=torch.Generator().manual_seed(run.number))
 
 
 def residual_of(reference: Reference, run: Run) -> tuple[np.ndarray, Grid]:
@@ -415,10 +429,18 @@ def _check_widths(rows: list[dict[str, float]], side: str) -> None:
         i, j = np.unravel_index(stds.argmin(), stds.shape)
         # Means far apart make an ordinary std a point mass (0.5 beside means 1e6 apart): then moving the means
         # in is the other remedy, and the message names them, not only the std.
+        # A wide std makes the others point masses likewise (0.5 beside a typed 1e6): the message names the wide
+        # one, which is the likelier slip, so that fixing the narrow cells row by row is not the only way offered.
         by_means = spread > float(stds.max())
+        by_width = not by_means and MIN_RELATIVE_STD * extent > MIN_STD
         scale = f"beside means up to {spread:.3g} apart" if by_means else f"(the mixture spans {extent:.3g})"
         closer = (f", or bring the means within {smallest / MIN_RELATIVE_STD:.3g} of each other"
                   if by_means and smallest >= MIN_STD else "")
+        if by_width:
+            k, m = np.unravel_index(stds.argmax(), stds.shape)
+            scale = (f"beside its std {'xy'[m]} of {extent:.3g}" if k == i
+                     else f"beside row {k + 1}'s std {'xy'[m]} of {extent:.3g}")
+            closer = f", or make {'that' if k != i else 'its'} std {'xy'[m]} at most {smallest / MIN_RELATIVE_STD:.3g}"
         raise ValueError(f"{side.capitalize()} row {i + 1}: std {'xy'[j]} is {smallest:.3g}, almost a point mass "
                          f"{scale}; no network can match its density. Use at least {floor:.3g}{closer}.")
     offsets = np.abs(means).max(axis=1) / stds.min(axis=1)

@@ -105,7 +105,11 @@ def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
             "training time (s)"} <= set(table.columns)
     assert np.isfinite(table["MSE"].to_numpy()).all()
     # which of the checks decide is said under their table (a green map beside "uncovered 13 %" read as a contradiction)
-    assert any(c.value.startswith("The W2 excess decides") for c in at.caption)
+    said = [c.value for c in at.caption if c.value.startswith("The W2 excess decides")]
+    assert len(said) == 1
+    # and only of the columns the table has (a digits table without them was told of the uncovered share and the KL)
+    for column, words in (("uncovered", "uncovered share"), ("kl_estimate", "KL estimate")):
+        assert (METRIC_COLUMNS[column] in table) == (words in said[0]), (column, said[0])
     kl = METRIC_COLUMNS["kl_estimate"]
     if kl in table:
         assert (table[kl].dropna() >= 0).all()                     # the estimate's noise below 0 is shown as 0
@@ -716,6 +720,26 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
     at.radio(key="gaussians.density_view").set_value("Density morph").run()
     assert state.cache[("run", state.runs[-1].number, "morph")] is morph
     assert any(b.label == "Density morph of #2 mGradNet-M (.gif)" for b in at.get("download_button"))
+
+
+def test_a_gaussian_line_narrower_than_a_pixel_is_drawn_whole_and_the_page_says_how():
+    """A review set the sliders' ends (std 3 and 0.05, correlation 0.95): the line is 0.016 wide on pixels of 0.18,
+    and the exact values at the pixel centres drew it as a few dashes at t = 0. Those frames are histograms of
+    carried points now, holding the whole mass, and the captions say so."""
+    at = _open("gaussians")
+    for side, mean_x, std_x, std_y, corr in (("source", -3.0, 3.0, 0.05, 0.95), ("target", 3.0, 0.05, 3.0, -0.95)):
+        for name, value in (("mean_x", mean_x), ("std_x", std_x), ("std_y", std_y), ("corr", corr)):
+            at.slider(key=f"gaussians.{side}.{name}").set_value(value)
+    at.run()
+    _train(at, "gaussians", steps=50)
+    at.radio(key="gaussians.density_view").set_value("Density morph").run()
+    assert not at.exception and not at.error
+    state = _state(at, "gaussians")
+    morph = state.cache[("run", state.runs[-1].number, "morph")]
+    assert 0 in morph.sampled and abs(morph.masses[0] - 1) < 0.02
+    assert any("narrower than a pixel" in c.value and "200,000 source points" in c.value for c in at.caption)
+    at.radio(key="gaussians.density_view").set_value("Pushforward vs target").run()
+    assert any("drawn as histograms of sampled points" in m.value for m in at.markdown)
 
 
 def test_runs_accumulate_compare_any_two_and_can_be_removed():
