@@ -163,7 +163,8 @@ def read_map(data: bytes) -> MapFile:
     return MapFile(model=model.eval(), extra=extra if isinstance(extra, dict) else None)
 
 
-_NOT_OURS = "this is not a GradNetOT Studio map file (expected a safetensors file written by save_map)"
+_NOT_OURS = ("this is not a GradNetOT Studio map file (expected a .safetensors file from a page's map download "
+             "button or gradnet_core.save_map)")
 
 
 def _header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -217,6 +217,7 @@ class TrainResult:
     #                                    inverse of a network trained from the target back (direction)
     direction: str = "forward"         # how ``map`` was trained: "forward" or "reverse"
     fallback: str = ""                 # the objective's title when ``map`` is the one TrainConfig.fallback trained
+    longer: bool = False               # that fallback trained the run's own objective on (more steps, not another)
     judged_on: tuple[Any, Any] | None = field(default=None, repr=False)   # the source and target the verdict
     #                                    judged the map on (an image at the schedule's last bandwidth); None unjudged
     phases: tuple[tuple[int, str], ...] = ()   # after several runs, each later run's start in ``history``'s steps
@@ -458,7 +459,7 @@ def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, c
             kept = _nearer_of_two(kept, _run(start, *kept.result.judged_on, settings, callback, runs, len(runs) + 1,
                                              attempts, reverse=False, fallback=True,
                                              standing=_standing(kept.result, config.fallback_from), warm=warm,
-                                             frame=frame))
+                                             frame=frame, longer=same))
     history, phases = runs[0].result.history, []
     for later in runs[1:]:
         phases.append((int(history["step"][-1]) if history["step"] else 0, later.phase))
@@ -471,7 +472,7 @@ def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, c
             verdict = after_retries(verdict)
     return replace(kept.result, history=history, elapsed=sum(r.result.elapsed for r in runs),
                    message=_account(runs, kept, cut, config.fallback_from), verdict=verdict, fallback=kept.fallback,
-                   phases=tuple(phases))
+                   longer=kept.longer, phases=tuple(phases))
 
 
 @dataclass(frozen=True)
@@ -484,10 +485,15 @@ class _Run:
     reverse: bool
     fallback: str = ""         # the objective's title, for a run of TrainConfig.fallback
     warm: bool = False         # a fallback that went on from the trained weights (TrainConfig.fallback_start)
+    longer: bool = False       # a fallback on the run's own objective: more of the same training, not another loss
 
     @property
     def tried(self) -> str:
         """How this run trained the network again, for the final message."""
+        if self.longer:
+            # a review read "trained again on the Monge-Ampere loss" after a run on that loss as a repeat
+            return (f"for {_more_steps(self.result.steps)} on the same loss, " + ("going on from the weights it "
+                    "reached" if self.warm else "from its starting weights"))
         if self.fallback:
             return (f"on the {self.fallback}, going on from the weights it reached" if self.warm
                     else f"from its starting weights on the {self.fallback}")
@@ -499,6 +505,8 @@ class _Run:
     @property
     def phase(self) -> str:
         """What this run trained, in a few words, to mark its start on a loss curve."""
+        if self.longer:
+            return _more_steps(self.result.steps)
         if self.fallback:
             return self.fallback
         back = "from the target back"
@@ -509,6 +517,8 @@ class _Run:
     @property
     def shown(self) -> str:
         """This run's map, named in the final message."""
+        if self.longer:
+            return "the one trained longer"
         if self.fallback:
             return f"the one trained on the {self.fallback}"
         if self.reverse:
@@ -554,7 +564,7 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
          runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False,
-         standing: str = "", warm: bool = False, frame: ProblemFrame | None = None) -> _Run:
+         standing: str = "", warm: bool = False, frame: ProblemFrame | None = None, longer: bool = False) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
     it does when it is not the first; ``standing``: how the map a fallback follows stood (_standing); ``warm``: a
     fallback that goes on from the trained weights."""
@@ -572,7 +582,7 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     remaining = _time_left(config, runs)
     config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
     result = _train_one_way(model, source, target, config, callback, reverse=reverse, phase=phase, frame=frame)
-    runs.append(_Run(result, attempt, reverse, config.objective.heading if fallback else "", warm))
+    runs.append(_Run(result, attempt, reverse, config.objective.heading if fallback else "", warm, longer))
     return runs[-1]
 
 
@@ -627,6 +637,11 @@ def _nearer_of_two(first: _Run, second: _Run) -> _Run:
     return second if two.ok and (one is None or not one.ok) else first
 
 
+def _more_steps(n: int) -> str:
+    """"1 more step", "800 more steps"."""
+    return f"{n:,} more step{'' if n == 1 else 's'}"
+
+
 def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
     """The final message: the kept run's own, and after several runs one sentence before it on what was tried
     and which map is shown; ``share``: TrainConfig.fallback_from, for how the first map stood (_standing)."""
@@ -665,7 +680,14 @@ def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
         said += ("; it was" if len(tried) == 1 else "; they were") + f" flagged too, and the map shown is {kept.shown}"
         if kept.result.verdict is not None and kept.result.verdict.transport is not None:
             said += ", judged the nearest the target"
-    return f"{said}. {kept.result.message}{tail}"
+    own = kept.result.message
+    if kept.warm and kept.fallback:
+        # its "Trained 800 steps" beside the table's 1,000, every step the network took (a review)
+        total = int(sum(run.result.history["step"][-1] for run in runs if run.result.history["step"]))
+        start = f"Trained {kept.result.steps} step{'' if kept.result.steps == 1 else 's'}"
+        if total > kept.result.steps and own.startswith(start):
+            own = f"Trained {_more_steps(kept.result.steps)} ({total:,} in all){own[len(start):]}"
+    return f"{said}. {own}{tail}"
 
 
 @dataclass(frozen=True)

@@ -491,6 +491,7 @@ def test_a_flagged_map_is_trained_again_on_the_fallback_from_its_starting_weight
     with torch.no_grad():
         torch.testing.assert_close(result.map(x), alone.map(x), rtol=0, atol=0)
     assert result.verdict == alone.verdict and result.steps == 400 and result.fallback == "Sinkhorn divergence"
+    assert not result.longer
     assert first.fallback == "" and alone.fallback == ""
     assert result.message == (f"The first map was flagged ({first.verdict.fault}), so the network was trained again "
                               "from its starting weights on the Sinkhorn divergence; the map shown is the one trained on the Sinkhorn "
@@ -789,7 +790,13 @@ def test_a_hard_gaussian_pair_flagged_after_the_preset_goes_on_training_and_a_sh
     source = Gaussian([0.0, 0.0], [[0.05 ** 2, 0.0], [0.0, 9.0]])
     target = Gaussian([0.0, 0.0], [[9.0, 0.0], [0.0, 0.05 ** 2]])
     result = train(seeded_map("mGradNet-M", 0, dim=2), source, target, train_preset("gaussian"))
-    assert result.verdict.ok and result.fallback == "Monge–Ampère loss" and result.steps == 800
+    assert result.verdict.ok and result.fallback == "Monge–Ampère loss" and result.steps == 800 and result.longer
+    # told as more of the same, every step counted (a review read "trained again on the Monge-Ampere loss ...
+    # Trained 800 steps" beside a table's 1,000 as a switch to the loss it had, and the two counts as a contradiction)
+    assert result.phases == ((200, "800 more steps"),)
+    assert "trained again for 800 more steps on the same loss, going on from the weights it reached" in result.message
+    assert "the map shown is the one trained longer, which passes. Trained 800 more steps (1,000 in all)" \
+        in result.message
     x = source.sample(2000, torch.Generator().manual_seed(1))
     with torch.no_grad():
         error = map_mse(result.map(x), gaussian_map(source, target)(x)) / float(torch.trace(target.cov))

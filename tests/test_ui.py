@@ -15,7 +15,7 @@ from gradnet_core.networks import seeded_map
 from gradnet_core.training import train
 from studio.problems import (
     CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, compute_reference, evaluate_run, gaussian_from_row,
-    gaussian_row, metrics_table, mixture_from_table,
+    gaussian_row, metrics_table, mixture_from_table, picked_objective,
 )
 
 PAPER = (Gaussian([1.0, -1.0], [[1.0, 0.7], [0.7, 1.0]]), Gaussian([0.0, 0.0], np.eye(2)))
@@ -153,6 +153,25 @@ def test_a_run_whose_later_phase_was_not_kept_says_which_map_is_shown():
     assert run.label == "#1 mGradNet-M (Monge–Ampère loss, 155 steps, the 150-step map kept)"
 
 
+def test_a_fallback_on_the_same_loss_is_labelled_as_training_on_and_another_loss_by_its_name():
+    """A review read "Monge–Ampère loss (Adam) → Monge–Ampère loss" as a switch to the loss the run had; the form's
+    objective is read back from either label."""
+    from dataclasses import replace as replaced
+    problem = Problem("t", *PAPER, truth="gaussian", samples=300)
+    ref = compute_reference(problem)
+    model = seeded_map("mGradNet-M", 0, dim=2, width=16, modules=4)
+    result = train(model, *PAPER, TrainConfig(steps=20, batch_size=200))
+    labels = {}
+    for longer, fallback in ((True, "Monge–Ampère loss"), (False, "Sinkhorn divergence")):
+        run = evaluate_run(problem, ref, result.map, replaced(result, fallback=fallback, longer=longer),
+                           "mGradNet-M", {"objective_label": "Monge–Ampère loss (Adam)"})
+        run.number = 1
+        labels[longer] = run.label
+        assert picked_objective(run.settings["objective_label"]) == "Monge–Ampère loss (Adam)"
+    assert labels[True] == "#1 mGradNet-M (Monge–Ampère loss (Adam), trained on, 20 steps)"
+    assert labels[False] == "#1 mGradNet-M (Monge–Ampère loss (Adam) → Sinkhorn divergence, 20 steps)"
+
+
 def test_gaussian_rows_round_trip():
     row = {"mean_x": 1.0, "mean_y": -1.0, "std_x": 2.0, "std_y": 0.5, "corr": -0.3}
     g = gaussian_from_row(row)
@@ -219,6 +238,16 @@ def test_mixture_table_validation_and_normalisation():
                                          r"apart; no network can match its density. Use at least 1e\+03, or bring "
                                          r"the means within 500 of each other\."):
         mixture_from_table(far, "target")
+    # a wide std typed beside ordinary ones (a review typed 1e6): the message names the wide cell, whose fix is one
+    # edit, not only the narrow ones, which the review fixed one by one as the message said, each moving it on
+    wide = [{**_row(0.5, 0, 0), "std_x": 1e6}, _row(0.5, 2, 0)]
+    with pytest.raises(ValueError, match=r"Target row 1: std y is 0.5, almost a point mass beside its std x of 1e\+06; "
+                                         r"no network can match its density. Use at least 1e\+03, or make its std x at "
+                                         r"most 500\."):
+        mixture_from_table(wide, "target")
+    with pytest.raises(ValueError, match=r"Target row 2: std x is 0.5, almost a point mass beside row 1's std x of "
+                                         r"1e\+06; .* or make that std x at most 500\."):
+        mixture_from_table([{**wide[0], "std_y": 1e3}, wide[1]], "target")
     with pytest.raises(ValueError, match="row 1: std y is 1e-06, almost a point mass"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": 1e-5, "std_y": 1e-6}], "target")
     # a component over 1e6 standard deviations from the origin: float32 rounds its shape away (a review's means of 1e7
