@@ -454,12 +454,15 @@ def _train(model: TransportMap, source: Any, target: Any, config: TrainConfig, c
                                report_seconds=config.report_seconds, assess=True)
             # A copy: where the fallback's map lands further from the target, the kept one stays as it was.
             start = copy.deepcopy(forward[kept.attempt]) if warm else initial
+            # the steps that network took before, for the message's count of this network's steps
+            before = next((int(run.result.history["step"][-1]) for run in runs if run.attempt == kept.attempt
+                           and not run.reverse and not run.fallback and run.result.history["step"]), 0) if warm else 0
             # On the densities the kept map was judged on (an image at the schedule's last bandwidth, not the blur
             # handed to train), so that both maps are judged alike and a fallback on samples draws sharp ones.
             kept = _nearer_of_two(kept, _run(start, *kept.result.judged_on, settings, callback, runs, len(runs) + 1,
                                              attempts, reverse=False, fallback=True,
                                              standing=_standing(kept.result, config.fallback_from), warm=warm,
-                                             frame=frame, longer=same))
+                                             frame=frame, longer=same, before=before))
     history, phases = runs[0].result.history, []
     for later in runs[1:]:
         phases.append((int(history["step"][-1]) if history["step"] else 0, later.phase))
@@ -486,14 +489,15 @@ class _Run:
     fallback: str = ""         # the objective's title, for a run of TrainConfig.fallback
     warm: bool = False         # a fallback that went on from the trained weights (TrainConfig.fallback_start)
     longer: bool = False       # a fallback on the run's own objective: more of the same training, not another loss
+    before: int = 0            # a warm fallback's: the steps its network took before it
 
     @property
     def tried(self) -> str:
         """How this run trained the network again, for the final message."""
         if self.longer:
             # a review read "trained again on the Monge-Ampere loss" after a run on that loss as a repeat
-            return (f"for {_more_steps(self.result.steps)} on the same loss, " + ("going on from the weights it "
-                    "reached" if self.warm else "from its starting weights"))
+            return (f"for {_more_steps(self.result.steps)} on the same loss, going on from the weights it reached"
+                    if self.warm else "from its starting weights on the same loss")
         if self.fallback:
             return (f"on the {self.fallback}, going on from the weights it reached" if self.warm
                     else f"from its starting weights on the {self.fallback}")
@@ -506,7 +510,7 @@ class _Run:
     def phase(self) -> str:
         """What this run trained, in a few words, to mark its start on a loss curve."""
         if self.longer:
-            return _more_steps(self.result.steps)
+            return _more_steps(self.result.steps) if self.warm else "the same loss from the start"
         if self.fallback:
             return self.fallback
         back = "from the target back"
@@ -518,7 +522,7 @@ class _Run:
     def shown(self) -> str:
         """This run's map, named in the final message."""
         if self.longer:
-            return "the one trained longer"
+            return "the one trained longer" if self.warm else "the one trained again from its starting weights"
         if self.fallback:
             return f"the one trained on the {self.fallback}"
         if self.reverse:
@@ -564,7 +568,8 @@ def _fresh(template: TransportMap, seed: int) -> TransportMap:
 
 def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, callback: Callback | None,
          runs: list[_Run], attempt: int, attempts: int, reverse: bool, fallback: bool = False,
-         standing: str = "", warm: bool = False, frame: ProblemFrame | None = None, longer: bool = False) -> _Run:
+         standing: str = "", warm: bool = False, frame: ProblemFrame | None = None, longer: bool = False,
+         before: int = 0) -> _Run:
     """Train one run after ``runs`` (appended to them), its progress counted on from theirs, with a note saying what
     it does when it is not the first; ``standing``: how the map a fallback follows stood (_standing); ``warm``: a
     fallback that goes on from the trained weights."""
@@ -582,7 +587,7 @@ def _run(model: TransportMap, source: Any, target: Any, config: TrainConfig, cal
     remaining = _time_left(config, runs)
     config = replace(config, time_limit=None if math.isinf(remaining) else remaining)
     result = _train_one_way(model, source, target, config, callback, reverse=reverse, phase=phase, frame=frame)
-    runs.append(_Run(result, attempt, reverse, config.objective.heading if fallback else "", warm, longer))
+    runs.append(_Run(result, attempt, reverse, config.objective.heading if fallback else "", warm, longer, before))
     return runs[-1]
 
 
@@ -682,11 +687,14 @@ def _account(runs: list[_Run], kept: _Run, cut: str, share: float = 1.0) -> str:
             said += ", judged the nearest the target"
     own = kept.result.message
     if kept.warm and kept.fallback:
-        # its "Trained 800 steps" beside the table's 1,000, every step the network took (a review)
+        # its "Trained 800 steps" beside the table's 1,000, the steps of every run (a review): this network's own
+        # steps, and every run's where other networks trained too (a fresh start, a network trained back)
+        network = kept.before + kept.result.steps
         total = int(sum(run.result.history["step"][-1] for run in runs if run.result.history["step"]))
         start = f"Trained {kept.result.steps} step{'' if kept.result.steps == 1 else 's'}"
-        if total > kept.result.steps and own.startswith(start):
-            own = f"Trained {_more_steps(kept.result.steps)} ({total:,} in all){own[len(start):]}"
+        if kept.before and own.startswith(start):
+            count = f"{network:,} in all" if total == network else f"{network:,} on this network, {total:,} in all"
+            own = f"Trained {_more_steps(kept.result.steps)} ({count}){own[len(start):]}"
     return f"{said}. {own}{tail}"
 
 

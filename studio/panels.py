@@ -486,10 +486,13 @@ def _open_pending_demo(page: str, problem: Problem | None) -> None:
 
 
 def _file_notice(run: Run, said: str) -> tuple[str, str]:
-    """The notice on a map read from a file: ``said``, and a warning when the verdict flags it on these inputs."""
+    """The notice on a map read from a file: ``said``, in the box a training's verdict gets (a review found an opened
+    demo's passing verdict only as "ok" in the checks table), green when the verdict passes it on these inputs."""
     if run.metrics.get("verdict") == "flagged":
         return ("warning", f"**The map is not the optimal map for these inputs**: see the verdict's checks below. "
                            f"{said}")
+    if run.metrics.get("verdict") == "ok":
+        return ("success", f"**The map is close to the optimal map.** {said}")
     return ("info", said)
 
 
@@ -778,7 +781,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             st.caption("Left: the exact density of x_t = (1 − t) x + t T(x), p(x) / det((1 − t) I + t J_T(x)) at "
                        "the preimage x of each pixel, found by Newton's method on the map's closed-form Jacobian. "
                        "Right: the ground truth's particles on the same clock." + _sampled_note(morph))
-            _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
+            _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2, when="At t = 1 (T#p), ")
         elif view == "Pushforward vs target":
             morph = _morph(state, run)
             target, target_sampled = _cached(state, ("run", run.number, "target_grid"), lambda: density_picture(
@@ -797,7 +800,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
                        "seams, bands or bent shapes near the split that the target does not have, holding the little "
                        "mass that lies between. The total variation says how much mass is out of place, and the "
                        "verdict's W2 check how far it is moved.")
-            _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2)
+            _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2, when="At t = 1 (T#p), ")
         elif view == "Where the map is wrong":
             field, grid = _cached(state, ("run", run.number, "residual"), lambda: residual_of(ref, run))
             figure = _cached(state, ("run", run.number, "residual_figure"), lambda: residual_figure(
@@ -843,9 +846,11 @@ def _histogram_note(pushforward: bool, target: bool) -> str:
 
 
 def _unsolved_note(unsolved: int, total: int, what: str = "grid points",
-                   consequence: str = "the density there is 0") -> None:
+                   consequence: str = "the density there is 0", when: str = "") -> None:
+    """``when``: the frame the count is of ("At t = 1 (T#p), "): under a morph shown at t = 0, where every point has
+    one, the bare count read as a contradiction (a review)."""
     if unsolved:
-        st.caption(f"{unsolved:,} of {total:,} {what} have no preimage under the learned map (they lie outside "
+        st.caption(f"{when}{unsolved:,} of {total:,} {what} have no preimage under the learned map (they lie outside "
                    f"its range): {consequence}.")
 
 

@@ -366,12 +366,12 @@ def metrics_table(runs: Sequence[Run], details: bool = False, metrics: Sequence[
 
 def density_morph_of(reference: Reference, run: Run) -> DensityMorph:
     """The density of the run's interpolant x_t at ``PICTURE_FRAMES`` times, on a grid over the source, its image and
-    the target (the point animation's box); the last frame is T#p. Exact at the cell centres, except the frames
-    narrower than the cells (a thin Gaussian drew as dashes), which are histograms of carried points
+    the target (the point animation's box); the last frame is T#p. Exact at the cell centres, unless the source, the
+    target or a frame is narrower than the cells (a thin Gaussian drew as dashes): then histograms of carried points
     (``morph.sampled``)."""
     grid = Grid(square_bounds(reference.points, run.mapped, reference.target_samples), PICTURE_RESOLUTION)
     return morph_picture(run.model.cpu(), reference.source, grid, PICTURE_FRAMES,
-                         generator=torch.Generator().manual_seed(run.number))
+                         generator=torch.Generator().manual_seed(run.number), target=reference.target)
 
 
 def residual_of(reference: Reference, run: Run) -> tuple[np.ndarray, Grid]:
@@ -427,22 +427,32 @@ def _check_widths(rows: list[dict[str, float]], side: str) -> None:
     smallest = float(stds.min())
     if smallest < floor:
         i, j = np.unravel_index(stds.argmin(), stds.shape)
-        # Means far apart make an ordinary std a point mass (0.5 beside means 1e6 apart): then moving the means
-        # in is the other remedy, and the message names them, not only the std.
-        # A wide std makes the others point masses likewise (0.5 beside a typed 1e6): the message names the wide
-        # one, which is the likelier slip, so that fixing the narrow cells row by row is not the only way offered.
-        by_means = spread > float(stds.max())
-        by_width = not by_means and MIN_RELATIVE_STD * extent > MIN_STD
-        scale = f"beside means up to {spread:.3g} apart" if by_means else f"(the mixture spans {extent:.3g})"
-        closer = (f", or bring the means within {smallest / MIN_RELATIVE_STD:.3g} of each other"
-                  if by_means and smallest >= MIN_STD else "")
-        if by_width:
-            k, m = np.unravel_index(stds.argmax(), stds.shape)
-            scale = (f"beside its std {'xy'[m]} of {extent:.3g}" if k == i
-                     else f"beside row {k + 1}'s std {'xy'[m]} of {extent:.3g}")
-            closer = f", or make {'that' if k != i else 'its'} std {'xy'[m]} at most {smallest / MIN_RELATIVE_STD:.3g}"
+        # What makes an ordinary std a point mass is named: means far apart (0.5 beside means 1e6 apart) or a wide
+        # std (0.5 beside a typed 1e6, the likelier slip), so that fixing the narrow cells one by one, which a review
+        # did as the message said, each fix moving the message on to the next, is not the only way offered.
+        def cell(k: int, m: int) -> str:
+            owner = "its" if k == i else f"row {k + 1}'s"
+            return f"{owner} std {'xy'[m]}"
+        k, m = np.unravel_index(stds.argmax(), stds.shape)
+        if spread > float(stds.max()):
+            scale = f"beside means up to {spread:.3g} apart"
+        elif floor > MIN_STD:
+            scale = f"beside {cell(k, m)} of {extent:.3g}"
+        else:
+            scale = f"(the mixture spans {extent:.3g})"
+        narrow = int((stds < floor).sum())
+        remedy = f"Use at least {floor:.3g}" + (f" in each of the {narrow} cells that narrow" if narrow > 1 else "")
+        if smallest >= MIN_STD:
+            # the other way, whole: everything wider than this std allows, and the means' spread
+            limit = smallest / MIN_RELATIVE_STD
+            wide = [cell(int(a), int(b)) for a, b in zip(*np.nonzero(stds > limit))]
+            ways = ([f"make {', '.join(wide[:-1]) + ' and ' if len(wide) > 1 else ''}{wide[-1]} at most {limit:.3g}"]
+                    if wide else [])
+            if spread > limit:
+                ways.append(f"bring the means within {limit:.3g} of each other")
+            remedy += ", or " + " and ".join(ways) if ways else ""
         raise ValueError(f"{side.capitalize()} row {i + 1}: std {'xy'[j]} is {smallest:.3g}, almost a point mass "
-                         f"{scale}; no network can match its density. Use at least {floor:.3g}{closer}.")
+                         f"{scale}; no network can match its density. {remedy}.")
     offsets = np.abs(means).max(axis=1) / stds.min(axis=1)
     if float(offsets.max()) > MAX_OFFSET_IN_STDS:
         i = int(offsets.argmax())

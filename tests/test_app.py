@@ -248,6 +248,8 @@ def test_mixtures_train_against_the_barycentric_projection():
     _assert_results(at)
     assert "barycentric, n=300" in _animation(at, "mixtures").proto.spec
     assert "mixtures.density_morph" in [c.key for c in _charts(at)]          # the exact density, by default
+    state = _state(at, "mixtures")
+    assert state.cache[("run", state.runs[-1].number, "morph")].sampled == ()
     # the barycentric ground truth says how far off it is itself (the closed form, on Gaussians, does not)
     noise = _state(at, "mixtures").reference.noise_l2_uvp
     assert any(c.value.startswith("This ground truth is itself an estimate from 300 samples: the exact map would "
@@ -400,6 +402,8 @@ def test_digits_train_from_bundled_examples():
     _train(at, "digits", steps=20)
     _assert_results(at)
     assert "digits.density_morph" in [c.key for c in _charts(at)]
+    state = _state(at, "digits")
+    assert state.cache[("run", state.runs[-1].number, "morph")].sampled == ()      # a digit's strokes are resolved
     # The page trains the digits preset's own objective, with its tuned bandwidth end and Sinkhorn term
     # (a bare MongeAmpere() once replaced it: drawn digits then failed where the benchmark passed).
     trained = _state(at, "digits").runs[-1].settings["training"]["objective"]
@@ -711,6 +715,7 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
         assert chart in [c.key for c in _charts(at)], view
     morph = state.cache[("run", state.runs[-1].number, "morph")]
     assert morph.densities.shape == (30, 100, 100)
+    assert morph.sampled == () and not any("narrower than a pixel" in c.value for c in at.caption)   # exact values
     assert any("These pictures are for #2 mGradNet-M" in c.value for c in at.caption)
     # The pushforward of a trained Gaussian map is close to the target: the page says by how much.
     at.radio(key="gaussians.density_view").set_value("Pushforward vs target").run()
@@ -799,7 +804,8 @@ def test_a_saved_map_comes_back_as_a_run_and_bad_files_are_refused():
     assert loaded.number == 2 and loaded.origin == "mine.safetensors" and loaded.result is None
     np.testing.assert_allclose(loaded.mapped, trained.mapped)                       # the same map, measured again
     assert loaded.metrics["mse"] == pytest.approx(trained.metrics["mse"])
-    assert any("Loaded mine.safetensors as run #2." == i.value for i in at.info), [i.value for i in at.info]
+    assert any(b.value == "**The map is close to the optimal map.** Loaded mine.safetensors as run #2."
+               for b in at.success), [b.value for b in [*at.success, *at.info, *at.warning]]
     assert _metrics(at)["map"].tolist()[1] == "#2 mGradNet-M (from mine.safetensors)"
     # A file has no training time: its cell is a dash, not the grid's "None" (a review saw "None" there).
     truth = next(element for element in at.dataframe if "MSE" in element.value.columns)
@@ -853,7 +859,9 @@ def test_every_gallery_demo_opens_at_once_as_a_run_on_its_own_problem(page):
         assert json.loads(json.dumps(run.settings["problem"])) == json.loads(json.dumps(
             _problem_now(at, page).describe()))
         assert run.metrics["l2_uvp"] < 10.0                                      # a good map, not a stub
-        assert any(i.value.startswith(f"Demo opened as run #{number}") for i in at.info)
+        # in the verdict's green box, as after a training (a review found the verdict only in the checks table)
+        assert any(b.value.startswith(f"**The map is close to the optimal map.** Demo opened as run #{number}")
+                   for b in at.success), [b.value for b in at.success]
         assert f"{page}.density_morph" in [c.key for c in _charts(at)]
     if page == "digits":
         assert at.selectbox(key="digits.source.set").value == "mnist"
@@ -1109,8 +1117,8 @@ def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
     assert any(text.startswith("Runs #1 and #2, trained on other inputs, were removed") for text in said), said
     at.slider(key="gaussians.target.mean_x").set_value(0.0).run()
     at.button(key="gaussians.open_demo").click().run()
-    said = [i.value for i in at.info]
-    assert any(text.startswith("Demo opened as run #4") for text in said), said
+    said = [i.value for i in [*at.info, *at.success]]
+    assert any("Demo opened as run #4" in text for text in said), said
     assert any(text.startswith("Run #3, trained on other inputs, was removed") for text in said), said
     _train(at, "gaussians", steps=20)
     assert not any("removed" in i.value for i in at.info)            # said once, not again

@@ -797,6 +797,10 @@ def test_a_hard_gaussian_pair_flagged_after_the_preset_goes_on_training_and_a_sh
     assert "trained again for 800 more steps on the same loss, going on from the weights it reached" in result.message
     assert "the map shown is the one trained longer, which passes. Trained 800 more steps (1,000 in all)" \
         in result.message
+    # with a fresh start before it, the count says whose steps are whose
+    again = train(seeded_map("mGradNet-M", 0, dim=2), source, target, replace(train_preset("gaussian"), attempts=2))
+    assert again.longer and [words for _, words in again.phases] == ["attempt 2", "800 more steps"]
+    assert "Trained 800 more steps (1,000 on this network, 1,200 in all)" in again.message
     x = source.sample(2000, torch.Generator().manual_seed(1))
     with torch.no_grad():
         error = map_mse(result.map(x), gaussian_map(source, target)(x)) / float(torch.trace(target.cov))

@@ -3,6 +3,7 @@ table and slider conversions."""
 
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -235,19 +236,33 @@ def test_mixture_table_validation_and_normalisation():
     # an ordinary std beside means far apart: the message names the means, and moving them in as a remedy
     far = [_row(0.5, 1e6, 0), _row(0.5, 0, 0)]
     with pytest.raises(ValueError, match=r"Target row 1: std x is 0.5, almost a point mass beside means up to 1e\+06 "
-                                         r"apart; no network can match its density. Use at least 1e\+03, or bring "
-                                         r"the means within 500 of each other\."):
+                                         r"apart; no network can match its density. Use at least 1e\+03 in each of "
+                                         r"the 4 cells that narrow, or bring the means within 500 of each other\."):
         mixture_from_table(far, "target")
     # a wide std typed beside ordinary ones (a review typed 1e6): the message names the wide cell, whose fix is one
-    # edit, not only the narrow ones, which the review fixed one by one as the message said, each moving it on
+    # edit, not only the narrow ones, which the review fixed one by one as the message said, each moving it on; and
+    # each way it offers clears the error whole
     wide = [{**_row(0.5, 0, 0), "std_x": 1e6}, _row(0.5, 2, 0)]
     with pytest.raises(ValueError, match=r"Target row 1: std y is 0.5, almost a point mass beside its std x of 1e\+06; "
-                                         r"no network can match its density. Use at least 1e\+03, or make its std x at "
-                                         r"most 500\."):
+                                         r"no network can match its density. Use at least 1e\+03 in each of the 3 "
+                                         r"cells that narrow, or make its std x at most 500\."):
         mixture_from_table(wide, "target")
     with pytest.raises(ValueError, match=r"Target row 2: std x is 0.5, almost a point mass beside row 1's std x of "
-                                         r"1e\+06; .* or make that std x at most 500\."):
+                                         r"1e\+06; .* or make row 1's std x and row 1's std y at most 500\."):
         mixture_from_table([{**wide[0], "std_y": 1e3}, wide[1]], "target")
+    cases = {"one wide": wide, "two rows wide": [wide[0], {**_row(0.5, 2, 0), "std_y": 1e6}],
+             "wide and far": [{**_row(0.5, 0, 0), "std_x": 1e6}, _row(0.5, 2e6, 0)],
+             "far": [_row(0.5, 1e6, 0), _row(0.5, 0, 0)]}
+    for name, rows in cases.items():
+        with pytest.raises(ValueError) as err:
+            mixture_from_table(rows, "target")
+        said = str(err.value)
+        limit = float(re.search(r"at most ([\d.e+]+)", said).group(1)) if "at most" in said else math.inf
+        fixed = [{**r, "std_x": min(r["std_x"], limit), "std_y": min(r["std_y"], limit)} for r in rows]
+        if "bring the means within" in said:
+            within = float(re.search(r"means within ([\d.e+]+)", said).group(1))
+            fixed = [{**r, "mean_x": min(r["mean_x"], within), "mean_y": min(r["mean_y"], within)} for r in fixed]
+        mixture_from_table(fixed, "target")                            # the other way offered clears it, whole
     with pytest.raises(ValueError, match="row 1: std y is 1e-06, almost a point mass"):
         mixture_from_table([{**_row(1.0, 0, 0), "std_x": 1e-5, "std_y": 1e-6}], "target")
     # a component over 1e6 standard deviations from the origin: float32 rounds its shape away (a review's means of 1e7
