@@ -778,9 +778,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
                 morph, (ref.points, ref.mapped), title=f"{run.network}: density of x_t",
                 particles_title=f"{ref.name}: particles"))
             chart(figure, key(page, "density_morph"))
-            st.caption("Left: the exact density of x_t = (1 − t) x + t T(x), p(x) / det((1 − t) I + t J_T(x)) at "
-                       "the preimage x of each pixel, found by Newton's method on the map's closed-form Jacobian. "
-                       "Right: the ground truth's particles on the same clock." + _sampled_note(morph))
+            st.caption(_morph_caption(morph))
             _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2, when="At t = 1 (T#p), ")
         elif view == "Pushforward vs target":
             morph = _morph(state, run)
@@ -824,16 +822,16 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             _unsolved_note(int((~converged).sum()), len(converged), "target samples", "they are left out")
 
 
-def _sampled_note(morph: Any) -> str:
-    """What the morph's caption adds when some frames are histograms (pushforward.morph_picture)."""
-    if not morph.sampled:
-        return ""
-    which = "every frame" if len(morph.sampled) == len(morph.times) else (
-        f"{len(morph.sampled)} of the {len(morph.times)} frames (t = "
-        f"{', '.join(f'{morph.times[k]:.2f}' for k in morph.sampled[:3])}{', …' if len(morph.sampled) > 3 else ''})")
-    return (f" Here the density is narrower than a pixel in {which}: its values at the pixel centres would miss most of "
-            f"it and draw a few dashes, so those frames show each pixel's share of {morph.samples:,} source points "
-            f"carried along by the map instead (grainy where the density is spread out).")
+def _morph_caption(morph: Any) -> str:
+    """How the density morph's frames were drawn: exact values, or (pushforward.morph_picture) histograms."""
+    if morph.sampled:
+        return (f"Left: the density of x_t = (1 − t) x + t T(x) as each pixel's share of {morph.samples:,} source "
+                f"points carried along by the map (grainy where it is spread out). The density is narrower than a "
+                f"pixel here, so its exact values at the pixel centres, p(x) / det((1 − t) I + t J_T(x)), would miss "
+                f"most of it and draw a few dashes. Right: the ground truth's particles on the same clock.")
+    return ("Left: the exact density of x_t = (1 − t) x + t T(x), p(x) / det((1 − t) I + t J_T(x)) at the preimage x "
+            "of each pixel, found by Newton's method on the map's closed-form Jacobian. Right: the ground truth's "
+            "particles on the same clock.")
 
 
 def _histogram_note(pushforward: bool, target: bool) -> str:
