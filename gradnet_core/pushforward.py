@@ -112,8 +112,7 @@ class DensityMorph:
     densities: np.ndarray      # (f, r, r)
     unsolved: np.ndarray       # (f,) grid points whose preimage did not converge (density 0 there)
     seconds: float             # time to compute it
-    samples: int = 0           # source points behind the frames drawn as histograms (0: none)
-    sampled: tuple[int, ...] = ()  # those frames; the others are exact values at the cell centres
+    samples: int = 0           # 0: exact values at the cell centres; else histograms of this many carried points
 
     @property
     def pushforward(self) -> np.ndarray:
@@ -210,15 +209,15 @@ def sampled_density_morph(model: TransportMap, source: Density, grid: Grid, fram
         raise ValueError(f"frames must be an integer >= 2; got {frames!r}")
     check_positive_int(samples, "samples")
     started = time.perf_counter()
+    dtype, device = model.dtype_and_device()
     with torch.no_grad():
-        x = source.sample(samples, generator)
-        points = _model_tensor(model, x.detach().cpu().numpy())
+        points = source.sample(samples, generator).to(device=device, dtype=dtype)
         mapped = in_chunks(model, points, evaluation_rows(model, points.device))
     x, mapped = points.cpu().double().numpy(), mapped.cpu().double().numpy()
     times = np.linspace(0.0, 1.0, frames)
     dens = np.stack([_histogram((1.0 - t) * x + t * mapped, grid, samples) for t in times])
     return DensityMorph(grid=grid, times=times, densities=dens, unsolved=np.zeros(frames, dtype=int),
-                        seconds=time.perf_counter() - started, samples=samples, sampled=tuple(range(frames)))
+                        seconds=time.perf_counter() - started, samples=samples)
 
 
 def unresolved_frames(exact: DensityMorph, sampled: DensityMorph, tolerance: float = MASS_TOLERANCE) -> np.ndarray:

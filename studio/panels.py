@@ -792,7 +792,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             # The grid's Riemann sum of T#p: "100.2 %" of its mass in the box read as impossible, so to the percent.
             st.markdown(f"Total variation between T#p and q: **{tv:.3f}** (0 when the map carries p exactly onto "
                         f"q, 1 when they do not overlap). T#p has about {min(mass, 1.0):.0%} of its mass in this box."
-                        + _histogram_note(len(morph.times) - 1 in morph.sampled, target_sampled))
+                        + _histogram_note(bool(morph.samples), target_sampled))
             st.caption("Where the optimal map has to jump (to split one source component between two target "
                        "components, or to carry mass across a gap), a network, being smooth, cannot: T#p then shows "
                        "seams, bands or bent shapes near the split that the target does not have, holding the little "
@@ -824,7 +824,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
 
 def _morph_caption(morph: Any) -> str:
     """How the density morph's frames were drawn: exact values, or (pushforward.morph_picture) histograms."""
-    if morph.sampled:
+    if morph.samples:
         return (f"Left: the density of x_t = (1 − t) x + t T(x) as each pixel's share of {morph.samples:,} source "
                 f"points carried along by the map (grainy where it is spread out). The density is narrower than a "
                 f"pixel here, so its exact values at the pixel centres, p(x) / det((1 − t) I + t J_T(x)), would miss "

@@ -368,7 +368,7 @@ def density_morph_of(reference: Reference, run: Run) -> DensityMorph:
     """The density of the run's interpolant x_t at ``PICTURE_FRAMES`` times, on a grid over the source, its image and
     the target (the point animation's box); the last frame is T#p. Exact at the cell centres, unless the source, the
     target or a frame is narrower than the cells (a thin Gaussian drew as dashes): then histograms of carried points
-    (``morph.sampled``)."""
+    (``morph.samples`` > 0)."""
     grid = Grid(square_bounds(reference.points, run.mapped, reference.target_samples), PICTURE_RESOLUTION)
     return morph_picture(run.model.cpu(), reference.source, grid, PICTURE_FRAMES,
                          generator=torch.Generator().manual_seed(run.number), target=reference.target)

@@ -249,7 +249,7 @@ def test_mixtures_train_against_the_barycentric_projection():
     assert "barycentric, n=300" in _animation(at, "mixtures").proto.spec
     assert "mixtures.density_morph" in [c.key for c in _charts(at)]          # the exact density, by default
     state = _state(at, "mixtures")
-    assert state.cache[("run", state.runs[-1].number, "morph")].sampled == ()
+    assert state.cache[("run", state.runs[-1].number, "morph")].samples == 0
     # the barycentric ground truth says how far off it is itself (the closed form, on Gaussians, does not)
     noise = _state(at, "mixtures").reference.noise_l2_uvp
     assert any(c.value.startswith("This ground truth is itself an estimate from 300 samples: the exact map would "
@@ -403,7 +403,7 @@ def test_digits_train_from_bundled_examples():
     _assert_results(at)
     assert "digits.density_morph" in [c.key for c in _charts(at)]
     state = _state(at, "digits")
-    assert state.cache[("run", state.runs[-1].number, "morph")].sampled == ()      # a digit's strokes are resolved
+    assert state.cache[("run", state.runs[-1].number, "morph")].samples == 0      # a digit's strokes are resolved
     # The page trains the digits preset's own objective, with its tuned bandwidth end and Sinkhorn term
     # (a bare MongeAmpere() once replaced it: drawn digits then failed where the benchmark passed).
     trained = _state(at, "digits").runs[-1].settings["training"]["objective"]
@@ -715,7 +715,7 @@ def test_density_views_show_the_exact_pictures_of_the_monotone_map_and_explain_t
         assert chart in [c.key for c in _charts(at)], view
     morph = state.cache[("run", state.runs[-1].number, "morph")]
     assert morph.densities.shape == (30, 100, 100)
-    assert morph.sampled == () and not any("narrower than a pixel" in c.value for c in at.caption)   # exact values
+    assert morph.samples == 0 and not any("narrower than a pixel" in c.value for c in at.caption)   # exact values
     assert any("These pictures are for #2 mGradNet-M" in c.value for c in at.caption)
     # The pushforward of a trained Gaussian map is close to the target: the page says by how much.
     at.radio(key="gaussians.density_view").set_value("Pushforward vs target").run()
@@ -741,7 +741,7 @@ def test_a_gaussian_line_narrower_than_a_pixel_is_drawn_whole_and_the_page_says_
     assert not at.exception and not at.error
     state = _state(at, "gaussians")
     morph = state.cache[("run", state.runs[-1].number, "morph")]
-    assert 0 in morph.sampled and abs(morph.masses[0] - 1) < 0.02
+    assert morph.samples > 0 and abs(morph.masses[0] - 1) < 0.02
     assert any("narrower than a pixel" in c.value and "200,000 source points" in c.value for c in at.caption)
     at.radio(key="gaussians.density_view").set_value("Pushforward vs target").run()
     assert any("drawn as histograms of sampled points" in m.value for m in at.markdown)

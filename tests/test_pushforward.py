@@ -55,7 +55,7 @@ def test_a_density_narrower_than_a_cell_is_drawn_whole_from_carried_points():
     exact = density_morph(model, THIN, grid, frames=5)
     assert np.abs(exact.masses - 1).max() > 0.3                     # the values at the centres miss it
     picture = morph_picture(model, THIN, grid, frames=5, generator=torch.Generator().manual_seed(0))
-    assert picture.sampled == (0, 1, 2, 3, 4) and picture.samples == 200_000
+    assert picture.samples == 200_000                             # every frame a histogram
     np.testing.assert_allclose(picture.masses, 1.0, atol=0.01)
     edges = grid.bounds[0] + np.arange(grid.resolution + 1) * (grid.bounds[1] - grid.bounds[0]) / grid.resolution
     for t, frame, wrong in zip(picture.times, picture.densities, exact.densities):
@@ -74,7 +74,7 @@ def test_a_density_narrower_than_a_cell_is_drawn_whole_from_carried_points():
         assert density_picture(steep, steep_grid, samples=20_000, generator=torch.Generator().manual_seed(2))[1]
 
     round_picture = morph_picture(model, SOURCE, grid, frames=5)
-    assert round_picture.sampled == () and round_picture.samples == 0
+    assert round_picture.samples == 0
     np.testing.assert_array_equal(round_picture.densities, density_morph(model, SOURCE, grid, frames=5).densities)
     values, sampled = density_picture(SOURCE, grid)
     assert not sampled and np.array_equal(values, density_on_grid(SOURCE, grid))
