@@ -33,6 +33,7 @@ from .state import key, kept_runs, page_state
 __all__ = [
     "gaussian_inputs", "gaussian_problem", "mixture_inputs", "mixture_problem", "truth_samples_input",
     "digit_input", "digit_problem", "color_image_input", "side_by_side", "on_gaussian_preset", "on_mixture_preset",
+    "restore_inputs", "inputs_summary",
 ]
 
 GAUSSIAN_SAMPLES = 1000          # test samples for the Gaussian metrics (the paper's 1000)
@@ -40,6 +41,7 @@ TRUTH_SAMPLES = (200, 1000, 4000)  # barycentric projection samples: min, defaul
 DIGIT_DEFAULTS = {"source": (0, 0), "target": (4, 1)}  # (digit, example): the authors' 0 -> 4 notebook
 DIGIT_SET_NAMES = {"mnist": "MNIST", "uci": "UCI"}     # the bundled sets (gradnet_core.images.DIGIT_SETS)
 KEPT_PICTURE = "\0kept"     # state.uploads' name of a picture restored from the kept runs (no file has it)
+BROUGHT_BACK = "\0back"     # ... and of one brought back with runs on earlier inputs
 COLOR_DEFAULTS = {"source": "daytime", "target": "sunset"}  # bundled pictures
 # What a teacher can say about the bundled pair (assets/README.md): its exact answer is known.
 BUNDLED_COLOR_HELP = ("The sunset is the daytime picture regraded pixel by pixel by a colour map that is the gradient "
@@ -198,14 +200,29 @@ def on_mixture_preset(page: str) -> None:
                               "version": state.tables.get(side, {}).get("version", 0) + 1}
 
 
-def _kept_problem(page: str, kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """After a reload: the description of the problem this session's last kept run on ``page`` was trained on
-    (``Problem.describe``) and its two sides, when both are ``kind`` densities; else None. The pages' inputs came back
-    at their presets, and the page then said the inputs had changed (a review, who had typed them)."""
-    kept = kept_runs(page)
-    problem = kept[-1][1] if kept else {}
+def _kept_problem(page: str, kind: str, problem: dict[str, Any] | None = None
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The description of ``problem`` (``Problem.describe``), by default the one this session's last kept run on
+    ``page`` was trained on (after a reload), and its two sides, when both are ``kind`` densities; else None. After a
+    reload the pages' inputs came back at their presets, and the page then said the inputs had changed (a review, who
+    had typed them)."""
+    if problem is None:
+        kept = kept_runs(page)
+        problem = kept[-1][1] if kept else {}
     sides = [problem.get(side) or {} for side in ("source", "target")]
     return (problem, sides) if all(side.get("type") == kind for side in sides) else None
+
+
+def restore_inputs(page: str, problem: dict[str, Any]) -> None:
+    """Set the page's inputs to ``problem`` (``Problem.describe``): runs on earlier inputs brought back (a callback,
+    before the widgets are drawn)."""
+    if page == "gaussians":
+        _restore_gaussian_rows(page, problem)
+    elif page == "mixtures":
+        _restore_mixture_tables(page, problem)
+    elif page == "digits":
+        page_state(page).inputs_version += 1        # a fresh canvas and uploader, to show the restored pictures
+        _set_digit_images(page, _kept_problem(page, "ImageDensity", problem), BROUGHT_BACK)
 
 
 def _name_preset(page: str, names: Sequence[str]) -> None:
@@ -213,37 +230,88 @@ def _name_preset(page: str, names: Sequence[str]) -> None:
     st.session_state[key(page, "preset")] = names[0] if names else "Custom"
 
 
-def _restore_gaussian_rows(page: str) -> bool:
-    """The sliders of the kept runs' problem (``_kept_problem``), the preset box naming the preset they match or
+def _restore_gaussian_rows(page: str, problem: dict[str, Any] | None = None) -> bool:
+    """The sliders of ``problem`` or the kept runs' (``_kept_problem``), the preset box naming the preset they match or
     "Custom"; True when there was such a problem."""
-    kept = _kept_problem(page, "Gaussian")
+    kept = _kept_problem(page, "Gaussian", problem)
     if kept is None:
         return False
-    rows = {side: gaussian_row(Gaussian(d["mean"], d["cov"])) for side, d in zip(("source", "target"), kept[1])}
+    rows = _gaussian_rows(kept[1])
     _set_gaussian_rows(page, rows)
-    shown = _snapped(rows)
-    _name_preset(page, [name for name, (source, target) in presets.gaussian_presets().items()
-                        if _snapped({"source": gaussian_row(source), "target": gaussian_row(target)}) == shown])
+    _name_preset(page, _gaussian_presets_matching(rows))
     return True
 
 
-def _restore_mixture_tables(page: str) -> bool:
-    """The tables and the ground-truth samples of the kept runs' problem (``_kept_problem``), the preset box naming the
-    preset they match or "Custom"; True when there was such a problem."""
-    kept = _kept_problem(page, "GaussianMixture")
+def _gaussian_rows(sides: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Slider rows of two described Gaussians (``Problem.describe``'s sides)."""
+    return {side: gaussian_row(Gaussian(d["mean"], d["cov"])) for side, d in zip(("source", "target"), sides)}
+
+
+def _gaussian_presets_matching(rows: dict[str, dict[str, float]]) -> list[str]:
+    """The Gaussian presets whose sliders are ``rows``."""
+    shown = _snapped(rows)
+    return [name for name, (source, target) in presets.gaussian_presets().items()
+            if _snapped({"source": gaussian_row(source), "target": gaussian_row(target)}) == shown]
+
+
+def _restore_mixture_tables(page: str, problem: dict[str, Any] | None = None) -> bool:
+    """The tables and the ground-truth samples of ``problem`` or the kept runs' (``_kept_problem``), the preset box
+    naming the preset they match or "Custom"; True when there was such a problem."""
+    kept = _kept_problem(page, "GaussianMixture", problem)
     if kept is None:
         return False
     problem, sides = kept
     state = page_state(page)
-    tables = [[_mixture_row(w, m, c) for w, m, c in zip(d["weights"], d["means"], d["covs"])] for d in sides]
+    tables = _mixture_tables(sides)
     for side, rows in zip(("source", "target"), tables):
-        state.tables[side] = {"base": _mixture_frame(rows), "edited": _mixture_frame(rows), "version": 1}
-    _name_preset(page, [name for name, preset in presets.MIXTURE_ROWS.items()
-                        if all(_mixture_frame(a).equals(_mixture_frame(b))
-                               for a, b in zip(_normalised(preset), tables))])
+        state.tables[side] = {"base": _mixture_frame(rows), "edited": _mixture_frame(rows),
+                              "version": state.tables.get(side, {}).get("version", 0) + 1}
+    _name_preset(page, _mixture_presets_matching(tables))
+    _restore_samples(page, problem)
+    return True
+
+
+def _mixture_tables(sides: Sequence[dict[str, Any]]) -> list[list[dict[str, float]]]:
+    """Table rows of two described mixtures (``Problem.describe``'s sides)."""
+    return [[_mixture_row(w, m, c) for w, m, c in zip(d["weights"], d["means"], d["covs"])] for d in sides]
+
+
+def _mixture_presets_matching(tables: Sequence[Sequence[dict[str, float]]]) -> list[str]:
+    """The mixture presets whose tables are ``tables``."""
+    return [name for name, preset in presets.MIXTURE_ROWS.items()
+            if all(_mixture_frame(a).equals(_mixture_frame(b)) for a, b in zip(_normalised(preset), tables))]
+
+
+def inputs_summary(problem: dict[str, Any]) -> str:
+    """A few words on the inputs ``problem`` (``Problem.describe``) was set up from: the preset they match, or what
+    they are ("Gaussians with means (0, 0) → (2, 1)", "MNIST 0 #1 → a drawing")."""
+    if kept := _kept_problem("", "Gaussian", problem):
+        rows = _gaussian_rows(kept[1])
+        named = _gaussian_presets_matching(rows)
+        means = [f"({row['mean_x']:g}, {row['mean_y']:g})" for row in rows.values()]
+        return f"preset {named[0]}" if named else f"Gaussians with means {means[0]} → {means[1]}"
+    if kept := _kept_problem("", "GaussianMixture", problem):
+        tables = _mixture_tables(kept[1])
+        named = _mixture_presets_matching(tables)
+        return f"preset {named[0]}" if named else f"mixtures of {len(tables[0])} → {len(tables[1])} components"
+    if kept := _kept_problem("", "ImageDensity", problem):
+        strokes = problem.get("drawings") or {}
+        words = []
+        for side, described in zip(("source", "target"), kept[1]):
+            example = _bundled_example(np.asarray(described["image"], dtype=np.float64))
+            if example is not None:
+                collection, digit, index = example
+                words.append(f"{DIGIT_SET_NAMES[collection]} {digit} #{index + 1}")
+            else:
+                words.append("a drawing" if isinstance(strokes.get(side), dict) else "a picture")
+        return " → ".join(words)
+    return "other inputs"
+
+
+def _restore_samples(page: str, problem: dict[str, Any]) -> None:
+    """The ground-truth samples slider at ``problem``'s."""
     if isinstance(problem.get("samples"), int):
         st.session_state[key(page, "samples")] = problem["samples"]
-    return True
 
 
 def _mixture_row(weight: float, mean: Sequence[float], cov: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -412,9 +480,15 @@ def _restore_digit_images(page: str) -> None:
     if flag in st.session_state:
         return
     st.session_state[flag] = True
-    kept = _kept_problem(page, "ImageDensity")
+    _set_digit_images(page, _kept_problem(page, "ImageDensity"), KEPT_PICTURE)
+
+
+def _set_digit_images(page: str, kept: tuple[dict[str, Any], list[dict[str, Any]]] | None, upload_name: str) -> None:
+    """The digit inputs at the two pictures of ``kept`` (``_kept_problem``'s), a picture neither bundled nor drawn as
+    the side's upload named ``upload_name``, and its ground-truth samples."""
     if kept is None:
         return
+    _restore_samples(page, kept[0])
     state = page_state(page)
     strokes = kept[0].get("drawings") or {}
     for side, described in zip(("source", "target"), kept[1]):
@@ -426,7 +500,7 @@ def _restore_digit_images(page: str) -> None:
             st.session_state[key(page, side, "mode")] = "Draw"
             continue
         if example is None:
-            state.uploads[side] = (KEPT_PICTURE, image)
+            state.uploads[side] = (upload_name, image)
             st.session_state[key(page, side, "mode")] = "Upload"
             continue
         collection, digit, index = example
@@ -454,7 +528,7 @@ def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
 
     _toolbar_off_the_canvas()
     state = page_state(page)
-    canvas_key = key(page, side, "canvas")
+    canvas_key = _renewed(page, key(page, side, "canvas"))
     saved = state.drawings.setdefault(side, {"mount": None, "json": None, "rgba": None})
     if canvas_key not in st.session_state:
         # Newly mounted (first visit or back from another page): redraw the last drawing. Kept
@@ -488,6 +562,13 @@ def _canvas(page: str, side: str, disabled: bool) -> np.ndarray | None:
     return canvas_to_image(np.asarray(rgba))
 
 
+def _renewed(page: str, widget_key: str) -> str:
+    """``widget_key``, renewed each time the inputs are restored (``PageState.inputs_version``): a widget that holds
+    its own value (a canvas, an uploader) is drawn afresh, showing the restored one."""
+    version = page_state(page).inputs_version
+    return f"{widget_key}.{version}" if version else widget_key
+
+
 def _toolbar_off_the_canvas() -> None:
     """Append CANVAS_TOOLBAR_CSS to the canvas component's styles (once per process). The component gives
     no way to pass styles and draws inside its own shadow root, so its registered definition is re-registered
@@ -514,14 +595,15 @@ def _toolbar_off_the_canvas() -> None:
 
 def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, str]:
     state = page_state(page)
-    upload_key = key(page, side, "upload")
+    upload_key = _renewed(page, key(page, side, "upload"))
     fresh = upload_key not in st.session_state
     file = st.file_uploader(UPLOAD_LABEL, key=upload_key, max_upload_size=UPLOAD_MB, disabled=disabled)
     if file is None:
         if fresh and side in state.uploads:
             name, image = state.uploads[side]
-            return image, ("Your picture of the last training here, kept over the reload" if name == KEPT_PICTURE
-                           else f"Uploaded earlier: {name}")
+            return image, {KEPT_PICTURE: "Your picture of the last training here, kept over the reload",
+                           BROUGHT_BACK: "Your picture the runs brought back were trained on"}.get(
+                               name, f"Uploaded earlier: {name}")
         state.uploads.pop(side, None)
         st.info("Upload a picture of a digit: any size, dark ink on light paper or light on dark.")
         return None, ""

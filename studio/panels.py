@@ -39,7 +39,8 @@ from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back, picked_objective,
                        problem_from_description, residual_of, to_numpy, without_strokes)
-from .state import (PageState, key, kept_runs, outcome_notices, page_state, removed_notice, show_notices,
+from .inputs import inputs_summary, restore_inputs
+from .state import (PageState, RunsAside, key, kept_runs, outcome_notices, page_state, removed_notice, show_notices,
                     start_job)
 from .store import store
 from .view import chart, table as show_table
@@ -54,6 +55,8 @@ QUEUED_POLL_SECONDS = 2.0        # ... and while waiting in line
 CPU_THREADS = 1                  # torch threads per training job: sessions share the cores (see jobs)
 ANIMATION_FRAMES = 30
 MAX_RUNS = 8                     # runs a page keeps; past it the oldest goes
+MAX_ASIDE = 4                    # sets of runs on earlier inputs a page keeps aside; past it the oldest set goes
+EARLIER_LABEL = "Runs on earlier inputs"
 PAGE_TITLES = {"gaussians": "Gaussians", "mixtures": "Gaussian mixtures", "digits": "Digits"}
 DENSITY_VIEWS = ("Density morph", "Pushforward vs target", "Where the map is wrong", "Morph back")
 COLOR_LOSSES = {"sinkhorn": "Sinkhorn divergence", "gaussian-kl": "Gaussian-moment KL (mean and covariance only)",
@@ -106,9 +109,10 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", c
     # keep their verdicts in the checks table.
     if training or (start is not None and current):
         show_notices(state.notices)
-    elif start is not None and state.notices:
+    elif start is not None and (state.notices or not current):
         st.caption("The inputs have changed since the last training: press Train to train on them. The runs below "
-                   "are for the inputs they were trained on, each with its verdict in the checks table.")
+                   "are for the inputs they were trained on, each with its verdict in the checks table; a run on "
+                   f"these inputs sets them aside, under **{EARLIER_LABEL}**, from where they can be brought back.")
 
 
 def _live_panel(page: str) -> None:
@@ -273,15 +277,25 @@ def _store_run(state: PageState, job: TrainingJob) -> None:
 
 
 def add_run(state: PageState, run: Run, reference: Reference) -> None:
-    """Add ``run`` to the page's runs and show it first, beside the run shown before; runs on another
-    problem are dropped, and past ``MAX_RUNS`` the oldest."""
+    """Add ``run`` to the page's runs and show it first, beside the run shown before. A run on another problem sets the
+    page's runs aside (``PageState.earlier``, from where they come back with their inputs: ``_bring_back``) and brings
+    back those set aside on its own problem; past ``MAX_RUNS`` runs the oldest goes, past ``MAX_ASIDE`` sets of runs
+    aside the oldest set."""
     kept = store() if state.token else None          # no token yet: nothing to keep it under
     new_problem = state.reference is None or state.reference.signature != reference.signature
-    other = [old.number for old in state.runs] if new_problem else []
+    aside, back, forgotten = [], [], []
     if new_problem:
-        state.runs, state.shown = [], []
-        if kept:
-            kept.clear(state.token, state.page)
+        if state.runs and state.reference is not None:
+            state.earlier.insert(0, RunsAside(state.runs, state.reference.problem, state.reference))
+            aside = [old.number for old in state.runs]
+        same = next((group for group in state.earlier if group.signature == reference.signature), None)
+        if same is not None:
+            state.earlier.remove(same)
+            back = [old.number for old in same.runs]
+        # the runs brought back: the latest shown beside the new run
+        state.runs, state.shown = (same.runs, [same.runs[-1].number]) if same is not None else ([], [])
+        forgotten = [old.number for group in state.earlier[MAX_ASIDE:] for old in group.runs]
+        del state.earlier[MAX_ASIDE:]
     state.reference = reference
     state.run_counter += 1
     run.number = state.run_counter
@@ -290,19 +304,34 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
     oldest = [dropped.number for dropped in runs[:-MAX_RUNS]]
     if kept:
         kept.save(state.token, state.page, run, reference.problem)
-        for number in oldest:
+        for number in oldest + forgotten:
             kept.remove(state.token, state.page, number)
     _runs_changed(state, [run.number] + state.shown[:1])
-    # Said in the notice (a review lost three runs to a loaded map without a word about them).
+    # Said in the notice (a review lost three runs to a loaded map without a word about them; another, a live run to an
+    # opened demo, told only after: they are set aside now, to be brought back).
     said = []
-    if other:
-        runs_, were = _run_numbers(other)
-        said.append(f"{runs_}, trained on other inputs, {were} removed: the page compares runs on one problem at a "
-                    "time (download a run's map before changing the inputs to keep it; it can be loaded back).")
+    if aside:
+        runs_, were = _run_numbers(aside)
+        them = "them" if len(aside) > 1 else "it"
+        said.append(f"{runs_}, trained on other inputs, {were} set aside: the page compares runs on one problem at a "
+                    f"time. **{EARLIER_LABEL}**, under the Train button, brings {them} back with {_their(them)} "
+                    "inputs.")
+    if back:
+        runs_, were = _run_numbers(back)
+        said.append(f"{runs_}, trained on these inputs before, {'are' if were == 'were' else 'is'} back beside it.")
+    if forgotten:
+        runs_, were = _run_numbers(forgotten)
+        said.append(f"{runs_}, on the earliest inputs set aside, {were} removed: the page keeps runs on "
+                    f"{MAX_ASIDE} earlier inputs (download a run's map to keep it; it can be loaded back).")
     if oldest:
         runs_, were = _run_numbers(oldest)
         said.append(f"{runs_}, the oldest, {were} removed: the page keeps {MAX_RUNS} runs.")
     state.set_aside = " ".join(said)
+
+
+def _their(them: str) -> str:
+    """"their" for "them", "its" for "it"."""
+    return "their" if them == "them" else "its"
 
 
 def _run_numbers(numbers: Sequence[int]) -> tuple[str, str]:
@@ -332,9 +361,24 @@ def _restore_runs(page: str) -> None:
     kept = kept_runs(page, keep=False)
     if not kept:
         return
-    runs = [run for run, _ in kept]
+    state.run_counter = max(run.number for run, _ in kept)
+    # by problem, each where its last run was saved: the page's problem last, the runs set aside before it
+    groups: dict[str, list[tuple[Run, dict[str, Any]]]] = {}
+    for run, described in kept:
+        groups[run.signature] = groups.pop(run.signature, []) + [(run, described)]
+    *earlier, current = [(sorted((run for run, _ in group), key=lambda run: run.number), group[-1][1])
+                         for group in groups.values()]
+    for runs, described in reversed(earlier[-MAX_ASIDE:]):
+        try:
+            signature = problem_from_description(page, described).signature
+        except (KeyError, TypeError, ValueError):
+            continue                         # inputs this version cannot set up: those runs are not offered
+        for run in runs:
+            run.signature = signature
+        state.earlier.append(RunsAside(runs, described))
+    runs = current[0]
     try:
-        problem = problem_from_description(page, kept[-1][1])
+        problem = problem_from_description(page, current[1])
     except (KeyError, TypeError, ValueError) as err:
         st.warning(f"The runs kept from before the reload could not be brought back: {err}")
         return
@@ -342,14 +386,14 @@ def _restore_runs(page: str) -> None:
     for run in runs:
         run.signature = reference.signature
     state.runs, state.reference = runs[-MAX_RUNS:], reference
-    state.run_counter = max(run.number for run in runs)
     _runs_changed(state, [run.number for run in reversed(runs)][:2])
     trained = [run for run in runs if run.result is not None and not run.origin]
     if trained:
         _restore_settings(page, trained[-1].settings)
+    aside = sum(len(group.runs) for group in state.earlier)
     state.notices += [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
                        "before the reload" + (", with the settings of the last one trained" if trained else "")
-                       + ".")]
+                       + (f"; {aside} more on earlier inputs under **{EARLIER_LABEL}**" if aside else "") + ".")]
     # and what the page had said of the last run trained, its verdict in words (only "ok" or "flagged" in the checks
     # table had come back: a review)
     latest = max(runs, key=lambda run: run.number)
@@ -449,6 +493,73 @@ def training_panel(page: str, problem: Problem | None, preset: str,
                   current=problem is None or reference is None or reference.signature == problem.signature)
     if not training:
         _map_upload(page, problem)
+        _earlier_control(page)
+
+
+def _earlier_control(page: str) -> None:
+    """The runs set aside on earlier inputs (``add_run``), to bring back with those inputs."""
+    state = page_state(page)
+    if not state.earlier:
+        return
+    count = sum(len(group.runs) for group in state.earlier)
+    with st.expander(f"{EARLIER_LABEL} ({count} run{'s' if count > 1 else ''})"):
+        labels = [_aside_label(group) for group in state.earlier]
+        index = st.selectbox("Runs set aside when a run on other inputs joined the page, the latest first",
+                             range(len(labels)), format_func=labels.__getitem__,
+                             key=key(page, "earlier", state.runs_version))
+        st.button("Bring back, with their inputs", key=key(page, "bring_back"), on_click=_bring_back,
+                  args=(page, index), help="The inputs above are set to those these runs were trained on, and the "
+                                           "runs on the page now are set aside in their place.")
+
+
+def _aside_label(group: RunsAside) -> str:
+    """"Runs #1 and #2: preset Paper example", "Run #3: MNIST 0 #1 → a drawing"."""
+    if not group.words:
+        group.words = inputs_summary(group.problem)
+    return f"{_run_numbers([run.number for run in group.runs])[0]}: {group.words}"
+
+
+def _bring_back(page: str, index: int) -> None:
+    """Make the runs set aside ``PageState.earlier[index]`` the page's runs again, with the inputs and the settings
+    they were trained on; the page's runs go aside in their place (a callback: before the inputs are drawn)."""
+    state = page_state(page)
+    if state.job is not None or not 0 <= index < len(state.earlier):
+        return
+    group = state.earlier[index]
+    try:
+        reference = group.reference or compute_reference(problem_from_description(page, group.problem))
+    except (KeyError, TypeError, ValueError) as err:
+        state.notices = [("warning", f"Those runs cannot be brought back: their inputs cannot be set up ({err}).")]
+        return
+    del state.earlier[index]
+    aside = [run.number for run in state.runs]
+    if state.runs and state.reference is not None:
+        state.earlier.insert(0, RunsAside(state.runs, state.reference.problem, state.reference))
+    for run in group.runs:
+        run.signature = reference.signature
+    state.runs, state.reference = group.runs, reference
+    _runs_changed(state, [run.number for run in reversed(group.runs)][:2])
+    restore_inputs(page, group.problem)
+    trained = [run for run in group.runs if run.result is not None and not run.origin]
+    if trained:
+        _restore_settings(page, trained[-1].settings)
+    if state.token:
+        store().touch(state.token, page, [run.number for run in group.runs])
+    runs_, were = _run_numbers([run.number for run in group.runs])
+    them = "they" if were == "were" else "it"
+    if were == "was":
+        said = f"{runs_} is back, with the inputs" + (" and settings it was trained with" if trained else
+                                                       " it was measured on")
+    else:
+        said = f"{runs_} are back, with the inputs they were trained on" + (
+            " and the settings of the last one trained" if trained else "")
+    if aside:
+        numbers, were = _run_numbers(aside)
+        said += f"; {numbers[0].lower()}{numbers[1:]} {were} set aside in {'their' if them == 'they' else 'its'} place"
+    state.notices = [("info", said + ".")]
+    latest = max(group.runs, key=lambda run: run.number)
+    if latest.result is not None and not latest.origin:
+        state.notices += outcome_notices(latest.result)
 
 
 def _file_map(state: PageState, problem: Problem, loaded: MapFile, origin: str) -> Run:

@@ -25,10 +25,25 @@ from .jobs import TrainingJob, watch_session
 from .problems import Reference, Run
 from .store import store
 
-__all__ = ["PageState", "page_state", "key", "kept_runs", "start_job", "is_training", "release_closed"]
+__all__ = ["PageState", "RunsAside", "page_state", "key", "kept_runs", "start_job", "is_training", "release_closed"]
 
 #: How a finished job's result is filed in the page state: ``store(state, job)``.
 Store = Callable[["PageState", TrainingJob], None]
+
+
+@dataclass
+class RunsAside:
+    """Runs set aside when a run on other inputs joined the page (``panels.add_run``), to be brought back with the
+    inputs they were trained on: a review lost a live run to an opened demo, told only after."""
+
+    runs: list[Run]                  # oldest first
+    problem: dict[str, Any]          # Problem.describe() of the problem they were trained on
+    reference: Reference | None = None   # its ground truth; None until computed (runs brought back by a reload)
+    words: str = ""                  # its inputs in a few words (inputs.inputs_summary), once computed
+
+    @property
+    def signature(self) -> str:
+        return self.runs[-1].signature
 
 
 @dataclass
@@ -52,7 +67,9 @@ class PageState:
     page: str = ""                                        # the page it belongs to
     outcome: Any = None                                   # other pages: their last result
     notices: list[tuple[str, str]] = field(default_factory=list)  # (kind, text) from the last job
-    set_aside: str = ""                                   # what the last run added removed (panels.add_run)
+    set_aside: str = ""                                   # what the last run added set aside (panels.add_run)
+    earlier: list[RunsAside] = field(default_factory=list)  # runs on earlier inputs, the latest set aside first
+    inputs_version: int = 0                               # renews the canvas and uploaders when inputs are restored
     cache: dict[Any, Any] = field(default_factory=dict)  # figures and files of the current results
     tables: dict[str, Any] = field(default_factory=dict)  # mixture tables: base and edited
     drawings: dict[str, Any] = field(default_factory=dict)  # canvas drawings, kept across pages

@@ -5,7 +5,8 @@ session's runs back. The store is one SQLite file (no server; ``GRADNET_STORE``,
 system's temporary folder). A run is saved as the file ``save_map`` would write, its settings, metrics
 and training history in the description, so nothing in the store is ever unpickled. Every query names
 the token: a token sees its own runs only. Runs expire ``GRADNET_STORE_HOURS`` after they were saved
-(24 by default) and a token holds at most ``GRADNET_STORE_MB`` megabytes (50): past it, its oldest runs go.
+(24 by default) and a token holds at most ``GRADNET_STORE_MB`` megabytes (50): past it, its oldest runs go. A page's
+runs on earlier inputs (set aside when runs on other inputs joined it) are kept beside its current ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from gradnet_core.files import map_to_bytes, read_map
 from gradnet_core.training import TrainResult
@@ -67,21 +68,24 @@ class RunStore:
                 if total > self.max_bytes:
                     db.execute("DELETE FROM runs WHERE token = ? AND page = ? AND number = ?", (token, row_page, number))
 
-    def clear(self, token: str, page: str) -> None:
-        """Forget the token's runs of ``page`` (its problem changed)."""
+    def touch(self, token: str, page: str, numbers: Sequence[int]) -> None:
+        """Mark the token's runs ``numbers`` of ``page`` saved now (they expire later, and ``load`` lists them last):
+        runs brought back to the page from those set aside."""
         with self._lock, self._connect() as db:
-            db.execute("DELETE FROM runs WHERE token = ? AND page = ?", (token, page))
+            db.executemany("UPDATE runs SET saved = ? WHERE token = ? AND page = ? AND number = ?",
+                           [(time.time(), token, page, number) for number in numbers])
 
     def remove(self, token: str, page: str, number: int) -> None:
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM runs WHERE token = ? AND page = ? AND number = ?", (token, page, number))
 
     def load(self, token: str, page: str) -> list[tuple[Run, dict[str, Any]]]:
-        """The token's unexpired runs of ``page``, oldest first, each with the problem it was measured on
-        (expired runs of every token are purged)."""
+        """The token's unexpired runs of ``page`` in the order they were saved (``touch`` counting as saving), each with
+        the problem it was measured on: the runs on the page's last problem come last, the runs set aside on earlier
+        problems before them (expired runs of every token are purged)."""
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM runs WHERE saved < ?", (time.time() - self.seconds,))
-            rows = db.execute("SELECT data FROM runs WHERE token = ? AND page = ? ORDER BY number",
+            rows = db.execute("SELECT data FROM runs WHERE token = ? AND page = ? ORDER BY saved, number",
                               (token, page)).fetchall()
         runs = []
         for (data,) in rows:

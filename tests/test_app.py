@@ -1104,24 +1104,129 @@ def test_a_mixture_typed_in_other_units_gets_the_same_map():
     np.testing.assert_allclose(back.mapped, run.mapped, rtol=1e-5, atol=1e-7)
 
 
-def test_runs_removed_for_a_new_problem_are_named_in_the_notice():
-    # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) removes the others. A
-    # review lost three runs to a loaded map without a word about them.
+def test_runs_on_other_inputs_are_set_aside_and_brought_back_with_their_inputs():
+    # A page compares runs on one problem: a run on new inputs (trained, loaded or a demo) used to remove the others,
+    # told only after (a review lost a live run to an opened demo). They are set aside, named in the notice, and come
+    # back with the inputs and settings they were trained on; a reload keeps both sets.
     at = _open("gaussians")
+    token = at.session_state["session.token"]
     _train(at, "gaussians", steps=20)
-    _train(at, "gaussians", steps=20, seed=1)
+    _train(at, "gaussians", steps=30, seed=1)
+    first = {name: at.slider(key=f"gaussians.target.{name}").value for name in ("mean_x", "mean_y", "std_x")}
     at.slider(key="gaussians.target.mean_x").set_value(1.0).run()
+    said = [c.value for c in at.caption]
+    assert any("a run on these inputs sets them aside, under **Runs on earlier inputs**" in c for c in said), said
     _train(at, "gaussians", steps=20)
-    assert [run.number for run in _state(at, "gaussians").runs] == [3]
+    state = _state(at, "gaussians")
+    assert [run.number for run in state.runs] == [3]
+    assert [[run.number for run in group.runs] for group in state.earlier] == [[1, 2]]
     said = [i.value for i in at.info]
-    assert any(text.startswith("Runs #1 and #2, trained on other inputs, were removed") for text in said), said
-    at.slider(key="gaussians.target.mean_x").set_value(0.0).run()
+    assert any(text.startswith("Runs #1 and #2, trained on other inputs, were set aside: the page compares runs on "
+                               "one problem at a time. **Runs on earlier inputs**, under the Train button, brings "
+                               "them back with their inputs.") for text in said), said
+    labels = at.selectbox(key="gaussians.earlier.%d" % state.runs_version).options
+    assert labels == [f"Runs #1 and #2: preset {at.selectbox(key='gaussians.preset').options[0]}"], labels
+    at.button(key="gaussians.bring_back").click().run()
+    assert not at.exception
+    assert [run.number for run in state.runs] == [1, 2] and state.shown == [2, 1]
+    assert [[run.number for run in group.runs] for group in state.earlier] == [[3]]
+    assert {name: at.slider(key=f"gaussians.target.{name}").value for name in first} == first
+    assert (at.number_input(key="gaussians.steps").value, at.number_input(key="gaussians.seed").value) == (30, 1)
+    assert not any("inputs have changed" in c.value for c in at.caption)
+    assert any(i.value == "Runs #1 and #2 are back, with the inputs they were trained on and the settings of the last "
+                          "one trained; run #3 was set aside in their place." for i in at.info), [i.value for i in at.info]
+    assert [box.value for box in at.success]                       # run #2's verdict, as the page had said it
+    assert _metrics(at)["map"].tolist()[0].startswith("#1 ")
+    # Trained again on run #3's inputs: run #3 comes back beside the new run, and #1 and #2 go aside.
+    at.slider(key="gaussians.target.mean_x").set_value(1.0).run()
+    _train(at, "gaussians", steps=20, seed=2)
+    assert [run.number for run in state.runs] == [3, 4] and state.shown == [4, 3]
+    assert [[run.number for run in group.runs] for group in state.earlier] == [[1, 2]]
+    said = [i.value for i in at.info]
+    assert any("Run #3, trained on these inputs before, is back beside it." in text for text in said), said
+    # A reload keeps both: the page's runs, and those aside.
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    again.query_params["session"] = token
+    again.run().switch_page("pages/gaussians.py").run()
+    assert not again.exception
+    back = _state(again, "gaussians")
+    assert [run.number for run in back.runs] == [3, 4]
+    assert [[run.number for run in group.runs] for group in back.earlier] == [[1, 2]]
+    assert any("2 runs of this session brought back from before the reload, with the settings of the last one "
+               "trained; 2 more on earlier inputs under **Runs on earlier inputs**." in i.value for i in again.info)
+    again.button(key="gaussians.bring_back").click().run()
+    assert not again.exception
+    assert [run.number for run in back.runs] == [1, 2]
+    assert again.slider(key="gaussians.target.mean_x").value == first["mean_x"]
+    assert not any("inputs have changed" in c.value for c in again.caption)
+    assert _metrics(again)["MSE"].tolist() == pytest.approx(
+        [run.metrics["mse"] for run in state.earlier[0].runs])
+    # ... and after bringing them back, a second reload shows them as the page's runs.
+    third = AppTest.from_file(str(APP), default_timeout=60)
+    third.query_params["session"] = token
+    third.run().switch_page("pages/gaussians.py").run()
+    assert [run.number for run in _state(third, "gaussians").runs] == [1, 2]
+
+
+def test_an_opened_demo_sets_the_runs_aside_and_the_oldest_set_goes_past_the_limit():
+    from studio.panels import MAX_ASIDE
+
+    at = _open("gaussians")
+    at.slider(key="gaussians.target.mean_x").set_value(3.0).run()
+    _train(at, "gaussians", steps=20)
     at.button(key="gaussians.open_demo").click().run()
     said = [i.value for i in [*at.info, *at.success]]
-    assert any("Demo opened as run #4" in text for text in said), said
-    assert any(text.startswith("Run #3, trained on other inputs, was removed") for text in said), said
+    assert any("Demo opened as run #2" in text for text in said), said
+    assert any(text.startswith("Run #1, trained on other inputs, was set aside") for text in said), said
     _train(at, "gaussians", steps=20)
-    assert not any("removed" in i.value for i in at.info)            # said once, not again
+    assert not any("set aside" in i.value for i in at.info)            # said once, not again
+    state = _state(at, "gaussians")
+    for mean in (0.5, 1.0, 1.5, 2.0):
+        at.slider(key="gaussians.target.mean_x").set_value(mean).run()
+        _train(at, "gaussians", steps=20)
+    assert len(state.earlier) == MAX_ASIDE
+    assert [[run.number for run in group.runs] for group in state.earlier][-1] == [2, 3]
+    at.slider(key="gaussians.target.mean_x").set_value(2.5).run()
+    _train(at, "gaussians", steps=20)
+    assert [[run.number for run in group.runs] for group in state.earlier][-1] == [4]
+    said = [i.value for i in at.info]
+    assert any(f"Runs #2 and #3, on the earliest inputs set aside, were removed: the page keeps runs on {MAX_ASIDE} "
+               "earlier inputs" in text for text in said), said
+
+
+def test_runs_on_a_typed_mixture_and_an_uploaded_digit_come_back_with_their_inputs():
+    at = _open("mixtures")
+    state = _state(at, "mixtures")
+    rows = [{"weight": 1.0, "mean_x": 0.5, "mean_y": -0.5, "std_x": 0.6, "std_y": 0.4, "corr": 0.3}]
+    frame = pd.DataFrame(rows)
+    state.tables["source"] = {"base": frame, "edited": frame, "version": 99}
+    at.run()
+    _train(at, "mixtures", steps=20)
+    at.selectbox(key="mixtures.preset").set_value("Four corners -> N(0, I)").run()
+    _train(at, "mixtures", steps=20)
+    assert at.selectbox(key=f"mixtures.earlier.{state.runs_version}").options == ["Run #1: mixtures of 1 → 3 components"]
+    at.button(key="mixtures.bring_back").click().run()
+    assert not at.exception and [run.number for run in state.runs] == [1]
+    assert at.selectbox(key="mixtures.preset").value == "Custom"
+    assert state.tables["source"]["edited"].astype(float).to_dict("records") == pytest.approx(rows)
+    assert not any("inputs have changed" in c.value for c in at.caption)
+
+    at = _open("digits")
+    at.radio(key="digits.source.mode").set_value("Upload").run()
+    _upload(at, "one.png", _png(_stroke()))
+    _train(at, "digits", steps=20)
+    uploaded = _state(at, "digits").uploads["source"][1]
+    at.radio(key="digits.source.mode").set_value("Example").run()
+    _train(at, "digits", steps=20)
+    state = _state(at, "digits")
+    assert at.selectbox(key=f"digits.earlier.{state.runs_version}").options == ["Run #1: a picture → MNIST 4 #2"]
+    at.button(key="digits.bring_back").click().run()
+    assert not at.exception and not at.error
+    assert at.radio(key="digits.source.mode").value == "Upload"
+    assert _captions(at)[0] == "Your picture the runs brought back were trained on"
+    np.testing.assert_allclose(state.uploads["source"][1], uploaded, atol=1e-6)
+    assert not any("inputs have changed" in c.value for c in at.caption)
+    assert at.selectbox(key=f"digits.earlier.{state.runs_version}").options == ["Run #2: MNIST 0 #1 → MNIST 4 #2"]
 
 
 def test_a_reload_during_training_says_the_training_stopped():

@@ -324,6 +324,27 @@ def test_run_store_expires_caps_each_token_and_keeps_tokens_apart(tmp_path, monk
     assert kept.load("token-a" * 4, "gaussians") == [] and kept.size("token-a" * 4) == 0   # expired, purged
 
 
+def test_run_store_lists_runs_as_last_saved_and_touched(tmp_path, monkeypatch):
+    # A page's runs on earlier inputs are kept beside its current ones; runs brought back are touched, and a reload
+    # takes the problem of the run saved (or touched) last as the page's.
+    from studio.store import RunStore
+
+    problem = Problem("t", *PAPER, truth="gaussian", samples=200)
+    ref = compute_reference(problem)
+    model = seeded_map("mGradNet-M", 0, dim=2, width=8, modules=2)
+    kept = RunStore(tmp_path / "runs.sqlite")
+    clock = iter(range(1000, 2000))
+    monkeypatch.setattr("studio.store.time.time", lambda: float(next(clock)))
+    for number in (1, 2, 3):
+        run = evaluate_run(problem, ref, model, None, "mGradNet-M", {})
+        run.number = number
+        kept.save("token-a" * 4, "gaussians", run, problem.describe())
+    assert [r.number for r, _ in kept.load("token-a" * 4, "gaussians")] == [1, 2, 3]
+    kept.touch("token-a" * 4, "gaussians", [1, 2])
+    kept.touch("token-b" * 4, "gaussians", [3])                           # another token's touch changes nothing
+    assert [r.number for r, _ in kept.load("token-a" * 4, "gaussians")] == [3, 1, 2]
+
+
 def test_a_closed_sessions_page_states_are_released_after_the_reconnect_time(monkeypatch):
     import weakref
 
