@@ -76,9 +76,10 @@ def demo_bar(page: str, disabled: bool) -> None:
     found = demos(page)
     if not found:
         return
-    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    # one row, the button as wide as its words (in a fifth of a 900 px window it read "Open …": a review)
+    row = st.container(horizontal=True, vertical_alignment="bottom")
     by_title = {demo.title: demo for demo in found}
-    title = left.selectbox("Instant demo: a map trained in advance, shown at once (Train retrains it live)",
-                           list(by_title), key=key(page, "demo"), disabled=disabled)
-    right.button("Open demo", key=key(page, "open_demo"), disabled=disabled, on_click=_open,
-                 args=(page, by_title[title]), type="secondary")
+    title = row.selectbox("Instant demo: a map trained in advance, shown at once (Train retrains it live)",
+                          list(by_title), key=key(page, "demo"), disabled=disabled)
+    row.button("Open demo", key=key(page, "open_demo"), disabled=disabled, on_click=_open,
+               args=(page, by_title[title]), type="secondary")

@@ -137,12 +137,13 @@ def gaussian_inputs(page: str, disabled: bool) -> dict[str, dict[str, float]]:
     if key(page, "preset") not in st.session_state and not _restore_gaussian_rows(page):
         st.session_state[key(page, "preset")] = options[0]
         _set_gaussian_rows(page, _gaussian_preset_rows(options[0], page))
-    left, right = st.columns([3, 1], vertical_alignment="bottom")
-    left.selectbox("Problem to train: a preset, or set your own with the sliders", options, key=key(page, "preset"),
-                   on_change=on_gaussian_preset, args=(page,),
-                   disabled=disabled, persist_state="session")
-    right.button("New random pair", on_click=_on_random_pair, args=(page,), disabled=disabled,
-                 key=key(page, "random"))
+    # one row, the button as wide as its words (in a quarter of a 900 px window it read "New rand…")
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.selectbox("Problem to train: a preset, or set your own with the sliders", options, key=key(page, "preset"),
+                  on_change=on_gaussian_preset, args=(page,),
+                  disabled=disabled, persist_state="session")
+    row.button("New random pair", on_click=_on_random_pair, args=(page,), disabled=disabled,
+               key=key(page, "random"))
     rows: dict[str, dict[str, float]] = {}
     for side, col in zip(("source", "target"), st.columns(2)):
         with col:
@@ -415,11 +416,13 @@ def _bandwidth(preset: str) -> float:
 
 def _show_digit(image: np.ndarray, caption: str, heatmap_key: str) -> None:
     big = Image.fromarray(np.uint8(np.clip(image, 0, 1) * 255)).resize((168, 168), Image.Resampling.NEAREST)
-    left, right = st.columns(2)
-    left.image(big, caption=caption)
     density = ImageDensity(image, bandwidth=_bandwidth("digits"))
-    right.plotly_chart(density_heatmap(density, (-0.05, 1.05, -0.05, 1.05), height=220, title="Density"),
-                       key=heatmap_key, config={"displayModeBar": False})
+    # side by side where they fit, the density under the picture where not: in two columns a 900 px window cut the
+    # density at x = 0.5 (a review)
+    with st.container(horizontal=True, wrap=True):
+        st.image(big, caption=caption, width=168)
+        st.plotly_chart(density_heatmap(density, (-0.05, 1.05, -0.05, 1.05), height=220, title="Density"),
+                        key=heatmap_key, config={"displayModeBar": False}, width=220)
 
 
 def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
@@ -437,11 +440,13 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
     try:
         if mode == "Example":
             st.session_state.setdefault(key(page, side, "set"), "mnist")
-            a, b, c = st.columns(3)
-            collection = a.selectbox("Set", list(DIGIT_SET_NAMES), key=key(page, side, "set"), disabled=disabled,
+            # a row that wraps, each box as wide as its values: in three columns a 900 px window showed "M" and "#"
+            # for "MNIST" and "#1" (a review)
+            row = st.container(horizontal=True, wrap=True)
+            collection = row.selectbox("Set", list(DIGIT_SET_NAMES), key=key(page, side, "set"), disabled=disabled,
                                      persist_state="session", format_func=DIGIT_SET_NAMES.get,
                                      help="MNIST: real 28 x 28 digits from its test set, as in the paper. UCI: "
-                                          "scikit-learn's 8 x 8 scans, upscaled (softer).")
+                                          "scikit-learn's 8 x 8 scans, upscaled (softer).", width=120)
             bundled = bundled_digits(collection)
             digits = [d for d, paths in bundled.items() if paths]
             if not digits:
@@ -450,12 +455,12 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
             digit_default, index_default = DIGIT_DEFAULTS[side]
             st.session_state.setdefault(key(page, side, "digit"), digit_default)
             st.session_state.setdefault(key(page, side, "index"), index_default)
-            digit = b.selectbox("Digit", digits, key=key(page, side, "digit"), disabled=disabled,
-                                persist_state="session")
+            digit = row.selectbox("Digit", digits, key=key(page, side, "digit"), disabled=disabled,
+                                  persist_state="session", width=90)
             count = len(bundled[digit])
-            index = c.selectbox("Example", list(range(count)), key=key(page, side, "index"),
-                                disabled=disabled, persist_state="session",
-                                format_func=lambda i: f"#{i + 1}")
+            index = row.selectbox("Example", list(range(count)), key=key(page, side, "index"),
+                                  disabled=disabled, persist_state="session", width=100,
+                                  format_func=lambda i: f"#{i + 1}")
             image = load_bundled(digit, min(index, count - 1), collection)
             caption = f"{DIGIT_SET_NAMES[collection]} example: digit {digit}, #{index + 1}"
         elif mode == "Draw":

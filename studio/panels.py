@@ -700,11 +700,12 @@ def results_panel(page: str, problem: Problem | None) -> None:
                    f"score about MSE {ref.noise_mse:.1e} (L2-UVP {ref.noise_l2_uvp:.1f} %) against it, half what two "
                    "such estimates from independent samples differ by. Differences of that size are its noise, not "
                    "the map's error; more samples (the slider Ground-truth samples n) make it smaller.")
-    _metrics_dataframe(state.runs, TRUTH_METRICS)
+    shown_truth = _metrics_dataframe(state.runs, TRUTH_METRICS)
     st.markdown("**The verdict's checks**, which use no ground truth: what the app can tell about a map where no exact "
                 "answer is known (a drawn digit, an uploaded photo, a typed mixture)")
     shown_checks = _metrics_dataframe(state.runs, CHECK_METRICS, short_names=True)
     st.caption(_checks_caption(shown_checks))
+    _columns_explained(shown_truth + shown_checks)
     _remove_control(page, state, by_number)
     # After the tables: the exact density takes 1-8 s the first time a map is shown, and the numbers should not wait
     # for it (a review).
@@ -769,6 +770,69 @@ def _checks_caption(columns: list[str]) -> str:
     return " ".join(said)
 
 
+#: The metrics tables' columns as the page heads them (shortened to fit 1400 px; the CSV keeps the full headers), with
+#: their number formats.
+_SHOWN_AS = {
+    "MSE": ("MSE", "%.3e"), "L2-UVP (%)": ("L2-UVP (%)", "%.3f"), "cosine": ("cosine", "%.4f"),
+    "training time (s)": ("training time (s)", "%.1f"),
+    METRIC_COLUMNS["error_bound"]: ("W2 excess", "%.3g"), METRIC_COLUMNS["distance_ratio"]: ("energy ratio", "%.2f"),
+    METRIC_COLUMNS["kl_estimate"]: ("KL estimate", "%.3f"), METRIC_COLUMNS["uncovered"]: ("uncovered (%)", "%.1f"),
+    METRIC_COLUMNS["misplaced"]: ("misplaced (%)", "%.1f"),
+    METRIC_COLUMNS["ma_residual"]: ("MA residual", "%.4f"),
+    METRIC_COLUMNS["min_eigenvalue"]: ("min eigenvalue of J", "%.4f"),
+}
+
+#: What each column means, by its header on the page: the column's help and the "What the columns mean" list under the
+#: tables (a review found energy ratio, W2 excess and L2-UVP explained only in hover help and docs/method.md).
+COLUMN_HELP = {
+    "MSE": "Mean squared error against the ground truth: the squared difference between the map's T(x) and the ground "
+           "truth's T*(x), averaged over the source samples and the two coordinates (the paper's measure). 0 for the "
+           "exact map.",
+    "L2-UVP (%)": "The same error as a share of the target's spread: 100 × mean |T(x) − T*(x)|² ÷ the target's "
+                  "variance (unexplained variance percentage, Korotin et al. 2021). The app's robustness benchmarks count "
+                  "a map right under 5 %; their median mixture run scores about 1 %.",
+    "cosine": "How well the map's displacements T(x) − x point where the ground truth's do, as one cosine over all "
+              "the samples: 1 for the exact map.",
+    "training time (s)": "The optimiser's steps alone. Checking the map (the verdict), the ground truth and the "
+                         "pictures take a second or two more, and the first training after the app starts waits for "
+                         "its worker process to start (about 3 s).",
+    "W2 excess": "√(W2² between the mapped samples and the target's − W2² between two samples of the target): about 0 "
+                 "for the exact map. W2²(T#p, q) is at most the map's mean squared error against the optimal map, so "
+                 "this grows with the map's error, and it ranked the benchmark's maps as their exact error did; "
+                 "compare it with √MSE. The verdict decides on it in two and three dimensions. None above three.",
+    "energy ratio": "The energy distance between the mapped samples and the target's, over that between two samples "
+                    "of the target. Not 1 for a right map: the samples' chance differences put most right maps "
+                    "between 1 and 5. In two and three dimensions the verdict decides on the W2 excess, not on this; "
+                    f"above three it flags a map above {DISTANCE_TOLERANCE:g}.",
+    "KL estimate": "KL(T#p ‖ q) estimated from the Monge–Ampère residual, in nats (0 for the exact map; the estimate's "
+                   "noise, which can fall below 0, is shown as 0). It decides above "
+                   f"{KL_GROSS_TOLERANCE:g} on a target of several components, and names what went wrong when a map "
+                   "is flagged. Empty for image targets, and for maps trained on target samples (a digit map's "
+                   "Sinkhorn phase included) unless it is that large.",
+    "uncovered (%)": "Share of target samples where the map's pushforward has under a tenth of the target's density "
+                     "(found through the inverse map). It decides for a map trained on target samples (a digit map's "
+                     f"Sinkhorn phase included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names "
+                     "what went wrong when the W2 excess flags the map. Empty for a digit's map trained on target "
+                     "samples.",
+    "misplaced (%)": "Share of source samples the map sends where its pushforward has over ten times the target's "
+                     "density (between a digit's strokes, say). It names what went wrong when a map is flagged. Empty "
+                     "for maps trained on target samples (a digit map's Sinkhorn phase included) unless their KL "
+                     "estimate decides.",
+    "MA residual": "Mean |log p(x) − log det J_T(x) − log q(T(x))| over the source samples: the Monge–Ampère "
+                   "equation's error, 0 for the exact map.",
+    "min eigenvalue of J": "The smallest eigenvalue of the map's Jacobian over the source samples: positive for a "
+                           "monotone map.",
+}
+
+
+def _columns_explained(columns: Sequence[str]) -> None:
+    """"What the columns mean": the help of the metrics columns shown (``columns``, as ``metrics_table`` names them),
+    in the page's own words, not only on hover."""
+    headers = [_SHOWN_AS[column][0] for column in columns if column in _SHOWN_AS]
+    with st.expander("What the columns mean"):
+        st.markdown("\n".join(f"- **{header}**: {COLUMN_HELP[header]}" for header in headers))
+
+
 def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: bool = False) -> list[str]:
     """The runs' metrics named in ``metrics`` as a table, the runs named in full or (``short_names``) by number and
     network only; returns the columns shown. A check no run has (the Jacobian checks skip maps trained on samples, a
@@ -782,57 +846,16 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     if kl in table:
         # The estimate's noise takes a right map's below 0 (-0.001 puzzled a class; a review); 0 is its floor.
         table[kl] = table[kl].clip(lower=0.0).round(3) + 0.0
-    show_table(table, {
+    config: dict[str, Any] = {
         # the run's name stays in view while the table scrolls sideways in a narrow window, at a width that leaves
         # room for numbers there (a full label, "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100
         # steps)", took a 900 px window's whole table): a long one is cut, and shown whole in the CSV
         "map": st.column_config.TextColumn(pinned=True, width="medium"),
-        "MSE": st.column_config.NumberColumn(format="%.3e"),
-        "L2-UVP (%)": st.column_config.NumberColumn(format="%.3f"),
-        "cosine": st.column_config.NumberColumn(format="%.4f"),
-        "Monge–Ampère residual": st.column_config.NumberColumn(
-            "MA residual", format="%.4f", help="Mean |log p(x) − log det J_T(x) − log q(T(x))| over the source "
-                                               "samples: the Monge–Ampère equation's error, 0 for the exact map."),
-        "smallest Jacobian eigenvalue": st.column_config.NumberColumn(
-            "min eigenvalue of J", format="%.4f", help="The smallest eigenvalue of the map's Jacobian over the source "
-                                                       "samples: positive for a monotone map."),
-        "training time (s)": st.column_config.NumberColumn(
-            format="%.1f", help="The optimiser's steps alone. Checking the map (the verdict), the ground truth and the "
-                                "pictures take a second or two more, and the first training after the app starts waits "
-                                "for its worker process to start (about 3 s)."),
         "steps": st.column_config.NumberColumn(format="%d"),
-        METRIC_COLUMNS["error_bound"]: st.column_config.NumberColumn(
-            "W2 excess", format="%.3g",
-            help="√(W2² between the mapped samples and the target's − W2² between two samples of the target): about 0 "
-                 "for the exact map. W2²(T#p, q) is at most the map's mean squared error against the optimal map, so "
-                 "this grows with the map's error, and it ranked the benchmark's maps as their exact error did; "
-                 "compare it with √MSE. The verdict decides on it in two and three dimensions. None above three."),
-        METRIC_COLUMNS["distance_ratio"]: st.column_config.NumberColumn(
-            "energy ratio", format="%.2f",
-            help="The energy distance between the mapped samples and the target's, over that between two samples of "
-                 "the target. Not 1 for a right map: the samples' chance differences put most right maps between 1 "
-                 "and 5. In two and three dimensions the verdict decides on the W2 excess, not on this; above three "
-                 f"it flags a map above {DISTANCE_TOLERANCE:g}."),
-        METRIC_COLUMNS["kl_estimate"]: st.column_config.NumberColumn(
-            "KL estimate", format="%.3f",
-            help="KL(T#p ‖ q) estimated from the Monge–Ampère residual, in nats (0 for the exact map; the estimate's "
-                 f"noise, which can fall below 0, is shown as 0). It decides above {KL_GROSS_TOLERANCE:g} on a target "
-                 "of several components, and names what went wrong when a map is flagged. Empty for image targets, "
-                 "and for maps trained on target samples (a digit map's Sinkhorn phase included) unless it is that "
-                 "large."),
-        METRIC_COLUMNS["uncovered"]: st.column_config.NumberColumn(
-            "uncovered (%)", format="%.1f",
-            help="Share of target samples where the map's pushforward has under a tenth of the target's density "
-                 "(found through the inverse map). It decides for a map trained on target samples (a digit map's "
-                 f"Sinkhorn phase included) above {100 * SAMPLE_UNCOVERED_TOLERANCE:g} %; for the others it names "
-                 "what went wrong when the W2 excess flags the map. Empty for a digit's map trained on target samples."),
-        METRIC_COLUMNS["misplaced"]: st.column_config.NumberColumn(
-            "misplaced (%)", format="%.1f",
-            help="Share of source samples the map sends where its pushforward has over ten times the target's density "
-                 "(between a digit's strokes, say). It names what went wrong when a map is flagged. Empty for maps "
-                 "trained on target samples (a digit map's Sinkhorn phase included) unless their KL estimate "
-                 "decides."),
-    })
+    }
+    for column, (header, number_format) in _SHOWN_AS.items():
+        config[column] = st.column_config.NumberColumn(header, format=number_format, help=COLUMN_HELP[header])
+    show_table(table, config)
     return list(table.columns)
 
 
@@ -882,7 +905,8 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
     not_monotone = [other.network for other in runs if not other.model.monotone]
     if not_monotone:
         st.caption(f"These pictures are for {run.name}; the {not_monotone[0]} is not monotone and has no inverse.")
-    with st.spinner("Computing the exact density (once per trained map)…"):
+    # not "the exact density": a thin one is drawn from carried points (pushforward.morph_picture)
+    with st.spinner("Computing the density pictures (once per trained map)…"):
         if view == "Density morph":
             morph = _morph(state, run)
             figure = _cached(state, ("run", run.number, "morph_figure"), lambda: density_morph_figure(

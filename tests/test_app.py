@@ -113,6 +113,11 @@ def _assert_results(at: AppTest, rows: int = 1) -> pd.DataFrame:
     kl = METRIC_COLUMNS["kl_estimate"]
     if kl in table:
         assert (table[kl].dropna() >= 0).all()                     # the estimate's noise below 0 is shown as 0
+    # every column shown is explained in words on the page, and no column that is not shown
+    from studio.panels import _SHOWN_AS
+    explained = next(e for e in at.expander if e.label == "What the columns mean").markdown[0].value
+    for column, (header, _) in _SHOWN_AS.items():
+        assert (f"**{header}**:" in explained) == (column in table), (column, explained)
     labels = [b.label for b in at.get("download_button")]
     assert any(".safetensors" in label for label in labels) and any(".csv" in label for label in labels)
     assert any(".gif" in label for label in labels)
