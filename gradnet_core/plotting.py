@@ -718,5 +718,13 @@ def residual_figure(field: np.ndarray, grid: Grid, *, title: str = "log p − lo
                              hovertemplate="x=%{x:.2f}, y=%{y:.2f}<br>residual %{z:.3f}<extra></extra>"))
     fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
                       plot_bgcolor="white")
-    _square_axes(fig, grid.bounds, 1, 1, "")
+    # Axes around the support (a cell's margin), not the whole square grid: two blobs side by side were drawn in a
+    # third of the width, under blank space above and below (a review).
+    rows, cols = np.nonzero(np.isfinite(field))
+    bounds = grid.bounds
+    if rows.size:
+        dx, dy = grid.xs[1] - grid.xs[0], grid.ys[1] - grid.ys[0]
+        bounds = (float(grid.xs[cols.min()] - dx), float(grid.xs[cols.max()] + dx),
+                  float(grid.ys[rows.min()] - dy), float(grid.ys[rows.max()] + dy))
+    _square_axes(fig, bounds, 1, 1, "")
     return fig

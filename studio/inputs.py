@@ -264,8 +264,12 @@ def _restore_mixture_tables(page: str, problem: dict[str, Any] | None = None) ->
     problem, sides = kept
     state = page_state(page)
     tables = _mixture_tables(sides)
+    # the cells as typed where the runs kept them (the densities' own numbers, rounded to a cell's digits, can be
+    # another problem), else from the densities
+    typed = problem.get("tables") or {}
     for side, rows in zip(("source", "target"), tables):
-        state.tables[side] = {"base": _mixture_frame(rows), "edited": _mixture_frame(rows),
+        frame = _mixture_frame(typed[side] if isinstance(typed.get(side), list) else rows)
+        state.tables[side] = {"base": frame, "edited": frame.copy(),
                               "version": state.tables.get(side, {}).get("version", 0) + 1}
     _name_preset(page, _mixture_presets_matching(tables))
     _restore_samples(page, problem)
@@ -286,15 +290,23 @@ def _mixture_presets_matching(tables: Sequence[Sequence[dict[str, float]]]) -> l
 def inputs_summary(problem: dict[str, Any]) -> str:
     """A few words on the inputs ``problem`` (``Problem.describe``) was set up from: the preset they match, or what
     they are ("Gaussians with means (0, 0) → (2, 1)", "MNIST 0 #1 → a drawing")."""
+    # every number the inputs have, where they are not a preset: two sets told apart by a correlation alone had the
+    # same label (a review)
     if kept := _kept_problem("", "Gaussian", problem):
         rows = _gaussian_rows(kept[1])
         named = _gaussian_presets_matching(rows)
-        means = [f"({row['mean_x']:g}, {row['mean_y']:g})" for row in rows.values()]
-        return f"preset {named[0]}" if named else f"Gaussians with means {means[0]} → {means[1]}"
+        sides = [f"N(({row['mean_x']:.3g}, {row['mean_y']:.3g}), std {row['std_x']:.3g} × {row['std_y']:.3g}, "
+                 f"corr {row['corr']:.2g})" for row in rows.values()]
+        return f"preset {named[0]}" if named else " → ".join(sides)
     if kept := _kept_problem("", "GaussianMixture", problem):
         tables = _mixture_tables(kept[1])
         named = _mixture_presets_matching(tables)
-        return f"preset {named[0]}" if named else f"mixtures of {len(tables[0])} → {len(tables[1])} components"
+        sides = []
+        for rows in tables:
+            at = ", ".join(f"({row['mean_x']:.3g}, {row['mean_y']:.3g})" for row in rows[:4])
+            sides.append(f"{len(rows)} component{'s' if len(rows) > 1 else ''} at {at}"
+                         + (", …" if len(rows) > 4 else ""))
+        return f"preset {named[0]}" if named else " → ".join(sides)
     if kept := _kept_problem("", "ImageDensity", problem):
         strokes = problem.get("drawings") or {}
         words = []
@@ -384,7 +396,9 @@ def mixture_problem(page: str, rows: dict[str, list[dict[str, Any]]], samples: i
         if note:
             st.info(note)
     _density_pair(page, source, target)
-    return Problem(page, source, target, truth="barycentric", samples=samples)
+    typed = {side: [{column: _cell_text(row.get(column)) for column in MIXTURE_COLUMNS} for row in rows[side]]
+             for side in ("source", "target")}
+    return Problem(page, source, target, truth="barycentric", samples=samples, tables=typed)
 
 
 def _density_pair(page: str, source: Density, target: Density) -> None:
@@ -601,10 +615,14 @@ def _toolbar_off_the_canvas() -> None:
 def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, str]:
     state = page_state(page)
     upload_key = _renewed(page, key(page, side, "upload"))
-    fresh = upload_key not in st.session_state
+    if upload_key not in st.session_state:
+        # a new uploader (back from another page, a reload, inputs restored): the picture kept is not in it
+        state.uploaded_here.discard(side)
     file = st.file_uploader(UPLOAD_LABEL, key=upload_key, max_upload_size=UPLOAD_MB, disabled=disabled)
     if file is None:
-        if fresh and side in state.uploads:
+        # The picture kept stays until a file put in this uploader is taken out (it went at the uploader's first
+        # rerun, and Train with it: a review).
+        if side in state.uploads and side not in state.uploaded_here:
             name, image = state.uploads[side]
             return image, {KEPT_PICTURE: "Your picture of the last training here, kept over the reload",
                            BROUGHT_BACK: "Your picture the runs brought back were trained on"}.get(
@@ -614,6 +632,7 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
         return None, ""
     image = load_image(file.getvalue(), max_pixels=upload_pixels())
     state.uploads[side] = (file.name, image)
+    state.uploaded_here.add(side)
     return image, f"Uploaded: {file.name}"
 
 

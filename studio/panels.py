@@ -303,6 +303,10 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
     state.runs = runs[-MAX_RUNS:]
     oldest = [dropped.number for dropped in runs[:-MAX_RUNS]]
     if kept:
+        # the runs brought back are the page's again, saved before the new run (a reload takes the problem of the
+        # run saved last as the page's: with them left as they were, removing the new run sent a reload to the
+        # runs set aside last, a review)
+        kept.touch(state.token, state.page, back)
         kept.save(state.token, state.page, run, reference.problem)
         for number in oldest + forgotten:
             kept.remove(state.token, state.page, number)
@@ -318,7 +322,8 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
                     "inputs.")
     if back:
         runs_, were = _run_numbers(back)
-        said.append(f"{runs_}, trained on these inputs before, {'are' if were == 'were' else 'is'} back beside it.")
+        said.append(f"{runs_}, trained on these inputs before, {'are' if were == 'were' else 'is'} back beside "
+                    f"run #{run.number}.")
     if forgotten:
         runs_, were = _run_numbers(forgotten)
         said.append(f"{runs_}, on the earliest inputs set aside, {were} removed: the page keeps runs on "
@@ -770,6 +775,9 @@ def _checks_caption(columns: list[str]) -> str:
     return " ".join(said)
 
 
+#: The metrics table's column of what each run is: trained how, or loaded from where (the rest of ``Run.label``).
+MADE_COLUMN = "how it was made"
+
 #: The metrics tables' columns as the page heads them (shortened to fit 1400 px; the CSV keeps the full headers), with
 #: their number formats.
 _SHOWN_AS = {
@@ -840,17 +848,20 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     (shortened here to fit 1400 px)."""
     table = metrics_table(runs, metrics=metrics)
     table = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
-    if short_names:
-        table["map"] = [run.name for run in runs]
+    if not short_names:
+        # what each run is in a wide column of its own beside its name: whole in the pinned name column, a long label
+        # ("#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100 steps)") was cut (a review)
+        table.insert(1, MADE_COLUMN, [run.label.removeprefix(run.name).strip()[1:-1] for run in runs])
+    table["map"] = [run.name for run in runs]
     kl = METRIC_COLUMNS["kl_estimate"]
     if kl in table:
         # The estimate's noise takes a right map's below 0 (-0.001 puzzled a class; a review); 0 is its floor.
         table[kl] = table[kl].clip(lower=0.0).round(3) + 0.0
     config: dict[str, Any] = {
         # the run's name stays in view while the table scrolls sideways in a narrow window, at a width that leaves
-        # room for numbers there (a full label, "#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100
-        # steps)", took a 900 px window's whole table): a long one is cut, and shown whole in the CSV
-        "map": st.column_config.TextColumn(pinned=True, width="medium"),
+        # room for numbers there (a full label took a 900 px window's whole table)
+        "map": st.column_config.TextColumn(pinned=True, width=130),
+        MADE_COLUMN: st.column_config.TextColumn(width="large"),
         "steps": st.column_config.NumberColumn(format="%d"),
     }
     for column, (header, number_format) in _SHOWN_AS.items():
@@ -870,6 +881,9 @@ def _remove_control(page: str, state: PageState, by_number: dict[int, Run]) -> N
         _runs_changed(state, state.shown)
         if not state.runs:
             state.reference = None
+        # what the page said of the last run may be of this one: what it says now is what was done (a review saw a
+        # removed run's notice stay)
+        state.notices = [("info", f"Run #{victim} was removed.")]
         st.rerun()
 
 

@@ -91,15 +91,16 @@ def density_from_description(described: dict[str, Any]) -> Density:
 
 
 def without_strokes(described: dict[str, Any]) -> dict[str, Any]:
-    """A problem's description (``Problem.describe``) less the canvas strokes it was drawn with: the same images drawn
-    anew are the same problem."""
-    return {k: v for k, v in described.items() if k != "drawings"}
+    """A problem's description (``Problem.describe``) less the canvas strokes and the table cells it was set up with:
+    the same images drawn anew, the same mixtures typed another way ("1" for "1.0"), are the same problem."""
+    return {k: v for k, v in described.items() if k not in ("drawings", "tables")}
 
 
 def problem_from_description(page: str, described: dict[str, Any]) -> Problem:
     """The problem ``Problem.describe`` described, on ``page``."""
     return Problem(page, density_from_description(described["source"]), density_from_description(described["target"]),
-                   truth=described["ground_truth"], samples=int(described["samples"]))
+                   truth=described["ground_truth"], samples=int(described["samples"]),
+                   drawings=dict(described.get("drawings") or {}), tables=dict(described.get("tables") or {}))
 
 
 def _fingerprint(density: Density) -> str:
@@ -125,6 +126,9 @@ class Problem:
     # The canvas's strokes (its JSON) of a side drawn on the Digits page, kept with the runs so that a reload brings
     # the drawing back as strokes to go on with, not a picture; not part of the problem (the images are).
     drawings: dict[str, Any] = field(default_factory=dict, compare=False)
+    # The mixture tables' rows as typed, by side, kept with the runs likewise: set back from the densities, a weight
+    # typed 1 beside 0.5 came back as 0.666667, another problem to the last digit (a review).
+    tables: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.truth not in ("gaussian", "barycentric"):
@@ -143,6 +147,8 @@ class Problem:
                      "ground_truth": self.truth, "samples": self.samples}
         if self.drawings:
             described["drawings"] = dict(self.drawings)
+        if self.tables:
+            described["tables"] = dict(self.tables)
         return described
 
 

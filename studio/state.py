@@ -74,6 +74,7 @@ class PageState:
     tables: dict[str, Any] = field(default_factory=dict)  # mixture tables: base and edited
     drawings: dict[str, Any] = field(default_factory=dict)  # canvas drawings, kept across pages
     uploads: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # side -> (file name, image)
+    uploaded_here: set[str] = field(default_factory=set)  # sides whose upload is a file in the uploader on screen
     kept: tuple[str, list[tuple[Run, dict[str, Any]]]] | None = None  # (token, its runs on disk): kept_runs's load
     counter: int = 0                                      # random presets drawn so far
 

@@ -83,13 +83,18 @@ def _read_saved_from(monkeypatch, folder):
     monkeypatch.setattr(saved_module, "load_saved", lambda _folder: real(folder))
 
 
-def test_page_shows_saved_results(tmp_path, monkeypatch):
-    folder = tmp_path / "results" / "digits-table"
+def _saved_digits_table(tmp_path, monkeypatch, name: str, summary: dict, pair_0_to_4: str) -> None:
+    """A results folder ``name`` of one pair, 0 -> 4 ("mse,paper_mse,train_s"), for the page to read."""
+    folder = tmp_path / "results" / name
     folder.mkdir(parents=True)
-    (folder / "summary.json").write_text(json.dumps({"images": "bundled digits", "preset": "fast", "steps": 2000,
-                                                      "median_mse": 8e-4, "pairs": 1}))
-    (folder / "digits_table.csv").write_text("source,target,mse,paper_mse,train_s\n0,4,0.0008,0.00145,12.5\n")
+    (folder / "summary.json").write_text(json.dumps({**summary, "pairs": 1}))
+    (folder / "digits_table.csv").write_text(f"source,target,mse,paper_mse,train_s\n0,4,{pair_0_to_4}\n")
     _read_saved_from(monkeypatch, tmp_path / "results")
+
+
+def test_page_shows_saved_results(tmp_path, monkeypatch):
+    _saved_digits_table(tmp_path, monkeypatch, "digits-table", {"images": "bundled digits", "preset": "fast",
+                                                               "steps": 2000, "median_mse": 8e-4}, "0.0008,0.00145,12.5")
     assert list(load_saved(tmp_path / "results")) == ["digits-table"]
     at = _open()
     table = next(df for df in _frames(at) if "paper" in df.columns)
@@ -105,12 +110,9 @@ def test_page_shows_saved_results(tmp_path, monkeypatch):
 
 def test_the_authors_settings_table_says_why_it_scores_above_the_fast_preset(tmp_path, monkeypatch):
     # A review saw 1.08e-3 after 10 000 steps beside the fast preset's 4.7e-4 after 1 000, with nothing saying why.
-    folder = tmp_path / "results" / "digits-table-paper-mnist"
-    folder.mkdir(parents=True)
-    (folder / "summary.json").write_text(json.dumps({"images": "MNIST", "preset": "paper", "steps": 10000,
-                                                      "median_mse": 1.08e-3, "pairs": 1}))
-    (folder / "digits_table.csv").write_text("source,target,mse,paper_mse,train_s\n0,4,0.00108,0.00145,1337\n")
-    _read_saved_from(monkeypatch, tmp_path / "results")
+    _saved_digits_table(tmp_path, monkeypatch, "digits-table-paper-mnist", {"images": "MNIST", "preset": "paper",
+                                                                           "steps": 10000, "median_mse": 1.08e-3},
+                        "0.00108,0.00145,1337")
     at = _open()
     assert any(c.value.startswith("Why the authors' settings score above the fast preset") and "Sinkhorn" in c.value
                for c in at.caption), [c.value for c in at.caption]

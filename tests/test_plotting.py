@@ -327,6 +327,20 @@ def test_residual_figure_leaves_outside_the_support_blank():
     assert np.isnan(z[0]).all() and np.isfinite(z[1:]).all()
 
 
+def test_residual_figure_frames_the_support_not_the_whole_grid():
+    # two blobs side by side took a third of the picture's width under blank space (a review): the axes fit the
+    # support, a cell's margin around it, at one scale
+    grid = Grid((-3.0, 3.0, -3.0, 3.0), 60)
+    gx, gy = np.meshgrid(grid.xs, grid.ys)
+    field = np.where(np.abs(gy) < 1.0, gx, np.nan)          # rows are y, columns x
+    layout = residual_figure(field, grid).layout
+    cell = grid.xs[1] - grid.xs[0]
+    assert layout.xaxis.range == pytest.approx((grid.xs[0] - cell, grid.xs[-1] + cell))
+    y_inside = grid.ys[np.abs(grid.ys) < 1.0]
+    assert layout.yaxis.range == pytest.approx((y_inside[0] - cell, y_inside[-1] + cell))
+    assert layout.yaxis.scaleanchor == "x" and layout.yaxis.scaleratio == 1
+
+
 def test_long_panel_titles_take_two_lines_and_the_figure_room_for_them(scene):
     # "Ground truth (barycentric, n=1000)" overlapped its neighbours' titles in a window 900 px wide (a review).
     x, panels, target = scene

@@ -105,6 +105,20 @@ def test_problem_signature_and_validation():
     assert a.describe()["source"]["mean"] == pytest.approx([1.0, -1.0])
 
 
+def test_a_problem_described_and_set_up_again_keeps_its_strokes_and_typed_cells():
+    # After a reload a drawing set aside came back as an uploaded picture: the problem set up from its description had
+    # lost the strokes (a review). The strokes and the typed cells travel; neither is part of the problem.
+    from studio.problems import problem_from_description, without_strokes
+
+    extras = {"drawings": {"source": {"objects": [{"type": "path"}]}},
+              "tables": {"source": [{"weight": "1", "mean_x": "0,5"}]}}
+    a = Problem("t", *PAPER, truth="gaussian", samples=100, **extras)
+    again = problem_from_description("t", json.loads(json.dumps(a.describe())))
+    assert again.describe() == a.describe() and {k: again.describe()[k] for k in extras} == extras
+    assert again.signature == a.signature == Problem("t", *PAPER, truth="gaussian", samples=100).signature
+    assert without_strokes(a.describe()) == Problem("t", *PAPER, truth="gaussian", samples=100).describe()
+
+
 def test_evaluate_run_and_metrics_table():
     problem = Problem("t", *PAPER, truth="gaussian", samples=300)
     ref = compute_reference(problem)
