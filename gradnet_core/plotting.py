@@ -275,14 +275,17 @@ _TITLE_LINE = 24
 
 
 def _two_lines(title: str) -> str:
-    """A long panel title on two lines (Plotly's ``<br>``), broken before its parenthesis or after its last comma or
-    space that leaves the first line short enough: "Ground truth (barycentric, n=1000)" overlapped its neighbours'
+    """A long panel title on two lines (Plotly's ``<br>``), broken before its parenthesis, after its colon, or after its
+    last comma or space that leaves the first line short enough: "Ground truth (barycentric, n=1000)" overlapped its neighbours'
     titles in a narrow window."""
     if len(title) <= _TITLE_LINE:
         return title
     cut = title.find(" (")
     if cut > 0:
         return f"{title[:cut]}<br>{title[cut + 1:]}"
+    cut = title.find(": ")
+    if 0 < cut < _TITLE_LINE:
+        return f"{title[:cut + 1]}<br>{title[cut + 2:]}"
     cut = title.rfind(", ", 0, _TITLE_LINE)
     if cut > 0:
         return f"{title[:cut + 1]}<br>{title[cut + 2:]}"
@@ -635,7 +638,10 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
     top = _density_scale(morph.densities)
     levels = [np.clip(np.round(d / top * _LEVELS), 0, _LEVELS).astype(np.uint8) for d in morph.densities]
     cols = 2 if particles is not None else 1
-    fig = make_subplots(rows=1, cols=cols, subplot_titles=[title, particles_title][:cols], horizontal_spacing=0.04)
+    # on two lines where long: "mGradNet-M: density of x_t" ran into "Ground truth (closed form): particles" in a
+    # 900 px window (a review)
+    titles = [_two_lines(title), _two_lines(particles_title)][:cols]
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.04)
     fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=levels[0], zmin=0, zmax=_LEVELS, colorscale="Viridis",
                              showscale=False, hoverinfo="skip"), row=1, col=1)
     traces = [0]
@@ -657,8 +663,9 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
     fig.frames = frames
     for col in range(1, cols + 1):
         _square_axes(fig, grid.bounds, 1, col, "" if col == 1 else str(col))
-    fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 40, "b": _CONTROLS_HEIGHT}, plot_bgcolor="white",
-                      **_play_controls(morph.times, redraw=True, frame_ms=frame_ms))
+    top = 60 if any("<br>" in t for t in titles) else 40
+    fig.update_layout(font=FONT, height=height + top - 40, margin={"l": 10, "r": 10, "t": top, "b": _CONTROLS_HEIGHT},
+                      plot_bgcolor="white", **_play_controls(morph.times, redraw=True, frame_ms=frame_ms))
     return fig
 
 

@@ -685,11 +685,12 @@ def results_panel(page: str, problem: Problem | None) -> None:
         help="Every run on this problem is in the table below; pick any two to compare.")
     state.shown = list(chosen)
     shown = [by_number[n] for n in chosen]
-    a, b, c = st.columns(3)
-    arrows = a.toggle("Displacement arrows", key=key(page, "arrows"), persist_state="session")
-    paths = b.toggle("Trajectories", key=key(page, "paths"), persist_state="session",
-                     help="Straight paths x → T(x); they never cross for a monotone map.")
-    show_target = c.toggle("Target samples", key=key(page, "show_target"), persist_state="session")
+    # a row that wraps: in three columns of a 900 px window "Displacement arrows" was cut
+    row = st.container(horizontal=True, wrap=True, gap="large")
+    arrows = row.toggle("Displacement arrows", key=key(page, "arrows"), persist_state="session")
+    paths = row.toggle("Trajectories", key=key(page, "paths"), persist_state="session",
+                       help="Straight paths x → T(x); they never cross for a monotone map.")
+    show_target = row.toggle("Target samples", key=key(page, "show_target"), persist_state="session")
     panels = _panels(ref, shown)
     figure = _cached(state, ("animation", tuple(chosen), arrows, paths, show_target), lambda: animation_figure(
         ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES, arrows=arrows,
@@ -715,7 +716,9 @@ def results_panel(page: str, problem: Problem | None) -> None:
     # After the tables: the exact density takes 1-8 s the first time a map is shown, and the numbers should not wait
     # for it (a review).
     _density_section(page, state, shown)
-    loss_col, files_col = st.columns([3, 2])
+    # one under the other, the downloads in a row that wraps: beside the chart in a 900 px window their labels were cut
+    # ("Map #1 mGradNet-M (…")
+    loss_col, files_col = st.container(), st.container()
     with loss_col:
         curves = {run.label: (run.result.history["step"], run.result.history["loss"])
                   for run in state.runs if run.result is not None and run.result.history["step"]}
@@ -733,30 +736,32 @@ def results_panel(page: str, problem: Problem | None) -> None:
         if hidden:
             st.caption(f"The maps of the runs shown above. To download another run's map ({hidden} more), show it "
                        "above.")
-        for run in shown:
-            st.download_button(f"Map {run.name} (.safetensors)",
-                               _cached(state, ("run", run.number, "file"), lambda run=run: map_to_bytes(
-                                   run.model, {**run.settings, "network": run.network})),
-                               file_name=f"{page}-run{run.number}-{run.network.replace(' ', '-')}.safetensors",
-                               mime="application/octet-stream", key=key(page, "download_map", run.number))
-        # a short label: a longer one was cut short beside the loss chart at 1280 px (a review)
-        st.download_button("Metrics of every run (.csv)", metrics_table(state.runs, details=True).to_csv(index=False),
-                           file_name=f"{page}-metrics.csv", mime="text/csv", key=key(page, "download_csv"),
-                           help="Every run's metrics and checks, with its settings and the problem it was trained on.")
-        st.download_button("Animation (.gif)", lambda: _cached(
-                               state, ("gif", tuple(chosen), show_target, arrows, paths), lambda: animation_gif(
-                                   ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES,
-                                   show_target=show_target, arrows=arrows, trajectories=paths,
-                                   title=f"{PAGE_TITLES.get(page, page)}: x_t = (1 - t) x + t T(x)")),
-                           file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
-        monotone = _monotone_run(shown)
-        if monotone is not None:
-            # named for its run, as the map's file is: two mGradNet-M runs shown gave two alike (a review)
-            st.download_button(f"Density morph of {monotone.name} (.gif)", lambda: _cached(
-                                   state, ("run", monotone.number, "morph_gif"), lambda: density_morph_gif(
-                                       _morph(state, monotone), title=f"{monotone.name}: density")),
-                               file_name=f"{page}-run{monotone.number}-density-morph.gif", mime="image/gif",
-                               key=key(page, "download_morph_gif"))
+        with st.container(horizontal=True, wrap=True):
+            for run in shown:
+                st.download_button(f"Map {run.name} (.safetensors)",
+                                   _cached(state, ("run", run.number, "file"), lambda run=run: map_to_bytes(
+                                       run.model, {**run.settings, "network": run.network})),
+                                   file_name=f"{page}-run{run.number}-{run.network.replace(' ', '-')}.safetensors",
+                                   mime="application/octet-stream", key=key(page, "download_map", run.number))
+            st.download_button("Metrics of every run (.csv)",
+                               metrics_table(state.runs, details=True).to_csv(index=False),
+                               file_name=f"{page}-metrics.csv", mime="text/csv", key=key(page, "download_csv"),
+                               help="Every run's metrics and checks, with its settings and the problem it was trained "
+                                    "on.")
+            st.download_button("Animation (.gif)", lambda: _cached(
+                                   state, ("gif", tuple(chosen), show_target, arrows, paths), lambda: animation_gif(
+                                       ref.points, panels, ref.target_samples, frames=ANIMATION_FRAMES,
+                                       show_target=show_target, arrows=arrows, trajectories=paths,
+                                       title=f"{PAGE_TITLES.get(page, page)}: x_t = (1 - t) x + t T(x)")),
+                               file_name=f"{page}-animation.gif", mime="image/gif", key=key(page, "download_gif"))
+            monotone = _monotone_run(shown)
+            if monotone is not None:
+                # named for its run, as the map's file is: two mGradNet-M runs shown gave two alike (a review)
+                st.download_button(f"Density morph of {monotone.name} (.gif)", lambda: _cached(
+                                       state, ("run", monotone.number, "morph_gif"), lambda: density_morph_gif(
+                                           _morph(state, monotone), title=f"{monotone.name}: density")),
+                                   file_name=f"{page}-run{monotone.number}-density-morph.gif", mime="image/gif",
+                                   key=key(page, "download_morph_gif"))
 
 
 def _checks_caption(columns: list[str]) -> str:
@@ -851,7 +856,8 @@ def _metrics_dataframe(runs: list[Run], metrics: tuple[str, ...], short_names: b
     if not short_names:
         # what each run is in a wide column of its own beside its name: whole in the pinned name column, a long label
         # ("#1 mGradNet-M (KL divergence (Adam) → Sinkhorn divergence, 1,100 steps)") was cut (a review)
-        table.insert(1, MADE_COLUMN, [run.label.removeprefix(run.name).strip()[1:-1] for run in runs])
+        # (last: second, it took a 900 px window's width and the numbers were out of sight)
+        table[MADE_COLUMN] = [run.label.removeprefix(run.name).strip()[1:-1] for run in runs]
     table["map"] = [run.name for run in runs]
     kl = METRIC_COLUMNS["kl_estimate"]
     if kl in table:

@@ -11,6 +11,7 @@ a notice.
 
 from __future__ import annotations
 
+import secrets
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -76,7 +77,9 @@ class PageState:
     uploads: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # side -> (file name, image)
     uploaded_here: set[str] = field(default_factory=set)  # sides whose upload is a file in the uploader on screen
     kept: tuple[str, list[tuple[Run, dict[str, Any]]]] | None = None  # (token, its runs on disk): kept_runs's load
-    counter: int = 0                                      # random presets drawn so far
+    # random presets drawn so far, from a random start: from 0 in every session, the first pair after a reload was the
+    # first before it, and its run joined the runs set aside on it (a review)
+    counter: int = field(default_factory=lambda: secrets.randbelow(2**31))
 
 
 def page_state(page: str) -> PageState:

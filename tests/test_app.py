@@ -1448,3 +1448,15 @@ def test_a_saved_inverse_map_comes_back_as_a_run():
     assert loaded.number == 2 and isinstance(loaded.model, InverseMap) and loaded.network == "mGradNet-M"
     points = torch.as_tensor(state.reference.points, dtype=torch.float32)
     np.testing.assert_allclose(loaded.mapped, inverse(points).double().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_new_random_pair_differs_from_session_to_session():
+    # From 0 in every session, the first random pair after a reload was the one before it (a review).
+    pairs = []
+    for _ in range(2):
+        at = _open("gaussians")
+        at.button(key="gaussians.random").click().run()
+        assert at.selectbox(key="gaussians.preset").value == "Random pair"
+        pairs.append([at.slider(key=f"gaussians.{side}.{name}").value for side in ("source", "target")
+                      for name in ("mean_x", "mean_y", "std_x", "std_y", "corr")])
+    assert pairs[0] != pairs[1]

@@ -264,6 +264,18 @@ def test_density_morph_figure_animates_the_heatmap_and_the_particles_on_one_cloc
     assert many.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] == 250
 
 
+def test_density_morph_titles_take_two_lines_where_long():
+    # "mGradNet-M: density of x_t" ran into "Ground truth (closed form): particles" at 900 px (a review)
+    morph, x = _morph(), np.zeros((5, 2))
+    short = density_morph_figure(morph, (x, x), title="M: density", particles_title="truth")
+    long = density_morph_figure(morph, (x, x), title="mGradNet-M: density of x_t",
+                                particles_title="Ground truth (closed form): particles")
+    assert [a.text for a in short.layout.annotations] == ["M: density", "truth"]
+    assert [a.text for a in long.layout.annotations] == ["mGradNet-M:<br>density of x_t",
+                                                         "Ground truth<br>(closed form): particles"]
+    assert long.layout.margin.t - short.layout.margin.t == long.layout.height - short.layout.height > 0
+
+
 def test_density_morph_gif_has_every_frame_with_y_up_axes_and_holds_the_ends():
     morph = _morph()
     gif = Image.open(io.BytesIO(density_morph_gif(morph, size=120)))
