@@ -275,9 +275,9 @@ _TITLE_LINE = 24
 
 
 def _two_lines(title: str) -> str:
-    """A long panel title on two lines (Plotly's ``<br>``), broken before its parenthesis, after its colon, or after its
-    last comma or space that leaves the first line short enough: "Ground truth (barycentric, n=1000)" overlapped its neighbours'
-    titles in a narrow window."""
+    """A long panel title on two lines (Plotly's ``<br>``), broken before its parenthesis, after its colon, or after
+    its last comma or space that leaves the first line short enough: "Ground truth (barycentric, n=1000)" overlapped
+    its neighbours' titles in a narrow window."""
     if len(title) <= _TITLE_LINE:
         return title
     cut = title.find(" (")
@@ -541,20 +541,28 @@ def losses_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]], *,
     ``switches``: (step, words) where a run went on with another training (``TrainResult.phases``), drawn as a
     dotted line labelled "-> words", so that a jump in the curve reads as the change of objective it is."""
     fig = go.Figure()
-    for step, words in dict.fromkeys(switches):
-        fig.add_vline(x=step, line={"width": 1, "dash": "dot", "color": "#777777"}, annotation_text=f"→ {words}",
-                      annotation_position="top left", annotation_font={"size": 11, "color": "#555555"})
-    shown = []
+    # Each label right of its line, one line lower than the last: left of their lines, at one height, the labels of two
+    # switches 150 steps apart were printed over each other, and in a narrow window the axis ran to -1000 (a review).
+    for k, (step, words) in enumerate(dict.fromkeys(switches)):
+        fig.add_vline(x=step, line={"width": 1, "dash": "dot", "color": "#777777"})
+        fig.add_annotation(x=step, xref="x", y=1.0 - 0.13 * k, yref="paper", text=f" → {words}", showarrow=False,
+                           xanchor="left", yanchor="top", font={"size": 11, "color": "#555555"},
+                           bgcolor="rgba(255, 255, 255, 0.8)")
+    shown, steps_shown = [], []
     for label, (steps, losses) in curves.items():
         s_a, l_a = np.asarray(steps, dtype=float), np.asarray(losses, dtype=float)
         finite = np.isfinite(l_a)
         # a curve with no finite loss would make the others linear, as before: an empty array is not all positive
         shown.append(l_a[finite] if finite.any() else np.zeros(1))
+        steps_shown.append(s_a)
         fig.add_trace(go.Scatter(x=s_a[finite], y=l_a[finite], mode="lines", line={"width": 1.5}, name=label))
     fig.update_layout(font=FONT, height=height, margin={"l": 10, "r": 10, "t": 36, "b": 10}, title=title,
                       xaxis_title="step", yaxis_title="loss", yaxis=_loss_axis(np.concatenate(shown or [np.zeros(0)])),
                       # under the axis title, not across it (a review read "#2 mGradNet-M (KLstep...")
                       legend={"orientation": "h", "yanchor": "top", "y": -0.32, "x": 0})
+    every_step = np.concatenate(steps_shown or [np.zeros(0)])
+    if every_step.size and every_step.min() < every_step.max():
+        fig.update_xaxes(range=[float(every_step.min()), float(every_step.max())])     # the steps run, nothing more
     return fig
 
 
@@ -639,9 +647,10 @@ def density_morph_figure(morph: DensityMorph, particles: tuple[np.ndarray, np.nd
     levels = [np.clip(np.round(d / top * _LEVELS), 0, _LEVELS).astype(np.uint8) for d in morph.densities]
     cols = 2 if particles is not None else 1
     # on two lines where long: "mGradNet-M: density of x_t" ran into "Ground truth (closed form): particles" in a
-    # 900 px window (a review)
+    # 900 px window (a review); the panels 0.08 apart, room for the right one's y labels there (at 0.04 they lay over
+    # the heatmap)
     titles = [_two_lines(title), _two_lines(particles_title)][:cols]
-    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.04)
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.08)
     fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=levels[0], zmin=0, zmax=_LEVELS, colorscale="Viridis",
                              showscale=False, hoverinfo="skip"), row=1, col=1)
     traces = [0]

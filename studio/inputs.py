@@ -625,7 +625,7 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
         if side in state.uploads and side not in state.uploaded_here:
             name, image = state.uploads[side]
             return image, {KEPT_PICTURE: "Your picture of the last training here, kept over the reload",
-                           BROUGHT_BACK: "Your picture the runs brought back were trained on"}.get(
+                           BROUGHT_BACK: "Your picture, brought back with the runs trained on it"}.get(
                                name, f"Uploaded earlier: {name}")
         state.uploads.pop(side, None)
         st.info("Upload a picture of a digit: any size, dark ink on light paper or light on dark.")

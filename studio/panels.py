@@ -73,10 +73,11 @@ def _duration(seconds: float) -> str:
 # =============================================================================================
 # Train button and live panel, shared
 # =============================================================================================
-def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", current: bool = True) -> None:
+def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", current: bool = True,
+                  changed: str = "") -> None:
     """The Train button (off while training, and when ``start`` is None: then ``hint`` says why), where
     training runs, the live panel while a job runs, then the last job's notices, unless the inputs on screen
-    are not the ones it trained on (``current`` False)."""
+    are not the ones it trained on (``current`` False): then ``changed`` says what Train does to the results."""
     state = page_state(page)
     # Not is_training(): a job that ended after the page drew its (locked) inputs is collected by
     # the live panel's rerun, so the inputs are drawn unlocked again.
@@ -110,9 +111,7 @@ def _run_controls(page: str, start: Callable[[], None] | None, hint: str = "", c
     if training or (start is not None and current):
         show_notices(state.notices)
     elif start is not None and (state.notices or not current):
-        st.caption("The inputs have changed since the last training: press Train to train on them. The runs below "
-                   "are for the inputs they were trained on, each with its verdict in the checks table; a run on "
-                   f"these inputs sets them aside, under **{EARLIER_LABEL}**, from where they can be brought back.")
+        st.caption("The inputs have changed since the last training: press Train to train on them. " + changed)
 
 
 def _live_panel(page: str) -> None:
@@ -495,6 +494,9 @@ def training_panel(page: str, problem: Problem | None, preset: str,
     start = None if problem is None else lambda: _start(page, problem, preset, network, arch, overrides)
     reference = page_state(page).reference
     _run_controls(page, start, hint=" Fix the input above to train.",
+                  changed="The runs below are for the inputs they were trained on, each with its verdict in the checks "
+                          f"table; a run on these inputs sets them aside, under **{EARLIER_LABEL}**, from where they "
+                          "can be brought back.",
                   current=problem is None or reference is None or reference.signature == problem.signature)
     if not training:
         _map_upload(page, problem)
@@ -931,7 +933,7 @@ def _density_section(page: str, state: PageState, runs: Sequence[Run]) -> None:
             morph = _morph(state, run)
             figure = _cached(state, ("run", run.number, "morph_figure"), lambda: density_morph_figure(
                 morph, (ref.points, ref.mapped), title=f"{run.network}: density of x_t",
-                particles_title=f"{ref.name}: particles"))
+                particles_title=ref.name))   # the caption says "Right: the ground truth's particles"
             chart(figure, key(page, "density_morph"))
             st.caption(_morph_caption(morph))
             _unsolved_note(morph.unsolved[-1], morph.grid.resolution ** 2, when="At t = 1 (T#p), ")
@@ -1081,8 +1083,10 @@ def color_training_panel(page: str, source: np.ndarray | None, target: np.ndarra
     current = outcome is None or not ready or all(
         shown is trained or (shown.shape == trained.shape and np.array_equal(shown, trained))
         for shown, trained in ((source, outcome.source), (target, outcome.target)))
+    # its own words: the transport pages' (runs, a checks table, runs set aside) are not this page's (a review)
     _run_controls(page, (lambda: _start_color(page, source, target, network, loss, settings)) if ready else None,
-                  current=current)
+                  current=current, changed="The result below is for the pictures it was trained on; training on "
+                                           "these replaces it.")
 
 
 def color_results_panel(page: str) -> None:
@@ -1114,7 +1118,8 @@ def color_results_panel(page: str) -> None:
     st.caption(f"Colour distance: W2 between {color.COLOR_SAMPLES} random pixels of each image and of the target, the "
                "root mean square change of colour (RGB in [0, 1]) that turns one set into the other, averaged over "
                f"{color.COLOR_REPLICATES} draws; two samples of the target's own pixels are that far apart by chance, "
-               "the least an exact transfer could show. EMD "
+               "about what an exact transfer would show (itself an estimate from samples: a good transfer can come "
+               "out a little under it). EMD "
                "matches the colours of its subsample exactly but moves neighbouring pixels independently, so smooth "
                "regions can turn speckled; the monotone map keeps them smooth.")
     before, after = st.columns(2)

@@ -642,7 +642,9 @@ def test_the_color_transfer_notice_is_left_out_while_another_image_is_on_screen(
     other = next(name for name in at.selectbox(key="color.target.bundled").options if name != trained)
     at.selectbox(key="color.target.bundled").set_value(other).run()
     assert not at.success and not at.warning and not at.button(key="color.train").disabled
-    assert any("inputs have changed since the last training" in c.value for c in at.caption)
+    # in this page's words: one result, replaced by the next training (not the transport pages' runs set aside)
+    said = [c.value for c in at.caption if "inputs have changed since the last training" in c.value]
+    assert len(said) == 1 and "training on these replaces it" in said[0] and "set aside" not in said[0], said
     at.selectbox(key="color.target.bundled").set_value(trained).run()
     assert [n.value for n in [*at.success, *at.warning]] == notices
 
@@ -1248,7 +1250,7 @@ def test_runs_on_a_typed_mixture_and_an_uploaded_digit_come_back_with_their_inpu
     assert not at.exception and not at.error
     assert at.radio(key="digits.source.mode").value == "Upload"
     for _ in range(2):                                             # and it stays over the next reruns
-        assert _captions(at)[0] == "Your picture the runs brought back were trained on"
+        assert _captions(at)[0] == "Your picture, brought back with the runs trained on it"
         np.testing.assert_allclose(state.uploads["source"][1], uploaded, atol=1e-6)
         assert not any("inputs have changed" in c.value for c in at.caption)
         assert not at.button(key="digits.train").disabled

@@ -207,8 +207,14 @@ def test_losses_figure_marks_where_a_run_went_on_with_another_objective():
     fig = losses_figure(curves, switches=[(2, "Sinkhorn divergence"), (2, "Sinkhorn divergence")])
     assert [trace.name for trace in fig.data] == ["#1", "#2"]
     assert [(shape.x0, shape.x1) for shape in fig.layout.shapes] == [(2, 2)]          # one line per distinct switch
-    assert [note.text for note in fig.layout.annotations] == ["→ Sinkhorn divergence"]
+    assert [note.text.strip() for note in fig.layout.annotations] == ["→ Sinkhorn divergence"]
     assert losses_figure(curves).layout.shapes == ()
+    # two switches close together: their labels one above the other, right of their lines, on the steps run only
+    # (printed over each other left of their lines, with the axis run out to -1000 in a narrow window: a review)
+    two = losses_figure(curves, switches=[(2, "from the target"), (3, "Sinkhorn divergence")]).layout
+    assert [(n.x, n.xanchor) for n in two.annotations] == [(2, "left"), (3, "left")]
+    assert two.annotations[0].y > two.annotations[1].y and two.annotations[0].yref == "paper"
+    assert tuple(two.xaxis.range) == (1.0, 4.0)
     # spanning two decades: logarithmic, labelled at decades only; a negative loss anywhere makes it linear
     assert (fig.layout.yaxis.type, fig.layout.yaxis.dtick) == ("log", 1)
     assert losses_figure({"#1": ([1, 2], [0.3, 0.2])}).layout.yaxis.dtick is None
