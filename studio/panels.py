@@ -563,10 +563,12 @@ def _bring_back(page: str, index: int) -> None:
     if aside:
         numbers, were = _run_numbers(aside)
         said += f"; {numbers[0].lower()}{numbers[1:]} {were} set aside in {'their' if them == 'they' else 'its'} place"
-    state.notices = [("info", said + ".")]
     latest = max(group.runs, key=lambda run: run.number)
     if latest.result is not None and not latest.origin:
-        state.notices += outcome_notices(latest.result)
+        state.notices = [("info", said + ".")] + outcome_notices(latest.result)
+    else:
+        # a demo or a loaded map: its verdict's box, as when it was opened (a blue note alone read as no verdict)
+        state.notices = [_file_notice(latest, said + ".")]
 
 
 def _file_map(state: PageState, problem: Problem, loaded: MapFile, origin: str) -> Run:

@@ -1179,6 +1179,18 @@ def test_runs_on_other_inputs_are_set_aside_and_brought_back_with_their_inputs()
     assert [run.number for run in _state(third, "gaussians").runs] == [1, 2]
 
 
+def test_a_demo_brought_back_gets_its_verdicts_box():
+    at = _open("gaussians")
+    at.button(key="gaussians.open_demo").click().run()
+    at.slider(key="gaussians.target.mean_x").set_value(2.0).run()
+    _train(at, "gaussians", steps=20)
+    at.button(key="gaussians.bring_back").click().run()
+    assert [run.number for run in _state(at, "gaussians").runs] == [1]
+    said = [box.value for box in [*at.success, *at.warning, *at.info]]
+    assert said == ["**The map is close to the optimal map.** Run #1 is back, with the inputs it was measured on; run "
+                    "#2 was set aside in its place."], said
+
+
 def test_an_opened_demo_sets_the_runs_aside_and_the_oldest_set_goes_past_the_limit():
     from studio.panels import MAX_ASIDE
 
