@@ -7,7 +7,9 @@ a drawing canvas or an upload) and colour images (bundled or uploaded). Each ``*
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 import logging
 import math
 from pathlib import Path
@@ -28,7 +30,7 @@ from gradnet_core.plotting import density_heatmap, square_bounds
 from .limits import truth_samples_cap, upload_pixels
 from .problems import (MIXTURE_COLUMNS, MIXTURE_HEADERS, Problem, gaussian_from_row, gaussian_row, mixture_from_table,
                        to_numpy)
-from .state import key, kept_runs, page_state
+from .state import key, kept_result, kept_runs, page_state
 
 __all__ = [
     "gaussian_inputs", "gaussian_problem", "mixture_inputs", "mixture_problem", "truth_samples_input",
@@ -481,7 +483,8 @@ def digit_input(page: str, side: str, disabled: bool) -> np.ndarray | None:
             image = _canvas(page, side, disabled)
             caption = "Your drawing, as a 28 x 28 digit"
         else:
-            image, caption = _upload(page, side, disabled)
+            image, caption = _upload(page, side, disabled, lambda data: load_image(data, max_pixels=upload_pixels()),
+                                     "Upload a picture of a digit: any size, dark ink on light paper or light on dark.")
     except ValueError as err:
         st.error(str(err))
         return None
@@ -612,7 +615,11 @@ def _toolbar_off_the_canvas() -> None:
         registry_log.setLevel(level)
 
 
-def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, str]:
+def _upload(page: str, side: str, disabled: bool, read: Callable[[bytes], np.ndarray],
+            empty: str) -> tuple[np.ndarray | None, str]:
+    """An uploader and the picture ``read`` makes of its file (it raises ValueError for a bad one), with a caption; the
+    side's picture kept (``state.uploads``: uploaded before, or restored) while the uploader on screen holds no file;
+    else None after ``empty``."""
     state = page_state(page)
     upload_key = _renewed(page, key(page, side, "upload"))
     if upload_key not in st.session_state:
@@ -628,9 +635,9 @@ def _upload(page: str, side: str, disabled: bool) -> tuple[np.ndarray | None, st
                            BROUGHT_BACK: "Your picture, brought back with the runs trained on it"}.get(
                                name, f"Uploaded earlier: {name}")
         state.uploads.pop(side, None)
-        st.info("Upload a picture of a digit: any size, dark ink on light paper or light on dark.")
+        st.info(empty)
         return None, ""
-    image = load_image(file.getvalue(), max_pixels=upload_pixels())
+    image = read(file.getvalue())
     state.uploads[side] = (file.name, image)
     state.uploaded_here.add(side)
     return image, f"Uploaded: {file.name}"
@@ -661,6 +668,8 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
     """The RGB image for one side, bundled or uploaded, shown with its size; None (after a message)
     when there is none or it is unusable."""
     st.subheader(side.capitalize())
+    if key(page, side, "mode") not in st.session_state and page_state(page).outcome is None:
+        _restore_color_side(page, side)
     mode = st.radio("Image", ["Bundled", "Upload"], key=key(page, side, "mode"), horizontal=True,
                     disabled=disabled, persist_state="session", label_visibility="collapsed")
     if mode == "Bundled":
@@ -670,16 +679,67 @@ def color_image_input(page: str, side: str, disabled: bool) -> np.ndarray | None
                             persist_state="session", help=BUNDLED_COLOR_HELP)
         image = color.load_rgb(bundled[name])
     else:
-        file = st.file_uploader(UPLOAD_LABEL, key=key(page, side, "upload"), max_upload_size=UPLOAD_MB,
-                                disabled=disabled)
-        if file is None:
-            st.info("Upload a photo; it is shrunk to at most 512 px on its longer side.")
-            return None
         try:
-            image = color.load_rgb(file.getvalue(), max_pixels=upload_pixels())
-            color.check_colors(image)
+            image, note = _upload(page, side, disabled, _checked_rgb,
+                                  "Upload a photo; it is shrunk to at most 512 px on its longer side.")
         except ValueError as err:
             st.error(str(err))
             return None
-    st.image(image, caption=f"{image.shape[1]} x {image.shape[0]} px")
+        if image is None:
+            return None
+    size = f"{image.shape[1]} x {image.shape[0]} px"
+    st.image(image, caption=size if mode == "Bundled" or note.startswith("Uploaded:") else f"{note} ({size})")
     return image
+
+
+def _checked_rgb(data: bytes) -> np.ndarray:
+    image = color.load_rgb(data, max_pixels=upload_pixels())
+    color.check_colors(image)
+    return image
+
+
+def color_image_record(image: np.ndarray) -> Any:
+    """A picture the Colour transfer page trained on, as the store keeps it: a bundled picture's name, else the array
+    (``.npy`` in base64; read back without pickle)."""
+    for name, path in color.bundled_color_images().items():
+        bundled = color.load_rgb(path)
+        if bundled.shape == image.shape and np.array_equal(bundled, image):
+            return name
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(image), allow_pickle=False)
+    return {"npy": base64.b64encode(buffer.getvalue()).decode("ascii")}
+
+
+def color_image_from_record(record: Any) -> np.ndarray:
+    """``color_image_record``'s picture back (ValueError for a record this version cannot read)."""
+    if isinstance(record, str):
+        bundled = color.bundled_color_images()
+        if record not in bundled:
+            raise ValueError(f"no bundled picture {record!r}")
+        return color.load_rgb(bundled[record])
+    try:
+        image = np.load(io.BytesIO(base64.b64decode(record["npy"])), allow_pickle=False)
+    except (KeyError, TypeError, OSError, ValueError) as err:
+        raise ValueError(f"the kept picture cannot be read: {err}") from None
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"the kept picture has shape {image.shape}")
+    return image
+
+
+def _restore_color_side(page: str, side: str) -> None:
+    """After a reload: the picture of ``side`` the page's kept result was trained on (``kept_result``), a bundled one
+    picked in its box, another as the side's upload (a review reloaded and found the result and the uploads gone)."""
+    kept = kept_result(page)
+    if kept is None:
+        return
+    record = (kept[2].get("images") or {}).get(side)
+    try:
+        image = color_image_from_record(record)
+    except ValueError:
+        return
+    if isinstance(record, str):
+        st.session_state[key(page, side, "mode")] = "Bundled"
+        st.session_state[key(page, side, "bundled")] = record
+    else:
+        page_state(page).uploads[side] = (KEPT_PICTURE, image)
+        st.session_state[key(page, side, "mode")] = "Upload"

@@ -39,9 +39,9 @@ from .scheduler import slots, workers
 from .problems import (CHECK_METRICS, METRIC_COLUMNS, TRUTH_METRICS, Problem, Reference, Run, compute_reference,
                        density_morph_of, evaluate_run, evaluate_training, metrics_table, morph_back, picked_objective,
                        problem_from_description, residual_of, to_numpy, without_strokes)
-from .inputs import inputs_summary, restore_inputs
-from .state import (PageState, RunsAside, key, kept_runs, outcome_notices, page_state, removed_notice, show_notices,
-                    start_job)
+from .inputs import color_image_from_record, color_image_record, inputs_summary, restore_inputs
+from .state import (PageState, RunsAside, key, kept_result, kept_runs, outcome_notices, page_state, removed_notice,
+                    show_notices, start_job)
 from .store import store
 from .view import chart, table as show_table
 
@@ -1062,16 +1062,21 @@ def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str
     model = seeded_map(network, settings["seed"], dim=3)
     check_work(config.steps, model)
 
-    def store(state: PageState, job: TrainingJob) -> None:
+    def store_outcome(state: PageState, job: TrainingJob) -> None:
         comparison = job.evaluation
         if comparison.verdict is not None:          # the verdict's advice in colour-transfer terms, for the notice
             job.result = replace(job.result, verdict=comparison.verdict)
         state.outcome = ColorOutcome(source, target, network, loss, job.result, comparison)
+        token = st.session_state.get("session.token")
+        if token and job.result.map is not None:    # kept over a reload (a review reloaded and lost it)
+            store().save_result(token, page, job.result.map, job.result, {
+                "network": network, "loss": loss, "seed": settings["seed"],
+                "images": {"source": color_image_record(source), "target": color_image_record(target)}})
 
     job = TrainingJob(model, color.image_pixels(source), color.image_pixels(target), config, cpu_threads=CPU_THREADS,
                       slots=slots(), pool=workers(),
                       finish=partial(color.compare_with_emd, source=source, target=target, seed=settings["seed"]))
-    start_job(page, job, label=network, store=store,
+    start_job(page, job, label=network, store=store_outcome,
               finishing="Training finished; recolouring and running POT's EMD transfer…")
 
 
@@ -1081,6 +1086,7 @@ def color_training_panel(page: str, source: np.ndarray | None, target: np.ndarra
     training = page_state(page).job is not None
     network, loss, settings = _color_settings(page, disabled=training)
     ready = source is not None and target is not None
+    _restore_color_outcome(page)
     outcome: ColorOutcome | None = page_state(page).outcome
     current = outcome is None or not ready or all(
         shown is trained or (shown.shape == trained.shape and np.array_equal(shown, trained))
@@ -1089,6 +1095,31 @@ def color_training_panel(page: str, source: np.ndarray | None, target: np.ndarra
     _run_controls(page, (lambda: _start_color(page, source, target, network, loss, settings)) if ready else None,
                   current=current, changed="The result below is for the pictures it was trained on; training on "
                                            "these replaces it.")
+
+
+def _restore_color_outcome(page: str) -> None:
+    """After a reload, once: the result this session's token kept (``kept_result``), its recolouring and EMD
+    comparison computed again from the kept map and pictures."""
+    state = page_state(page)
+    kept = kept_result(page) if state.outcome is None and state.job is None else None
+    if kept is None:
+        return
+    state.kept_result = (state.kept_result[0], None)          # filed once
+    model, result, extra = kept
+    try:
+        images = extra.get("images") or {}
+        source, target = (color_image_from_record(images.get(side)) for side in ("source", "target"))
+        network, loss, seed = str(extra["network"]), str(extra["loss"]), int(extra["seed"])
+    except (KeyError, TypeError, ValueError) as err:
+        st.warning(f"The result kept from before the reload could not be brought back: {err}")
+        return
+    with st.spinner("Bringing back the result from before the reload: recolouring and running POT's EMD transfer…"):
+        comparison = color.compare_with_emd(model, result, source, target, seed=seed)
+    if comparison.verdict is not None:
+        result = replace(result, verdict=comparison.verdict)
+    state.outcome = ColorOutcome(source, target, network, loss, result, comparison)
+    state.notices = [("info", "The result of this session's last training here is back from before the reload.")]
+    state.notices += outcome_notices(result)
 
 
 def color_results_panel(page: str) -> None:

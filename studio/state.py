@@ -26,7 +26,7 @@ from .jobs import TrainingJob, watch_session
 from .problems import Reference, Run
 from .store import store
 
-__all__ = ["PageState", "RunsAside", "page_state", "key", "kept_runs", "start_job", "is_training", "release_closed"]
+__all__ = ["PageState", "RunsAside", "page_state", "key", "kept_runs", "kept_result", "start_job", "is_training", "release_closed"]
 
 #: How a finished job's result is filed in the page state: ``store(state, job)``.
 Store = Callable[["PageState", TrainingJob], None]
@@ -77,6 +77,7 @@ class PageState:
     uploads: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # side -> (file name, image)
     uploaded_here: set[str] = field(default_factory=set)  # sides whose upload is a file in the uploader on screen
     kept: tuple[str, list[tuple[Run, dict[str, Any]]]] | None = None  # (token, its runs on disk): kept_runs's load
+    kept_result: tuple[str, Any] | None = None            # (token, its one result on disk): kept_result's load
     # random presets drawn so far, from a random start: from 0 in every session, the first pair after a reload was the
     # first before it, and its run joined the runs set aside on it (a review)
     counter: int = field(default_factory=lambda: secrets.randbelow(2**31))
@@ -105,6 +106,18 @@ def kept_runs(page: str, keep: bool = True) -> list[tuple[Run, dict[str, Any]]]:
     if not keep:
         state.kept = None
     return runs
+
+
+def kept_result(page: str) -> tuple[Any, TrainResult, dict[str, Any]] | None:
+    """The one result of ``page`` this session's token kept on disk (the Colour transfer page's: ``RunStore.save_result``),
+    loaded once: the inputs (to show the pictures it was trained on) and the training panel (to file it) read it."""
+    state = page_state(page)
+    token = st.session_state.get("session.token")
+    if not token:
+        return None
+    if state.kept_result is None or state.kept_result[0] != token:
+        state.kept_result = (token, store().load_result(token, page))
+    return state.kept_result[1]
 
 
 #: Each session's page states (weakly), so that a closed session's can be released (``release_closed``).

@@ -56,10 +56,32 @@ class RunStore:
     def save(self, token: str, page: str, run: Run, problem: dict[str, Any]) -> None:
         """Keep ``run``, measured on ``problem`` (``Problem.describe()``), for ``token``; the token's oldest runs
         go when it would pass ``max_bytes``."""
-        data = _run_bytes(run, problem)
+        self._put(token, page, run.number, _run_bytes(run, problem))
+
+    def save_result(self, token: str, page: str, model: Any, result: TrainResult, extra: dict[str, Any]) -> None:
+        """Keep a page's one result (the Colour transfer page's): its map, its training and ``extra`` (JSON), in place
+        of the one before."""
+        self._put(token, page, 0, map_to_bytes(model, {**extra, "stored_result": _result_dict(result)}))
+
+    def load_result(self, token: str, page: str) -> tuple[Any, TrainResult, dict[str, Any]] | None:
+        """The map, training and ``extra`` ``save_result`` kept for the page, or None (none, expired or unreadable)."""
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM runs WHERE saved < ?", (time.time() - self.seconds,))
+            row = db.execute("SELECT data FROM runs WHERE token = ? AND page = ? AND number = 0",
+                             (token, page)).fetchone()
+        if row is None:
+            return None
+        try:
+            loaded = read_map(bytes(row[0]))
+            extra = dict(loaded.extra or {})
+            return loaded.model, _result_from(extra.pop("stored_result"), loaded.model), extra
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _put(self, token: str, page: str, number: int, data: bytes) -> None:
         with self._lock, self._connect() as db:
             db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
-                       (token, page, run.number, time.time(), len(data), data))
+                       (token, page, number, time.time(), len(data), data))
             rows = db.execute("SELECT page, number, size FROM runs WHERE token = ? ORDER BY saved DESC",
                               (token,)).fetchall()
             total = 0
@@ -85,7 +107,7 @@ class RunStore:
         problems before them (expired runs of every token are purged)."""
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM runs WHERE saved < ?", (time.time() - self.seconds,))
-            rows = db.execute("SELECT data FROM runs WHERE token = ? AND page = ? ORDER BY saved, number",
+            rows = db.execute("SELECT data FROM runs WHERE token = ? AND page = ? AND number > 0 ORDER BY saved, number",
                               (token, page)).fetchall()
         runs = []
         for (data,) in rows:
@@ -119,18 +141,34 @@ class RunStore:
 
 
 def _run_bytes(run: Run, problem: dict[str, Any]) -> bytes:
-    result = None
-    if run.result is not None:
-        # the trained map is the file's own map (run.model), not JSON; the densities it was judged on are the problem's
-        result = {f.name: getattr(run.result, f.name) for f in dataclasses.fields(run.result)
-                  if f.name not in ("map", "judged_on")}
-        result["verdict"] = (None if run.result.verdict is None else
-                             {k: _jsonable(v) for k, v in dataclasses.asdict(run.result.verdict).items()})
-        result["history"] = {k: [_jsonable(float(v)) for v in values] for k, values in run.result.history.items()}
+    result = None if run.result is None else _result_dict(run.result)
     saved = {"number": run.number, "network": run.network, "origin": run.origin, "signature": run.signature,
              "metrics": {k: _jsonable(v) for k, v in run.metrics.items()}, "result": result,
              "mapped": run.mapped.tolist(), "grid_mapped": run.grid_mapped.tolist(), "measured_on": problem}
     return map_to_bytes(run.model, {**run.settings, "stored_run": saved})
+
+
+def _result_dict(result: TrainResult) -> dict[str, Any]:
+    """A training's result as JSON: the trained map is the file's own (not JSON); the densities it was judged on are
+    the problem's."""
+    saved = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("map", "judged_on")}
+    saved["verdict"] = (None if result.verdict is None else
+                        {k: _jsonable(v) for k, v in dataclasses.asdict(result.verdict).items()})
+    saved["history"] = {k: [_jsonable(float(v)) for v in values] for k, values in result.history.items()}
+    return saved
+
+
+def _result_from(saved: dict[str, Any], model: Any) -> TrainResult:
+    """``_result_dict``'s result back, with ``model`` as its map."""
+    raw = dict(saved)
+    verdict = raw.pop("verdict")
+    raw["history"] = {k: [math.nan if v is None else v for v in values] for k, values in raw["history"].items()}
+    # JSON gave lists where the result holds tuples: the loss chart hashes the phases (a reload once ended there in
+    # "unhashable type: 'list'" on every page whose runs have a second phase).
+    raw["phases"] = tuple((int(step), str(words)) for step, words in raw.get("phases", ()))
+    if verdict is not None:
+        verdict = Verdict(**{**verdict, "failed": tuple(verdict.get("failed", ()))})
+    return TrainResult(**raw, verdict=verdict, map=model)
 
 
 def _run_from_bytes(data: bytes) -> tuple[Run, dict[str, Any]]:
@@ -139,17 +177,7 @@ def _run_from_bytes(data: bytes) -> tuple[Run, dict[str, Any]]:
     loaded = read_map(data)
     extra = dict(loaded.extra or {})
     saved = extra.pop("stored_run")
-    result = None
-    if saved["result"] is not None:
-        raw = dict(saved["result"])
-        verdict = raw.pop("verdict")
-        raw["history"] = {k: [math.nan if v is None else v for v in values] for k, values in raw["history"].items()}
-        # JSON gave lists where the result holds tuples: the loss chart hashes the phases (a reload once ended there in
-        # "unhashable type: 'list'" on every page whose runs have a second phase).
-        raw["phases"] = tuple((int(step), str(words)) for step, words in raw.get("phases", ()))
-        if verdict is not None:
-            verdict = Verdict(**{**verdict, "failed": tuple(verdict.get("failed", ()))})
-        result = TrainResult(**raw, verdict=verdict, map=loaded.model)
+    result = None if saved["result"] is None else _result_from(saved["result"], loaded.model)
     metrics = {k: (math.nan if v is None else v) for k, v in saved["metrics"].items()}
     run = Run(network=saved["network"], model=loaded.model, result=result, signature=saved["signature"],
               settings=extra, mapped=np.asarray(saved["mapped"], dtype=float),

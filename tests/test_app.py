@@ -649,6 +649,36 @@ def test_the_color_transfer_notice_is_left_out_while_another_image_is_on_screen(
     assert [n.value for n in [*at.success, *at.warning]] == notices
 
 
+def test_the_color_transfer_result_and_an_uploaded_picture_survive_a_reload():
+    # A review reloaded the Colour transfer page and found its result and its uploaded picture gone.
+    at = _open("color_transfer")
+    token = at.session_state["session.token"]
+    pixels = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    at.radio(key="color.target.mode").set_value("Upload").run()
+    at.file_uploader(key="color.target.upload").set_value(("mine.png", _png(pixels), "image/png")).run()
+    _train(at, "color", steps=20)
+    before = _state(at, "color").outcome
+    said = [n.value for n in [*at.success, *at.warning]]
+    assert before is not None and len(said) == 1
+    for _ in range(2):                                   # and the picture stays over the next rerun
+        again = AppTest.from_file(str(APP), default_timeout=60)
+        again.query_params["session"] = token
+        again.run().switch_page("pages/color_transfer.py").run()
+        assert not again.exception and not again.error
+        after = _state(again, "color").outcome
+        assert after is not None and (after.network, after.loss) == (before.network, before.loss)
+        np.testing.assert_array_equal(after.target, before.target)
+        np.testing.assert_allclose(after.comparison.recoloured, before.comparison.recoloured, atol=1e-6)
+        assert after.comparison.distances == pytest.approx(before.comparison.distances)
+        assert [n.value for n in [*again.success, *again.warning]] == said
+        assert any("back from before the reload" in i.value for i in again.info)
+        assert again.radio(key="color.source.mode").value == "Bundled"
+        assert again.radio(key="color.target.mode").value == "Upload"
+        again.run()
+        assert not any("inputs have changed" in c.value for c in again.caption)
+        assert not again.button(key="color.train").disabled
+
+
 def test_results_survive_a_trip_to_another_page():
     at = _open("gaussians")
     at.slider(key="gaussians.target.mean_x").set_value(1.0).run()
