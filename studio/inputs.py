@@ -705,8 +705,12 @@ def color_image_record(image: np.ndarray) -> Any:
         bundled = color.load_rgb(path)
         if bundled.shape == image.shape and np.array_equal(bundled, image):
             return name
+    # as bytes where it is exactly k / 255, as every picture load_rgb reads is: float64 made a 512 x 512 upload 8.4 MB
+    # of base64, over what a map file's header may hold, and the kept result could not be read back (a code review)
+    levels = np.round(np.asarray(image, dtype=np.float64) * 255.0)
+    exact = bool(np.all((levels >= 0) & (levels <= 255))) and np.array_equal(levels / 255.0, image)
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(image), allow_pickle=False)
+    np.save(buffer, levels.astype(np.uint8) if exact else np.ascontiguousarray(image), allow_pickle=False)
     return {"npy": base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
@@ -723,7 +727,7 @@ def color_image_from_record(record: Any) -> np.ndarray:
         raise ValueError(f"the kept picture cannot be read: {err}") from None
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"the kept picture has shape {image.shape}")
-    return image
+    return image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image
 
 
 def _restore_color_side(page: str, side: str) -> None:

@@ -653,7 +653,9 @@ def test_the_color_transfer_result_and_an_uploaded_picture_survive_a_reload():
     # A review reloaded the Colour transfer page and found its result and its uploaded picture gone.
     at = _open("color_transfer")
     token = at.session_state["session.token"]
-    pixels = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    # a photo as large as the page keeps (512 px a side): as float64 in the kept file it was over what a map file's
+    # header may hold, and nothing came back (a code review)
+    pixels = np.random.default_rng(3).integers(0, 256, (512, 512, 3), dtype=np.uint8)
     at.radio(key="color.target.mode").set_value("Upload").run()
     at.file_uploader(key="color.target.upload").set_value(("mine.png", _png(pixels), "image/png")).run()
     _train(at, "color", steps=20)
