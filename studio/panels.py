@@ -284,9 +284,7 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
     new_problem = state.reference is None or state.reference.signature != reference.signature
     aside, back, forgotten = [], [], []
     if new_problem:
-        if state.runs and state.reference is not None:
-            state.earlier.insert(0, RunsAside(state.runs, state.reference.problem, state.reference))
-            aside = [old.number for old in state.runs]
+        aside = _set_aside(state)
         same = next((group for group in state.earlier if group.signature == reference.signature), None)
         if same is not None:
             state.earlier.remove(same)
@@ -331,6 +329,14 @@ def add_run(state: PageState, run: Run, reference: Reference) -> None:
         runs_, were = _run_numbers(oldest)
         said.append(f"{runs_}, the oldest, {were} removed: the page keeps {MAX_RUNS} runs.")
     state.set_aside = " ".join(said)
+
+
+def _set_aside(state: PageState) -> list[int]:
+    """Move the page's runs, if any, to the front of ``PageState.earlier``; their numbers."""
+    if not state.runs or state.reference is None:
+        return []
+    state.earlier.insert(0, RunsAside(state.runs, state.reference.problem, state.reference))
+    return [run.number for run in state.runs]
 
 
 def _their(them: str) -> str:
@@ -391,9 +397,7 @@ def _restore_runs(page: str) -> None:
         run.signature = reference.signature
     state.runs, state.reference = runs[-MAX_RUNS:], reference
     _runs_changed(state, [run.number for run in reversed(runs)][:2])
-    trained = [run for run in runs if run.result is not None and not run.origin]
-    if trained:
-        _restore_settings(page, trained[-1].settings)
+    trained = _restore_trained_settings(page, runs)
     aside = sum(len(group.runs) for group in state.earlier)
     state.notices += [("info", f"{len(runs)} run{'s' if len(runs) > 1 else ''} of this session brought back from "
                        "before the reload" + (", with the settings of the last one trained" if trained else "")
@@ -403,6 +407,14 @@ def _restore_runs(page: str) -> None:
     latest = max(runs, key=lambda run: run.number)
     if latest.result is not None and not latest.origin:
         state.notices += outcome_notices(latest.result)
+
+
+def _restore_trained_settings(page: str, runs: Sequence[Run]) -> bool:
+    """The settings of the last of ``runs`` trained here (not loaded) in the page's boxes; whether there was one."""
+    trained = [run for run in runs if run.result is not None and not run.origin]
+    if trained:
+        _restore_settings(page, trained[-1].settings)
+    return bool(trained)
 
 
 def _restore_settings(page: str, settings: dict[str, Any]) -> None:
@@ -539,17 +551,13 @@ def _bring_back(page: str, index: int) -> None:
         state.notices = [("warning", f"Those runs cannot be brought back: their inputs cannot be set up ({err}).")]
         return
     del state.earlier[index]
-    aside = [run.number for run in state.runs]
-    if state.runs and state.reference is not None:
-        state.earlier.insert(0, RunsAside(state.runs, state.reference.problem, state.reference))
+    aside = _set_aside(state)
     for run in group.runs:
         run.signature = reference.signature
     state.runs, state.reference = group.runs, reference
     _runs_changed(state, [run.number for run in reversed(group.runs)][:2])
     restore_inputs(page, group.problem)
-    trained = [run for run in group.runs if run.result is not None and not run.origin]
-    if trained:
-        _restore_settings(page, trained[-1].settings)
+    trained = _restore_trained_settings(page, group.runs)
     if state.token:
         store().touch(state.token, page, [run.number for run in group.runs])
     runs_, were = _run_numbers([run.number for run in group.runs])
@@ -1063,10 +1071,8 @@ def _start_color(page: str, source: np.ndarray, target: np.ndarray, network: str
     check_work(config.steps, model)
 
     def store_outcome(state: PageState, job: TrainingJob) -> None:
-        comparison = job.evaluation
-        if comparison.verdict is not None:          # the verdict's advice in colour-transfer terms, for the notice
-            job.result = replace(job.result, verdict=comparison.verdict)
-        state.outcome = ColorOutcome(source, target, network, loss, job.result, comparison)
+        state.outcome = _color_outcome(source, target, network, loss, job.result, job.evaluation)
+        job.result = state.outcome.result           # its notice gives the verdict in colour-transfer terms
         token = st.session_state.get("session.token")
         if token and job.result.map is not None:    # kept over a reload (a review reloaded and lost it)
             store().save_result(token, page, job.result.map, job.result, {
@@ -1097,6 +1103,14 @@ def color_training_panel(page: str, source: np.ndarray | None, target: np.ndarra
                                            "these replaces it.")
 
 
+def _color_outcome(source: np.ndarray, target: np.ndarray, network: str, loss: str, result: TrainResult,
+                   comparison: color.ColorComparison) -> ColorOutcome:
+    """A colour-transfer outcome, its result's verdict the comparison's (its advice in colour-transfer terms)."""
+    if comparison.verdict is not None:
+        result = replace(result, verdict=comparison.verdict)
+    return ColorOutcome(source, target, network, loss, result, comparison)
+
+
 def _restore_color_outcome(page: str) -> None:
     """After a reload, once: the result this session's token kept (``kept_result``), its recolouring and EMD
     comparison computed again from the kept map and pictures."""
@@ -1115,11 +1129,9 @@ def _restore_color_outcome(page: str) -> None:
         return
     with st.spinner("Bringing back the result from before the reload: recolouring and running POT's EMD transfer…"):
         comparison = color.compare_with_emd(model, result, source, target, seed=seed)
-    if comparison.verdict is not None:
-        result = replace(result, verdict=comparison.verdict)
-    state.outcome = ColorOutcome(source, target, network, loss, result, comparison)
+    state.outcome = _color_outcome(source, target, network, loss, result, comparison)
     state.notices = [("info", "The result of this session's last training here is back from before the reload.")]
-    state.notices += outcome_notices(result)
+    state.notices += outcome_notices(state.outcome.result)
 
 
 def color_results_panel(page: str) -> None:
